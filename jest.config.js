@@ -1,0 +1,16 @@
+/** Jest: TypeScript through ts-jest (transpile only; `npm run build` type-checks), packages mapped to src. */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/packages', '<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  testPathIgnorePatterns: ['/node_modules/', '/dist/'],
+  moduleNameMapper: { '^@wanas/([a-z-]+)$': '<rootDir>/packages/$1/src' },
+  transform: {
+    '^.+\\.ts$': [
+      'ts-jest',
+      { tsconfig: '<rootDir>/tsconfig.base.json', isolatedModules: true, diagnostics: false },
+    ],
+  },
+  testTimeout: 60000,
+  maxWorkers: 2,
+};
