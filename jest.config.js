@@ -6,10 +6,7 @@ module.exports = {
   testPathIgnorePatterns: ['/node_modules/', '/dist/'],
   moduleNameMapper: { '^@wanas/([a-z-]+)$': '<rootDir>/packages/$1/src' },
   transform: {
-    '^.+\\.ts$': [
-      'ts-jest',
-      { tsconfig: '<rootDir>/tsconfig.base.json', isolatedModules: true, diagnostics: false },
-    ],
+    '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.base.json', diagnostics: false }],
   },
   testTimeout: 60000,
   maxWorkers: 2,

@@ -1,1 +1,6 @@
-export {};
+/**
+ * @wanas/iterator — the connection iterator: ordered attempts over a target list of equivalent
+ * endpoints, per-attempt timeouts under one overall deadline, failover, hedging within a budget.
+ */
+export * from './connection-iterator';
+export * from './hedge-budget';

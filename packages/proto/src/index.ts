@@ -8,3 +8,4 @@ export * from './gen/wanas/v1/federation';
 export { Duration } from './gen/google/protobuf/duration';
 export { Struct } from './gen/google/protobuf/struct';
 export * from './duration';
+export * from './codes';

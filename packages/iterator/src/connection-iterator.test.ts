@@ -1,0 +1,215 @@
+import * as grpc from '@grpc/grpc-js';
+import * as net from 'node:net';
+import {
+  FederationServiceClient,
+  LocalRequest,
+  LocalResponse,
+  type Endpoint,
+  type TargetList,
+} from '@wanas/proto';
+import { ConnectionIterator, unaryCall, type EndpointSource } from './connection-iterator';
+import { HedgeBudget } from './hedge-budget';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { startPeer } = require('../../../test/support/peer-server');
+
+type Peer = Awaited<ReturnType<typeof startPeer>>;
+
+/** Real grpc-js clients, one per address, in the target list's own order (no health). */
+class PlainSource implements EndpointSource<FederationServiceClient> {
+  readonly clients = new Map<string, FederationServiceClient>();
+  order(target: TargetList): Endpoint[] {
+    return target.endpoints;
+  }
+  client(ep: Endpoint): FederationServiceClient {
+    let c = this.clients.get(ep.address);
+    if (!c) {
+      c = new FederationServiceClient(ep.address, grpc.credentials.createInsecure());
+      this.clients.set(ep.address, c);
+    }
+    return c;
+  }
+  track<R>(_ep: Endpoint, run: () => Promise<R>): Promise<R> {
+    return run();
+  }
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+  }
+}
+
+async function refusedAddress(): Promise<string> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return `127.0.0.1:${port}`;
+}
+
+const request = LocalRequest.fromPartial({ correlationId: 'c', operation: 'echo', params: { x: 1 } });
+
+function run(
+  source: EndpointSource<FederationServiceClient>,
+  addresses: string[],
+  extra: {
+    deadlineMs?: number;
+    attemptTimeoutMs?: number;
+    idempotent?: boolean;
+    hedge?: { delayMs?: number; budget: HedgeBudget };
+    signal?: AbortSignal;
+  } = {},
+) {
+  const target: TargetList = {
+    site: 's',
+    pod: 'p',
+    endpoints: addresses.map((address, i) => ({ brokerId: `b${i}`, address })),
+  };
+  return new ConnectionIterator<FederationServiceClient, LocalResponse>({
+    target,
+    source,
+    attempt: (client, _ep, deadline) => unaryCall((cb) => client.localRequest(request, new grpc.Metadata(), { deadline }, cb)),
+    deadline: Date.now() + (extra.deadlineMs ?? 3000),
+    attemptTimeoutMs: extra.attemptTimeoutMs ?? 1000,
+    idempotent: extra.idempotent ?? true,
+    hedge: extra.hedge,
+    signal: extra.signal,
+  }).run();
+}
+
+describe('ConnectionIterator against real grpc-js servers', () => {
+  let peers: Peer[] = [];
+  let source: PlainSource;
+  const peer = async (behaviour?: unknown) => {
+    const p = await startPeer({ id: `peer${peers.length}`, behaviour });
+    peers.push(p);
+    return p;
+  };
+  beforeEach(() => {
+    source = new PlainSource();
+  });
+  afterEach(async () => {
+    source.close();
+    await Promise.all(peers.map((p) => p.stop()));
+    peers = [];
+  });
+
+  it('fails over from a refused port to the next endpoint', async () => {
+    const good = await peer();
+    const out = await run(source, [await refusedAddress(), good.address]);
+    expect(out.ok).toBe(true);
+    expect(out.attempts.map((a) => a.code)).toEqual([grpc.status.UNAVAILABLE, grpc.status.OK]);
+    if (out.ok) expect(out.endpoint.brokerId).toBe('b1');
+  });
+
+  it('fails over from a server that accepts but never answers, after the attempt timeout', async () => {
+    const hang = await peer({ kind: 'hang' });
+    const good = await peer();
+    const t0 = Date.now();
+    const out = await run(source, [hang.address, good.address], { attemptTimeoutMs: 200 });
+    const elapsed = Date.now() - t0;
+    expect(out.ok).toBe(true);
+    expect(out.attempts.map((a) => a.code)).toEqual([grpc.status.DEADLINE_EXCEEDED, grpc.status.OK]);
+    expect(elapsed).toBeGreaterThanOrEqual(195);
+    expect(good.calls()).toBe(1);
+  });
+
+  it('fails over from a server that returns UNAVAILABLE', async () => {
+    const bad = await peer({ kind: 'unavailable' });
+    const good = await peer();
+    const out = await run(source, [bad.address, good.address]);
+    expect(out.ok).toBe(true);
+    expect(out.attempts).toHaveLength(2);
+    expect(bad.calls()).toBe(1);
+  });
+
+  it("does not retry the caller's errors: INVALID_ARGUMENT is the answer", async () => {
+    const invalid = await peer({ kind: 'invalid' });
+    const good = await peer();
+    const out = await run(source, [invalid.address, good.address]);
+    expect(out.ok).toBe(false);
+    if (!out.ok) {
+      expect(out.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(out.message).toContain('params.user');
+    }
+    expect(good.calls()).toBe(0);
+  });
+
+  it('never exceeds the overall deadline, and says what was tried', async () => {
+    const a = await peer({ kind: 'hang' });
+    const b = await peer({ kind: 'hang' });
+    const t0 = Date.now();
+    const out = await run(source, [a.address, b.address], { deadlineMs: 300, attemptTimeoutMs: 200 });
+    const elapsed = Date.now() - t0;
+    expect(out.ok).toBe(false);
+    if (!out.ok) {
+      expect(out.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+      expect(out.message).toMatch(/b0: DEADLINE_EXCEEDED.*b1: DEADLINE_EXCEEDED/);
+    }
+    expect(elapsed).toBeLessThan(300 + 100);
+    // The second attempt only had the 100 ms left of the overall budget.
+    expect(out.attempts[1]!.latencyMs).toBeLessThan(150);
+  });
+
+  it('reports UNAVAILABLE with every attempt when all endpoints are down', async () => {
+    const out = await run(source, [await refusedAddress(), await refusedAddress()]);
+    expect(out.ok).toBe(false);
+    if (!out.ok) {
+      expect(out.code).toBe(grpc.status.UNAVAILABLE);
+      expect(out.message).toContain('all 2 attempts failed for s/p');
+    }
+  });
+
+  it('does not resend a state-changing request that may have reached the peer', async () => {
+    const bad = await peer({ kind: 'unavailable' });
+    const good = await peer();
+    const out = await run(source, [bad.address, good.address], { idempotent: false });
+    expect(out.ok).toBe(false);
+    expect(good.calls()).toBe(0);
+  });
+
+  it('does resend a state-changing request when the connection was refused', async () => {
+    const good = await peer();
+    const out = await run(source, [await refusedAddress(), good.address], { idempotent: false });
+    expect(out.ok).toBe(true);
+    expect(good.calls()).toBe(1);
+  });
+
+  it('hedges a slow endpoint: the first answer wins, the loser is cancelled', async () => {
+    const slow = await peer({ kind: 'ok', delayMs: 400 });
+    const fast = await peer();
+    const t0 = Date.now();
+    const out = await run(source, [slow.address, fast.address], {
+      hedge: { delayMs: 20, budget: new HedgeBudget(0.1, 10, 1) },
+    });
+    expect(Date.now() - t0).toBeLessThan(400);
+    expect(out.ok).toBe(true);
+    if (out.ok) expect(out.endpoint.address).toBe(fast.address);
+    const hedge = out.attempts.find((a) => a.hedged);
+    expect(hedge?.code).toBe(grpc.status.OK);
+    expect(out.attempts.find((a) => !a.hedged)?.code).toBe(grpc.status.CANCELLED);
+  });
+
+  it('keeps hedges within the budget however slow the first endpoint is', async () => {
+    const slow = await peer({ kind: 'ok', delayMs: 30 });
+    const fast = await peer();
+    const budget = new HedgeBudget(0.1, 10, 1);
+    for (let i = 0; i < 40; i++) {
+      await run(source, [slow.address, fast.address], { hedge: { delayMs: 1, budget } });
+    }
+    const { requests, hedges } = budget.stats();
+    expect(requests).toBe(40);
+    expect(hedges).toBeGreaterThanOrEqual(4);
+    expect(hedges).toBeLessThanOrEqual(1 + 0.1 * 40);
+    expect(fast.calls()).toBe(hedges);
+  });
+
+  it('cancels every attempt when the caller cancels', async () => {
+    const a = await peer({ kind: 'hang' });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 50);
+    const t0 = Date.now();
+    const out = await run(source, [a.address], { signal: ac.signal });
+    expect(Date.now() - t0).toBeLessThan(900);
+    expect(out.ok).toBe(false);
+    if (!out.ok) expect(out.code).toBe(grpc.status.CANCELLED);
+    expect(out.attempts[0]?.code).toBe(grpc.status.CANCELLED);
+  });
+});

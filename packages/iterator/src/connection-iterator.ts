@@ -1,0 +1,261 @@
+import { status, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { codeName, isFailoverCode, type Endpoint, type TargetList } from '@wanas/proto';
+import type { HedgeBudget } from './hedge-budget';
+
+/** Hedge delay used when hedging is on, no fixed delay is given and the endpoint has no p95 yet. */
+export const DEFAULT_HEDGE_DELAY_MS = 50;
+/** Lower bound of a p95-derived hedge delay, so a very fast peer is not hedged on noise. */
+export const MIN_HEDGE_DELAY_MS = 2;
+
+/**
+ * What the iterator needs from a connection manager: the best order of a target list, the long-lived
+ * client for an endpoint, and a way to run one attempt under that endpoint's health tracking.
+ */
+export interface EndpointSource<C> {
+  /** The target list's endpoints, best first. */
+  order(target: TargetList): Endpoint[];
+  /** The long-lived client (channel) for an endpoint. */
+  client(endpoint: Endpoint): C;
+  /** Runs one attempt and records its outcome against the endpoint's health. */
+  track<R>(endpoint: Endpoint, run: () => Promise<R>): Promise<R>;
+  /** The endpoint's observed p95 latency in ms, used as the hedge delay when none is fixed. */
+  latencyP95Ms?(endpoint: Endpoint): number | undefined;
+}
+
+/** One started call that can be cancelled. */
+export interface CancellableCall<R> {
+  promise: Promise<R>;
+  cancel(): void;
+}
+
+/** Starts one attempt on `client` with the given gRPC deadline. */
+export type AttemptFn<C, R> = (client: C, endpoint: Endpoint, deadline: Date) => CancellableCall<R>;
+
+/** The record of one attempt, as reported in PodResult.attempts. */
+export interface AttemptRecord {
+  brokerId: string;
+  address: string;
+  /** gRPC status code (0 = OK). */
+  code: number;
+  message: string;
+  latencyMs: number;
+  /** True when the attempt was a hedge started while another was running. */
+  hedged: boolean;
+}
+
+/** Hedging settings; hedging applies to idempotent requests only. */
+export interface HedgeOptions {
+  /** Fixed delay before the hedge, ms; when unset, the first endpoint's observed p95 (or 50 ms). */
+  delayMs?: number;
+  /** Budget shared by all requests of a broker: bounds hedges to a share of requests. */
+  budget: HedgeBudget;
+}
+
+/** Options of one {@link ConnectionIterator} run. */
+export interface ConnectionIteratorOptions<C, R> {
+  /** The equivalent endpoints that may answer. */
+  target: TargetList;
+  /** Ordering, clients and health tracking (the connection manager). */
+  source: EndpointSource<C>;
+  /** Starts one attempt. */
+  attempt: AttemptFn<C, R>;
+  /** Overall deadline, epoch ms: no attempt outlives it. */
+  deadline: number;
+  /** Per-attempt timeout, ms; each attempt gets min(this, time left). */
+  attemptTimeoutMs: number;
+  /**
+   * True when the request may be sent twice (the operation is idempotent, or it carries an idempotency
+   * key the receiver remembers). Otherwise it is resent only when the first attempt surely never
+   * reached the peer (connection refused).
+   */
+  idempotent: boolean;
+  /** Hedging (off when unset; ignored for non-idempotent requests). */
+  hedge?: HedgeOptions;
+  /** Caller cancellation: aborting cancels every attempt. */
+  signal?: AbortSignal;
+  /** Clock (ms), injectable for tests. */
+  now?: () => number;
+}
+
+/** The outcome of a run: one result, or one final code with a message that says what was tried. */
+export type IteratorOutcome<R> =
+  | { ok: true; value: R; endpoint: Endpoint; attempts: AttemptRecord[] }
+  | { ok: false; code: number; message: string; attempts: AttemptRecord[] };
+
+/** True when a failed call surely never reached the peer (no connection could be made). */
+export function neverReachedPeer(err: { code?: number; details?: string; message?: string }): boolean {
+  if (err.code !== status.UNAVAILABLE) return false;
+  const text = `${err.details ?? ''} ${err.message ?? ''}`;
+  return /ECONNREFUSED|No connection established|EHOSTUNREACH|ENETUNREACH/.test(text);
+}
+
+/** Adapts a grpc-js unary call (callback style) to a {@link CancellableCall}. */
+export function unaryCall<Res>(
+  start: (callback: (err: ServiceError | null, res?: Res) => void) => ClientUnaryCall,
+): CancellableCall<Res> {
+  let call: ClientUnaryCall | undefined;
+  const promise = new Promise<Res>((resolve, reject) => {
+    call = start((err, res) => (err ? reject(err) : resolve(res as Res)));
+  });
+  return { promise, cancel: () => call?.cancel() };
+}
+
+interface InFlight {
+  endpoint: Endpoint;
+  started: number;
+  hedged: boolean;
+  cancel(): void;
+}
+
+/**
+ * Walks one request's target list: tries endpoints in the source's order, each attempt with an attempt
+ * timeout capped by the overall deadline (propagated as the gRPC deadline); fails over on UNAVAILABLE,
+ * RESOURCE_EXHAUSTED, an attempt's DEADLINE_EXCEEDED and connection errors; never on the caller's errors,
+ * which are the answer. Optionally hedges idempotent requests within a budget. Every attempt is recorded.
+ */
+export class ConnectionIterator<C, R> {
+  private readonly now: () => number;
+
+  constructor(private readonly opts: ConnectionIteratorOptions<C, R>) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Runs the request to its outcome. Never rejects; never outlives the overall deadline. */
+  run(): Promise<IteratorOutcome<R>> {
+    const { target, source, deadline, signal } = this.opts;
+    const order = source.order(target);
+    const attempts: AttemptRecord[] = [];
+    const inFlight = new Set<InFlight>();
+    const hedging = this.opts.idempotent && this.opts.hedge !== undefined;
+    this.opts.hedge?.budget.deposit();
+    let next = 0;
+    let done = false;
+    let hedgeTimer: NodeJS.Timeout | undefined;
+    let deadlineTimer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+
+    return new Promise<IteratorOutcome<R>>((resolve) => {
+      const finish = (outcome: IteratorOutcome<R>, inFlightCode: number = status.CANCELLED) => {
+        if (done) return;
+        done = true;
+        if (hedgeTimer) clearTimeout(hedgeTimer);
+        if (deadlineTimer) clearTimeout(deadlineTimer);
+        if (onAbort) signal?.removeEventListener('abort', onAbort);
+        for (const f of inFlight) {
+          f.cancel();
+          const why = outcome.ok ? 'cancelled: another attempt answered first' : outcome.message;
+          attempts.push(
+            record(f, inFlightCode, inFlightCode === status.CANCELLED ? why : 'overall deadline passed'),
+          );
+        }
+        inFlight.clear();
+        resolve(outcome);
+      };
+      const record = (f: InFlight, code: number, message: string): AttemptRecord => ({
+        brokerId: f.endpoint.brokerId,
+        address: f.endpoint.address,
+        code,
+        message,
+        latencyMs: this.now() - f.started,
+        hedged: f.hedged,
+      });
+      const fail = (code: number, message: string) =>
+        finish(
+          { ok: false, code, message, attempts },
+          code === status.DEADLINE_EXCEEDED ? code : status.CANCELLED,
+        );
+      const summary = () =>
+        attempts
+          .map((a) => `${a.brokerId}: ${codeName(a.code)}${a.message ? ` (${a.message})` : ''}`)
+          .join('; ');
+
+      const launch = (hedged: boolean): boolean => {
+        if (done || next >= order.length) return false;
+        const started = this.now();
+        const remaining = deadline - started;
+        if (remaining <= 0) return false;
+        const endpoint = order[next++]!;
+        const attemptDeadline = started + Math.min(this.opts.attemptTimeoutMs, remaining);
+        let call: CancellableCall<R>;
+        try {
+          call = this.opts.attempt(source.client(endpoint), endpoint, new Date(attemptDeadline));
+        } catch (err) {
+          attempts.push({
+            ...endpoint,
+            code: status.UNAVAILABLE,
+            message: (err as Error).message,
+            latencyMs: 0,
+            hedged,
+          });
+          return launch(hedged);
+        }
+        const f: InFlight = { endpoint, started, hedged, cancel: () => call.cancel() };
+        inFlight.add(f);
+        source
+          .track(endpoint, () => call.promise)
+          .then(
+            (value) => {
+              if (done) return;
+              inFlight.delete(f);
+              attempts.push(record(f, status.OK, ''));
+              finish({ ok: true, value, endpoint, attempts });
+            },
+            (err: ServiceError) => {
+              if (done) return;
+              inFlight.delete(f);
+              const code = typeof err.code === 'number' ? err.code : status.UNKNOWN;
+              const message = err.details || err.message || codeName(code);
+              attempts.push(record(f, code, message));
+              const resendable = this.opts.idempotent || neverReachedPeer(err);
+              if (!isFailoverCode(code) || !resendable) {
+                // The caller's error is the answer; a possibly-delivered write is never sent twice.
+                if (inFlight.size === 0 || !isFailoverCode(code)) fail(code, message);
+                return;
+              }
+              if (launch(false) || inFlight.size > 0) return;
+              const out = deadline - this.now() <= 0;
+              fail(
+                out ? status.DEADLINE_EXCEEDED : code,
+                `${out ? 'deadline exceeded' : `all ${attempts.length} attempts failed`} for ${targetName(target)}: ${summary()}`,
+              );
+            },
+          );
+        if (hedging && !hedged && next < order.length && !hedgeTimer) {
+          const delay =
+            this.opts.hedge!.delayMs ??
+            Math.max(MIN_HEDGE_DELAY_MS, source.latencyP95Ms?.(endpoint) ?? DEFAULT_HEDGE_DELAY_MS);
+          hedgeTimer = setTimeout(() => {
+            if (!done && inFlight.size > 0 && this.opts.hedge!.budget.tryWithdraw()) launch(true);
+          }, delay);
+        }
+        return true;
+      };
+
+      if (signal?.aborted) return fail(status.CANCELLED, 'cancelled by the caller');
+      if (signal) {
+        onAbort = () => fail(status.CANCELLED, 'cancelled by the caller');
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      if (order.length === 0)
+        return fail(status.UNAVAILABLE, `no endpoint in the target list of ${targetName(target)}`);
+      if (!launch(false)) {
+        return fail(status.DEADLINE_EXCEEDED, `no time left to reach ${targetName(target)}`);
+      }
+      // Safety net: the attempts carry gRPC deadlines capped by the overall one, so this rarely fires.
+      deadlineTimer = setTimeout(
+        () => {
+          const tried = summary();
+          fail(
+            status.DEADLINE_EXCEEDED,
+            `deadline exceeded for ${targetName(target)}${tried ? `: ${tried}` : ''}`,
+          );
+        },
+        Math.max(0, deadline - this.now()) + 5,
+      );
+    });
+  }
+}
+
+function targetName(t: TargetList): string {
+  return t.pod ? `${t.site}/${t.pod}` : t.site;
+}
