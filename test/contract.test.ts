@@ -46,6 +46,18 @@ describe('contract', () => {
     }
   });
 
+  it('has a committed descriptor set (served by reflection) identical to a fresh buf build', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-desc-'));
+    try {
+      execFileSync(buf, ['build', '-o', path.join(tmp, 'wanas.binpb')], { cwd: root });
+      const fresh = fs.readFileSync(path.join(tmp, 'wanas.binpb'));
+      const committed = fs.readFileSync(path.join(root, 'packages/proto/descriptor/wanas.binpb'));
+      expect(fresh.equals(committed)).toBe(true);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it('makes no breaking change (buf breaking, FILE) against the last commit before HEAD that had protos', () => {
     const git = (...args: string[]) => spawnSync('git', args, { cwd: root, encoding: 'utf8' });
     const base = git('rev-list', '-1', 'HEAD~1', '--', 'proto').stdout.trim();

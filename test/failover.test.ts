@@ -36,7 +36,8 @@ function ask(
   return new ConnectionIterator<FederationServiceClient, LocalResponse>({
     target: t,
     source,
-    attempt: (client, _ep, deadline) => unaryCall((cb) => client.localRequest(request, new grpc.Metadata(), { deadline }, cb)),
+    attempt: (client, _ep, deadline) =>
+      unaryCall((cb) => client.localRequest(request, new grpc.Metadata(), { deadline }, cb)),
     deadline: Date.now() + deadlineMs,
     attemptTimeoutMs,
     idempotent: true,

@@ -1,1 +1,15 @@
-export {};
+/**
+ * @wanas/broker — the wanas server: AggregationService (Aggregate, StreamAggregate), FederationService
+ * (SiteRequest, LocalRequest), operations, topology, health, reflection, metrics and logs.
+ */
+export * from './broker';
+export * from './dispatcher';
+export * from './errors';
+export * from './logger';
+export * from './metrics';
+export * from './operations/builtin';
+export * from './operations/registry';
+export * from './operations/types';
+export * from './request-limits';
+export * from './store/pod-store';
+export * from './topology';

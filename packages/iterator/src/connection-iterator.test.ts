@@ -65,7 +65,8 @@ function run(
   return new ConnectionIterator<FederationServiceClient, LocalResponse>({
     target,
     source,
-    attempt: (client, _ep, deadline) => unaryCall((cb) => client.localRequest(request, new grpc.Metadata(), { deadline }, cb)),
+    attempt: (client, _ep, deadline) =>
+      unaryCall((cb) => client.localRequest(request, new grpc.Metadata(), { deadline }, cb)),
     deadline: Date.now() + (extra.deadlineMs ?? 3000),
     attemptTimeoutMs: extra.attemptTimeoutMs ?? 1000,
     idempotent: extra.idempotent ?? true,

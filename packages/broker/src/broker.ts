@@ -1,0 +1,256 @@
+import * as grpc from '@grpc/grpc-js';
+import { ConnectionManager, type ConnectionManagerOptions, type PeerGroup } from '@wanas/connection-manager';
+import { HedgeBudget } from '@wanas/iterator';
+import { GetStatusResponse, msToDuration } from '@wanas/proto';
+import { HealthImplementation } from 'grpc-health-check';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'winston';
+import { Dispatcher } from './dispatcher';
+import { createLogger } from './logger';
+import { BrokerMetrics, startMetricsServer } from './metrics';
+import { builtinOperations } from './operations/builtin';
+import type { OperationRegistry } from './operations/registry';
+import { addReflection } from './reflection';
+import { SERVER_OPTIONS, createHandlers } from './server';
+import { PodStore } from './store/pod-store';
+import { dataDirOf, findBroker, loadTopology, type BrokerInfo, type Topology } from './topology';
+
+/** Grace period for in-flight calls at shutdown, ms. */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/** Debounce of topology file changes, ms. */
+const TOPOLOGY_WATCH_DEBOUNCE_MS = 200;
+
+/** Options of {@link startBroker}. */
+export interface BrokerOptions {
+  /** This broker's id in the topology. */
+  id: string;
+  /** The topology file (watched for changes unless `watch` is false). */
+  topologyFile?: string;
+  /** An already-loaded topology (instead of a file). */
+  topology?: Topology;
+  /** Reload the topology when its file changes (default true when a file is given). */
+  watch?: boolean;
+  /** Logger (default: winston to stderr, JSON unless on a terminal). */
+  logger?: Logger;
+  /** Operations (default: the built-in ones). */
+  operations?: OperationRegistry;
+  /** Overrides of the connection manager's options. */
+  connectionManager?: Omit<ConnectionManagerOptions, 'logger'>;
+  /** host:port for /metrics and /status (default: the topology's `metricsAddress`, else none). */
+  metricsAddress?: string;
+}
+
+/** A running broker. */
+export interface BrokerHandle {
+  readonly info: BrokerInfo;
+  /** The port the gRPC server listens on. */
+  readonly port: number;
+  /** The port of /metrics and /status, when served. */
+  readonly metricsPort: number | undefined;
+  /** The topology in force. */
+  topology(): Topology;
+  /** Re-reads the topology file and applies it; returns false (and keeps the old one) when it is invalid. */
+  reload(): boolean;
+  /** This broker's view: identity, topology, channels, health per endpoint (AdminService/GetStatus). */
+  status(): GetStatusResponse;
+  /**
+   * Graceful stop: health NOT_SERVING, no new calls, in-flight calls finish within `graceMs`, then
+   * everything closes.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** The target lists a broker keeps warm: every remote site (at wanAddress) and every other pod of its site (at address). */
+export function peerGroupsFor(t: Topology, self: BrokerInfo): PeerGroup[] {
+  const groups: PeerGroup[] = [];
+  for (const site of t.sites) {
+    if (site.name === self.site) {
+      for (const pod of site.pods) {
+        if (pod.name === self.pod) continue;
+        groups.push({
+          site: site.name,
+          pod: pod.name,
+          endpoints: pod.brokers.map((b) => ({
+            brokerId: b.id,
+            address: b.address,
+            site: site.name,
+            pod: pod.name,
+          })),
+        });
+      }
+    } else {
+      groups.push({
+        site: site.name,
+        pod: '',
+        endpoints: site.pods.flatMap((p) =>
+          p.brokers.map((b) => ({ brokerId: b.id, address: b.wanAddress, site: site.name, pod: p.name })),
+        ),
+      });
+    }
+  }
+  return groups;
+}
+
+/** Starts one broker: gRPC server (aggregation, federation, health, reflection), warm peer channels, metrics. */
+export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
+  let topology = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
+  const info = findBroker(topology, opts.id);
+  const baseLogger = opts.logger ?? createLogger();
+  const log = baseLogger.child({ broker: info.id, site: info.site, pod: info.pod });
+  const started = Date.now();
+
+  const cm = new ConnectionManager({
+    warmPerTarget: topology.settings.warmPerTarget,
+    ...opts.connectionManager,
+    logger: log,
+  });
+  const store = new PodStore(
+    path.join(dataDirOf(topology), `${info.site}.${info.pod}.sqlite`),
+    info.site,
+    info.pod,
+  );
+  const metrics = new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm);
+  const hedgeBudget = new HedgeBudget();
+  const dispatcher = new Dispatcher({
+    self: info,
+    topology: () => topology,
+    cm,
+    registry: opts.operations ?? builtinOperations(),
+    store,
+    logger: log,
+    metrics,
+    hedgeBudget,
+  });
+
+  const server = new grpc.Server(SERVER_OPTIONS);
+  const health = new HealthImplementation({
+    '': 'NOT_SERVING',
+    'wanas.v1.AggregationService': 'NOT_SERVING',
+    'wanas.v1.FederationService': 'NOT_SERVING',
+  });
+  health.addToServer(server);
+  createHandlers(dispatcher, log.child({ component: 'server' }), metrics, () => status()).addTo(server);
+  addReflection(server);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(info.address, grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  ).catch((e: Error) => {
+    cm.close();
+    store.close();
+    throw new Error(`broker ${info.id} cannot listen on ${info.address}: ${e.message}`);
+  });
+
+  cm.setPeers(peerGroupsFor(topology, info));
+  const status = (): GetStatusResponse => ({
+    broker: {
+      id: info.id,
+      site: info.site,
+      pod: info.pod,
+      address: info.address,
+      wanAddress: info.wanAddress,
+    },
+    federation: topology.federation,
+    uptime: msToDuration(Date.now() - started),
+    sites: topology.sites.map((s) => ({
+      name: s.name,
+      pods: s.pods.map((p) => ({ name: p.name, brokerIds: p.brokers.map((b) => b.id) })),
+    })),
+    channels: cm.snapshot().map((r) => ({
+      brokerId: r.brokerId,
+      address: r.address,
+      site: r.site,
+      pod: r.pod,
+      connectivity: r.connectivity,
+      breaker: r.breaker,
+      consecutiveFailures: r.consecutiveFailures,
+      latency: r.latencyMs === undefined ? undefined : msToDuration(r.latencyMs),
+      inFlight: r.inFlight,
+      warm: r.warm,
+      age: r.channelAgeMs === undefined ? undefined : msToDuration(r.channelAgeMs),
+      calls: r.calls,
+      failures: r.failures,
+    })),
+    hedgeRequests: hedgeBudget.stats().requests,
+    hedges: hedgeBudget.stats().hedges,
+  });
+  const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
+  const metricsServer = metricsAddress
+    ? await startMetricsServer(metricsAddress, metrics, () => GetStatusResponse.toJSON(status()))
+    : undefined;
+
+  for (const svc of ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'])
+    health.setStatus(svc, 'SERVING');
+  log.info('broker serving', {
+    address: `${info.address.slice(0, info.address.lastIndexOf(':'))}:${port}`,
+    wanAddress: info.wanAddress,
+    federation: topology.federation,
+    metrics: metricsServer ? metricsAddress : undefined,
+  });
+
+  const reload = (): boolean => {
+    if (!topology.file) return false;
+    try {
+      const next = loadTopology(topology.file);
+      const me = findBroker(next, info.id);
+      if (me.site !== info.site || me.pod !== info.pod || me.address !== info.address) {
+        throw new Error(`broker ${info.id} moved (site/pod/address changed); restart it to apply that`);
+      }
+      topology = next;
+      cm.setPeers(peerGroupsFor(topology, info));
+      log.info('topology reloaded', { sites: topology.sites.length, brokers: topology.brokers.size });
+      return true;
+    } catch (e) {
+      log.error('topology change refused; keeping the current one', { error: (e as Error).message });
+      return false;
+    }
+  };
+
+  let watcher: fs.FSWatcher | undefined;
+  if (topology.file && opts.watch !== false) {
+    let timer: NodeJS.Timeout | undefined;
+    const file = topology.file;
+    watcher = fs.watch(path.dirname(file), (_event, name) => {
+      if (name !== path.basename(file)) return;
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => reload(), TOPOLOGY_WATCH_DEBOUNCE_MS);
+      timer.unref();
+    });
+    watcher.unref();
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
+    closing ??= (async () => {
+      log.info('broker stopping', { graceMs });
+      for (const svc of ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'])
+        health.setStatus(svc, 'NOT_SERVING');
+      watcher?.close();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          log.warn('grace period over; cancelling calls still in flight');
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        force.unref();
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      cm.close();
+      await metricsServer?.close();
+      store.close();
+      log.info('broker stopped');
+    })();
+    return closing;
+  };
+
+  return { info, port, metricsPort: metricsServer?.port, topology: () => topology, reload, status, close };
+}
+
+function requireFile(file: string | undefined): string {
+  if (!file) throw new Error('startBroker needs topologyFile or topology');
+  return file;
+}

@@ -1,0 +1,731 @@
+import { Metadata, status } from '@grpc/grpc-js';
+import type { ConnectionManager } from '@wanas/connection-manager';
+import { ConnectionIterator, unaryCall, type AttemptRecord, type HedgeBudget } from '@wanas/iterator';
+import {
+  codeName,
+  msToDuration,
+  type AggregateRequest,
+  type AggregateResponse,
+  type Attempt,
+  type FederationServiceClient,
+  type LocalRequest,
+  type LocalResponse,
+  type PodResult,
+  type SiteRequest,
+  type SiteResponse,
+  type TargetList,
+} from '@wanas/proto';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'winston';
+import { BrokerError, invalidArgument, toBrokerError } from './errors';
+import type { BrokerMetrics } from './metrics';
+import type { OperationRegistry } from './operations/registry';
+import type { JsonObject, Operation } from './operations/types';
+import {
+  MAX_SCOPE_ENTRIES,
+  MAX_TARGET_ENDPOINTS,
+  checkCorrelationId,
+  checkHeaders,
+  checkIdempotencyKey,
+  checkParamsShape,
+  positiveMs,
+} from './request-limits';
+import type { PodStore } from './store/pod-store';
+import type { BrokerInfo, Topology } from './topology';
+
+/** Most hops a request may travel: entry → site representative → pod. */
+export const MAX_HOPS = 2;
+/** A site works to its deadline minus this share, so its partial answer reaches the source in time. */
+const SITE_MARGIN_SHARE = 0.1;
+/** Bounds of the site margin, ms. */
+const SITE_MARGIN_MIN_MS = 20;
+const SITE_MARGIN_MAX_MS = 250;
+/** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
+const SITE_ATTEMPT_FACTOR = 2;
+
+/** Everything the dispatcher works with. */
+export interface DispatcherDeps {
+  self: BrokerInfo;
+  topology: () => Topology;
+  cm: ConnectionManager;
+  registry: OperationRegistry;
+  store: PodStore;
+  logger: Logger;
+  metrics: BrokerMetrics;
+  hedgeBudget: HedgeBudget;
+}
+
+interface PodRef {
+  site: string;
+  pod: string;
+}
+
+/** One fan-out branch: the pods it answers for, and how to get their results (never rejects). */
+interface Branch {
+  pods: PodRef[];
+  run(signal: AbortSignal): Promise<PodResult[]>;
+}
+
+const key = (p: PodRef) => `${p.site}/${p.pod}`;
+
+function attemptToProto(a: AttemptRecord): Attempt {
+  return {
+    brokerId: a.brokerId,
+    address: a.address,
+    code: a.code,
+    message: a.message,
+    latency: msToDuration(a.latencyMs),
+    hedged: a.hedged,
+  };
+}
+
+function failed(p: PodRef, code: number, message: string, attempts: Attempt[] = []): PodResult {
+  return {
+    site: p.site,
+    pod: p.pod,
+    code,
+    message,
+    result: undefined,
+    answeredBy: '',
+    attempts,
+    latency: undefined,
+  };
+}
+
+/**
+ * Turns requests into fan-outs. Aggregate: the own pod, one LocalRequest per other pod of the own site,
+ * one SiteRequest per remote site, all in parallel, each under its own connection iterator, all under
+ * one overall deadline. SiteRequest: the own pod plus LocalRequests to the site's other pods, to a
+ * deadline a little shorter than the one given. LocalRequest: the own pod only.
+ */
+export class Dispatcher {
+  private readonly log: Logger;
+
+  constructor(private readonly deps: DispatcherDeps) {
+    this.log = deps.logger;
+  }
+
+  /**
+   * Runs an Aggregate. `onPod` (the streaming variant) gets each pod's result as soon as it is final.
+   * Resolves with every pod asked, a summary and the reduced result; rejects only with a BrokerError for
+   * a request refused before any fan-out (bad input).
+   */
+  async aggregate(
+    req: AggregateRequest,
+    callDeadline: number | undefined,
+    signal: AbortSignal,
+    onPod?: (pod: PodResult) => void,
+  ): Promise<AggregateResponse> {
+    const started = Date.now();
+    const { self, registry } = this.deps;
+    const settings = this.deps.topology().settings;
+    checkCorrelationId(req.correlationId);
+    const correlationId = req.correlationId || randomUUID();
+    const op = registry.get(req.operation);
+    checkHeaders(req.headers);
+    checkParamsShape(req.params);
+    checkIdempotencyKey(req.idempotencyKey);
+    const params = registry.parseParams(op, req.params);
+    if (!op.idempotent && !req.idempotencyKey) {
+      throw invalidArgument(
+        'idempotency_key',
+        `required for ${op.name}, which changes state (any unique string, e.g. a UUID)`,
+      );
+    }
+    const timeoutMs = positiveMs(req.timeout, 'timeout', settings.defaultTimeoutMs, settings.maxTimeoutMs);
+    const attemptTimeoutMs = positiveMs(
+      req.attemptTimeout,
+      'attempt_timeout',
+      settings.attemptTimeoutMs,
+      settings.maxTimeoutMs,
+    );
+    const pods = this.resolveScope(req);
+    const deadline = Math.min(started + timeoutMs, callDeadline ?? Infinity);
+    if (deadline - Date.now() <= 0) {
+      throw new BrokerError(
+        status.DEADLINE_EXCEEDED,
+        'the call deadline has already passed; nothing was sent',
+      );
+    }
+
+    const bySite = new Map<string, PodRef[]>();
+    for (const p of pods) bySite.set(p.site, [...(bySite.get(p.site) ?? []), p]);
+    const branches: Branch[] = [];
+    const common = {
+      correlationId,
+      op,
+      headers: req.headers,
+      idempotencyKey: req.idempotencyKey,
+      hedge: req.hedge,
+    };
+    for (const [site, sitePods] of bySite) {
+      if (site === self.site) {
+        for (const p of sitePods) {
+          branches.push(
+            p.pod === self.pod
+              ? this.ownPodBranch({ ...common, params: op.shape?.(params, p) ?? params, deadline })
+              : this.localBranch({
+                  ...common,
+                  params: op.shape?.(params, p) ?? params,
+                  pod: p,
+                  deadline,
+                  attemptTimeoutMs,
+                  hops: 1,
+                }),
+          );
+        }
+      } else {
+        branches.push(
+          this.siteBranch({
+            ...common,
+            params: op.shape?.(params, { site }) ?? params,
+            site,
+            pods: sitePods,
+            deadline,
+            attemptTimeoutMs,
+          }),
+        );
+      }
+    }
+
+    const results = await this.collect(branches, deadline, started, signal, onPod);
+    const response: AggregateResponse = {
+      correlationId,
+      pods: results,
+      summary: summarize(results),
+      reduced: op.reduce ? safeReduce(op, results, this.log, correlationId) : undefined,
+      latency: msToDuration(Date.now() - started),
+      answeredBy: self.id,
+    };
+    this.deps.metrics.pods(
+      'aggregate',
+      results.map((r) => r.code),
+    );
+    return response;
+  }
+
+  /** Serves a SiteRequest: the own pod plus LocalRequests to the other pods of this site asked. */
+  async site(req: SiteRequest, callDeadline: number | undefined): Promise<SiteResponse> {
+    const started = Date.now();
+    const { self, registry } = this.deps;
+    const settings = this.deps.topology().settings;
+    checkCorrelationId(req.correlationId);
+    this.checkFederationRequest('SiteRequest', req.target, req.hops, req.sourceSite);
+    if (req.target?.pod) throw invalidArgument('target.pod', 'must be empty for a SiteRequest');
+    if (req.sourceSite === self.site) {
+      throw new BrokerError(
+        status.FAILED_PRECONDITION,
+        `SiteRequest from this broker's own site "${self.site}" refused: same-site peers use LocalRequest`,
+      );
+    }
+    checkHeaders(req.headers);
+    checkParamsShape(req.params);
+    checkIdempotencyKey(req.idempotencyKey);
+    const op = registry.get(req.operation);
+    const params = registry.parseParams(op, req.params);
+    if (!op.idempotent && !req.idempotencyKey)
+      throw invalidArgument('idempotency_key', `required for ${op.name}`);
+    const attemptTimeoutMs = positiveMs(
+      req.attemptTimeout,
+      'attempt_timeout',
+      settings.attemptTimeoutMs,
+      settings.maxTimeoutMs,
+    );
+    const given = Math.min(
+      started + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
+      callDeadline ?? Infinity,
+    );
+    const left = given - started;
+    const margin = Math.min(SITE_MARGIN_MAX_MS, Math.max(SITE_MARGIN_MIN_MS, left * SITE_MARGIN_SHARE));
+    const deadline = given - Math.min(margin, left / 2);
+
+    const sitePods = this.deps.topology().sites.find((s) => s.name === self.site)?.pods ?? [];
+    const asked = req.pods.length ? req.pods : sitePods.map((p) => p.name);
+    const known = new Set(sitePods.map((p) => p.name));
+    asked.forEach((p, i) => {
+      if (!known.has(p)) throw invalidArgument(`pods[${i}]`, `site "${self.site}" has no pod "${p}"`);
+    });
+    const common = {
+      correlationId: req.correlationId,
+      op,
+      headers: req.headers,
+      idempotencyKey: req.idempotencyKey,
+      hedge: req.hedge,
+    };
+    const branches = asked.map((pod) => {
+      const p = { site: self.site, pod };
+      const shaped = op.shape?.(params, p) ?? params;
+      return pod === self.pod
+        ? this.ownPodBranch({ ...common, params: shaped, deadline })
+        : this.localBranch({
+            ...common,
+            params: shaped,
+            pod: p,
+            deadline,
+            attemptTimeoutMs,
+            hops: req.hops + 1,
+          });
+    });
+    const pods = await this.collect(branches, deadline, started, new AbortController().signal);
+    this.deps.metrics.pods(
+      'site',
+      pods.map((r) => r.code),
+    );
+    return { correlationId: req.correlationId, answeredBy: self.id, pods };
+  }
+
+  /** Serves a LocalRequest: the own pod only; never fans out. */
+  async local(req: LocalRequest, callDeadline: number | undefined): Promise<LocalResponse> {
+    const { self, registry } = this.deps;
+    const settings = this.deps.topology().settings;
+    checkCorrelationId(req.correlationId);
+    this.checkFederationRequest('LocalRequest', req.target, req.hops);
+    if (req.target?.pod !== self.pod) {
+      throw new BrokerError(
+        status.FAILED_PRECONDITION,
+        `LocalRequest for pod "${req.target?.site}/${req.target?.pod}" reached a broker of ${self.site}/${self.pod}`,
+      );
+    }
+    checkHeaders(req.headers);
+    checkParamsShape(req.params);
+    checkIdempotencyKey(req.idempotencyKey);
+    const op = registry.get(req.operation);
+    const params = registry.parseParams(op, req.params);
+    if (!op.idempotent && !req.idempotencyKey)
+      throw invalidArgument('idempotency_key', `required for ${op.name}`);
+    const started = Date.now();
+    const deadline = Math.min(
+      started + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
+      callDeadline ?? Infinity,
+    );
+    const pod = await this.runOwnPod(op, params, {
+      correlationId: req.correlationId,
+      headers: req.headers,
+      idempotencyKey: req.idempotencyKey,
+      deadline,
+    });
+    this.deps.metrics.pods('local', [pod.code]);
+    // An operation's error travels as the call's status, so the sender's iterator sees it as the answer.
+    if (pod.code !== status.OK) throw new BrokerError(pod.code, pod.message);
+    return { correlationId: req.correlationId, pod };
+  }
+
+  // ---- scope and checks ----
+
+  /** The pods an Aggregate asks, in topology order; INVALID_ARGUMENT for names the topology lacks. */
+  private resolveScope(req: AggregateRequest): PodRef[] {
+    const t = this.deps.topology();
+    const sites = req.scope?.sites ?? [];
+    const podsFilter = req.scope?.pods ?? [];
+    if (sites.length > MAX_SCOPE_ENTRIES || podsFilter.length > MAX_SCOPE_ENTRIES) {
+      throw invalidArgument('scope', `at most ${MAX_SCOPE_ENTRIES} sites and ${MAX_SCOPE_ENTRIES} pods`);
+    }
+    const siteNames = new Set(t.sites.map((s) => s.name));
+    sites.forEach((s, i) => {
+      if (!siteNames.has(s))
+        throw invalidArgument(
+          `scope.sites[${i}]`,
+          `unknown site "${s}" (known: ${[...siteNames].join(', ')})`,
+        );
+    });
+    const all = t.sites.flatMap((s) => s.pods.map((p) => ({ site: s.name, pod: p.name })));
+    podsFilter.forEach((f, i) => {
+      if (!all.some((p) => p.pod === f || key(p) === f)) {
+        throw invalidArgument(`scope.pods[${i}]`, `no pod named "${f}" (use "pod" or "site/pod")`);
+      }
+    });
+    const selected = all.filter(
+      (p) =>
+        (sites.length === 0 || sites.includes(p.site)) &&
+        (podsFilter.length === 0 || podsFilter.some((f) => f === p.pod || f === key(p))),
+    );
+    if (selected.length === 0)
+      throw invalidArgument('scope', 'selects no pod (the sites and pods given do not overlap)');
+    return selected;
+  }
+
+  /** Refuses federation requests that target another site, list unknown brokers, or travelled too far. */
+  private checkFederationRequest(
+    kind: string,
+    target: TargetList | undefined,
+    hops: number,
+    sourceSite?: string,
+  ): void {
+    const { self } = this.deps;
+    const t = this.deps.topology();
+    if (!target) throw invalidArgument('target', 'required');
+    if (target.site !== self.site) {
+      throw new BrokerError(
+        status.FAILED_PRECONDITION,
+        `${kind} for site "${target.site}" reached a broker of site "${self.site}"`,
+      );
+    }
+    if (target.endpoints.length > MAX_TARGET_ENDPOINTS)
+      throw invalidArgument('target.endpoints', `at most ${MAX_TARGET_ENDPOINTS}`);
+    target.endpoints.forEach((e, i) => {
+      const b = t.brokers.get(e.brokerId);
+      if (!b || b.site !== self.site) {
+        throw new BrokerError(
+          status.PERMISSION_DENIED,
+          `target.endpoints[${i}]: "${e.brokerId}" is not a broker of site "${self.site}" in this topology`,
+        );
+      }
+    });
+    if (hops < 1 || hops > MAX_HOPS) {
+      throw new BrokerError(
+        status.FAILED_PRECONDITION,
+        `hops: ${kind} with hops=${hops} refused (1 to ${MAX_HOPS} allowed; no loops)`,
+      );
+    }
+    if (sourceSite !== undefined && sourceSite && !t.sites.some((s) => s.name === sourceSite)) {
+      throw new BrokerError(
+        status.PERMISSION_DENIED,
+        `source_site "${sourceSite}" is not a site of this federation`,
+      );
+    }
+  }
+
+  // ---- branches ----
+
+  private ownPodBranch(a: {
+    correlationId: string;
+    op: Operation;
+    params: JsonObject;
+    headers: Record<string, string>;
+    idempotencyKey: string;
+    deadline: number;
+  }): Branch {
+    const { self } = this.deps;
+    return {
+      pods: [{ site: self.site, pod: self.pod }],
+      run: async () => [await this.runOwnPod(a.op, a.params, a)],
+    };
+  }
+
+  /** Runs the operation in this broker's pod; never rejects. */
+  private async runOwnPod(
+    op: Operation,
+    params: JsonObject,
+    a: { correlationId: string; headers: Record<string, string>; idempotencyKey: string; deadline: number },
+  ): Promise<PodResult> {
+    const { self, store } = this.deps;
+    const t0 = Date.now();
+    const attempt = (code: number, message: string): Attempt => ({
+      brokerId: self.id,
+      address: self.address,
+      code,
+      message,
+      latency: msToDuration(Date.now() - t0),
+      hedged: false,
+    });
+    try {
+      const result = await op.execute(params, {
+        site: self.site,
+        pod: self.pod,
+        brokerId: self.id,
+        correlationId: a.correlationId,
+        headers: a.headers,
+        store,
+        idempotencyKey: a.idempotencyKey,
+        deadline: a.deadline,
+        logger: this.log,
+      });
+      return {
+        site: self.site,
+        pod: self.pod,
+        code: 0,
+        message: '',
+        result: JSON.parse(JSON.stringify(result)) as JsonObject,
+        answeredBy: self.id,
+        attempts: [attempt(0, '')],
+        latency: msToDuration(Date.now() - t0),
+      };
+    } catch (e) {
+      const err = toBrokerError(e);
+      if (err.code === status.INTERNAL) {
+        this.log.error('operation failed', {
+          correlationId: a.correlationId,
+          operation: op.name,
+          error: String(err.cause ?? err),
+        });
+      }
+      return {
+        ...failed(self, err.code, err.details, [attempt(err.code, err.details)]),
+        answeredBy: self.id,
+      };
+    }
+  }
+
+  private localBranch(a: {
+    correlationId: string;
+    op: Operation;
+    params: JsonObject;
+    headers: Record<string, string>;
+    idempotencyKey: string;
+    hedge: boolean;
+    pod: PodRef;
+    deadline: number;
+    attemptTimeoutMs: number;
+    hops: number;
+  }): Branch {
+    const { self, cm } = this.deps;
+    return {
+      pods: [a.pod],
+      run: async (signal) => {
+        const brokers = this.podBrokers(a.pod);
+        const target: TargetList = {
+          site: a.pod.site,
+          pod: a.pod.pod,
+          endpoints: brokers.map((b) => ({ brokerId: b.id, address: b.address })),
+        };
+        const t0 = Date.now();
+        const outcome = await new ConnectionIterator<FederationServiceClient, LocalResponse>({
+          target,
+          source: cm,
+          deadline: a.deadline,
+          attemptTimeoutMs: a.attemptTimeoutMs,
+          idempotent: a.op.idempotent || !!a.idempotencyKey,
+          hedge: a.hedge ? { budget: this.deps.hedgeBudget } : undefined,
+          signal,
+          attempt: (client, _ep, deadline) => {
+            const req: LocalRequest = {
+              correlationId: a.correlationId,
+              operation: a.op.name,
+              params: a.params,
+              headers: a.headers,
+              target,
+              deadline: msToDuration(Math.max(1, deadline.getTime() - Date.now())),
+              idempotencyKey: a.idempotencyKey,
+              hops: a.hops,
+              sourceSite: self.site,
+              sourceBroker: self.id,
+            };
+            return unaryCall((cb) => client.localRequest(req, new Metadata(), { deadline }, cb));
+          },
+        }).run();
+        const attempts = outcome.attempts.map(attemptToProto);
+        const code = outcome.ok ? 0 : outcome.code;
+        this.deps.metrics.sent('local', code, (Date.now() - t0) / 1000, outcome.attempts);
+        this.logHop(
+          'local',
+          a.correlationId,
+          a.op.name,
+          outcome.ok ? outcome.endpoint.brokerId : key(a.pod),
+          code,
+          Date.now() - t0,
+          outcome.attempts.length,
+        );
+        if (!outcome.ok) return [failed(a.pod, outcome.code, outcome.message, attempts)];
+        const pod = outcome.value.pod ?? failed(a.pod, status.INTERNAL, 'LocalResponse without a pod result');
+        return [{ ...pod, site: a.pod.site, pod: a.pod.pod, attempts }];
+      },
+    };
+  }
+
+  private siteBranch(a: {
+    correlationId: string;
+    op: Operation;
+    params: JsonObject;
+    headers: Record<string, string>;
+    idempotencyKey: string;
+    hedge: boolean;
+    site: string;
+    pods: PodRef[];
+    deadline: number;
+    attemptTimeoutMs: number;
+  }): Branch {
+    const { self, cm } = this.deps;
+    return {
+      pods: a.pods,
+      run: async (signal) => {
+        const brokers =
+          this.deps
+            .topology()
+            .sites.find((s) => s.name === a.site)
+            ?.pods.flatMap((p) => p.brokers) ?? [];
+        const target: TargetList = {
+          site: a.site,
+          pod: '',
+          endpoints: brokers.map((b) => ({ brokerId: b.id, address: b.wanAddress })),
+        };
+        const allPods =
+          (this.deps.topology().sites.find((s) => s.name === a.site)?.pods.length ?? 0) === a.pods.length;
+        const t0 = Date.now();
+        const outcome = await new ConnectionIterator<FederationServiceClient, SiteResponse>({
+          target,
+          source: cm,
+          deadline: a.deadline,
+          attemptTimeoutMs: a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
+          idempotent: a.op.idempotent || !!a.idempotencyKey,
+          hedge: a.hedge ? { budget: this.deps.hedgeBudget } : undefined,
+          signal,
+          attempt: (client, _ep, deadline) => {
+            const req: SiteRequest = {
+              correlationId: a.correlationId,
+              operation: a.op.name,
+              params: a.params,
+              headers: a.headers,
+              target,
+              deadline: msToDuration(Math.max(1, deadline.getTime() - Date.now())),
+              attemptTimeout: msToDuration(a.attemptTimeoutMs),
+              pods: allPods ? [] : a.pods.map((p) => p.pod),
+              idempotencyKey: a.idempotencyKey,
+              hops: 1,
+              sourceSite: self.site,
+              sourceBroker: self.id,
+              hedge: a.hedge,
+            };
+            return unaryCall((cb) => client.siteRequest(req, new Metadata(), { deadline }, cb));
+          },
+        }).run();
+        const siteAttempts = outcome.attempts.map(attemptToProto);
+        const code = outcome.ok ? 0 : outcome.code;
+        this.deps.metrics.sent('site', code, (Date.now() - t0) / 1000, outcome.attempts);
+        this.logHop(
+          'site',
+          a.correlationId,
+          a.op.name,
+          outcome.ok ? outcome.endpoint.brokerId : a.site,
+          code,
+          Date.now() - t0,
+          outcome.attempts.length,
+        );
+        if (!outcome.ok)
+          return a.pods.map((p) =>
+            failed(p, outcome.code, `site ${a.site}: ${outcome.message}`, siteAttempts),
+          );
+        const got = new Map(outcome.value.pods.map((p) => [key(p), p]));
+        return a.pods.map((p) => {
+          const r = got.get(key(p));
+          if (!r || r.site !== a.site)
+            return failed(p, status.INTERNAL, `site ${a.site} answered without this pod`, siteAttempts);
+          return { ...r, attempts: [...siteAttempts, ...r.attempts] };
+        });
+      },
+    };
+  }
+
+  private podBrokers(p: PodRef): BrokerInfo[] {
+    return (
+      this.deps
+        .topology()
+        .sites.find((s) => s.name === p.site)
+        ?.pods.find((x) => x.name === p.pod)?.brokers ?? []
+    );
+  }
+
+  /**
+   * Runs branches in parallel and gathers one result per pod. At `deadline` it stops waiting: pods
+   * without a result are marked DEADLINE_EXCEEDED and the branches still running are cancelled.
+   */
+  private collect(
+    branches: Branch[],
+    deadline: number,
+    started: number,
+    outer: AbortSignal,
+    onPod?: (pod: PodResult) => void,
+  ): Promise<PodResult[]> {
+    const order = branches.flatMap((b) => b.pods);
+    const results = new Map<string, PodResult>();
+    const ac = new AbortController();
+    return new Promise<PodResult[]>((resolve) => {
+      let pending = branches.length;
+      let done = false;
+      const finish = (why: 'complete' | 'deadline' | 'cancelled') => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        outer.removeEventListener('abort', onAbort);
+        ac.abort();
+        const waited = Date.now() - started;
+        resolve(
+          order.map((p) => {
+            const r = results.get(key(p));
+            if (r) return r;
+            const missing =
+              why === 'cancelled'
+                ? failed(p, status.CANCELLED, 'the caller cancelled the request')
+                : failed(p, status.DEADLINE_EXCEEDED, `no answer within the overall deadline (${waited} ms)`);
+            onPod?.(missing);
+            return missing;
+          }),
+        );
+      };
+      const onAbort = () => finish('cancelled');
+      outer.addEventListener('abort', onAbort, { once: true });
+      const timer = setTimeout(() => finish('deadline'), Math.max(0, deadline - Date.now()));
+      for (const b of branches) {
+        b.run(ac.signal).then(
+          (prs) => {
+            if (done) return;
+            const latency = msToDuration(Date.now() - started);
+            for (const pr of prs) {
+              const r = { ...pr, latency };
+              results.set(key(pr), r);
+              onPod?.(r);
+            }
+            if (--pending === 0) finish('complete');
+          },
+          (e: unknown) => {
+            // Branches never reject; if one does, its pods are reported, not lost.
+            this.log.error('fan-out branch failed', { error: String(e) });
+            if (done) return;
+            for (const p of b.pods) {
+              const r = failed(p, status.INTERNAL, 'internal error in the fan-out (see the broker log)');
+              results.set(key(p), r);
+              onPod?.(r);
+            }
+            if (--pending === 0) finish('complete');
+          },
+        );
+      }
+      if (branches.length === 0) finish('complete');
+    });
+  }
+
+  private logHop(
+    kind: 'site' | 'local',
+    correlationId: string,
+    operation: string,
+    peer: string,
+    code: number,
+    latencyMs: number,
+    attempts: number,
+  ): void {
+    this.log.info('sent', {
+      correlationId,
+      operation,
+      kind,
+      direction: 'out',
+      peer,
+      code: codeName(code),
+      latencyMs,
+      attempts,
+    });
+  }
+}
+
+/** Pods asked / ok / failed, and failures by code name. */
+export function summarize(results: PodResult[]): AggregateResponse['summary'] {
+  const failedByCode: Record<string, number> = {};
+  let ok = 0;
+  for (const r of results) {
+    if (r.code === 0) ok++;
+    else failedByCode[codeName(r.code)] = (failedByCode[codeName(r.code)] ?? 0) + 1;
+  }
+  return { podsAsked: results.length, podsOk: ok, podsFailed: results.length - ok, failedByCode };
+}
+
+function safeReduce(
+  op: Operation,
+  results: PodResult[],
+  log: Logger,
+  correlationId: string,
+): JsonObject | undefined {
+  try {
+    return JSON.parse(JSON.stringify(op.reduce!(results))) as JsonObject;
+  } catch (e) {
+    log.error('reduce failed', { correlationId, operation: op.name, error: String(e) });
+    return { error: `reduce failed: ${(e as Error).message}` };
+  }
+}

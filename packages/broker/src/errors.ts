@@ -1,0 +1,37 @@
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { codeName } from '@wanas/proto';
+
+/**
+ * The one error type handlers throw: a gRPC status `code`, `details` safe to show the caller, and an
+ * internal `cause` that is logged but never sent.
+ */
+export class BrokerError extends Error {
+  constructor(
+    readonly code: status,
+    readonly details: string,
+    override readonly cause?: unknown,
+  ) {
+    super(`${codeName(code)}: ${details}`);
+    this.name = 'BrokerError';
+  }
+
+  /** The error as grpc-js sends it. */
+  toServiceError(): Partial<ServiceError> {
+    return { code: this.code, details: this.details, metadata: new Metadata() };
+  }
+}
+
+/** INVALID_ARGUMENT naming the bad field. */
+export function invalidArgument(field: string, problem: string): BrokerError {
+  return new BrokerError(status.INVALID_ARGUMENT, `${field}: ${problem}`);
+}
+
+/** Maps anything thrown to a BrokerError; unknown errors become INTERNAL without leaking their text. */
+export function toBrokerError(e: unknown): BrokerError {
+  if (e instanceof BrokerError) return e;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'number' && code > 0 && code <= 16) {
+    return new BrokerError(code, (e as { details?: string }).details ?? (e as Error).message, e);
+  }
+  return new BrokerError(status.INTERNAL, 'internal error (see the broker log)', e);
+}

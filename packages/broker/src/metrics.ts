@@ -1,0 +1,177 @@
+import type { ConnectionManager } from '@wanas/connection-manager';
+import { codeName } from '@wanas/proto';
+import * as http from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Latency buckets in seconds: LAN (sub-ms) to slow WAN (seconds). */
+const LATENCY_BUCKETS_S = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+/** The kind of request a line or metric is about. */
+export type RequestKind = 'aggregate' | 'site' | 'local';
+
+/**
+ * A broker's Prometheus metrics, in its own registry (several brokers may share a process in tests).
+ * Names follow go-grpc-prometheus: `grpc_server_handled_total`, `grpc_server_handling_seconds`,
+ * `grpc_client_handled_total`, `grpc_client_handling_seconds`; plus wanas_* for failovers, hedges,
+ * breaker states and channels.
+ */
+export class BrokerMetrics {
+  readonly registry = new Registry();
+  private readonly serverHandled: Counter<'grpc_type' | 'grpc_service' | 'grpc_method' | 'grpc_code'>;
+  private readonly serverSeconds: Histogram<'grpc_type' | 'grpc_service' | 'grpc_method'>;
+  private readonly clientHandled: Counter<'kind' | 'grpc_code'>;
+  private readonly clientSeconds: Histogram<'kind'>;
+  private readonly podResults: Counter<'kind' | 'grpc_code'>;
+  private readonly failovers: Counter<'kind'>;
+  private readonly hedges: Counter<'kind'>;
+
+  constructor(labels: { broker: string; site: string; pod: string }, cm: ConnectionManager) {
+    this.registry.setDefaultLabels(labels);
+    collectDefaultMetrics({ register: this.registry });
+    this.serverHandled = new Counter({
+      name: 'grpc_server_handled_total',
+      help: 'RPCs completed on the server, by method and code.',
+      labelNames: ['grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'],
+      registers: [this.registry],
+    });
+    this.serverSeconds = new Histogram({
+      name: 'grpc_server_handling_seconds',
+      help: 'Server handling latency of RPCs, seconds.',
+      labelNames: ['grpc_type', 'grpc_service', 'grpc_method'],
+      buckets: LATENCY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.clientHandled = new Counter({
+      name: 'grpc_client_handled_total',
+      help: 'Fan-out requests this broker sent (site = SiteRequest over the WAN, local = LocalRequest), by final code.',
+      labelNames: ['kind', 'grpc_code'],
+      registers: [this.registry],
+    });
+    this.clientSeconds = new Histogram({
+      name: 'grpc_client_handling_seconds',
+      help: 'Latency of fan-out requests including failover, seconds.',
+      labelNames: ['kind'],
+      buckets: LATENCY_BUCKETS_S,
+      registers: [this.registry],
+    });
+    this.podResults = new Counter({
+      name: 'wanas_pod_results_total',
+      help: 'Pod results this broker answered with, by request kind and code.',
+      labelNames: ['kind', 'grpc_code'],
+      registers: [this.registry],
+    });
+    this.failovers = new Counter({
+      name: 'wanas_failovers_total',
+      help: 'Attempts sent to another equivalent endpoint after one failed.',
+      labelNames: ['kind'],
+      registers: [this.registry],
+    });
+    this.hedges = new Counter({
+      name: 'wanas_hedges_total',
+      help: 'Hedged attempts sent while an earlier attempt was still running.',
+      labelNames: ['kind'],
+      registers: [this.registry],
+    });
+    new Gauge({
+      name: 'wanas_open_channels',
+      help: 'Channels to peer brokers that exist now.',
+      registers: [this.registry],
+      collect() {
+        this.set(cm.openChannels());
+      },
+    });
+    new Gauge({
+      name: 'wanas_endpoint_breaker_open',
+      help: 'Per peer endpoint: 1 when its breaker is open (or half-open: 0.5), 0 when closed.',
+      labelNames: ['endpoint', 'peer_site', 'peer_pod'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of cm.snapshot()) {
+          const v = r.breaker === 'open' ? 1 : r.breaker === 'half-open' ? 0.5 : 0;
+          this.set({ endpoint: r.brokerId, peer_site: r.site, peer_pod: r.pod }, v);
+        }
+      },
+    });
+    new Gauge({
+      name: 'wanas_endpoint_in_flight',
+      help: 'Per peer endpoint: calls in flight.',
+      labelNames: ['endpoint'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of cm.snapshot()) this.set({ endpoint: r.brokerId }, r.inFlight);
+      },
+    });
+  }
+
+  /** Records one RPC this broker served. */
+  served(
+    service: string,
+    method: string,
+    type: 'unary' | 'server_stream',
+    code: number,
+    seconds: number,
+  ): void {
+    this.serverHandled.inc({
+      grpc_type: type,
+      grpc_service: service,
+      grpc_method: method,
+      grpc_code: codeName(code),
+    });
+    this.serverSeconds.observe({ grpc_type: type, grpc_service: service, grpc_method: method }, seconds);
+  }
+
+  /** Records one fan-out request this broker sent, with its attempts. */
+  sent(kind: 'site' | 'local', code: number, seconds: number, attempts: { hedged: boolean }[]): void {
+    this.clientHandled.inc({ kind, grpc_code: codeName(code) });
+    this.clientSeconds.observe({ kind }, seconds);
+    const hedged = attempts.filter((a) => a.hedged).length;
+    const failovers = Math.max(0, attempts.length - 1 - hedged);
+    if (failovers) this.failovers.inc({ kind }, failovers);
+    if (hedged) this.hedges.inc({ kind }, hedged);
+  }
+
+  /** Records the pod results of an answer. */
+  pods(kind: RequestKind, codes: number[]): void {
+    for (const c of codes) this.podResults.inc({ kind, grpc_code: codeName(c) });
+  }
+}
+
+/** Serves `/metrics` (Prometheus text) and `/status` (JSON from `status()`) on `address` (host:port). */
+export async function startMetricsServer(
+  address: string,
+  metrics: BrokerMetrics,
+  status: () => unknown,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      if (req.url === '/metrics') {
+        res.setHeader('content-type', metrics.registry.contentType);
+        res.end(await metrics.registry.metrics());
+      } else if (req.url === '/status') {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(status(), null, 2));
+      } else {
+        res.statusCode = 404;
+        res.end('not found: try /metrics or /status\n');
+      }
+    })().catch((e: unknown) => {
+      res.statusCode = 500;
+      res.end(`error: ${(e as Error).message}\n`);
+    });
+  });
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(address.slice(i + 1)), host, resolve);
+  });
+  const port = (server.address() as { port: number }).port;
+  return {
+    port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

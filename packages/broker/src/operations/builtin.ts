@@ -1,0 +1,132 @@
+import { status } from '@grpc/grpc-js';
+import type { PodResult } from '@wanas/proto';
+import { z } from 'zod';
+import { BrokerError } from '../errors';
+import { OperationRegistry } from './registry';
+import type { JsonObject, Operation } from './types';
+
+const userName = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(128, 'must be at most 128 characters')
+  .regex(/^[A-Za-z0-9._@-]+$/, 'may hold letters, digits and . _ @ - only');
+
+function okResults(results: PodResult[]): PodResult[] {
+  return results.filter((r) => r.code === 0 && r.result);
+}
+
+/** `sessions.find {user}`: the user's desktops and sessions in each pod; reduced: the total and the list. */
+export const sessionsFind: Operation<{ user: string }> = {
+  name: 'sessions.find',
+  description: "a user's desktops and sessions in every pod",
+  idempotent: true,
+  params: z.strictObject({ user: userName }),
+  execute: ({ user }, ctx) => {
+    const { desktops, sessions } = ctx.store.findUser(user);
+    return { user, desktops, sessions, count: sessions.length } as unknown as JsonObject;
+  },
+  reduce: (results) => {
+    const sessions: JsonObject[] = [];
+    for (const r of okResults(results)) {
+      for (const s of (r.result!.sessions as JsonObject[] | undefined) ?? []) {
+        sessions.push({ site: r.site, pod: r.pod, ...s });
+      }
+    }
+    return { total: sessions.length, sessions };
+  },
+};
+
+/** `pods.capacity {}`: desktops total / free / in use per pod; reduced: the federation's sums. */
+export const podsCapacity: Operation<Record<string, never>> = {
+  name: 'pods.capacity',
+  description: 'desktops total / free / in use per pod, and federation-wide',
+  idempotent: true,
+  params: z.strictObject({}),
+  execute: (_p, ctx) => ctx.store.capacity() as unknown as JsonObject,
+  reduce: (results) => {
+    const sum = { total: 0, free: 0, inUse: 0, pods: 0 };
+    for (const r of okResults(results)) {
+      sum.total += Number(r.result!.total ?? 0);
+      sum.free += Number(r.result!.free ?? 0);
+      sum.inUse += Number(r.result!.inUse ?? 0);
+      sum.pods++;
+    }
+    return sum;
+  },
+};
+
+/**
+ * `desktops.provision {user, pool}`: assigns a free desktop of the pool to the user in each pod in scope
+ * (normally one pod, given by `scope`). Changes state: requires an idempotency key and runs at most once
+ * per key in each pod, however often failover or hedging resends it.
+ */
+export const desktopsProvision: Operation<{ user: string; pool: string }> = {
+  name: 'desktops.provision',
+  description: 'assign a free desktop of a pool to a user (state-changing; needs an idempotency key)',
+  idempotent: false,
+  params: z.strictObject({
+    user: userName,
+    pool: z
+      .string()
+      .regex(/^[a-z0-9-]{1,63}$/, 'must be a pool name such as "standard"')
+      .default('standard'),
+  }),
+  execute: (params, ctx) => {
+    const out = ctx.store.once(ctx.idempotencyKey, 'desktops.provision', params, () => {
+      if (!ctx.store.hasPool(params.pool)) {
+        throw new BrokerError(
+          status.NOT_FOUND,
+          `params.pool: pod ${ctx.site}/${ctx.pod} has no pool "${params.pool}"`,
+        );
+      }
+      const d = ctx.store.assignFreeDesktop(params.user, params.pool);
+      if (!d) {
+        throw new BrokerError(
+          status.RESOURCE_EXHAUSTED,
+          `pool "${params.pool}" of ${ctx.site}/${ctx.pod} has no free desktop`,
+        );
+      }
+      return { desktop: d as unknown as JsonObject, provisionedBy: ctx.brokerId };
+    });
+    if ('conflict' in out) {
+      throw new BrokerError(
+        status.FAILED_PRECONDITION,
+        `idempotency_key was already used with different params (${out.conflict.operation}); use a new key`,
+      );
+    }
+    return { ...out.result, replayed: out.replayed };
+  },
+  reduce: (results) => ({ provisioned: okResults(results).length }),
+};
+
+/** `echo {}`: the params back with the answering site, pod and broker (for operators and tests). */
+export const echo: Operation<JsonObject> = {
+  name: 'echo',
+  description: 'the params back, with the answering site, pod and broker',
+  idempotent: true,
+  params: z.record(z.string(), z.unknown()).superRefine((p, ctx) => {
+    const sleep = p.sleepMs;
+    if (sleep !== undefined && !(typeof sleep === 'number' && sleep >= 0 && sleep <= 60_000)) {
+      ctx.addIssue({ code: 'custom', path: ['sleepMs'], message: 'must be a number of ms from 0 to 60000' });
+    }
+  }) as unknown as z.ZodType<JsonObject>,
+  execute: async (params, ctx) => {
+    // `sleepMs` (optionally only in `sleepPod`) lets operators and tests make a pod slow on purpose.
+    const sleepMs = typeof params.sleepMs === 'number' ? params.sleepMs : 0;
+    const onlyPod = typeof params.sleepPod === 'string' ? params.sleepPod : undefined;
+    if (sleepMs > 0 && (!onlyPod || onlyPod === ctx.pod || onlyPod === `${ctx.site}/${ctx.pod}`)) {
+      await new Promise((r) => setTimeout(r, Math.min(sleepMs, Math.max(0, ctx.deadline - Date.now()))));
+    }
+    return { params, site: ctx.site, pod: ctx.pod, broker: ctx.brokerId, headers: ctx.headers };
+  },
+  reduce: (results) => ({ answered: okResults(results).length }),
+};
+
+/** A registry with the built-in operations. */
+export function builtinOperations(): OperationRegistry {
+  return new OperationRegistry()
+    .register(sessionsFind)
+    .register(podsCapacity)
+    .register(desktopsProvision)
+    .register(echo);
+}

@@ -1,0 +1,217 @@
+import * as grpc from '@grpc/grpc-js';
+import {
+  AdminServiceService,
+  AggregationServiceService,
+  FederationServiceService,
+  codeName,
+  type AggregateRequest,
+  type AggregateResponse,
+  type GetStatusResponse,
+  type LocalRequest,
+  type LocalResponse,
+  type SiteRequest,
+  type SiteResponse,
+  type StreamAggregateRequest,
+  type StreamAggregateResponse,
+} from '@wanas/proto';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'winston';
+import type { Dispatcher } from './dispatcher';
+import { toBrokerError } from './errors';
+import type { BrokerMetrics, RequestKind } from './metrics';
+
+/** Largest message a broker accepts or sends, bytes. */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/** grpc-js server options: message limits and keepalive that tolerates our peers' pings. */
+export const SERVER_OPTIONS: grpc.ServerOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+};
+
+function deadlineOf(call: { getDeadline(): grpc.Deadline }): number | undefined {
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+function correlationMetadata(id: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (id) md.set('x-correlation-id', id);
+  return md;
+}
+
+/** Handlers of AggregationService and FederationService over a {@link Dispatcher}, with a log line and metrics per request. */
+export function createHandlers(
+  dispatcher: Dispatcher,
+  log: Logger,
+  metrics: BrokerMetrics,
+  status: () => GetStatusResponse,
+) {
+  const done = (
+    kind: RequestKind,
+    method: string,
+    service: string,
+    type: 'unary' | 'server_stream',
+    req: { correlationId: string; operation: string },
+    peer: string,
+    t0: number,
+    code: number,
+    extra: Record<string, unknown> = {},
+  ) => {
+    const latencyMs = Date.now() - t0;
+    metrics.served(service, method, type, code, latencyMs / 1000);
+    const line = {
+      correlationId: req.correlationId,
+      operation: req.operation,
+      kind,
+      direction: 'in',
+      peer,
+      code: codeName(code),
+      latencyMs,
+      ...extra,
+    };
+    if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) log.error('served', line);
+    else log.info('served', line);
+  };
+  const fill = <T extends { correlationId: string }>(req: T): T => {
+    if (!req.correlationId) req.correlationId = randomUUID();
+    return req;
+  };
+  const fail = (e: unknown, req: { correlationId: string }) => {
+    const err = toBrokerError(e);
+    if (err.cause)
+      log.error('request failed', { correlationId: req.correlationId, error: String(err.cause) });
+    return {
+      err,
+      status: { code: err.code, details: err.details, metadata: correlationMetadata(req.correlationId) },
+    };
+  };
+  const AGG = 'wanas.v1.AggregationService';
+  const FED = 'wanas.v1.FederationService';
+
+  const aggregation: grpc.UntypedServiceImplementation = {
+    aggregate(
+      call: grpc.ServerUnaryCall<AggregateRequest, AggregateResponse>,
+      cb: grpc.sendUnaryData<AggregateResponse>,
+    ) {
+      const t0 = Date.now();
+      const req = fill(call.request);
+      const ac = new AbortController();
+      call.on('cancelled', () => ac.abort());
+      dispatcher.aggregate(req, deadlineOf(call), ac.signal).then(
+        (res) => {
+          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, 0, {
+            pods: res.summary?.podsAsked,
+            failed: res.summary?.podsFailed,
+          });
+          cb(null, res, correlationMetadata(req.correlationId));
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, err.code, {
+            error: err.details,
+          });
+          cb(status);
+        },
+      );
+    },
+    streamAggregate(call: grpc.ServerWritableStream<StreamAggregateRequest, StreamAggregateResponse>) {
+      const t0 = Date.now();
+      const req = fill(call.request.request ?? ({ correlationId: '', operation: '' } as AggregateRequest));
+      const ac = new AbortController();
+      call.on('cancelled', () => ac.abort());
+      dispatcher
+        .aggregate(req, deadlineOf(call), ac.signal, (pod) => {
+          if (!call.cancelled) call.write({ event: { $case: 'pod', pod } });
+        })
+        .then(
+          (res) => {
+            done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, 0, {
+              pods: res.summary?.podsAsked,
+              failed: res.summary?.podsFailed,
+            });
+            if (call.cancelled) return;
+            call.write({ event: { $case: 'done', done: { ...res, pods: [] } } });
+            call.end(correlationMetadata(req.correlationId));
+          },
+          (e: unknown) => {
+            const { err, status } = fail(e, req);
+            done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, err.code, {
+              error: err.details,
+            });
+            call.emit('error', status);
+          },
+        );
+    },
+  };
+
+  const federation: grpc.UntypedServiceImplementation = {
+    siteRequest(call: grpc.ServerUnaryCall<SiteRequest, SiteResponse>, cb: grpc.sendUnaryData<SiteResponse>) {
+      const t0 = Date.now();
+      const req = call.request;
+      dispatcher.site(req, deadlineOf(call)).then(
+        (res) => {
+          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+            pods: res.pods.length,
+            hops: req.hops,
+          });
+          cb(null, res);
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
+            error: err.details,
+          });
+          cb(status);
+        },
+      );
+    },
+    localRequest(
+      call: grpc.ServerUnaryCall<LocalRequest, LocalResponse>,
+      cb: grpc.sendUnaryData<LocalResponse>,
+    ) {
+      const t0 = Date.now();
+      const req = call.request;
+      dispatcher.local(req, deadlineOf(call)).then(
+        (res) => {
+          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+            hops: req.hops,
+          });
+          cb(null, res);
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
+            error: err.details,
+          });
+          cb(status);
+        },
+      );
+    },
+  };
+
+  const admin: grpc.UntypedServiceImplementation = {
+    getStatus(
+      call: grpc.ServerUnaryCall<unknown, GetStatusResponse>,
+      cb: grpc.sendUnaryData<GetStatusResponse>,
+    ) {
+      const t0 = Date.now();
+      const res = status();
+      metrics.served('wanas.v1.AdminService', 'GetStatus', 'unary', 0, (Date.now() - t0) / 1000);
+      cb(null, res);
+    },
+  };
+
+  return {
+    addTo(server: grpc.Server): void {
+      server.addService(AggregationServiceService, aggregation);
+      server.addService(FederationServiceService, federation);
+      server.addService(AdminServiceService, admin);
+    },
+  };
+}

@@ -1,0 +1,228 @@
+import Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** Desktops seeded per pool in every pod. */
+export const SEED_DESKTOPS_PER_POOL = 12;
+/** Pools seeded in every pod (`standard` is in every pod by design). */
+export const SEED_POOLS = ['standard', 'gpu'] as const;
+/** Demo users; each gets desktops in some pods, decided by a hash of (site, pod, user). */
+export const DEMO_USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi'] as const;
+/** How long a remembered idempotency key lasts by default: 24 h. */
+export const DEFAULT_IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+/** How long a broker waits for a pod twin's write lock, ms. */
+const BUSY_TIMEOUT_MS = 5000;
+
+/** A desktop of a pod's inventory. */
+export interface Desktop {
+  id: string;
+  pool: string;
+  state: 'free' | 'assigned';
+  user: string | null;
+}
+
+/** A user session on a desktop. */
+export interface Session {
+  id: string;
+  desktopId: string;
+  user: string;
+  state: 'connected' | 'disconnected';
+  startedAt: string;
+}
+
+/** The remembered first outcome of a state-changing request. */
+export interface RememberedResult {
+  operation: string;
+  paramsHash: string;
+  result: Record<string, unknown>;
+}
+
+function hash(s: string): number {
+  return createHash('sha256').update(s).digest().readUInt32BE(0);
+}
+
+/**
+ * A pod's inventory of desktops and sessions, and its remembered idempotency keys, in one SQLite file
+ * shared by the pod's brokers (WAL mode; writes take an immediate transaction, so twins never race).
+ * Seeded with deterministic demo data the first time it is opened.
+ */
+export class PodStore {
+  private readonly db: Database.Database;
+
+  constructor(
+    readonly file: string,
+    readonly site: string,
+    readonly pod: string,
+  ) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS desktops (
+        id TEXT PRIMARY KEY, pool TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('free', 'assigned')), user TEXT);
+      CREATE INDEX IF NOT EXISTS desktops_user ON desktops(user);
+      CREATE INDEX IF NOT EXISTS desktops_pool_state ON desktops(pool, state);
+      CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY, desktop_id TEXT NOT NULL REFERENCES desktops(id), user TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('connected', 'disconnected')), started_at TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
+      CREATE TABLE IF NOT EXISTS idempotency (
+        key TEXT PRIMARY KEY, operation TEXT NOT NULL, params_hash TEXT NOT NULL,
+        result TEXT NOT NULL, created_at INTEGER NOT NULL);
+    `);
+    this.seed();
+  }
+
+  /** Seeds the demo inventory once per file (the first twin to get the write lock does it). */
+  private seed(): void {
+    this.db
+      .transaction(() => {
+        if (this.db.prepare(`SELECT v FROM meta WHERE k = 'seeded'`).get()) return;
+        const insertDesktop = this.db.prepare(
+          `INSERT INTO desktops (id, pool, state, user) VALUES (?, ?, ?, ?)`,
+        );
+        const insertSession = this.db.prepare(
+          `INSERT INTO sessions (id, desktop_id, user, state, started_at) VALUES (?, ?, ?, ?, ?)`,
+        );
+        const free: string[] = [];
+        for (const pool of SEED_POOLS) {
+          for (let i = 1; i <= SEED_DESKTOPS_PER_POOL; i++) {
+            const id = `${this.site}.${this.pod}.${pool}-${String(i).padStart(2, '0')}`;
+            insertDesktop.run(id, pool, 'free', null);
+            if (pool === 'standard') free.push(id);
+          }
+        }
+        // Each demo user has a desktop in roughly half of the pods, decided by a stable hash.
+        let n = 0;
+        for (const user of DEMO_USERS) {
+          const h = hash(`${this.site}/${this.pod}/${user}`);
+          if (h % 2 !== 0 || free.length === 0) continue;
+          const desktopId = free.shift()!;
+          this.db
+            .prepare(`UPDATE desktops SET state = 'assigned', user = ? WHERE id = ?`)
+            .run(user, desktopId);
+          const state = (h >> 1) % 3 === 0 ? 'disconnected' : 'connected';
+          const started = new Date(Date.UTC(2026, 0, 1, 8, (h >> 3) % 600)).toISOString();
+          insertSession.run(`${this.site}.${this.pod}.s${++n}`, desktopId, user, state, started);
+        }
+        this.db.prepare(`INSERT INTO meta (k, v) VALUES ('seeded', ?)`).run(new Date().toISOString());
+      })
+      .immediate();
+  }
+
+  /** A user's desktops and sessions in this pod. */
+  findUser(user: string): { desktops: Desktop[]; sessions: Session[] } {
+    const desktops = this.db
+      .prepare(`SELECT id, pool, state, user FROM desktops WHERE user = ? ORDER BY id`)
+      .all(user) as Desktop[];
+    const sessions = this.db
+      .prepare(
+        `SELECT id, desktop_id AS desktopId, user, state, started_at AS startedAt FROM sessions WHERE user = ? ORDER BY id`,
+      )
+      .all(user) as Session[];
+    return { desktops, sessions };
+  }
+
+  /** Desktops total / free / in use, overall and per pool. */
+  capacity(): {
+    total: number;
+    free: number;
+    inUse: number;
+    pools: Record<string, { total: number; free: number; inUse: number }>;
+  } {
+    const rows = this.db
+      .prepare(
+        `SELECT pool, COUNT(*) AS total, SUM(state = 'free') AS free FROM desktops GROUP BY pool ORDER BY pool`,
+      )
+      .all() as { pool: string; total: number; free: number }[];
+    const pools: Record<string, { total: number; free: number; inUse: number }> = {};
+    let total = 0;
+    let free = 0;
+    for (const r of rows) {
+      pools[r.pool] = { total: r.total, free: r.free, inUse: r.total - r.free };
+      total += r.total;
+      free += r.free;
+    }
+    return { total, free, inUse: total - free, pools };
+  }
+
+  /**
+   * Runs a state-changing action exactly once per idempotency key across all brokers of the pod: the
+   * first call's result is stored with the key in the same transaction as the change; later calls with
+   * the same key and params get that result back without acting. The same key with other params is
+   * refused (`conflict`).
+   */
+  once(
+    key: string,
+    operation: string,
+    params: unknown,
+    action: () => Record<string, unknown>,
+    windowMs = DEFAULT_IDEMPOTENCY_WINDOW_MS,
+  ): { result: Record<string, unknown>; replayed: boolean } | { conflict: RememberedResult } {
+    const paramsHash = createHash('sha256')
+      .update(`${operation}\0${stableJson(params)}`)
+      .digest('hex');
+    return this.db
+      .transaction(() => {
+        const now = Date.now();
+        this.db.prepare(`DELETE FROM idempotency WHERE created_at < ?`).run(now - windowMs);
+        const prev = this.db
+          .prepare(`SELECT operation, params_hash AS paramsHash, result FROM idempotency WHERE key = ?`)
+          .get(key) as { operation: string; paramsHash: string; result: string } | undefined;
+        if (prev) {
+          const remembered = {
+            operation: prev.operation,
+            paramsHash: prev.paramsHash,
+            result: JSON.parse(prev.result),
+          };
+          if (prev.paramsHash !== paramsHash) return { conflict: remembered };
+          return { result: remembered.result, replayed: true };
+        }
+        const result = action();
+        this.db
+          .prepare(
+            `INSERT INTO idempotency (key, operation, params_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`,
+          )
+          .run(key, operation, paramsHash, JSON.stringify(result), now);
+        return { result, replayed: false };
+      })
+      .immediate();
+  }
+
+  /** Assigns a free desktop of `pool` to `user`; undefined when the pool has none free. Call inside {@link once}. */
+  assignFreeDesktop(user: string, pool: string): Desktop | undefined {
+    const d = this.db
+      .prepare(`SELECT id FROM desktops WHERE pool = ? AND state = 'free' ORDER BY id LIMIT 1`)
+      .get(pool) as { id: string } | undefined;
+    if (!d) return undefined;
+    this.db.prepare(`UPDATE desktops SET state = 'assigned', user = ? WHERE id = ?`).run(user, d.id);
+    return { id: d.id, pool, state: 'assigned', user };
+  }
+
+  /** True when the pod has a pool of that name. */
+  hasPool(pool: string): boolean {
+    return !!this.db.prepare(`SELECT 1 FROM desktops WHERE pool = ? LIMIT 1`).get(pool);
+  }
+
+  /** Closes the database. */
+  close(): void {
+    this.db.close();
+  }
+}
+
+/** JSON with object keys sorted, so equal params hash equally whatever their key order. */
+export function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}

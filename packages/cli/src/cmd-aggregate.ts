@@ -1,0 +1,136 @@
+import * as grpc from '@grpc/grpc-js';
+import {
+  AggregateRequest,
+  AggregateResponse,
+  AggregationServiceClient,
+  StreamAggregateResponse,
+  codeName,
+  msToDuration,
+} from '@wanas/proto';
+import type { Command } from 'commander';
+import { randomUUID } from 'node:crypto';
+import { POD_HEADER, formatAggregate, podRow, summaryLines } from './format';
+import { collect, collectParam, parseAddress, parseDurationMs } from './parse';
+
+/** Extra time the client's gRPC deadline allows past the request's timeout, so the partial answer arrives. */
+const CLIENT_DEADLINE_SLACK_MS = 2000;
+
+interface AggregateOptions {
+  address: string;
+  op: string;
+  param?: Record<string, unknown>;
+  paramsJson?: string;
+  scopeSite?: string[];
+  scopePod?: string[];
+  timeout?: number;
+  attemptTimeout?: number;
+  idempotencyKey?: string;
+  correlationId?: string;
+  header?: string[];
+  hedge?: boolean;
+  stream?: boolean;
+  json?: boolean;
+}
+
+function buildRequest(o: AggregateOptions): AggregateRequest {
+  let params: Record<string, unknown> = o.param ?? {};
+  if (o.paramsJson) {
+    try {
+      params = { ...(JSON.parse(o.paramsJson) as Record<string, unknown>), ...params };
+    } catch (e) {
+      throw new Error(`--params-json is not JSON: ${(e as Error).message}`);
+    }
+  }
+  const headers: Record<string, string> = {};
+  for (const h of o.header ?? []) {
+    const i = h.indexOf('=');
+    if (i <= 0) throw new Error(`--header "${h}" is not name=value`);
+    headers[h.slice(0, i)] = h.slice(i + 1);
+  }
+  return AggregateRequest.fromPartial({
+    correlationId: o.correlationId ?? '',
+    operation: o.op,
+    params,
+    headers,
+    timeout: o.timeout === undefined ? undefined : msToDuration(o.timeout),
+    attemptTimeout: o.attemptTimeout === undefined ? undefined : msToDuration(o.attemptTimeout),
+    scope: { sites: o.scopeSite ?? [], pods: o.scopePod ?? [] },
+    idempotencyKey: o.idempotencyKey ?? randomUUID(),
+    hedge: !!o.hedge,
+  });
+}
+
+function fail(err: grpc.ServiceError): never {
+  process.stderr.write(`error: ${codeName(err.code)}: ${err.details || err.message}\n`);
+  process.exit(1);
+}
+
+/** `wanas aggregate`: a client of AggregationService; a table of pods or proto3 JSON. */
+export function registerAggregate(program: Command): void {
+  program
+    .command('aggregate')
+    .description('run an operation in every pod of the federation (or a scope) through one broker')
+    .requiredOption('-a, --address <host:port>', 'a broker to ask', parseAddress)
+    .requiredOption(
+      '-o, --op <name>',
+      'operation, e.g. sessions.find, pods.capacity, desktops.provision, echo',
+    )
+    .option('-p, --param <key=value>', 'a parameter (repeatable; JSON values allowed)', collectParam)
+    .option('--params-json <json>', 'all parameters as one JSON object')
+    .option('--scope-site <site>', 'ask only this site (repeatable)', collect)
+    .option('--scope-pod <pod>', 'ask only this pod, "pod" or "site/pod" (repeatable)', collect)
+    .option('--timeout <duration>', "overall budget, e.g. 2s (default: the broker's, 5s)", parseDurationMs)
+    .option('--attempt-timeout <duration>', 'per-attempt timeout, e.g. 500ms', parseDurationMs)
+    .option('--idempotency-key <key>', 'for state-changing operations (default: a new UUID per invocation)')
+    .option('--correlation-id <id>', 'correlation id (default: the broker makes one)')
+    .option('-H, --header <name=value>', 'a header passed to every hop (repeatable)', collect)
+    .option('--hedge', 'hedge slow endpoints (idempotent operations)')
+    .option('--stream', 'print pods as they arrive (StreamAggregate)')
+    .option('--json', 'print the response as proto3 JSON')
+    .action(async (o: AggregateOptions) => {
+      let req: AggregateRequest;
+      try {
+        req = buildRequest(o);
+      } catch (e) {
+        program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
+      }
+      const client = new AggregationServiceClient(o.address, grpc.credentials.createInsecure());
+      const deadline = Date.now() + (o.timeout ?? 5000) + CLIENT_DEADLINE_SLACK_MS;
+      try {
+        if (o.stream) await stream(client, req, deadline, !!o.json);
+        else {
+          const res = await new Promise<AggregateResponse>((resolve, reject) =>
+            client.aggregate(req, new grpc.Metadata(), { deadline }, (e, r) => (e ? reject(e) : resolve(r))),
+          );
+          process.stdout.write(
+            o.json
+              ? `${JSON.stringify(AggregateResponse.toJSON(res), null, 2)}\n`
+              : `${formatAggregate(res)}\n`,
+          );
+        }
+      } catch (e) {
+        fail(e as grpc.ServiceError);
+      } finally {
+        client.close();
+      }
+    });
+}
+
+async function stream(
+  client: AggregationServiceClient,
+  req: AggregateRequest,
+  deadline: number,
+  json: boolean,
+): Promise<void> {
+  const call = client.streamAggregate({ request: req }, new grpc.Metadata(), { deadline });
+  if (!json) process.stdout.write(`${POD_HEADER.join('  ')}\n`);
+  await new Promise<void>((resolve, reject) => {
+    call.on('data', (msg: StreamAggregateResponse) => {
+      if (json) process.stdout.write(`${JSON.stringify(StreamAggregateResponse.toJSON(msg))}\n`);
+      else if (msg.event?.$case === 'pod') process.stdout.write(`${podRow(msg.event.pod).join('  ')}\n`);
+      else if (msg.event?.$case === 'done') process.stdout.write(`\n${summaryLines(msg.event.done)}\n`);
+    });
+    call.on('end', resolve);
+    call.on('error', reject);
+  });
+}

@@ -1,0 +1,56 @@
+import * as grpc from '@grpc/grpc-js';
+import { AdminServiceClient, GetStatusResponse, durationToMs } from '@wanas/proto';
+import type { Command } from 'commander';
+import { table } from './format';
+import { parseAddress } from './parse';
+
+/** Formats a status answer for a terminal. */
+export function formatStatus(s: GetStatusResponse): string {
+  const b = s.broker;
+  const head = [
+    `broker ${b?.id} (site ${b?.site}, pod ${b?.pod}) at ${b?.address}${b?.wanAddress !== b?.address ? `, WAN ${b?.wanAddress}` : ''}`,
+    `federation ${s.federation}, up ${((durationToMs(s.uptime) ?? 0) / 1000).toFixed(0)} s, hedges ${s.hedges}/${s.hedgeRequests} requests`,
+    `topology: ${s.sites.map((site) => `${site.name}[${site.pods.map((p) => `${p.name}:${p.brokerIds.length}`).join(' ')}]`).join('  ')}`,
+  ];
+  const rows = s.channels.map((c) => [
+    c.brokerId,
+    `${c.site}/${c.pod}`,
+    c.address,
+    c.connectivity,
+    c.breaker,
+    c.warm ? 'warm' : '',
+    c.latency ? `${durationToMs(c.latency)!.toFixed(1)} ms` : '',
+    String(c.inFlight),
+    `${c.calls}/${c.failures}`,
+  ]);
+  return `${head.join('\n')}\n\n${table(['PEER', 'SITE/POD', 'ADDRESS', 'CHANNEL', 'BREAKER', 'WARM', 'LATENCY', 'IN FLIGHT', 'CALLS/FAILED'], rows)}`;
+}
+
+/** `wanas status --address HOST:PORT`: that broker's view of topology, channels and health. */
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description("a broker's view: identity, topology, channels and health per endpoint")
+    .requiredOption('-a, --address <host:port>', 'the broker', parseAddress)
+    .option('--json', 'print proto3 JSON')
+    .option('--timeout <ms>', 'deadline, ms', (v) => Number(v), 3000)
+    .action(async (o: { address: string; json?: boolean; timeout: number }) => {
+      const client = new AdminServiceClient(o.address, grpc.credentials.createInsecure());
+      try {
+        const s = await new Promise<GetStatusResponse>((resolve, reject) =>
+          client.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + o.timeout }, (e, r) =>
+            e ? reject(e) : resolve(r),
+          ),
+        );
+        process.stdout.write(
+          o.json ? `${JSON.stringify(GetStatusResponse.toJSON(s), null, 2)}\n` : `${formatStatus(s)}\n`,
+        );
+      } catch (e) {
+        const err = e as grpc.ServiceError;
+        process.stderr.write(`error: cannot get status from ${o.address}: ${err.details || err.message}\n`);
+        process.exitCode = 1;
+      } finally {
+        client.close();
+      }
+    });
+}
