@@ -46,13 +46,20 @@ describe('contract', () => {
     }
   });
 
-  it('has a committed descriptor set (served by reflection) identical to a fresh buf build', () => {
+  it('has committed descriptor sets (served by reflection) identical to a fresh buf build', () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-desc-'));
     try {
       execFileSync(buf, ['build', '-o', path.join(tmp, 'wanas.binpb')], { cwd: root });
-      const fresh = fs.readFileSync(path.join(tmp, 'wanas.binpb'));
-      const committed = fs.readFileSync(path.join(root, 'packages/proto/descriptor/wanas.binpb'));
-      expect(fresh.equals(committed)).toBe(true);
+      execFileSync(
+        buf,
+        ['build', 'node_modules/grpc-health-check/proto', '-o', path.join(tmp, 'health.binpb')],
+        { cwd: root },
+      );
+      for (const f of ['wanas.binpb', 'health.binpb']) {
+        const fresh = fs.readFileSync(path.join(tmp, f));
+        const committed = fs.readFileSync(path.join(root, 'packages/proto/descriptor', f));
+        expect({ f, same: fresh.equals(committed) }).toEqual({ f, same: true });
+      }
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

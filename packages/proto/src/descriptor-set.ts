@@ -1,13 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/**
- * Path of the contract's FileDescriptorSet, built by `buf build` (`npm run generate`) with every import
- * (the well-known types included), committed beside the generated code.
- */
-export const DESCRIPTOR_SET_PATH = path.resolve(__dirname, '../descriptor/wanas.binpb');
+/** Folder of the committed FileDescriptorSets built by `buf build` (`npm run generate`). */
+export const DESCRIPTOR_DIR = path.resolve(__dirname, '../descriptor');
 
-/** The contract's FileDescriptorSet, as bytes (what server reflection serves). */
-export function readDescriptorSet(): Buffer {
-  return fs.readFileSync(DESCRIPTOR_SET_PATH);
+/**
+ * The FileDescriptorSets a broker describes through reflection, as bytes: the wanas.v1 contract with
+ * every import (the well-known types under their canonical names), and grpc.health.v1.
+ */
+export function readDescriptorSets(): Buffer[] {
+  return ['wanas.binpb', 'health.binpb'].map((f) => fs.readFileSync(path.join(DESCRIPTOR_DIR, f)));
 }

@@ -1,0 +1,67 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { DEMO_USERS, PodStore, SEED_DESKTOPS_PER_POOL, SEED_POOLS } from './pod-store';
+
+describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
+  let dir: string;
+  let a: PodStore;
+  let b: PodStore;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-store-'));
+    a = new PodStore(path.join(dir, 'pod.sqlite'), 'us-east', 'pod-1');
+    b = new PodStore(path.join(dir, 'pod.sqlite'), 'us-east', 'pod-1');
+  });
+  afterEach(() => {
+    a.close();
+    b.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('seeds deterministic demo data once, with a standard pool', () => {
+    const cap = a.capacity();
+    expect(cap.total).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL);
+    expect(cap.pools.standard!.total).toBe(SEED_DESKTOPS_PER_POOL);
+    expect(b.capacity()).toEqual(cap);
+    const assigned = DEMO_USERS.reduce((n, u) => n + a.findUser(u).desktops.length, 0);
+    expect(cap.inUse).toBe(assigned);
+    // Same site and pod elsewhere: the same data.
+    const c = new PodStore(path.join(dir, 'other.sqlite'), 'us-east', 'pod-1');
+    expect(DEMO_USERS.map((u) => c.findUser(u).desktops.map((d) => d.id))).toEqual(
+      DEMO_USERS.map((u) => a.findUser(u).desktops.map((d) => d.id)),
+    );
+    c.close();
+  });
+
+  it('acts once per idempotency key across both brokers, and refuses the key with other params', () => {
+    let actions = 0;
+    const act = (s: PodStore) => () => {
+      actions++;
+      return { desktop: s.assignFreeDesktop('zoe', 'standard')!.id };
+    };
+    const first = a.once('k1', 'desktops.provision', { user: 'zoe', pool: 'standard' }, act(a));
+    const second = b.once('k1', 'desktops.provision', { pool: 'standard', user: 'zoe' }, act(b));
+    expect(actions).toBe(1);
+    expect(second).toEqual({ result: (first as { result: unknown }).result, replayed: true });
+    expect(b.findUser('zoe').desktops).toHaveLength(1);
+    const conflict = b.once('k1', 'desktops.provision', { user: 'zoe', pool: 'gpu' }, act(b));
+    expect('conflict' in conflict).toBe(true);
+    expect(actions).toBe(1);
+  });
+
+  it('forgets keys after the window and rolls back a failed action', () => {
+    expect(() =>
+      a.once('k2', 'op', {}, () => {
+        a.assignFreeDesktop('zoe', 'standard');
+        throw new Error('no');
+      }),
+    ).toThrow('no');
+    expect(a.findUser('zoe').desktops).toHaveLength(0);
+    a.once('k3', 'op', {}, () => ({ n: 1 }), 1);
+    const later = Date.now() + 5;
+    while (Date.now() < later) {
+      // wait out the 1 ms window
+    }
+    expect(a.once('k3', 'op', {}, () => ({ n: 2 }), 1)).toEqual({ result: { n: 2 }, replayed: false });
+  });
+});

@@ -1,0 +1,60 @@
+/** The `wanas` command refuses bad input with a message that names the problem and a non-zero exit. */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { WANAS_BIN } from './support/federation';
+
+function wanas(...args: string[]) {
+  return spawnSync(process.execPath, [WANAS_BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
+}
+
+describe('wanas CLI input errors', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-cli-'));
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('refuses a bad topology file with the path of the bad field', () => {
+    const file = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(
+      file,
+      'federation: demo\nsites:\n  - name: us-east\n    pods:\n      - name: pod-1\n        brokers:\n          - { id: a, address: "localhost" }\n',
+    );
+    const r = wanas('broker', '--topology', file, '--id', 'a');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('sites[0].pods[0].brokers[0].address: must be host:port');
+  });
+
+  it('refuses an id that is not in the topology, listing the known ones', () => {
+    const file = path.join(dir, 'ok.yaml');
+    fs.writeFileSync(
+      file,
+      'federation: demo\nsites:\n  - name: us-east\n    pods:\n      - name: pod-1\n        brokers:\n          - { id: a, address: "127.0.0.1:1" }\n',
+    );
+    const r = wanas('broker', '--topology', file, '--id', 'zz');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('broker id "zz" is not in the topology; known ids: a');
+  });
+
+  it('refuses malformed flags', () => {
+    const dur = wanas('aggregate', '--address', '127.0.0.1:1', '--op', 'echo', '--timeout', 'soon');
+    expect(dur.status).not.toBe(0);
+    expect(dur.stderr).toContain('"soon" is not a duration');
+    const addr = wanas('aggregate', '--address', 'nowhere', '--op', 'echo');
+    expect(addr.status).not.toBe(0);
+    expect(addr.stderr).toContain('"nowhere" is not host:port');
+    const param = wanas('aggregate', '--address', '127.0.0.1:1', '--op', 'echo', '--param', 'novalue');
+    expect(param.stderr).toContain('"novalue" is not key=value');
+    const unknown = wanas('nonsense');
+    expect(unknown.status).not.toBe(0);
+    expect(unknown.stderr).toMatch(/unknown command 'nonsense'/);
+  });
+
+  it('reports an unreachable broker as an error with a non-zero exit', () => {
+    const r = wanas('aggregate', '--address', '127.0.0.1:1', '--op', 'echo', '--timeout', '500ms');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^error: UNAVAILABLE/);
+  });
+});

@@ -1,0 +1,221 @@
+/**
+ * A federation of real broker processes for end-to-end tests: picks free loopback ports, writes a
+ * topology file, starts `wanas broker` per broker (the production entry point), collects each broker's
+ * JSON log lines, and stops everything it started.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { createHealthProbe } from '@wanas/connection-manager';
+import { AggregateRequest, AggregateResponse, AggregationServiceClient } from '@wanas/proto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import YAML from 'yaml';
+
+export const ROOT = path.resolve(__dirname, '../..');
+export const WANAS_BIN = path.join(ROOT, 'packages/cli/dist/bin.js');
+
+/** Free loopback ports, chosen by the kernel (bound to port 0, then released). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<net.Server>((resolve) => {
+          const s = net.createServer();
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/** sites → pods → broker count, e.g. `{ 'us-east': { 'pod-1': 2 } }`. */
+export type FederationSpec = Record<string, Record<string, number>>;
+
+/** Broker ids are `<site>-<pod>-<letter>`, e.g. `us-east-pod-1-a`. */
+export function brokerId(site: string, pod: string, i: number): string {
+  return `${site}-${pod}-${String.fromCharCode(97 + i)}`;
+}
+
+export interface BrokerProc {
+  id: string;
+  site: string;
+  pod: string;
+  address: string;
+  proc: ChildProcess | undefined;
+  logs: Record<string, unknown>[];
+}
+
+export class Federation {
+  readonly brokers = new Map<string, BrokerProc>();
+  private readonly clients: grpc.Client[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly topologyFile: string,
+    readonly doc: {
+      federation: string;
+      settings: Record<string, unknown>;
+      sites: { name: string; pods: { name: string; brokers: { id: string; address: string }[] }[] }[];
+    },
+  ) {}
+
+  /** Writes the topology (ports chosen now) and starts every broker; resolves when all answer SERVING. */
+  static async start(spec: FederationSpec, settings: Record<string, unknown> = {}): Promise<Federation> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-e2e-'));
+    const count = Object.values(spec).reduce(
+      (n, pods) => n + Object.values(pods).reduce((a, b) => a + b, 0),
+      0,
+    );
+    const ports = await freePorts(count);
+    const doc = {
+      federation: 'e2e',
+      settings: { dataDir: path.join(dir, 'data'), ...settings },
+      sites: Object.entries(spec).map(([site, pods]) => ({
+        name: site,
+        pods: Object.entries(pods).map(([pod, n]) => ({
+          name: pod,
+          brokers: Array.from({ length: n }, (_, i) => ({
+            id: brokerId(site, pod, i),
+            address: `127.0.0.1:${ports.pop()}`,
+          })),
+        })),
+      })),
+    };
+    const file = path.join(dir, 'topology.yaml');
+    fs.writeFileSync(file, YAML.stringify(doc));
+    const f = new Federation(dir, file, doc);
+    for (const s of doc.sites) {
+      for (const p of s.pods) {
+        for (const b of p.brokers)
+          f.brokers.set(b.id, {
+            id: b.id,
+            site: s.name,
+            pod: p.name,
+            address: b.address,
+            proc: undefined,
+            logs: [],
+          });
+      }
+    }
+    await Promise.all([...f.brokers.keys()].map((id) => f.startBroker(id)));
+    return f;
+  }
+
+  /** Starts (or restarts) one broker process and waits for SERVING. */
+  async startBroker(id: string): Promise<void> {
+    const b = this.brokers.get(id)!;
+    const proc = spawn(
+      process.execPath,
+      [
+        WANAS_BIN,
+        'broker',
+        '--topology',
+        this.topologyFile,
+        '--id',
+        id,
+        '--log-format',
+        'json',
+        '--grace',
+        '2000',
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    b.proc = proc;
+    let buf = '';
+    proc.stderr!.on('data', (chunk: Buffer) => {
+      buf += chunk.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          b.logs.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          b.logs.push({ raw: line });
+        }
+      }
+    });
+    await this.waitServing(id, 10_000);
+  }
+
+  /** Polls grpc.health.v1 until SERVING. */
+  async waitServing(id: string, timeoutMs: number): Promise<void> {
+    const b = this.brokers.get(id)!;
+    const client = new grpc.Client(b.address, grpc.credentials.createInsecure());
+    const probe = createHealthProbe(client.getChannel());
+    const until = Date.now() + timeoutMs;
+    try {
+      while (!(await probe.check(500))) {
+        if (b.proc?.exitCode !== null && b.proc?.exitCode !== undefined) {
+          throw new Error(`broker ${id} exited with ${b.proc.exitCode}: ${JSON.stringify(b.logs.slice(-3))}`);
+        }
+        if (Date.now() > until) throw new Error(`broker ${id} not SERVING after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Sends a signal to a broker process (SIGKILL resolves once it has exited). */
+  async signal(id: string, sig: NodeJS.Signals): Promise<void> {
+    const p = this.brokers.get(id)!.proc!;
+    if (sig === 'SIGKILL' || sig === 'SIGTERM') {
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill(sig);
+      await exited;
+    } else {
+      p.kill(sig);
+    }
+  }
+
+  /** A client of one broker's AggregationService. */
+  client(id: string): AggregationServiceClient {
+    const c = new AggregationServiceClient(this.brokers.get(id)!.address, grpc.credentials.createInsecure());
+    this.clients.push(c);
+    return c;
+  }
+
+  /** Unary Aggregate through broker `id`. */
+  aggregate(id: string, req: Partial<AggregateRequest>, deadlineMs = 15_000): Promise<AggregateResponse> {
+    const c = this.client(id);
+    return new Promise((resolve, reject) =>
+      c.aggregate(
+        AggregateRequest.fromPartial(req),
+        new grpc.Metadata(),
+        { deadline: Date.now() + deadlineMs },
+        (e, r) => (e ? reject(e) : resolve(r)),
+      ),
+    );
+  }
+
+  /** Every pod as "site/pod", in topology order. */
+  allPods(): string[] {
+    return this.doc.sites.flatMap((s) => s.pods.map((p) => `${s.name}/${p.name}`));
+  }
+
+  /** Stops every broker (SIGCONT first, then SIGTERM; SIGKILL after 5 s) and removes the folder. */
+  async stop(): Promise<void> {
+    for (const c of this.clients) c.close();
+    await Promise.all(
+      [...this.brokers.values()].map(async (b) => {
+        const p = b.proc;
+        if (!p || p.exitCode !== null || p.signalCode !== null) return;
+        const exited = new Promise((r) => p.once('exit', r));
+        p.kill('SIGCONT');
+        p.kill('SIGTERM');
+        const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }),
+    );
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
