@@ -3,6 +3,8 @@ import { Command } from 'commander';
 import { registerAggregate } from './cmd-aggregate';
 import { registerBroker } from './cmd-broker';
 import { registerStatus } from './cmd-status';
+import { registerUp } from './cmd-up';
+import { registerWan } from './cmd-wan';
 
 /** The `wanas` command line. */
 export function createProgram(): Command {
@@ -12,6 +14,8 @@ export function createProgram(): Command {
   registerBroker(program);
   registerAggregate(program);
   registerStatus(program);
+  registerUp(program);
+  registerWan(program);
   return program;
 }
 

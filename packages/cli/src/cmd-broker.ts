@@ -57,6 +57,9 @@ export function registerBroker(program: Command): void {
           );
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
+        // Started by `wanas up` with an IPC channel: when `up` goes away (even by SIGKILL), so does the broker.
+        if (process.env.WANAS_EXIT_WITH_PARENT === '1' && process.send)
+          process.once('disconnect', () => stop('parent exited'));
         process.once('SIGINT', () => stop('SIGINT'));
       },
     );

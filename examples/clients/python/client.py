@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""A wanas client in Python: calls wanas.v1.AggregationService/Aggregate on any broker.
+
+Uses Debian's python3-grpcio and python3-protobuf (run it with /usr/bin/python3). The stubs are
+generated from proto/wanas/v1/*.proto on first use with protoc (Debian's protobuf-compiler, with the
+well-known types from libprotobuf-dev) and grpc_python_plugin (protobuf-compiler-grpc) into ./gen, so nothing is committed but this file.
+
+  /usr/bin/python3 examples/clients/python/client.py --address 127.0.0.1:7111 \
+      --op sessions.find --param user=alice [--timeout 2.5] [--scope-site eu-west] [--json]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "proto"))
+GEN = os.path.join(HERE, "gen")
+PROTOS = ["wanas/v1/common.proto", "wanas/v1/aggregation.proto"]
+# google/protobuf/*.proto (well-known types) from Debian's libprotobuf-dev.
+WKT_DIR = "/usr/include"
+
+
+def generate_stubs():
+    """Runs protoc once; regenerates when a .proto is newer than the stubs."""
+    marker = os.path.join(GEN, "wanas", "v1", "aggregation_pb2_grpc.py")
+    newest = max(os.path.getmtime(os.path.join(PROTO_DIR, p)) for p in PROTOS)
+    if os.path.exists(marker) and os.path.getmtime(marker) >= newest:
+        return
+    plugin = shutil.which("grpc_python_plugin") or "/usr/bin/grpc_python_plugin"
+    os.makedirs(GEN, exist_ok=True)
+    subprocess.run(
+        ["protoc", f"-I{PROTO_DIR}", f"-I{WKT_DIR}", f"--python_out={GEN}", f"--grpc_python_out={GEN}",
+         f"--plugin=protoc-gen-grpc_python={plugin}", *PROTOS],
+        check=True,
+    )
+    for d in ("wanas", os.path.join("wanas", "v1")):
+        open(os.path.join(GEN, d, "__init__.py"), "a").close()
+
+
+def parse_param(text):
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f'"{text}" is not key=value')
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Aggregate across a wanas federation")
+    ap.add_argument("--address", required=True, help="a broker, host:port")
+    ap.add_argument("--op", required=True, help="operation, e.g. sessions.find")
+    ap.add_argument("--param", action="append", type=parse_param, default=[], help="key=value (JSON values allowed)")
+    ap.add_argument("--scope-site", action="append", default=[])
+    ap.add_argument("--scope-pod", action="append", default=[])
+    ap.add_argument("--timeout", type=float, default=5.0, help="overall budget, seconds")
+    ap.add_argument("--idempotency-key", default="")
+    ap.add_argument("--json", action="store_true", help="print the response as proto3 JSON")
+    args = ap.parse_args()
+
+    generate_stubs()
+    sys.path.insert(0, GEN)
+    import grpc
+    from google.protobuf import json_format
+    from wanas.v1 import aggregation_pb2, aggregation_pb2_grpc, common_pb2
+
+    req = aggregation_pb2.AggregateRequest(operation=args.op, idempotency_key=args.idempotency_key)
+    req.params.update(dict(args.param))
+    req.timeout.FromMilliseconds(int(args.timeout * 1000))
+    req.scope.CopyFrom(common_pb2.Scope(sites=args.scope_site, pods=args.scope_pod))
+
+    with grpc.insecure_channel(args.address) as channel:
+        stub = aggregation_pb2_grpc.AggregationServiceStub(channel)
+        try:
+            res = stub.Aggregate(req, timeout=args.timeout + 2)
+        except grpc.RpcError as e:
+            print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json_format.MessageToJson(res))
+        return 0
+    for p in res.pods:
+        code = "OK" if p.code == 0 else f"code {p.code}: {p.message}"
+        result = json.dumps(json_format.MessageToDict(p.result))[:60] if p.code == 0 else ""
+        print(f"{p.site:10} {p.pod:8} {code:6} {p.answered_by:10} {result}")
+    s = res.summary
+    print(f"pods asked {s.pods_asked}, ok {s.pods_ok}, failed {s.pods_failed}; correlation id {res.correlation_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+import type { Command } from 'commander';
+import { readUpState } from './up/up';
+
+async function control(topology: string, method: 'GET' | 'POST', route: string): Promise<void> {
+  let base: string;
+  try {
+    base = readUpState(topology).control;
+  } catch (e) {
+    process.stderr.write(`error: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+  const res = await fetch(`${base}${route}`, { method }).catch((e: unknown) => {
+    process.stderr.write(`error: cannot reach "wanas up" at ${base}: ${(e as Error).message}\n`);
+    process.exit(1);
+  });
+  const body = await res.text();
+  if (!res.ok) {
+    let message = body.trim();
+    try {
+      message = (JSON.parse(body) as { error?: string }).error ?? message;
+    } catch {
+      // not JSON: print as it is
+    }
+    process.stderr.write(`error: ${message}\n`);
+    process.exit(2);
+  }
+  process.stdout.write(body);
+}
+
+/** `wanas wan cut|heal|latency|status`: controls the WAN emulator of a running `wanas up`. */
+export function registerWan(program: Command): void {
+  const wan = program.command('wan').description('control the WAN emulator of a running "wanas up"');
+  const topo = ['-t, --topology <file>', 'the topology "wanas up" runs', 'examples/demo.yaml'] as const;
+  wan
+    .command('cut')
+    .description('cut a site off: its inbound WAN links drop every byte (a partition)')
+    .requiredOption('-s, --site <site>', 'site to cut off')
+    .option(...topo)
+    .action((o: { site: string; topology: string }) =>
+      control(o.topology, 'POST', `/cut?site=${encodeURIComponent(o.site)}`),
+    );
+  wan
+    .command('heal')
+    .description('heal a site that was cut off')
+    .requiredOption('-s, --site <site>', 'site to heal')
+    .option(...topo)
+    .action((o: { site: string; topology: string }) =>
+      control(o.topology, 'POST', `/heal?site=${encodeURIComponent(o.site)}`),
+    );
+  wan
+    .command('latency')
+    .description('change the one-way WAN delay')
+    .requiredOption('--ms <n>', 'one-way delay, ms')
+    .option('--jitter <n>', 'jitter, ms')
+    .option(...topo)
+    .action((o: { ms: string; jitter?: string; topology: string }) =>
+      control(
+        o.topology,
+        'POST',
+        `/latency?ms=${encodeURIComponent(o.ms)}${o.jitter ? `&jitter=${encodeURIComponent(o.jitter)}` : ''}`,
+      ),
+    );
+  wan
+    .command('status')
+    .description('links, bytes, cut sites and broker processes')
+    .option(...topo)
+    .action((o: { topology: string }) => control(o.topology, 'GET', '/status'));
+}
