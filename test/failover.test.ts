@@ -128,22 +128,48 @@ describe('connection manager + iterator', () => {
     const t = target([flaky, twin]);
     cm.setPeers([groupOf(t)]);
     await cm.waitForWarm(3000);
-    // Make sure the flaky one is tried first at least three times.
-    for (let i = 0; i < 3; i++) {
-      const ordered = cm.order(t);
-      if (ordered[0]!.address !== flaky.address) await ask(cm, { ...t, endpoints: [t.endpoints[0]!] });
-      else expect((await ask(cm, t)).ok).toBe(true);
-    }
+    // Three calls that reach the flaky endpoint first (the target list's own order).
+    for (let i = 0; i < 3; i++) expect((await ask(cm, t, 1000, 3000, true)).ok).toBe(true);
     const row = () => cm.snapshot().find((r) => r.address === flaky.address)!;
     expect(row().breaker).toBe('open');
+    expect(row().consecutiveFailures).toBe(3);
     expect(cm.order(t).map((e) => e.address)).toEqual([twin.address, flaky.address]);
-    // Still open while its health says NOT_SERVING; restored when SERVING.
+    // Still open while its health says NOT_SERVING; closed when SERVING.
     flaky.setServing(false);
     flaky.setBehaviour({ kind: 'ok' });
     await new Promise((r) => setTimeout(r, 200));
     expect(row().breaker).toBe('open');
     flaky.setServing(true);
-    await until(() => row().breaker === 'closed' && row().consecutiveFailures === 0);
+    await until(() => row().breaker === 'closed');
+    // After its back-off it is tried again with real calls, which clear its failures.
+    for (let i = 0; i < 100 && row().consecutiveFailures > 0; i++) {
+      await ask(cm, t);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(row().consecutiveFailures).toBe(0);
+    const before = flaky.calls();
+    for (let i = 0; i < 20; i++) await ask(cm, t);
+    expect(flaky.calls()).toBeGreaterThan(before); // load spreads over both twins again
+  });
+
+  it('keeps a peer that answers health but fails every call demoted, with a growing back-off', async () => {
+    const liar = await peer({ kind: 'unavailable' });
+    const twin = await peer();
+    const t = target([liar, twin]);
+    cm.setPeers([groupOf(t)]);
+    await cm.waitForWarm(3000);
+    for (let i = 0; i < 3; i++) await ask(cm, t, 1000, 3000, true);
+    const end = Date.now() + 1500;
+    let outs = 0;
+    while (Date.now() < end) {
+      const o = await ask(cm, t);
+      expect(o.ok).toBe(true);
+      outs++;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // Re-admitted only after each back-off (probe interval × 2^(failures-1)): a handful of calls, not one per request.
+    expect(liar.calls()).toBeLessThan(3 + 6);
+    expect(outs).toBeGreaterThan(50);
   });
 
   it('pays at most one fast failed attempt for a killed (SIGKILL) peer, then skips it', async () => {
@@ -181,6 +207,7 @@ describe('connection manager + iterator', () => {
 
   it('pays the attempt timeout once for a hung peer, then skips it', async () => {
     const hung = await peer({ kind: 'hang' });
+    hung.setServing(false); // a frozen process answers no probe either
     const twin = await peer();
     const t = target([hung, twin]);
     cm.setPeers([groupOf(t)]);

@@ -29,8 +29,12 @@ export const DEFAULT_MAX_CHANNEL_AGE_MS = 0;
 export const DEFAULT_KEEPALIVE_TIME_MS = 10_000;
 /** Time to wait for a keepalive ping's answer before the connection is declared dead. */
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5_000;
-/** Endpoints whose latency is within this factor (+1 ms) of the best are rotated as equals. */
+/** Longest time a failing endpoint sits out before it may be tried again (its back-off cap). */
+export const MAX_RETRY_AFTER_MS = 30_000;
+/** Endpoints whose latency is within this factor (+ {@link EQUAL_LATENCY_SLACK_MS}) of the best are rotated as equals. */
 const EQUAL_LATENCY_FACTOR = 1.25;
+/** Absolute slack of the equality test, ms: LAN latencies differ by noise alone. */
+const EQUAL_LATENCY_SLACK_MS = 2;
 
 /** Options of {@link ConnectionManager}; every field has a default. */
 export interface ConnectionManagerOptions {
@@ -71,6 +75,10 @@ interface Entry {
   connectivity: Connectivity;
   breaker: CircuitBreaker;
   consecutiveFailures: number;
+  /** When the last peer failure happened (ms). */
+  lastFailureAt: number;
+  /** When the health probe last answered SERVING (ms). */
+  probeOkAt: number;
   latency: LatencyWindow;
   warm: boolean;
   /** Removed from the topology: closed as soon as no call is in flight. */
@@ -219,7 +227,12 @@ export class ConnectionManager {
     while (equals < scored.length) {
       const s = scored[equals]!;
       if (s.tier !== first.tier) break;
-      if (best !== undefined && s.latency !== undefined && s.latency > best * EQUAL_LATENCY_FACTOR + 1) break;
+      if (
+        best !== undefined &&
+        s.latency !== undefined &&
+        s.latency > best * EQUAL_LATENCY_FACTOR + EQUAL_LATENCY_SLACK_MS
+      )
+        break;
       equals++;
     }
     if (equals > 1) {
@@ -339,6 +352,8 @@ export class ConnectionManager {
       connectivity: 'none',
       breaker,
       consecutiveFailures: 0,
+      lastFailureAt: 0,
+      probeOkAt: 0,
       latency: new LatencyWindow(),
       warm: false,
       retiring: false,
@@ -431,10 +446,26 @@ export class ConnectionManager {
     entry.connectivity = 'none';
   }
 
-  /** 0 warm & healthy, 1 healthy but not connected, 2 failing lately, 3 breaker open. */
+  /**
+   * 0 warm & healthy, 1 healthy but not connected, 2 failing lately, 3 breaker open.
+   * "Failing lately": a peer failure, then a back-off that doubles with each consecutive failure
+   * (probe interval × 2^(failures-1), at most {@link MAX_RETRY_AFTER_MS}); the endpoint is eligible again
+   * only once the back-off has passed and its health probe has answered SERVING since the failure. The
+   * next real call then decides: a success clears the failures, a failure doubles the back-off (and the
+   * third in a row opens the breaker).
+   */
   private tier(entry: Entry): number {
     if (entry.breaker.opened) return 3;
-    if (entry.consecutiveFailures > 0 || entry.connectivity === 'transient-failure') return 2;
+    if (entry.connectivity === 'transient-failure') return 2;
+    if (entry.consecutiveFailures > 0) {
+      const backoff = Math.min(
+        MAX_RETRY_AFTER_MS,
+        this.opts.probeIntervalMs * 2 ** (entry.consecutiveFailures - 1),
+      );
+      const eligible =
+        entry.probeOkAt > entry.lastFailureAt && this.opts.now() - entry.lastFailureAt >= backoff;
+      if (!eligible) return 2;
+    }
     return entry.connectivity === 'ready' ? 0 : 1;
   }
 
@@ -449,18 +480,23 @@ export class ConnectionManager {
   private onFailure(entry: Entry, err: unknown): void {
     entry.failures++;
     entry.consecutiveFailures++;
+    entry.lastFailureAt = this.opts.now();
     if (entry.consecutiveFailures === 1) {
       this.log.warn('endpoint failing: ordered after healthy twins', {
         ...this.logFields(entry),
         error: (err as Error).message,
       });
-      this.startProbing(entry);
     }
+    this.startProbing(entry);
     if (entry.consecutiveFailures >= this.opts.failureThreshold && !entry.breaker.opened)
       entry.breaker.open();
   }
 
-  /** Probes a demoted endpoint with grpc.health.v1 until it answers SERVING, then restores it. */
+  /**
+   * Probes a demoted endpoint with grpc.health.v1 until it answers SERVING. A SERVING answer closes an
+   * open breaker and makes the endpoint eligible after its back-off; it does not clear the failures:
+   * only a real call that succeeds does (a peer may answer health yet fail every call).
+   */
   private startProbing(entry: Entry): void {
     if (entry.probeTimer || this.closed) return;
     const tick = async () => {
@@ -473,7 +509,7 @@ export class ConnectionManager {
       const serving = await entry.probe!.check(this.opts.probeTimeoutMs).catch(() => false);
       if (entry.client !== client) return;
       if (serving) {
-        this.onSuccess(entry, undefined);
+        entry.probeOkAt = this.opts.now();
         if (entry.breaker.opened || entry.breaker.halfOpen) entry.breaker.close();
         return;
       }
