@@ -128,6 +128,7 @@ describe('connection manager + iterator', () => {
     const t = target([flaky, twin]);
     cm.setPeers([groupOf(t)]);
     await cm.waitForWarm(3000);
+    flaky.setServing(false); // sick: fails calls and says so
     // Three calls that reach the flaky endpoint first (the target list's own order).
     for (let i = 0; i < 3; i++) expect((await ask(cm, t, 1000, 3000, true)).ok).toBe(true);
     const row = () => cm.snapshot().find((r) => r.address === flaky.address)!;
@@ -135,7 +136,6 @@ describe('connection manager + iterator', () => {
     expect(row().consecutiveFailures).toBe(3);
     expect(cm.order(t).map((e) => e.address)).toEqual([twin.address, flaky.address]);
     // Still open while its health says NOT_SERVING; closed when SERVING.
-    flaky.setServing(false);
     flaky.setBehaviour({ kind: 'ok' });
     await new Promise((r) => setTimeout(r, 200));
     expect(row().breaker).toBe('open');
