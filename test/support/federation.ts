@@ -53,6 +53,8 @@ export interface BrokerProc {
 export class Federation {
   readonly brokers = new Map<string, BrokerProc>();
   private readonly clients: grpc.Client[] = [];
+  /** Credentials clients and health checks use (a client certificate under mTLS). */
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure();
 
   private constructor(
     readonly dir: string,
@@ -65,7 +67,14 @@ export class Federation {
   ) {}
 
   /** Writes the topology (ports chosen now) and starts every broker; resolves when all answer SERVING. */
-  static async start(spec: FederationSpec, settings: Record<string, unknown> = {}): Promise<Federation> {
+  static async start(
+    spec: FederationSpec,
+    settings: Record<string, unknown> = {},
+    prepare?: (
+      dir: string,
+      brokerIds: string[],
+    ) => Promise<{ security: Record<string, unknown>; credentials: grpc.ChannelCredentials }>,
+  ): Promise<Federation> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-e2e-'));
     const count = Object.values(spec).reduce(
       (n, pods) => n + Object.values(pods).reduce((a, b) => a + b, 0),
@@ -86,9 +95,12 @@ export class Federation {
         })),
       })),
     };
+    const ids = doc.sites.flatMap((s) => s.pods.flatMap((p) => p.brokers.map((b) => b.id)));
+    const prepared = prepare ? await prepare(dir, ids) : undefined;
     const file = path.join(dir, 'topology.yaml');
-    fs.writeFileSync(file, YAML.stringify(doc));
+    fs.writeFileSync(file, YAML.stringify(prepared ? { ...doc, security: prepared.security } : doc));
     const f = new Federation(dir, file, doc);
+    if (prepared) f.credentials = prepared.credentials;
     for (const s of doc.sites) {
       for (const p of s.pods) {
         for (const b of p.brokers)
@@ -148,7 +160,7 @@ export class Federation {
   /** Polls grpc.health.v1 until SERVING. */
   async waitServing(id: string, timeoutMs: number): Promise<void> {
     const b = this.brokers.get(id)!;
-    const client = new grpc.Client(b.address, grpc.credentials.createInsecure());
+    const client = new grpc.Client(b.address, this.credentials);
     const probe = createHealthProbe(client.getChannel());
     const until = Date.now() + timeoutMs;
     try {
@@ -178,7 +190,7 @@ export class Federation {
 
   /** A client of one broker's AggregationService. */
   client(id: string): AggregationServiceClient {
-    const c = new AggregationServiceClient(this.brokers.get(id)!.address, grpc.credentials.createInsecure());
+    const c = new AggregationServiceClient(this.brokers.get(id)!.address, this.credentials);
     this.clients.push(c);
     return c;
   }

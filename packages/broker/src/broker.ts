@@ -12,6 +12,7 @@ import { BrokerMetrics, startMetricsServer } from './metrics';
 import { builtinOperations } from './operations/builtin';
 import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './reflection';
+import { createSecurity } from './security';
 import { SERVER_OPTIONS, createHandlers } from './server';
 import { PodStore } from './store/pod-store';
 import { dataDirOf, findBroker, loadTopology, type BrokerInfo, type Topology } from './topology';
@@ -100,8 +101,11 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const log = baseLogger.child({ broker: info.id, site: info.site, pod: info.pod });
   const started = Date.now();
 
+  const security = createSecurity(topology, info, log);
   const cm = new ConnectionManager({
     warmPerTarget: topology.settings.warmPerTarget,
+    credentials: security.channelCredentials,
+    channelOptionsFor: (ep) => security.peerChannelOptions(ep.brokerId),
     ...opts.connectionManager,
     logger: log,
   });
@@ -130,12 +134,12 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     'wanas.v1.FederationService': 'NOT_SERVING',
   });
   health.addToServer(server);
-  createHandlers(dispatcher, log.child({ component: 'server' }), metrics, () => status()).addTo(server);
+  createHandlers(dispatcher, log.child({ component: 'server' }), metrics, () => status(), security).addTo(
+    server,
+  );
   addReflection(server);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(info.address, grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
+    server.bindAsync(info.address, security.serverCredentials, (e, p) => (e ? reject(e) : resolve(p))),
   ).catch((e: Error) => {
     cm.close();
     store.close();

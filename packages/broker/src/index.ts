@@ -13,3 +13,4 @@ export * from './operations/types';
 export * from './request-limits';
 export * from './store/pod-store';
 export * from './topology';
+export * from './security';

@@ -19,6 +19,7 @@ import type { Logger } from 'winston';
 import type { Dispatcher } from './dispatcher';
 import { toBrokerError } from './errors';
 import type { BrokerMetrics, RequestKind } from './metrics';
+import type { BrokerSecurity, CallerKind } from './security';
 
 /** Largest message a broker accepts or sends, bytes. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -51,6 +52,7 @@ export function createHandlers(
   log: Logger,
   metrics: BrokerMetrics,
   status: () => GetStatusResponse,
+  security: BrokerSecurity,
 ) {
   const done = (
     kind: RequestKind,
@@ -91,6 +93,9 @@ export function createHandlers(
       status: { code: err.code, details: err.details, metadata: correlationMetadata(req.correlationId) },
     };
   };
+  /** Authorization first: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED before any work. */
+  const guard = (call: Parameters<BrokerSecurity['authorize']>[0], need: CallerKind) =>
+    new Promise<string>((resolve) => resolve(security.authorize(call, need)));
   const AGG = 'wanas.v1.AggregationService';
   const FED = 'wanas.v1.FederationService';
 
@@ -103,32 +108,36 @@ export function createHandlers(
       const req = fill(call.request);
       const ac = new AbortController();
       call.on('cancelled', () => ac.abort());
-      dispatcher.aggregate(req, deadlineOf(call), ac.signal).then(
-        (res) => {
-          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, 0, {
-            pods: res.summary?.podsAsked,
-            failed: res.summary?.podsFailed,
-          });
-          cb(null, res, correlationMetadata(req.correlationId));
-        },
-        (e: unknown) => {
-          const { err, status } = fail(e, req);
-          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, err.code, {
-            error: err.details,
-          });
-          cb(status);
-        },
-      );
+      guard(call, 'client')
+        .then(() => dispatcher.aggregate(req, deadlineOf(call), ac.signal))
+        .then(
+          (res) => {
+            done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, 0, {
+              pods: res.summary?.podsAsked,
+              failed: res.summary?.podsFailed,
+            });
+            cb(null, res, correlationMetadata(req.correlationId));
+          },
+          (e: unknown) => {
+            const { err, status } = fail(e, req);
+            done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, err.code, {
+              error: err.details,
+            });
+            cb(status);
+          },
+        );
     },
     streamAggregate(call: grpc.ServerWritableStream<StreamAggregateRequest, StreamAggregateResponse>) {
       const t0 = Date.now();
       const req = fill(call.request.request ?? ({ correlationId: '', operation: '' } as AggregateRequest));
       const ac = new AbortController();
       call.on('cancelled', () => ac.abort());
-      dispatcher
-        .aggregate(req, deadlineOf(call), ac.signal, (pod) => {
-          if (!call.cancelled) call.write({ event: { $case: 'pod', pod } });
-        })
+      guard(call, 'client')
+        .then(() =>
+          dispatcher.aggregate(req, deadlineOf(call), ac.signal, (pod) => {
+            if (!call.cancelled) call.write({ event: { $case: 'pod', pod } });
+          }),
+        )
         .then(
           (res) => {
             done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, 0, {
@@ -154,22 +163,24 @@ export function createHandlers(
     siteRequest(call: grpc.ServerUnaryCall<SiteRequest, SiteResponse>, cb: grpc.sendUnaryData<SiteResponse>) {
       const t0 = Date.now();
       const req = call.request;
-      dispatcher.site(req, deadlineOf(call)).then(
-        (res) => {
-          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
-            pods: res.pods.length,
-            hops: req.hops,
-          });
-          cb(null, res);
-        },
-        (e: unknown) => {
-          const { err, status } = fail(e, req);
-          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
-            error: err.details,
-          });
-          cb(status);
-        },
-      );
+      guard(call, 'broker')
+        .then(() => dispatcher.site(req, deadlineOf(call)))
+        .then(
+          (res) => {
+            done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+              pods: res.pods.length,
+              hops: req.hops,
+            });
+            cb(null, res);
+          },
+          (e: unknown) => {
+            const { err, status } = fail(e, req);
+            done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
+              error: err.details,
+            });
+            cb(status);
+          },
+        );
     },
     localRequest(
       call: grpc.ServerUnaryCall<LocalRequest, LocalResponse>,
@@ -177,21 +188,33 @@ export function createHandlers(
     ) {
       const t0 = Date.now();
       const req = call.request;
-      dispatcher.local(req, deadlineOf(call)).then(
-        (res) => {
-          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
-            hops: req.hops,
-          });
-          cb(null, res);
-        },
-        (e: unknown) => {
-          const { err, status } = fail(e, req);
-          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
-            error: err.details,
-          });
-          cb(status);
-        },
-      );
+      guard(call, 'broker')
+        .then(() => dispatcher.local(req, deadlineOf(call)))
+        .then(
+          (res) => {
+            done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+              hops: req.hops,
+            });
+            cb(null, res);
+          },
+          (e: unknown) => {
+            const { err, status } = fail(e, req);
+            done(
+              'local',
+              'LocalRequest',
+              FED,
+              'unary',
+              req,
+              req.sourceBroker || call.getPeer(),
+              t0,
+              err.code,
+              {
+                error: err.details,
+              },
+            );
+            cb(status);
+          },
+        );
     },
   };
 

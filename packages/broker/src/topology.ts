@@ -52,11 +52,46 @@ const settingsSchema = z
   })
   .prefault({});
 
+const securitySchema = z
+  .strictObject({
+    /** `insecure`: plaintext, no authentication (loopback only unless allowInsecureNonLoopback). `mtls`: TLS both ways. */
+    mode: z.enum(['insecure', 'mtls']).default('insecure'),
+    /** CA bundle (PEM) that signs broker and client certificates. */
+    caFile: z.string().min(1).optional(),
+    /** This broker's certificate (PEM); `{id}` is replaced by the broker id. */
+    certFile: z.string().min(1).optional(),
+    /** This broker's private key (PEM); `{id}` is replaced by the broker id. */
+    keyFile: z.string().min(1).optional(),
+    /** How often the certificate files are re-read (replaced files apply without a restart), ms. */
+    refreshIntervalMs: z.number().int().min(100).max(86_400_000).default(10_000),
+    /** Bearer tokens clients may present instead of a certificate, kept as SHA-256 hex digests. */
+    clientTokens: z
+      .array(
+        z.strictObject({
+          name: name('token name'),
+          sha256: z
+            .string()
+            .regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex digits (sha256 of the token)'),
+        }),
+      )
+      .default([]),
+    /** Allows insecure mode on addresses other than loopback (never in production). */
+    allowInsecureNonLoopback: z.boolean().default(false),
+  })
+  .prefault({})
+  .superRefine((sec, ctx) => {
+    if (sec.mode !== 'mtls') return;
+    for (const f of ['caFile', 'certFile', 'keyFile'] as const) {
+      if (!sec[f]) ctx.addIssue({ code: 'custom', path: [f], message: `required when mode is mtls` });
+    }
+  });
+
 /** The topology file's schema (zod). */
 export const topologySchema = z
   .strictObject({
     federation: name('federation name'),
     settings: settingsSchema,
+    security: securitySchema,
     sites: z.array(siteSchema).min(1, 'a federation needs at least one site'),
   })
   .superRefine((t, ctx) => {
@@ -135,6 +170,7 @@ export interface BrokerInfo {
 export interface Topology {
   federation: string;
   settings: TopologyDoc['settings'];
+  security: TopologyDoc['security'];
   /** Sites in file order, each with its pods in file order. */
   sites: { name: string; pods: { name: string; brokers: BrokerInfo[] }[] }[];
   /** Every broker by id. */
@@ -188,7 +224,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
       }),
     })),
   }));
-  return { federation: t.federation, settings: t.settings, sites, brokers, file };
+  return { federation: t.federation, settings: t.settings, security: t.security, sites, brokers, file };
 }
 
 /** Reads, parses (YAML) and validates a topology file. */
@@ -221,7 +257,13 @@ export function findBroker(t: Topology, id: string): BrokerInfo {
   return b;
 }
 
+/** A path from the topology file, absolute (relative paths are taken from the file's folder); `{id}` → broker id. */
+export function topologyPath(t: Topology, p: string, brokerId?: string): string {
+  const withId = brokerId ? p.replaceAll('{id}', brokerId) : p;
+  return path.resolve(t.file ? path.dirname(t.file) : process.cwd(), withId);
+}
+
 /** The absolute data directory of a topology (relative paths are taken from the topology file's folder). */
 export function dataDirOf(t: Topology): string {
-  return path.resolve(t.file ? path.dirname(t.file) : process.cwd(), t.settings.dataDir);
+  return topologyPath(t, t.settings.dataDir);
 }

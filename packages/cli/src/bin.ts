@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerAggregate } from './cmd-aggregate';
 import { registerBroker } from './cmd-broker';
 import { registerStatus } from './cmd-status';
+import { registerToken } from './cmd-token';
 import { registerUp } from './cmd-up';
 import { registerWan } from './cmd-wan';
 
@@ -16,10 +17,19 @@ export function createProgram(): Command {
   registerStatus(program);
   registerUp(program);
   registerWan(program);
+  registerToken(program);
   return program;
 }
 
 if (require.main === module) {
+  // grpc-js passes an IP address as the TLS server name when a client dials one (DEP0123); the
+  // certificate check itself is right, so keep that one warning out of the user's terminal.
+  const emitWarning = process.emitWarning.bind(process);
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    (emitWarning as (...a: unknown[]) => void)(warning, ...rest);
+  }) as typeof process.emitWarning;
   createProgram()
     .parseAsync(process.argv)
     .catch((e: unknown) => {

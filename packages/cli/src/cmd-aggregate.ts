@@ -9,6 +9,7 @@ import {
 } from '@wanas/proto';
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
+import { addConnectionFlags, clientChannel, type ConnectionFlags } from './credentials';
 import { POD_HEADER, formatAggregate, podRow, summaryLines } from './format';
 import { collect, collectParam, parseAddress, parseDurationMs } from './parse';
 
@@ -67,7 +68,7 @@ function fail(err: grpc.ServiceError): never {
 
 /** `wanas aggregate`: a client of AggregationService; a table of pods or proto3 JSON. */
 export function registerAggregate(program: Command): void {
-  program
+  const cmd = program
     .command('aggregate')
     .description('run an operation in every pod of the federation (or a scope) through one broker')
     .requiredOption('-a, --address <host:port>', 'a broker to ask', parseAddress)
@@ -86,34 +87,40 @@ export function registerAggregate(program: Command): void {
     .option('-H, --header <name=value>', 'a header passed to every hop (repeatable)', collect)
     .option('--hedge', 'hedge slow endpoints (idempotent operations)')
     .option('--stream', 'print pods as they arrive (StreamAggregate)')
-    .option('--json', 'print the response as proto3 JSON')
-    .action(async (o: AggregateOptions) => {
-      let req: AggregateRequest;
-      try {
-        req = buildRequest(o);
-      } catch (e) {
-        program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
+    .option('--json', 'print the response as proto3 JSON');
+  addConnectionFlags(cmd).action(async (o: AggregateOptions & ConnectionFlags) => {
+    let req: AggregateRequest;
+    try {
+      req = buildRequest(o);
+    } catch (e) {
+      program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
+    }
+    let channel;
+    try {
+      channel = clientChannel(o);
+    } catch (e) {
+      program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
+    }
+    const client = new AggregationServiceClient(o.address, channel.credentials, channel.options);
+    const deadline = Date.now() + (o.timeout ?? 5000) + CLIENT_DEADLINE_SLACK_MS;
+    try {
+      if (o.stream) await stream(client, req, deadline, !!o.json);
+      else {
+        const res = await new Promise<AggregateResponse>((resolve, reject) =>
+          client.aggregate(req, new grpc.Metadata(), { deadline }, (e, r) => (e ? reject(e) : resolve(r))),
+        );
+        process.stdout.write(
+          o.json
+            ? `${JSON.stringify(AggregateResponse.toJSON(res), null, 2)}\n`
+            : `${formatAggregate(res)}\n`,
+        );
       }
-      const client = new AggregationServiceClient(o.address, grpc.credentials.createInsecure());
-      const deadline = Date.now() + (o.timeout ?? 5000) + CLIENT_DEADLINE_SLACK_MS;
-      try {
-        if (o.stream) await stream(client, req, deadline, !!o.json);
-        else {
-          const res = await new Promise<AggregateResponse>((resolve, reject) =>
-            client.aggregate(req, new grpc.Metadata(), { deadline }, (e, r) => (e ? reject(e) : resolve(r))),
-          );
-          process.stdout.write(
-            o.json
-              ? `${JSON.stringify(AggregateResponse.toJSON(res), null, 2)}\n`
-              : `${formatAggregate(res)}\n`,
-          );
-        }
-      } catch (e) {
-        fail(e as grpc.ServiceError);
-      } finally {
-        client.close();
-      }
-    });
+    } catch (e) {
+      fail(e as grpc.ServiceError);
+    } finally {
+      client.close();
+    }
+  });
 }
 
 async function stream(

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { AdminServiceClient, GetStatusResponse, durationToMs } from '@wanas/proto';
 import type { Command } from 'commander';
+import { addConnectionFlags, clientChannel, type ConnectionFlags } from './credentials';
 import { table } from './format';
 import { parseAddress } from './parse';
 
@@ -28,14 +29,21 @@ export function formatStatus(s: GetStatusResponse): string {
 
 /** `wanas status --address HOST:PORT`: that broker's view of topology, channels and health. */
 export function registerStatus(program: Command): void {
-  program
+  const cmd = program
     .command('status')
     .description("a broker's view: identity, topology, channels and health per endpoint")
     .requiredOption('-a, --address <host:port>', 'the broker', parseAddress)
     .option('--json', 'print proto3 JSON')
-    .option('--timeout <ms>', 'deadline, ms', (v) => Number(v), 3000)
-    .action(async (o: { address: string; json?: boolean; timeout: number }) => {
-      const client = new AdminServiceClient(o.address, grpc.credentials.createInsecure());
+    .option('--timeout <ms>', 'deadline, ms', (v) => Number(v), 3000);
+  addConnectionFlags(cmd).action(
+    async (o: { address: string; json?: boolean; timeout: number } & ConnectionFlags) => {
+      let channel;
+      try {
+        channel = clientChannel(o);
+      } catch (e) {
+        program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
+      }
+      const client = new AdminServiceClient(o.address, channel.credentials, channel.options);
       try {
         const s = await new Promise<GetStatusResponse>((resolve, reject) =>
           client.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + o.timeout }, (e, r) =>
@@ -52,5 +60,6 @@ export function registerStatus(program: Command): void {
       } finally {
         client.close();
       }
-    });
+    },
+  );
 }

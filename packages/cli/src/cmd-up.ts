@@ -3,7 +3,38 @@ import { AggregateRequest, AggregationServiceClient, type AggregateResponse } fr
 import type { Command } from 'commander';
 import { formatAggregate } from './format';
 import { parsePositiveInt } from './parse';
-import { runUp } from './up/up';
+import { runUp, type ClientChannel } from './up/up';
+import type { Topology } from '@wanas/broker';
+
+interface UpFlags {
+  topology: string;
+  wanLatencyMs: number;
+  jitterMs: number;
+  restart?: boolean;
+  tlsDir?: string;
+  demoQuery?: boolean;
+}
+
+/** Runs sessions.find for alice through the first broker and prints the table. */
+async function demoQuery(t: Topology, channel: ClientChannel): Promise<void> {
+  const entry = [...t.brokers.values()][0]!;
+  const client = new AggregationServiceClient(entry.address, channel.credentials);
+  const req = AggregateRequest.fromPartial({ operation: 'sessions.find', params: { user: 'alice' } });
+  try {
+    const res = await new Promise<AggregateResponse>((resolve, reject) =>
+      client.aggregate(req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (e, r) =>
+        e ? reject(e) : resolve(r),
+      ),
+    );
+    const flags = channel.flags ? ` ${channel.flags}` : '';
+    process.stdout.write(
+      `\n$ npx wanas aggregate --address ${entry.address}${flags} --op sessions.find --param user=alice\n` +
+        `${formatAggregate(res)}\n\nfederation running; Ctrl-C to stop.\n`,
+    );
+  } finally {
+    client.close();
+  }
+}
 
 /** `wanas up`: the whole federation on this machine, with an emulated WAN. */
 export function registerUp(program: Command): void {
@@ -16,41 +47,19 @@ export function registerUp(program: Command): void {
     .option('--wan-latency-ms <n>', 'delay added in each direction on WAN links, ms', parsePositiveInt, 25)
     .option('--jitter-ms <n>', 'random extra delay per chunk, 0..n ms', parsePositiveInt, 0)
     .option('--restart', 'restart brokers that die')
+    .option(
+      '--tls-dir <dir>',
+      'make a throwaway CA and certificates here; run with mTLS and authorization on',
+    )
     .option('--demo-query', 'once ready, run sessions.find for user alice and print the answer')
-    .action(
-      async (o: {
-        topology: string;
-        wanLatencyMs: number;
-        jitterMs: number;
-        restart?: boolean;
-        demoQuery?: boolean;
-      }) => {
-        await runUp({
-          topology: o.topology,
-          wanLatencyMs: o.wanLatencyMs,
-          jitterMs: o.jitterMs,
-          restart: !!o.restart,
-          onReady: o.demoQuery
-            ? async (t) => {
-                const entry = [...t.brokers.values()][0]!;
-                const client = new AggregationServiceClient(entry.address, grpc.credentials.createInsecure());
-                const req = AggregateRequest.fromPartial({
-                  operation: 'sessions.find',
-                  params: { user: 'alice' },
-                });
-                // The first query also shows warm channels at work: no connection set-up on the request path.
-                const res = await new Promise<AggregateResponse>((resolve, reject) =>
-                  client.aggregate(req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (e, r) =>
-                    e ? reject(e) : resolve(r),
-                  ),
-                );
-                client.close();
-                process.stdout.write(
-                  `\n$ npx wanas aggregate --address ${entry.address} --op sessions.find --param user=alice\n${formatAggregate(res)}\n\nfederation running; Ctrl-C to stop.\n`,
-                );
-              }
-            : undefined,
-        });
-      },
-    );
+    .action(async (o: UpFlags) => {
+      await runUp({
+        topology: o.topology,
+        wanLatencyMs: o.wanLatencyMs,
+        jitterMs: o.jitterMs,
+        restart: !!o.restart,
+        tlsDir: o.tlsDir,
+        onReady: o.demoQuery ? demoQuery : undefined,
+      });
+    });
 }

@@ -42,6 +42,8 @@ export interface ConnectionManagerOptions {
   credentials?: grpc.ChannelCredentials;
   /** Extra grpc-js channel options (merged over the manager's keepalive and backoff options). */
   channelOptions?: grpc.ChannelOptions;
+  /** Per-endpoint channel options (e.g. the TLS name the peer's certificate must carry). */
+  channelOptionsFor?: (endpoint: PeerEndpoint) => grpc.ChannelOptions;
   /** Warm channels per target list (default 1, at most {@link MAX_WARM_PER_TARGET}). */
   warmPerTarget?: number;
   /** Consecutive failures that open a breaker (default 3). */
@@ -121,8 +123,9 @@ export class ConnectionManager {
   private readonly groups = new Map<string, Group>();
   private readonly log: Logger;
   private readonly opts: Required<
-    Omit<ConnectionManagerOptions, 'logger' | 'credentials' | 'channelOptions'>
+    Omit<ConnectionManagerOptions, 'logger' | 'credentials' | 'channelOptions' | 'channelOptionsFor'>
   >;
+  private readonly channelOptionsFor: (endpoint: PeerEndpoint) => grpc.ChannelOptions;
   private readonly credentials: grpc.ChannelCredentials;
   private readonly channelOptions: grpc.ChannelOptions;
   private maintenanceTimer: NodeJS.Timeout | undefined;
@@ -145,6 +148,7 @@ export class ConnectionManager {
       now: options.now ?? Date.now,
     };
     this.credentials = options.credentials ?? grpc.credentials.createInsecure();
+    this.channelOptionsFor = options.channelOptionsFor ?? (() => ({}));
     this.channelOptions = {
       'grpc.keepalive_time_ms': DEFAULT_KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': DEFAULT_KEEPALIVE_TIMEOUT_MS,
@@ -395,7 +399,10 @@ export class ConnectionManager {
   private ensureClient(entry: Entry): FederationServiceClient {
     if (this.closed) throw new Error('connection manager is closed');
     if (entry.client) return entry.client;
-    const client = new FederationServiceClient(entry.endpoint.address, this.credentials, this.channelOptions);
+    const client = new FederationServiceClient(entry.endpoint.address, this.credentials, {
+      ...this.channelOptions,
+      ...this.channelOptionsFor(entry.endpoint),
+    });
     entry.client = client;
     entry.createdAt = this.opts.now();
     entry.probe = createHealthProbe(client.getChannel());

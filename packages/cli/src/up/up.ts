@@ -1,11 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
-import { TopologyError, loadTopology, type BrokerInfo, type Topology } from '@wanas/broker';
+import { TopologyError, dataDirOf, loadTopology, type BrokerInfo, type Topology } from '@wanas/broker';
 import { createHealthProbe } from '@wanas/connection-manager';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import YAML from 'yaml';
 import { table } from '../format';
+import { createTlsDir } from '../tls';
 import { WanEmulator, type WanLink } from './wan-emulator';
 
 /** Time to wait for every broker to answer SERVING, ms. */
@@ -23,8 +25,17 @@ export interface UpOptions {
   wanLatencyMs: number;
   jitterMs: number;
   restart: boolean;
-  /** Called once every broker is SERVING (e.g. to run the demo query). */
-  onReady?: (t: Topology) => Promise<void>;
+  /** Make a throwaway CA and certificates here and run the federation with mTLS and authorization on. */
+  tlsDir?: string;
+  /** Called once every broker is SERVING (e.g. to run the demo query), with client channel settings. */
+  onReady?: (t: Topology, client: ClientChannel) => Promise<void>;
+}
+
+/** How a client reaches the brokers `up` started. */
+export interface ClientChannel {
+  credentials: grpc.ChannelCredentials;
+  /** CLI flags that give the same credentials (empty for plaintext). */
+  flags: string;
 }
 
 /** What `up` writes to `<topology dir>/.wanas/up.json` for `wanas wan ...` and for tests. */
@@ -82,6 +93,13 @@ export async function runUp(opts: UpOptions): Promise<void> {
   }
   const out = (s: string) => process.stdout.write(`${s}\n`);
   const stateDir = upStateDir(opts.topology);
+  let client: ClientChannel = { credentials: grpc.credentials.createInsecure(), flags: '' };
+  if (opts.tlsDir) {
+    const made = await withTls(topology, path.resolve(opts.tlsDir));
+    topology = made.topology;
+    client = made.client;
+    out(`mTLS on: CA, broker and client certificates in ${path.resolve(opts.tlsDir)}`);
+  }
   const logDir = path.join(stateDir, 'logs');
   fs.mkdirSync(logDir, { recursive: true });
 
@@ -240,7 +258,12 @@ export async function runUp(opts: UpOptions): Promise<void> {
   writeState();
 
   const t0 = Date.now();
-  const ready = await waitAllServing([...managed.values()], READY_TIMEOUT_MS, () => stopping);
+  const ready = await waitAllServing(
+    [...managed.values()],
+    client.credentials,
+    READY_TIMEOUT_MS,
+    () => stopping,
+  );
   if (!ready.ok) {
     out(`error: ${ready.message}`);
     await stop('not ready');
@@ -262,17 +285,19 @@ export async function runUp(opts: UpOptions): Promise<void> {
   out(`logs: ${logDir}   control: ${controlUrl}`);
   out(`ready: ${[...topology.brokers.values()].map((b) => b.address).join(' ')}`);
   out('\ntry:');
-  out(`  npx wanas aggregate --address ${first.address} --op sessions.find --param user=alice`);
-  out(`  npx wanas aggregate --address ${first.address} --op pods.capacity --stream`);
-  out(`  npx wanas status --address ${first.address}`);
+  const f = client.flags ? ` ${client.flags}` : '';
+  out(`  npx wanas aggregate --address ${first.address}${f} --op sessions.find --param user=alice`);
+  out(`  npx wanas aggregate --address ${first.address}${f} --op pods.capacity --stream`);
+  out(`  npx wanas status --address ${first.address}${f}`);
   out(
     `  npx wanas wan cut --site ${topology.sites.at(-1)!.name} --topology ${opts.topology}   (then: wan heal)`,
   );
-  out(`  npx buf curl --protocol grpc --http2-prior-knowledge http://${first.address} --list-services`);
+  if (!client.flags)
+    out(`  npx buf curl --protocol grpc --http2-prior-knowledge http://${first.address} --list-services`);
   out('Ctrl-C stops everything.');
   if (opts.onReady) {
     try {
-      await opts.onReady(topology);
+      await opts.onReady(topology, client);
     } catch (e) {
       out(`demo query failed: ${(e as Error).message}`);
     }
@@ -280,8 +305,37 @@ export async function runUp(opts: UpOptions): Promise<void> {
   return stopped;
 }
 
+/**
+ * Writes the CA and certificates into `dir`, and `dir/topology.yaml`: the same federation with
+ * `security.mode: mtls` (data kept where the original topology keeps it). Brokers run with that file.
+ */
+async function withTls(t: Topology, dir: string): Promise<{ topology: Topology; client: ClientChannel }> {
+  const files = await createTlsDir(dir, [...t.brokers.keys()]);
+  const doc = YAML.parse(fs.readFileSync(t.file!, 'utf8')) as Record<string, unknown>;
+  doc.settings = { ...(doc.settings as object), dataDir: dataDirOf(t) };
+  doc.security = {
+    ...(doc.security as object),
+    mode: 'mtls',
+    caFile: files.ca,
+    certFile: files.brokerCert,
+    keyFile: files.brokerKey,
+  };
+  const file = path.join(dir, 'topology.yaml');
+  fs.writeFileSync(file, YAML.stringify(doc));
+  const credentials = grpc.credentials.createSsl(
+    fs.readFileSync(files.ca),
+    fs.readFileSync(files.clientKey),
+    fs.readFileSync(files.clientCert),
+  );
+  return {
+    topology: loadTopology(file),
+    client: { credentials, flags: `--ca ${files.ca} --cert ${files.clientCert} --key ${files.clientKey}` },
+  };
+}
+
 async function waitAllServing(
   all: Managed[],
+  credentials: grpc.ChannelCredentials,
   timeoutMs: number,
   cancelled: () => boolean,
 ): Promise<{ ok: true } | { ok: false; message: string }> {
@@ -289,7 +343,7 @@ async function waitAllServing(
   const problems: string[] = [];
   await Promise.all(
     all.map(async (m) => {
-      const client = new grpc.Client(m.info.address, grpc.credentials.createInsecure());
+      const client = new grpc.Client(m.info.address, credentials);
       const probe = createHealthProbe(client.getChannel());
       try {
         for (;;) {

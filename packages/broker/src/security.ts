@@ -1,0 +1,156 @@
+import * as grpc from '@grpc/grpc-js';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import * as fs from 'node:fs';
+import type { Logger } from 'winston';
+import { BrokerError } from './errors';
+import { topologyPath, type BrokerInfo, type Topology } from './topology';
+
+/** Who may call a method: any authenticated client, or only a broker of this federation. */
+export type CallerKind = 'client' | 'broker';
+
+/** The parts of a server call that authorization reads. */
+export interface AuthorizableCall {
+  metadata: grpc.Metadata;
+  getAuthContext(): { sslPeerCertificate?: { subject?: { CN?: string | string[] } } };
+}
+
+/** Transport security and authorization of one broker. */
+export interface BrokerSecurity {
+  mode: 'insecure' | 'mtls';
+  /** Credentials the gRPC server listens with. */
+  serverCredentials: grpc.ServerCredentials;
+  /** Credentials for channels to peer brokers. */
+  channelCredentials: grpc.ChannelCredentials;
+  /** Per-peer channel options: under mTLS the peer's certificate must name the broker id dialled. */
+  peerChannelOptions(brokerId: string): grpc.ChannelOptions;
+  /**
+   * Throws UNAUTHENTICATED (no credentials) or PERMISSION_DENIED (credentials that do not allow this
+   * call); returns the caller's identity (certificate CN or token name) for the log.
+   */
+  authorize(call: AuthorizableCall, need: CallerKind): string;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[?::1\]?)$/;
+
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+}
+
+/** SHA-256 hex of a token (what the topology's `clientTokens` keep). */
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+function certCn(call: AuthorizableCall): string | undefined {
+  const cn = call.getAuthContext().sslPeerCertificate?.subject?.CN;
+  return Array.isArray(cn) ? cn[0] : cn;
+}
+
+/**
+ * Builds a broker's security from the topology's `security` section.
+ *
+ * - `insecure`: plaintext and no authentication; logged loudly; refused on a non-loopback address unless
+ *   `allowInsecureNonLoopback`.
+ * - `mtls`: TLS with the CA, certificate and key files (re-read every `refreshIntervalMs` by grpc-js's
+ *   file-watching certificate provider, so replaced certificates apply without a restart). Clients
+ *   authenticate with a certificate signed by the CA or a bearer token (`authorization: Bearer …`,
+ *   compared by SHA-256 in constant time). FederationService only accepts callers whose certificate CN
+ *   is a broker id of this topology. Peer channels check that the peer's certificate names the broker id
+ *   they dial.
+ */
+export function createSecurity(t: Topology, self: BrokerInfo, log: Logger): BrokerSecurity {
+  const sec = t.security;
+  if (sec.mode === 'insecure') {
+    if (!LOOPBACK.test(hostOf(self.address)) && !sec.allowInsecureNonLoopback) {
+      throw new BrokerError(
+        grpc.status.FAILED_PRECONDITION,
+        `refusing insecure mode on non-loopback address ${self.address}: set security.mode: mtls (or security.allowInsecureNonLoopback: true, never in production)`,
+      );
+    }
+    log.warn(
+      'INSECURE MODE: plaintext gRPC, no authentication, any caller may use FederationService; for loopback development only',
+    );
+    return {
+      mode: 'insecure',
+      serverCredentials: grpc.ServerCredentials.createInsecure(),
+      channelCredentials: grpc.credentials.createInsecure(),
+      peerChannelOptions: () => ({}),
+      authorize: () => 'anonymous',
+    };
+  }
+
+  const files = {
+    caCertificateFile: topologyPath(t, sec.caFile!, self.id),
+    certificateFile: topologyPath(t, sec.certFile!, self.id),
+    privateKeyFile: topologyPath(t, sec.keyFile!, self.id),
+  };
+  const field = {
+    caCertificateFile: 'caFile',
+    certificateFile: 'certFile',
+    privateKeyFile: 'keyFile',
+  } as const;
+  for (const [what, f] of Object.entries(files) as [keyof typeof field, string][]) {
+    try {
+      fs.accessSync(f, fs.constants.R_OK);
+    } catch {
+      throw new BrokerError(grpc.status.FAILED_PRECONDITION, `security.${field[what]}: cannot read ${f}`);
+    }
+  }
+  const provider = new grpc.experimental.FileWatcherCertificateProvider({
+    ...files,
+    refreshIntervalMs: sec.refreshIntervalMs,
+  });
+  const tokens = sec.clientTokens.map((tk) => ({ name: tk.name, digest: Buffer.from(tk.sha256, 'hex') }));
+  log.info('mTLS on', {
+    ca: files.caCertificateFile,
+    cert: files.certificateFile,
+    clientTokens: tokens.length,
+    refreshIntervalMs: sec.refreshIntervalMs,
+  });
+
+  const tokenName = (call: AuthorizableCall): string | undefined | null => {
+    const auth = call.metadata.get('authorization')[0];
+    if (auth === undefined) return undefined;
+    const m = /^Bearer ([\x21-\x7e]{1,1024})$/.exec(String(auth));
+    if (!m) return null;
+    const digest = createHash('sha256').update(m[1]!, 'utf8').digest();
+    let found: string | null = null;
+    for (const tk of tokens) if (timingSafeEqual(tk.digest, digest)) found = tk.name; // no early exit
+    return found;
+  };
+
+  return {
+    mode: 'mtls',
+    serverCredentials: grpc.experimental.createCertificateProviderServerCredentials(
+      provider,
+      provider,
+      false,
+    ),
+    channelCredentials: grpc.experimental.createCertificateProviderChannelCredentials(provider, provider),
+    peerChannelOptions: (brokerId) => ({
+      'grpc.ssl_target_name_override': brokerId,
+      'grpc.default_authority': brokerId,
+    }),
+    authorize(call, need) {
+      const cn = certCn(call);
+      const token = tokenName(call);
+      if (token === null) throw new BrokerError(grpc.status.UNAUTHENTICATED, 'the bearer token is not valid');
+      if (need === 'broker') {
+        if (cn && t.brokers.has(cn)) return cn;
+        if (cn || token) {
+          throw new BrokerError(
+            grpc.status.PERMISSION_DENIED,
+            `FederationService accepts brokers of federation "${t.federation}" only; caller "${cn ?? token}" is not one`,
+          );
+        }
+        throw new BrokerError(grpc.status.UNAUTHENTICATED, 'a broker certificate is required');
+      }
+      if (cn) return cn;
+      if (token) return `token:${token}`;
+      throw new BrokerError(
+        grpc.status.UNAUTHENTICATED,
+        'credentials required: a client certificate signed by the federation CA, or "authorization: Bearer <token>"',
+      );
+    },
+  };
+}
