@@ -5,7 +5,13 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { createHealthProbe } from '@wanas/connection-manager';
-import { AggregateRequest, AggregateResponse, AggregationServiceClient } from '@wanas/proto';
+import {
+  AdminServiceClient,
+  AggregateRequest,
+  AggregateResponse,
+  AggregationServiceClient,
+  type GetStatusResponse,
+} from '@wanas/proto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -205,6 +211,17 @@ export class Federation {
         { deadline: Date.now() + deadlineMs },
         (e, r) => (e ? reject(e) : resolve(r)),
       ),
+    );
+  }
+
+  /** AdminService/GetStatus of broker `id`. */
+  status(id: string): Promise<GetStatusResponse> {
+    const c = new AdminServiceClient(this.brokers.get(id)!.address, this.credentials);
+    return new Promise((resolve, reject) =>
+      c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e, r) => {
+        c.close();
+        return e ? reject(e) : resolve(r);
+      }),
     );
   }
 

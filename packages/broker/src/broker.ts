@@ -134,9 +134,14 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     'wanas.v1.FederationService': 'NOT_SERVING',
   });
   health.addToServer(server);
-  createHandlers(dispatcher, log.child({ component: 'server' }), metrics, () => status(), security).addTo(
-    server,
-  );
+  createHandlers(
+    dispatcher,
+    log.child({ component: 'server' }),
+    metrics,
+    () => status(),
+    security,
+    () => topology.settings,
+  ).addTo(server);
   addReflection(server);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(info.address, security.serverCredentials, (e, p) => (e ? reject(e) : resolve(p))),

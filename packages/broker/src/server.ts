@@ -17,7 +17,7 @@ import {
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { Dispatcher } from './dispatcher';
-import { toBrokerError } from './errors';
+import { BrokerError, toBrokerError } from './errors';
 import type { BrokerMetrics, RequestKind } from './metrics';
 import type { BrokerSecurity, CallerKind } from './security';
 
@@ -53,6 +53,7 @@ export function createHandlers(
   metrics: BrokerMetrics,
   status: () => GetStatusResponse,
   security: BrokerSecurity,
+  limits: () => { maxInFlightAggregates: number; maxInFlightFederation: number },
 ) {
   const done = (
     kind: RequestKind,
@@ -93,9 +94,35 @@ export function createHandlers(
       status: { code: err.code, details: err.details, metadata: correlationMetadata(req.correlationId) },
     };
   };
-  /** Authorization first: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED before any work. */
+  const inFlight = { client: 0, broker: 0 };
+  /**
+   * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and a
+   * broker at its in-flight limit answers RESOURCE_EXHAUSTED at once, before any work. Resolves with a
+   * release function to call when the request ends.
+   */
   const guard = (call: Parameters<BrokerSecurity['authorize']>[0], need: CallerKind) =>
-    new Promise<string>((resolve) => resolve(security.authorize(call, need)));
+    new Promise<() => void>((resolve) => {
+      security.authorize(call, need);
+      const max = need === 'client' ? limits().maxInFlightAggregates : limits().maxInFlightFederation;
+      if (inFlight[need] >= max) {
+        throw new BrokerError(
+          grpc.status.RESOURCE_EXHAUSTED,
+          `broker at its limit of ${max} in-flight ${need === 'client' ? 'aggregates' : 'federation requests'}; retry later or on another broker`,
+        );
+      }
+      inFlight[need]++;
+      let released = false;
+      resolve(() => {
+        if (!released) inFlight[need]--;
+        released = true;
+      });
+    });
+  /** Runs `work` once admitted; the in-flight slot is released when it settles. */
+  const admitted = <T>(
+    call: Parameters<BrokerSecurity['authorize']>[0],
+    need: CallerKind,
+    work: () => Promise<T>,
+  ) => guard(call, need).then((release) => work().finally(release));
   const AGG = 'wanas.v1.AggregationService';
   const FED = 'wanas.v1.FederationService';
 
@@ -108,54 +135,50 @@ export function createHandlers(
       const req = fill(call.request);
       const ac = new AbortController();
       call.on('cancelled', () => ac.abort());
-      guard(call, 'client')
-        .then(() => dispatcher.aggregate(req, deadlineOf(call), ac.signal))
-        .then(
-          (res) => {
-            done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, 0, {
-              pods: res.summary?.podsAsked,
-              failed: res.summary?.podsFailed,
-            });
-            cb(null, res, correlationMetadata(req.correlationId));
-          },
-          (e: unknown) => {
-            const { err, status } = fail(e, req);
-            done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, err.code, {
-              error: err.details,
-            });
-            cb(status);
-          },
-        );
+      admitted(call, 'client', () => dispatcher.aggregate(req, deadlineOf(call), ac.signal)).then(
+        (res) => {
+          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, 0, {
+            pods: res.summary?.podsAsked,
+            failed: res.summary?.podsFailed,
+          });
+          cb(null, res, correlationMetadata(req.correlationId));
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, err.code, {
+            error: err.details,
+          });
+          cb(status);
+        },
+      );
     },
     streamAggregate(call: grpc.ServerWritableStream<StreamAggregateRequest, StreamAggregateResponse>) {
       const t0 = Date.now();
       const req = fill(call.request.request ?? ({ correlationId: '', operation: '' } as AggregateRequest));
       const ac = new AbortController();
       call.on('cancelled', () => ac.abort());
-      guard(call, 'client')
-        .then(() =>
-          dispatcher.aggregate(req, deadlineOf(call), ac.signal, (pod) => {
-            if (!call.cancelled) call.write({ event: { $case: 'pod', pod } });
-          }),
-        )
-        .then(
-          (res) => {
-            done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, 0, {
-              pods: res.summary?.podsAsked,
-              failed: res.summary?.podsFailed,
-            });
-            if (call.cancelled) return;
-            call.write({ event: { $case: 'done', done: { ...res, pods: [] } } });
-            call.end(correlationMetadata(req.correlationId));
-          },
-          (e: unknown) => {
-            const { err, status } = fail(e, req);
-            done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, err.code, {
-              error: err.details,
-            });
-            call.emit('error', status);
-          },
-        );
+      admitted(call, 'client', () =>
+        dispatcher.aggregate(req, deadlineOf(call), ac.signal, (pod) => {
+          if (!call.cancelled) call.write({ event: { $case: 'pod', pod } });
+        }),
+      ).then(
+        (res) => {
+          done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, 0, {
+            pods: res.summary?.podsAsked,
+            failed: res.summary?.podsFailed,
+          });
+          if (call.cancelled) return;
+          call.write({ event: { $case: 'done', done: { ...res, pods: [] } } });
+          call.end(correlationMetadata(req.correlationId));
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, err.code, {
+            error: err.details,
+          });
+          call.emit('error', status);
+        },
+      );
     },
   };
 
@@ -163,24 +186,22 @@ export function createHandlers(
     siteRequest(call: grpc.ServerUnaryCall<SiteRequest, SiteResponse>, cb: grpc.sendUnaryData<SiteResponse>) {
       const t0 = Date.now();
       const req = call.request;
-      guard(call, 'broker')
-        .then(() => dispatcher.site(req, deadlineOf(call)))
-        .then(
-          (res) => {
-            done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
-              pods: res.pods.length,
-              hops: req.hops,
-            });
-            cb(null, res);
-          },
-          (e: unknown) => {
-            const { err, status } = fail(e, req);
-            done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
-              error: err.details,
-            });
-            cb(status);
-          },
-        );
+      admitted(call, 'broker', () => dispatcher.site(req, deadlineOf(call))).then(
+        (res) => {
+          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+            pods: res.pods.length,
+            hops: req.hops,
+          });
+          cb(null, res);
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
+            error: err.details,
+          });
+          cb(status);
+        },
+      );
     },
     localRequest(
       call: grpc.ServerUnaryCall<LocalRequest, LocalResponse>,
@@ -188,33 +209,21 @@ export function createHandlers(
     ) {
       const t0 = Date.now();
       const req = call.request;
-      guard(call, 'broker')
-        .then(() => dispatcher.local(req, deadlineOf(call)))
-        .then(
-          (res) => {
-            done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
-              hops: req.hops,
-            });
-            cb(null, res);
-          },
-          (e: unknown) => {
-            const { err, status } = fail(e, req);
-            done(
-              'local',
-              'LocalRequest',
-              FED,
-              'unary',
-              req,
-              req.sourceBroker || call.getPeer(),
-              t0,
-              err.code,
-              {
-                error: err.details,
-              },
-            );
-            cb(status);
-          },
-        );
+      admitted(call, 'broker', () => dispatcher.local(req, deadlineOf(call))).then(
+        (res) => {
+          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+            hops: req.hops,
+          });
+          cb(null, res);
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
+            error: err.details,
+          });
+          cb(status);
+        },
+      );
     },
   };
 

@@ -45,6 +45,10 @@ const settingsSchema = z
     defaultTimeoutMs: z.number().int().min(1).max(300_000).default(5000),
     /** Largest overall timeout a client may ask for, ms. */
     maxTimeoutMs: z.number().int().min(1).max(3_600_000).default(60_000),
+    /** Aggregates (unary + streaming) a broker serves at once; more are refused with RESOURCE_EXHAUSTED. */
+    maxInFlightAggregates: z.number().int().min(1).max(1_000_000).default(512),
+    /** SiteRequests + LocalRequests a broker serves at once; more are refused with RESOURCE_EXHAUSTED. */
+    maxInFlightFederation: z.number().int().min(1).max(1_000_000).default(2048),
     /** Warm channels kept per remote site and per other pod of the own site. */
     warmPerTarget: z.number().int().min(1).max(4).default(1),
     /** Directory of the pods' embedded databases (relative to the topology file). */
