@@ -5,6 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import {
+  AdminServiceClient,
   AggregateRequest,
   AggregationServiceClient,
   FederationServiceClient,
@@ -92,6 +93,19 @@ describe('mTLS federation (real processes)', () => {
     await expect(aggregateWith(grpc.credentials.createInsecure())).rejects.toMatchObject({
       code: grpc.status.UNAVAILABLE,
     });
+  });
+
+  it('serves AdminService/GetStatus to authenticated clients only', async () => {
+    expect((await f.status('east-pod-1-a')).broker?.id).toBe('east-pod-1-a');
+    const c = new AdminServiceClient(entry(), grpc.credentials.createSsl(read('ca.crt')));
+    await expect(
+      new Promise((resolve, reject) =>
+        c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 3000 }, (e, r) =>
+          e ? reject(e) : resolve(r),
+        ),
+      ),
+    ).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    c.close();
   });
 
   it('refuses FederationService to anyone but a broker of the topology', async () => {

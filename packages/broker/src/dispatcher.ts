@@ -63,6 +63,8 @@ interface PodRef {
 /** One fan-out branch: the pods it answers for, and how to get their results (never rejects). */
 interface Branch {
   pods: PodRef[];
+  /** Rough cost rank for start order: 2 WAN, 1 LAN, 0 in-process. */
+  cost: number;
   run(signal: AbortSignal): Promise<PodResult[]>;
 }
 
@@ -398,6 +400,7 @@ export class Dispatcher {
     const { self } = this.deps;
     return {
       pods: [{ site: self.site, pod: self.pod }],
+      cost: 0,
       run: async () => [await this.runOwnPod(a.op, a.params, a)],
     };
   }
@@ -471,6 +474,7 @@ export class Dispatcher {
     const { self, cm } = this.deps;
     return {
       pods: [a.pod],
+      cost: 1,
       run: async (signal) => {
         const brokers = this.podBrokers(a.pod);
         const target: TargetList = {
@@ -537,6 +541,7 @@ export class Dispatcher {
     const { self, cm } = this.deps;
     return {
       pods: a.pods,
+      cost: 2,
       run: async (signal) => {
         const brokers =
           this.deps
@@ -654,7 +659,8 @@ export class Dispatcher {
       const onAbort = () => finish('cancelled');
       outer.addEventListener('abort', onAbort, { once: true });
       const timer = setTimeout(() => finish('deadline'), Math.max(0, deadline - Date.now()));
-      for (const b of branches) {
+      // Start the slowest first: WAN requests, then LAN requests, then the own pod (which runs inline).
+      for (const b of [...branches].sort((x, y) => y.cost - x.cost)) {
         b.run(ac.signal).then(
           (prs) => {
             if (done) return;

@@ -21,6 +21,23 @@ import { BrokerError, toBrokerError } from './errors';
 import type { BrokerMetrics, RequestKind } from './metrics';
 import type { BrokerSecurity, CallerKind } from './security';
 
+/**
+ * Fault injection for benchmarks and chaos tests: `WANAS_CHAOS_SLOW=RATIO:MS` delays that share of
+ * this broker's federation answers (SiteResponse, LocalResponse) by MS milliseconds. Never set it in
+ * production; the broker logs a warning when it is on.
+ */
+function chaosSlow(log: Logger): { ratio: number; delayMs: number } | undefined {
+  const v = process.env.WANAS_CHAOS_SLOW;
+  if (!v) return undefined;
+  const m = /^(0(?:\.\d+)?|1(?:\.0+)?):(\d+)$/.exec(v);
+  if (!m) {
+    log.error('WANAS_CHAOS_SLOW ignored: expected RATIO:MS, e.g. 0.05:500', { value: v });
+    return undefined;
+  }
+  log.warn('CHAOS: delaying some federation answers on purpose (WANAS_CHAOS_SLOW)', { value: v });
+  return { ratio: Number(m[1]), delayMs: Number(m[2]) };
+}
+
 /** Largest message a broker accepts or sends, bytes. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -95,6 +112,12 @@ export function createHandlers(
     };
   };
   const inFlight = { client: 0, broker: 0 };
+  const slow = chaosSlow(log);
+  /** Answers a federation call, late on purpose when WANAS_CHAOS_SLOW says so (benchmarks only). */
+  const answer = <T>(cb: grpc.sendUnaryData<T>, res: T) => {
+    if (slow && Math.random() < slow.ratio) setTimeout(() => cb(null, res), slow.delayMs);
+    else cb(null, res);
+  };
   /**
    * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and a
    * broker at its in-flight limit answers RESOURCE_EXHAUSTED at once, before any work. Resolves with a
@@ -192,7 +215,7 @@ export function createHandlers(
             pods: res.pods.length,
             hops: req.hops,
           });
-          cb(null, res);
+          answer(cb, res);
         },
         (e: unknown) => {
           const { err, status } = fail(e, req);
@@ -214,7 +237,7 @@ export function createHandlers(
           done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
             hops: req.hops,
           });
-          cb(null, res);
+          answer(cb, res);
         },
         (e: unknown) => {
           const { err, status } = fail(e, req);
@@ -233,6 +256,20 @@ export function createHandlers(
       cb: grpc.sendUnaryData<GetStatusResponse>,
     ) {
       const t0 = Date.now();
+      try {
+        security.authorize(call, 'client');
+      } catch (e) {
+        const { err, status: st } = fail(e, { correlationId: '' });
+        metrics.served('wanas.v1.AdminService', 'GetStatus', 'unary', err.code, (Date.now() - t0) / 1000);
+        log.warn('served', {
+          kind: 'admin',
+          direction: 'in',
+          peer: call.getPeer(),
+          code: codeName(err.code),
+          error: err.details,
+        });
+        return cb(st);
+      }
       const res = status();
       metrics.served('wanas.v1.AdminService', 'GetStatus', 'unary', 0, (Date.now() - t0) / 1000);
       cb(null, res);

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { registerAggregate } from './cmd-aggregate';
+import { registerBench } from './cmd-bench';
 import { registerBroker } from './cmd-broker';
 import { registerStatus } from './cmd-status';
 import { registerToken } from './cmd-token';
@@ -18,6 +19,7 @@ export function createProgram(): Command {
   registerUp(program);
   registerWan(program);
   registerToken(program);
+  registerBench(program);
   return program;
 }
 

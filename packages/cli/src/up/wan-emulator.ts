@@ -47,7 +47,8 @@ interface Pipe {
 
 /**
  * A delaying TCP proxy per WAN link, so one machine shows real wide-area behaviour: every chunk waits
- * `latencyMs` (+ jitter) in each direction, in order. A site can be cut off (its inbound links are
+ * `latencyMs` (+ jitter) in each direction, in order, and a new connection's first bytes also wait one
+ * round trip (the TCP handshake a real WAN charges before any data). A site can be cut off (its inbound links are
  * blackholed: bytes are dropped silently, new connections are accepted and never answered, as in a
  * partition) and healed (blackholed connections are reset so peers reconnect at once).
  */
@@ -100,8 +101,10 @@ export class WanEmulator {
       this.pipes.add(pipe);
       client.setNoDelay(true);
       upstream.setNoDelay(true);
-      this.forward(pipe, client, upstream, (n) => (st.bytesIn += n));
-      this.forward(pipe, upstream, client, (n) => (st.bytesOut += n));
+      // A new connection pays the TCP handshake (one round trip) before its first byte crosses.
+      // (SYN and SYN-ACK: the client's first bytes leave one round trip late, and arrive a one-way later.)
+      this.forward(pipe, client, upstream, (n) => (st.bytesIn += n), Date.now() + 3 * this.latencyMs);
+      this.forward(pipe, upstream, client, (n) => (st.bytesOut += n), 0);
       const end = () => {
         if (!this.pipes.delete(pipe)) return;
         st.openConnections--;
@@ -127,26 +130,46 @@ export class WanEmulator {
     });
   }
 
-  /** Copies `from` → `to` after the link delay, preserving order; drops bytes while the site is cut. */
-  private forward(pipe: Pipe, from: net.Socket, to: net.Socket, count: (n: number) => void): void {
-    let lastRelease = 0;
-    let pending = 0;
+  /**
+   * Copies `from` → `to` after the link delay, preserving order; drops bytes while the site is cut.
+   * Nothing is released before `notBefore` (epoch ms).
+   */
+  private forward(
+    pipe: Pipe,
+    from: net.Socket,
+    to: net.Socket,
+    count: (n: number) => void,
+    notBefore: number,
+  ): void {
+    // One FIFO per direction and one timer for its head: chunks leave strictly in arrival order (separate
+    // timers per chunk with different delays may fire out of order and corrupt the HTTP/2 stream).
+    const queue: { release: number; chunk: Buffer }[] = [];
+    let lastRelease = notBefore;
+    let timer: NodeJS.Timeout | undefined;
+    let ended = false;
+    const flush = () => {
+      timer = undefined;
+      const now = Date.now();
+      while (queue.length && queue[0]!.release <= now) {
+        const { chunk } = queue.shift()!;
+        if (!this.cutSites.has(pipe.site) && !to.destroyed) to.write(chunk);
+      }
+      if (queue.length <= 16 && from.isPaused()) from.resume();
+      if (queue.length) timer = setTimeout(flush, queue[0]!.release - now);
+      else if (ended && !to.destroyed) to.end();
+    };
     from.on('data', (chunk: Buffer) => {
       if (this.cutSites.has(pipe.site)) return; // blackholed
       count(chunk.length);
       const delay = this.latencyMs + (this.jitterMs > 0 ? this.random() * this.jitterMs : 0);
-      const release = Math.max(Date.now() + delay, lastRelease);
-      lastRelease = release;
-      pending++;
-      if (pending > 64) from.pause(); // backpressure while chunks wait in the "wire"
-      setTimeout(() => {
-        pending--;
-        if (pending <= 16 && from.isPaused()) from.resume();
-        if (!this.cutSites.has(pipe.site) && !to.destroyed) to.write(chunk);
-      }, release - Date.now());
+      lastRelease = Math.max(Date.now() + delay, lastRelease);
+      queue.push({ release: lastRelease, chunk });
+      if (queue.length > 64) from.pause(); // backpressure while chunks wait in the "wire"
+      timer ??= setTimeout(flush, lastRelease - Date.now());
     });
     from.on('end', () => {
-      setTimeout(() => to.end(), Math.max(0, lastRelease - Date.now()) + 1);
+      ended = true;
+      if (!queue.length && !timer) to.end();
     });
   }
 

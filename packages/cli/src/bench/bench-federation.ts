@@ -1,0 +1,186 @@
+import * as grpc from '@grpc/grpc-js';
+import { createHealthProbe } from '@wanas/connection-manager';
+import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { WanEmulator } from '../up/wan-emulator';
+
+const BIN = path.resolve(__dirname, '../bin.js');
+
+/** One broker of a bench federation. */
+export interface BenchBroker {
+  id: string;
+  site: string;
+  pod: string;
+  address: string;
+  wanAddress: string;
+  proc: ChildProcess | undefined;
+}
+
+/** Shape and behaviour of a bench federation. */
+export interface BenchFederationOptions {
+  sites: number;
+  podsPerSite: number;
+  brokersPerPod: number;
+  /** One-way WAN delay, ms (0: no emulator delay, but traffic still crosses it). */
+  wanLatencyMs: number;
+  settings?: Record<string, unknown>;
+  /** Extra environment per broker id (e.g. WANAS_CHAOS_SLOW for the tail part). */
+  envFor?: (b: BenchBroker) => Record<string, string>;
+}
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<net.Server>((resolve) => {
+          const s = net.createServer();
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/**
+ * A federation of real broker processes with the WAN emulator running in this process, for benchmarks:
+ * sites `s1..sN`, pods `p1..pM`, brokers `s1-p1-a`, ...; clients sit in site s1.
+ */
+export class BenchFederation {
+  readonly brokers: BenchBroker[] = [];
+  readonly dir: string;
+  wan!: WanEmulator;
+  private readonly clients: grpc.Client[] = [];
+
+  private constructor(readonly opts: BenchFederationOptions) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-'));
+  }
+
+  /** Starts every broker and waits until all are SERVING. */
+  static async start(opts: BenchFederationOptions): Promise<BenchFederation> {
+    const f = new BenchFederation(opts);
+    const total = opts.sites * opts.podsPerSite * opts.brokersPerPod;
+    const ports = await freePorts(total * 2);
+    const doc = {
+      federation: 'bench',
+      settings: { dataDir: path.join(f.dir, 'data'), ...opts.settings },
+      sites: Array.from({ length: opts.sites }, (_, si) => ({
+        name: `s${si + 1}`,
+        pods: Array.from({ length: opts.podsPerSite }, (_, pi) => ({
+          name: `p${pi + 1}`,
+          brokers: Array.from({ length: opts.brokersPerPod }, (_, bi) => {
+            const b: BenchBroker = {
+              id: `s${si + 1}-p${pi + 1}-${String.fromCharCode(97 + bi)}`,
+              site: `s${si + 1}`,
+              pod: `p${pi + 1}`,
+              address: `127.0.0.1:${ports.pop()}`,
+              wanAddress: `127.0.0.1:${ports.pop()}`,
+              proc: undefined,
+            };
+            f.brokers.push(b);
+            return { id: b.id, address: b.address, wanAddress: b.wanAddress };
+          }),
+        })),
+      })),
+    };
+    fs.writeFileSync(path.join(f.dir, 'topology.yaml'), YAML.stringify(doc));
+    f.wan = new WanEmulator(
+      f.brokers.map((b) => ({ brokerId: b.id, site: b.site, listen: b.wanAddress, target: b.address })),
+      { latencyMs: opts.wanLatencyMs },
+    );
+    await f.wan.start();
+    await Promise.all(f.brokers.map((b) => f.startBroker(b)));
+    return f;
+  }
+
+  /** Starts one broker process and waits for SERVING. */
+  async startBroker(b: BenchBroker): Promise<void> {
+    const log = fs.openSync(path.join(this.dir, `${b.id}.log`), 'a');
+    b.proc = spawn(
+      process.execPath,
+      [
+        BIN,
+        'broker',
+        '--topology',
+        path.join(this.dir, 'topology.yaml'),
+        '--id',
+        b.id,
+        '--log-format',
+        'json',
+        '--log-level',
+        'warn',
+      ],
+      {
+        stdio: ['ignore', log, log, 'ipc'],
+        env: { ...process.env, WANAS_EXIT_WITH_PARENT: '1', ...this.opts.envFor?.(b) },
+      },
+    );
+    fs.closeSync(log);
+    const client = new grpc.Client(b.address, grpc.credentials.createInsecure());
+    const probe = createHealthProbe(client.getChannel());
+    const until = Date.now() + 60_000;
+    try {
+      while (!(await probe.check(500))) {
+        if (Date.now() > until || b.proc.exitCode !== null)
+          throw new Error(`broker ${b.id} did not start; see ${this.dir}/${b.id}.log`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      client.close();
+    }
+  }
+
+  /** The broker by id. */
+  broker(id: string): BenchBroker {
+    const b = this.brokers.find((x) => x.id === id);
+    if (!b) throw new Error(`no broker ${id}`);
+    return b;
+  }
+
+  /** A long-lived Aggregate client of a broker (LAN address). */
+  aggregator(id: string): (req: Partial<AggregateRequest>) => Promise<AggregateResponse> {
+    const c = new AggregationServiceClient(this.broker(id).address, grpc.credentials.createInsecure());
+    this.clients.push(c);
+    return (req) =>
+      new Promise((resolve, reject) =>
+        c.aggregate(
+          AggregateRequest.fromPartial(req),
+          new grpc.Metadata(),
+          { deadline: Date.now() + 30_000 },
+          (e, r) => (e ? reject(e) : resolve(r)),
+        ),
+      );
+  }
+
+  /** Remembers a client to close at stop. */
+  track<C extends grpc.Client>(c: C): C {
+    this.clients.push(c);
+    return c;
+  }
+
+  /** Stops every broker and the emulator; removes the folder. */
+  async stop(): Promise<void> {
+    for (const c of this.clients) c.close();
+    await Promise.all(
+      this.brokers.map(async (b) => {
+        const p = b.proc;
+        if (!p || p.exitCode !== null || p.signalCode !== null) return;
+        const exited = new Promise((r) => p.once('exit', r));
+        p.kill('SIGCONT');
+        p.kill('SIGTERM');
+        const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }),
+    );
+    await this.wan.close();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}

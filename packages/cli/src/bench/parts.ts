@@ -1,0 +1,438 @@
+import * as grpc from '@grpc/grpc-js';
+import {
+  FederationServiceClient,
+  LocalRequest,
+  SiteRequest,
+  msToDuration,
+  type AggregateResponse,
+} from '@wanas/proto';
+import { BenchFederation, type BenchBroker } from './bench-federation';
+import { summarize, type LatencySummary } from './stats';
+
+/** Reports progress: `total` steps announced once, then `tick()` per step. */
+export interface Progress {
+  start(label: string, total: number): void;
+  tick(n?: number): void;
+}
+
+/** Request counts of a run (smaller with --quick). */
+export interface BenchCounts {
+  requests: number;
+  slowAlternatives: number;
+  throughputSeconds: number;
+}
+
+const SEC5 = msToDuration(5000);
+
+function unary<Res>(start: (cb: (e: grpc.ServiceError | null, r?: Res) => void) => void): Promise<Res> {
+  return new Promise((resolve, reject) => start((e, r) => (e ? reject(e) : resolve(r as Res))));
+}
+
+async function timed(
+  n: number,
+  progress: Progress,
+  label: string,
+  fn: () => Promise<unknown>,
+): Promise<number[]> {
+  progress.start(label, n);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+    progress.tick();
+  }
+  return out;
+}
+
+function wanBytes(f: BenchFederation): number {
+  return f.wan.snapshot().links.reduce((n, l) => n + l.bytesIn + l.bytesOut, 0);
+}
+
+/** Pods of the bench federation as [site, pod, brokers]. */
+function pods(f: BenchFederation): { site: string; pod: string; brokers: BenchBroker[] }[] {
+  const m = new Map<string, { site: string; pod: string; brokers: BenchBroker[] }>();
+  for (const b of f.brokers) {
+    const k = `${b.site}/${b.pod}`;
+    if (!m.has(k)) m.set(k, { site: b.site, pod: b.pod, brokers: [] });
+    m.get(k)!.brokers.push(b);
+  }
+  return [...m.values()];
+}
+
+const FIND = { operation: 'sessions.find', params: { user: 'alice' } };
+
+/** JSON of the latency part. */
+export interface LatencyResult {
+  part: 'latency';
+  limitMs: number;
+  limitP99Ms: number;
+  wanas: LatencySummary;
+  alternatives: { flat: LatencySummary; flatNewConnection: LatencySummary; sequential: LatencySummary };
+  wanConnections: { wanas: number; flat: number };
+  wanBytesPerAggregate: { wanas: number; flat: number };
+  podsAnswered: { wanas: number; flat: number };
+  series: Record<string, number[]>;
+}
+
+/**
+ * 4 sites × 3 pods × 2 brokers, 25 ms one way. wanas vs the limit (one warm unary call to a remote
+ * broker) and the alternatives a client could build: flat fan-out to every pod on warm channels, the
+ * same with a new connection per call, and one site after another.
+ */
+export async function latencyPart(counts: BenchCounts, progress: Progress): Promise<LatencyResult> {
+  const f = await BenchFederation.start({ sites: 4, podsPerSite: 3, brokersPerPod: 2, wanLatencyMs: 25 });
+  try {
+    const entry = 's1-p1-a';
+    const aggregate = f.aggregator(entry);
+    const all = pods(f);
+    const creds = grpc.credentials.createInsecure();
+    // Clients sit in site s1: its pods over the LAN, every other pod over the WAN.
+    const dial = (p: { site: string; brokers: BenchBroker[] }) =>
+      p.site === 's1' ? p.brokers[0]!.address : p.brokers[0]!.wanAddress;
+    const flatClients = all.map((p) => ({ p, c: f.track(new FederationServiceClient(dial(p), creds)) }));
+    const local = (c: FederationServiceClient, p: { site: string; pod: string }) =>
+      unary((cb) =>
+        c.localRequest(
+          LocalRequest.fromPartial({
+            ...FIND,
+            hops: 1,
+            sourceSite: 's1',
+            deadline: SEC5,
+            target: { site: p.site, pod: p.pod, endpoints: [] },
+          }),
+          new grpc.Metadata(),
+          { deadline: Date.now() + 5000 },
+          cb,
+        ),
+      );
+    const remote = all.find((p) => p.site === 's2')!;
+    const limitClient = flatClients.find((x) => x.p === remote)!.c;
+
+    // Warm up JITs and channels.
+    await timed(50, progress, 'latency: warm-up', async () => {
+      await aggregate(FIND);
+      await Promise.all(flatClients.map(({ p, c }) => local(c, p)));
+    });
+
+    const limit = await timed(counts.requests, progress, 'latency: limit (1 warm WAN call)', () =>
+      local(limitClient, remote),
+    );
+
+    let bytes = wanBytes(f);
+    let okPods = 0;
+    const wanas = await timed(counts.requests, progress, 'latency: wanas', async () => {
+      const r: AggregateResponse = await aggregate(FIND);
+      okPods += r.summary?.podsOk ?? 0;
+    });
+    const wanasBytes = (wanBytes(f) - bytes) / counts.requests;
+    const wanasPods = okPods / (counts.requests * all.length);
+
+    bytes = wanBytes(f);
+    okPods = 0;
+    const flat = await timed(counts.requests, progress, 'latency: flat (warm)', async () => {
+      const rs = await Promise.allSettled(flatClients.map(({ p, c }) => local(c, p)));
+      okPods += rs.filter((r) => r.status === 'fulfilled').length;
+    });
+    const flatBytes = (wanBytes(f) - bytes) / counts.requests;
+    const flatPods = okPods / (counts.requests * all.length);
+
+    const flatNew = await timed(
+      counts.slowAlternatives,
+      progress,
+      'latency: flat (new connection per call)',
+      async () => {
+        await Promise.all(
+          all.map(async (p) => {
+            // Its own subchannel pool: grpc-js would otherwise reuse another client's warm connection.
+            const c = new FederationServiceClient(dial(p), creds, { 'grpc.use_local_subchannel_pool': 1 });
+            try {
+              await local(c, p);
+            } finally {
+              c.close();
+            }
+          }),
+        );
+      },
+    );
+
+    const siteClients = new Map(
+      [...new Set(all.map((p) => p.site))]
+        .filter((s) => s !== 's1')
+        .map((s) => [
+          s,
+          f.track(new FederationServiceClient(f.brokers.find((b) => b.site === s)!.wanAddress, creds)),
+        ]),
+    );
+    const sequential = await timed(
+      counts.slowAlternatives,
+      progress,
+      'latency: sequential (site after site)',
+      async () => {
+        await Promise.all(flatClients.filter(({ p }) => p.site === 's1').map(({ p, c }) => local(c, p)));
+        for (const [site, c] of siteClients) {
+          await unary((cb) =>
+            c.siteRequest(
+              SiteRequest.fromPartial({
+                ...FIND,
+                hops: 1,
+                sourceSite: 's1',
+                deadline: SEC5,
+                target: { site, pod: '', endpoints: [] },
+              }),
+              new grpc.Metadata(),
+              { deadline: Date.now() + 5000 },
+              cb,
+            ),
+          );
+        }
+      },
+    );
+
+    const status = await unary<{ channels: { site: string; connectivity: string }[] }>((cb) => {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { AdminServiceClient } = require('@wanas/proto') as typeof import('@wanas/proto');
+      const c = f.track(new AdminServiceClient(f.broker(entry).address, creds));
+      c.getStatus({}, cb);
+    });
+    const wanConnections = status.channels.filter(
+      (c) => c.site !== 's1' && c.connectivity === 'ready',
+    ).length;
+    const l = summarize(limit);
+    return {
+      part: 'latency',
+      limitMs: l.p50Ms,
+      limitP99Ms: l.p99Ms,
+      wanas: summarize(wanas),
+      alternatives: {
+        flat: summarize(flat),
+        flatNewConnection: summarize(flatNew),
+        sequential: summarize(sequential),
+      },
+      wanConnections: { wanas: wanConnections, flat: all.filter((p) => p.site !== 's1').length },
+      wanBytesPerAggregate: { wanas: Math.round(wanasBytes), flat: Math.round(flatBytes) },
+      podsAnswered: { wanas: wanasPods, flat: flatPods },
+      series: { limit, wanas, flat, flatNewConnection: flatNew, sequential },
+    };
+  } finally {
+    await f.stop();
+  }
+}
+
+/** JSON of the failover part. */
+export interface FailoverResult {
+  part: 'failover';
+  healthy: LatencySummary;
+  kill: { first10: LatencySummary; next: LatencySummary; podsAnswered: number; killed: string[] };
+  freeze: { first10: LatencySummary; next: LatencySummary; podsAnswered: number; frozen: string[] };
+  attemptTimeoutMs: number;
+}
+
+/**
+ * SIGKILL (then, on a fresh federation, SIGSTOP) the first-ordered broker of every pod — the ones that
+ * just answered, site representatives included (not the entry broker) — and measure the next requests.
+ */
+export async function failoverPart(counts: BenchCounts, progress: Progress): Promise<FailoverResult> {
+  const attemptTimeoutMs = 250;
+  const run = async (signal: 'SIGKILL' | 'SIGSTOP') => {
+    const f = await BenchFederation.start({
+      sites: 4,
+      podsPerSite: 3,
+      brokersPerPod: 2,
+      wanLatencyMs: 25,
+      settings: { attemptTimeoutMs },
+    });
+    try {
+      const entry = 's1-p1-a';
+      const aggregate = f.aggregator(entry);
+      await timed(50, progress, `failover (${signal}): warm-up`, () => aggregate(FIND));
+      const healthy = await timed(counts.requests / 2, progress, `failover (${signal}): healthy`, () =>
+        aggregate(FIND),
+      );
+      const last = await aggregate(FIND);
+      const victims = new Set<string>();
+      for (const p of last.pods) {
+        for (const a of p.attempts) if (a.brokerId !== entry) victims.add(a.brokerId);
+      }
+      for (const id of victims) f.broker(id).proc!.kill(signal);
+      let ok = 0;
+      let asked = 0;
+      const measure = async () => {
+        const r = await aggregate(FIND);
+        ok += r.summary?.podsOk ?? 0;
+        asked += r.summary?.podsAsked ?? 0;
+      };
+      const first10 = await timed(10, progress, `failover (${signal}): first 10 after`, measure);
+      const next = await timed(counts.requests, progress, `failover (${signal}): next`, measure);
+      if (signal === 'SIGSTOP') for (const id of victims) f.broker(id).proc!.kill('SIGCONT');
+      return {
+        healthy,
+        first10: summarize(first10),
+        next: summarize(next),
+        podsAnswered: ok / asked,
+        victims: [...victims].sort(),
+      };
+    } finally {
+      await f.stop();
+    }
+  };
+  const kill = await run('SIGKILL');
+  const freeze = await run('SIGSTOP');
+  return {
+    part: 'failover',
+    healthy: summarize([...kill.healthy, ...freeze.healthy]),
+    kill: { first10: kill.first10, next: kill.next, podsAnswered: kill.podsAnswered, killed: kill.victims },
+    freeze: {
+      first10: freeze.first10,
+      next: freeze.next,
+      podsAnswered: freeze.podsAnswered,
+      frozen: freeze.victims,
+    },
+    attemptTimeoutMs,
+  };
+}
+
+/** JSON of the tail part. */
+export interface TailResult {
+  part: 'tail';
+  healthy: LatencySummary;
+  hedgingOff: LatencySummary;
+  hedgingOn: LatencySummary;
+  extraRequestsShare: number;
+  series: Record<string, number[]>;
+}
+
+/** One broker per site delays 5% of its answers by 500 ms; hedging off vs on. */
+export async function tailPart(counts: BenchCounts, progress: Progress): Promise<TailResult> {
+  const healthyFed = await BenchFederation.start({
+    sites: 4,
+    podsPerSite: 3,
+    brokersPerPod: 2,
+    wanLatencyMs: 25,
+  });
+  let healthy: number[];
+  try {
+    const aggregate = healthyFed.aggregator('s1-p1-a');
+    await timed(50, progress, 'tail: warm-up (healthy)', () => aggregate(FIND));
+    healthy = await timed(counts.requests, progress, 'tail: healthy', () => aggregate(FIND));
+  } finally {
+    await healthyFed.stop();
+  }
+  const f = await BenchFederation.start({
+    sites: 4,
+    podsPerSite: 3,
+    brokersPerPod: 2,
+    wanLatencyMs: 25,
+    envFor: (b): Record<string, string> =>
+      b.pod === 'p1' && b.id.endsWith('-a') && b.site !== 's1' ? { WANAS_CHAOS_SLOW: '0.05:500' } : {},
+  });
+  try {
+    const aggregate = f.aggregator('s1-p1-a');
+    await timed(50, progress, 'tail: warm-up', () => aggregate({ ...FIND, hedge: true }));
+    const off = await timed(counts.requests, progress, 'tail: hedging off', () => aggregate(FIND));
+    let attempts = 0;
+    const on = await timed(counts.requests, progress, 'tail: hedging on', async () => {
+      const r = await aggregate({ ...FIND, hedge: true });
+      attempts += new Set(
+        r.pods.flatMap((p) => p.attempts.filter((a) => a.hedged).map((a) => `${a.brokerId}`)),
+      ).size;
+    });
+    // Requests sent per aggregate without hedging: one per remote site + one per other local pod.
+    const basePerAggregate = 3 + 2;
+    return {
+      part: 'tail',
+      healthy: summarize(healthy),
+      hedgingOff: summarize(off),
+      hedgingOn: summarize(on),
+      extraRequestsShare: attempts / (counts.requests * basePerAggregate),
+      series: { healthy, hedgingOff: off, hedgingOn: on },
+    };
+  } finally {
+    await f.stop();
+  }
+}
+
+/** JSON of the throughput part. */
+export interface ThroughputResult {
+  part: 'throughput';
+  wanas: { concurrency: number; aggregatesPerSecond: number; p99Ms: number; errors: number }[];
+  rawEcho: { concurrency: number; callsPerSecond: number; p99Ms: number };
+}
+
+async function closedLoop(
+  seconds: number,
+  concurrency: number,
+  fn: () => Promise<unknown>,
+  progress: Progress,
+): Promise<{ done: number; lat: number[]; errors: number }> {
+  const end = Date.now() + seconds * 1000;
+  const lat: number[] = [];
+  let errors = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (Date.now() < end) {
+        const t0 = performance.now();
+        try {
+          await fn();
+          lat.push(performance.now() - t0);
+        } catch {
+          errors++;
+        }
+        progress.tick();
+      }
+    }),
+  );
+  return { done: lat.length, lat, errors };
+}
+
+/** 3 sites × 3 pods × 1 broker, no WAN delay, closed loop at 32/64/128 in flight; raw grpc-js echo for scale. */
+export async function throughputPart(counts: BenchCounts, progress: Progress): Promise<ThroughputResult> {
+  const f = await BenchFederation.start({ sites: 3, podsPerSite: 3, brokersPerPod: 1, wanLatencyMs: 0 });
+  try {
+    const aggregate = f.aggregator('s1-p1-a');
+    await timed(100, progress, 'throughput: warm-up', () => aggregate({ operation: 'echo' }));
+    const wanas = [];
+    for (const concurrency of [32, 64, 128]) {
+      progress.start(`throughput: wanas × ${concurrency}`, 0);
+      const r = await closedLoop(
+        counts.throughputSeconds,
+        concurrency,
+        () => aggregate({ operation: 'echo' }),
+        progress,
+      );
+      wanas.push({
+        concurrency,
+        aggregatesPerSecond: Math.round(r.done / counts.throughputSeconds),
+        p99Ms: summarize(r.lat).p99Ms,
+        errors: r.errors,
+      });
+    }
+    const c = f.track(
+      new FederationServiceClient(f.broker('s1-p2-a').address, grpc.credentials.createInsecure()),
+    );
+    const req = LocalRequest.fromPartial({
+      operation: 'echo',
+      hops: 1,
+      deadline: SEC5,
+      target: { site: 's1', pod: 'p2', endpoints: [] },
+    });
+    progress.start('throughput: raw grpc-js unary echo × 64', 0);
+    const raw = await closedLoop(
+      counts.throughputSeconds,
+      64,
+      () => unary((cb) => c.localRequest(req, cb)),
+      progress,
+    );
+    return {
+      part: 'throughput',
+      wanas,
+      rawEcho: {
+        concurrency: 64,
+        callsPerSecond: Math.round(raw.done / counts.throughputSeconds),
+        p99Ms: summarize(raw.lat).p99Ms,
+      },
+    };
+  } finally {
+    await f.stop();
+  }
+}

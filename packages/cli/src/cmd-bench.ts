@@ -1,0 +1,241 @@
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import {
+  failoverPart,
+  latencyPart,
+  tailPart,
+  throughputPart,
+  type BenchCounts,
+  type Progress,
+} from './bench/parts';
+import { latencySvg } from './bench/svg';
+import { table } from './format';
+
+const PARTS = ['latency', 'failover', 'tail', 'throughput'] as const;
+type Part = (typeof PARTS)[number];
+
+function progressBar(): Progress & { stop(): void } {
+  const bar = new cliProgress.SingleBar(
+    {
+      format: '{label} [{bar}] {value}/{total}',
+      hideCursor: true,
+      clearOnComplete: true,
+      stream: process.stderr,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let running = false;
+  return {
+    start(label, total) {
+      if (running) bar.stop();
+      bar.start(total || 1, 0, { label: label.padEnd(44) });
+      if (!total) bar.setTotal(1_000_000);
+      running = true;
+    },
+    tick(n = 1) {
+      bar.increment(n);
+    },
+    stop() {
+      if (running) bar.stop();
+      running = false;
+    },
+  };
+}
+
+const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
+
+/** Human lines for one part's result. */
+function describe(r: Record<string, unknown> & { part: Part }): string {
+  const s = (x: { p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number }) => [
+    String(x.p50Ms),
+    String(x.p90Ms),
+    String(x.p99Ms),
+    String(x.maxMs),
+  ];
+  if (r.part === 'latency') {
+    const l = r as unknown as Awaited<ReturnType<typeof latencyPart>>;
+    const rows = [
+      ['limit: 1 warm WAN call', String(l.limitMs), '', String(l.limitP99Ms), ''],
+      ['wanas', ...s(l.wanas)],
+      ['flat (warm channels)', ...s(l.alternatives.flat)],
+      ['flat (new connection per call)', ...s(l.alternatives.flatNewConnection)],
+      ['sequential (site after site)', ...s(l.alternatives.sequential)],
+    ];
+    return [
+      table(['LATENCY (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
+      `wanas p50 / limit p50 = ${ratio(l.wanas.p50Ms, l.limitMs)} (target ≤ 1.05×); wanas p99 / limit p99 = ${ratio(l.wanas.p99Ms, l.limitP99Ms)} (target ≤ 1.2×)`,
+      `flat-new-connection p50 / wanas p50 = ${ratio(l.alternatives.flatNewConnection.p50Ms, l.wanas.p50Ms)} (target ≥ 2.5×); sequential p50 / wanas p50 = ${ratio(l.alternatives.sequential.p50Ms, l.wanas.p50Ms)}`,
+      `WAN connections held by the entry: wanas ${l.wanConnections.wanas} (remote sites: 3), flat ${l.wanConnections.flat} (remote pods); WAN bytes per aggregate: wanas ${l.wanBytesPerAggregate.wanas}, flat ${l.wanBytesPerAggregate.flat}`,
+      `pods answered: wanas ${(l.podsAnswered.wanas * 100).toFixed(1)}%, flat ${(l.podsAnswered.flat * 100).toFixed(1)}%`,
+    ].join('\n');
+  }
+  if (r.part === 'failover') {
+    const f = r as unknown as Awaited<ReturnType<typeof failoverPart>>;
+    const rows = [
+      ['healthy', ...s(f.healthy)],
+      ['SIGKILL: first 10', ...s(f.kill.first10)],
+      ['SIGKILL: next', ...s(f.kill.next)],
+      ['SIGSTOP: first 10', ...s(f.freeze.first10)],
+      ['SIGSTOP: next', ...s(f.freeze.next)],
+    ];
+    return [
+      table(['FAILOVER (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
+      `killed ${f.kill.killed.length} brokers (${f.kill.killed.join(' ')}); pods answered ${(f.kill.podsAnswered * 100).toFixed(2)}%`,
+      `froze ${f.freeze.frozen.length} brokers; pods answered ${(f.freeze.podsAnswered * 100).toFixed(2)}%; attempt timeout ${f.attemptTimeoutMs} ms`,
+      `after detection: kill p99 / healthy p99 = ${ratio(f.kill.next.p99Ms, f.healthy.p99Ms)}, freeze p99 / healthy p99 = ${ratio(f.freeze.next.p99Ms, f.healthy.p99Ms)} (target ≤ 1.1×)`,
+    ].join('\n');
+  }
+  if (r.part === 'tail') {
+    const t = r as unknown as Awaited<ReturnType<typeof tailPart>>;
+    return [
+      table(
+        ['TAIL (ms)', 'P50', 'P90', 'P99', 'MAX'],
+        [
+          ['healthy', ...s(t.healthy)],
+          ['5% answers +500 ms, hedging off', ...s(t.hedgingOff)],
+          ['5% answers +500 ms, hedging on', ...s(t.hedgingOn)],
+        ],
+      ),
+      `hedged p99 / healthy p99 = ${ratio(t.hedgingOn.p99Ms, t.healthy.p99Ms)} (target ≤ 1.3×); extra requests ${(t.extraRequestsShare * 100).toFixed(1)}% (target ≤ 10%)`,
+    ].join('\n');
+  }
+  const t = r as unknown as Awaited<ReturnType<typeof throughputPart>>;
+  return [
+    table(
+      ['THROUGHPUT', 'IN FLIGHT', 'PER SECOND', 'P99 (ms)', 'ERRORS'],
+      [
+        ...t.wanas.map((w) => [
+          'wanas aggregates (9 pods each)',
+          String(w.concurrency),
+          String(w.aggregatesPerSecond),
+          String(w.p99Ms),
+          String(w.errors),
+        ]),
+        [
+          'raw grpc-js unary echo',
+          String(t.rawEcho.concurrency),
+          String(t.rawEcho.callsPerSecond),
+          String(t.rawEcho.p99Ms),
+          '0',
+        ],
+      ],
+    ),
+  ].join('\n');
+}
+
+function machine(): string {
+  const cpus = os.cpus();
+  return `${cpus.length} × ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
+}
+
+/** `wanas bench [PART...]`: the benchmarks of BENCHMARKS.md, with real broker processes and the WAN emulator. */
+export function registerBench(program: Command): void {
+  program
+    .command('bench')
+    .description(
+      `benchmarks with real broker processes and the WAN emulator; parts: ${PARTS.join(', ')} (default: all)`,
+    )
+    .argument('[parts...]', 'parts to run')
+    .option('--json', 'print one JSON object per part as the last lines of output')
+    .option('--requests <n>', 'sequential requests per series', (v) => Number(v), 1000)
+    .option('--quick', 'fewer requests (200 per series), for a fast look')
+    .option('--out <dir>', 'where to save results and the chart', 'bench/results')
+    .option('--no-markdown', 'do not rewrite BENCHMARKS.md')
+    .action(
+      async (
+        parts: string[],
+        o: { json?: boolean; requests: number; quick?: boolean; out: string; markdown: boolean },
+      ) => {
+        const chosen = (parts.length ? parts : [...PARTS]) as Part[];
+        for (const p of chosen)
+          if (!PARTS.includes(p))
+            program.error(`error: unknown part "${p}" (parts: ${PARTS.join(', ')})`, { exitCode: 2 });
+        const requests = o.quick ? 200 : o.requests;
+        if (!Number.isInteger(requests) || requests < 10)
+          program.error('error: --requests must be an integer ≥ 10', { exitCode: 2 });
+        const counts: BenchCounts = {
+          requests,
+          slowAlternatives: Math.max(20, Math.round(requests / 5)),
+          throughputSeconds: o.quick ? 3 : 5,
+        };
+        fs.mkdirSync(o.out, { recursive: true });
+        const progress = progressBar();
+        const results: (Record<string, unknown> & { part: Part })[] = [];
+        const started = new Date();
+        for (const part of chosen) {
+          const fn = {
+            latency: latencyPart,
+            failover: failoverPart,
+            tail: tailPart,
+            throughput: throughputPart,
+          }[part];
+          const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
+          progress.stop();
+          results.push(r);
+          const { series, ...summary } = r as { series?: Record<string, number[]> };
+          fs.writeFileSync(
+            path.join(o.out, `${part}.json`),
+            `${JSON.stringify({ ...r, machine: machine(), at: new Date().toISOString(), requests }, null, 1)}\n`,
+          );
+          if (series)
+            fs.writeFileSync(
+              path.join(o.out, `${part}.svg`),
+              latencySvg(`${part}: latency distribution (CDF), ${machine()}`, series),
+            );
+          process.stdout.write(`\n${describe(r)}\n`);
+          void summary;
+        }
+        if (o.markdown) writeMarkdown(results, counts, started, o.out);
+        if (o.json)
+          for (const r of results) {
+            const { series: _series, ...rest } = r as { series?: unknown };
+            process.stdout.write(`${JSON.stringify(rest)}\n`);
+          }
+      },
+    );
+}
+
+function writeMarkdown(
+  results: (Record<string, unknown> & { part: Part })[],
+  counts: BenchCounts,
+  started: Date,
+  out: string,
+): void {
+  const file = 'BENCHMARKS.md';
+  const sections = new Map<string, string>();
+  if (fs.existsSync(file)) {
+    for (const m of fs.readFileSync(file, 'utf8').matchAll(/<!-- part:(\w+) -->\n([\s\S]*?)<!-- \/part -->/g))
+      sections.set(m[1]!, m[2]!);
+  }
+  for (const r of results) {
+    const chart = fs.existsSync(path.join(out, `${r.part}.svg`))
+      ? `\n![${r.part}](${path.join(out, `${r.part}.svg`)})\n`
+      : '';
+    sections.set(
+      r.part,
+      `Run ${started.toISOString()} on ${machine()}, ${counts.requests} requests per series.\n\n\`\`\`\n${describe(r)}\n\`\`\`\n${chart}\n`,
+    );
+  }
+  const body = [
+    '# Benchmarks',
+    '',
+    "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
+    '`npm run bench` (about 10 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `tail`,',
+    '`throughput`), a fast look with `npm run bench -- --quick`. Results (with every sample) are saved in',
+    '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',
+    'within one run, not absolute numbers across runs.',
+    '',
+    ...PARTS.filter((p) => sections.has(p)).flatMap((p) => [
+      `## ${p}`,
+      '',
+      `<!-- part:${p} -->`,
+      sections.get(p)!.trimEnd(),
+      '<!-- /part -->',
+      '',
+    ]),
+  ].join('\n');
+  fs.writeFileSync(file, body);
+}
