@@ -172,7 +172,12 @@ export class Federation {
     try {
       while (!(await probe.check(500))) {
         if (b.proc?.exitCode !== null && b.proc?.exitCode !== undefined) {
-          throw new Error(`broker ${id} exited with ${b.proc.exitCode}: ${JSON.stringify(b.logs.slice(-3))}`);
+          throw new Error(
+            `broker ${id} exited with ${b.proc.exitCode}: ${b.logs
+              .slice(-25)
+              .map((l) => (l.raw as string) ?? JSON.stringify(l))
+              .join('\n')}`,
+          );
         }
         if (Date.now() > until) throw new Error(`broker ${id} not SERVING after ${timeoutMs} ms`);
         await new Promise((r) => setTimeout(r, 50));

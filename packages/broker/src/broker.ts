@@ -184,6 +184,23 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     hedgeRequests: hedgeBudget.stats().requests,
     hedges: hedgeBudget.stats().hedges,
   });
+  // Kubernetes probes speak plaintext: health (and only health) on its own port when asked for.
+  let healthServer: grpc.Server | undefined;
+  if (info.healthAddress) {
+    healthServer = new grpc.Server();
+    health.addToServer(healthServer);
+    const hs = healthServer;
+    await new Promise<number>((resolve, reject) =>
+      hs.bindAsync(info.healthAddress!, grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    ).catch((e: Error) => {
+      server.forceShutdown();
+      cm.close();
+      store.close();
+      throw new Error(`broker ${info.id} cannot serve health on ${info.healthAddress}: ${e.message}`);
+    });
+  }
   const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
   const metricsServer = metricsAddress
     ? await startMetricsServer(metricsAddress, metrics, () => GetStatusResponse.toJSON(status()))
@@ -249,6 +266,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
         });
       });
       cm.close();
+      healthServer?.forceShutdown();
       await metricsServer?.close();
       store.close();
       log.info('broker stopped');

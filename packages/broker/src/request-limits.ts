@@ -24,6 +24,11 @@ const CORRELATION_ID = /^[A-Za-z0-9._:-]+$/;
 const HEADER_NAME = /^[A-Za-z0-9._-]+$/;
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]+$/;
 
+/** True for a non-empty correlation id within limits (safe to echo in metadata and logs). */
+export function isValidCorrelationId(id: string): boolean {
+  return id.length > 0 && id.length <= MAX_CORRELATION_ID_LENGTH && CORRELATION_ID.test(id);
+}
+
 /** Validates a correlation id (empty is allowed: the broker fills one). */
 export function checkCorrelationId(id: string, field = 'correlation_id'): void {
   if (!id) return;

@@ -18,6 +18,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { Dispatcher } from './dispatcher';
 import { BrokerError, toBrokerError } from './errors';
+import { isValidCorrelationId } from './request-limits';
 import type { BrokerMetrics, RequestKind } from './metrics';
 import type { BrokerSecurity, CallerKind } from './security';
 
@@ -57,11 +58,16 @@ function deadlineOf(call: { getDeadline(): grpc.Deadline }): number | undefined 
   return Number.isFinite(ms) ? ms : undefined;
 }
 
+/** The `x-correlation-id` trailer; left out when the id is not a valid one (it was refused). */
 function correlationMetadata(id: string): grpc.Metadata {
   const md = new grpc.Metadata();
-  if (id) md.set('x-correlation-id', id);
+  if (isValidCorrelationId(id)) md.set('x-correlation-id', id);
   return md;
 }
+
+/** Longest field value copied from a request into a log line. */
+const LOG_FIELD_CHARS = 128;
+const clip = (s: string) => (s.length > LOG_FIELD_CHARS ? `${s.slice(0, LOG_FIELD_CHARS)}…` : s);
 
 /** Handlers of AggregationService and FederationService over a {@link Dispatcher}, with a log line and metrics per request. */
 export function createHandlers(
@@ -86,8 +92,8 @@ export function createHandlers(
     const latencyMs = Date.now() - t0;
     metrics.served(service, method, type, code, latencyMs / 1000);
     const line = {
-      correlationId: req.correlationId,
-      operation: req.operation,
+      correlationId: clip(req.correlationId),
+      operation: clip(req.operation),
       kind,
       direction: 'in',
       peer,

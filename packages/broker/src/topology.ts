@@ -25,6 +25,9 @@ const brokerSchema = z.strictObject({
   address: hostPort.describe('what same-site peers and clients dial (LAN)'),
   wanAddress: hostPort.optional().describe('what other sites dial; defaults to address'),
   metricsAddress: hostPort.optional().describe('HTTP listener for /metrics and /status; off when unset'),
+  healthAddress: hostPort
+    .optional()
+    .describe('plaintext grpc.health.v1 listener (Kubernetes probes); off when unset'),
 });
 
 const podSchema = z.strictObject({
@@ -137,6 +140,7 @@ export const topologySchema = z
             ['address', b.address],
             ['wanAddress', b.wanAddress],
             ['metricsAddress', b.metricsAddress],
+            ['healthAddress', b.healthAddress],
           ] as const) {
             if (!value) continue;
             const owner = seen.addr.get(value);
@@ -168,6 +172,8 @@ export interface BrokerInfo {
   /** WAN address (other sites). */
   wanAddress: string;
   metricsAddress: string | undefined;
+  /** Plaintext grpc.health.v1 listener for probes (health only), when set. */
+  healthAddress: string | undefined;
 }
 
 /** A validated topology with lookups. */
@@ -222,6 +228,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
           address: b.address,
           wanAddress: b.wanAddress ?? b.address,
           metricsAddress: b.metricsAddress,
+          healthAddress: b.healthAddress,
         };
         brokers.set(b.id, info);
         return info;

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import {
   failoverPart,
   latencyPart,
+  scalePart,
   tailPart,
   throughputPart,
   type BenchCounts,
@@ -14,7 +15,7 @@ import {
 import { latencySvg } from './bench/svg';
 import { table } from './format';
 
-const PARTS = ['latency', 'failover', 'tail', 'throughput'] as const;
+const PARTS = ['latency', 'failover', 'tail', 'throughput', 'scale'] as const;
 type Part = (typeof PARTS)[number];
 
 function progressBar(): Progress & { stop(): void } {
@@ -102,7 +103,36 @@ function describe(r: Record<string, unknown> & { part: Part }): string {
       `hedged p99 / healthy p99 = ${ratio(t.hedgingOn.p99Ms, t.healthy.p99Ms)} (target ≤ 1.3×); extra requests ${(t.extraRequestsShare * 100).toFixed(1)}% (target ≤ 10%)`,
     ].join('\n');
   }
+  if (r.part === 'scale') {
+    const sc = r as unknown as Awaited<ReturnType<typeof scalePart>>;
+    const base = sc.podsPerSite[0]!.p50Ms;
+    const baseSites = sc.sites[0]!.p50Ms;
+    return [
+      table(
+        ['SCALE', 'P50 (ms)', 'P99 (ms)', 'P50 vs first'],
+        [
+          ...sc.podsPerSite.map((x) => [
+            `2 sites × ${x.pods} pods per site`,
+            String(x.p50Ms),
+            String(x.p99Ms),
+            ratio(x.p50Ms, base),
+          ]),
+          ...sc.sites.map((x) => [
+            `${x.sites} sites × 1 pod`,
+            String(x.p50Ms),
+            String(x.p99Ms),
+            ratio(x.p50Ms, baseSites),
+          ]),
+        ],
+      ),
+      `p50 growth 1 → 16 pods per site: ${((sc.podsPerSite.at(-1)!.p50Ms / base - 1) * 100).toFixed(1)}% (target ≤ 15%); 2 → 16 sites: ${((sc.sites.at(-1)!.p50Ms / baseSites - 1) * 100).toFixed(1)}% (target: flat)`,
+      `RSS of a broker holding a 100-site × 10-pod topology: ${sc.bigTopologyRssMb} MB (target ≤ 100 MB)`,
+    ].join('\n');
+  }
   const t = r as unknown as Awaited<ReturnType<typeof throughputPart>>;
+  // Calls per aggregate from s1-p1-a on 3 × 3 × 1: the Aggregate, 2 LocalRequests, 2 SiteRequests, 2 × 2 LocalRequests.
+  const callsPerAggregate = 9;
+  const best = Math.max(...t.wanas.map((w) => w.aggregatesPerSecond));
   return [
     table(
       ['THROUGHPUT', 'IN FLIGHT', 'PER SECOND', 'P99 (ms)', 'ERRORS'],
@@ -142,24 +172,36 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON object per part as the last lines of output')
     .option('--requests <n>', 'sequential requests per series', (v) => Number(v), 1000)
     .option('--quick', 'fewer requests (200 per series), for a fast look')
+    .option(
+      '--smoke',
+      'tiny topologies and 10 requests per series: checks every part runs (not a measurement)',
+    )
     .option('--out <dir>', 'where to save results and the chart', 'bench/results')
     .option('--no-markdown', 'do not rewrite BENCHMARKS.md')
     .action(
       async (
         parts: string[],
-        o: { json?: boolean; requests: number; quick?: boolean; out: string; markdown: boolean },
+        o: {
+          json?: boolean;
+          requests: number;
+          quick?: boolean;
+          smoke?: boolean;
+          out: string;
+          markdown: boolean;
+        },
       ) => {
         const chosen = (parts.length ? parts : [...PARTS]) as Part[];
         for (const p of chosen)
           if (!PARTS.includes(p))
             program.error(`error: unknown part "${p}" (parts: ${PARTS.join(', ')})`, { exitCode: 2 });
-        const requests = o.quick ? 200 : o.requests;
+        const requests = o.smoke ? 10 : o.quick ? 200 : o.requests;
         if (!Number.isInteger(requests) || requests < 10)
           program.error('error: --requests must be an integer ≥ 10', { exitCode: 2 });
         const counts: BenchCounts = {
           requests,
-          slowAlternatives: Math.max(20, Math.round(requests / 5)),
-          throughputSeconds: o.quick ? 3 : 5,
+          slowAlternatives: o.smoke ? 5 : Math.max(20, Math.round(requests / 5)),
+          throughputSeconds: o.smoke ? 1 : o.quick ? 3 : 5,
+          smoke: !!o.smoke,
         };
         fs.mkdirSync(o.out, { recursive: true });
         const progress = progressBar();
@@ -171,6 +213,7 @@ export function registerBench(program: Command): void {
             failover: failoverPart,
             tail: tailPart,
             throughput: throughputPart,
+            scale: scalePart,
           }[part];
           const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
           progress.stop();

@@ -9,7 +9,10 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { WanEmulator } from '../up/wan-emulator';
 
-const BIN = path.resolve(__dirname, '../bin.js');
+/** The compiled CLI (this file runs from dist/, or from src/ under ts-jest in tests). */
+const BIN = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>
+  fs.existsSync(f),
+)!;
 
 /** One broker of a bench federation. */
 export interface BenchBroker {
@@ -31,6 +34,8 @@ export interface BenchFederationOptions {
   settings?: Record<string, unknown>;
   /** Extra environment per broker id (e.g. WANAS_CHAOS_SLOW for the tail part). */
   envFor?: (b: BenchBroker) => Record<string, string>;
+  /** Brokers with the same key share one process (default: one process per broker). */
+  processKey?: (b: BenchBroker) => string;
 }
 
 async function freePorts(n: number): Promise<number[]> {
@@ -165,12 +170,16 @@ export class BenchFederation {
     return c;
   }
 
+  /** The topology file the brokers run with. */
+  get topologyFile(): string {
+    return path.join(this.dir, 'topology.yaml');
+  }
+
   /** Stops every broker and the emulator; removes the folder. */
   async stop(): Promise<void> {
     for (const c of this.clients) c.close();
     await Promise.all(
-      this.brokers.map(async (b) => {
-        const p = b.proc;
+      [...new Set(this.brokers.map((b) => b.proc))].map(async (p) => {
         if (!p || p.exitCode !== null || p.signalCode !== null) return;
         const exited = new Promise((r) => p.once('exit', r));
         p.kill('SIGCONT');

@@ -20,6 +20,15 @@ export interface BenchCounts {
   requests: number;
   slowAlternatives: number;
   throughputSeconds: number;
+  /** Tiny topologies (2 sites × 2 pods) so every part runs in seconds: a smoke test, not a measurement. */
+  smoke?: boolean;
+}
+
+/** The part's topology, or a tiny one in smoke mode. */
+function shape(counts: BenchCounts, sites: number, podsPerSite: number, brokersPerPod: number) {
+  return counts.smoke
+    ? { sites: 2, podsPerSite: 2, brokersPerPod: Math.min(2, brokersPerPod) }
+    : { sites, podsPerSite, brokersPerPod };
 }
 
 const SEC5 = msToDuration(5000);
@@ -81,7 +90,7 @@ export interface LatencyResult {
  * same with a new connection per call, and one site after another.
  */
 export async function latencyPart(counts: BenchCounts, progress: Progress): Promise<LatencyResult> {
-  const f = await BenchFederation.start({ sites: 4, podsPerSite: 3, brokersPerPod: 2, wanLatencyMs: 25 });
+  const f = await BenchFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25 });
   try {
     const entry = 's1-p1-a';
     const aggregate = f.aggregator(entry);
@@ -110,7 +119,7 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
     const limitClient = flatClients.find((x) => x.p === remote)!.c;
 
     // Warm up JITs and channels.
-    await timed(50, progress, 'latency: warm-up', async () => {
+    await timed(counts.smoke ? 5 : 50, progress, 'latency: warm-up', async () => {
       await aggregate(FIND);
       await Promise.all(flatClients.map(({ p, c }) => local(c, p)));
     });
@@ -236,16 +245,14 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
   const attemptTimeoutMs = 250;
   const run = async (signal: 'SIGKILL' | 'SIGSTOP') => {
     const f = await BenchFederation.start({
-      sites: 4,
-      podsPerSite: 3,
-      brokersPerPod: 2,
+      ...shape(counts, 4, 3, 2),
       wanLatencyMs: 25,
       settings: { attemptTimeoutMs },
     });
     try {
       const entry = 's1-p1-a';
       const aggregate = f.aggregator(entry);
-      await timed(50, progress, `failover (${signal}): warm-up`, () => aggregate(FIND));
+      await timed(counts.smoke ? 5 : 50, progress, `failover (${signal}): warm-up`, () => aggregate(FIND));
       const healthy = await timed(counts.requests / 2, progress, `failover (${signal}): healthy`, () =>
         aggregate(FIND),
       );
@@ -304,31 +311,24 @@ export interface TailResult {
 
 /** One broker per site delays 5% of its answers by 500 ms; hedging off vs on. */
 export async function tailPart(counts: BenchCounts, progress: Progress): Promise<TailResult> {
-  const healthyFed = await BenchFederation.start({
-    sites: 4,
-    podsPerSite: 3,
-    brokersPerPod: 2,
-    wanLatencyMs: 25,
-  });
+  const healthyFed = await BenchFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25 });
   let healthy: number[];
   try {
     const aggregate = healthyFed.aggregator('s1-p1-a');
-    await timed(50, progress, 'tail: warm-up (healthy)', () => aggregate(FIND));
+    await timed(counts.smoke ? 5 : 50, progress, 'tail: warm-up (healthy)', () => aggregate(FIND));
     healthy = await timed(counts.requests, progress, 'tail: healthy', () => aggregate(FIND));
   } finally {
     await healthyFed.stop();
   }
   const f = await BenchFederation.start({
-    sites: 4,
-    podsPerSite: 3,
-    brokersPerPod: 2,
+    ...shape(counts, 4, 3, 2),
     wanLatencyMs: 25,
     envFor: (b): Record<string, string> =>
       b.pod === 'p1' && b.id.endsWith('-a') && b.site !== 's1' ? { WANAS_CHAOS_SLOW: '0.05:500' } : {},
   });
   try {
     const aggregate = f.aggregator('s1-p1-a');
-    await timed(50, progress, 'tail: warm-up', () => aggregate({ ...FIND, hedge: true }));
+    await timed(counts.smoke ? 5 : 50, progress, 'tail: warm-up', () => aggregate({ ...FIND, hedge: true }));
     const off = await timed(counts.requests, progress, 'tail: hedging off', () => aggregate(FIND));
     let attempts = 0;
     const on = await timed(counts.requests, progress, 'tail: hedging on', async () => {
@@ -387,10 +387,12 @@ async function closedLoop(
 
 /** 3 sites × 3 pods × 1 broker, no WAN delay, closed loop at 32/64/128 in flight; raw grpc-js echo for scale. */
 export async function throughputPart(counts: BenchCounts, progress: Progress): Promise<ThroughputResult> {
-  const f = await BenchFederation.start({ sites: 3, podsPerSite: 3, brokersPerPod: 1, wanLatencyMs: 0 });
+  const f = await BenchFederation.start({ ...shape(counts, 3, 3, 1), wanLatencyMs: 0 });
   try {
     const aggregate = f.aggregator('s1-p1-a');
-    await timed(100, progress, 'throughput: warm-up', () => aggregate({ operation: 'echo' }));
+    await timed(counts.smoke ? 5 : 100, progress, 'throughput: warm-up', () =>
+      aggregate({ operation: 'echo' }),
+    );
     const wanas = [];
     for (const concurrency of [32, 64, 128]) {
       progress.start(`throughput: wanas × ${concurrency}`, 0);
@@ -434,5 +436,103 @@ export async function throughputPart(counts: BenchCounts, progress: Progress): P
     };
   } finally {
     await f.stop();
+  }
+}
+
+/** JSON of the scale part. */
+export interface ScaleResult {
+  part: 'scale';
+  podsPerSite: { pods: number; p50Ms: number; p99Ms: number }[];
+  sites: { sites: number; p50Ms: number; p99Ms: number }[];
+  bigTopologyRssMb: number;
+}
+
+/**
+ * Pods per site 1 → 4 → 16 (2 sites) and sites 2 → 4 → 8 → 16 (1 pod each), 25 ms one way; the brokers
+ * of a site share one process. Then the RSS of one broker that loaded a 100-site × 10-pod topology.
+ */
+export async function scalePart(counts: BenchCounts, progress: Progress): Promise<ScaleResult> {
+  const n = counts.smoke ? counts.requests : Math.max(50, Math.round(counts.requests / 4));
+  const measure = async (sites: number, podsPerSite: number, label: string) => {
+    const f = await BenchFederation.start({
+      sites,
+      podsPerSite,
+      brokersPerPod: 1,
+      wanLatencyMs: 25,
+      processKey: (b) => b.site,
+    });
+    try {
+      const aggregate = f.aggregator('s1-p1-a');
+      await timed(counts.smoke ? 3 : 30, progress, `${label}: warm-up`, () =>
+        aggregate({ operation: 'echo' }),
+      );
+      let ok = 0;
+      const lat = await timed(n, progress, label, async () => {
+        ok += (await aggregate({ operation: 'echo' })).summary?.podsOk ?? 0;
+      });
+      if (ok !== n * sites * podsPerSite)
+        throw new Error(`${label}: ${n * sites * podsPerSite - ok} pods did not answer`);
+      return summarize(lat);
+    } finally {
+      await f.stop();
+    }
+  };
+  const podsPerSite = [];
+  for (const pods of counts.smoke ? [1, 2] : [1, 4, 16]) {
+    const s = await measure(2, pods, `scale: 2 sites × ${pods} pods`);
+    podsPerSite.push({ pods, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
+  }
+  const sites = [];
+  for (const count of counts.smoke ? [2, 3] : [2, 4, 8, 16]) {
+    const s = await measure(count, 1, `scale: ${count} sites × 1 pod`);
+    sites.push({ sites: count, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
+  }
+  return {
+    part: 'scale',
+    podsPerSite,
+    sites,
+    bigTopologyRssMb: await bigTopologyRss(progress, counts.smoke ? 1000 : 5000),
+  };
+}
+
+/** Starts one broker of a 100-site × 10-pod topology (the others do not exist) and reads its RSS after 5 s. */
+async function bigTopologyRss(progress: Progress, progressDelayMs = 5000): Promise<number> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { spawn } = require('node:child_process') as typeof import('node:child_process');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const fs = require('node:fs') as typeof import('node:fs');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const os = require('node:os') as typeof import('node:os');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const path = require('node:path') as typeof import('node:path');
+  progress.start('scale: 100 sites × 10 pods topology, RSS', 1);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-big-'));
+  let port = 20000;
+  const lines = ['federation: big', `settings: { dataDir: ${path.join(dir, 'data')} }`, 'sites:'];
+  for (let s = 1; s <= 100; s++) {
+    lines.push(`  - name: s${s}`, '    pods:');
+    for (let p = 1; p <= 10; p++)
+      lines.push(
+        `      - name: p${p}`,
+        `        brokers: [{ id: s${s}-p${p}, address: "127.0.0.1:${port++}" }]`,
+      );
+  }
+  fs.writeFileSync(path.join(dir, 'topology.yaml'), `${lines.join('\n')}\n`);
+  const bin = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>
+    fs.existsSync(f),
+  )!;
+  const proc = spawn(
+    process.execPath,
+    [bin, 'broker', '--topology', path.join(dir, 'topology.yaml'), '--id', 's1-p1', '--log-level', 'error'],
+    { stdio: 'ignore' },
+  );
+  try {
+    await new Promise((r) => setTimeout(r, progressDelayMs));
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
+    progress.tick();
+    return Math.round(Number(m?.[1] ?? 0) / 1024);
+  } finally {
+    proc.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,0 +1,43 @@
+/**
+ * Every benchmark part runs end to end on tiny topologies (real processes, the WAN emulator) and prints
+ * one JSON object per part. Timings are not asserted here: BENCHMARKS.md holds the measurements.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { WANAS_BIN } from './support/federation';
+
+describe('wanas bench --smoke', () => {
+  it('runs latency, failover, tail, throughput and scale and reports each as JSON', () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
+    try {
+      const r = spawnSync(
+        process.execPath,
+        [WANAS_BIN, 'bench', '--smoke', '--json', '--no-markdown', '--out', out],
+        { encoding: 'utf8', timeout: 300_000 },
+      );
+      expect(r.stderr.replace(/\u001b\[[0-9;?]*[A-Za-z]|[^\n]*\r/g, '').trim()).not.toMatch(/error/i);
+      expect(r.status).toBe(0);
+      const json = r.stdout
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{"part"'))
+        .map((l) => JSON.parse(l) as { part: string } & Record<string, unknown>);
+      expect(json.map((j) => j.part)).toEqual(['latency', 'failover', 'tail', 'throughput', 'scale']);
+      const latency = json[0] as unknown as {
+        limitMs: number;
+        wanas: { p50Ms: number };
+        podsAnswered: { wanas: number };
+      };
+      expect(latency.limitMs).toBeGreaterThan(0);
+      expect(latency.wanas.p50Ms).toBeGreaterThan(0);
+      expect(latency.podsAnswered.wanas).toBe(1);
+      expect((json[1] as unknown as { kill: { podsAnswered: number } }).kill.podsAnswered).toBe(1);
+      for (const f of ['latency.json', 'latency.svg', 'tail.svg', 'scale.json'])
+        expect(fs.existsSync(path.join(out, f))).toBe(true);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  }, 320_000);
+});
