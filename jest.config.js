@@ -9,5 +9,6 @@ module.exports = {
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.base.json', diagnostics: false }],
   },
   testTimeout: 60000,
-  maxWorkers: 2,
+  // One file at a time: the e2e suites start many real processes; on 2 cores, two at once starve each other.
+  maxWorkers: 1,
 };

@@ -17,7 +17,8 @@ describe('wanas bench --smoke', () => {
         [WANAS_BIN, 'bench', '--smoke', '--json', '--no-markdown', '--out', out],
         { encoding: 'utf8', timeout: 300_000 },
       );
-      expect(r.stderr.replace(/\u001b\[[0-9;?]*[A-Za-z]|[^\n]*\r/g, '').trim()).not.toMatch(/error/i);
+      // The progress bar only draws on a terminal; what remains on stderr must not be an error.
+      expect(r.stderr).not.toMatch(/error/i);
       expect(r.status).toBe(0);
       const json = r.stdout
         .trim()

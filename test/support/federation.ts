@@ -160,7 +160,7 @@ export class Federation {
         }
       }
     });
-    await this.waitServing(id, 10_000);
+    await this.waitServing(id, 30_000);
   }
 
   /** Polls grpc.health.v1 until SERVING. */

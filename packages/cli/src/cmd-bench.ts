@@ -153,6 +153,7 @@ function describe(r: Record<string, unknown> & { part: Part }): string {
         ],
       ],
     ),
+    `efficiency = ${best} aggregates/s × ${callsPerAggregate} calls ÷ ${t.rawEcho.callsPerSecond} raw calls/s = ${((best * callsPerAggregate) / t.rawEcho.callsPerSecond).toFixed(2)} (target ≥ 0.7)`,
   ].join('\n');
 }
 
