@@ -267,8 +267,8 @@ function writeMarkdown(
     '# Benchmarks',
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
-    '`npm run bench` (about 10 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `tail`,',
-    '`throughput`), a fast look with `npm run bench -- --quick`. Results (with every sample) are saved in',
+    '`npm run bench` (about 15 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `tail`,',
+    '`throughput`, `scale`), a fast look with `npm run bench -- --quick`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',
     'within one run, not absolute numbers across runs.',
     '',
@@ -281,5 +281,8 @@ function writeMarkdown(
       '',
     ]),
   ].join('\n');
-  fs.writeFileSync(file, body);
+  // Hand-written analysis below "## Notes" survives reruns.
+  const previous = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  const notes = previous.indexOf('\n## Notes');
+  fs.writeFileSync(file, notes >= 0 ? `${body}${previous.slice(notes + 1)}` : body);
 }

@@ -33,6 +33,8 @@ export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5_000;
 export const MAX_RETRY_AFTER_MS = 30_000;
 /** Endpoints whose latency is within this factor (+ {@link EQUAL_LATENCY_SLACK_MS}) of the best are rotated as equals. */
 const EQUAL_LATENCY_FACTOR = 1.25;
+/** A latency sample older than this no longer orders endpoints, ms. */
+const STALE_LATENCY_MS = 2_000;
 /** Absolute slack of the equality test, ms: LAN latencies differ by noise alone. */
 const EQUAL_LATENCY_SLACK_MS = 2;
 
@@ -154,7 +156,8 @@ export class ConnectionManager {
       'grpc.keepalive_timeout_ms': DEFAULT_KEEPALIVE_TIMEOUT_MS,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.initial_reconnect_backoff_ms': 200,
-      'grpc.max_reconnect_backoff_ms': 5_000,
+      // A peer that restarts is found within a second: a long backoff fails calls fast while it is back.
+      'grpc.max_reconnect_backoff_ms': 1_000,
       // Our own channel per endpoint: retiring one never disturbs another manager's connection.
       'grpc.use_local_subchannel_pool': 1,
       ...options.channelOptions,
@@ -218,9 +221,13 @@ export class ConnectionManager {
    * lately; endpoints with an open breaker last (still tried if nothing else answers).
    */
   order(target: TargetList): Endpoint[] {
+    const now = this.opts.now();
     const scored = target.endpoints.map((ep) => {
       const entry = this.entryFor(ep, target);
-      return { ep, entry, tier: this.tier(entry), latency: entry.latency.meanMs() };
+      // A latency not refreshed lately says little: treat it as unknown (an equal), so an endpoint left
+      // out of rotation by one slow sample gets calls, and a fresh measurement, again.
+      const fresh = now - entry.lastUsedAt < STALE_LATENCY_MS;
+      return { ep, entry, tier: this.tier(entry), latency: fresh ? entry.latency.meanMs() : undefined };
     });
     scored.sort((a, b) => a.tier - b.tier || (a.latency ?? 0) - (b.latency ?? 0));
     const first = scored[0];

@@ -71,6 +71,19 @@ function pods(f: BenchFederation): { site: string; pod: string; brokers: BenchBr
 
 const FIND = { operation: 'sessions.find', params: { user: 'alice' } };
 
+/** Waits (at most 20 s) until an aggregate gets every pod's answer: peers started late may still be in reconnect backoff. */
+async function untilAllAnswer(
+  aggregate: (r: object) => Promise<AggregateResponse>,
+  pods: number,
+): Promise<void> {
+  const until = Date.now() + 20_000;
+  while (Date.now() < until) {
+    if (((await aggregate({ operation: 'echo' })).summary?.podsOk ?? 0) === pods) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the federation did not answer from all ${pods} pods within 20 s`);
+}
+
 /** JSON of the latency part. */
 export interface LatencyResult {
   part: 'latency';
@@ -123,6 +136,7 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
       await aggregate(FIND);
       await Promise.all(flatClients.map(({ p, c }) => local(c, p)));
     });
+    await untilAllAnswer(aggregate, new Set(f.brokers.map((b) => `${b.site}/${b.pod}`)).size);
 
     const limit = await timed(counts.requests, progress, 'latency: limit (1 warm WAN call)', () =>
       local(limitClient, remote),
@@ -253,6 +267,7 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
       const entry = 's1-p1-a';
       const aggregate = f.aggregator(entry);
       await timed(counts.smoke ? 5 : 50, progress, `failover (${signal}): warm-up`, () => aggregate(FIND));
+      await untilAllAnswer(aggregate, new Set(f.brokers.map((b) => `${b.site}/${b.pod}`)).size);
       const healthy = await timed(counts.requests / 2, progress, `failover (${signal}): healthy`, () =>
         aggregate(FIND),
       );
@@ -316,6 +331,7 @@ export async function tailPart(counts: BenchCounts, progress: Progress): Promise
   try {
     const aggregate = healthyFed.aggregator('s1-p1-a');
     await timed(counts.smoke ? 5 : 50, progress, 'tail: warm-up (healthy)', () => aggregate(FIND));
+    await untilAllAnswer(aggregate, new Set(healthyFed.brokers.map((b) => `${b.site}/${b.pod}`)).size);
     healthy = await timed(counts.requests, progress, 'tail: healthy', () => aggregate(FIND));
   } finally {
     await healthyFed.stop();
@@ -329,6 +345,7 @@ export async function tailPart(counts: BenchCounts, progress: Progress): Promise
   try {
     const aggregate = f.aggregator('s1-p1-a');
     await timed(counts.smoke ? 5 : 50, progress, 'tail: warm-up', () => aggregate({ ...FIND, hedge: true }));
+    await untilAllAnswer(aggregate, new Set(f.brokers.map((b) => `${b.site}/${b.pod}`)).size);
     const off = await timed(counts.requests, progress, 'tail: hedging off', () => aggregate(FIND));
     let attempts = 0;
     const on = await timed(counts.requests, progress, 'tail: hedging on', async () => {
@@ -393,6 +410,7 @@ export async function throughputPart(counts: BenchCounts, progress: Progress): P
     await timed(counts.smoke ? 5 : 100, progress, 'throughput: warm-up', () =>
       aggregate({ operation: 'echo' }),
     );
+    await untilAllAnswer(aggregate, new Set(f.brokers.map((b) => `${b.site}/${b.pod}`)).size);
     const wanas = [];
     for (const concurrency of [32, 64, 128]) {
       progress.start(`throughput: wanas × ${concurrency}`, 0);
@@ -466,6 +484,7 @@ export async function scalePart(counts: BenchCounts, progress: Progress): Promis
       await timed(counts.smoke ? 3 : 30, progress, `${label}: warm-up`, () =>
         aggregate({ operation: 'echo' }),
       );
+      await untilAllAnswer(aggregate, sites * podsPerSite);
       let ok = 0;
       const lat = await timed(n, progress, label, async () => {
         ok += (await aggregate({ operation: 'echo' })).summary?.podsOk ?? 0;

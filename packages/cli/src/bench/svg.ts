@@ -37,7 +37,7 @@ export function latencySvg(title: string, series: Record<string, number[]>): str
   });
   const ticks: string[] = [];
   for (let d = Math.pow(10, Math.floor(Math.log10(lo))); d <= hi; d *= 10) {
-    for (const m of [1, 2, 5]) {
+    for (const m of [1, 1.5, 2, 3, 5, 7]) {
       const v = d * m;
       if (v < lo || v > hi) continue;
       ticks.push(
