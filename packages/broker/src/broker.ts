@@ -113,6 +113,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     path.join(dataDirOf(topology), `${info.site}.${info.pod}.sqlite`),
     info.site,
     info.pod,
+    topology.settings.idempotencyWindowMs,
   );
   const metrics = new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm);
   const hedgeBudget = new HedgeBudget();

@@ -52,6 +52,13 @@ const settingsSchema = z
     maxInFlightAggregates: z.number().int().min(1).max(1_000_000).default(512),
     /** SiteRequests + LocalRequests a broker serves at once; more are refused with RESOURCE_EXHAUSTED. */
     maxInFlightFederation: z.number().int().min(1).max(1_000_000).default(2048),
+    /** How long a pod remembers an idempotency key and its first result, ms (default 24 h). */
+    idempotencyWindowMs: z
+      .number()
+      .int()
+      .min(1000)
+      .max(30 * 86_400_000)
+      .default(86_400_000),
     /** Warm channels kept per remote site and per other pod of the own site. */
     warmPerTarget: z.number().int().min(1).max(4).default(1),
     /** Directory of the pods' embedded databases (relative to the topology file). */

@@ -54,6 +54,8 @@ export class PodStore {
     readonly file: string,
     readonly site: string,
     readonly pod: string,
+    /** How long an idempotency key is remembered, ms. */
+    readonly idempotencyWindowMs = DEFAULT_IDEMPOTENCY_WINDOW_MS,
   ) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
@@ -161,7 +163,7 @@ export class PodStore {
     operation: string,
     params: unknown,
     action: () => Record<string, unknown>,
-    windowMs = DEFAULT_IDEMPOTENCY_WINDOW_MS,
+    windowMs = this.idempotencyWindowMs,
   ): { result: Record<string, unknown>; replayed: boolean } | { conflict: RememberedResult } {
     const paramsHash = createHash('sha256')
       .update(`${operation}\0${stableJson(params)}`)
