@@ -77,7 +77,8 @@ interface Entry {
   lastUsedAt: number;
   inFlight: number;
   connectivity: Connectivity;
-  breaker: CircuitBreaker;
+  /** Created on first use: an endpoint never called needs no breaker (nor its rolling-window timer). */
+  breaker: CircuitBreaker | undefined;
   consecutiveFailures: number;
   /** When the last peer failure happened (ms). */
   lastFailureAt: number;
@@ -273,11 +274,12 @@ export class ConnectionManager {
     entry.lastUsedAt = this.opts.now();
     const started = this.opts.now();
     try {
-      if (entry.breaker.closed) return (await entry.breaker.fire(run)) as R;
+      const breaker = this.breakerOf(entry);
+      if (breaker.closed) return (await breaker.fire(run)) as R;
       try {
         const r = await run();
         this.onSuccess(entry, this.opts.now() - started);
-        entry.breaker.close();
+        breaker.close();
         return r;
       } catch (err) {
         const code = (err as { code?: number }).code;
@@ -316,7 +318,7 @@ export class ConnectionManager {
       site: e.endpoint.site,
       pod: e.endpoint.pod,
       connectivity: e.connectivity,
-      breaker: breakerState(e.breaker),
+      breaker: e.breaker ? breakerState(e.breaker) : 'closed',
       consecutiveFailures: e.consecutiveFailures,
       latencyMs: e.latency.meanMs(),
       inFlight: e.inFlight,
@@ -345,14 +347,6 @@ export class ConnectionManager {
   // ---- internals ----
 
   private createEntry(endpoint: PeerEndpoint): Entry {
-    const breaker = new CircuitBreaker((run: () => Promise<unknown>) => run(), {
-      timeout: false,
-      resetTimeout: this.opts.resetTimeoutMs,
-      errorThresholdPercentage: 50,
-      volumeThreshold: 10,
-      // Caller errors (INVALID_ARGUMENT, NOT_FOUND, ...) are answers, not peer failures.
-      errorFilter: (err: { code?: number }) => err.code === undefined || !isPeerFailure(err.code),
-    });
     const entry: Entry = {
       endpoint,
       client: undefined,
@@ -361,7 +355,7 @@ export class ConnectionManager {
       lastUsedAt: this.opts.now(),
       inFlight: 0,
       connectivity: 'none',
-      breaker,
+      breaker: undefined,
       consecutiveFailures: 0,
       lastFailureAt: 0,
       probeOkAt: 0,
@@ -372,6 +366,20 @@ export class ConnectionManager {
       calls: 0,
       failures: 0,
     };
+    return entry;
+  }
+
+  /** The endpoint's opossum breaker, created on first use. */
+  private breakerOf(entry: Entry): CircuitBreaker {
+    if (entry.breaker) return entry.breaker;
+    const breaker = new CircuitBreaker((run: () => Promise<unknown>) => run(), {
+      timeout: false,
+      resetTimeout: this.opts.resetTimeoutMs,
+      errorThresholdPercentage: 50,
+      volumeThreshold: 10,
+      // Caller errors (INVALID_ARGUMENT, NOT_FOUND, ...) are answers, not peer failures.
+      errorFilter: (err: { code?: number }) => err.code === undefined || !isPeerFailure(err.code),
+    });
     breaker.on('success', (result: unknown, latencyMs: number) => {
       // A filtered error (caller's mistake) still proves the peer is alive, but says nothing of latency.
       const isError = result instanceof Error;
@@ -385,7 +393,8 @@ export class ConnectionManager {
     });
     breaker.on('halfOpen', () => this.log.info('breaker half-open', this.logFields(entry)));
     breaker.on('close', () => this.log.info('breaker closed: endpoint healthy again', this.logFields(entry)));
-    return entry;
+    entry.breaker = breaker;
+    return breaker;
   }
 
   private entryFor(ep: Endpoint, target?: TargetList): Entry {
@@ -440,7 +449,7 @@ export class ConnectionManager {
   private closeEntry(entry: Entry): void {
     if (entry.probeTimer) clearTimeout(entry.probeTimer);
     entry.probeTimer = undefined;
-    entry.breaker.shutdown();
+    entry.breaker?.shutdown();
     if (entry.client) {
       entry.probe?.close();
       entry.client.close();
@@ -469,7 +478,7 @@ export class ConnectionManager {
    * third in a row opens the breaker).
    */
   private tier(entry: Entry): number {
-    if (entry.breaker.opened) return 3;
+    if (entry.breaker?.opened) return 3;
     if (entry.connectivity === 'transient-failure') return 2;
     if (entry.consecutiveFailures > 0) {
       const backoff = Math.min(
@@ -502,8 +511,8 @@ export class ConnectionManager {
       });
     }
     this.startProbing(entry);
-    if (entry.consecutiveFailures >= this.opts.failureThreshold && !entry.breaker.opened)
-      entry.breaker.open();
+    if (entry.consecutiveFailures >= this.opts.failureThreshold && !entry.breaker?.opened)
+      this.breakerOf(entry).open();
   }
 
   /**
@@ -517,14 +526,14 @@ export class ConnectionManager {
       entry.probeTimer = undefined;
       if (this.closed || entry.retiring) return;
       const demoted =
-        entry.breaker.opened || entry.consecutiveFailures > 0 || entry.connectivity === 'transient-failure';
+        entry.breaker?.opened || entry.consecutiveFailures > 0 || entry.connectivity === 'transient-failure';
       if (!demoted) return;
       const client = this.ensureClient(entry);
       const serving = await entry.probe!.check(this.opts.probeTimeoutMs).catch(() => false);
       if (entry.client !== client) return;
       if (serving) {
         entry.probeOkAt = this.opts.now();
-        if (entry.breaker.opened || entry.breaker.halfOpen) entry.breaker.close();
+        if (entry.breaker?.opened || entry.breaker?.halfOpen) entry.breaker.close();
         return;
       }
       schedule();
