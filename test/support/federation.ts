@@ -14,7 +14,6 @@ import {
 } from '@wanas/proto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
@@ -22,22 +21,8 @@ import YAML from 'yaml';
 export const ROOT = path.resolve(__dirname, '../..');
 export const WANAS_BIN = path.join(ROOT, 'packages/cli/dist/bin.js');
 
-/** Free loopback ports, chosen by the kernel (bound to port 0, then released). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<net.Server>((resolve) => {
-          const s = net.createServer();
-          s.listen(0, '127.0.0.1', () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
+export { freePorts } from '../../packages/cli/src/bench/bench-federation';
+import { freePorts } from '../../packages/cli/src/bench/bench-federation';
 
 /** sites → pods → broker count, e.g. `{ 'us-east': { 'pod-1': 2 } }`. */
 export type FederationSpec = Record<string, Record<string, number>>;

@@ -1,28 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
+import { freePorts } from '../../../test/support/federation';
 import { startBroker, type BrokerHandle } from './broker';
 import { createLogger } from './logger';
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<net.Server>((r) => {
-          const s = net.createServer();
-          s.listen(0, '127.0.0.1', () => r(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 const logger = createLogger({ silent: true });
 

@@ -1,12 +1,20 @@
 import { Metadata, status } from '@grpc/grpc-js';
 import type { ConnectionManager } from '@wanas/connection-manager';
-import { ConnectionIterator, unaryCall, type AttemptRecord, type HedgeBudget } from '@wanas/iterator';
+import {
+  ConnectionIterator,
+  unaryCall,
+  type AttemptRecord,
+  type CancellableCall,
+  type HedgeBudget,
+  type IteratorOutcome,
+} from '@wanas/iterator';
 import {
   codeName,
   msToDuration,
   type AggregateRequest,
   type AggregateResponse,
   type Attempt,
+  type Duration,
   type FederationServiceClient,
   type LocalRequest,
   type LocalResponse,
@@ -58,6 +66,18 @@ export interface DispatcherDeps {
 interface PodRef {
   site: string;
   pod: string;
+}
+
+/** What every fan-out request of one incoming request shares. */
+interface FanOutArgs {
+  correlationId: string;
+  op: Operation;
+  params: JsonObject;
+  headers: Record<string, string>;
+  idempotencyKey: string;
+  hedge: boolean;
+  /** Epoch ms by which the answer is needed. */
+  deadline: number;
 }
 
 /** One fan-out branch: the pods it answers for, and how to get their results (never rejects). */
@@ -459,65 +479,85 @@ export class Dispatcher {
     }
   }
 
-  private localBranch(a: {
-    correlationId: string;
-    op: Operation;
-    params: JsonObject;
-    headers: Record<string, string>;
-    idempotencyKey: string;
-    hedge: boolean;
-    pod: PodRef;
-    deadline: number;
-    attemptTimeoutMs: number;
-    hops: number;
-  }): Branch {
-    const { self, cm } = this.deps;
+  /**
+   * Sends one fan-out request through a connection iterator over `target`, and records it (metrics and a
+   * log line). `build` makes the request for an attempt, given the time that attempt has left.
+   */
+  private async send<Res>(
+    kind: 'site' | 'local',
+    a: FanOutArgs,
+    target: TargetList,
+    attemptTimeoutMs: number,
+    signal: AbortSignal,
+    call: (client: FederationServiceClient, remaining: Duration, deadline: Date) => CancellableCall<Res>,
+  ): Promise<{ outcome: IteratorOutcome<Res>; attempts: Attempt[] }> {
+    const t0 = Date.now();
+    const outcome = await new ConnectionIterator<FederationServiceClient, Res>({
+      target,
+      source: this.deps.cm,
+      deadline: a.deadline,
+      attemptTimeoutMs,
+      idempotent: a.op.idempotent || !!a.idempotencyKey,
+      hedge: a.hedge ? { budget: this.deps.hedgeBudget } : undefined,
+      signal,
+      attempt: (client, _ep, deadline) =>
+        call(client, msToDuration(Math.max(1, deadline.getTime() - Date.now())), deadline),
+    }).run();
+    const code = outcome.ok ? 0 : outcome.code;
+    const latencyMs = Date.now() - t0;
+    this.deps.metrics.sent(kind, code, latencyMs / 1000, outcome.attempts);
+    const peer = outcome.ok
+      ? outcome.endpoint.brokerId
+      : target.pod
+        ? `${target.site}/${target.pod}`
+        : target.site;
+    this.log.info('sent', {
+      correlationId: a.correlationId,
+      operation: a.op.name,
+      kind,
+      direction: 'out',
+      peer,
+      code: codeName(code),
+      latencyMs,
+      attempts: outcome.attempts.length,
+    });
+    return { outcome, attempts: outcome.attempts.map(attemptToProto) };
+  }
+
+  private localBranch(a: FanOutArgs & { pod: PodRef; attemptTimeoutMs: number; hops: number }): Branch {
+    const { self } = this.deps;
     return {
       pods: [a.pod],
       cost: 1,
       run: async (signal) => {
-        const brokers = this.podBrokers(a.pod);
         const target: TargetList = {
           site: a.pod.site,
           pod: a.pod.pod,
-          endpoints: brokers.map((b) => ({ brokerId: b.id, address: b.address })),
+          endpoints: this.podBrokers(a.pod).map((b) => ({ brokerId: b.id, address: b.address })),
         };
-        const t0 = Date.now();
-        const outcome = await new ConnectionIterator<FederationServiceClient, LocalResponse>({
+        const { outcome, attempts } = await this.send(
+          'local',
+          a,
           target,
-          source: cm,
-          deadline: a.deadline,
-          attemptTimeoutMs: a.attemptTimeoutMs,
-          idempotent: a.op.idempotent || !!a.idempotencyKey,
-          hedge: a.hedge ? { budget: this.deps.hedgeBudget } : undefined,
+          a.attemptTimeoutMs,
           signal,
-          attempt: (client, _ep, deadline) => {
+          (client, remaining, deadline) => {
             const req: LocalRequest = {
               correlationId: a.correlationId,
               operation: a.op.name,
               params: a.params,
               headers: a.headers,
               target,
-              deadline: msToDuration(Math.max(1, deadline.getTime() - Date.now())),
+              deadline: remaining,
               idempotencyKey: a.idempotencyKey,
               hops: a.hops,
               sourceSite: self.site,
               sourceBroker: self.id,
             };
-            return unaryCall((cb) => client.localRequest(req, new Metadata(), { deadline }, cb));
+            return unaryCall<LocalResponse>((cb) =>
+              client.localRequest(req, new Metadata(), { deadline }, cb),
+            );
           },
-        }).run();
-        const attempts = outcome.attempts.map(attemptToProto);
-        const code = outcome.ok ? 0 : outcome.code;
-        this.deps.metrics.sent('local', code, (Date.now() - t0) / 1000, outcome.attempts);
-        this.logHop(
-          'local',
-          a.correlationId,
-          a.op.name,
-          outcome.ok ? outcome.endpoint.brokerId : key(a.pod),
-          code,
-          Date.now() - t0,
-          outcome.attempts.length,
         );
         if (!outcome.ok) return [failed(a.pod, outcome.code, outcome.message, attempts)];
         const pod = outcome.value.pod ?? failed(a.pod, status.INTERNAL, 'LocalResponse without a pod result');
@@ -526,52 +566,36 @@ export class Dispatcher {
     };
   }
 
-  private siteBranch(a: {
-    correlationId: string;
-    op: Operation;
-    params: JsonObject;
-    headers: Record<string, string>;
-    idempotencyKey: string;
-    hedge: boolean;
-    site: string;
-    pods: PodRef[];
-    deadline: number;
-    attemptTimeoutMs: number;
-  }): Branch {
-    const { self, cm } = this.deps;
+  private siteBranch(a: FanOutArgs & { site: string; pods: PodRef[]; attemptTimeoutMs: number }): Branch {
+    const { self } = this.deps;
     return {
       pods: a.pods,
       cost: 2,
       run: async (signal) => {
-        const brokers =
-          this.deps
-            .topology()
-            .sites.find((s) => s.name === a.site)
-            ?.pods.flatMap((p) => p.brokers) ?? [];
+        const sitePods = this.deps.topology().sites.find((s) => s.name === a.site)?.pods ?? [];
         const target: TargetList = {
           site: a.site,
           pod: '',
-          endpoints: brokers.map((b) => ({ brokerId: b.id, address: b.wanAddress })),
+          endpoints: sitePods
+            .flatMap((p) => p.brokers)
+            .map((b) => ({ brokerId: b.id, address: b.wanAddress })),
         };
-        const allPods =
-          (this.deps.topology().sites.find((s) => s.name === a.site)?.pods.length ?? 0) === a.pods.length;
-        const t0 = Date.now();
-        const outcome = await new ConnectionIterator<FederationServiceClient, SiteResponse>({
+        const allPods = sitePods.length === a.pods.length;
+        const attemptTimeoutMs = a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR;
+        const { outcome, attempts } = await this.send(
+          'site',
+          a,
           target,
-          source: cm,
-          deadline: a.deadline,
-          attemptTimeoutMs: a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
-          idempotent: a.op.idempotent || !!a.idempotencyKey,
-          hedge: a.hedge ? { budget: this.deps.hedgeBudget } : undefined,
+          attemptTimeoutMs,
           signal,
-          attempt: (client, _ep, deadline) => {
+          (client, remaining, deadline) => {
             const req: SiteRequest = {
               correlationId: a.correlationId,
               operation: a.op.name,
               params: a.params,
               headers: a.headers,
               target,
-              deadline: msToDuration(Math.max(1, deadline.getTime() - Date.now())),
+              deadline: remaining,
               attemptTimeout: msToDuration(a.attemptTimeoutMs),
               pods: allPods ? [] : a.pods.map((p) => p.pod),
               idempotencyKey: a.idempotencyKey,
@@ -580,31 +604,17 @@ export class Dispatcher {
               sourceBroker: self.id,
               hedge: a.hedge,
             };
-            return unaryCall((cb) => client.siteRequest(req, new Metadata(), { deadline }, cb));
+            return unaryCall<SiteResponse>((cb) => client.siteRequest(req, new Metadata(), { deadline }, cb));
           },
-        }).run();
-        const siteAttempts = outcome.attempts.map(attemptToProto);
-        const code = outcome.ok ? 0 : outcome.code;
-        this.deps.metrics.sent('site', code, (Date.now() - t0) / 1000, outcome.attempts);
-        this.logHop(
-          'site',
-          a.correlationId,
-          a.op.name,
-          outcome.ok ? outcome.endpoint.brokerId : a.site,
-          code,
-          Date.now() - t0,
-          outcome.attempts.length,
         );
         if (!outcome.ok)
-          return a.pods.map((p) =>
-            failed(p, outcome.code, `site ${a.site}: ${outcome.message}`, siteAttempts),
-          );
+          return a.pods.map((p) => failed(p, outcome.code, `site ${a.site}: ${outcome.message}`, attempts));
         const got = new Map(outcome.value.pods.map((p) => [key(p), p]));
         return a.pods.map((p) => {
           const r = got.get(key(p));
           if (!r || r.site !== a.site)
-            return failed(p, status.INTERNAL, `site ${a.site} answered without this pod`, siteAttempts);
-          return { ...r, attempts: [...siteAttempts, ...r.attempts] };
+            return failed(p, status.INTERNAL, `site ${a.site} answered without this pod`, attempts);
+          return { ...r, attempts: [...attempts, ...r.attempts] };
         });
       },
     };
@@ -686,27 +696,6 @@ export class Dispatcher {
         );
       }
       if (branches.length === 0) finish('complete');
-    });
-  }
-
-  private logHop(
-    kind: 'site' | 'local',
-    correlationId: string,
-    operation: string,
-    peer: string,
-    code: number,
-    latencyMs: number,
-    attempts: number,
-  ): void {
-    this.log.info('sent', {
-      correlationId,
-      operation,
-      kind,
-      direction: 'out',
-      peer,
-      code: codeName(code),
-      latencyMs,
-      attempts,
     });
   }
 }

@@ -38,7 +38,8 @@ export interface BenchFederationOptions {
   processKey?: (b: BenchBroker) => string;
 }
 
-async function freePorts(n: number): Promise<number[]> {
+/** Free loopback ports, chosen by the kernel (bound to port 0, then released). */
+export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from(
       { length: n },
