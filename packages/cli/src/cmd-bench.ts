@@ -6,12 +6,12 @@ import * as path from 'node:path';
 import {
   failoverPart,
   latencyPart,
-  scalePart,
   tailPart,
   throughputPart,
   type BenchCounts,
   type Progress,
 } from './bench/parts';
+import { scalePart } from './bench/part-scale';
 import { latencySvg } from './bench/svg';
 import { table } from './format';
 
@@ -85,7 +85,7 @@ function describe(r: Record<string, unknown> & { part: Part }): string {
     return [
       table(['FAILOVER (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
       `killed ${f.kill.killed.length} brokers (${f.kill.killed.join(' ')}); pods answered ${(f.kill.podsAnswered * 100).toFixed(2)}%`,
-      `froze ${f.freeze.frozen.length} brokers; pods answered ${(f.freeze.podsAnswered * 100).toFixed(2)}%; attempt timeout ${f.attemptTimeoutMs} ms`,
+      `froze ${f.freeze.frozen.length} brokers; pods answered ${(f.freeze.podsAnswered * 100).toFixed(2)}%; attempt timeout ${f.attemptTimeoutMs} ms; warm channels per target ${f.warmPerTarget}`,
       `after detection: kill p99 / healthy p99 = ${ratio(f.kill.next.p99Ms, f.healthy.p99Ms)}, freeze p99 / healthy p99 = ${ratio(f.freeze.next.p99Ms, f.healthy.p99Ms)} (target ≤ 1.1×)`,
     ].join('\n');
   }
@@ -177,6 +177,12 @@ export function registerBench(program: Command): void {
       '--smoke',
       'tiny topologies and 10 requests per series: checks every part runs (not a measurement)',
     )
+    .option(
+      '--warm-per-target <n>',
+      'warm channels per remote site / other pod in the failover part',
+      (v) => Number(v),
+      1,
+    )
     .option('--out <dir>', 'where to save results and the chart', 'bench/results')
     .option('--no-markdown', 'do not rewrite BENCHMARKS.md')
     .action(
@@ -187,6 +193,7 @@ export function registerBench(program: Command): void {
           requests: number;
           quick?: boolean;
           smoke?: boolean;
+          warmPerTarget: number;
           out: string;
           markdown: boolean;
         },
@@ -203,6 +210,7 @@ export function registerBench(program: Command): void {
           slowAlternatives: o.smoke ? 5 : Math.max(20, Math.round(requests / 5)),
           throughputSeconds: o.smoke ? 1 : o.quick ? 3 : 5,
           smoke: !!o.smoke,
+          warmPerTarget: o.warmPerTarget,
         };
         fs.mkdirSync(o.out, { recursive: true });
         const progress = progressBar();

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import {
+  AdminServiceClient,
   FederationServiceClient,
   LocalRequest,
   SiteRequest,
@@ -22,6 +23,8 @@ export interface BenchCounts {
   throughputSeconds: number;
   /** Tiny topologies (2 sites × 2 pods) so every part runs in seconds: a smoke test, not a measurement. */
   smoke?: boolean;
+  /** Warm channels per remote site / other pod in the failover part (the topology setting; default 1). */
+  warmPerTarget?: number;
 }
 
 /** The part's topology, or a tiny one in smoke mode. */
@@ -37,7 +40,8 @@ function unary<Res>(start: (cb: (e: grpc.ServiceError | null, r?: Res) => void) 
   return new Promise((resolve, reject) => start((e, r) => (e ? reject(e) : resolve(r as Res))));
 }
 
-async function timed(
+/** Runs `fn` `n` times in sequence; the latency of each, ms. */
+export async function timed(
   n: number,
   progress: Progress,
   label: string,
@@ -72,7 +76,7 @@ function pods(f: BenchFederation): { site: string; pod: string; brokers: BenchBr
 const FIND = { operation: 'sessions.find', params: { user: 'alice' } };
 
 /** Waits (at most 20 s) until an aggregate gets every pod's answer: peers started late may still be in reconnect backoff. */
-async function untilAllAnswer(
+export async function untilAllAnswer(
   aggregate: (r: object) => Promise<AggregateResponse>,
   pods: number,
 ): Promise<void> {
@@ -213,8 +217,6 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
     );
 
     const status = await unary<{ channels: { site: string; connectivity: string }[] }>((cb) => {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { AdminServiceClient } = require('@wanas/proto') as typeof import('@wanas/proto');
       const c = f.track(new AdminServiceClient(f.broker(entry).address, creds));
       c.getStatus({}, cb);
     });
@@ -249,6 +251,7 @@ export interface FailoverResult {
   kill: { first10: LatencySummary; next: LatencySummary; podsAnswered: number; killed: string[] };
   freeze: { first10: LatencySummary; next: LatencySummary; podsAnswered: number; frozen: string[] };
   attemptTimeoutMs: number;
+  warmPerTarget: number;
 }
 
 /**
@@ -261,7 +264,7 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
     const f = await BenchFederation.start({
       ...shape(counts, 4, 3, 2),
       wanLatencyMs: 25,
-      settings: { attemptTimeoutMs },
+      settings: { attemptTimeoutMs, warmPerTarget: counts.warmPerTarget ?? 1 },
     });
     try {
       const entry = 's1-p1-a';
@@ -311,6 +314,7 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
       frozen: freeze.victims,
     },
     attemptTimeoutMs,
+    warmPerTarget: counts.warmPerTarget ?? 1,
   };
 }
 
@@ -454,104 +458,5 @@ export async function throughputPart(counts: BenchCounts, progress: Progress): P
     };
   } finally {
     await f.stop();
-  }
-}
-
-/** JSON of the scale part. */
-export interface ScaleResult {
-  part: 'scale';
-  podsPerSite: { pods: number; p50Ms: number; p99Ms: number }[];
-  sites: { sites: number; p50Ms: number; p99Ms: number }[];
-  bigTopologyRssMb: number;
-}
-
-/**
- * Pods per site 1 → 4 → 16 (2 sites) and sites 2 → 4 → 8 → 16 (1 pod each), 25 ms one way; the brokers
- * of a site share one process. Then the RSS of one broker that loaded a 100-site × 10-pod topology.
- */
-export async function scalePart(counts: BenchCounts, progress: Progress): Promise<ScaleResult> {
-  const n = counts.smoke ? counts.requests : Math.max(50, Math.round(counts.requests / 4));
-  const measure = async (sites: number, podsPerSite: number, label: string) => {
-    const f = await BenchFederation.start({
-      sites,
-      podsPerSite,
-      brokersPerPod: 1,
-      wanLatencyMs: 25,
-      processKey: (b) => b.site,
-    });
-    try {
-      const aggregate = f.aggregator('s1-p1-a');
-      await timed(counts.smoke ? 3 : 30, progress, `${label}: warm-up`, () =>
-        aggregate({ operation: 'echo' }),
-      );
-      await untilAllAnswer(aggregate, sites * podsPerSite);
-      let ok = 0;
-      const lat = await timed(n, progress, label, async () => {
-        ok += (await aggregate({ operation: 'echo' })).summary?.podsOk ?? 0;
-      });
-      if (ok !== n * sites * podsPerSite)
-        throw new Error(`${label}: ${n * sites * podsPerSite - ok} pods did not answer`);
-      return summarize(lat);
-    } finally {
-      await f.stop();
-    }
-  };
-  const podsPerSite = [];
-  for (const pods of counts.smoke ? [1, 2] : [1, 4, 16]) {
-    const s = await measure(2, pods, `scale: 2 sites × ${pods} pods`);
-    podsPerSite.push({ pods, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
-  }
-  const sites = [];
-  for (const count of counts.smoke ? [2, 3] : [2, 4, 8, 16]) {
-    const s = await measure(count, 1, `scale: ${count} sites × 1 pod`);
-    sites.push({ sites: count, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
-  }
-  return {
-    part: 'scale',
-    podsPerSite,
-    sites,
-    bigTopologyRssMb: await bigTopologyRss(progress, counts.smoke ? 1000 : 5000),
-  };
-}
-
-/** Starts one broker of a 100-site × 10-pod topology (the others do not exist) and reads its RSS after 5 s. */
-async function bigTopologyRss(progress: Progress, progressDelayMs = 5000): Promise<number> {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { spawn } = require('node:child_process') as typeof import('node:child_process');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const fs = require('node:fs') as typeof import('node:fs');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const os = require('node:os') as typeof import('node:os');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const path = require('node:path') as typeof import('node:path');
-  progress.start('scale: 100 sites × 10 pods topology, RSS', 1);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-big-'));
-  let port = 20000;
-  const lines = ['federation: big', `settings: { dataDir: ${path.join(dir, 'data')} }`, 'sites:'];
-  for (let s = 1; s <= 100; s++) {
-    lines.push(`  - name: s${s}`, '    pods:');
-    for (let p = 1; p <= 10; p++)
-      lines.push(
-        `      - name: p${p}`,
-        `        brokers: [{ id: s${s}-p${p}, address: "127.0.0.1:${port++}" }]`,
-      );
-  }
-  fs.writeFileSync(path.join(dir, 'topology.yaml'), `${lines.join('\n')}\n`);
-  const bin = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>
-    fs.existsSync(f),
-  )!;
-  const proc = spawn(
-    process.execPath,
-    [bin, 'broker', '--topology', path.join(dir, 'topology.yaml'), '--id', 's1-p1', '--log-level', 'error'],
-    { stdio: 'ignore' },
-  );
-  try {
-    await new Promise((r) => setTimeout(r, progressDelayMs));
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
-    progress.tick();
-    return Math.round(Number(m?.[1] ?? 0) / 1024);
-  } finally {
-    proc.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,0 +1,98 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BenchFederation } from './bench-federation';
+import { timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
+import { summarize } from './stats';
+
+/** JSON of the scale part. */
+export interface ScaleResult {
+  part: 'scale';
+  podsPerSite: { pods: number; p50Ms: number; p99Ms: number }[];
+  sites: { sites: number; p50Ms: number; p99Ms: number }[];
+  bigTopologyRssMb: number;
+}
+
+/**
+ * Pods per site 1 → 4 → 16 (2 sites) and sites 2 → 4 → 8 → 16 (1 pod each), 25 ms one way; the brokers
+ * of a site share one process. Then the RSS of one broker that loaded a 100-site × 10-pod topology.
+ */
+export async function scalePart(counts: BenchCounts, progress: Progress): Promise<ScaleResult> {
+  const n = counts.smoke ? counts.requests : Math.max(50, Math.round(counts.requests / 4));
+  const measure = async (sites: number, podsPerSite: number, label: string) => {
+    const f = await BenchFederation.start({
+      sites,
+      podsPerSite,
+      brokersPerPod: 1,
+      wanLatencyMs: 25,
+      processKey: (b) => b.site,
+    });
+    try {
+      const aggregate = f.aggregator('s1-p1-a');
+      await timed(counts.smoke ? 3 : 30, progress, `${label}: warm-up`, () =>
+        aggregate({ operation: 'echo' }),
+      );
+      await untilAllAnswer(aggregate, sites * podsPerSite);
+      let ok = 0;
+      const lat = await timed(n, progress, label, async () => {
+        ok += (await aggregate({ operation: 'echo' })).summary?.podsOk ?? 0;
+      });
+      if (ok !== n * sites * podsPerSite)
+        throw new Error(`${label}: ${n * sites * podsPerSite - ok} pods did not answer`);
+      return summarize(lat);
+    } finally {
+      await f.stop();
+    }
+  };
+  const podsPerSite = [];
+  for (const pods of counts.smoke ? [1, 2] : [1, 4, 16]) {
+    const s = await measure(2, pods, `scale: 2 sites × ${pods} pods`);
+    podsPerSite.push({ pods, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
+  }
+  const sites = [];
+  for (const count of counts.smoke ? [2, 3] : [2, 4, 8, 16]) {
+    const s = await measure(count, 1, `scale: ${count} sites × 1 pod`);
+    sites.push({ sites: count, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
+  }
+  return {
+    part: 'scale',
+    podsPerSite,
+    sites,
+    bigTopologyRssMb: await bigTopologyRss(progress, counts.smoke ? 1000 : 5000),
+  };
+}
+
+/** Starts one broker of a 100-site × 10-pod topology (the others do not exist) and reads its RSS after 5 s. */
+async function bigTopologyRss(progress: Progress, progressDelayMs = 5000): Promise<number> {
+  progress.start('scale: 100 sites × 10 pods topology, RSS', 1);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-big-'));
+  let port = 20000;
+  const lines = ['federation: big', `settings: { dataDir: ${path.join(dir, 'data')} }`, 'sites:'];
+  for (let s = 1; s <= 100; s++) {
+    lines.push(`  - name: s${s}`, '    pods:');
+    for (let p = 1; p <= 10; p++)
+      lines.push(
+        `      - name: p${p}`,
+        `        brokers: [{ id: s${s}-p${p}, address: "127.0.0.1:${port++}" }]`,
+      );
+  }
+  fs.writeFileSync(path.join(dir, 'topology.yaml'), `${lines.join('\n')}\n`);
+  const bin = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>
+    fs.existsSync(f),
+  )!;
+  const proc = spawn(
+    process.execPath,
+    [bin, 'broker', '--topology', path.join(dir, 'topology.yaml'), '--id', 's1-p1', '--log-level', 'error'],
+    { stdio: 'ignore' },
+  );
+  try {
+    await new Promise((r) => setTimeout(r, progressDelayMs));
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
+    progress.tick();
+    return Math.round(Number(m?.[1] ?? 0) / 1024);
+  } finally {
+    proc.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
