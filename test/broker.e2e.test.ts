@@ -45,6 +45,14 @@ describe('broker federation (real processes)', () => {
     await f?.stop();
   });
 
+  /** Peers notice a restarted broker within their reconnect backoff (≤ 1 s): wait until all 5 pods answer (bounded). */
+  async function settle(): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      if ((await f.aggregate(ENTRY, { operation: 'echo' })).summary?.podsOk === 5) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   it('answers sessions.find with every pod exactly once and the data each pod holds', async () => {
     // Pick the demo user with desktops in the most pods, from the databases themselves.
     const users = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi'];
@@ -256,6 +264,7 @@ describe('broker federation (real processes)', () => {
       expect(missing).toEqual([]);
     }
     await f.startBroker(rep);
+    await settle();
   });
 
   it('reports a pod with no live broker as UNAVAILABLE while every other pod answers', async () => {
@@ -276,6 +285,7 @@ describe('broker federation (real processes)', () => {
     } finally {
       await f.startBroker('us-east-pod-2-a');
       await f.startBroker('eu-west-pod-2-a');
+      await settle();
     }
   });
 
