@@ -139,21 +139,11 @@ export class Dispatcher {
     onPod?: (pod: PodResult) => void,
   ): Promise<AggregateResponse> {
     const started = Date.now();
-    const { self, registry } = this.deps;
+    const { self } = this.deps;
     const settings = this.deps.topology().settings;
     checkCorrelationId(req.correlationId);
     const correlationId = req.correlationId || randomUUID();
-    const op = registry.get(req.operation);
-    checkHeaders(req.headers);
-    checkParamsShape(req.params);
-    checkIdempotencyKey(req.idempotencyKey);
-    const params = registry.parseParams(op, req.params);
-    if (!op.idempotent && !req.idempotencyKey) {
-      throw invalidArgument(
-        'idempotency_key',
-        `required for ${op.name}, which changes state (any unique string, e.g. a UUID)`,
-      );
-    }
+    const { op, params } = this.parseRequest(req);
     const timeoutMs = positiveMs(req.timeout, 'timeout', settings.defaultTimeoutMs, settings.maxTimeoutMs);
     const attemptTimeoutMs = positiveMs(
       req.attemptTimeout,
@@ -229,7 +219,7 @@ export class Dispatcher {
   /** Serves a SiteRequest: the own pod plus LocalRequests to the other pods of this site asked. */
   async site(req: SiteRequest, callDeadline: number | undefined): Promise<SiteResponse> {
     const started = Date.now();
-    const { self, registry } = this.deps;
+    const { self } = this.deps;
     const settings = this.deps.topology().settings;
     checkCorrelationId(req.correlationId);
     this.checkFederationRequest('SiteRequest', req.target, req.hops, req.sourceSite);
@@ -240,13 +230,7 @@ export class Dispatcher {
         `SiteRequest from this broker's own site "${self.site}" refused: same-site peers use LocalRequest`,
       );
     }
-    checkHeaders(req.headers);
-    checkParamsShape(req.params);
-    checkIdempotencyKey(req.idempotencyKey);
-    const op = registry.get(req.operation);
-    const params = registry.parseParams(op, req.params);
-    if (!op.idempotent && !req.idempotencyKey)
-      throw invalidArgument('idempotency_key', `required for ${op.name}`);
+    const { op, params } = this.parseRequest(req);
     const attemptTimeoutMs = positiveMs(
       req.attemptTimeout,
       'attempt_timeout',
@@ -298,7 +282,7 @@ export class Dispatcher {
 
   /** Serves a LocalRequest: the own pod only; never fans out. */
   async local(req: LocalRequest, callDeadline: number | undefined): Promise<LocalResponse> {
-    const { self, registry } = this.deps;
+    const { self } = this.deps;
     const settings = this.deps.topology().settings;
     checkCorrelationId(req.correlationId);
     this.checkFederationRequest('LocalRequest', req.target, req.hops);
@@ -308,13 +292,7 @@ export class Dispatcher {
         `LocalRequest for pod "${req.target?.site}/${req.target?.pod}" reached a broker of ${self.site}/${self.pod}`,
       );
     }
-    checkHeaders(req.headers);
-    checkParamsShape(req.params);
-    checkIdempotencyKey(req.idempotencyKey);
-    const op = registry.get(req.operation);
-    const params = registry.parseParams(op, req.params);
-    if (!op.idempotent && !req.idempotencyKey)
-      throw invalidArgument('idempotency_key', `required for ${op.name}`);
+    const { op, params } = this.parseRequest(req);
     const started = Date.now();
     const deadline = Math.min(
       started + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
@@ -333,6 +311,31 @@ export class Dispatcher {
   }
 
   // ---- scope and checks ----
+
+  /**
+   * The checks every request kind shares: the operation exists, headers, params size and shape, the
+   * idempotency key, params against the operation's schema, and a key for a state-changing operation.
+   */
+  private parseRequest(req: {
+    operation: string;
+    headers: Record<string, string>;
+    params: JsonObject | undefined;
+    idempotencyKey: string;
+  }): { op: Operation; params: JsonObject } {
+    const { registry } = this.deps;
+    const op = registry.get(req.operation);
+    checkHeaders(req.headers);
+    checkParamsShape(req.params);
+    checkIdempotencyKey(req.idempotencyKey);
+    const params = registry.parseParams(op, req.params);
+    if (!op.idempotent && !req.idempotencyKey) {
+      throw invalidArgument(
+        'idempotency_key',
+        `required for ${op.name}, which changes state (any unique string, e.g. a UUID)`,
+      );
+    }
+    return { op, params };
+  }
 
   /** The pods an Aggregate asks, in topology order; INVALID_ARGUMENT for names the topology lacks. */
   private resolveScope(req: AggregateRequest): PodRef[] {
