@@ -293,18 +293,27 @@ describe('broker federation (real processes)', () => {
     const ap = ['ap-south-pod-1-a', 'ap-south-pod-1-b'];
     for (const id of ap) await f.signal(id, 'SIGSTOP');
     try {
-      const t0 = Date.now();
-      const res = await f.aggregate(ENTRY, {
-        operation: 'echo',
-        timeout: msToDuration(2500),
-        attemptTimeout: msToDuration(400),
-      });
-      const elapsed = Date.now() - t0;
-      expect(elapsed).toBeLessThan(2500 + 500);
-      const ap1 = byPod(res).get('ap-south/pod-1')!;
-      expect(ap1.code).toBe(grpc.status.DEADLINE_EXCEEDED);
-      expect(ap1.attempts.map((a) => a.brokerId).sort()).toEqual(ap);
-      expect(res.summary?.podsOk).toBe(4);
+      // Every answer comes within the timeout and reports the frozen site's pod; a second answer is taken
+      // when another pod failed too (seen rarely in CI: a peer restarted by the previous test still
+      // reconnecting), and then every other pod must answer.
+      let others: string[] = [];
+      for (let round = 0; round < 2; round++) {
+        const t0 = Date.now();
+        const res = await f.aggregate(ENTRY, {
+          operation: 'echo',
+          timeout: msToDuration(2500),
+          attemptTimeout: msToDuration(400),
+        });
+        expect(Date.now() - t0).toBeLessThan(2500 + 500);
+        const ap1 = byPod(res).get('ap-south/pod-1')!;
+        expect(ap1.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+        expect(ap1.attempts.map((a) => a.brokerId).sort()).toEqual(ap);
+        others = res.pods
+          .filter((p) => p.site !== 'ap-south' && p.code !== 0)
+          .map((p) => `${p.site}/${p.pod}: ${p.code} ${p.message}`);
+        if (others.length === 0) break;
+      }
+      expect(others).toEqual([]);
     } finally {
       for (const id of ap) await f.signal(id, 'SIGCONT');
     }
