@@ -38,20 +38,45 @@ export interface BenchFederationOptions {
   processKey?: (b: BenchBroker) => string;
 }
 
-/** Free loopback ports, chosen by the kernel (bound to port 0, then released). */
+/** The first port of the kernel's ephemeral range (outgoing connections take ports from it). */
+function ephemeralStart(): number {
+  try {
+    const [lo] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/);
+    const n = Number(lo);
+    return Number.isInteger(n) && n > 12_000 ? n : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/** Ports handed out by this process, never handed out twice. */
+const handedOut = new Set<number>();
+
+/** Whether a loopback port can be bound right now. */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * Free loopback ports for processes to listen on. They are chosen below the kernel's ephemeral range:
+ * a port picked by binding to 0 comes from that range, and between release and the child's bind an
+ * outgoing connection of any process (brokers dial each other constantly) can take it.
+ */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<net.Server>((resolve) => {
-          const s = net.createServer();
-          s.listen(0, '127.0.0.1', () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  const hi = ephemeralStart() - 1;
+  const lo = Math.max(10_000, hi - 20_000);
+  const ports: number[] = [];
+  for (let tries = 0; ports.length < n; tries++) {
+    if (tries > n * 50 + 1000) throw new Error(`could not find ${n} free ports in ${lo}-${hi}`);
+    const p = lo + Math.floor(Math.random() * (hi - lo));
+    if (handedOut.has(p) || !(await bindable(p))) continue;
+    handedOut.add(p);
+    ports.push(p);
+  }
   return ports;
 }
 
@@ -135,11 +160,24 @@ export class BenchFederation {
     try {
       while (!(await probe.check(500))) {
         if (Date.now() > until || b.proc.exitCode !== null)
-          throw new Error(`broker ${b.id} did not start; see ${this.dir}/${b.id}.log`);
+          throw new Error(`broker ${b.id} did not start: ${this.logTail(b.id)}`);
         await new Promise((r) => setTimeout(r, 100));
       }
     } finally {
       client.close();
+    }
+  }
+
+  /** The last lines of a broker's log, for an error message (the folder is removed at stop). */
+  logTail(id: string): string {
+    try {
+      const lines = fs
+        .readFileSync(path.join(this.dir, `${id}.log`), 'utf8')
+        .trim()
+        .split('\n');
+      return lines.slice(-5).join(' | ') || '(empty log)';
+    } catch {
+      return '(no log)';
     }
   }
 
