@@ -15,7 +15,16 @@ import { addReflection } from './reflection';
 import { createSecurity } from './security';
 import { SERVER_OPTIONS, createHandlers } from './server';
 import { PodStore } from './store/pod-store';
-import { dataDirOf, findBroker, loadTopology, type BrokerInfo, type Topology } from './topology';
+import { DnsDiscovery } from './discovery';
+import {
+  dataDirOf,
+  dnsSelf,
+  findBroker,
+  loadTopology,
+  withDiscovered,
+  type BrokerInfo,
+  type Topology,
+} from './topology';
 
 /** Grace period for in-flight calls at shutdown, ms. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
@@ -24,8 +33,12 @@ const TOPOLOGY_WATCH_DEBOUNCE_MS = 200;
 
 /** Options of {@link startBroker}. */
 export interface BrokerOptions {
-  /** This broker's id in the topology. */
+  /** This broker's id in the topology (for a DNS pod: any unique name, e.g. the Kubernetes pod name). */
   id: string;
+  /** Run as a replica of this pod, whose brokers the topology gives as `dns:///NAME:PORT`. */
+  pod?: { site: string; pod: string };
+  /** For a DNS pod: listen here instead of the pod's `listen` address. */
+  listen?: string;
   /** The topology file (watched for changes unless `watch` is false). */
   topologyFile?: string;
   /** An already-loaded topology (instead of a file). */
@@ -95,13 +108,21 @@ export function peerGroupsFor(t: Topology, self: BrokerInfo): PeerGroup[] {
 
 /** Starts one broker: gRPC server (aggregation, federation, health, reflection), warm peer channels, metrics. */
 export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
-  let topology = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
-  const info = findBroker(topology, opts.id);
+  let fileTopology = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
+  const whoAmI = (t: Topology): BrokerInfo =>
+    opts.pod ? dnsSelf(t, opts.pod.site, opts.pod.pod, opts.id, opts.listen) : findBroker(t, opts.id);
+  const info = whoAmI(fileTopology);
   const baseLogger = opts.logger ?? createLogger();
   const log = baseLogger.child({ broker: info.id, site: info.site, pod: info.pod });
   const started = Date.now();
 
-  const security = createSecurity(topology, info, log);
+  // Pods given as dns:///NAME:PORT: resolved once before serving, then every dnsRefreshMs.
+  const hasDns = (t: Topology) => t.sites.some((s) => s.pods.some((p) => p.dns));
+  const discovery = new DnsDiscovery(fileTopology.settings.dnsServers, log.child({ component: 'discovery' }));
+  if (hasDns(fileTopology)) await discovery.refresh(fileTopology);
+  let topology = withDiscovered(fileTopology, discovery.discovered);
+
+  const security = createSecurity(() => topology, info, log);
   const cm = new ConnectionManager({
     warmPerTarget: topology.settings.warmPerTarget,
     credentials: security.channelCredentials,
@@ -216,16 +237,44 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     metrics: metricsServer ? metricsAddress : undefined,
   });
 
+  let dnsTimer: NodeJS.Timeout | undefined;
+  let dnsRound: Promise<void> | undefined;
+  /** One DNS round (never two at once); applies a changed target list live. */
+  const rediscover = (): Promise<void> =>
+    (dnsRound ??= (async () => {
+      try {
+        if (hasDns(fileTopology) && (await discovery.refresh(fileTopology))) {
+          topology = withDiscovered(fileTopology, discovery.discovered);
+          cm.setPeers(peerGroupsFor(topology, info));
+        }
+      } catch (e) {
+        log.error('DNS discovery round failed', { error: (e as Error).message });
+      } finally {
+        dnsRound = undefined;
+      }
+    })());
+  const scheduleDns = () => {
+    if (!hasDns(fileTopology) || closing) return;
+    dnsTimer = setTimeout(() => void rediscover().finally(scheduleDns), fileTopology.settings.dnsRefreshMs);
+    dnsTimer.unref();
+  };
+
   const reload = (): boolean => {
-    if (!topology.file) return false;
+    if (!fileTopology.file) return false;
     try {
-      const next = loadTopology(topology.file);
-      const me = findBroker(next, info.id);
+      const next = loadTopology(fileTopology.file);
+      const me = whoAmI(next);
       if (me.site !== info.site || me.pod !== info.pod || me.address !== info.address) {
         throw new Error(`broker ${info.id} moved (site/pod/address changed); restart it to apply that`);
       }
-      topology = next;
+      if (JSON.stringify(next.settings.dnsServers) !== JSON.stringify(fileTopology.settings.dnsServers))
+        log.warn('settings.dnsServers changed; that applies at the next restart');
+      const hadDns = hasDns(fileTopology);
+      fileTopology = next;
+      topology = withDiscovered(fileTopology, discovery.discovered);
       cm.setPeers(peerGroupsFor(topology, info));
+      if (hasDns(next)) void rediscover();
+      if (!hadDns) scheduleDns();
       log.info('topology reloaded', { sites: topology.sites.length, brokers: topology.brokers.size });
       return true;
     } catch (e) {
@@ -235,9 +284,9 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   };
 
   let watcher: fs.FSWatcher | undefined;
-  if (topology.file && opts.watch !== false) {
+  if (fileTopology.file && opts.watch !== false) {
     let timer: NodeJS.Timeout | undefined;
-    const file = topology.file;
+    const file = fileTopology.file;
     watcher = fs.watch(path.dirname(file), (_event, name) => {
       if (name !== path.basename(file)) return;
       if (timer) clearTimeout(timer);
@@ -251,6 +300,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const close = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
     closing ??= (async () => {
       log.info('broker stopping', { graceMs });
+      if (dnsTimer) clearTimeout(dnsTimer);
       for (const svc of ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'])
         health.setStatus(svc, 'NOT_SERVING');
       watcher?.close();
@@ -275,6 +325,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     return closing;
   };
 
+  scheduleDns();
   return { info, port, metricsPort: metricsServer?.port, topology: () => topology, reload, status, close };
 }
 

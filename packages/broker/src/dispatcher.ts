@@ -39,7 +39,7 @@ import {
   positiveMs,
 } from './request-limits';
 import type { PodStore } from './store/pod-store';
-import type { BrokerInfo, Topology } from './topology';
+import { isBrokerOfSite, type BrokerInfo, type Topology } from './topology';
 
 /** Most hops a request may travel: entry → site representative → pod. */
 export const MAX_HOPS = 2;
@@ -388,8 +388,7 @@ export class Dispatcher {
     if (target.endpoints.length > MAX_TARGET_ENDPOINTS)
       throw invalidArgument('target.endpoints', `at most ${MAX_TARGET_ENDPOINTS}`);
     target.endpoints.forEach((e, i) => {
-      const b = t.brokers.get(e.brokerId);
-      if (!b || b.site !== self.site) {
+      if (!isBrokerOfSite(t, e.brokerId, self.site)) {
         throw new BrokerError(
           status.PERMISSION_DENIED,
           `target.endpoints[${i}]: "${e.brokerId}" is not a broker of site "${self.site}" in this topology`,

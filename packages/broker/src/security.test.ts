@@ -13,15 +13,15 @@ const topo = (address: string, security: Record<string, unknown> = {}) =>
 
 describe('createSecurity', () => {
   it('allows insecure mode on loopback only, unless forced', () => {
-    expect(createSecurity(topo('127.0.0.1:1'), topo('127.0.0.1:1').brokers.get('a')!, log).mode).toBe(
+    expect(createSecurity(() => topo('127.0.0.1:1'), topo('127.0.0.1:1').brokers.get('a')!, log).mode).toBe(
       'insecure',
     );
     const t = topo('10.1.2.3:7000');
-    expect(() => createSecurity(t, t.brokers.get('a')!, log)).toThrow(
+    expect(() => createSecurity(() => t, t.brokers.get('a')!, log)).toThrow(
       /refusing insecure mode on non-loopback address 10.1.2.3:7000/,
     );
     const forced = topo('10.1.2.3:7000', { allowInsecureNonLoopback: true });
-    expect(createSecurity(forced, forced.brokers.get('a')!, log).mode).toBe('insecure');
+    expect(createSecurity(() => forced, forced.brokers.get('a')!, log).mode).toBe('insecure');
   });
 
   it('requires the CA, certificate and key files in mtls mode, naming the missing one', () => {
@@ -34,7 +34,7 @@ describe('createSecurity', () => {
       certFile: '/nonexistent/{id}.crt',
       keyFile: '/nonexistent/{id}.key',
     });
-    expect(() => createSecurity(t, t.brokers.get('a')!, log)).toThrow(
+    expect(() => createSecurity(() => t, t.brokers.get('a')!, log)).toThrow(
       /security\.caFile: cannot read \/nonexistent\/ca\.crt/,
     );
   });
@@ -48,7 +48,7 @@ describe('createSecurity', () => {
 
   it('lets every caller through in insecure mode (development only)', () => {
     const t = topo('127.0.0.1:1');
-    const sec = createSecurity(t, t.brokers.get('a')!, log);
+    const sec = createSecurity(() => t, t.brokers.get('a')!, log);
     expect(sec.authorize({ metadata: new grpc.Metadata(), getAuthContext: () => ({}) }, 'broker')).toBe(
       'anonymous',
     );

@@ -3,7 +3,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Logger } from 'winston';
 import { BrokerError } from './errors';
-import { topologyPath, type BrokerInfo, type Topology } from './topology';
+import { brokerIdentities, topologyPath, type BrokerInfo, type Topology } from './topology';
 
 /** Who may call a method: any authenticated client, or only a broker of this federation. */
 export type CallerKind = 'client' | 'broker';
@@ -21,7 +21,10 @@ export interface BrokerSecurity {
   serverCredentials: grpc.ServerCredentials;
   /** Credentials for channels to peer brokers. */
   channelCredentials: grpc.ChannelCredentials;
-  /** Per-peer channel options: under mTLS the peer's certificate must name the broker id dialled. */
+  /**
+   * Per-peer channel options: under mTLS the peer's certificate must name the broker id dialled (for a
+   * broker found by DNS, `<site>-<pod>@<address>`, its pod's identity `<site>-<pod>`).
+   */
   peerChannelOptions(brokerId: string): grpc.ChannelOptions;
   /**
    * Throws UNAUTHENTICATED (no credentials) or PERMISSION_DENIED (credentials that do not allow this
@@ -41,6 +44,14 @@ export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
+const identityCache = new WeakMap<Topology, Set<string>>();
+/** Broker certificate names of a topology (cached per topology object). */
+function identitiesOf(t: Topology): Set<string> {
+  let names = identityCache.get(t);
+  if (!names) identityCache.set(t, (names = brokerIdentities(t)));
+  return names;
+}
+
 function certCn(call: AuthorizableCall): string | undefined {
   const cn = call.getAuthContext().sslPeerCertificate?.subject?.CN;
   return Array.isArray(cn) ? cn[0] : cn;
@@ -58,7 +69,8 @@ function certCn(call: AuthorizableCall): string | undefined {
  *   is a broker id of this topology. Peer channels check that the peer's certificate names the broker id
  *   they dial.
  */
-export function createSecurity(t: Topology, self: BrokerInfo, log: Logger): BrokerSecurity {
+export function createSecurity(topology: () => Topology, self: BrokerInfo, log: Logger): BrokerSecurity {
+  const t = topology();
   const sec = t.security;
   if (sec.mode === 'insecure') {
     if (!LOOPBACK.test(hostOf(self.address)) && !sec.allowInsecureNonLoopback) {
@@ -80,9 +92,9 @@ export function createSecurity(t: Topology, self: BrokerInfo, log: Logger): Brok
   }
 
   const files = {
-    caCertificateFile: topologyPath(t, sec.caFile!, self.id),
-    certificateFile: topologyPath(t, sec.certFile!, self.id),
-    privateKeyFile: topologyPath(t, sec.keyFile!, self.id),
+    caCertificateFile: topologyPath(t, sec.caFile!, self.tlsName),
+    certificateFile: topologyPath(t, sec.certFile!, self.tlsName),
+    privateKeyFile: topologyPath(t, sec.keyFile!, self.tlsName),
   };
   const field = {
     caCertificateFile: 'caFile',
@@ -127,20 +139,21 @@ export function createSecurity(t: Topology, self: BrokerInfo, log: Logger): Brok
       false,
     ),
     channelCredentials: grpc.experimental.createCertificateProviderChannelCredentials(provider, provider),
-    peerChannelOptions: (brokerId) => ({
-      'grpc.ssl_target_name_override': brokerId,
-      'grpc.default_authority': brokerId,
-    }),
+    peerChannelOptions: (brokerId) => {
+      const name = brokerId.split('@')[0]!;
+      return { 'grpc.ssl_target_name_override': name, 'grpc.default_authority': name };
+    },
     authorize(call, need) {
       const cn = certCn(call);
       const token = tokenName(call);
       if (token === null) throw new BrokerError(grpc.status.UNAUTHENTICATED, 'the bearer token is not valid');
       if (need === 'broker') {
-        if (cn && t.brokers.has(cn)) return cn;
+        const now = topology();
+        if (cn && identitiesOf(now).has(cn)) return cn;
         if (cn || token) {
           throw new BrokerError(
             grpc.status.PERMISSION_DENIED,
-            `FederationService accepts brokers of federation "${t.federation}" only; caller "${cn ?? token}" is not one`,
+            `FederationService accepts brokers of federation "${now.federation}" only; caller "${cn ?? token}" is not one`,
           );
         }
         throw new BrokerError(grpc.status.UNAUTHENTICATED, 'a broker certificate is required');

@@ -80,3 +80,53 @@ describe('topology', () => {
     fs.rmSync(dir, { recursive: true });
   });
 });
+
+describe('topology: pods found by DNS', () => {
+  const withPod = (pod: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+    ...good,
+    ...extra,
+    sites: [...good.sites, { name: 'k8s', pods: [{ name: 'pod-1', ...pod }] }],
+  });
+
+  it('takes brokers: "dns:///NAME:PORT" with per-replica listen, health and metrics addresses', () => {
+    const t = parseTopology(
+      withPod({
+        brokers: 'dns:///wanas-k8s-pod-1.wanas.svc.cluster.local:7000',
+        healthAddress: '0.0.0.0:7001',
+      }),
+    );
+    expect(t.sites[2]!.pods[0]!.dns).toEqual({
+      host: 'wanas-k8s-pod-1.wanas.svc.cluster.local',
+      port: 7000,
+      listen: '0.0.0.0:7000',
+      healthAddress: '0.0.0.0:7001',
+      metricsAddress: undefined,
+    });
+    expect(t.sites[2]!.pods[0]!.brokers).toEqual([]);
+    expect(t.settings.dnsRefreshMs).toBe(5000);
+  });
+
+  it('names what is wrong with a DNS pod', () => {
+    expect(issues(withPod({ brokers: 'dns://wanas:7000' }))).toEqual([
+      expect.stringMatching(/^sites\[2\]\.pods\[0\]\.brokers: .*dns:\/\/\/NAME:PORT/),
+    ]);
+    expect(issues(withPod({ brokers: 'dns:///wanas:70000' })).join()).toMatch(/port must be 1-65535/);
+    expect(
+      issues({
+        ...good,
+        sites: [{ ...good.sites[0], pods: [{ ...good.sites[0]!.pods[0], listen: '0.0.0.0:1' }] }],
+      }),
+    ).toEqual([
+      expect.stringMatching(/^sites\[0\]\.pods\[0\]\.listen: only for a pod whose brokers come from DNS/),
+    ]);
+    expect(issues(withPod({ brokers: 'dns:///x:1' }, { settings: { dnsServers: ['nope'] } })).join()).toMatch(
+      /settings\.dnsServers\[0\]: must be host:port/,
+    );
+  });
+
+  it('refuses a DNS pod whose identity <site>-<pod> is also a broker id', () => {
+    const doc = structuredClone(withPod({ brokers: 'dns:///x:7000' }));
+    (doc.sites[0] as (typeof good.sites)[0]).pods[0]!.brokers[0]!.id = 'k8s-pod-1';
+    expect(issues(doc).join()).toMatch(/identity "k8s-pod-1" of this DNS pod is also a broker id/);
+  });
+});

@@ -30,10 +30,44 @@ const brokerSchema = z.strictObject({
     .describe('plaintext grpc.health.v1 listener (Kubernetes probes); off when unset'),
 });
 
-const podSchema = z.strictObject({
-  name: name('pod name'),
-  brokers: z.array(brokerSchema).min(1, 'a pod needs at least one broker'),
-});
+/** `dns:///NAME:PORT`: the pod's brokers are the addresses NAME resolves to (a headless Service), at PORT. */
+const DNS_TARGET = /^dns:\/\/\/([A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):([0-9]{1,5})$/;
+const dnsTarget = z
+  .string()
+  .regex(
+    DNS_TARGET,
+    'must be a list of brokers or "dns:///NAME:PORT", e.g. "dns:///wanas-us-east-pod-1:7000"',
+  )
+  .refine((s) => {
+    const port = Number(s.slice(s.lastIndexOf(':') + 1));
+    return port >= 1 && port <= 65535;
+  }, 'port must be 1-65535');
+
+/** Fields a pod may only have when its brokers come from DNS: they apply to every replica. */
+const DNS_POD_FIELDS = ['listen', 'healthAddress', 'metricsAddress'] as const;
+
+const podSchema = z
+  .strictObject({
+    name: name('pod name'),
+    brokers: z.union([z.array(brokerSchema).min(1, 'a pod needs at least one broker'), dnsTarget]),
+    /** DNS pods: where each replica listens (default 0.0.0.0:PORT of `brokers`). */
+    listen: hostPort.optional(),
+    /** DNS pods: each replica's plaintext health listener (Kubernetes probes). */
+    healthAddress: hostPort.optional(),
+    /** DNS pods: each replica's /metrics and /status listener. */
+    metricsAddress: hostPort.optional(),
+  })
+  .superRefine((pod, ctx) => {
+    if (typeof pod.brokers === 'string') return;
+    for (const f of DNS_POD_FIELDS) {
+      if (pod[f] !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: [f],
+          message: `only for a pod whose brokers come from DNS (brokers: "dns:///NAME:PORT"); set it per broker instead`,
+        });
+    }
+  });
 
 const siteSchema = z.strictObject({
   name: name('site name'),
@@ -61,6 +95,10 @@ const settingsSchema = z
       .default(86_400_000),
     /** Warm channels kept per remote site and per other pod of the own site. */
     warmPerTarget: z.number().int().min(1).max(4).default(1),
+    /** How often pods given as `dns:///NAME:PORT` are resolved again, ms. */
+    dnsRefreshMs: z.number().int().min(100).max(3_600_000).default(5000),
+    /** DNS servers (host:port) for pods given as `dns:///NAME:PORT`; default: the system's resolvers. */
+    dnsServers: z.array(hostPort).max(8).optional(),
     /** Directory of the pods' embedded databases (relative to the topology file). */
     dataDir: z.string().min(1).default('.wanas/data'),
   })
@@ -133,6 +171,25 @@ export const topologySchema = z
           });
         }
         pods.add(pod.name);
+        if (typeof pod.brokers === 'string') {
+          // DNS: replicas share ports on their own IPs, and one identity `<site>-<pod>` (certificate name).
+          const identity = `${site.name}-${pod.name}`;
+          if (identity.length > 63)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['sites', si, 'pods', pi, 'name'],
+              message: `"${identity}" (site-pod, the certificate name of a DNS pod) is longer than 63 characters`,
+            });
+          const prev = seen.broker.get(identity);
+          if (prev)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['sites', si, 'pods', pi, 'brokers'],
+              message: `the identity "${identity}" of this DNS pod is also a broker id (in ${prev})`,
+            });
+          seen.broker.set(identity, `${site.name}/${pod.name}`);
+          return;
+        }
         pod.brokers.forEach((b, bi) => {
           const at = ['sites', si, 'pods', pi, 'brokers', bi];
           const prev = seen.broker.get(b.id);
@@ -181,6 +238,30 @@ export interface BrokerInfo {
   metricsAddress: string | undefined;
   /** Plaintext grpc.health.v1 listener for probes (health only), when set. */
   healthAddress: string | undefined;
+  /**
+   * The name its certificate carries (CN and SAN) and peers check under mTLS: the broker id, or for a
+   * broker found by DNS the pod's identity `<site>-<pod>` (the replicas of a pod share one certificate).
+   */
+  tlsName: string;
+}
+
+/** A pod whose brokers are found by DNS (`brokers: dns:///NAME:PORT`). */
+export interface DnsPod {
+  /** The name resolved (A and AAAA records), e.g. a headless Service. */
+  host: string;
+  /** The port every replica serves on. */
+  port: number;
+  /** Where each replica listens. */
+  listen: string;
+  healthAddress: string | undefined;
+  metricsAddress: string | undefined;
+}
+
+/** One pod: its brokers (for a DNS pod, the ones found by the last resolution; none before it). */
+export interface PodInfo {
+  name: string;
+  brokers: BrokerInfo[];
+  dns: DnsPod | undefined;
 }
 
 /** A validated topology with lookups. */
@@ -189,7 +270,7 @@ export interface Topology {
   settings: TopologyDoc['settings'];
   security: TopologyDoc['security'];
   /** Sites in file order, each with its pods in file order. */
-  sites: { name: string; pods: { name: string; brokers: BrokerInfo[] }[] }[];
+  sites: { name: string; pods: PodInfo[] }[];
   /** Every broker by id. */
   brokers: Map<string, BrokerInfo>;
   /** The file it came from (absolute), when loaded from a file. */
@@ -225,22 +306,40 @@ export function parseTopology(doc: unknown, file?: string): Topology {
   const brokers = new Map<string, BrokerInfo>();
   const sites = t.sites.map((s) => ({
     name: s.name,
-    pods: s.pods.map((p) => ({
-      name: p.name,
-      brokers: p.brokers.map((b) => {
-        const info: BrokerInfo = {
-          id: b.id,
-          site: s.name,
-          pod: p.name,
-          address: b.address,
-          wanAddress: b.wanAddress ?? b.address,
-          metricsAddress: b.metricsAddress,
-          healthAddress: b.healthAddress,
+    pods: s.pods.map((p): PodInfo => {
+      if (typeof p.brokers === 'string') {
+        const [, host, , port] = DNS_TARGET.exec(p.brokers)!;
+        return {
+          name: p.name,
+          brokers: [],
+          dns: {
+            host: host!,
+            port: Number(port),
+            listen: p.listen ?? `0.0.0.0:${port}`,
+            healthAddress: p.healthAddress,
+            metricsAddress: p.metricsAddress,
+          },
         };
-        brokers.set(b.id, info);
-        return info;
-      }),
-    })),
+      }
+      return {
+        name: p.name,
+        dns: undefined,
+        brokers: p.brokers.map((b) => {
+          const info: BrokerInfo = {
+            id: b.id,
+            site: s.name,
+            pod: p.name,
+            address: b.address,
+            wanAddress: b.wanAddress ?? b.address,
+            metricsAddress: b.metricsAddress,
+            healthAddress: b.healthAddress,
+            tlsName: b.id,
+          };
+          brokers.set(b.id, info);
+          return info;
+        }),
+      };
+    }),
   }));
   return { federation: t.federation, settings: t.settings, security: t.security, sites, brokers, file };
 }
@@ -267,12 +366,110 @@ export function loadTopology(file: string): Topology {
 /** The site and pod of a broker, or a TopologyError when the id is not in the topology. */
 export function findBroker(t: Topology, id: string): BrokerInfo {
   const b = t.brokers.get(id);
-  if (!b) {
+  if (!b || b.id.includes('@')) {
+    const dnsPods = t.sites.flatMap((s) => s.pods.filter((p) => p.dns).map((p) => `${s.name}/${p.name}`));
     throw new TopologyError(
-      `broker id "${id}" is not in the topology; known ids: ${[...t.brokers.keys()].join(', ')}`,
+      `broker id "${id}" is not in the topology; known ids: ${[...t.brokers.keys()].filter((k) => !k.includes('@')).join(', ') || '(none)'}` +
+        (dnsPods.length
+          ? `; pods found by DNS (start those with --pod SITE/POD): ${dnsPods.join(', ')}`
+          : ''),
     );
   }
   return b;
+}
+
+/** The identity a DNS pod's replicas share: `<site>-<pod>` (certificate name, broker-id prefix). */
+export function dnsPodIdentity(site: string, pod: string): string {
+  return `${site}-${pod}`;
+}
+
+/**
+ * A broker of a pod found by DNS, as this process runs it: `id` defaults to the host name (in
+ * Kubernetes, the pod name), it listens on the pod's `listen` address (or `listen` given here).
+ */
+export function dnsSelf(t: Topology, site: string, pod: string, id: string, listen?: string): BrokerInfo {
+  const p = t.sites.find((s) => s.name === site)?.pods.find((x) => x.name === pod);
+  if (!p) {
+    const all = t.sites.flatMap((s) => s.pods.map((x) => `${s.name}/${x.name}`));
+    throw new TopologyError(`pod "${site}/${pod}" is not in the topology; pods: ${all.join(', ')}`);
+  }
+  if (!p.dns) {
+    throw new TopologyError(
+      `pod "${site}/${pod}" lists its brokers in the topology; start them with --id (one of ${p.brokers.map((b) => b.id).join(', ')})`,
+    );
+  }
+  const address = listen ?? p.dns.listen;
+  return {
+    id,
+    site,
+    pod,
+    address,
+    wanAddress: address,
+    metricsAddress: p.dns.metricsAddress,
+    healthAddress: p.dns.healthAddress,
+    tlsName: dnsPodIdentity(site, pod),
+  };
+}
+
+/** Addresses found by DNS, by `host:port` of the pod's `dns:///` target. */
+export type Discovered = ReadonlyMap<string, readonly string[]>;
+
+/** The `host:port` key of a DNS pod in {@link Discovered}. */
+export function dnsKey(d: DnsPod): string {
+  return `${d.host}:${d.port}`;
+}
+
+/**
+ * The topology with each DNS pod's brokers set to the addresses found for it: broker ids are
+ * `<site>-<pod>@<address>` (stable while the replica keeps its IP), dialled at that address on every link.
+ */
+export function withDiscovered(t: Topology, found: Discovered): Topology {
+  if (!t.sites.some((s) => s.pods.some((p) => p.dns))) return t;
+  const brokers = new Map([...t.brokers].filter(([id]) => !id.includes('@')));
+  const sites = t.sites.map((s) => ({
+    name: s.name,
+    pods: s.pods.map((p): PodInfo => {
+      if (!p.dns) return p;
+      const list = (found.get(dnsKey(p.dns)) ?? []).map((address): BrokerInfo => {
+        const info: BrokerInfo = {
+          id: `${dnsPodIdentity(s.name, p.name)}@${address}`,
+          site: s.name,
+          pod: p.name,
+          address,
+          wanAddress: address,
+          metricsAddress: undefined,
+          healthAddress: undefined,
+          tlsName: dnsPodIdentity(s.name, p.name),
+        };
+        brokers.set(info.id, info);
+        return info;
+      });
+      return { ...p, brokers: list };
+    }),
+  }));
+  return { ...t, sites, brokers };
+}
+
+/**
+ * Whether `id` names a broker of `site`: a listed one, or one a peer found by DNS for a DNS pod of that
+ * site (peers resolve on their own schedule, so a replica may be known to the sender first).
+ */
+export function isBrokerOfSite(t: Topology, id: string, site: string): boolean {
+  const b = t.brokers.get(id);
+  if (b) return b.site === site;
+  const at = id.indexOf('@');
+  if (at < 0) return false;
+  const identity = id.slice(0, at);
+  return (t.sites.find((s) => s.name === site)?.pods ?? []).some(
+    (p) => p.dns && dnsPodIdentity(site, p.name) === identity,
+  );
+}
+
+/** Certificate names of brokers of this federation: broker ids and DNS pods' identities. */
+export function brokerIdentities(t: Topology): Set<string> {
+  const names = new Set([...t.brokers.keys()].filter((k) => !k.includes('@')));
+  for (const s of t.sites) for (const p of s.pods) if (p.dns) names.add(dnsPodIdentity(s.name, p.name));
+  return names;
 }
 
 /** A path from the topology file, absolute (relative paths are taken from the file's folder); `{id}` → broker id. */

@@ -6,30 +6,48 @@ import {
   type BrokerHandle,
   type LogFormat,
 } from '@wanas/broker';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import * as os from 'node:os';
 import { parseAddress, parsePositiveInt } from './parse';
 
 interface BrokerFlags {
   topology: string;
-  id: string;
+  id?: string;
+  pod?: { site: string; pod: string };
+  listen?: string;
   metricsAddress?: string;
   logFormat?: string;
   logLevel: string;
   grace: number;
 }
 
+/** Parses `--pod SITE/POD`. */
+function parsePod(text: string): { site: string; pod: string } {
+  const m = /^([a-z0-9-]+)\/([a-z0-9-]+)$/.exec(text);
+  if (!m) throw new InvalidArgumentError(`"${text}" is not SITE/POD, e.g. us-east/pod-1`);
+  return { site: m[1]!, pod: m[2]! };
+}
+
 /**
  * `wanas broker --topology FILE --id ID`: one broker, the production entry point. `--id a,b,c` runs
- * several brokers in one process (benchmarks at scale; not for production).
+ * several brokers in one process (benchmarks at scale; not for production). `--pod SITE/POD` runs a
+ * replica of a pod whose brokers the topology finds by DNS (Kubernetes: one Deployment per pod).
  */
 export function registerBroker(program: Command): void {
   program
     .command('broker')
     .description('run one broker of the topology (the production entry point)')
     .requiredOption('-t, --topology <file>', 'topology YAML file')
-    .requiredOption(
-      '-i, --id <id>',
-      "this broker's id in the topology (a,b,c: several brokers in this process)",
+    .option('-i, --id <id>', "this broker's id in the topology (a,b,c: several brokers in this process)")
+    .option(
+      '--pod <site/pod>',
+      'run as a replica of this pod, whose brokers are "dns:///NAME:PORT" in the topology (id: --id, else the host name)',
+      parsePod,
+    )
+    .option(
+      '--listen <host:port>',
+      "with --pod: listen here instead of the pod's listen address",
+      parseAddress,
     )
     .option(
       '--metrics-address <host:port>',
@@ -43,7 +61,12 @@ export function registerBroker(program: Command): void {
       if (o.logFormat && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
         program.error(`error: --log-format must be json or pretty, got "${o.logFormat}"`, { exitCode: 2 });
       }
-      const ids = o.id.split(',').filter(Boolean);
+      if (!o.id && !o.pod)
+        program.error('error: give --id ID, or --pod SITE/POD for a DNS pod', { exitCode: 2 });
+      if (o.listen && !o.pod) program.error('error: --listen goes with --pod', { exitCode: 2 });
+      const ids = (o.id ?? os.hostname()).split(',').filter(Boolean);
+      if (o.pod && ids.length > 1)
+        program.error('error: --pod runs one broker; give one --id', { exitCode: 2 });
       if (ids.length > 1 && o.metricsAddress)
         program.error('error: --metrics-address takes one broker id', { exitCode: 2 });
       const logger = createLogger({ format: o.logFormat as LogFormat | undefined, level: o.logLevel });
@@ -54,6 +77,8 @@ export function registerBroker(program: Command): void {
           brokers.push(
             await startBroker({
               id,
+              pod: o.pod,
+              listen: o.listen,
               topologyFile: topology ? undefined : o.topology,
               topology,
               logger,
@@ -63,7 +88,9 @@ export function registerBroker(program: Command): void {
         }
       } catch (e) {
         const msg =
-          e instanceof TopologyError ? e.message : `cannot start broker ${o.id}: ${(e as Error).message}`;
+          e instanceof TopologyError
+            ? e.message
+            : `cannot start broker ${ids.join(',')}: ${(e as Error).message}`;
         process.stderr.write(`error: ${msg}\n`);
         await Promise.all(brokers.map((b) => b.close(0)));
         process.exit(2);

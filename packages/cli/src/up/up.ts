@@ -91,6 +91,15 @@ export async function runUp(opts: UpOptions): Promise<void> {
     process.stderr.write(`error: ${e instanceof TopologyError ? e.message : (e as Error).message}\n`);
     process.exit(2);
   }
+  const dnsPods = topology.sites.flatMap((s) =>
+    s.pods.filter((p) => p.dns).map((p) => `${s.name}/${p.name}`),
+  );
+  if (dnsPods.length) {
+    process.stderr.write(
+      `error: wanas up starts the brokers a topology lists; these pods are found by DNS (for Kubernetes, see wanas k8s): ${dnsPods.join(', ')}\n`,
+    );
+    process.exit(2);
+  }
   const out = (s: string) => process.stdout.write(`${s}\n`);
   const stateDir = upStateDir(opts.topology);
   let client: ClientChannel = { credentials: grpc.credentials.createInsecure(), flags: '' };
