@@ -19,11 +19,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { TestDnsServer } from './support/dns-server';
+import { createTlsDir } from '../packages/cli/src/tls';
 import { WANAS_BIN, freePorts } from './support/federation';
 
 jest.setTimeout(90_000);
-
-const creds = grpc.credentials.createInsecure();
 
 /** Polls `check` every 100 ms until it returns a value, at most `ms`. */
 async function eventually<T>(what: string, ms: number, check: () => Promise<T | undefined>): Promise<T> {
@@ -41,7 +40,11 @@ async function eventually<T>(what: string, ms: number, check: () => Promise<T | 
   }
 }
 
-describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
+describe.each([
+  ['plaintext', false],
+  ["mTLS (replicas share their pod's certificate)", true],
+])('pods found by DNS, %s (a real DNS server on 127.0.0.1)', (_label, mtls) => {
+  let creds = grpc.credentials.createInsecure();
   const dns = new TestDnsServer();
   const procs = new Map<string, ChildProcess>();
   const logs = new Map<string, string[]>();
@@ -53,7 +56,7 @@ describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
   let client: AggregationServiceClient;
   let admin: AdminServiceClient;
 
-  async function startBroker(name: string, args: string[], address: string): Promise<void> {
+  async function startBroker(name: string, args: string[], address: string, tlsName?: string): Promise<void> {
     const p = spawn(
       process.execPath,
       [WANAS_BIN, 'broker', '--topology', file, '--log-format', 'json', ...args],
@@ -65,7 +68,11 @@ describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
     const lines: string[] = [];
     logs.set(name, lines);
     p.stderr!.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
-    const c = new grpc.Client(address, creds);
+    const c = new grpc.Client(
+      address,
+      creds,
+      tlsName ? { 'grpc.ssl_target_name_override': tlsName, 'grpc.default_authority': tlsName } : {},
+    );
     const probe = createHealthProbe(c.getChannel());
     try {
       await eventually(`${name} SERVING`, 30_000, async () => {
@@ -115,11 +122,20 @@ describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
     entry = `127.0.0.1:${entryPort}`;
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-dns-'));
     file = path.join(dir, 'topology.yaml');
+    let security: Record<string, unknown> | undefined;
+    if (mtls) {
+      // One certificate per static broker (its id) and per DNS pod (its identity <site>-<pod>).
+      const files = await createTlsDir(path.join(dir, 'certs'), ['s1-p1-a', 's1-p2', 's2-p1']);
+      security = { mode: 'mtls', caFile: files.ca, certFile: files.brokerCert, keyFile: files.brokerKey };
+      const read = (f: string) => fs.readFileSync(f);
+      creds = grpc.credentials.createSsl(read(files.ca), read(files.clientKey), read(files.clientCert));
+    }
     fs.writeFileSync(
       file,
       YAML.stringify({
         federation: 'dns',
         settings: { dataDir: 'data', dnsRefreshMs: 200, dnsServers: [dns.address] },
+        ...(security ? { security } : {}),
         sites: [
           {
             name: 's1',
@@ -140,11 +156,13 @@ describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
         'p2-r1',
         ['--pod', 's1/p2', '--id', 'p2-r1', '--listen', `127.0.0.2:${p2Port}`],
         `127.0.0.2:${p2Port}`,
+        's1-p2',
       ),
       startBroker(
         's2-r1',
         ['--pod', 's2/p1', '--id', 's2-r1', '--listen', `127.0.0.4:${s2Port}`],
         `127.0.0.4:${s2Port}`,
+        's2-p1',
       ),
     ]);
     client = new AggregationServiceClient(entry, creds);
@@ -161,6 +179,7 @@ describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
 
   it('answers every pod, with DNS pods reached at the addresses their name resolves to', async () => {
     const r = await aggregate();
+    if (r.pods.some((p) => p.code)) console.log(JSON.stringify(r.pods.map((p) => [p.code, p.message])));
     expect(r.pods.map((p) => [p.site, p.pod, p.code])).toEqual([
       ['s1', 'p1', 0],
       ['s1', 'p2', 0],
@@ -169,6 +188,21 @@ describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
     expect(pod(r, 's1', 'p2').answeredBy).toBe('p2-r1');
     expect(pod(r, 's2', 'p1').answeredBy).toBe('s2-r1');
     expect(podBrokers(await status(), 's1', 'p2')).toEqual([`s1-p2@127.0.0.2:${p2Port}`]);
+    if (mtls) {
+      // The links really are TLS: a plaintext client gets nowhere.
+      const plain = new AggregationServiceClient(entry, grpc.credentials.createInsecure());
+      await expect(
+        new Promise((resolve, reject) =>
+          plain.aggregate(
+            AggregateRequest.fromPartial({ operation: 'echo' }),
+            new grpc.Metadata(),
+            { deadline: Date.now() + 2000 },
+            (e, r) => (e ? reject(e) : resolve(r)),
+          ),
+        ),
+      ).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+      plain.close();
+    }
   });
 
   it('follows a scale-up and a replaced replica without a restart', async () => {
@@ -176,6 +210,7 @@ describe('pods found by DNS (a real DNS server on 127.0.0.1)', () => {
       'p2-r2',
       ['--pod', 's1/p2', '--id', 'p2-r2', '--listen', `127.0.0.3:${p2Port}`],
       `127.0.0.3:${p2Port}`,
+      's1-p2',
     );
     dns.set('p2.s1.wanas.test', ['127.0.0.2', '127.0.0.3']);
     await eventually('entry sees two replicas of s1/p2', 10_000, async () =>

@@ -491,7 +491,11 @@ export class Dispatcher {
     target: TargetList,
     attemptTimeoutMs: number,
     signal: AbortSignal,
-    call: (client: FederationServiceClient, remaining: Duration, deadline: Date) => CancellableCall<Res>,
+    call: (
+      client: FederationServiceClient,
+      remaining: Duration,
+      options: { deadline: Date; waitForReady: boolean },
+    ) => CancellableCall<Res>,
   ): Promise<{ outcome: IteratorOutcome<Res>; attempts: Attempt[] }> {
     const t0 = Date.now();
     const outcome = await new ConnectionIterator<FederationServiceClient, Res>({
@@ -502,8 +506,11 @@ export class Dispatcher {
       idempotent: a.op.idempotent || !!a.idempotencyKey,
       hedge: a.hedge ? { budget: this.deps.hedgeBudget } : undefined,
       signal,
-      attempt: (client, _ep, deadline) =>
-        call(client, msToDuration(Math.max(1, deadline.getTime() - Date.now())), deadline),
+      attempt: (client, _ep, deadline, mode) =>
+        call(client, msToDuration(Math.max(1, deadline.getTime() - Date.now())), {
+          deadline,
+          waitForReady: mode.waitForReady,
+        }),
     }).run();
     const code = outcome.ok ? 0 : outcome.code;
     const latencyMs = Date.now() - t0;
@@ -543,7 +550,7 @@ export class Dispatcher {
           target,
           a.attemptTimeoutMs,
           signal,
-          (client, remaining, deadline) => {
+          (client, remaining, options) => {
             const req: LocalRequest = {
               correlationId: a.correlationId,
               operation: a.op.name,
@@ -557,7 +564,12 @@ export class Dispatcher {
               sourceBroker: self.id,
             };
             return unaryCall<LocalResponse>((cb) =>
-              client.localRequest(req, new Metadata(), { deadline }, cb),
+              client.localRequest(
+                req,
+                new Metadata({ waitForReady: options.waitForReady }),
+                { deadline: options.deadline },
+                cb,
+              ),
             );
           },
         );
@@ -590,7 +602,7 @@ export class Dispatcher {
           target,
           attemptTimeoutMs,
           signal,
-          (client, remaining, deadline) => {
+          (client, remaining, options) => {
             const req: SiteRequest = {
               correlationId: a.correlationId,
               operation: a.op.name,
@@ -606,7 +618,14 @@ export class Dispatcher {
               sourceBroker: self.id,
               hedge: a.hedge,
             };
-            return unaryCall<SiteResponse>((cb) => client.siteRequest(req, new Metadata(), { deadline }, cb));
+            return unaryCall<SiteResponse>((cb) =>
+              client.siteRequest(
+                req,
+                new Metadata({ waitForReady: options.waitForReady }),
+                { deadline: options.deadline },
+                cb,
+              ),
+            );
           },
         );
         if (!outcome.ok)

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerAggregate } from './cmd-aggregate';
 import { registerBench } from './cmd-bench';
 import { registerBroker } from './cmd-broker';
+import { registerK8s } from './cmd-k8s';
 import { registerStatus } from './cmd-status';
 import { registerToken } from './cmd-token';
 import { registerUp } from './cmd-up';
@@ -20,6 +21,7 @@ export function createProgram(): Command {
   registerWan(program);
   registerToken(program);
   registerBench(program);
+  registerK8s(program);
   return program;
 }
 

@@ -66,10 +66,15 @@ export interface TlsFiles {
 
 /**
  * Writes a throwaway CA (`ca.crt`), a certificate per broker (`<id>.crt`/`<id>.key`, CN and SAN = the
- * broker id, SANs `localhost` and `127.0.0.1`) and one client identity (`client.crt`/`client.key`,
+ * broker id, SANs `localhost`, `127.0.0.1` and any `extraSans`) and one client identity (`client.crt`/`client.key`,
  * CN `client`). Keys are ECDSA P-256, files mode 0600. For demos and tests, not production PKI.
  */
-export async function createTlsDir(dir: string, brokerIds: string[]): Promise<TlsFiles> {
+export async function createTlsDir(
+  dir: string,
+  brokerIds: string[],
+  /** Extra subject alternative names per id (e.g. Kubernetes Service names). */
+  extraSans: (id: string) => string[] = () => [],
+): Promise<TlsFiles> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const caKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
   const caCert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -89,7 +94,7 @@ export async function createTlsDir(dir: string, brokerIds: string[]): Promise<Tl
   write('ca.crt', caCert.toString('pem'));
   write('ca.key', await keyPem(caKeys.privateKey));
   for (const id of brokerIds) {
-    const { cert, key } = await issue(ca, id, [id, 'localhost', '127.0.0.1']);
+    const { cert, key } = await issue(ca, id, [id, 'localhost', '127.0.0.1', ...extraSans(id)]);
     write(`${id}.crt`, cert);
     write(`${id}.key`, key);
   }

@@ -23,7 +23,11 @@ class PlainSource implements EndpointSource<FederationServiceClient> {
   client(ep: Endpoint): FederationServiceClient {
     let c = this.clients.get(ep.address);
     if (!c) {
-      c = new FederationServiceClient(ep.address, grpc.credentials.createInsecure());
+      // The connection manager's reconnect back-off (grpc-js's default starts at 1 s).
+      c = new FederationServiceClient(ep.address, grpc.credentials.createInsecure(), {
+        'grpc.initial_reconnect_backoff_ms': 200,
+        'grpc.max_reconnect_backoff_ms': 1000,
+      });
       this.clients.set(ep.address, c);
     }
     return c;
@@ -65,8 +69,15 @@ function run(
   return new ConnectionIterator<FederationServiceClient, LocalResponse>({
     target,
     source,
-    attempt: (client, _ep, deadline) =>
-      unaryCall((cb) => client.localRequest(request, new grpc.Metadata(), { deadline }, cb)),
+    attempt: (client, _ep, deadline, mode) =>
+      unaryCall((cb) =>
+        client.localRequest(
+          request,
+          new grpc.Metadata({ waitForReady: mode.waitForReady }),
+          { deadline },
+          cb,
+        ),
+      ),
     deadline: Date.now() + (extra.deadlineMs ?? 3000),
     attemptTimeoutMs: extra.attemptTimeoutMs ?? 1000,
     idempotent: extra.idempotent ?? true,
@@ -149,13 +160,31 @@ describe('ConnectionIterator against real grpc-js servers', () => {
     expect(out.attempts[1]!.latencyMs).toBeLessThan(150);
   });
 
-  it('reports UNAVAILABLE with every attempt when all endpoints are down', async () => {
+  it('reports UNAVAILABLE with every attempt when all endpoints are down, after one bounded reconnect wait', async () => {
+    const t0 = Date.now();
     const out = await run(source, [await refusedAddress(), await refusedAddress()]);
     expect(out.ok).toBe(false);
     if (!out.ok) {
       expect(out.code).toBe(grpc.status.UNAVAILABLE);
-      expect(out.message).toContain('all 2 attempts failed for s/p');
+      expect(out.message).toContain('all 3 attempts failed for s/p');
+      expect(out.attempts.map((a) => a.brokerId)).toEqual(['b0', 'b1', 'b0']);
     }
+    expect(Date.now() - t0).toBeLessThan(3000); // the wait is bounded (RECONNECT_WAIT_MS), not the deadline
+  });
+
+  it('waits for a refused endpoint that comes back (a pod whose only broker is restarting)', async () => {
+    const address = await refusedAddress();
+    const port = Number(address.split(':')[1]);
+    // The broker is back 300 ms after the request started: within the last-resort reconnect wait.
+    const back = new Promise<Peer>((resolve) =>
+      setTimeout(() => void startPeer({ id: 'back', port }).then(resolve), 300),
+    );
+    const out = await run(source, [address], { idempotent: false });
+    const p = await back;
+    peers.push(p);
+    expect(out.ok).toBe(true);
+    expect(out.attempts.map((a) => a.code)).toEqual([grpc.status.UNAVAILABLE, grpc.status.OK]);
+    expect(p.calls()).toBe(1);
   });
 
   it('does not resend a state-changing request that may have reached the peer', async () => {

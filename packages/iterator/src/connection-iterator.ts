@@ -28,8 +28,28 @@ export interface CancellableCall<R> {
   cancel(): void;
 }
 
+/** How an attempt is made. */
+export interface AttemptMode {
+  /**
+   * Wait for the channel to (re)connect instead of failing fast (grpc-js `Metadata` option `waitForReady`): set on the last
+   * resort after every endpoint failed without being reached, e.g. a pod's only broker restarting.
+   */
+  waitForReady: boolean;
+}
+
 /** Starts one attempt on `client` with the given gRPC deadline. */
-export type AttemptFn<C, R> = (client: C, endpoint: Endpoint, deadline: Date) => CancellableCall<R>;
+export type AttemptFn<C, R> = (
+  client: C,
+  endpoint: Endpoint,
+  deadline: Date,
+  mode: AttemptMode,
+) => CancellableCall<R>;
+
+/**
+ * Longest last-resort wait for a channel to reconnect, ms: a little more than grpc-js's largest reconnect
+ * back-off the connection manager sets (1 s), so a peer that is back is found again within it.
+ */
+export const RECONNECT_WAIT_MS = 1500;
 
 /** The record of one attempt, as reported in PodResult.attempts. */
 export interface AttemptRecord {
@@ -104,6 +124,8 @@ interface InFlight {
   endpoint: Endpoint;
   started: number;
   hedged: boolean;
+  /** The last-resort wait for a reconnect. */
+  waited: boolean;
   cancel(): void;
 }
 
@@ -130,6 +152,9 @@ export class ConnectionIterator<C, R> {
     this.opts.hedge?.budget.deposit();
     let next = 0;
     let done = false;
+    /** Every failure so far was a connection that could not be made (nothing reached a peer). */
+    let noneReached = true;
+    let reconnectWaited = false;
     let hedgeTimer: NodeJS.Timeout | undefined;
     let deadlineTimer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
@@ -171,14 +196,33 @@ export class ConnectionIterator<C, R> {
 
       const launch = (hedged: boolean): boolean => {
         if (done || next >= order.length) return false;
+        if (deadline - this.now() <= 0) return false;
+        return start(order[next++]!, hedged, false);
+      };
+      /**
+       * The last resort: every endpoint failed without a connection, so nothing was delivered; wait for
+       * the best one to reconnect (bounded) rather than report the pod unavailable at once.
+       */
+      const waitForReconnect = (): boolean => {
+        if (done || reconnectWaited || !noneReached || order.length === 0) return false;
+        if (deadline - this.now() <= 0) return false;
+        reconnectWaited = true;
+        return start(order[0]!, false, true);
+      };
+      const start = (endpoint: Endpoint, hedged: boolean, waitForReady: boolean): boolean => {
         const started = this.now();
         const remaining = deadline - started;
-        if (remaining <= 0) return false;
-        const endpoint = order[next++]!;
-        const attemptDeadline = started + Math.min(this.opts.attemptTimeoutMs, remaining);
+        const timeout = Math.min(
+          this.opts.attemptTimeoutMs,
+          remaining,
+          waitForReady ? RECONNECT_WAIT_MS : Infinity,
+        );
+        const attemptDeadline = started + timeout;
         let call: CancellableCall<R>;
         try {
-          call = this.opts.attempt(source.client(endpoint), endpoint, new Date(attemptDeadline));
+          call = this.opts.attempt(source.client(endpoint), endpoint, new Date(attemptDeadline), {
+            waitForReady,
+          });
         } catch (err) {
           attempts.push({
             ...endpoint,
@@ -189,7 +233,7 @@ export class ConnectionIterator<C, R> {
           });
           return launch(hedged);
         }
-        const f: InFlight = { endpoint, started, hedged, cancel: () => call.cancel() };
+        const f: InFlight = { endpoint, started, hedged, waited: waitForReady, cancel: () => call.cancel() };
         inFlight.add(f);
         source
           .track(endpoint, () => call.promise)
@@ -206,16 +250,19 @@ export class ConnectionIterator<C, R> {
               const code = typeof err.code === 'number' ? err.code : status.UNKNOWN;
               const message = err.details || err.message || codeName(code);
               attempts.push(record(f, code, message));
-              const resendable = this.opts.idempotent || neverReachedPeer(err);
+              const unreached = neverReachedPeer(err);
+              noneReached &&= unreached;
+              const resendable = this.opts.idempotent || unreached;
               if (!isFailoverCode(code) || !resendable) {
                 // The caller's error is the answer; a possibly-delivered write is never sent twice.
                 if (inFlight.size === 0 || !isFailoverCode(code)) fail(code, message);
                 return;
               }
-              if (launch(false) || inFlight.size > 0) return;
+              if (launch(false) || inFlight.size > 0 || waitForReconnect()) return;
               const out = deadline - this.now() <= 0;
+              // A reconnect wait that ran out means no peer could be reached: unavailable, not slow.
               fail(
-                out ? status.DEADLINE_EXCEEDED : code,
+                out ? status.DEADLINE_EXCEEDED : f.waited ? status.UNAVAILABLE : code,
                 `${out ? 'deadline exceeded' : `all ${attempts.length} attempts failed`} for ${targetName(target)}: ${summary()}`,
               );
             },

@@ -1,0 +1,187 @@
+import { TopologyError, loadTopology } from '@wanas/broker';
+import { InvalidArgumentError, type Command } from 'commander';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { K8S_DEFAULTS, K8sError, k8sManifests, podObjectName, type K8sOptions } from './k8s/manifests';
+import { collect, parsePositiveInt } from './parse';
+import { createTlsDir } from './tls';
+
+interface K8sFlags {
+  topology: string;
+  image: string;
+  namespace: string;
+  site: string[];
+  clusterDomain: string;
+  replicas: number;
+  grace: number;
+  cpu: string;
+  memory: string;
+  memoryLimit: string;
+  data: string;
+  dataSize: string;
+  storageClass?: string;
+  namespaceObject: boolean;
+  tlsDir?: string;
+}
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const DNS_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+/** A Kubernetes resource quantity, e.g. 250m, 0.5, 192Mi, 1Gi. */
+const QUANTITY = /^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$/;
+
+const matching = (re: RegExp, what: string) => (text: string) => {
+  if (!re.test(text)) throw new InvalidArgumentError(`"${text}" is not ${what}`);
+  return text;
+};
+
+/**
+ * `wanas k8s --topology FILE --image IMAGE`: the Kubernetes manifests of a federation, as a YAML stream
+ * on stdout (one Deployment, headless Service and PodDisruptionBudget per pod; the topology as a
+ * ConfigMap). The Secrets the brokers need are listed on stderr; `--tls-dir` makes throwaway ones.
+ */
+export function registerK8s(program: Command): void {
+  program
+    .command('k8s')
+    .description('write Kubernetes manifests for a topology to stdout (one Deployment per pod)')
+    .requiredOption('-t, --topology <file>', 'topology YAML file (listed brokers become replicas)')
+    .requiredOption(
+      '--image <image>',
+      'broker image, e.g. registry.example.com/wanas:1.0',
+      matching(/^[^\s]+$/, 'an image reference'),
+    )
+    .option(
+      '-n, --namespace <ns>',
+      'namespace of every object',
+      matching(DNS_LABEL, 'a namespace name'),
+      K8S_DEFAULTS.namespace,
+    )
+    .option('--site <name>', 'only this site (repeat; one cluster per datacenter)', collect, [])
+    .option(
+      '--cluster-domain <domain>',
+      'DNS domain the headless Services resolve in (multi-cluster: e.g. clusterset.local)',
+      matching(DNS_NAME, 'a DNS domain'),
+      K8S_DEFAULTS.clusterDomain,
+    )
+    .option(
+      '--replicas <n>',
+      'replicas of a pod the topology already gives as dns:///…',
+      parsePositiveInt,
+      K8S_DEFAULTS.replicas,
+    )
+    .option(
+      '--grace <ms>',
+      'broker shutdown grace for in-flight calls, ms',
+      parsePositiveInt,
+      K8S_DEFAULTS.graceMs,
+    )
+    .option(
+      '--cpu <quantity>',
+      'CPU request per broker',
+      matching(QUANTITY, 'a quantity'),
+      K8S_DEFAULTS.cpuRequest,
+    )
+    .option(
+      '--memory <quantity>',
+      'memory request per broker',
+      matching(QUANTITY, 'a quantity'),
+      K8S_DEFAULTS.memoryRequest,
+    )
+    .option(
+      '--memory-limit <quantity>',
+      'memory limit per broker',
+      matching(QUANTITY, 'a quantity'),
+      K8S_DEFAULTS.memoryLimit,
+    )
+    .option('--data <kind>', "pod database: 'pvc' (ReadWriteMany, shared by replicas) or 'emptydir'", 'pvc')
+    .option(
+      '--data-size <quantity>',
+      'size of the pod database volume',
+      matching(QUANTITY, 'a quantity'),
+      '1Gi',
+    )
+    .option('--storage-class <name>', 'storage class of the database claims', matching(DNS_NAME, 'a name'))
+    .option('--no-namespace-object', 'do not emit the Namespace object')
+    .option(
+      '--tls-dir <dir>',
+      'write a throwaway CA and one certificate per pod here (demos; not production PKI)',
+    )
+    .action(async (o: K8sFlags) => {
+      const fail = (msg: string): never => {
+        process.stderr.write(`error: ${msg}\n`);
+        process.exit(2);
+      };
+      if (o.data !== 'pvc' && o.data !== 'emptydir') fail(`--data must be pvc or emptydir, got "${o.data}"`);
+      if (!(o.replicas >= 1)) fail('--replicas must be at least 1');
+      let out;
+      try {
+        const t = loadTopology(o.topology);
+        const opts: K8sOptions = {
+          image: o.image,
+          namespace: o.namespace,
+          sites: o.site,
+          clusterDomain: o.clusterDomain,
+          replicas: o.replicas,
+          graceMs: o.grace,
+          cpuRequest: o.cpu,
+          memoryRequest: o.memory,
+          memoryLimit: o.memoryLimit,
+          data: o.data as K8sOptions['data'],
+          dataSize: o.dataSize,
+          storageClass: o.storageClass,
+          createNamespace: o.namespaceObject,
+        };
+        out = k8sManifests(t, opts);
+      } catch (e) {
+        return fail(e instanceof TopologyError || e instanceof K8sError ? e.message : String(e));
+      }
+      const topologyYaml = YAML.stringify(out.topology, { lineWidth: 0 });
+      for (const m of out.manifests)
+        if (m.kind === 'ConfigMap')
+          (m as unknown as { data: Record<string, string> }).data['topology.yaml'] = topologyYaml;
+      const header =
+        `# Generated by: wanas k8s --topology ${path.basename(o.topology)} --image ${o.image} --namespace ${o.namespace}\n` +
+        `# Before applying, create one Secret per pod (keys ca.crt, tls.crt, tls.key): ${out.secrets.map((s) => s.name).join(', ')}\n`;
+      process.stdout.write(
+        header +
+          out.manifests
+            .map((m) => `---\n${YAML.stringify(m, { lineWidth: 0, aliasDuplicateObjects: false })}`)
+            .join(''),
+      );
+
+      const wanted = o.site.length ? out.secrets.filter((s) => o.site.includes(s.site)) : out.secrets;
+      if (o.tlsDir) {
+        const dir = path.resolve(o.tlsDir);
+        const ids = wanted.map((s) => s.certificateName);
+        await createTlsDir(dir, ids, (id) => {
+          const s = wanted.find((x) => x.certificateName === id)!;
+          const svc = podObjectName(s.site, s.pod);
+          const site = `wanas-${s.site}`;
+          return [
+            svc,
+            `${svc}.${o.namespace}.svc`,
+            site,
+            `${site}.${o.namespace}.svc`,
+            `${site}.${o.namespace}.svc.${o.clusterDomain}`,
+          ];
+        });
+        process.stderr.write(
+          `wrote a throwaway CA, per-pod certificates and client.crt/client.key to ${dir}; create the Secrets with:\n` +
+            wanted
+              .map(
+                (s) =>
+                  `  kubectl -n ${o.namespace} create secret generic ${s.name} --from-file=ca.crt=${dir}/ca.crt ` +
+                  `--from-file=tls.crt=${dir}/${s.certificateName}.crt --from-file=tls.key=${dir}/${s.certificateName}.key`,
+              )
+              .join('\n') +
+            '\n',
+        );
+      } else {
+        process.stderr.write(
+          `the brokers need one Secret per pod in namespace ${o.namespace} (keys ca.crt, tls.crt, tls.key; the ` +
+            `certificate's CN and a DNS SAN name the pod):\n` +
+            wanted.map((s) => `  ${s.name}: certificate name ${s.certificateName}`).join('\n') +
+            `\n(--tls-dir DIR makes throwaway ones for a trial)\n`,
+        );
+      }
+    });
+}

@@ -1,0 +1,350 @@
+import { dnsPodIdentity, type Topology } from '@wanas/broker';
+// Types only (a dev dependency): object literals below are checked against the Kubernetes API types at
+// compile time, and the tests validate the output against the OpenAPI schema with the same package.
+import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
+import type { IPodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
+import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import type { INamespace } from 'kubernetes-models/v1/Namespace';
+import type { IPersistentVolumeClaim } from 'kubernetes-models/v1/PersistentVolumeClaim';
+import type { IService } from 'kubernetes-models/v1/Service';
+import type { IVolume } from 'kubernetes-models/v1/Volume';
+import type { IProbe } from 'kubernetes-models/v1/Probe';
+
+/** Ports every broker container uses (the image's EXPOSE). */
+export const K8S_PORTS = { grpc: 7000, health: 7001, metrics: 9000 } as const;
+/** Where the container finds its files. */
+const PATHS = {
+  topologyDir: '/etc/wanas/topology',
+  tlsDir: '/etc/wanas/tls',
+  data: '/var/lib/wanas',
+} as const;
+/** The image's unprivileged `node` user. */
+const NODE_UID = 1000;
+/** CoreDNS's default TTL for records of headless Services, s. */
+const CLUSTER_DNS_TTL_S = 5;
+/** Label keys. */
+const LABEL = {
+  name: 'app.kubernetes.io/name',
+  component: 'app.kubernetes.io/component',
+  partOf: 'app.kubernetes.io/part-of',
+  managedBy: 'app.kubernetes.io/managed-by',
+  site: 'wanas.io/site',
+  pod: 'wanas.io/pod',
+} as const;
+
+/** Options of {@link k8sManifests}. */
+export interface K8sOptions {
+  image: string;
+  namespace: string;
+  /** Emit only these sites' objects (one cluster per datacenter); all when empty. The ConfigMap is always whole. */
+  sites: string[];
+  /** The cluster DNS domain the pods' headless Services resolve in (multi-cluster: e.g. clusterset.local). */
+  clusterDomain: string;
+  /** Replicas of a pod the topology already gives as dns:///NAME:PORT (a listed pod: its broker count). */
+  replicas: number;
+  /** The broker's shutdown grace for in-flight calls, ms. */
+  graceMs: number;
+  /** Container resources. */
+  cpuRequest: string;
+  memoryRequest: string;
+  memoryLimit: string;
+  /** Where a pod's embedded database lives: a ReadWriteMany claim its replicas share, or per-replica emptyDir. */
+  data: 'pvc' | 'emptydir';
+  dataSize: string;
+  storageClass: string | undefined;
+  /** Emit a Namespace object. */
+  createNamespace: boolean;
+}
+
+/** Defaults of the `wanas k8s` flags. */
+export const K8S_DEFAULTS: Omit<K8sOptions, 'image'> = {
+  namespace: 'wanas',
+  sites: [],
+  clusterDomain: 'cluster.local',
+  replicas: 2,
+  graceMs: 10_000,
+  cpuRequest: '250m',
+  memoryRequest: '192Mi',
+  memoryLimit: '512Mi',
+  data: 'pvc',
+  dataSize: '1Gi',
+  storageClass: undefined,
+  createNamespace: true,
+};
+
+/** A Kubernetes object wanas k8s emits. */
+export type Manifest =
+  INamespace | IConfigMap | IService | IDeployment | IPodDisruptionBudget | IPersistentVolumeClaim;
+
+/** A generated set: the objects, and the Secrets an operator must create before applying them. */
+export interface K8sOutput {
+  manifests: Manifest[];
+  /** Per pod: the Secret name and the certificate name (CN/SAN) it must carry. */
+  secrets: { name: string; site: string; pod: string; certificateName: string }[];
+  /** The topology the brokers run with (the ConfigMap's `topology.yaml`), as data. */
+  topology: Record<string, unknown>;
+}
+
+/** Kubernetes object names of a pod (a DNS label: ≤ 63 characters). */
+export function podObjectName(site: string, pod: string): string {
+  return `wanas-${site}-${pod}`;
+}
+
+/** A refused generation: names what is wrong. */
+export class K8sError extends Error {}
+
+/**
+ * The manifests that run a topology on Kubernetes: per pod a Deployment (replicas = the pod's brokers)
+ * and a headless Service its replicas are found by (`dns:///…`), a PodDisruptionBudget and, with
+ * `data: pvc`, a shared volume claim; per site a client Service; the topology as a ConfigMap, rewritten so
+ * every pod is found by DNS and every link runs mTLS with certificates from per-pod Secrets.
+ */
+export function k8sManifests(t: Topology, o: K8sOptions): K8sOutput {
+  const unknownSites = o.sites.filter((s) => !t.sites.some((x) => x.name === s));
+  if (unknownSites.length)
+    throw new K8sError(
+      `--site ${unknownSites.join(', ')}: not in the topology (sites: ${t.sites.map((s) => s.name).join(', ')})`,
+    );
+  for (const s of t.sites)
+    for (const p of s.pods) {
+      const n = podObjectName(s.name, p.name);
+      if (n.length > 63)
+        throw new K8sError(`pod ${s.name}/${p.name}: object name "${n}" is longer than 63 characters`);
+    }
+
+  const ns = o.namespace;
+  const hostOf = (site: string, pod: string) => `${podObjectName(site, pod)}.${ns}.svc.${o.clusterDomain}`;
+  const preStopS = Math.ceil(t.settings.dnsRefreshMs / 1000) + CLUSTER_DNS_TTL_S + 1;
+  const graceS = preStopS + Math.ceil(o.graceMs / 1000) + 5;
+
+  const { dnsServers: _dropped, ...settings } = t.settings;
+  void _dropped;
+  const topology: Record<string, unknown> = {
+    federation: t.federation,
+    settings: { ...settings, dataDir: PATHS.data },
+    security: {
+      mode: 'mtls',
+      caFile: `${PATHS.tlsDir}/ca.crt`,
+      certFile: `${PATHS.tlsDir}/tls.crt`,
+      keyFile: `${PATHS.tlsDir}/tls.key`,
+      refreshIntervalMs: t.security.refreshIntervalMs,
+      clientTokens: t.security.clientTokens,
+    },
+    sites: t.sites.map((s) => ({
+      name: s.name,
+      pods: s.pods.map((p) => ({
+        name: p.name,
+        brokers: `dns:///${hostOf(s.name, p.name)}:${K8S_PORTS.grpc}`,
+        listen: `0.0.0.0:${K8S_PORTS.grpc}`,
+        healthAddress: `0.0.0.0:${K8S_PORTS.health}`,
+        metricsAddress: `0.0.0.0:${K8S_PORTS.metrics}`,
+      })),
+    })),
+  };
+
+  const common = { [LABEL.partOf]: 'wanas', [LABEL.managedBy]: 'wanas-k8s' };
+  const meta = (name: string, labels: Record<string, string> = {}) => ({
+    name,
+    namespace: ns,
+    labels: { ...common, ...labels },
+  });
+  const manifests: Manifest[] = [];
+  const secrets: K8sOutput['secrets'] = [];
+  if (o.createNamespace)
+    manifests.push({
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: ns, labels: common },
+    } satisfies INamespace);
+  manifests.push({
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: meta('wanas-topology'),
+    data: { 'topology.yaml': '' }, // filled by the caller (YAML text)
+  } satisfies IConfigMap);
+
+  for (const s of t.sites) {
+    if (o.sites.length && !o.sites.includes(s.name)) continue;
+    const siteLabels = { [LABEL.name]: 'wanas', [LABEL.site]: s.name };
+    // Clients of this datacenter call any of its brokers through one Service.
+    manifests.push({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(`wanas-${s.name}`, { ...siteLabels, [LABEL.component]: 'client-endpoint' }),
+      spec: {
+        type: 'ClusterIP',
+        selector: siteLabels,
+        ports: [{ name: 'grpc', port: K8S_PORTS.grpc, targetPort: 'grpc', appProtocol: 'grpc' }],
+      },
+    } satisfies IService);
+    for (const p of s.pods) {
+      const name = podObjectName(s.name, p.name);
+      const labels = { ...siteLabels, [LABEL.pod]: p.name };
+      const secret = `${name}-tls`;
+      secrets.push({
+        name: secret,
+        site: s.name,
+        pod: p.name,
+        certificateName: dnsPodIdentity(s.name, p.name),
+      });
+      const replicas = p.dns ? o.replicas : p.brokers.length;
+
+      manifests.push({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: meta(name, { ...labels, [LABEL.component]: 'pod-discovery' }),
+        spec: {
+          clusterIP: 'None', // headless: the name resolves to every ready replica
+          publishNotReadyAddresses: false,
+          selector: labels,
+          ports: [{ name: 'grpc', port: K8S_PORTS.grpc, targetPort: 'grpc', appProtocol: 'grpc' }],
+        },
+      } satisfies IService);
+
+      const volumes: IVolume[] = [
+        { name: 'topology', configMap: { name: 'wanas-topology' } },
+        { name: 'tls', secret: { secretName: secret, defaultMode: 0o440 } },
+        { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+        o.data === 'pvc'
+          ? { name: 'data', persistentVolumeClaim: { claimName: `${name}-data` } }
+          : { name: 'data', emptyDir: { sizeLimit: o.dataSize } },
+      ];
+      if (o.data === 'pvc')
+        manifests.push({
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          metadata: meta(`${name}-data`, labels),
+          spec: {
+            // The pod's replicas share one embedded database (idempotency keys, inventory).
+            accessModes: ['ReadWriteMany'],
+            resources: { requests: { storage: o.dataSize } },
+            ...(o.storageClass ? { storageClassName: o.storageClass } : {}),
+          },
+        } satisfies IPersistentVolumeClaim);
+
+      const grpcProbe = (periodSeconds: number, failureThreshold: number): IProbe => ({
+        grpc: { port: K8S_PORTS.health, service: '' },
+        periodSeconds,
+        timeoutSeconds: 2,
+        failureThreshold,
+      });
+      manifests.push({
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: meta(name, labels),
+        spec: {
+          replicas,
+          selector: { matchLabels: labels },
+          // Never below the pod's capacity during a rollout: a new replica is ready before an old one goes.
+          strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+          template: {
+            metadata: {
+              labels,
+              annotations: {
+                'prometheus.io/scrape': 'true',
+                'prometheus.io/port': String(K8S_PORTS.metrics),
+                'prometheus.io/path': '/metrics',
+              },
+            },
+            spec: {
+              automountServiceAccountToken: false,
+              enableServiceLinks: false,
+              terminationGracePeriodSeconds: graceS,
+              securityContext: {
+                runAsNonRoot: true,
+                runAsUser: NODE_UID,
+                runAsGroup: NODE_UID,
+                fsGroup: NODE_UID,
+                seccompProfile: { type: 'RuntimeDefault' },
+              },
+              // Replicas of a pod on different nodes, so one node failing leaves the pod answering.
+              affinity: {
+                podAntiAffinity: {
+                  preferredDuringSchedulingIgnoredDuringExecution: [
+                    {
+                      weight: 100,
+                      podAffinityTerm: {
+                        topologyKey: 'kubernetes.io/hostname',
+                        labelSelector: { matchLabels: labels },
+                      },
+                    },
+                  ],
+                },
+              },
+              containers: [
+                {
+                  name: 'broker',
+                  image: o.image,
+                  imagePullPolicy: 'IfNotPresent',
+                  args: [
+                    '--topology',
+                    `${PATHS.topologyDir}/topology.yaml`,
+                    '--pod',
+                    `${s.name}/${p.name}`,
+                    '--id',
+                    '$(POD_NAME)',
+                    '--grace',
+                    String(o.graceMs),
+                  ],
+                  env: [
+                    { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+                    { name: 'WANAS_LOG_FORMAT', value: 'json' },
+                    { name: 'NODE_ENV', value: 'production' },
+                  ],
+                  ports: [
+                    { name: 'grpc', containerPort: K8S_PORTS.grpc, protocol: 'TCP' },
+                    { name: 'health', containerPort: K8S_PORTS.health, protocol: 'TCP' },
+                    { name: 'metrics', containerPort: K8S_PORTS.metrics, protocol: 'TCP' },
+                  ],
+                  // Kubernetes probes speak plaintext gRPC health: the broker serves it on its own port.
+                  startupProbe: grpcProbe(1, 60),
+                  readinessProbe: grpcProbe(2, 2),
+                  livenessProbe: grpcProbe(10, 3),
+                  lifecycle: {
+                    // Out of DNS first (peers re-resolve every dnsRefreshMs, cluster DNS caches for its TTL),
+                    // then SIGTERM: the broker stops taking calls and finishes those in flight within --grace.
+                    preStop: { exec: { command: ['sleep', String(preStopS)] } },
+                  },
+                  resources: {
+                    requests: { cpu: o.cpuRequest, memory: o.memoryRequest },
+                    limits: { memory: o.memoryLimit },
+                  },
+                  securityContext: {
+                    allowPrivilegeEscalation: false,
+                    readOnlyRootFilesystem: true,
+                    runAsNonRoot: true,
+                    capabilities: { drop: ['ALL'] },
+                  },
+                  volumeMounts: [
+                    { name: 'topology', mountPath: PATHS.topologyDir, readOnly: true },
+                    { name: 'tls', mountPath: PATHS.tlsDir, readOnly: true },
+                    { name: 'data', mountPath: PATHS.data },
+                    { name: 'tmp', mountPath: '/tmp' },
+                  ],
+                },
+              ],
+              volumes,
+            },
+          },
+        },
+      } satisfies IDeployment);
+
+      manifests.push({
+        apiVersion: 'policy/v1',
+        kind: 'PodDisruptionBudget',
+        metadata: meta(name, labels),
+        spec: { maxUnavailable: 1, selector: { matchLabels: labels } },
+      } satisfies IPodDisruptionBudget);
+    }
+  }
+  const seen = new Set<string>();
+  for (const m of manifests) {
+    const k = `${m.kind}/${m.metadata!.name!}`;
+    if (seen.has(k))
+      throw new K8sError(
+        `two objects would both be named ${k}: rename a site or pod (names are wanas-<site>-<pod>)`,
+      );
+    seen.add(k);
+  }
+  return { manifests, secrets, topology };
+}
