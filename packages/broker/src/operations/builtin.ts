@@ -2,6 +2,7 @@ import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
+import { StoreBusyError } from '../store/pod-store';
 import { OperationRegistry } from './registry';
 import type { JsonObject, Operation } from './types';
 
@@ -71,23 +72,29 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
       .regex(/^[a-z0-9-]{1,63}$/, 'must be a pool name such as "standard"')
       .default('standard'),
   }),
-  execute: (params, ctx) => {
-    const out = ctx.store.once(ctx.idempotencyKey, 'desktops.provision', params, () => {
-      if (!ctx.store.hasPool(params.pool)) {
-        throw new BrokerError(
-          status.NOT_FOUND,
-          `params.pool: pod ${ctx.site}/${ctx.pod} has no pool "${params.pool}"`,
-        );
-      }
-      const d = ctx.store.assignFreeDesktop(params.user, params.pool);
-      if (!d) {
-        throw new BrokerError(
-          status.RESOURCE_EXHAUSTED,
-          `pool "${params.pool}" of ${ctx.site}/${ctx.pod} has no free desktop`,
-        );
-      }
-      return { desktop: d as unknown as JsonObject, provisionedBy: ctx.brokerId };
-    });
+  execute: async (params, ctx) => {
+    const out = await ctx.store
+      .onceWithin(ctx.deadline, ctx.idempotencyKey, 'desktops.provision', params, () => {
+        if (!ctx.store.hasPool(params.pool)) {
+          throw new BrokerError(
+            status.NOT_FOUND,
+            `params.pool: pod ${ctx.site}/${ctx.pod} has no pool "${params.pool}"`,
+          );
+        }
+        const d = ctx.store.assignFreeDesktop(params.user, params.pool);
+        if (!d) {
+          throw new BrokerError(
+            status.RESOURCE_EXHAUSTED,
+            `pool "${params.pool}" of ${ctx.site}/${ctx.pod} has no free desktop`,
+          );
+        }
+        return { desktop: d as unknown as JsonObject, provisionedBy: ctx.brokerId };
+      })
+      .catch((e: unknown) => {
+        // Nothing was written: the write is safe to send again (to this pod) once the lock is free.
+        if (e instanceof StoreBusyError) throw new BrokerError(status.UNAVAILABLE, e.message);
+        throw e;
+      });
     if ('conflict' in out) {
       throw new BrokerError(
         status.FAILED_PRECONDITION,

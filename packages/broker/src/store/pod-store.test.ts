@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DEMO_USERS, PodStore, SEED_DESKTOPS_PER_POOL, SEED_POOLS } from './pod-store';
+import Database from 'better-sqlite3';
+import { DEMO_USERS, PodStore, SEED_DESKTOPS_PER_POOL, SEED_POOLS, StoreBusyError } from './pod-store';
 
 describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
   let dir: string;
@@ -63,5 +64,34 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
       // wait out the 1 ms window
     }
     expect(a.once('k3', 'op', {}, () => ({ n: 2 }), 1)).toEqual({ result: { n: 2 }, replayed: false });
+  });
+
+  it('waits for a twin holding the write lock without blocking the event loop, up to the deadline', async () => {
+    // A twin frozen inside a write transaction: another connection holds the write lock.
+    const twin = new Database(path.join(dir, 'pod.sqlite'));
+    twin.exec('BEGIN IMMEDIATE');
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
+    try {
+      const t0 = Date.now();
+      await expect(a.onceWithin(Date.now() + 300, 'k4', 'op', {}, () => ({ n: 1 }))).rejects.toBeInstanceOf(
+        StoreBusyError,
+      );
+      const waited = Date.now() - t0;
+      expect(waited).toBeGreaterThanOrEqual(200);
+      expect(waited).toBeLessThan(2000); // not the 5 s busy timeout of start-up
+      expect(ticks).toBeGreaterThan(5); // the event loop kept running meanwhile
+
+      // The twin commits while we wait: the write goes through, once.
+      let actions = 0;
+      setTimeout(() => twin.exec('COMMIT'), 100);
+      const out = await a.onceWithin(Date.now() + 3000, 'k4', 'op', {}, () => ({ n: ++actions }));
+      expect(out).toEqual({ result: { n: 1 }, replayed: false });
+      expect(actions).toBe(1);
+    } finally {
+      clearInterval(ticker);
+      if (twin.inTransaction) twin.exec('ROLLBACK');
+      twin.close();
+    }
   });
 });

@@ -11,8 +11,16 @@ export const SEED_POOLS = ['standard', 'gpu'] as const;
 export const DEMO_USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi'] as const;
 /** How long a remembered idempotency key lasts by default: 24 h. */
 export const DEFAULT_IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
-/** How long a broker waits for a pod twin's write lock, ms. */
-const BUSY_TIMEOUT_MS = 5000;
+/** How long opening (and seeding) waits for a pod twin's write lock, ms: start-up only. */
+const OPEN_BUSY_TIMEOUT_MS = 5000;
+/**
+ * How long one write waits, blocking, for a twin's lock, ms. better-sqlite3 is synchronous: a long busy
+ * wait would stall every call of the broker (e.g. behind a twin frozen while it holds the lock), so writes
+ * wait briefly and then retry off the event loop (see {@link PodStore.onceWithin}).
+ */
+const WRITE_BUSY_TIMEOUT_MS = 20;
+/** Pause between write retries while a twin holds the lock, ms. */
+const BUSY_RETRY_MS = 25;
 
 /** A desktop of a pod's inventory. */
 export interface Desktop {
@@ -58,7 +66,7 @@ export class PodStore {
     readonly idempotencyWindowMs = DEFAULT_IDEMPOTENCY_WINDOW_MS,
   ) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+    this.db = new Database(file, { timeout: OPEN_BUSY_TIMEOUT_MS });
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(`
@@ -77,6 +85,7 @@ export class PodStore {
         result TEXT NOT NULL, created_at INTEGER NOT NULL);
     `);
     this.seed();
+    this.db.pragma(`busy_timeout = ${WRITE_BUSY_TIMEOUT_MS}`);
   }
 
   /** Seeds the demo inventory once per file (the first twin to get the write lock does it). */
@@ -195,6 +204,31 @@ export class PodStore {
       .immediate();
   }
 
+  /**
+   * {@link once}, waiting without blocking the event loop while another broker of the pod holds the write
+   * lock, until `deadline` (epoch ms). Nothing has run when the lock is not had (BEGIN IMMEDIATE), so a
+   * retry is safe. Throws {@link StoreBusyError} when the lock stays taken past the deadline.
+   */
+  async onceWithin(
+    deadline: number,
+    key: string,
+    operation: string,
+    params: unknown,
+    action: () => Record<string, unknown>,
+  ): Promise<ReturnType<PodStore['once']>> {
+    const started = Date.now();
+    for (;;) {
+      try {
+        return this.once(key, operation, params, action);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw e;
+        if (Date.now() + BUSY_RETRY_MS >= deadline)
+          throw new StoreBusyError(this.site, this.pod, Date.now() - started);
+        await new Promise((r) => setTimeout(r, BUSY_RETRY_MS));
+      }
+    }
+  }
+
   /** Assigns a free desktop of `pool` to `user`; undefined when the pool has none free. Call inside {@link once}. */
   assignFreeDesktop(user: string, pool: string): Desktop | undefined {
     const d = this.db
@@ -213,6 +247,18 @@ export class PodStore {
   /** Closes the database. */
   close(): void {
     this.db.close();
+  }
+}
+
+/** The pod's database stayed locked by another broker of the pod until the request's deadline. */
+export class StoreBusyError extends Error {
+  constructor(
+    readonly site: string,
+    readonly pod: string,
+    readonly waitedMs: number,
+  ) {
+    super(`the database of pod ${site}/${pod} stayed locked by another broker of the pod for ${waitedMs} ms`);
+    this.name = 'StoreBusyError';
   }
 }
 
