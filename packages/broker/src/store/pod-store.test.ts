@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -94,4 +95,34 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
       twin.close();
     }
   });
+
+  it('opens a new file from six processes at the same moment (twins starting together)', async () => {
+    // The compiled store (npm test builds first), in separate processes: real concurrent opens.
+    const dist = path.resolve(__dirname, '../../dist/store/pod-store.js');
+    const script = `const { PodStore } = require(${JSON.stringify(dist)});
+      const [file, at] = process.argv.slice(1);
+      while (Date.now() < Number(at)) {}
+      try { new PodStore(file, 's', 'p').close(); console.log('ok'); }
+      catch (e) { console.log('FAIL ' + e.code + ' ' + e.message); }`;
+    for (let round = 0; round < 3; round++) {
+      const file = path.join(dir, `race-${round}.sqlite`);
+      const at = Date.now() + 500;
+      const outs = await Promise.all(
+        Array.from(
+          { length: 6 },
+          () =>
+            new Promise<string>((resolve) => {
+              const p = spawn(process.execPath, ['-e', script, file, String(at)]);
+              let out = '';
+              p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+              p.on('exit', () => resolve(out.trim()));
+            }),
+        ),
+      );
+      expect(outs).toEqual(Array(6).fill('ok'));
+      const s = new PodStore(file, 's', 'p');
+      expect(s.capacity().total).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL); // seeded once
+      s.close();
+    }
+  }, 30_000);
 });

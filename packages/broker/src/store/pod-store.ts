@@ -22,6 +22,43 @@ const WRITE_BUSY_TIMEOUT_MS = 20;
 /** Pause between write retries while a twin holds the lock, ms. */
 const BUSY_RETRY_MS = 25;
 
+/** The pod database's tables. */
+const SCHEMA = `
+      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS desktops (
+        id TEXT PRIMARY KEY, pool TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('free', 'assigned')), user TEXT);
+      CREATE INDEX IF NOT EXISTS desktops_user ON desktops(user);
+      CREATE INDEX IF NOT EXISTS desktops_pool_state ON desktops(pool, state);
+      CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY, desktop_id TEXT NOT NULL REFERENCES desktops(id), user TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('connected', 'disconnected')), started_at TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
+      CREATE TABLE IF NOT EXISTS idempotency (
+        key TEXT PRIMARY KEY, operation TEXT NOT NULL, params_hash TEXT NOT NULL,
+        result TEXT NOT NULL, created_at INTEGER NOT NULL);
+    `;
+
+/** True for SQLite's "another connection holds the lock" errors (SQLITE_BUSY and its extended codes). */
+function isBusy(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+}
+
+/** Runs `fn`, retrying while the database is busy, blocking up to `ms` (start-up only). */
+function retryBusy<T>(fn: () => T, ms = OPEN_BUSY_TIMEOUT_MS): T {
+  const until = Date.now() + ms;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      return fn();
+    } catch (e) {
+      if (!isBusy(e) || Date.now() > until) throw e;
+      Atomics.wait(pause, 0, 0, BUSY_RETRY_MS);
+    }
+  }
+}
+
 /** A desktop of a pod's inventory. */
 export interface Desktop {
   id: string;
@@ -67,24 +104,12 @@ export class PodStore {
   ) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: OPEN_BUSY_TIMEOUT_MS });
-    this.db.pragma('journal_mode = WAL');
+    // Twins open the same file at the same moment: SQLite may answer BUSY without waiting (changing the
+    // journal mode, a read lock upgraded to a write), so each step retries until OPEN_BUSY_TIMEOUT_MS.
+    retryBusy(() => this.db.pragma('journal_mode = WAL'));
     this.db.pragma('synchronous = NORMAL');
-    this.db.exec(`
-      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS desktops (
-        id TEXT PRIMARY KEY, pool TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('free', 'assigned')), user TEXT);
-      CREATE INDEX IF NOT EXISTS desktops_user ON desktops(user);
-      CREATE INDEX IF NOT EXISTS desktops_pool_state ON desktops(pool, state);
-      CREATE TABLE IF NOT EXISTS sessions (
-        id TEXT PRIMARY KEY, desktop_id TEXT NOT NULL REFERENCES desktops(id), user TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('connected', 'disconnected')), started_at TEXT NOT NULL);
-      CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
-      CREATE TABLE IF NOT EXISTS idempotency (
-        key TEXT PRIMARY KEY, operation TEXT NOT NULL, params_hash TEXT NOT NULL,
-        result TEXT NOT NULL, created_at INTEGER NOT NULL);
-    `);
-    this.seed();
+    retryBusy(() => this.db.transaction(() => this.db.exec(SCHEMA)).immediate());
+    retryBusy(() => this.seed());
     this.db.pragma(`busy_timeout = ${WRITE_BUSY_TIMEOUT_MS}`);
   }
 
@@ -221,7 +246,7 @@ export class PodStore {
       try {
         return this.once(key, operation, params, action);
       } catch (e) {
-        if ((e as { code?: string }).code !== 'SQLITE_BUSY') throw e;
+        if (!isBusy(e)) throw e;
         if (Date.now() + BUSY_RETRY_MS >= deadline)
           throw new StoreBusyError(this.site, this.pod, Date.now() - started);
         await new Promise((r) => setTimeout(r, BUSY_RETRY_MS));
