@@ -50,6 +50,7 @@ export const SERVER_OPTIONS: grpc.ServerOptions = {
   'grpc.http2.min_ping_interval_without_data_ms': 5_000,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.enable_channelz': 0,
 };
 
 function deadlineOf(call: { getDeadline(): grpc.Deadline }): number | undefined {

@@ -1,24 +1,24 @@
-import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
+// The parts load only when `wanas bench` runs: other commands (the broker above all) stay lean.
+import type { scalePart } from './bench/part-scale';
+import type {
+  BenchCounts,
+  Progress,
   failoverPart,
   latencyPart,
   tailPart,
   throughputPart,
-  type BenchCounts,
-  type Progress,
 } from './bench/parts';
-import { scalePart } from './bench/part-scale';
-import { latencySvg } from './bench/svg';
 import { table } from './format';
 
 const PARTS = ['latency', 'failover', 'tail', 'throughput', 'scale'] as const;
 type Part = (typeof PARTS)[number];
 
-function progressBar(): Progress & { stop(): void } {
+async function progressBar(): Promise<Progress & { stop(): void }> {
+  const { default: cliProgress } = await import('cli-progress');
   const bar = new cliProgress.SingleBar(
     {
       format: '{label} [{bar}] {value}/{total}',
@@ -126,7 +126,7 @@ function describe(r: Record<string, unknown> & { part: Part }): string {
         ],
       ),
       `p50 growth 1 → 16 pods per site: ${((sc.podsPerSite.at(-1)!.p50Ms / base - 1) * 100).toFixed(1)}% (target ≤ 15%); 2 → 16 sites: ${((sc.sites.at(-1)!.p50Ms / baseSites - 1) * 100).toFixed(1)}% (target: flat)`,
-      `RSS of a broker holding a 100-site × 10-pod topology: ${sc.bigTopologyRssMb} MB (target ≤ 100 MB)`,
+      `RSS of a broker holding a 100-site × 10-pod topology: ${sc.bigTopologyRssMb} MB with its peers answering (target ≤ 100 MB); ${sc.bigTopologyDeadPeersRssMb} MB once every peer is gone`,
     ].join('\n');
   }
   const t = r as unknown as Awaited<ReturnType<typeof throughputPart>>;
@@ -213,16 +213,19 @@ export function registerBench(program: Command): void {
           warmPerTarget: o.warmPerTarget,
         };
         fs.mkdirSync(o.out, { recursive: true });
-        const progress = progressBar();
+        const progress = await progressBar();
+        const impl = await import('./bench/parts');
+        const { scalePart: scale } = await import('./bench/part-scale');
+        const { latencySvg } = await import('./bench/svg');
         const results: (Record<string, unknown> & { part: Part })[] = [];
         const started = new Date();
         for (const part of chosen) {
           const fn = {
-            latency: latencyPart,
-            failover: failoverPart,
-            tail: tailPart,
-            throughput: throughputPart,
-            scale: scalePart,
+            latency: impl.latencyPart,
+            failover: impl.failoverPart,
+            tail: impl.tailPart,
+            throughput: impl.throughputPart,
+            scale: scale,
           }[part];
           const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
           progress.stop();

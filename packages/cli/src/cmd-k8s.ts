@@ -4,7 +4,6 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { K8S_DEFAULTS, K8sError, k8sManifests, podObjectName, type K8sOptions } from './k8s/manifests';
 import { collect, parsePositiveInt } from './parse';
-import { createTlsDir } from './tls';
 
 interface K8sFlags {
   topology: string;
@@ -150,6 +149,7 @@ export function registerK8s(program: Command): void {
 
       const wanted = o.site.length ? out.secrets.filter((s) => o.site.includes(s.site)) : out.secrets;
       if (o.tlsDir) {
+        const { createTlsDir } = await import('./tls');
         const dir = path.resolve(o.tlsDir);
         const ids = wanted.map((s) => s.certificateName);
         await createTlsDir(dir, ids, (id) => {

@@ -3,7 +3,7 @@ import { AggregateRequest, AggregationServiceClient, type AggregateResponse } fr
 import type { Command } from 'commander';
 import { formatAggregate } from './format';
 import { parsePositiveInt } from './parse';
-import { runUp, type ClientChannel } from './up/up';
+import type { ClientChannel } from './up/up';
 import type { Topology } from '@wanas/broker';
 
 interface UpFlags {
@@ -53,6 +53,7 @@ export function registerUp(program: Command): void {
     )
     .option('--demo-query', 'once ready, run sessions.find for user alice and print the answer')
     .action(async (o: UpFlags) => {
+      const { runUp } = await import('./up/up'); // the emulator and TLS tooling load only for `up`
       await runUp({
         topology: o.topology,
         wanLatencyMs: o.wanLatencyMs,

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { readUpState } from './up/up';
 
 async function control(topology: string, method: 'GET' | 'POST', route: string): Promise<void> {
   let base: string;
   try {
+    const { readUpState } = await import('./up/up');
     base = readUpState(topology).control;
   } catch (e) {
     process.stderr.write(`error: ${(e as Error).message}\n`);

@@ -9,6 +9,23 @@ import type { BreakerState, Connectivity, HealthRow, PeerEndpoint, PeerGroup } f
 
 /** Warm channels kept per target list (remote site or other pod) by default. */
 export const DEFAULT_WARM_PER_TARGET = 1;
+/**
+ * The grpc-js target for a peer address: IP literals use the `ipv4:`/`ipv6:` resolvers, so a channel needs
+ * no DNS resolver (a c-ares channel each); host names keep DNS.
+ */
+export function grpcTarget(address: string): string {
+  if (/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(address)) return `ipv4:${address}`;
+  if (/^\[[0-9a-fA-F:.]+\]:\d+$/.test(address)) return `ipv6:${address}`;
+  return address;
+}
+
+/**
+ * Failing channels a group keeps beyond `warmPerTarget` while it has no live endpoint: a dead site is
+ * searched a few connections at a time (one more endpoint per maintenance tick), not by dialling every
+ * broker it has at once.
+ */
+const SEARCH_EXTRA = 1;
+
 /** Upper bound for `warmPerTarget`: a handful of WAN connections per site, never one per broker. */
 export const MAX_WARM_PER_TARGET = 4;
 /** Consecutive peer failures that open an endpoint's breaker. */
@@ -84,6 +101,8 @@ interface Entry {
   lastFailureAt: number;
   /** When the health probe last answered SERVING (ms). */
   probeOkAt: number;
+  /** When a closed failing endpoint was last given a channel again to be probed (ms). */
+  lastProbeStartAt: number;
   latency: LatencyWindow;
   warm: boolean;
   /** Removed from the topology: closed as soon as no call is in flight. */
@@ -161,6 +180,8 @@ export class ConnectionManager {
       'grpc.max_reconnect_backoff_ms': 1_000,
       // Our own channel per endpoint: retiring one never disturbs another manager's connection.
       'grpc.use_local_subchannel_pool': 1,
+      // channelz keeps per-channel trace buffers and registry entries nobody reads here (memory per peer).
+      'grpc.enable_channelz': 0,
       ...options.channelOptions,
     };
     this.log = (options.logger ?? winston.createLogger({ silent: true })).child({
@@ -359,6 +380,7 @@ export class ConnectionManager {
       consecutiveFailures: 0,
       lastFailureAt: 0,
       probeOkAt: 0,
+      lastProbeStartAt: 0,
       latency: new LatencyWindow(),
       warm: false,
       retiring: false,
@@ -415,7 +437,7 @@ export class ConnectionManager {
   private ensureClient(entry: Entry): FederationServiceClient {
     if (this.closed) throw new Error('connection manager is closed');
     if (entry.client) return entry.client;
-    const client = new FederationServiceClient(entry.endpoint.address, this.credentials, {
+    const client = new FederationServiceClient(grpcTarget(entry.endpoint.address), this.credentials, {
       ...this.channelOptions,
       ...this.channelOptionsFor(entry.endpoint),
     });
@@ -424,6 +446,7 @@ export class ConnectionManager {
     entry.probe = createHealthProbe(client.getChannel());
     const channel = client.getChannel();
     const watch = (state: grpc.connectivityState) => {
+      if (entry.client !== client) return; // a closed channel's last words say nothing of the endpoint
       const next = CONNECTIVITY[state];
       if (next !== entry.connectivity) {
         const prev = entry.connectivity;
@@ -528,6 +551,16 @@ export class ConnectionManager {
       const demoted =
         entry.breaker?.opened || entry.consecutiveFailures > 0 || entry.connectivity === 'transient-failure';
       if (!demoted) return;
+      // Closed while failing (a dead group's search moved on): probed again once warmed or used.
+      if (!entry.client && !entry.warm) return;
+      // While grpc-js is (re)connecting on its own back-off a probe could only fail: wait for a connection.
+      if (
+        entry.client &&
+        (entry.connectivity === 'transient-failure' || entry.connectivity === 'connecting')
+      ) {
+        schedule();
+        return;
+      }
       const client = this.ensureClient(entry);
       const serving = await entry.probe!.check(this.opts.probeTimeoutMs).catch(() => false);
       if (entry.client !== client) return;
@@ -555,6 +588,8 @@ export class ConnectionManager {
     const healthyWarm = entries.filter((e) => e.warm && this.tier(e) <= 1);
     let missing = this.opts.warmPerTarget - healthyWarm.length;
     if (missing <= 0) return;
+    const failingWarm = entries.filter((e) => e.warm && this.tier(e) > 1).length;
+    let searchBudget = this.opts.warmPerTarget + SEARCH_EXTRA - failingWarm;
     const candidates = entries
       .filter((e) => !e.warm && this.tier(e) <= 1)
       .sort((a, b) => this.tier(a) - this.tier(b));
@@ -562,21 +597,69 @@ export class ConnectionManager {
     const offset = candidates.length ? group.rotation++ % candidates.length : 0;
     const rotated = [...candidates.slice(offset), ...candidates.slice(0, offset)];
     for (const e of rotated) {
-      if (missing <= 0) break;
+      if (missing <= 0 || searchBudget <= 0) break;
       e.warm = true;
       this.ensureClient(e);
       this.log.debug('warming channel', this.logFields(e));
       missing--;
+      searchBudget--;
     }
-    // Nothing healthy left to warm: keep (or start) the failing ones so they reconnect with backoff.
-    if (missing > 0) {
-      for (const e of entries) {
-        if (missing <= 0) break;
-        if (!e.warm) {
-          e.warm = true;
-          this.ensureClient(e);
-          missing--;
-        }
+    // Nothing healthy left to warm: keep `warmPerTarget` failing ones reconnecting with back-off (which
+    // ones rotates, see maintain()), so the group is found again when it comes back.
+    if (candidates.length === 0) {
+      let keep = this.opts.warmPerTarget - failingWarm;
+      const idle = entries.filter((e) => !e.warm);
+      const from = idle.length ? group.rotation++ % idle.length : 0;
+      for (const e of [...idle.slice(from), ...idle.slice(0, from)]) {
+        if (keep <= 0) break;
+        e.warm = true;
+        this.ensureClient(e);
+        keep--;
+      }
+    }
+  }
+
+  /**
+   * A group with no live endpoint and its search budget spent: the failing warm channel that failed
+   * first gives its place to another endpoint (one per maintenance tick), and closes.
+   */
+  private searchDeadGroup(entries: Entry[]): void {
+    if (entries.some((e) => e.warm && this.tier(e) <= 1)) return;
+    const failing = entries.filter((e) => e.warm && this.tier(e) > 1);
+    if (failing.length < this.opts.warmPerTarget || failing.length === entries.length) return;
+    const oldest = failing.reduce((a, b) => (b.lastFailureAt < a.lastFailureAt ? b : a));
+    oldest.warm = false;
+    if (oldest.inFlight === 0) this.retireChannel(oldest, 'searching the group for a live endpoint');
+    const site = oldest.endpoint.site;
+    const pod = oldest.endpoint.pod;
+    this.ensureWarm(site, pod);
+  }
+
+  /**
+   * At most `warmPerTarget` + {@link SEARCH_EXTRA} channels per group to endpoints that are failing:
+   * those not warm and idle beyond that close (the oldest failure first), so a site or pod that is down
+   * costs a few reconnecting channels, not one per broker. A free slot re-admits one closed failing
+   * endpoint per tick (its channel reconnects and is probed), so endpoints that recover rejoin.
+   */
+  private boundFailing(entries: Entry[]): void {
+    const cap = this.opts.warmPerTarget + SEARCH_EXTRA;
+    const failing = entries.filter((e) => e.client && this.tier(e) > 1);
+    const closable = failing
+      .filter((e) => !e.warm && e.inFlight === 0)
+      .sort((a, b) => a.lastFailureAt - b.lastFailureAt);
+    let excess = failing.length - cap;
+    for (const e of closable) {
+      if (excess <= 0) break;
+      this.retireChannel(e, 'failing; probed again in turn');
+      excess--;
+    }
+    if (excess < 0) {
+      const waiting = entries.filter((e) => !e.client && this.tier(e) > 1);
+      const next = waiting.sort((a, b) => a.lastProbeStartAt - b.lastProbeStartAt)[0];
+      if (next) {
+        next.lastProbeStartAt = this.opts.now();
+        this.ensureClient(next);
+        this.startProbing(next);
       }
     }
   }
@@ -599,6 +682,8 @@ export class ConnectionManager {
         }
       }
       this.ensureWarm(g.site, g.pod);
+      this.searchDeadGroup(entries);
+      this.boundFailing(entries);
       // Trim surplus: more healthy warm channels than wanted (e.g. after a failed one recovered).
       const healthyWarm = entries.filter((e) => e.warm && this.tier(e) <= 1);
       for (const e of healthyWarm.slice(this.opts.warmPerTarget)) e.warm = false;
