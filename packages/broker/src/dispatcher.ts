@@ -3,7 +3,6 @@ import type { ConnectionManager } from '@wanas/connection-manager';
 import {
   ConnectionIterator,
   unaryCall,
-  type AttemptRecord,
   type CancellableCall,
   type HedgeBudget,
   type IteratorOutcome,
@@ -39,7 +38,10 @@ import {
   positiveMs,
 } from './request-limits';
 import type { PodStore } from './store/pod-store';
+import { attemptToProto, collect, failed, key, summarize, type Branch, type PodRef } from './fan-out';
 import { isBrokerOfSite, type BrokerInfo, type Topology } from './topology';
+
+export { summarize };
 
 /** Most hops a request may travel: entry → site representative → pod. */
 export const MAX_HOPS = 2;
@@ -63,11 +65,6 @@ export interface DispatcherDeps {
   hedgeBudget: HedgeBudget;
 }
 
-interface PodRef {
-  site: string;
-  pod: string;
-}
-
 /** What every fan-out request of one incoming request shares. */
 interface FanOutArgs {
   correlationId: string;
@@ -78,40 +75,6 @@ interface FanOutArgs {
   hedge: boolean;
   /** Epoch ms by which the answer is needed. */
   deadline: number;
-}
-
-/** One fan-out branch: the pods it answers for, and how to get their results (never rejects). */
-interface Branch {
-  pods: PodRef[];
-  /** Rough cost rank for start order: 2 WAN, 1 LAN, 0 in-process. */
-  cost: number;
-  run(signal: AbortSignal): Promise<PodResult[]>;
-}
-
-const key = (p: PodRef) => `${p.site}/${p.pod}`;
-
-function attemptToProto(a: AttemptRecord): Attempt {
-  return {
-    brokerId: a.brokerId,
-    address: a.address,
-    code: a.code,
-    message: a.message,
-    latency: msToDuration(a.latencyMs),
-    hedged: a.hedged,
-  };
-}
-
-function failed(p: PodRef, code: number, message: string, attempts: Attempt[] = []): PodResult {
-  return {
-    site: p.site,
-    pod: p.pod,
-    code,
-    message,
-    result: undefined,
-    answeredBy: '',
-    attempts,
-    latency: undefined,
-  };
 }
 
 /**
@@ -200,7 +163,7 @@ export class Dispatcher {
       }
     }
 
-    const results = await this.collect(branches, deadline, started, signal, onPod);
+    const results = await collect(this.log, branches, deadline, started, signal, onPod);
     const response: AggregateResponse = {
       correlationId,
       pods: results,
@@ -272,7 +235,7 @@ export class Dispatcher {
             hops: req.hops + 1,
           });
     });
-    const pods = await this.collect(branches, deadline, started, new AbortController().signal);
+    const pods = await collect(this.log, branches, deadline, started, new AbortController().signal);
     this.deps.metrics.pods(
       'site',
       pods.map((r) => r.code),
@@ -649,87 +612,6 @@ export class Dispatcher {
         ?.pods.find((x) => x.name === p.pod)?.brokers ?? []
     );
   }
-
-  /**
-   * Runs branches in parallel and gathers one result per pod. At `deadline` it stops waiting: pods
-   * without a result are marked DEADLINE_EXCEEDED and the branches still running are cancelled.
-   */
-  private collect(
-    branches: Branch[],
-    deadline: number,
-    started: number,
-    outer: AbortSignal,
-    onPod?: (pod: PodResult) => void,
-  ): Promise<PodResult[]> {
-    const order = branches.flatMap((b) => b.pods);
-    const results = new Map<string, PodResult>();
-    const ac = new AbortController();
-    return new Promise<PodResult[]>((resolve) => {
-      let pending = branches.length;
-      let done = false;
-      const finish = (why: 'complete' | 'deadline' | 'cancelled') => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        outer.removeEventListener('abort', onAbort);
-        ac.abort();
-        const waited = Date.now() - started;
-        resolve(
-          order.map((p) => {
-            const r = results.get(key(p));
-            if (r) return r;
-            const missing =
-              why === 'cancelled'
-                ? failed(p, status.CANCELLED, 'the caller cancelled the request')
-                : failed(p, status.DEADLINE_EXCEEDED, `no answer within the overall deadline (${waited} ms)`);
-            onPod?.(missing);
-            return missing;
-          }),
-        );
-      };
-      const onAbort = () => finish('cancelled');
-      outer.addEventListener('abort', onAbort, { once: true });
-      const timer = setTimeout(() => finish('deadline'), Math.max(0, deadline - Date.now()));
-      // Start the slowest first: WAN requests, then LAN requests, then the own pod (which runs inline).
-      for (const b of [...branches].sort((x, y) => y.cost - x.cost)) {
-        b.run(ac.signal).then(
-          (prs) => {
-            if (done) return;
-            const latency = msToDuration(Date.now() - started);
-            for (const pr of prs) {
-              const r = { ...pr, latency };
-              results.set(key(pr), r);
-              onPod?.(r);
-            }
-            if (--pending === 0) finish('complete');
-          },
-          (e: unknown) => {
-            // Branches never reject; if one does, its pods are reported, not lost.
-            this.log.error('fan-out branch failed', { error: String(e) });
-            if (done) return;
-            for (const p of b.pods) {
-              const r = failed(p, status.INTERNAL, 'internal error in the fan-out (see the broker log)');
-              results.set(key(p), r);
-              onPod?.(r);
-            }
-            if (--pending === 0) finish('complete');
-          },
-        );
-      }
-      if (branches.length === 0) finish('complete');
-    });
-  }
-}
-
-/** Pods asked / ok / failed, and failures by code name. */
-export function summarize(results: PodResult[]): AggregateResponse['summary'] {
-  const failedByCode: Record<string, number> = {};
-  let ok = 0;
-  for (const r of results) {
-    if (r.code === 0) ok++;
-    else failedByCode[codeName(r.code)] = (failedByCode[codeName(r.code)] ?? 0) + 1;
-  }
-  return { podsAsked: results.length, podsOk: ok, podsFailed: results.length - ok, failedByCode };
 }
 
 function safeReduce(
