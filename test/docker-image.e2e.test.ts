@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
+import { loadTopology } from '@wanas/broker';
 import { K8S_PORTS } from '../packages/cli/src/k8s/manifests';
 import { ROOT, freePorts } from './support/federation';
 
@@ -27,6 +28,20 @@ describe('docker/Dockerfile', () => {
     expect(finalStage).toMatch(/\nUSER node\n/);
     const exposed = /\nEXPOSE ([\d ]+)\n/.exec(finalStage)![1]!.split(' ').map(Number);
     expect(exposed.sort()).toEqual(Object.values(K8S_PORTS).sort());
+  });
+
+  it('has a compose demo whose services are the brokers of its (valid) topology', () => {
+    const compose = YAML.parse(fs.readFileSync(path.join(ROOT, 'docker/compose.yaml'), 'utf8')) as {
+      services: Record<string, { command: string[] }>;
+    };
+    const t = loadTopology(path.join(ROOT, 'docker/compose-topology.yaml'));
+    const ids = Object.values(compose.services).map((svc) => svc.command[svc.command.indexOf('--id') + 1]);
+    expect(ids.sort()).toEqual([...t.brokers.keys()].sort());
+    for (const [name, svc] of Object.entries(compose.services)) {
+      // Each service is the broker of the same name, listening where the topology says peers dial it.
+      expect(t.brokers.get(name)?.address).toMatch(new RegExp(`^${name}:`));
+      expect(svc.command.slice(0, 2)).toEqual(['--topology', '/etc/wanas/topology.yaml']);
+    }
   });
 
   describe('final stage rebuilt from a production-only install', () => {
