@@ -218,7 +218,7 @@ describe('hardening (real processes)', () => {
         results.push(
           await f.aggregate('east-pod-1-a', {
             operation: 'desktops.provision',
-            params: { user: 'once', pool: 'standard' },
+            params: { user: 'once', pool: 'gpu' }, // 12 free desktops: room for every write below
             scope: { sites: [], pods: ['east/pod-2'] },
             idempotencyKey: `key-once-${i}`,
             attemptTimeout: msToDuration(300),
@@ -241,7 +241,7 @@ describe('hardening (real processes)', () => {
       for (let k = 0; k < 5 && code !== 0; k++) {
         const again = await f.aggregate('east-pod-1-a', {
           operation: 'desktops.provision',
-          params: { user: 'once', pool: 'standard' },
+          params: { user: 'once', pool: 'gpu' }, // 12 free desktops: room for every write below
           scope: { sites: [], pods: ['east/pod-2'] },
           idempotencyKey: `key-once-${i}`,
           timeout: msToDuration(5000),
