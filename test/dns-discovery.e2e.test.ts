@@ -5,7 +5,6 @@
  * Kubernetes pods share a port on their own IPs.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createHealthProbe } from '@wanas/connection-manager';
 import {
   AdminServiceClient,
   AggregateRequest,
@@ -18,6 +17,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
+import { stopProcess, waitServing } from '../packages/cli/src/bench/processes';
 import { TestDnsServer } from './support/dns-server';
 import { createTlsDir } from '../packages/cli/src/tls';
 import { WANAS_BIN, freePorts } from './support/federation';
@@ -68,32 +68,17 @@ describe.each([
     const lines: string[] = [];
     logs.set(name, lines);
     p.stderr!.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
-    const c = new grpc.Client(
-      address,
-      creds,
-      tlsName ? { 'grpc.ssl_target_name_override': tlsName, 'grpc.default_authority': tlsName } : {},
-    );
-    const probe = createHealthProbe(c.getChannel());
-    try {
-      await eventually(`${name} SERVING`, 30_000, async () => {
-        if (p.exitCode !== null)
-          throw new Error(`${name} exited ${p.exitCode}: ${lines.slice(-5).join('\n')}`);
-        return (await probe.check(500)) ? true : undefined;
-      });
-    } finally {
-      c.close();
-    }
+    await waitServing(address, p, {
+      timeoutMs: 30_000,
+      credentials: creds,
+      channelOptions: tlsName
+        ? { 'grpc.ssl_target_name_override': tlsName, 'grpc.default_authority': tlsName }
+        : {},
+      describe: () => `${name}: ${lines.slice(-5).join('\n')}`,
+    });
   }
 
-  async function stopBroker(name: string): Promise<void> {
-    const p = procs.get(name)!;
-    if (p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(t);
-  }
+  const stopBroker = (name: string) => stopProcess(procs.get(name));
 
   const aggregate = () =>
     new Promise<AggregateResponse>((resolve, reject) =>

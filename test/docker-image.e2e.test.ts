@@ -6,7 +6,6 @@
  * would miss a file or when runtime code needs a development dependency.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createHealthProbe } from '@wanas/connection-manager';
 import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,6 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { loadTopology } from '@wanas/broker';
+import { waitServing } from '../packages/cli/src/bench/processes';
 import { K8S_PORTS } from '../packages/cli/src/k8s/manifests';
 import { ROOT, freePorts } from './support/federation';
 
@@ -141,15 +141,9 @@ describe('docker/Dockerfile', () => {
       );
       let log = '';
       p.stderr!.on('data', (b: Buffer) => (log += b.toString()));
-      const health = new grpc.Client(`127.0.0.1:${healthPort}`, grpc.credentials.createInsecure());
       const client = new AggregationServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
       try {
-        const probe = createHealthProbe(health.getChannel());
-        const until = Date.now() + 30_000;
-        while (!(await probe.check(500))) {
-          if (p.exitCode !== null || Date.now() > until) throw new Error(`broker did not serve: ${log}`);
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        await waitServing(`127.0.0.1:${healthPort}`, p, { timeoutMs: 30_000, describe: () => log });
         const res = await new Promise<AggregateResponse>((resolve, reject) =>
           client.aggregate(
             AggregateRequest.fromPartial({ operation: 'sessions.find', params: { user: 'alice' } }),
@@ -160,7 +154,6 @@ describe('docker/Dockerfile', () => {
         );
         expect(res.pods.map((x) => [x.site, x.pod, x.code])).toEqual([['s1', 'p1', 0]]);
       } finally {
-        health.close();
         client.close();
         const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
         p.kill('SIGTERM');

@@ -4,7 +4,6 @@
  * JSON log lines, and stops everything it started.
  */
 import * as grpc from '@grpc/grpc-js';
-import { createHealthProbe } from '@wanas/connection-manager';
 import {
   AdminServiceClient,
   AggregateRequest,
@@ -23,6 +22,7 @@ export const WANAS_BIN = path.join(ROOT, 'packages/cli/dist/bin.js');
 
 export { freePorts } from '../../packages/cli/src/bench/bench-federation';
 import { freePorts } from '../../packages/cli/src/bench/bench-federation';
+import { stopProcess, waitServing } from '../../packages/cli/src/bench/processes';
 
 /** sites → pods → broker count, e.g. `{ 'us-east': { 'pod-1': 2 } }`. */
 export type FederationSpec = Record<string, Record<string, number>>;
@@ -151,25 +151,15 @@ export class Federation {
   /** Polls grpc.health.v1 until SERVING. */
   async waitServing(id: string, timeoutMs: number): Promise<void> {
     const b = this.brokers.get(id)!;
-    const client = new grpc.Client(b.address, this.credentials);
-    const probe = createHealthProbe(client.getChannel());
-    const until = Date.now() + timeoutMs;
-    try {
-      while (!(await probe.check(500))) {
-        if (b.proc?.exitCode !== null && b.proc?.exitCode !== undefined) {
-          throw new Error(
-            `broker ${id} exited with ${b.proc.exitCode}: ${b.logs
-              .slice(-25)
-              .map((l) => (l.raw as string) ?? JSON.stringify(l))
-              .join('\n')}`,
-          );
-        }
-        if (Date.now() > until) throw new Error(`broker ${id} not SERVING after ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    } finally {
-      client.close();
-    }
+    await waitServing(b.address, b.proc!, {
+      timeoutMs,
+      credentials: this.credentials,
+      describe: () =>
+        `broker ${id}: ${b.logs
+          .slice(-25)
+          .map((l) => (l.raw as string) ?? JSON.stringify(l))
+          .join('\n')}`,
+    });
   }
 
   /** Sends a signal to a broker process (SIGKILL resolves once it has exited). */
@@ -223,18 +213,7 @@ export class Federation {
   /** Stops every broker (SIGCONT first, then SIGTERM; SIGKILL after 5 s) and removes the folder. */
   async stop(): Promise<void> {
     for (const c of this.clients) c.close();
-    await Promise.all(
-      [...this.brokers.values()].map(async (b) => {
-        const p = b.proc;
-        if (!p || p.exitCode !== null || p.signalCode !== null) return;
-        const exited = new Promise((r) => p.once('exit', r));
-        p.kill('SIGCONT');
-        p.kill('SIGTERM');
-        const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(t);
-      }),
-    );
+    await Promise.all([...this.brokers.values()].map((b) => stopProcess(b.proc)));
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

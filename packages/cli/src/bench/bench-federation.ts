@@ -1,5 +1,4 @@
 import * as grpc from '@grpc/grpc-js';
-import { createHealthProbe } from '@wanas/connection-manager';
 import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -8,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { WanEmulator } from '../up/wan-emulator';
+import { stopProcess, waitServing } from './processes';
 
 /** The compiled CLI (this file runs from dist/, or from src/ under ts-jest in tests). */
 const BIN = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>
@@ -154,18 +154,10 @@ export class BenchFederation {
       },
     );
     fs.closeSync(log);
-    const client = new grpc.Client(b.address, grpc.credentials.createInsecure());
-    const probe = createHealthProbe(client.getChannel());
-    const until = Date.now() + 60_000;
-    try {
-      while (!(await probe.check(500))) {
-        if (Date.now() > until || b.proc.exitCode !== null)
-          throw new Error(`broker ${b.id} did not start: ${this.logTail(b.id)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    } finally {
-      client.close();
-    }
+    await waitServing(b.address, b.proc, {
+      timeoutMs: 60_000,
+      describe: () => `broker ${b.id} did not start: ${this.logTail(b.id)}`,
+    });
   }
 
   /** The last lines of a broker's log, for an error message (the folder is removed at stop). */
@@ -217,17 +209,7 @@ export class BenchFederation {
   /** Stops every broker and the emulator; removes the folder. */
   async stop(): Promise<void> {
     for (const c of this.clients) c.close();
-    await Promise.all(
-      [...new Set(this.brokers.map((b) => b.proc))].map(async (p) => {
-        if (!p || p.exitCode !== null || p.signalCode !== null) return;
-        const exited = new Promise((r) => p.once('exit', r));
-        p.kill('SIGCONT');
-        p.kill('SIGTERM');
-        const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(t);
-      }),
-    );
+    await Promise.all([...new Set(this.brokers.map((b) => b.proc))].map((p) => stopProcess(p)));
     await this.wan.close();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
