@@ -152,6 +152,27 @@ describe('connection manager + iterator', () => {
     expect(flaky.calls()).toBeGreaterThan(before); // load spreads over both twins again
   });
 
+  it('orders a twin with a heavy tail after its equals for a while, without counting it as failed', async () => {
+    const tail = await peer({ kind: 'ok' });
+    const twin = await peer();
+    const t = target([tail, twin]);
+    cm.setPeers([groupOf(t)]);
+    await cm.waitForWarm(3000);
+    for (let i = 0; i < 10; i++) expect((await ask(cm, t, 1000, 3000, true)).ok).toBe(true); // a usual latency
+    tail.setBehaviour({ kind: 'ok', delayMs: 400 }); // one answer far slower than usual
+    expect((await ask(cm, t, 1000, 3000, true)).ok).toBe(true);
+    tail.setBehaviour({ kind: 'ok' });
+    const row = cm.snapshot().find((r) => r.address === tail.address)!;
+    expect(row.consecutiveFailures).toBe(0);
+    expect(row.breaker).toBe('closed');
+    const before = tail.calls();
+    for (let i = 0; i < 20; i++) {
+      expect(cm.order(t)[0]!.address).toBe(twin.address);
+      await ask(cm, t);
+    }
+    expect(tail.calls()).toBe(before); // its twin took every request meanwhile
+  });
+
   it('keeps a peer that answers health but fails every call demoted, with a growing back-off', async () => {
     const liar = await peer({ kind: 'unavailable' });
     const twin = await peer();

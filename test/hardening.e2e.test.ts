@@ -204,12 +204,15 @@ describe('hardening (real processes)', () => {
   });
 
   it('provisions once per key even when failover resends the write to a twin', async () => {
-    // Freeze the broker of east/pod-2 that the entry keeps a warm channel to; the entry orders and rotates
-    // among ready twins, so within a few writes one goes to the frozen broker first and is resent to the twin.
-    const warm = (await f.status('east-pod-1-a')).channels.find(
-      (c) => c.pod === 'pod-2' && c.site === 'east' && c.warm && c.connectivity === 'ready',
-    );
-    const frozen = warm!.brokerId;
+    // Freeze the broker of east/pod-2 the entry sends to first now (the one that answers a read); it
+    // orders and rotates among ready twins, so within a few writes one goes to the frozen broker first
+    // and is resent to the twin.
+    const probe = await f.aggregate('east-pod-1-a', {
+      operation: 'echo',
+      scope: { sites: [], pods: ['east/pod-2'] },
+    });
+    const frozen = probe.pods[0]!.answeredBy;
+    expect(frozen).toMatch(/^east-pod-2-[ab]$/);
     const twin = frozen === 'east-pod-2-a' ? 'east-pod-2-b' : 'east-pod-2-a';
     await f.signal(frozen, 'SIGSTOP');
     const results: AggregateResponse[] = [];

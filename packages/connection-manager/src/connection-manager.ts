@@ -48,6 +48,18 @@ export const DEFAULT_KEEPALIVE_TIME_MS = 10_000;
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5_000;
 /** Longest time a failing endpoint sits out before it may be tried again (its back-off cap). */
 export const MAX_RETRY_AFTER_MS = 30_000;
+/**
+ * An answer slower than this many times an endpoint's moving average (plus {@link SLOW_SLACK_MS}), or a
+ * call cancelled after that long (a hedge answered first), marks the endpoint slow: for
+ * {@link SLOW_MEMORY_MS} it is ordered after its equally healthy twins, so a broker with a heavy tail
+ * stops being the first choice (e.g. a site's representative) while its twins answer.
+ */
+const SLOW_FACTOR = 3;
+const SLOW_SLACK_MS = 100;
+/** A call cancelled this long after it started (vs the moving average) lost to a hedge: slow too. */
+const SLOW_CANCELLED_FACTOR = 1.5;
+const SLOW_MEMORY_MS = 30_000;
+
 /** Endpoints whose latency is within this factor (+ {@link EQUAL_LATENCY_SLACK_MS}) of the best are rotated as equals. */
 const EQUAL_LATENCY_FACTOR = 1.25;
 /** A latency sample older than this no longer orders endpoints, ms. */
@@ -103,6 +115,8 @@ interface Entry {
   probeOkAt: number;
   /** When a closed failing endpoint was last given a channel again to be probed (ms). */
   lastProbeStartAt: number;
+  /** When the endpoint last answered far slower than usual (ms; see SLOW_FACTOR). */
+  slowAt: number;
   latency: LatencyWindow;
   warm: boolean;
   /** Removed from the topology: closed as soon as no call is in flight. */
@@ -239,8 +253,9 @@ export class ConnectionManager {
 
   /**
    * The target list best first: warm and healthy endpoints first, by observed latency, rotating among
-   * equals so load spreads; then healthy endpoints without a connection yet; then endpoints that failed
-   * lately; endpoints with an open breaker last (still tried if nothing else answers).
+   * equals so load spreads; then healthy endpoints without a connection yet; then healthy endpoints that
+   * answered far slower than usual lately; then endpoints that failed lately; endpoints with an open
+   * breaker last (still tried if nothing else answers).
    */
   order(target: TargetList): Endpoint[] {
     const now = this.opts.now();
@@ -249,9 +264,15 @@ export class ConnectionManager {
       // A latency not refreshed lately says little: treat it as unknown (an equal), so an endpoint left
       // out of rotation by one slow sample gets calls, and a fresh measurement, again.
       const fresh = now - entry.lastUsedAt < STALE_LATENCY_MS;
-      return { ep, entry, tier: this.tier(entry), latency: fresh ? entry.latency.meanMs() : undefined };
+      const slow = entry.slowAt > 0 && now - entry.slowAt < SLOW_MEMORY_MS ? 1 : 0;
+      return { ep, entry, tier: this.tier(entry), slow, latency: fresh ? entry.latency.meanMs() : undefined };
     });
-    scored.sort((a, b) => a.tier - b.tier || (a.latency ?? 0) - (b.latency ?? 0));
+    // Healthy first (connected or not), and among them not-slow first; then connected first, then latency.
+    const health = (x: { tier: number }) => (x.tier <= 1 ? 0 : x.tier);
+    scored.sort(
+      (a, b) =>
+        health(a) - health(b) || a.slow - b.slow || a.tier - b.tier || (a.latency ?? 0) - (b.latency ?? 0),
+    );
     const first = scored[0];
     if (!first) return [];
     // Rotate among the equals at the head: same tier, latency close to the best.
@@ -259,7 +280,7 @@ export class ConnectionManager {
     let equals = 1;
     while (equals < scored.length) {
       const s = scored[equals]!;
-      if (s.tier !== first.tier) break;
+      if (s.tier !== first.tier || s.slow !== first.slow) break;
       if (
         best !== undefined &&
         s.latency !== undefined &&
@@ -294,11 +315,21 @@ export class ConnectionManager {
     entry.calls++;
     entry.lastUsedAt = this.opts.now();
     const started = this.opts.now();
+    const observed = async (): Promise<R> => {
+      try {
+        return await run();
+      } catch (err) {
+        // Cancelled by us after a long wait: another attempt (a hedge) answered first.
+        if ((err as { code?: number }).code === grpc.status.CANCELLED)
+          this.noteSlow(entry, this.opts.now() - started, SLOW_CANCELLED_FACTOR);
+        throw err;
+      }
+    };
     try {
       const breaker = this.breakerOf(entry);
-      if (breaker.closed) return (await breaker.fire(run)) as R;
+      if (breaker.closed) return (await breaker.fire(observed)) as R;
       try {
-        const r = await run();
+        const r = await observed();
         this.onSuccess(entry, this.opts.now() - started);
         breaker.close();
         return r;
@@ -381,6 +412,7 @@ export class ConnectionManager {
       lastFailureAt: 0,
       probeOkAt: 0,
       lastProbeStartAt: 0,
+      slowAt: 0,
       latency: new LatencyWindow(),
       warm: false,
       retiring: false,
@@ -516,11 +548,21 @@ export class ConnectionManager {
   }
 
   private onSuccess(entry: Entry, latencyMs: number | undefined): void {
-    if (latencyMs !== undefined) entry.latency.add(latencyMs);
+    if (latencyMs !== undefined) {
+      this.noteSlow(entry, latencyMs);
+      entry.latency.add(latencyMs);
+    }
     if (entry.consecutiveFailures > 0) {
       this.log.info('endpoint recovered', { ...this.logFields(entry), after: entry.consecutiveFailures });
     }
     entry.consecutiveFailures = 0;
+  }
+
+  /** Marks the endpoint slow when `ms` is far above its usual latency (see {@link SLOW_FACTOR}). */
+  private noteSlow(entry: Entry, ms: number, factor = SLOW_FACTOR): void {
+    const mean = entry.latency.meanMs();
+    if (mean !== undefined && ms > mean * factor + (factor === SLOW_FACTOR ? SLOW_SLACK_MS : 0))
+      entry.slowAt = this.opts.now();
   }
 
   private onFailure(entry: Entry, err: unknown): void {
