@@ -3,9 +3,19 @@ import { FederationServiceClient, isPeerFailure, type Endpoint, type TargetList 
 import CircuitBreaker from 'opossum';
 import type { Logger } from 'winston';
 import winston from 'winston';
-import { createHealthProbe, type HealthProbe } from './health-probe';
+import { createHealthProbe } from './health-probe';
 import { LatencyWindow } from './latency-window';
+import {
+  MAX_RETRY_AFTER_MS,
+  SLOW_CANCELLED_FACTOR,
+  noteSlow,
+  rankEndpoints,
+  tierOf,
+  type Entry,
+} from './ordering';
 import type { BreakerState, Connectivity, HealthRow, PeerEndpoint, PeerGroup } from './types';
+
+export { MAX_RETRY_AFTER_MS };
 
 /** Warm channels kept per target list (remote site or other pod) by default. */
 export const DEFAULT_WARM_PER_TARGET = 1;
@@ -46,27 +56,6 @@ export const DEFAULT_MAX_CHANNEL_AGE_MS = 0;
 export const DEFAULT_KEEPALIVE_TIME_MS = 10_000;
 /** Time to wait for a keepalive ping's answer before the connection is declared dead. */
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5_000;
-/** Longest time a failing endpoint sits out before it may be tried again (its back-off cap). */
-export const MAX_RETRY_AFTER_MS = 30_000;
-/**
- * An answer slower than this many times an endpoint's moving average (plus {@link SLOW_SLACK_MS}), or a
- * call cancelled after that long (a hedge answered first), marks the endpoint slow: for
- * {@link SLOW_MEMORY_MS} it is ordered after its equally healthy twins, so a broker with a heavy tail
- * stops being the first choice (e.g. a site's representative) while its twins answer.
- */
-const SLOW_FACTOR = 3;
-const SLOW_SLACK_MS = 100;
-/** A call cancelled this long after it started (vs the moving average) lost to a hedge: slow too. */
-const SLOW_CANCELLED_FACTOR = 1.5;
-const SLOW_MEMORY_MS = 30_000;
-
-/** Endpoints whose latency is within this factor (+ {@link EQUAL_LATENCY_SLACK_MS}) of the best are rotated as equals. */
-const EQUAL_LATENCY_FACTOR = 1.25;
-/** A latency sample older than this no longer orders endpoints, ms. */
-const STALE_LATENCY_MS = 2_000;
-/** Absolute slack of the equality test, ms: LAN latencies differ by noise alone. */
-const EQUAL_LATENCY_SLACK_MS = 2;
-
 /** Options of {@link ConnectionManager}; every field has a default. */
 export interface ConnectionManagerOptions {
   /** Channel credentials for peers (default: insecure). */
@@ -95,35 +84,6 @@ export interface ConnectionManagerOptions {
   logger?: Logger;
   /** Clock (ms), injectable for tests. */
   now?: () => number;
-}
-
-/** Per-endpoint state. */
-interface Entry {
-  endpoint: PeerEndpoint;
-  client: FederationServiceClient | undefined;
-  probe: HealthProbe | undefined;
-  createdAt: number;
-  lastUsedAt: number;
-  inFlight: number;
-  connectivity: Connectivity;
-  /** Created on first use: an endpoint never called needs no breaker (nor its rolling-window timer). */
-  breaker: CircuitBreaker | undefined;
-  consecutiveFailures: number;
-  /** When the last peer failure happened (ms). */
-  lastFailureAt: number;
-  /** When the health probe last answered SERVING (ms). */
-  probeOkAt: number;
-  /** When a closed failing endpoint was last given a channel again to be probed (ms). */
-  lastProbeStartAt: number;
-  /** When the endpoint last answered far slower than usual (ms; see SLOW_FACTOR). */
-  slowAt: number;
-  latency: LatencyWindow;
-  warm: boolean;
-  /** Removed from the topology: closed as soon as no call is in flight. */
-  retiring: boolean;
-  probeTimer: NodeJS.Timeout | undefined;
-  calls: number;
-  failures: number;
 }
 
 interface Group {
@@ -258,44 +218,13 @@ export class ConnectionManager {
    * breaker last (still tried if nothing else answers).
    */
   order(target: TargetList): Endpoint[] {
-    const now = this.opts.now();
-    const scored = target.endpoints.map((ep) => {
-      const entry = this.entryFor(ep, target);
-      // A latency not refreshed lately says little: treat it as unknown (an equal), so an endpoint left
-      // out of rotation by one slow sample gets calls, and a fresh measurement, again.
-      const fresh = now - entry.lastUsedAt < STALE_LATENCY_MS;
-      const slow = entry.slowAt > 0 && now - entry.slowAt < SLOW_MEMORY_MS ? 1 : 0;
-      return { ep, entry, tier: this.tier(entry), slow, latency: fresh ? entry.latency.meanMs() : undefined };
-    });
-    // Healthy first (connected or not), and among them not-slow first; then connected first, then latency.
-    const health = (x: { tier: number }) => (x.tier <= 1 ? 0 : x.tier);
-    scored.sort(
-      (a, b) =>
-        health(a) - health(b) || a.slow - b.slow || a.tier - b.tier || (a.latency ?? 0) - (b.latency ?? 0),
+    const group = this.groups.get(groupKey(target.site, target.pod));
+    return rankEndpoints(
+      target.endpoints.map((ep) => ({ ep, entry: this.entryFor(ep, target) })),
+      (e) => this.tier(e),
+      this.opts.now(),
+      () => (group ? group.rotation++ : 0),
     );
-    const first = scored[0];
-    if (!first) return [];
-    // Rotate among the equals at the head: same tier, latency close to the best.
-    const best = first.latency;
-    let equals = 1;
-    while (equals < scored.length) {
-      const s = scored[equals]!;
-      if (s.tier !== first.tier || s.slow !== first.slow) break;
-      if (
-        best !== undefined &&
-        s.latency !== undefined &&
-        s.latency > best * EQUAL_LATENCY_FACTOR + EQUAL_LATENCY_SLACK_MS
-      )
-        break;
-      equals++;
-    }
-    if (equals > 1) {
-      const group = this.groups.get(groupKey(target.site, target.pod));
-      const shift = group ? group.rotation++ % equals : 0;
-      const head = scored.splice(0, equals);
-      scored.unshift(...head.slice(shift), ...head.slice(0, shift));
-    }
-    return scored.map((s) => ({ brokerId: s.ep.brokerId, address: s.ep.address }));
   }
 
   /** The long-lived client for an endpoint, created (and connected) on first use. */
@@ -524,27 +453,14 @@ export class ConnectionManager {
     entry.connectivity = 'none';
   }
 
-  /**
-   * 0 warm & healthy, 1 healthy but not connected, 2 failing lately, 3 breaker open.
-   * "Failing lately": a peer failure, then a back-off that doubles with each consecutive failure
-   * (probe interval × 2^(failures-1), at most {@link MAX_RETRY_AFTER_MS}); the endpoint is eligible again
-   * only once the back-off has passed and its health probe has answered SERVING since the failure. The
-   * next real call then decides: a success clears the failures, a failure doubles the back-off (and the
-   * third in a row opens the breaker).
-   */
+  /** The endpoint's health tier now (see {@link tierOf}). */
   private tier(entry: Entry): number {
-    if (entry.breaker?.opened) return 3;
-    if (entry.connectivity === 'transient-failure') return 2;
-    if (entry.consecutiveFailures > 0) {
-      const backoff = Math.min(
-        MAX_RETRY_AFTER_MS,
-        this.opts.probeIntervalMs * 2 ** (entry.consecutiveFailures - 1),
-      );
-      const eligible =
-        entry.probeOkAt > entry.lastFailureAt && this.opts.now() - entry.lastFailureAt >= backoff;
-      if (!eligible) return 2;
-    }
-    return entry.connectivity === 'ready' ? 0 : 1;
+    return tierOf(entry, this.opts.probeIntervalMs, this.opts.now());
+  }
+
+  /** Marks the endpoint slow when `ms` is far above its usual latency (see {@link noteSlow}). */
+  private noteSlow(entry: Entry, ms: number, factor?: number): void {
+    noteSlow(entry, ms, this.opts.now(), factor);
   }
 
   private onSuccess(entry: Entry, latencyMs: number | undefined): void {
@@ -556,13 +472,6 @@ export class ConnectionManager {
       this.log.info('endpoint recovered', { ...this.logFields(entry), after: entry.consecutiveFailures });
     }
     entry.consecutiveFailures = 0;
-  }
-
-  /** Marks the endpoint slow when `ms` is far above its usual latency (see {@link SLOW_FACTOR}). */
-  private noteSlow(entry: Entry, ms: number, factor = SLOW_FACTOR): void {
-    const mean = entry.latency.meanMs();
-    if (mean !== undefined && ms > mean * factor + (factor === SLOW_FACTOR ? SLOW_SLACK_MS : 0))
-      entry.slowAt = this.opts.now();
   }
 
   private onFailure(entry: Entry, err: unknown): void {

@@ -1,0 +1,136 @@
+/**
+ * How a connection manager ranks equivalent endpoints: health tiers, the slow mark, latency, rotation.
+ * Pure functions over the manager's per-endpoint state.
+ */
+import type { FederationServiceClient, Endpoint } from '@wanas/proto';
+import type CircuitBreaker from 'opossum';
+import type { HealthProbe } from './health-probe';
+import type { LatencyWindow } from './latency-window';
+import type { Connectivity, PeerEndpoint } from './types';
+
+/** Longest time a failing endpoint sits out before it may be tried again (its back-off cap). */
+export const MAX_RETRY_AFTER_MS = 30_000;
+/**
+ * An answer slower than this many times an endpoint's moving average (plus {@link SLOW_SLACK_MS}), or a
+ * call cancelled after that long (a hedge answered first), marks the endpoint slow: for
+ * {@link SLOW_MEMORY_MS} it is ordered after its equally healthy twins, so a broker with a heavy tail
+ * stops being the first choice (e.g. a site's representative) while its twins answer.
+ */
+export const SLOW_FACTOR = 3;
+/** Absolute slack of the slow test for answers, ms (LAN averages are a few ms). */
+export const SLOW_SLACK_MS = 100;
+/** A call cancelled this long after it started (vs the moving average) lost to a hedge: slow too. */
+export const SLOW_CANCELLED_FACTOR = 1.5;
+/** How long a slow mark orders an endpoint after its twins, ms. */
+export const SLOW_MEMORY_MS = 30_000;
+
+/** Endpoints whose latency is within this factor (+ {@link EQUAL_LATENCY_SLACK_MS}) of the best are rotated as equals. */
+const EQUAL_LATENCY_FACTOR = 1.25;
+/** A latency sample older than this no longer orders endpoints, ms. */
+const STALE_LATENCY_MS = 2_000;
+/** Absolute slack of the equality test, ms: LAN latencies differ by noise alone. */
+const EQUAL_LATENCY_SLACK_MS = 2;
+
+/** Per-endpoint state. */
+export interface Entry {
+  endpoint: PeerEndpoint;
+  client: FederationServiceClient | undefined;
+  probe: HealthProbe | undefined;
+  createdAt: number;
+  lastUsedAt: number;
+  inFlight: number;
+  connectivity: Connectivity;
+  /** Created on first use: an endpoint never called needs no breaker (nor its rolling-window timer). */
+  breaker: CircuitBreaker | undefined;
+  consecutiveFailures: number;
+  /** When the last peer failure happened (ms). */
+  lastFailureAt: number;
+  /** When the health probe last answered SERVING (ms). */
+  probeOkAt: number;
+  /** When a closed failing endpoint was last given a channel again to be probed (ms). */
+  lastProbeStartAt: number;
+  /** When the endpoint last answered far slower than usual (ms; see SLOW_FACTOR). */
+  slowAt: number;
+  latency: LatencyWindow;
+  warm: boolean;
+  /** Removed from the topology: closed as soon as no call is in flight. */
+  retiring: boolean;
+  probeTimer: NodeJS.Timeout | undefined;
+  calls: number;
+  failures: number;
+}
+
+/**
+ * 0 warm & healthy, 1 healthy but not connected, 2 failing lately, 3 breaker open.
+ * "Failing lately": a peer failure, then a back-off that doubles with each consecutive failure
+ * (probe interval × 2^(failures-1), at most {@link MAX_RETRY_AFTER_MS}); the endpoint is eligible again
+ * only once the back-off has passed and its health probe has answered SERVING since the failure. The
+ * next real call then decides: a success clears the failures, a failure doubles the back-off (and the
+ * third in a row opens the breaker).
+ */
+export function tierOf(entry: Entry, probeIntervalMs: number, now: number): number {
+  if (entry.breaker?.opened) return 3;
+  if (entry.connectivity === 'transient-failure') return 2;
+  if (entry.consecutiveFailures > 0) {
+    const backoff = Math.min(MAX_RETRY_AFTER_MS, probeIntervalMs * 2 ** (entry.consecutiveFailures - 1));
+    const eligible = entry.probeOkAt > entry.lastFailureAt && now - entry.lastFailureAt >= backoff;
+    if (!eligible) return 2;
+  }
+  return entry.connectivity === 'ready' ? 0 : 1;
+}
+
+/** Marks `entry` slow when a call took `ms`, far above its moving average (`factor` ×, see {@link SLOW_FACTOR}). */
+export function noteSlow(entry: Entry, ms: number, now: number, factor = SLOW_FACTOR): void {
+  const mean = entry.latency.meanMs();
+  if (mean !== undefined && ms > mean * factor + (factor === SLOW_FACTOR ? SLOW_SLACK_MS : 0))
+    entry.slowAt = now;
+}
+
+/**
+ * The target list best first: warm and healthy endpoints first, by observed latency, rotating among
+ * equals so load spreads (`nextRotation` gives the group's rotation counter); then healthy endpoints
+ * without a connection yet; then healthy endpoints that answered far slower than usual lately; then
+ * endpoints that failed lately; endpoints with an open breaker last (still tried if nothing else answers).
+ */
+export function rankEndpoints(
+  candidates: { ep: Endpoint; entry: Entry }[],
+  tier: (entry: Entry) => number,
+  now: number,
+  nextRotation: () => number,
+): Endpoint[] {
+  const scored = candidates.map(({ ep, entry }) => {
+    // A latency not refreshed lately says little: treat it as unknown (an equal), so an endpoint left
+    // out of rotation by one slow sample gets calls, and a fresh measurement, again.
+    const fresh = now - entry.lastUsedAt < STALE_LATENCY_MS;
+    const slow = entry.slowAt > 0 && now - entry.slowAt < SLOW_MEMORY_MS ? 1 : 0;
+    return { ep, entry, tier: tier(entry), slow, latency: fresh ? entry.latency.meanMs() : undefined };
+  });
+  // Healthy first (connected or not), and among them not-slow first; then connected first, then latency.
+  const health = (x: { tier: number }) => (x.tier <= 1 ? 0 : x.tier);
+  scored.sort(
+    (a, b) =>
+      health(a) - health(b) || a.slow - b.slow || a.tier - b.tier || (a.latency ?? 0) - (b.latency ?? 0),
+  );
+  const first = scored[0];
+  if (!first) return [];
+  // Rotate among the equals at the head: same tier, latency close to the best.
+  const best = first.latency;
+  let equals = 1;
+  while (equals < scored.length) {
+    const s = scored[equals]!;
+    if (s.tier !== first.tier || s.slow !== first.slow) break;
+    if (
+      best !== undefined &&
+      s.latency !== undefined &&
+      s.latency > best * EQUAL_LATENCY_FACTOR + EQUAL_LATENCY_SLACK_MS
+    )
+      break;
+    equals++;
+  }
+  if (equals > 1) {
+    const shift = nextRotation() % equals;
+    const head = scored.splice(0, equals);
+    scored.unshift(...head.slice(shift), ...head.slice(0, shift));
+  }
+  return scored.map((s) => ({ brokerId: s.ep.brokerId, address: s.ep.address }));
+}
