@@ -1,9 +1,9 @@
 /** The `wanas` command refuses bad input with a message that names the problem and a non-zero exit. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { WANAS_BIN } from './support/federation';
+import { WANAS_BIN, freePorts } from './support/federation';
 
 function wanas(...args: string[]) {
   return spawnSync(process.execPath, [WANAS_BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
@@ -57,4 +57,37 @@ describe('wanas CLI input errors', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^error: UNAVAILABLE/);
   });
+});
+
+describe('a broker started by a parent (wanas up, the bench)', () => {
+  it('exits when its parent goes away, even while it is still starting', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-orphan-'));
+    const [port] = await freePorts(1);
+    const file = path.join(dir, 't.yaml');
+    fs.writeFileSync(
+      file,
+      `federation: f\nsettings: { dataDir: data }\nsites:\n  - name: s\n    pods:\n      - name: p\n        brokers: [{ id: a, address: "127.0.0.1:${port}" }]\n`,
+    );
+    try {
+      for (const afterMs of [0, 100, 400]) {
+        const child = spawn(process.execPath, [WANAS_BIN, 'broker', '--topology', file, '--id', 'a'], {
+          stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+          env: { ...process.env, WANAS_EXIT_WITH_PARENT: '1' },
+        });
+        const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+        await new Promise((r) => setTimeout(r, afterMs));
+        child.disconnect(); // what the child sees when its parent dies
+        const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        const code = await exited;
+        clearTimeout(killer);
+        expect({ afterMs, killedByTest: child.signalCode === 'SIGKILL' }).toEqual({
+          afterMs,
+          killedByTest: false,
+        });
+        void code;
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

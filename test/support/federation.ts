@@ -105,7 +105,13 @@ export class Federation {
           });
       }
     }
-    await Promise.all([...f.brokers.keys()].map((id) => f.startBroker(id)));
+    // One broker failing to start stops the others: no process outlives the test.
+    const started = await Promise.allSettled([...f.brokers.keys()].map((id) => f.startBroker(id)));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      await f.stop();
+      throw failed.reason;
+    }
     return f;
   }
 

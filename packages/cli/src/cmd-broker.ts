@@ -71,6 +71,10 @@ export function registerBroker(program: Command): void {
         program.error('error: --metrics-address takes one broker id', { exitCode: 2 });
       const logger = createLogger({ format: o.logFormat as LogFormat | undefined, level: o.logLevel });
       const brokers: BrokerHandle[] = [];
+      // A parent that goes away while brokers start: nothing to drain yet, leave at once.
+      const orphaned = () => process.exit(1);
+      const withParent = process.env.WANAS_EXIT_WITH_PARENT === '1' && !!process.send;
+      if (withParent) process.once('disconnect', orphaned);
       try {
         const topology = ids.length > 1 ? loadTopology(o.topology) : undefined;
         for (const id of ids) {
@@ -95,6 +99,7 @@ export function registerBroker(program: Command): void {
         await Promise.all(brokers.map((b) => b.close(0)));
         process.exit(2);
       }
+      if (withParent) process.off('disconnect', orphaned);
       process.on('SIGHUP', () => brokers.forEach((b) => b.reload()));
       // SIGUSR2: one memory report line (after a full GC when node runs with --expose-gc), for soak tests.
       process.on('SIGUSR2', () => {
@@ -121,8 +126,11 @@ export function registerBroker(program: Command): void {
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
-      // Started by `wanas up` with an IPC channel: when `up` goes away (even by SIGKILL), so does the broker.
-      if (process.env.WANAS_EXIT_WITH_PARENT === '1' && process.send)
-        process.once('disconnect', () => stop('parent exited'));
+      // Started by `wanas up` with an IPC channel: when `up` goes away (even by SIGKILL), so does the broker
+      // (also when it went away while this broker was still starting).
+      if (process.env.WANAS_EXIT_WITH_PARENT === '1' && process.send) {
+        if (!process.connected) stop('parent exited');
+        else process.once('disconnect', () => stop('parent exited'));
+      }
     });
 }

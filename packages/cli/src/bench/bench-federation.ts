@@ -127,7 +127,13 @@ export class BenchFederation {
       { latencyMs: opts.wanLatencyMs },
     );
     await f.wan.start();
-    await Promise.all(f.brokers.map((b) => f.startBroker(b)));
+    // One broker failing to start stops the others (and the emulator): no process outlives the bench.
+    const started = await Promise.allSettled(f.brokers.map((b) => f.startBroker(b)));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      await f.stop();
+      throw failed.reason;
+    }
     return f;
   }
 
