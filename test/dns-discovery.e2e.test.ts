@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { stopProcess, waitServing } from '../packages/cli/src/bench/processes';
+import { stopProcess, waitServing } from '../packages/cli/src/processes';
 import { TestDnsServer } from './support/dns-server';
 import { createTlsDir } from '../packages/cli/src/tls';
 import { WANAS_BIN, freePorts } from './support/federation';

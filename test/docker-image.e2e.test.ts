@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { loadTopology } from '@wanas/broker';
-import { waitServing } from '../packages/cli/src/bench/processes';
+import { waitServing } from '../packages/cli/src/processes';
 import { K8S_PORTS } from '../packages/cli/src/k8s/manifests';
 import { ROOT, freePorts } from './support/federation';
 

@@ -22,7 +22,7 @@ export const WANAS_BIN = path.join(ROOT, 'packages/cli/dist/bin.js');
 
 export { freePorts } from '../../packages/cli/src/bench/bench-federation';
 import { freePorts } from '../../packages/cli/src/bench/bench-federation';
-import { stopProcess, waitServing } from '../../packages/cli/src/bench/processes';
+import { stopProcess, waitServing } from '../../packages/cli/src/processes';
 
 /** sites → pods → broker count, e.g. `{ 'us-east': { 'pod-1': 2 } }`. */
 export type FederationSpec = Record<string, Record<string, number>>;

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { WanEmulator } from '../up/wan-emulator';
-import { stopProcess, waitServing } from './processes';
+import { stopProcess, waitServing } from '../processes';
 
 /** The compiled CLI (this file runs from dist/, or from src/ under ts-jest in tests). */
 const BIN = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { table } from '../format';
 import { createTlsDir } from '../tls';
+import { stopProcess } from '../processes';
 import { WanEmulator, type WanLink } from './wan-emulator';
 
 /** Time to wait for every broker to answer SERVING, ms. */
@@ -236,18 +237,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     out(`\n${signal}: stopping ${managed.size} brokers and the WAN emulator`);
-    await Promise.all(
-      [...managed.values()].map(async (m) => {
-        const p = m.proc;
-        if (!p || p.exitCode !== null || p.signalCode !== null) return;
-        const exited = new Promise((r) => p.once('exit', r));
-        p.kill('SIGCONT');
-        p.kill('SIGTERM');
-        const t = setTimeout(() => p.kill('SIGKILL'), STOP_GRACE_MS);
-        await exited;
-        clearTimeout(t);
-      }),
-    );
+    await Promise.all([...managed.values()].map((m) => stopProcess(m.proc, STOP_GRACE_MS)));
     await wan.close();
     await new Promise((r) => control.close(r));
     fs.rmSync(stateFile, { force: true });
