@@ -12,6 +12,7 @@ import {
   SiteRequest,
 } from '@wanas/proto';
 import fc from 'fast-check';
+import { rawClient } from './support/raw-client';
 import { Federation } from './support/federation';
 
 const TOTAL_RUNS = Number(process.env.WANAS_FUZZ_RUNS ?? 10_000);
@@ -96,6 +97,9 @@ describe('fuzz (real broker process)', () => {
 
   const entry = () => f.brokers.get('east-pod-1-a')!.address;
   const opts = () => ({ deadline: Date.now() + 3000 });
+  /** Starts a call and resolves with its error (null when it succeeded). */
+  const answer = (start: (cb: (e: grpc.ServiceError | null) => void) => void) =>
+    new Promise<grpc.ServiceError | null>((r) => start((e) => r(e)));
   const seen = new Map<number, number>();
   const check = (err: grpc.ServiceError | null) => {
     const code = err ? err.code : 0;
@@ -126,14 +130,12 @@ describe('fuzz (real broker process)', () => {
             idempotencyKey: text,
             hedge: fc.boolean(),
           }),
-          async (req) => {
-            const err = await new Promise<grpc.ServiceError | null>((r) =>
-              agg.aggregate(AggregateRequest.fromPartial(req as never), new grpc.Metadata(), opts(), (e) =>
-                r(e),
+          async (req) =>
+            check(
+              await answer((cb) =>
+                agg.aggregate(AggregateRequest.fromPartial(req as never), new grpc.Metadata(), opts(), cb),
               ),
-            );
-            return check(err);
-          },
+            ),
         ),
         { numRuns: runs },
       );
@@ -154,14 +156,12 @@ describe('fuzz (real broker process)', () => {
             sourceBroker: text,
             hedge: fc.boolean(),
           }),
-          async (req) => {
-            const err = await new Promise<grpc.ServiceError | null>((r) =>
-              fed.siteRequest(SiteRequest.fromPartial(req as never), new grpc.Metadata(), opts(), (e) =>
-                r(e),
+          async (req) =>
+            check(
+              await answer((cb) =>
+                fed.siteRequest(SiteRequest.fromPartial(req as never), new grpc.Metadata(), opts(), cb),
               ),
-            );
-            return check(err);
-          },
+            ),
         ),
         { numRuns: runs },
       );
@@ -183,53 +183,27 @@ describe('fuzz (real broker process)', () => {
             sourceSite: text,
             sourceBroker: text,
           }),
-          async (req) => {
-            const err = await new Promise<grpc.ServiceError | null>((r) =>
-              fed.localRequest(LocalRequest.fromPartial(req as never), new grpc.Metadata(), opts(), (e) =>
-                r(e),
+          async (req) =>
+            check(
+              await answer((cb) =>
+                fed.localRequest(LocalRequest.fromPartial(req as never), new grpc.Metadata(), opts(), cb),
               ),
-            );
-            return check(err);
-          },
+            ),
         ),
         { numRuns: runs },
       );
       // Random bytes on the wire, as the body of each method.
-      const Raw = grpc.makeGenericClientConstructor(
-        Object.fromEntries(
-          [
-            '/wanas.v1.AggregationService/Aggregate',
-            '/wanas.v1.FederationService/SiteRequest',
-            '/wanas.v1.FederationService/LocalRequest',
-          ].map((p, i) => [
-            `m${i}`,
-            {
-              path: p,
-              requestStream: false,
-              responseStream: false,
-              requestSerialize: (b: Buffer) => b,
-              requestDeserialize: (b: Buffer) => b,
-              responseSerialize: (b: Buffer) => b,
-              responseDeserialize: (b: Buffer) => b,
-            },
-          ]),
-        ),
-        'Raw',
-      );
-      const raw = new Raw(entry(), grpc.credentials.createInsecure()) as unknown as Record<
-        string,
-        (b: Buffer, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void
-      > & { close(): void };
+      const methods = [
+        '/wanas.v1.AggregationService/Aggregate',
+        '/wanas.v1.FederationService/SiteRequest',
+        '/wanas.v1.FederationService/LocalRequest',
+      ];
+      const raw = rawClient(entry());
       await fc.assert(
         fc.asyncProperty(
           fc.uint8Array({ maxLength: 512 }),
           fc.integer({ min: 0, max: 2 }),
-          async (bytes, m) => {
-            const err = await new Promise<grpc.ServiceError | null>((r) =>
-              raw[`m${m}`]!(Buffer.from(bytes), new grpc.Metadata(), opts(), (e) => r(e)),
-            );
-            return check(err);
-          },
+          async (bytes, m) => check(await raw.send(methods[m]!, Buffer.from(bytes))),
         ),
         { numRuns: runs },
       );

@@ -13,6 +13,7 @@ import {
 } from '@wanas/proto';
 import Database from 'better-sqlite3';
 import * as path from 'node:path';
+import { rawClient } from './support/raw-client';
 import { Federation } from './support/federation';
 
 const SPEC = { east: { 'pod-1': 2, 'pod-2': 2 }, west: { 'pod-1': 2 } };
@@ -71,33 +72,13 @@ describe('hardening (real processes)', () => {
   });
 
   it('answers garbage bytes with an error status and keeps serving', async () => {
-    const Generic = grpc.makeGenericClientConstructor(
-      {
-        aggregate: {
-          path: '/wanas.v1.AggregationService/Aggregate',
-          requestStream: false,
-          responseStream: false,
-          requestSerialize: (b: Buffer) => b,
-          requestDeserialize: (b: Buffer) => b,
-          responseSerialize: (b: Buffer) => b,
-          responseDeserialize: (b: Buffer) => b,
-        },
-      },
-      'Garbage',
-    );
-    const c = new Generic(
-      f.brokers.get('east-pod-1-a')!.address,
-      grpc.credentials.createInsecure(),
-    ) as unknown as {
-      aggregate(b: Buffer, cb: (e: grpc.ServiceError | null) => void): void;
-      close(): void;
-    };
+    const c = rawClient(f.brokers.get('east-pod-1-a')!.address);
     for (const bytes of [
       Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]),
       Buffer.from('not a protobuf at all, just text'),
       Buffer.alloc(1000, 0xaa),
     ]) {
-      const err = await new Promise<grpc.ServiceError | null>((resolve) => c.aggregate(bytes, resolve));
+      const err = await c.send('/wanas.v1.AggregationService/Aggregate', bytes);
       expect([grpc.status.INTERNAL, grpc.status.INVALID_ARGUMENT]).toContain(err?.code);
     }
     c.close();

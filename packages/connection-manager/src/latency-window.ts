@@ -19,6 +19,11 @@ export class LatencyWindow {
     this.ewma = this.ewma === undefined ? ms : this.ewma + EWMA_ALPHA * (ms - this.ewma);
   }
 
+  /** True once there are enough samples for quantiles (and for judging what is usual). */
+  get settled(): boolean {
+    return this.samples.length >= MIN_SAMPLES_FOR_QUANTILE;
+  }
+
   /** Exponentially weighted moving average, ms; undefined before the first sample. */
   meanMs(): number | undefined {
     return this.ewma;
@@ -26,7 +31,7 @@ export class LatencyWindow {
 
   /** The q-quantile (0..1) of the window, ms; undefined until a few samples exist. */
   quantileMs(q: number): number | undefined {
-    if (this.samples.length < MIN_SAMPLES_FOR_QUANTILE) return undefined;
+    if (!this.settled) return undefined;
     const sorted = [...this.samples].sort((a, b) => a - b);
     return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
   }

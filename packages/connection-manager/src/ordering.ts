@@ -82,7 +82,7 @@ export function tierOf(entry: Entry, probeIntervalMs: number, now: number): numb
 /** Marks `entry` slow when a call took `ms`, far above its moving average (`factor` ×, see {@link SLOW_FACTOR}). */
 export function noteSlow(entry: Entry, ms: number, now: number, factor = SLOW_FACTOR): void {
   // Too few samples (an endpoint just back from failures, a new channel) say nothing of "usual".
-  if (entry.consecutiveFailures > 0 || entry.latency.quantileMs(0.5) === undefined) return;
+  if (entry.consecutiveFailures > 0 || !entry.latency.settled) return;
   const mean = entry.latency.meanMs();
   if (mean !== undefined && ms > mean * factor + (factor === SLOW_FACTOR ? SLOW_SLACK_MS : 0))
     entry.slowAt = now;
