@@ -42,6 +42,21 @@ function chaosSlow(log: Logger): { ratio: number; delayMs: number } | undefined 
 /** Largest message a broker accepts or sends, bytes. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
+/** One shared reason: `abort()` without one builds a DOMException (with a stack trace) on every call. */
+const CANCELLED_BY_CALLER = new Error('the caller cancelled the call');
+
+/**
+ * A signal aborted when the caller cancels the call. grpc-js also reports "cancelled" for some streams
+ * that close after their answer was sent; aborting then is harmless.
+ */
+function cancelSignal(
+  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+) {
+  const ac = new AbortController();
+  call.on('cancelled', () => ac.abort(CANCELLED_BY_CALLER));
+  return ac.signal;
+}
+
 /** grpc-js server options: message limits and keepalive that tolerates our peers' pings. */
 export const SERVER_OPTIONS: grpc.ServerOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -163,9 +178,8 @@ export function createHandlers(
     ) {
       const t0 = Date.now();
       const req = fill(call.request);
-      const ac = new AbortController();
-      call.on('cancelled', () => ac.abort());
-      admitted(call, 'client', () => dispatcher.aggregate(req, deadlineOf(call), ac.signal)).then(
+      const signal = cancelSignal(call);
+      admitted(call, 'client', () => dispatcher.aggregate(req, deadlineOf(call), signal)).then(
         (res) => {
           done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, 0, {
             pods: res.summary?.podsAsked,
@@ -185,10 +199,9 @@ export function createHandlers(
     streamAggregate(call: grpc.ServerWritableStream<StreamAggregateRequest, StreamAggregateResponse>) {
       const t0 = Date.now();
       const req = fill(call.request.request ?? ({ correlationId: '', operation: '' } as AggregateRequest));
-      const ac = new AbortController();
-      call.on('cancelled', () => ac.abort());
+      const signal = cancelSignal(call);
       admitted(call, 'client', () =>
-        dispatcher.aggregate(req, deadlineOf(call), ac.signal, (pod) => {
+        dispatcher.aggregate(req, deadlineOf(call), signal, (pod) => {
           if (!call.cancelled) call.write({ event: { $case: 'pod', pod } });
         }),
       ).then(

@@ -143,6 +143,8 @@ export class BenchFederation {
     b.proc = spawn(
       process.execPath,
       [
+        // Extra Node flags for every broker, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+        ...(process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
         BIN,
         'broker',
         '--topology',
