@@ -8,6 +8,7 @@ import {
   type IteratorOutcome,
 } from '@wanas/iterator';
 import {
+  Hedging,
   codeName,
   msToDuration,
   type AggregateRequest,
@@ -131,7 +132,8 @@ export class Dispatcher {
       op,
       headers: req.headers,
       idempotencyKey: req.idempotencyKey,
-      hedge: req.hedge,
+      // By default only reads hedge; a keyed write hedges when the request asks (the pod store dedups it).
+      hedge: hedgingOf(req, settings.hedge && op.idempotent),
     };
     for (const [site, sitePods] of bySite) {
       if (site === self.site) {
@@ -625,5 +627,25 @@ function safeReduce(
   } catch (e) {
     log.error('reduce failed', { correlationId, operation: op.name, error: String(e) });
     return { error: `reduce failed: ${(e as Error).message}` };
+  }
+}
+
+/** Whether an Aggregate hedges: its `hedging` field, else the legacy `hedge` flag, else the broker's setting. */
+export function hedgingOf(req: Pick<AggregateRequest, 'hedge' | 'hedging'>, byDefault: boolean): boolean {
+  switch (req.hedging) {
+    case Hedging.HEDGING_ON:
+      return true;
+    case Hedging.HEDGING_OFF:
+      if (req.hedge) {
+        throw invalidArgument('hedging', 'HEDGING_OFF contradicts hedge = true; set one of them');
+      }
+      return false;
+    case Hedging.HEDGING_UNSPECIFIED:
+      return req.hedge || byDefault;
+    default:
+      throw invalidArgument(
+        'hedging',
+        `unknown value ${String(req.hedging)}; use HEDGING_ON, HEDGING_OFF or leave it unset`,
+      );
   }
 }

@@ -93,6 +93,11 @@ const settingsSchema = z
       .min(1000)
       .max(30 * 86_400_000)
       .default(86_400_000),
+    /**
+     * Hedge idempotent operations when the request leaves `hedging` unset: an endpoint slower than its
+     * usual p95 gets a second attempt at its twin, within the broker's hedge budget (~10% of requests).
+     */
+    hedge: z.boolean().default(true),
     /** Warm channels kept per remote site and per other pod of the own site. */
     warmPerTarget: z.number().int().min(1).max(4).default(1),
     /** How often pods given as `dns:///NAME:PORT` are resolved again, ms. */

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import {
+  Hedging,
   AggregateRequest,
   AggregateResponse,
   AggregationServiceClient,
@@ -57,7 +58,12 @@ function buildRequest(o: AggregateOptions): AggregateRequest {
     attemptTimeout: o.attemptTimeout === undefined ? undefined : msToDuration(o.attemptTimeout),
     scope: { sites: o.scopeSite ?? [], pods: o.scopePod ?? [] },
     idempotencyKey: o.idempotencyKey ?? randomUUID(),
-    hedge: !!o.hedge,
+    hedging:
+      o.hedge === undefined
+        ? Hedging.HEDGING_UNSPECIFIED
+        : o.hedge
+          ? Hedging.HEDGING_ON
+          : Hedging.HEDGING_OFF,
   });
 }
 
@@ -85,7 +91,8 @@ export function registerAggregate(program: Command): void {
     .option('--idempotency-key <key>', 'for state-changing operations (default: a new UUID per invocation)')
     .option('--correlation-id <id>', 'correlation id (default: the broker makes one)')
     .option('-H, --header <name=value>', 'a header passed to every hop (repeatable)', collect)
-    .option('--hedge', 'hedge slow endpoints (idempotent operations)')
+    .option('--hedge', "hedge slow endpoints (idempotent operations; default: the broker's setting, on)")
+    .option('--no-hedge', 'never hedge this request')
     .option('--stream', 'print pods as they arrive (StreamAggregate)')
     .option('--json', 'print the response as proto3 JSON');
   addConnectionFlags(cmd).action(async (o: AggregateOptions & ConnectionFlags) => {

@@ -85,7 +85,7 @@ function describe(r: Record<string, unknown> & { part: Part }): string {
     return [
       table(['FAILOVER (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
       `killed ${f.kill.killed.length} brokers (${f.kill.killed.join(' ')}); pods answered ${(f.kill.podsAnswered * 100).toFixed(2)}%`,
-      `froze ${f.freeze.frozen.length} brokers; pods answered ${(f.freeze.podsAnswered * 100).toFixed(2)}%; attempt timeout ${f.attemptTimeoutMs} ms; warm channels per target ${f.warmPerTarget}`,
+      `froze ${f.freeze.frozen.length} brokers; pods answered ${(f.freeze.podsAnswered * 100).toFixed(2)}%; attempt timeout ${f.attemptTimeoutMs} ms; warm channels per target ${f.warmPerTarget}; hedging ${f.hedge ? 'on (the default)' : 'off'}`,
       `after detection: kill p99 / healthy p99 = ${ratio(f.kill.next.p99Ms, f.healthy.p99Ms)}, freeze p99 / healthy p99 = ${ratio(f.freeze.next.p99Ms, f.healthy.p99Ms)} (target ≤ 1.1×)`,
     ].join('\n');
   }
@@ -183,6 +183,10 @@ export function registerBench(program: Command): void {
       (v) => Number(v),
       1,
     )
+    .option(
+      '--no-hedge',
+      "brokers run with settings.hedge false in the failover part (default: the broker's default, on)",
+    )
     .option('--out <dir>', 'where to save results and the chart', 'bench/results')
     .option('--no-markdown', 'do not rewrite BENCHMARKS.md')
     .action(
@@ -194,6 +198,7 @@ export function registerBench(program: Command): void {
           quick?: boolean;
           smoke?: boolean;
           warmPerTarget: number;
+          hedge: boolean;
           out: string;
           markdown: boolean;
         },
@@ -211,6 +216,7 @@ export function registerBench(program: Command): void {
           throughputSeconds: o.smoke ? 1 : o.quick ? 3 : 5,
           smoke: !!o.smoke,
           warmPerTarget: o.warmPerTarget,
+          hedge: o.hedge,
         };
         fs.mkdirSync(o.out, { recursive: true });
         const progress = await progressBar();

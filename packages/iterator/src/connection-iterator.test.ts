@@ -7,7 +7,12 @@ import {
   type Endpoint,
   type TargetList,
 } from '@wanas/proto';
-import { ConnectionIterator, unaryCall, type EndpointSource } from './connection-iterator';
+import {
+  ConnectionIterator,
+  MAX_HEDGES_PER_REQUEST,
+  unaryCall,
+  type EndpointSource,
+} from './connection-iterator';
 import { HedgeBudget } from './hedge-budget';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { startPeer } = require('../../../test/support/peer-server');
@@ -215,6 +220,32 @@ describe('ConnectionIterator against real grpc-js servers', () => {
     const hedge = out.attempts.find((a) => a.hedged);
     expect(hedge?.code).toBe(grpc.status.OK);
     expect(out.attempts.find((a) => !a.hedged)?.code).toBe(grpc.status.CANCELLED);
+  });
+
+  it('hedges again when the twin it hedged to is stuck too, at most MAX_HEDGES_PER_REQUEST times', async () => {
+    // Two stuck twins before a good one: the second hedge reaches it long before any attempt timeout.
+    const stuck = [await peer({ kind: 'hang' }), await peer({ kind: 'hang' })];
+    const good = await peer();
+    let t0 = Date.now();
+    let out = await run(source, [stuck[0]!.address, stuck[1]!.address, good.address], {
+      attemptTimeoutMs: 1000,
+      hedge: { delayMs: 20, budget: new HedgeBudget(0.1, 10, 10) },
+    });
+    expect(Date.now() - t0).toBeLessThan(500);
+    expect(out.ok).toBe(true);
+    if (out.ok) expect(out.endpoint.address).toBe(good.address);
+    expect(out.attempts.filter((a) => a.hedged).map((a) => a.brokerId)).toEqual(['b2', 'b1']);
+    // Three stuck: after two hedges the fourth endpoint waits for the first attempt's timeout.
+    const third = await peer({ kind: 'hang' });
+    t0 = Date.now();
+    out = await run(source, [stuck[0]!.address, stuck[1]!.address, third.address, good.address], {
+      attemptTimeoutMs: 300,
+      hedge: { delayMs: 20, budget: new HedgeBudget(0.1, 10, 10) },
+    });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+    expect(out.ok).toBe(true);
+    expect(out.attempts.filter((a) => a.hedged)).toHaveLength(MAX_HEDGES_PER_REQUEST);
+    expect(third.calls()).toBe(1);
   });
 
   it('keeps hedges within the budget however slow the first endpoint is', async () => {

@@ -6,6 +6,8 @@ import type { HedgeBudget } from './hedge-budget';
 export const DEFAULT_HEDGE_DELAY_MS = 50;
 /** Lower bound of a p95-derived hedge delay, so a very fast peer is not hedged on noise. */
 export const MIN_HEDGE_DELAY_MS = 2;
+/** Hedges one request may send (each backs up the attempt before it), budget permitting. */
+export const MAX_HEDGES_PER_REQUEST = 2;
 
 /**
  * What the iterator needs from a connection manager: the best order of a target list, the long-lived
@@ -155,6 +157,7 @@ export class ConnectionIterator<C, R> {
     /** Every failure so far was a connection that could not be made (nothing reached a peer). */
     let noneReached = true;
     let reconnectWaited = false;
+    let hedges = 0;
     let hedgeTimer: NodeJS.Timeout | undefined;
     let deadlineTimer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
@@ -267,12 +270,18 @@ export class ConnectionIterator<C, R> {
               );
             },
           );
-        if (hedging && !hedged && next < order.length && !hedgeTimer) {
+        // A hedge may be followed by another (the twin asked can be stuck too), each after the delay of
+        // the attempt it backs up, at most MAX_HEDGES_PER_REQUEST per request and within the budget.
+        if (hedging && hedges < MAX_HEDGES_PER_REQUEST && next < order.length && !hedgeTimer) {
           const delay =
             this.opts.hedge!.delayMs ??
             Math.max(MIN_HEDGE_DELAY_MS, source.latencyP95Ms?.(endpoint) ?? DEFAULT_HEDGE_DELAY_MS);
           hedgeTimer = setTimeout(() => {
-            if (!done && inFlight.size > 0 && this.opts.hedge!.budget.tryWithdraw()) launch(true);
+            hedgeTimer = undefined;
+            if (!done && inFlight.size > 0 && this.opts.hedge!.budget.tryWithdraw()) {
+              hedges++;
+              launch(true);
+            }
           }, delay);
         }
         return true;

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import {
   AggregateRequest,
+  Hedging,
   AggregateResponse,
   AggregationServiceClient,
   AggregationServiceService,
@@ -130,6 +131,7 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       scope: { sites: ['us-east'], pods: ['pod-1', 'pod-2'] },
       idempotencyKey: 'k-1',
       hedge: true,
+      hedging: Hedging.HEDGING_OFF,
     };
     const res = await unary<AggregateRequest, AggregateResponse>(client.aggregate.bind(client), req);
     expect(seen.at(-1)).toEqual(req);

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   AdminServiceClient,
   FederationServiceClient,
+  Hedging,
   LocalRequest,
   SiteRequest,
   msToDuration,
@@ -25,6 +26,8 @@ export interface BenchCounts {
   smoke?: boolean;
   /** Warm channels per remote site / other pod in the failover part (the topology setting; default 1). */
   warmPerTarget?: number;
+  /** The brokers' `settings.hedge` in the failover part (default true, the broker default). */
+  hedge?: boolean;
 }
 
 /** The part's topology, or a tiny one in smoke mode. */
@@ -252,6 +255,7 @@ export interface FailoverResult {
   freeze: { first10: LatencySummary; next: LatencySummary; podsAnswered: number; frozen: string[] };
   attemptTimeoutMs: number;
   warmPerTarget: number;
+  hedge: boolean;
 }
 
 /**
@@ -264,7 +268,7 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
     const f = await BenchFederation.start({
       ...shape(counts, 4, 3, 2),
       wanLatencyMs: 25,
-      settings: { attemptTimeoutMs, warmPerTarget: counts.warmPerTarget ?? 1 },
+      settings: { attemptTimeoutMs, warmPerTarget: counts.warmPerTarget ?? 1, hedge: counts.hedge ?? true },
     });
     try {
       const entry = 's1-p1-a';
@@ -315,6 +319,7 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
     },
     attemptTimeoutMs,
     warmPerTarget: counts.warmPerTarget ?? 1,
+    hedge: counts.hedge ?? true,
   };
 }
 
@@ -348,12 +353,16 @@ export async function tailPart(counts: BenchCounts, progress: Progress): Promise
   });
   try {
     const aggregate = f.aggregator('s1-p1-a');
-    await timed(counts.smoke ? 5 : 50, progress, 'tail: warm-up', () => aggregate({ ...FIND, hedge: true }));
+    await timed(counts.smoke ? 5 : 50, progress, 'tail: warm-up', () =>
+      aggregate({ ...FIND, hedging: Hedging.HEDGING_ON }),
+    );
     await untilAllAnswer(aggregate, new Set(f.brokers.map((b) => `${b.site}/${b.pod}`)).size);
-    const off = await timed(counts.requests, progress, 'tail: hedging off', () => aggregate(FIND));
+    const off = await timed(counts.requests, progress, 'tail: hedging off', () =>
+      aggregate({ ...FIND, hedging: Hedging.HEDGING_OFF }),
+    );
     let attempts = 0;
     const on = await timed(counts.requests, progress, 'tail: hedging on', async () => {
-      const r = await aggregate({ ...FIND, hedge: true });
+      const r = await aggregate({ ...FIND, hedging: Hedging.HEDGING_ON });
       attempts += new Set(
         r.pods.flatMap((p) => p.attempts.filter((a) => a.hedged).map((a) => `${a.brokerId}`)),
       ).size;

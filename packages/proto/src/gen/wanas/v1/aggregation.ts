@@ -24,6 +24,52 @@ import { Duration } from "../../google/protobuf/duration";
 import { Struct } from "../../google/protobuf/struct";
 import { PodResult, Scope, Summary } from "./common";
 
+/**
+ * Hedging says whether a request may ask a second endpoint when the first is slower than usual.
+ * It applies to idempotent operations only and is bounded by the broker's hedge budget.
+ */
+export enum Hedging {
+  /** HEDGING_UNSPECIFIED - The broker's setting (settings.hedge, on by default). */
+  HEDGING_UNSPECIFIED = 0,
+  /** HEDGING_ON - Hedge slow endpoints. */
+  HEDGING_ON = 1,
+  /** HEDGING_OFF - Never hedge: one attempt at a time. */
+  HEDGING_OFF = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function hedgingFromJSON(object: any): Hedging {
+  switch (object) {
+    case 0:
+    case "HEDGING_UNSPECIFIED":
+      return Hedging.HEDGING_UNSPECIFIED;
+    case 1:
+    case "HEDGING_ON":
+      return Hedging.HEDGING_ON;
+    case 2:
+    case "HEDGING_OFF":
+      return Hedging.HEDGING_OFF;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Hedging.UNRECOGNIZED;
+  }
+}
+
+export function hedgingToJSON(object: Hedging): string {
+  switch (object) {
+    case Hedging.HEDGING_UNSPECIFIED:
+      return "HEDGING_UNSPECIFIED";
+    case Hedging.HEDGING_ON:
+      return "HEDGING_ON";
+    case Hedging.HEDGING_OFF:
+      return "HEDGING_OFF";
+    case Hedging.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** AggregateRequest is a client's one call. */
 export interface AggregateRequest {
   /** Correlation id carried by every hop and log line; the broker fills a UUID when empty. */
@@ -50,8 +96,13 @@ export interface AggregateRequest {
     | undefined;
   /** Required by operations that change state: the pod's store remembers it so a resend never acts twice. */
   idempotencyKey: string;
-  /** Ask the next endpoint too when the first is slow (idempotent operations only). */
+  /**
+   * Ask the next endpoint too when the first is slow (idempotent operations only). Same as
+   * hedging = HEDGING_ON; kept for clients written before `hedging`.
+   */
   hedge: boolean;
+  /** Whether to hedge slow endpoints; UNSPECIFIED takes the broker's setting (on by default). */
+  hedging: Hedging;
 }
 
 export interface AggregateRequest_HeadersEntry {
@@ -111,6 +162,7 @@ function createBaseAggregateRequest(): AggregateRequest {
     scope: undefined,
     idempotencyKey: "",
     hedge: false,
+    hedging: 0,
   };
 }
 
@@ -142,6 +194,9 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     }
     if (message.hedge !== false) {
       writer.uint32(72).bool(message.hedge);
+    }
+    if (message.hedging !== 0) {
+      writer.uint32(80).int32(message.hedging);
     }
     return writer;
   },
@@ -234,6 +289,14 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
             message.hedge = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.hedging = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -282,6 +345,7 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
         ? globalThis.String(object.idempotency_key)
         : "",
       hedge: isSet(object.hedge) ? globalThis.Boolean(object.hedge) : false,
+      hedging: isSet(object.hedging) ? hedgingFromJSON(object.hedging) : 0,
     };
   },
 
@@ -320,6 +384,9 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     if (message.hedge !== false) {
       obj.hedge = message.hedge;
     }
+    if (message.hedging !== 0) {
+      obj.hedging = hedgingToJSON(message.hedging);
+    }
     return obj;
   },
 
@@ -349,6 +416,7 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     message.scope = (object.scope !== undefined && object.scope !== null) ? Scope.fromPartial(object.scope) : undefined;
     message.idempotencyKey = object.idempotencyKey ?? "";
     message.hedge = object.hedge ?? false;
+    message.hedging = object.hedging ?? 0;
     return message;
   },
 };

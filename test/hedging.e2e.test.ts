@@ -1,0 +1,92 @@
+/**
+ * Hedging with real broker processes: by default a read does not wait for a frozen (SIGSTOPped) broker's
+ * attempt timeout, a request can turn hedging off, and malformed hedging fields are refused.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { Hedging, msToDuration, type AggregateRequest } from '@wanas/proto';
+import { Federation } from './support/federation';
+
+const ATTEMPT_MS = 600;
+
+describe('hedging (real processes)', () => {
+  let f: Federation;
+  beforeAll(async () => {
+    f = await Federation.start({ east: { 'pod-1': 1 }, west: { 'pod-1': 2, 'pod-2': 2 } });
+    // Latency history for every endpoint (the hedge delay is an endpoint's p95).
+    for (let i = 0; i < 20; i++)
+      await f.aggregate('east-pod-1-a', { operation: 'sessions.find', params: { user: 'u' } });
+  }, 60_000);
+  afterAll(async () => {
+    await f?.stop();
+  });
+
+  /**
+   * Freezes the broker that represents `site` for the entry now (its first attempt) and sends `req` to
+   * that site until one request tries the frozen broker (the entry rotates among ready twins, so within
+   * a few); thaws it.
+   */
+  async function withFrozenRepresentative(site: string, req: Partial<AggregateRequest>) {
+    const scope = { sites: [site], pods: [] };
+    const probe = await f.aggregate('east-pod-1-a', { operation: 'echo', scope });
+    const frozen = probe.pods[0]!.attempts[0]!.brokerId;
+    await f.signal(frozen, 'SIGSTOP');
+    try {
+      for (let i = 0; i < 10; i++) {
+        const t0 = Date.now();
+        const res = await f.aggregate('east-pod-1-a', {
+          operation: 'sessions.find',
+          params: { user: 'u' },
+          scope,
+          attemptTimeout: msToDuration(ATTEMPT_MS),
+          timeout: msToDuration(6000),
+          ...req,
+        });
+        if (res.pods[0]!.attempts.some((a) => a.brokerId === frozen)) {
+          return { frozen, pods: res.pods, elapsedMs: Date.now() - t0 };
+        }
+      }
+      throw new Error(`10 requests to ${site} never tried ${frozen}`);
+    } finally {
+      await f.signal(frozen, 'SIGCONT');
+    }
+  }
+
+  it('turned off, a read waits for the frozen broker until its attempt timeout', async () => {
+    const { frozen, pods, elapsedMs } = await withFrozenRepresentative('west', {
+      hedging: Hedging.HEDGING_OFF,
+    });
+    // Both pods answered, by twins; the site attempt to the frozen representative ran to its timeout.
+    expect(pods.map((p) => p.code)).toEqual([0, 0]);
+    expect(pods.every((p) => p.answeredBy !== frozen)).toBe(true);
+    const tried = pods[0]!.attempts;
+    expect(tried.find((a) => a.brokerId === frozen)?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(pods.some((p) => p.attempts.some((a) => a.hedged))).toBe(false);
+    expect(elapsedMs).toBeGreaterThanOrEqual(ATTEMPT_MS);
+  });
+
+  it('by default, a read is hedged to a twin long before the attempt timeout', async () => {
+    const { frozen, pods, elapsedMs } = await withFrozenRepresentative('west', {});
+    expect(pods.map((p) => p.code)).toEqual([0, 0]);
+    expect(pods.every((p) => p.answeredBy !== frozen)).toBe(true);
+    // The frozen representative's attempt lost to a hedge and was cancelled; nothing waited for a timeout.
+    const tried = pods[0]!.attempts;
+    expect(tried.find((a) => a.brokerId === frozen)?.code).toBe(grpc.status.CANCELLED);
+    expect(tried.some((a) => a.hedged && a.code === 0)).toBe(true);
+    expect(elapsedMs).toBeLessThan(ATTEMPT_MS);
+  });
+
+  it('refuses a hedging value it does not know, and a contradiction, naming the field', async () => {
+    const ask = (req: Partial<AggregateRequest>) =>
+      f.aggregate('east-pod-1-a', { operation: 'echo', ...req });
+    await expect(ask({ hedging: 7 as Hedging })).rejects.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: expect.stringMatching(/hedging: unknown value 7/),
+    });
+    await expect(ask({ hedging: Hedging.HEDGING_OFF, hedge: true })).rejects.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: expect.stringMatching(/hedging: HEDGING_OFF contradicts hedge = true/),
+    });
+    // The broker keeps serving.
+    expect((await ask({})).summary?.podsOk).toBe(3);
+  });
+});
