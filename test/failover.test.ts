@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { ConnectionManager } from '@wanas/connection-manager';
-import { ConnectionIterator, unaryCall } from '@wanas/iterator';
+import { ConnectionIterator, HedgeBudget, unaryCall } from '@wanas/iterator';
 import { FederationServiceClient, LocalRequest, LocalResponse, type TargetList } from '@wanas/proto';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { startPeer } = require('./support/peer-server');
@@ -176,6 +176,47 @@ describe('connection manager + iterator', () => {
       await ask(cm, t);
     }
     expect(tail.calls()).toBe(before); // its twin took every request meanwhile
+  });
+
+  it('demotes a twin that lost to a hedge as failed only when it then misses a health check (frozen, not slow)', async () => {
+    const frozen = await childPeer('frozen');
+    children.push(frozen.proc);
+    const slow = await peer();
+    const twin = await peer();
+    const hedged = (t: TargetList) =>
+      new ConnectionIterator<FederationServiceClient, LocalResponse>({
+        target: t,
+        // The target list's own order: the suspect is asked first, the twin gets the hedge.
+        source: { order: (x) => x.endpoints, client: cm.client.bind(cm), track: cm.track.bind(cm) },
+        attempt: (client, _ep, deadline) =>
+          unaryCall((cb) => client.localRequest(request, new grpc.Metadata(), { deadline }, cb)),
+        deadline: Date.now() + 3000,
+        attemptTimeoutMs: 2000,
+        idempotent: true,
+        hedge: { delayMs: 50, budget: new HedgeBudget(1, 10, 10) },
+      }).run();
+    const row = (address: string) => cm.snapshot().find((r) => r.address === address)!;
+    for (const suspect of [slow, frozen]) {
+      const t = target([suspect, twin], suspect === slow ? 'slow' : 'frozen');
+      cm.setPeers([groupOf(t)]);
+      await cm.waitForWarm(3000);
+      for (let i = 0; i < 10; i++) expect((await ask(cm, t, 1000, 3000, true)).ok).toBe(true); // a usual latency
+      if (suspect === slow) slow.setBehaviour({ kind: 'ok', delayMs: 500 });
+      else frozen.proc.kill('SIGSTOP');
+      const out = await hedged(t);
+      expect(out.ok && out.endpoint.address).toBe(twin.address);
+      expect(out.attempts.find((a) => a.address === suspect.address)?.code).toBe(grpc.status.CANCELLED);
+      if (suspect === slow) {
+        // Slow but alive: its health check answers, so it is only ordered after its twin for a while.
+        await new Promise((r) => setTimeout(r, 400)); // longer than the probe timeout (200 ms)
+        expect(row(slow.address).consecutiveFailures).toBe(0);
+        expect(cm.order(t)[0]!.address).toBe(twin.address);
+      } else {
+        // Stuck: no health answer within the probe timeout, so it counts as failed and is probed until back.
+        await until(() => row(frozen.address).consecutiveFailures > 0, 2000);
+        frozen.proc.kill('SIGCONT');
+      }
+    }
   });
 
   it('keeps a peer that answers health but fails every call demoted, with a growing back-off', async () => {

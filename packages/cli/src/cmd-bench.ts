@@ -69,8 +69,8 @@ function describe(r: Record<string, unknown> & { part: Part }): string {
       table(['LATENCY (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
       `wanas p50 / limit p50 = ${ratio(l.wanas.p50Ms, l.limitMs)} (target ≤ 1.05×); wanas p99 / limit p99 = ${ratio(l.wanas.p99Ms, l.limitP99Ms)} (target ≤ 1.2×)`,
       `flat-new-connection p50 / wanas p50 = ${ratio(l.alternatives.flatNewConnection.p50Ms, l.wanas.p50Ms)} (target ≥ 2.5×); sequential p50 / wanas p50 = ${ratio(l.alternatives.sequential.p50Ms, l.wanas.p50Ms)}`,
-      `WAN connections held by the entry: wanas ${l.wanConnections.wanas} (remote sites: 3), flat ${l.wanConnections.flat} (remote pods); WAN bytes per aggregate: wanas ${l.wanBytesPerAggregate.wanas}, flat ${l.wanBytesPerAggregate.flat}`,
-      `pods answered: wanas ${(l.podsAnswered.wanas * 100).toFixed(1)}%, flat ${(l.podsAnswered.flat * 100).toFixed(1)}%`,
+      `WAN connections held by the entry: wanas ${l.wanConnections.wanas} (remote sites: ${l.remoteSites}), flat ${l.wanConnections.flat} (remote pods); WAN bytes per aggregate: wanas ${l.wanBytesPerAggregate.wanas}, flat ${l.wanBytesPerAggregate.flat}`,
+      `pods answered: wanas ${(l.podsAnswered.wanas * 100).toFixed(1)}%, flat ${(l.podsAnswered.flat * 100).toFixed(1)}%; transport: ${l.transport === 'mtls' ? 'mTLS (a new connection pays TCP + TLS 1.3 handshakes)' : 'plaintext (a new connection pays the TCP handshake)'}`,
     ].join('\n');
   }
   if (r.part === 'failover') {
@@ -187,6 +187,7 @@ export function registerBench(program: Command): void {
       '--no-hedge',
       "brokers run with settings.hedge false in the failover part (default: the broker's default, on)",
     )
+    .option('--tls', 'run the latency part over mTLS (brokers, the limit and every alternative)')
     .option('--out <dir>', 'where to save results and the chart', 'bench/results')
     .option('--no-markdown', 'do not rewrite BENCHMARKS.md')
     .action(
@@ -199,6 +200,7 @@ export function registerBench(program: Command): void {
           smoke?: boolean;
           warmPerTarget: number;
           hedge: boolean;
+          tls?: boolean;
           out: string;
           markdown: boolean;
         },
@@ -217,6 +219,7 @@ export function registerBench(program: Command): void {
           smoke: !!o.smoke,
           warmPerTarget: o.warmPerTarget,
           hedge: o.hedge,
+          tls: !!o.tls,
         };
         fs.mkdirSync(o.out, { recursive: true });
         const progress = await progressBar();
@@ -237,14 +240,15 @@ export function registerBench(program: Command): void {
           progress.stop();
           results.push(r);
           const { series, ...summary } = r as { series?: Record<string, number[]> };
+          const key = sectionOf(r);
           fs.writeFileSync(
-            path.join(o.out, `${part}.json`),
+            path.join(o.out, `${key}.json`),
             `${JSON.stringify({ ...r, machine: machine(), at: new Date().toISOString(), requests }, null, 1)}\n`,
           );
           if (series)
             fs.writeFileSync(
-              path.join(o.out, `${part}.svg`),
-              latencySvg(`${part}: latency distribution (CDF), ${machine()}`, series),
+              path.join(o.out, `${key}.svg`),
+              latencySvg(`${key}: latency distribution (CDF), ${machine()}`, series),
             );
           process.stdout.write(`\n${describe(r)}\n`);
           void summary;
@@ -259,6 +263,21 @@ export function registerBench(program: Command): void {
     );
 }
 
+/** Where a result is saved and shown: its part, or `latency_mtls` for a latency run over mTLS (kept beside the plaintext one). */
+function sectionOf(r: Record<string, unknown> & { part: Part }): string {
+  return r.part === 'latency' && r.transport === 'mtls' ? 'latency_mtls' : r.part;
+}
+
+/** Markdown sections in order, with their headings. */
+const SECTIONS: [string, string][] = [
+  ['latency', 'latency'],
+  ['latency_mtls', 'latency over mTLS (`--tls`)'],
+  ['failover', 'failover'],
+  ['tail', 'tail'],
+  ['throughput', 'throughput'],
+  ['scale', 'scale'],
+];
+
 function writeMarkdown(
   results: (Record<string, unknown> & { part: Part })[],
   counts: BenchCounts,
@@ -272,11 +291,12 @@ function writeMarkdown(
       sections.set(m[1]!, m[2]!);
   }
   for (const r of results) {
-    const chart = fs.existsSync(path.join(out, `${r.part}.svg`))
-      ? `\n![${r.part}](${path.join(out, `${r.part}.svg`)})\n`
+    const key = sectionOf(r);
+    const chart = fs.existsSync(path.join(out, `${key}.svg`))
+      ? `\n![${key}](${path.join(out, `${key}.svg`)})\n`
       : '';
     sections.set(
-      r.part,
+      key,
       `Run ${started.toISOString()} on ${machine()}, ${counts.requests} requests per series.\n\n\`\`\`\n${describe(r)}\n\`\`\`\n${chart}\n`,
     );
   }
@@ -285,12 +305,13 @@ function writeMarkdown(
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
     '`npm run bench` (about 15 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `tail`,',
-    '`throughput`, `scale`), a fast look with `npm run bench -- --quick`. Results (with every sample) are saved in',
+    '`throughput`, `scale`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
+    '`npm run bench -- latency --tls`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',
     'within one run, not absolute numbers across runs.',
     '',
-    ...PARTS.filter((p) => sections.has(p)).flatMap((p) => [
-      `## ${p}`,
+    ...SECTIONS.filter(([p]) => sections.has(p)).flatMap(([p, heading]) => [
+      `## ${heading}`,
       '',
       `<!-- part:${p} -->`,
       sections.get(p)!.trimEnd(),

@@ -248,9 +248,12 @@ export class ConnectionManager {
       try {
         return await run();
       } catch (err) {
-        // Cancelled by us after a long wait: another attempt (a hedge) answered first.
-        if ((err as { code?: number }).code === grpc.status.CANCELLED)
+        // Cancelled by us after a long wait: another attempt (a hedge) answered first. Slow, or stuck?
+        if ((err as { code?: number }).code === grpc.status.CANCELLED) {
+          const slowBefore = entry.slowAt;
           this.noteSlow(entry, this.opts.now() - started, SLOW_CANCELLED_FACTOR);
+          if (entry.slowAt !== slowBefore) this.checkSuspect(entry);
+        }
         throw err;
       }
     };
@@ -346,6 +349,7 @@ export class ConnectionManager {
       warm: false,
       retiring: false,
       probeTimer: undefined,
+      suspectCheck: false,
       calls: 0,
       failures: 0,
     };
@@ -487,6 +491,27 @@ export class ConnectionManager {
     this.startProbing(entry);
     if (entry.consecutiveFailures >= this.opts.failureThreshold && !entry.breaker?.opened)
       this.breakerOf(entry).open();
+  }
+
+  /**
+   * An endpoint that just lost to a hedge after a long wait may be slow (a heavy tail: it stays ordered
+   * after its twins for a while) or stuck (a frozen process, which answers nothing: without this it
+   * would come back into rotation when the slow mark expires and cost a hedge delay each time). One
+   * health check tells them apart: no SERVING answer within the probe timeout counts as a failure, and
+   * the endpoint is probed until it answers again.
+   */
+  private checkSuspect(entry: Entry): void {
+    const client = entry.client;
+    if (entry.suspectCheck || !client || this.closed) return;
+    entry.suspectCheck = true;
+    void entry.probe!.check(this.opts.probeTimeoutMs).then((serving) => {
+      entry.suspectCheck = false;
+      if (serving || entry.client !== client || this.closed) return;
+      this.onFailure(
+        entry,
+        new Error(`lost to a hedge, then no health answer within ${this.opts.probeTimeoutMs} ms`),
+      );
+    });
   }
 
   /**

@@ -56,6 +56,8 @@ export interface Entry {
   /** Removed from the topology: closed as soon as no call is in flight. */
   retiring: boolean;
   probeTimer: NodeJS.Timeout | undefined;
+  /** A health check is running because the endpoint lost to a hedge (see ConnectionManager.track). */
+  suspectCheck: boolean;
   calls: number;
   failures: number;
 }

@@ -262,6 +262,21 @@ describe('ConnectionIterator against real grpc-js servers', () => {
     expect(fast.calls()).toBe(hedges);
   });
 
+  it('sends no hedge while the budget says the broker is overloaded, and counts what it held back', async () => {
+    const slow = await peer({ kind: 'ok', delayMs: 150 });
+    const fast = await peer();
+    let overloaded = true;
+    const budget = new HedgeBudget(1, 10, 10, () => overloaded);
+    const held = await run(source, [slow.address, fast.address], { hedge: { delayMs: 10, budget } });
+    expect(held.ok && held.endpoint.address).toBe(slow.address);
+    expect(held.attempts.some((a) => a.hedged)).toBe(false);
+    expect(budget.stats()).toMatchObject({ hedges: 0, suppressed: 1 });
+    overloaded = false;
+    const hedged = await run(source, [slow.address, fast.address], { hedge: { delayMs: 10, budget } });
+    expect(hedged.ok && hedged.endpoint.address).toBe(fast.address);
+    expect(budget.stats()).toMatchObject({ hedges: 1, suppressed: 1 });
+  });
+
   it('cancels every attempt when the caller cancels', async () => {
     const a = await peer({ kind: 'hang' });
     const ac = new AbortController();

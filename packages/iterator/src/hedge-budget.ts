@@ -13,10 +13,18 @@ export class HedgeBudget {
   private hedges = 0;
   private requests = 0;
 
+  private suppressed = 0;
+
   constructor(
     private readonly ratio = DEFAULT_HEDGE_RATIO,
     private readonly maxTokens = DEFAULT_HEDGE_MAX_TOKENS,
-    initialTokens = 1,
+    /** Starts full (like gRPC retry throttling): a broker that just became a site's representative can hedge at once. */
+    initialTokens = maxTokens,
+    /**
+     * True while hedging would only add load: e.g. the broker is saturated, so answers are late
+     * because of its own queueing and a twin would be no faster.
+     */
+    private readonly overloaded: () => boolean = () => false,
   ) {
     if (!(ratio >= 0 && ratio <= 1)) throw new RangeError(`hedge ratio must be within 0..1, got ${ratio}`);
     this.tokens = Math.min(initialTokens, maxTokens);
@@ -28,16 +36,20 @@ export class HedgeBudget {
     this.tokens = Math.min(this.maxTokens, this.tokens + this.ratio);
   }
 
-  /** Spends one token for a hedge; false when the budget is spent. */
+  /** Spends one token for a hedge; false when the budget is spent or hedging is suppressed (overloaded). */
   tryWithdraw(): boolean {
     if (this.tokens < 1) return false;
+    if (this.overloaded()) {
+      this.suppressed++;
+      return false;
+    }
     this.tokens -= 1;
     this.hedges++;
     return true;
   }
 
   /** Requests and hedges counted so far. */
-  stats(): { requests: number; hedges: number } {
-    return { requests: this.requests, hedges: this.hedges };
+  stats(): { requests: number; hedges: number; suppressed: number } {
+    return { requests: this.requests, hedges: this.hedges, suppressed: this.suppressed };
   }
 }

@@ -36,6 +36,8 @@ export interface BenchFederationOptions {
   envFor?: (b: BenchBroker) => Record<string, string>;
   /** Brokers with the same key share one process (default: one process per broker). */
   processKey?: (b: BenchBroker) => string;
+  /** mTLS between brokers and from the bench's clients (throwaway CA and certificates). */
+  tls?: boolean;
 }
 
 /** The first port of the kernel's ephemeral range (outgoing connections take ports from it). */
@@ -88,6 +90,13 @@ export class BenchFederation {
   readonly brokers: BenchBroker[] = [];
   readonly dir: string;
   wan!: WanEmulator;
+  /** Credentials of a client (AggregationService, AdminService): plaintext, or the client certificate. */
+  clientCredentials = grpc.credentials.createInsecure();
+  /**
+   * Credentials that call FederationService as broker `s1-p1-a` would (the flat alternatives fan out
+   * as the entry broker): plaintext, or that broker's certificate.
+   */
+  brokerCredentials = grpc.credentials.createInsecure();
   private readonly clients: grpc.Client[] = [];
 
   private constructor(readonly opts: BenchFederationOptions) {
@@ -121,6 +130,7 @@ export class BenchFederation {
         })),
       })),
     };
+    if (opts.tls) await f.useTls(doc);
     fs.writeFileSync(path.join(f.dir, 'topology.yaml'), YAML.stringify(doc));
     f.wan = new WanEmulator(
       f.brokers.map((b) => ({ brokerId: b.id, site: b.site, listen: b.wanAddress, target: b.address })),
@@ -135,6 +145,28 @@ export class BenchFederation {
       throw failed.reason;
     }
     return f;
+  }
+
+  /** Writes a throwaway CA and certificates, turns on mTLS in the topology `doc`, sets the credentials. */
+  private async useTls(doc: Record<string, unknown>): Promise<void> {
+    const { createTlsDir } = await import('../tls');
+    const files = await createTlsDir(
+      path.join(this.dir, 'tls'),
+      this.brokers.map((b) => b.id),
+    );
+    doc.security = { mode: 'mtls', caFile: files.ca, certFile: files.brokerCert, keyFile: files.brokerKey };
+    const read = (f: string) => fs.readFileSync(f);
+    this.clientCredentials = grpc.credentials.createSsl(
+      read(files.ca),
+      read(files.clientKey),
+      read(files.clientCert),
+    );
+    const entry = this.brokers[0]!.id;
+    this.brokerCredentials = grpc.credentials.createSsl(
+      read(files.ca),
+      read(files.brokerKey.replace('{id}', entry)),
+      read(files.brokerCert.replace('{id}', entry)),
+    );
   }
 
   /** Starts one broker process and waits for SERVING. */
@@ -164,6 +196,7 @@ export class BenchFederation {
     fs.closeSync(log);
     await waitServing(b.address, b.proc, {
       timeoutMs: 60_000,
+      credentials: this.clientCredentials,
       describe: () => `broker ${b.id} did not start: ${this.logTail(b.id)}`,
     });
   }
@@ -190,7 +223,7 @@ export class BenchFederation {
 
   /** A long-lived Aggregate client of a broker (LAN address). */
   aggregator(id: string): (req: Partial<AggregateRequest>) => Promise<AggregateResponse> {
-    const c = new AggregationServiceClient(this.broker(id).address, grpc.credentials.createInsecure());
+    const c = new AggregationServiceClient(this.broker(id).address, this.clientCredentials);
     this.clients.push(c);
     return (req) =>
       new Promise((resolve, reject) =>

@@ -28,6 +28,8 @@ export interface BenchCounts {
   warmPerTarget?: number;
   /** The brokers' `settings.hedge` in the failover part (default true, the broker default). */
   hedge?: boolean;
+  /** mTLS in the latency part (brokers, the limit and every alternative). */
+  tls?: boolean;
 }
 
 /** The part's topology, or a tiny one in smoke mode. */
@@ -99,8 +101,12 @@ export interface LatencyResult {
   wanas: LatencySummary;
   alternatives: { flat: LatencySummary; flatNewConnection: LatencySummary; sequential: LatencySummary };
   wanConnections: { wanas: number; flat: number };
+  /** Sites other than the entry's: the WAN connections wanas needs at least. */
+  remoteSites: number;
   wanBytesPerAggregate: { wanas: number; flat: number };
   podsAnswered: { wanas: number; flat: number };
+  /** Transport of every call measured: `mtls` or `plaintext`. */
+  transport: 'mtls' | 'plaintext';
   series: Record<string, number[]>;
 }
 
@@ -110,12 +116,13 @@ export interface LatencyResult {
  * same with a new connection per call, and one site after another.
  */
 export async function latencyPart(counts: BenchCounts, progress: Progress): Promise<LatencyResult> {
-  const f = await BenchFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25 });
+  const f = await BenchFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25, tls: counts.tls });
   try {
     const entry = 's1-p1-a';
     const aggregate = f.aggregator(entry);
     const all = pods(f);
-    const creds = grpc.credentials.createInsecure();
+    // FederationService calls as the entry broker would make them (its certificate under mTLS).
+    const creds = f.brokerCredentials;
     // Clients sit in site s1: its pods over the LAN, every other pod over the WAN.
     const dial = (p: { site: string; brokers: BenchBroker[] }) =>
       p.site === 's1' ? p.brokers[0]!.address : p.brokers[0]!.wanAddress;
@@ -220,7 +227,7 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
     );
 
     const status = await unary<{ channels: { site: string; connectivity: string }[] }>((cb) => {
-      const c = f.track(new AdminServiceClient(f.broker(entry).address, creds));
+      const c = f.track(new AdminServiceClient(f.broker(entry).address, f.clientCredentials));
       c.getStatus({}, cb);
     });
     const wanConnections = status.channels.filter(
@@ -238,8 +245,10 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
         sequential: summarize(sequential),
       },
       wanConnections: { wanas: wanConnections, flat: all.filter((p) => p.site !== 's1').length },
+      remoteSites: new Set(all.filter((p) => p.site !== 's1').map((p) => p.site)).size,
       wanBytesPerAggregate: { wanas: Math.round(wanasBytes), flat: Math.round(flatBytes) },
       podsAnswered: { wanas: wanasPods, flat: flatPods },
+      transport: counts.tls ? 'mtls' : 'plaintext',
       series: { limit, wanas, flat, flatNewConnection: flatNew, sequential },
     };
   } finally {
@@ -278,11 +287,19 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
       const healthy = await timed(counts.requests / 2, progress, `failover (${signal}): healthy`, () =>
         aggregate(FIND),
       );
+      // The brokers that answered the last request (site representatives and pod brokers): one per pod.
+      // Not every broker in the attempts: a hedge may have asked a pod's twin too, and freezing both
+      // brokers of a pod would measure a pod that is down, not a failover.
       const last = await aggregate(FIND);
-      const victims = new Set<string>();
+      const byPod = new Map<string, string>();
       for (const p of last.pods) {
-        for (const a of p.attempts) if (a.brokerId !== entry) victims.add(a.brokerId);
+        for (const a of p.attempts) {
+          if (a.code !== 0 || a.brokerId === entry) continue;
+          const pod = f.broker(a.brokerId).site + '/' + f.broker(a.brokerId).pod;
+          if (!byPod.has(pod)) byPod.set(pod, a.brokerId);
+        }
       }
+      const victims = new Set(byPod.values());
       for (const id of victims) f.broker(id).proc!.kill(signal);
       let ok = 0;
       let asked = 0;

@@ -1,0 +1,26 @@
+import { LoopLag, SATURATED_LAG_MS } from './loop-lag';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('LoopLag', () => {
+  it('reads near 0 on an idle loop and saturated on a loop blocked in long turns', async () => {
+    const lag = new LoopLag(300);
+    try {
+      await sleep(700);
+      expect(lag.p90Ms).toBeLessThan(SATURATED_LAG_MS);
+      expect(lag.saturated()).toBe(false);
+      // Turns of 40 ms with a breath between them: timers run up to 40 ms late (bounded: 20 turns).
+      const until = Date.now() + 700;
+      for (let i = 0; i < 20 && Date.now() < until; i++) {
+        const end = Date.now() + 40;
+        while (Date.now() < end);
+        await new Promise((r) => setImmediate(r));
+      }
+      // The busy spell spans two windows: the last one closed saw only busy turns.
+      expect(lag.p90Ms).toBeGreaterThan(SATURATED_LAG_MS);
+      expect(lag.saturated()).toBe(true);
+    } finally {
+      lag.close();
+    }
+  });
+});
