@@ -140,8 +140,9 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const metrics = new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm);
   // No hedges while this broker is saturated: its answers are late from its own queueing, and a hedge
   // would only add load (measured: default hedging cost ~9% of saturated throughput without this).
-  const loopLag = new LoopLag();
-  const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => loopLag.saturated());
+  // Measured from the moment the broker serves: start-up work blocks the loop and says nothing of load.
+  let loopLag: LoopLag | undefined;
+  const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => loopLag?.saturated() ?? false);
   const dispatcher = new Dispatcher({
     self: info,
     topology: () => topology,
@@ -174,7 +175,6 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   ).catch((e: Error) => {
     cm.close();
     store.close();
-    loopLag.close();
     throw new Error(`broker ${info.id} cannot listen on ${info.address}: ${e.message}`);
   });
 
@@ -225,7 +225,6 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       server.forceShutdown();
       cm.close();
       store.close();
-      loopLag.close();
       throw new Error(`broker ${info.id} cannot serve health on ${info.healthAddress}: ${e.message}`);
     });
   }
@@ -236,6 +235,11 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
 
   for (const svc of ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'])
     health.setStatus(svc, 'SERVING');
+  loopLag = new LoopLag(undefined, (saturated, p90Ms) => {
+    const fields = { eventLoopLagP90Ms: Math.round(p90Ms) };
+    if (saturated) log.warn('broker saturated: hedging paused', fields);
+    else log.info('broker no longer saturated: hedging resumed', fields);
+  });
   log.info('broker serving', {
     address: `${info.address.slice(0, info.address.lastIndexOf(':'))}:${port}`,
     wanAddress: info.wanAddress,
@@ -326,7 +330,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       healthServer?.forceShutdown();
       await metricsServer?.close();
       store.close();
-      loopLag.close();
+      loopLag?.close();
       log.info('broker stopped');
     })();
     return closing;

@@ -18,14 +18,20 @@ export class LoopLag {
   private readonly timer: NodeJS.Timeout;
   private lagMs = 0;
 
-  constructor(windowMs = 1000) {
+  constructor(
+    windowMs = 1000,
+    /** Called when the broker becomes saturated or stops being saturated. */
+    private readonly onChange?: (saturated: boolean, p90Ms: number) => void,
+  ) {
     this.histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
     this.histogram.enable();
     this.timer = setInterval(() => {
       // Each sample is the whole interval between two checks; the lag is what comes on top of it.
       const h = this.histogram;
+      const was = this.saturated();
       this.lagMs = h.count > 0 ? Math.max(0, h.percentile(90) / 1e6 - RESOLUTION_MS) : 0;
       h.reset();
+      if (this.saturated() !== was) this.onChange?.(!was, this.lagMs);
     }, windowMs);
     this.timer.unref();
   }

@@ -67,7 +67,7 @@ export interface AttemptRecord {
 
 /** Hedging settings; hedging applies to idempotent requests only. */
 export interface HedgeOptions {
-  /** Fixed delay before the hedge, ms; when unset, the first endpoint's observed p95 (or 50 ms). */
+  /** Fixed delay before the hedge, ms; when unset, the endpoint's observed p95 (or 50 ms), at most half the attempt timeout. */
   delayMs?: number;
   /** Budget shared by all requests of a broker: bounds hedges to a share of requests. */
   budget: HedgeBudget;
@@ -273,9 +273,17 @@ export class ConnectionIterator<C, R> {
         // A hedge may be followed by another (the twin asked can be stuck too), each after the delay of
         // the attempt it backs up, at most MAX_HEDGES_PER_REQUEST per request and within the budget.
         if (hedging && hedges < MAX_HEDGES_PER_REQUEST && next < order.length && !hedgeTimer) {
+          // The endpoint's p95, but never more than half the attempt timeout: a p95 inflated by a few old
+          // outliers (a busy start-up) would otherwise leave a frozen endpoint unhedged until it times out.
           const delay =
             this.opts.hedge!.delayMs ??
-            Math.max(MIN_HEDGE_DELAY_MS, source.latencyP95Ms?.(endpoint) ?? DEFAULT_HEDGE_DELAY_MS);
+            Math.max(
+              MIN_HEDGE_DELAY_MS,
+              Math.min(
+                source.latencyP95Ms?.(endpoint) ?? DEFAULT_HEDGE_DELAY_MS,
+                this.opts.attemptTimeoutMs / 2,
+              ),
+            );
           hedgeTimer = setTimeout(() => {
             hedgeTimer = undefined;
             if (!done && inFlight.size > 0 && this.opts.hedge!.budget.tryWithdraw()) {

@@ -303,10 +303,20 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
       for (const id of victims) f.broker(id).proc!.kill(signal);
       let ok = 0;
       let asked = 0;
+      const slowMs = 3 * summarize(healthy).p50Ms;
       const measure = async () => {
+        const t0 = performance.now();
         const r = await aggregate(FIND);
         ok += r.summary?.podsOk ?? 0;
         asked += r.summary?.podsAsked ?? 0;
+        // WANAS_BENCH_VERBOSE=1: every attempt of the slow requests, to see where the time went.
+        if (process.env.WANAS_BENCH_VERBOSE && performance.now() - t0 > slowMs) {
+          const at = (a: { brokerId: string; code: number; latency?: { seconds: number; nanos: number } }) =>
+            `${a.brokerId}:${a.code}:${Math.round((a.latency?.seconds ?? 0) * 1000 + (a.latency?.nanos ?? 0) / 1e6)}`;
+          process.stderr.write(
+            `\n${signal} slow request ${Math.round(performance.now() - t0)} ms: ${r.pods.map((p) => `${p.site}/${p.pod} [${p.attempts.map(at).join(',')}]`).join(' ')}\n`,
+          );
+        }
       };
       const first10 = await timed(10, progress, `failover (${signal}): first 10 after`, measure);
       const next = await timed(counts.requests, progress, `failover (${signal}): next`, measure);
