@@ -141,8 +141,13 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   // No hedges while this broker is saturated: its answers are late from its own queueing, and a hedge
   // would only add load (measured: default hedging cost ~9% of saturated throughput without this).
   // Measured from the moment the broker serves: start-up work blocks the loop and says nothing of load.
-  let loopLag: LoopLag | undefined;
-  const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => loopLag?.saturated() ?? false);
+  const lag: { monitor?: LoopLag } = {};
+  const hedgeBudget = new HedgeBudget(
+    undefined,
+    undefined,
+    undefined,
+    () => lag.monitor?.saturated() ?? false,
+  );
   const dispatcher = new Dispatcher({
     self: info,
     topology: () => topology,
@@ -235,7 +240,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
 
   for (const svc of ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'])
     health.setStatus(svc, 'SERVING');
-  loopLag = new LoopLag(undefined, (saturated, p90Ms) => {
+  lag.monitor = new LoopLag(undefined, (saturated, p90Ms) => {
     const fields = { eventLoopLagP90Ms: Math.round(p90Ms) };
     if (saturated) log.warn('broker saturated: hedging paused', fields);
     else log.info('broker no longer saturated: hedging resumed', fields);
@@ -330,7 +335,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       healthServer?.forceShutdown();
       await metricsServer?.close();
       store.close();
-      loopLag?.close();
+      lag.monitor?.close();
       log.info('broker stopped');
     })();
     return closing;
