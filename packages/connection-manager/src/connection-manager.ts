@@ -249,10 +249,11 @@ export class ConnectionManager {
         return await run();
       } catch (err) {
         // Cancelled by us after a long wait: another attempt (a hedge) answered first. Slow, or stuck?
+        // (Checked even without a slow mark: an endpoint this broker has used too little to know its usual
+        // latency can be frozen too, and would otherwise stay first in rotation.)
         if ((err as { code?: number }).code === grpc.status.CANCELLED) {
-          const slowBefore = entry.slowAt;
           this.noteSlow(entry, this.opts.now() - started, SLOW_CANCELLED_FACTOR);
-          if (entry.slowAt !== slowBefore) this.checkSuspect(entry);
+          this.checkSuspect(entry);
         }
         throw err;
       }
