@@ -214,6 +214,12 @@ describe('connection manager + iterator', () => {
       } else {
         // Stuck: no health answer within the probe timeout, so it counts as failed and is probed until back.
         await until(() => row(frozen.address).consecutiveFailures > 0, 2000);
+        // Losing another race (cancelled by us) proves nothing: the failures stand, it stays demoted.
+        const failures = row(frozen.address).consecutiveFailures;
+        expect((await hedged(t)).ok).toBe(true);
+        await until(() => row(frozen.address).inFlight === 0, 1000); // the cancelled attempt has settled
+        expect(row(frozen.address).consecutiveFailures).toBeGreaterThanOrEqual(failures);
+        expect(cm.order(t)[0]!.address).toBe(twin.address);
         frozen.proc.kill('SIGCONT');
       }
     }

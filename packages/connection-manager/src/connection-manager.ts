@@ -371,6 +371,9 @@ export class ConnectionManager {
     breaker.on('success', (result: unknown, latencyMs: number) => {
       // A filtered error (caller's mistake) still proves the peer is alive, but says nothing of latency.
       const isError = result instanceof Error;
+      // A call we cancelled (a hedge answered first, the caller gave up) proves nothing either way: counted
+      // as a success it cleared the failures of a frozen peer, which then came back first in rotation.
+      if (isError && (result as { code?: number }).code === grpc.status.CANCELLED) return;
       this.onSuccess(entry, isError ? undefined : latencyMs);
     });
     breaker.on('failure', (err: unknown) => this.onFailure(entry, err));
