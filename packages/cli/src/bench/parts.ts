@@ -295,8 +295,8 @@ export async function failoverPart(counts: BenchCounts, progress: Progress): Pro
       for (const p of last.pods) {
         for (const a of p.attempts) {
           if (a.code !== 0 || a.brokerId === entry) continue;
-          const pod = f.broker(a.brokerId).site + '/' + f.broker(a.brokerId).pod;
-          if (!byPod.has(pod)) byPod.set(pod, a.brokerId);
+          const b = f.broker(a.brokerId);
+          if (!byPod.has(`${b.site}/${b.pod}`)) byPod.set(`${b.site}/${b.pod}`, b.id);
         }
       }
       const victims = new Set(byPod.values());
