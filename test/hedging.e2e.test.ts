@@ -55,13 +55,16 @@ describe('hedging (real processes)', () => {
     const { frozen, pods, elapsedMs } = await withFrozenRepresentative('west', {
       hedging: Hedging.HEDGING_OFF,
     });
-    // Both pods answered, by twins; the site attempt to the frozen representative ran to its timeout.
+    // Both pods answered, by twins; the site attempt to the frozen representative waited until its
+    // timeout, or until keepalive found the connection dead (≤ 1.3 s after the freeze), whichever came first.
     expect(pods.map((p) => p.code)).toEqual([0, 0]);
     expect(pods.every((p) => p.answeredBy !== frozen)).toBe(true);
     const tried = pods[0]!.attempts;
-    expect(tried.find((a) => a.brokerId === frozen)?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect([grpc.status.DEADLINE_EXCEEDED, grpc.status.UNAVAILABLE]).toContain(
+      tried.find((a) => a.brokerId === frozen)?.code,
+    );
     expect(pods.some((p) => p.attempts.some((a) => a.hedged))).toBe(false);
-    expect(elapsedMs).toBeGreaterThanOrEqual(ATTEMPT_MS);
+    expect(elapsedMs).toBeGreaterThanOrEqual(ATTEMPT_MS / 2);
   });
 
   it('by default, a read is hedged to a twin long before the attempt timeout', async () => {

@@ -121,7 +121,8 @@ describe('wanas up (real processes, emulated WAN)', () => {
     expect(json.summary).toMatchObject({ podsAsked: 3, podsOk: 3 });
     const status = wanas('status', '--address', entry);
     expect(status.stdout).toMatch(/broker e1a \(site east, pod pod-1\)/);
-    expect(status.stdout).toMatch(/w1[ab]\s+west\/pod-1\s+\S+\s+ready\s+closed\s+warm/);
+    expect(status.stdout).toMatch(/west\s+up\s/);
+    expect(status.stdout).toMatch(/w1[ab]\s+west\/pod-1\s+\S+\s+ready [\d.]+ s\s+ready\s+closed\s+warm/);
   });
 
   it('answers through buf curl (reflection) and the Python client', () => {

@@ -126,6 +126,9 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const security = createSecurity(() => topology, info, log);
   const cm = new ConnectionManager({
     warmPerTarget: topology.settings.warmPerTarget,
+    keepaliveTimeMs: topology.settings.keepaliveTimeMs,
+    keepaliveTimeoutMs: topology.settings.keepaliveTimeoutMs,
+    connectTimeoutMs: topology.settings.connectTimeoutMs,
     credentials: security.channelCredentials,
     channelOptionsFor: (ep) => security.peerChannelOptions(ep.brokerId),
     ...opts.connectionManager,
@@ -212,6 +215,16 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       age: r.channelAgeMs === undefined ? undefined : msToDuration(r.channelAgeMs),
       calls: r.calls,
       failures: r.failures,
+      state: r.state,
+      stateAge: msToDuration(r.stateAgeMs),
+      stateReason: r.stateReason,
+    })),
+    targets: cm.targets().map((t) => ({
+      site: t.site,
+      pod: t.pod,
+      state: t.state,
+      stateAge: msToDuration(Date.now() - t.since),
+      reason: t.reason,
     })),
     hedgeRequests: hedgeBudget.stats().requests,
     hedges: hedgeBudget.stats().hedges,

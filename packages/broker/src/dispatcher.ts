@@ -25,6 +25,7 @@ import {
 } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
+import { workDeadline, type CallContext } from './call-context';
 import { BrokerError, invalidArgument, toBrokerError } from './errors';
 import type { BrokerMetrics } from './metrics';
 import type { OperationRegistry } from './operations/registry';
@@ -46,11 +47,6 @@ export { summarize };
 
 /** Most hops a request may travel: entry → site representative → pod. */
 export const MAX_HOPS = 2;
-/** A site works to its deadline minus this share, so its partial answer reaches the source in time. */
-const SITE_MARGIN_SHARE = 0.1;
-/** Bounds of the site margin, ms. */
-const SITE_MARGIN_MIN_MS = 20;
-const SITE_MARGIN_MAX_MS = 250;
 /** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
 const SITE_ATTEMPT_FACTOR = 2;
 
@@ -94,12 +90,12 @@ export class Dispatcher {
   /**
    * Runs an Aggregate. `onPod` (the streaming variant) gets each pod's result as soon as it is final.
    * Resolves with every pod asked, a summary and the reduced result; rejects only with a BrokerError for
-   * a request refused before any fan-out (bad input).
+   * a request refused before any fan-out (bad input). Answers a margin before the earlier of the caller's
+   * gRPC deadline and `timeout` (see {@link workDeadline}); a cancel stops every fan-out it started.
    */
   async aggregate(
     req: AggregateRequest,
-    callDeadline: number | undefined,
-    signal: AbortSignal,
+    ctx: CallContext,
     onPod?: (pod: PodResult) => void,
   ): Promise<AggregateResponse> {
     const started = Date.now();
@@ -116,13 +112,14 @@ export class Dispatcher {
       settings.maxTimeoutMs,
     );
     const pods = this.resolveScope(req);
-    const deadline = Math.min(started + timeoutMs, callDeadline ?? Infinity);
-    if (deadline - Date.now() <= 0) {
+    const end = Math.min(started + timeoutMs, ctx.deadline ?? Infinity);
+    if (end - Date.now() <= 0) {
       throw new BrokerError(
         status.DEADLINE_EXCEEDED,
         'the call deadline has already passed; nothing was sent',
       );
     }
+    const deadline = workDeadline(end, started);
 
     const bySite = new Map<string, PodRef[]>();
     for (const p of pods) bySite.set(p.site, [...(bySite.get(p.site) ?? []), p]);
@@ -165,7 +162,7 @@ export class Dispatcher {
       }
     }
 
-    const results = await collect(this.log, branches, deadline, started, signal, onPod);
+    const results = await collect(this.log, branches, deadline, started, ctx.signal, onPod);
     const response: AggregateResponse = {
       correlationId,
       pods: results,
@@ -181,8 +178,11 @@ export class Dispatcher {
     return response;
   }
 
-  /** Serves a SiteRequest: the own pod plus LocalRequests to the other pods of this site asked. */
-  async site(req: SiteRequest, callDeadline: number | undefined): Promise<SiteResponse> {
+  /**
+   * Serves a SiteRequest: the own pod plus LocalRequests to the other pods of this site asked, answering a
+   * margin before the deadline given (see {@link workDeadline}); the source's cancel stops them all.
+   */
+  async site(req: SiteRequest, ctx: CallContext): Promise<SiteResponse> {
     const started = Date.now();
     const { self } = this.deps;
     const settings = this.deps.topology().settings;
@@ -204,11 +204,9 @@ export class Dispatcher {
     );
     const given = Math.min(
       started + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
-      callDeadline ?? Infinity,
+      ctx.deadline ?? Infinity,
     );
-    const left = given - started;
-    const margin = Math.min(SITE_MARGIN_MAX_MS, Math.max(SITE_MARGIN_MIN_MS, left * SITE_MARGIN_SHARE));
-    const deadline = given - Math.min(margin, left / 2);
+    const deadline = workDeadline(given, started);
 
     const sitePods = this.deps.topology().sites.find((s) => s.name === self.site)?.pods ?? [];
     const asked = req.pods.length ? req.pods : sitePods.map((p) => p.name);
@@ -237,7 +235,7 @@ export class Dispatcher {
             hops: req.hops + 1,
           });
     });
-    const pods = await collect(this.log, branches, deadline, started, new AbortController().signal);
+    const pods = await collect(this.log, branches, deadline, started, ctx.signal);
     this.deps.metrics.pods(
       'site',
       pods.map((r) => r.code),
@@ -245,8 +243,8 @@ export class Dispatcher {
     return { correlationId: req.correlationId, answeredBy: self.id, pods };
   }
 
-  /** Serves a LocalRequest: the own pod only; never fans out. */
-  async local(req: LocalRequest, callDeadline: number | undefined): Promise<LocalResponse> {
+  /** Serves a LocalRequest: the own pod only; never fans out. The operation stops when the source cancels. */
+  async local(req: LocalRequest, ctx: CallContext): Promise<LocalResponse> {
     const { self } = this.deps;
     const settings = this.deps.topology().settings;
     checkCorrelationId(req.correlationId);
@@ -261,13 +259,14 @@ export class Dispatcher {
     const started = Date.now();
     const deadline = Math.min(
       started + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
-      callDeadline ?? Infinity,
+      ctx.deadline ?? Infinity,
     );
     const pod = await this.runOwnPod(op, params, {
       correlationId: req.correlationId,
       headers: req.headers,
       idempotencyKey: req.idempotencyKey,
       deadline,
+      signal: ctx.signal,
     });
     this.deps.metrics.pods('local', [pod.code]);
     // An operation's error travels as the call's status, so the sender's iterator sees it as the answer.
@@ -388,7 +387,7 @@ export class Dispatcher {
     return {
       pods: [{ site: self.site, pod: self.pod }],
       cost: 0,
-      run: async () => [await this.runOwnPod(a.op, a.params, a)],
+      run: async (signal) => [await this.runOwnPod(a.op, a.params, { ...a, signal })],
     };
   }
 
@@ -396,7 +395,13 @@ export class Dispatcher {
   private async runOwnPod(
     op: Operation,
     params: JsonObject,
-    a: { correlationId: string; headers: Record<string, string>; idempotencyKey: string; deadline: number },
+    a: {
+      correlationId: string;
+      headers: Record<string, string>;
+      idempotencyKey: string;
+      deadline: number;
+      signal: AbortSignal;
+    },
   ): Promise<PodResult> {
     const { self, store } = this.deps;
     const t0 = Date.now();
@@ -418,6 +423,7 @@ export class Dispatcher {
         store,
         idempotencyKey: a.idempotencyKey,
         deadline: a.deadline,
+        signal: a.signal,
         logger: this.log,
       });
       return {
@@ -469,13 +475,20 @@ export class Dispatcher {
       deadline: a.deadline,
       attemptTimeoutMs,
       idempotent: a.op.idempotent || !!a.idempotencyKey,
-      hedge: a.hedge ? { budget: this.deps.hedgeBudget } : undefined,
+      // A representative that acknowledged a SiteRequest is alive and hedges its own pods over its LAN.
+      hedge: a.hedge ? { budget: this.deps.hedgeBudget, onlyUnacknowledged: kind === 'site' } : undefined,
       signal,
-      attempt: (client, _ep, deadline, mode) =>
-        call(client, msToDuration(Math.max(1, deadline.getTime() - Date.now())), {
+      attempt: (client, ep, deadline, mode) => {
+        const left = deadline.getTime() - Date.now();
+        // The deadline a representative works to is what the attempt has left minus about one round trip
+        // (its fastest usual answer, at most a quarter of the time): the gRPC timeout is relative, so its
+        // clock starts a one-way trip late, and its answer needs another one to come back in time.
+        const trip = kind === 'site' ? Math.min(this.deps.cm.latencyFloorMs(ep) ?? 0, left / 4) : 0;
+        return call(client, msToDuration(Math.max(1, left - trip)), {
           deadline,
           waitForReady: mode.waitForReady,
-        }),
+        });
+      },
     }).run();
     const code = outcome.ok ? 0 : outcome.code;
     const latencyMs = Date.now() - t0;

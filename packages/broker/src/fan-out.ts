@@ -1,5 +1,5 @@
 import { status } from '@grpc/grpc-js';
-import type { AttemptRecord } from '@wanas/iterator';
+import { DEADLINE_REACHED, type AttemptRecord } from '@wanas/iterator';
 import { codeName, msToDuration, type AggregateResponse, type Attempt, type PodResult } from '@wanas/proto';
 import type { Logger } from 'winston';
 
@@ -44,8 +44,11 @@ export function failed(p: PodRef, code: number, message: string, attempts: Attem
 }
 
 /**
- * Runs branches in parallel and gathers one result per pod. At `deadline` it stops waiting: pods
- * without a result are marked DEADLINE_EXCEEDED and the branches still running are cancelled.
+ * Runs branches in parallel and gathers one result per pod. At `deadline` it stops waiting: the branches
+ * still running are aborted with {@link DEADLINE_REACHED}, which makes them report their pods at once as
+ * DEADLINE_EXCEEDED with the attempts they made (cut off ones included); a pod whose branch could not say
+ * even that is marked DEADLINE_EXCEEDED without attempts. When `outer` is aborted (the caller cancelled),
+ * every branch is aborted with the caller's reason and the pods still waiting are CANCELLED.
  */
 export function collect(
   log: Logger,
@@ -60,15 +63,13 @@ export function collect(
   const ac = new AbortController();
   return new Promise<PodResult[]>((resolve) => {
     let pending = branches.length;
-    let done = false;
-    const finish = (why: 'complete' | 'deadline' | 'cancelled') => {
-      if (done) return;
-      done = true;
+    /** 'closing': aborted at the deadline, taking the cut-off branches' reports until the next macrotask. */
+    let phase: 'running' | 'closing' | 'done' = 'running';
+    const settle = (why: 'complete' | 'deadline' | 'cancelled') => {
+      if (phase === 'done') return;
+      phase = 'done';
       clearTimeout(timer);
       outer.removeEventListener('abort', onAbort);
-      // Cancel the branches still running (none once all completed: an abort builds a DOMException with
-      // a stack trace, a measurable cost when paid on every request).
-      if (pending > 0) ac.abort();
       const waited = Date.now() - started;
       resolve(
         order.map((p) => {
@@ -83,36 +84,50 @@ export function collect(
         }),
       );
     };
-    const onAbort = () => finish('cancelled');
+    const onAbort = () => {
+      if (pending > 0) ac.abort(outer.reason);
+      settle('cancelled');
+    };
     outer.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(() => finish('deadline'), Math.max(0, deadline - Date.now()));
+    const timer = setTimeout(
+      () => {
+        if (phase !== 'running') return;
+        phase = 'closing';
+        // Aborting settles the iterators synchronously; their branches report in microtasks, before
+        // setImmediate runs (an abort builds no stack trace: DEADLINE_REACHED is one shared instance).
+        ac.abort(DEADLINE_REACHED);
+        setImmediate(() => settle('deadline'));
+      },
+      Math.max(0, deadline - Date.now()),
+    );
+    const accept = (prs: PodResult[]) => {
+      const latency = msToDuration(Date.now() - started);
+      for (const pr of prs) {
+        const r = { ...pr, latency };
+        results.set(key(pr), r);
+        onPod?.(r);
+      }
+      if (--pending === 0) settle(phase === 'closing' ? 'deadline' : 'complete');
+    };
     // Start the slowest first: WAN requests, then LAN requests, then the own pod (which runs inline).
     for (const b of [...branches].sort((x, y) => y.cost - x.cost)) {
       b.run(ac.signal).then(
         (prs) => {
-          if (done) return;
-          const latency = msToDuration(Date.now() - started);
-          for (const pr of prs) {
-            const r = { ...pr, latency };
-            results.set(key(pr), r);
-            onPod?.(r);
-          }
-          if (--pending === 0) finish('complete');
+          if (phase !== 'done') accept(prs);
         },
         (e: unknown) => {
           // Branches never reject; if one does, its pods are reported, not lost.
           log.error('fan-out branch failed', { error: String(e) });
-          if (done) return;
-          for (const p of b.pods) {
-            const r = failed(p, status.INTERNAL, 'internal error in the fan-out (see the broker log)');
-            results.set(key(p), r);
-            onPod?.(r);
-          }
-          if (--pending === 0) finish('complete');
+          if (phase === 'done') return;
+          accept(
+            b.pods.map((p) =>
+              failed(p, status.INTERNAL, 'internal error in the fan-out (see the broker log)'),
+            ),
+          );
         },
       );
     }
-    if (branches.length === 0) finish('complete');
+    if (branches.length === 0) settle('complete');
   });
 }
 

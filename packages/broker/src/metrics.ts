@@ -96,6 +96,39 @@ export class BrokerMetrics {
       },
     });
     new Gauge({
+      name: 'wanas_endpoint_state',
+      help: 'Per peer endpoint: 1 for its health state now (idle, connecting, ready, failing, down).',
+      labelNames: ['endpoint', 'peer_site', 'peer_pod', 'state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of cm.snapshot()) {
+          this.set({ endpoint: r.brokerId, peer_site: r.site, peer_pod: r.pod, state: r.state }, 1);
+        }
+      },
+    });
+    new Counter({
+      name: 'wanas_endpoint_transitions_total',
+      help: 'Endpoint health transitions, by the state entered.',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [state, n] of Object.entries(cm.transitionCounts())) this.inc({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'wanas_target_down',
+      help: 'Per target list (remote site, or other pod of this site): 1 when every endpoint is down (requests fail fast).',
+      labelNames: ['peer_site', 'peer_pod'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const t of cm.targets())
+          this.set({ peer_site: t.site, peer_pod: t.pod }, t.state === 'down' ? 1 : 0);
+      },
+    });
+    new Gauge({
       name: 'wanas_endpoint_in_flight',
       help: 'Per peer endpoint: calls in flight.',
       labelNames: ['endpoint'],

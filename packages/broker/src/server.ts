@@ -16,6 +16,7 @@ import {
 } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
+import type { CallContext } from './call-context';
 import type { Dispatcher } from './dispatcher';
 import { BrokerError, toBrokerError } from './errors';
 import { isValidCorrelationId } from './request-limits';
@@ -23,8 +24,9 @@ import type { BrokerMetrics, RequestKind } from './metrics';
 import type { BrokerSecurity, CallerKind } from './security';
 
 /**
- * Fault injection for benchmarks and chaos tests: `WANAS_CHAOS_SLOW=RATIO:MS` delays that share of
- * this broker's federation answers (SiteResponse, LocalResponse) by MS milliseconds. Never set it in
+ * Fault injection for benchmarks and chaos tests: `WANAS_CHAOS_SLOW=RATIO:MS` makes this broker slow to
+ * take up that share of its federation requests (SiteRequest, LocalRequest): each waits MS milliseconds
+ * before it is acknowledged and worked on, as a broker stalled by GC or overload would. Never set it in
  * production; the broker logs a warning when it is on.
  */
 function chaosSlow(log: Logger): { ratio: number; delayMs: number } | undefined {
@@ -46,23 +48,29 @@ export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 const CANCELLED_BY_CALLER = new Error('the caller cancelled the call');
 
 /**
- * A signal aborted when the caller cancels the call. grpc-js also reports "cancelled" for some streams
- * that close after their answer was sent; aborting then is harmless.
+ * The {@link CallContext} of one incoming call: its deadline, a signal aborted when the caller cancels
+ * (grpc-js also reports "cancelled" for some streams that close after their answer was sent; aborting
+ * then is harmless), the correlation id and the peer.
  */
-function cancelSignal(
+function callContext(
   call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
-) {
+  correlationId: string,
+  peer: string,
+): CallContext {
   const ac = new AbortController();
   call.on('cancelled', () => ac.abort(CANCELLED_BY_CALLER));
-  return ac.signal;
+  return { correlationId, deadline: deadlineOf(call), signal: ac.signal, peer };
 }
 
-/** grpc-js server options: message limits and keepalive that tolerates our peers' pings. */
+/**
+ * grpc-js server options: message limits, and keepalive that permits our peers' pings (every 600 ms by
+ * default, with or without calls: that is how a partition is noticed within ~1.1 s).
+ */
 export const SERVER_OPTIONS: grpc.ServerOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   'grpc.keepalive_permit_without_calls': 1,
-  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.http2.min_ping_interval_without_data_ms': 100,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.enable_channelz': 0,
@@ -100,11 +108,14 @@ export function createHandlers(
     service: string,
     type: 'unary' | 'server_stream',
     req: { correlationId: string; operation: string },
-    peer: string,
+    ctx: CallContext,
     t0: number,
-    code: number,
+    answered: number,
     extra: Record<string, unknown> = {},
   ) => {
+    const { peer } = ctx;
+    // A call its caller cancelled ends CANCELLED, whatever this hop made of what it had by then.
+    const code = ctx.signal.aborted ? grpc.status.CANCELLED : answered;
     const latencyMs = Date.now() - t0;
     metrics.served(service, method, type, code, latencyMs / 1000);
     const line = {
@@ -135,10 +146,16 @@ export function createHandlers(
   };
   const inFlight = { client: 0, broker: 0 };
   const slow = chaosSlow(log);
-  /** Answers a federation call, late on purpose when WANAS_CHAOS_SLOW says so (benchmarks only). */
-  const answer = <T>(cb: grpc.sendUnaryData<T>, res: T) => {
-    if (slow && Math.random() < slow.ratio) setTimeout(() => cb(null, res), slow.delayMs);
-    else cb(null, res);
+  /** Resolves at once, or late on purpose when WANAS_CHAOS_SLOW says so (benchmarks only). */
+  const chaosDelay = (): Promise<void> | undefined =>
+    slow && Math.random() < slow.ratio ? new Promise((r) => setTimeout(r, slow.delayMs)) : undefined;
+  /**
+   * Acknowledges a SiteRequest (response headers now, the answer later): the source then knows this
+   * representative is alive and working, and does not hedge it while it waits on its pods.
+   */
+  const acknowledge = async (call: grpc.ServerUnaryCall<unknown, unknown>) => {
+    await chaosDelay();
+    if (!call.cancelled) call.sendMetadata(new grpc.Metadata());
   };
   /**
    * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and a
@@ -178,10 +195,10 @@ export function createHandlers(
     ) {
       const t0 = Date.now();
       const req = fill(call.request);
-      const signal = cancelSignal(call);
-      admitted(call, 'client', () => dispatcher.aggregate(req, deadlineOf(call), signal)).then(
+      const ctx = callContext(call, req.correlationId, call.getPeer());
+      admitted(call, 'client', () => dispatcher.aggregate(req, ctx)).then(
         (res) => {
-          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, 0, {
+          done('aggregate', 'Aggregate', AGG, 'unary', req, ctx, t0, 0, {
             pods: res.summary?.podsAsked,
             failed: res.summary?.podsFailed,
           });
@@ -189,7 +206,7 @@ export function createHandlers(
         },
         (e: unknown) => {
           const { err, status } = fail(e, req);
-          done('aggregate', 'Aggregate', AGG, 'unary', req, call.getPeer(), t0, err.code, {
+          done('aggregate', 'Aggregate', AGG, 'unary', req, ctx, t0, err.code, {
             error: err.details,
           });
           cb(status);
@@ -199,14 +216,14 @@ export function createHandlers(
     streamAggregate(call: grpc.ServerWritableStream<StreamAggregateRequest, StreamAggregateResponse>) {
       const t0 = Date.now();
       const req = fill(call.request.request ?? ({ correlationId: '', operation: '' } as AggregateRequest));
-      const signal = cancelSignal(call);
+      const ctx = callContext(call, req.correlationId, call.getPeer());
       admitted(call, 'client', () =>
-        dispatcher.aggregate(req, deadlineOf(call), signal, (pod) => {
+        dispatcher.aggregate(req, ctx, (pod) => {
           if (!call.cancelled) call.write({ event: { $case: 'pod', pod } });
         }),
       ).then(
         (res) => {
-          done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, 0, {
+          done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, ctx, t0, 0, {
             pods: res.summary?.podsAsked,
             failed: res.summary?.podsFailed,
           });
@@ -216,7 +233,7 @@ export function createHandlers(
         },
         (e: unknown) => {
           const { err, status } = fail(e, req);
-          done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, call.getPeer(), t0, err.code, {
+          done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, ctx, t0, err.code, {
             error: err.details,
           });
           call.emit('error', status);
@@ -229,17 +246,21 @@ export function createHandlers(
     siteRequest(call: grpc.ServerUnaryCall<SiteRequest, SiteResponse>, cb: grpc.sendUnaryData<SiteResponse>) {
       const t0 = Date.now();
       const req = call.request;
-      admitted(call, 'broker', () => dispatcher.site(req, deadlineOf(call))).then(
+      const ctx = callContext(call, req.correlationId, req.sourceBroker || call.getPeer());
+      admitted(call, 'broker', async () => {
+        await acknowledge(call);
+        return dispatcher.site(req, ctx);
+      }).then(
         (res) => {
-          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+          done('site', 'SiteRequest', FED, 'unary', req, ctx, t0, 0, {
             pods: res.pods.length,
             hops: req.hops,
           });
-          answer(cb, res);
+          cb(null, res);
         },
         (e: unknown) => {
           const { err, status } = fail(e, req);
-          done('site', 'SiteRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
+          done('site', 'SiteRequest', FED, 'unary', req, ctx, t0, err.code, {
             error: err.details,
           });
           cb(status);
@@ -252,16 +273,20 @@ export function createHandlers(
     ) {
       const t0 = Date.now();
       const req = call.request;
-      admitted(call, 'broker', () => dispatcher.local(req, deadlineOf(call))).then(
+      const ctx = callContext(call, req.correlationId, req.sourceBroker || call.getPeer());
+      admitted(call, 'broker', async () => {
+        await chaosDelay();
+        return dispatcher.local(req, ctx);
+      }).then(
         (res) => {
-          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, 0, {
+          done('local', 'LocalRequest', FED, 'unary', req, ctx, t0, 0, {
             hops: req.hops,
           });
-          answer(cb, res);
+          cb(null, res);
         },
         (e: unknown) => {
           const { err, status } = fail(e, req);
-          done('local', 'LocalRequest', FED, 'unary', req, req.sourceBroker || call.getPeer(), t0, err.code, {
+          done('local', 'LocalRequest', FED, 'unary', req, ctx, t0, err.code, {
             error: err.details,
           });
           cb(status);

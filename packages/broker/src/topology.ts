@@ -100,6 +100,19 @@ const settingsSchema = z
     hedge: z.boolean().default(true),
     /** Warm channels kept per remote site and per other pod of the own site. */
     warmPerTarget: z.number().int().min(1).max(4).default(1),
+    /**
+     * HTTP/2 keepalive ping interval on peer channels, ms. With `keepaliveTimeoutMs` it bounds how long a
+     * blackholed link (partition, frozen peer) goes unnoticed when no traffic runs: interval + timeout.
+     */
+    keepaliveTimeMs: z.number().int().min(100).max(600_000).default(600),
+    /** Time a keepalive ping may go unanswered before its connection is dropped, ms: a WAN round trip plus slack. */
+    keepaliveTimeoutMs: z.number().int().min(50).max(60_000).default(500),
+    /**
+     * A peer connection not made within this time (a silent peer) marks the endpoint down, ms; it doubles
+     * with each timeout in a row (at most 8×). A TLS connection costs ~3 WAN round trips: raise it above 500
+     * for round trips over ~150 ms.
+     */
+    connectTimeoutMs: z.number().int().min(50).max(60_000).default(500),
     /** How often pods given as `dns:///NAME:PORT` are resolved again, ms. */
     dnsRefreshMs: z.number().int().min(100).max(3_600_000).default(5000),
     /** DNS servers (host:port) for pods given as `dns:///NAME:PORT`; default: the system's resolvers. */

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 // The parts load only when `wanas bench` runs: other commands (the broker above all) stay lean.
+import type { FailureResult } from './bench/part-failure';
 import type { scalePart } from './bench/part-scale';
 import type {
   BenchCounts,
@@ -14,7 +15,7 @@ import type {
 } from './bench/parts';
 import { table } from './format';
 
-const PARTS = ['latency', 'failover', 'tail', 'throughput', 'scale'] as const;
+const PARTS = ['latency', 'failover', 'failure', 'tail', 'throughput', 'scale'] as const;
 type Part = (typeof PARTS)[number];
 
 async function progressBar(): Promise<Progress & { stop(): void }> {
@@ -49,7 +50,11 @@ async function progressBar(): Promise<Progress & { stop(): void }> {
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 
 /** Human lines for one part's result. */
-function describe(r: Record<string, unknown> & { part: Part }): string {
+function describe(
+  r: Record<string, unknown> & { part: Part },
+  describeFailure?: (r: FailureResult) => string,
+): string {
+  if (r.part === 'failure' && describeFailure) return describeFailure(r as unknown as FailureResult);
   const s = (x: { p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number }) => [
     String(x.p50Ms),
     String(x.p90Ms),
@@ -225,6 +230,8 @@ export function registerBench(program: Command): void {
         const progress = await progressBar();
         const impl = await import('./bench/parts');
         const { scalePart: scale } = await import('./bench/part-scale');
+        const failure = await import('./bench/part-failure');
+        const say = (r: Record<string, unknown> & { part: Part }) => describe(r, failure.describeFailure);
         const { latencySvg } = await import('./bench/svg');
         const results: (Record<string, unknown> & { part: Part })[] = [];
         const started = new Date();
@@ -232,6 +239,7 @@ export function registerBench(program: Command): void {
           const fn = {
             latency: impl.latencyPart,
             failover: impl.failoverPart,
+            failure: failure.failurePart,
             tail: impl.tailPart,
             throughput: impl.throughputPart,
             scale: scale,
@@ -250,10 +258,10 @@ export function registerBench(program: Command): void {
               path.join(o.out, `${key}.svg`),
               latencySvg(`${key}: latency distribution (CDF), ${machine()}`, series),
             );
-          process.stdout.write(`\n${describe(r)}\n`);
+          process.stdout.write(`\n${say(r)}\n`);
           void summary;
         }
-        if (o.markdown) writeMarkdown(results, counts, started, o.out);
+        if (o.markdown) writeMarkdown(results, counts, started, o.out, say);
         if (o.json)
           for (const r of results) {
             const { series: _series, ...rest } = r as { series?: unknown };
@@ -273,6 +281,7 @@ const SECTIONS: [string, string][] = [
   ['latency', 'latency'],
   ['latency_mtls', 'latency over mTLS (`--tls`)'],
   ['failover', 'failover'],
+  ['failure', 'failure paths'],
   ['tail', 'tail'],
   ['throughput', 'throughput'],
   ['scale', 'scale'],
@@ -283,6 +292,7 @@ function writeMarkdown(
   counts: BenchCounts,
   started: Date,
   out: string,
+  say: (r: Record<string, unknown> & { part: Part }) => string,
 ): void {
   const file = 'BENCHMARKS.md';
   const sections = new Map<string, string>();
@@ -297,14 +307,14 @@ function writeMarkdown(
       : '';
     sections.set(
       key,
-      `Run ${started.toISOString()} on ${machine()}, ${counts.requests} requests per series.\n\n\`\`\`\n${describe(r)}\n\`\`\`\n${chart}\n`,
+      `Run ${started.toISOString()} on ${machine()}, ${counts.requests} requests per series.\n\n\`\`\`\n${say(r)}\n\`\`\`\n${chart}\n`,
     );
   }
   const body = [
     '# Benchmarks',
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
-    '`npm run bench` (about 15 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `tail`,',
+    '`npm run bench` (about 15 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `failure`, `tail`,',
     '`throughput`, `scale`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
     '`npm run bench -- latency --tls`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',

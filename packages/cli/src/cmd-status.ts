@@ -13,10 +13,18 @@ export function formatStatus(s: GetStatusResponse): string {
     `federation ${s.federation}, up ${((durationToMs(s.uptime) ?? 0) / 1000).toFixed(0)} s, hedges ${s.hedges}/${s.hedgeRequests} requests`,
     `topology: ${s.sites.map((site) => `${site.name}[${site.pods.map((p) => `${p.name}:${p.brokerIds.length}`).join(' ')}]`).join('  ')}`,
   ];
+  const ago = (d: Parameters<typeof durationToMs>[0]) => `${((durationToMs(d) ?? 0) / 1000).toFixed(1)} s`;
+  const targets = s.targets.map((t) => [
+    t.pod ? `${t.site}/${t.pod}` : t.site,
+    t.state,
+    ago(t.stateAge),
+    t.reason,
+  ]);
   const rows = s.channels.map((c) => [
     c.brokerId,
     `${c.site}/${c.pod}`,
     c.address,
+    `${c.state} ${ago(c.stateAge)}`,
     c.connectivity,
     c.breaker,
     c.warm ? 'warm' : '',
@@ -24,7 +32,23 @@ export function formatStatus(s: GetStatusResponse): string {
     String(c.inFlight),
     `${c.calls}/${c.failures}`,
   ]);
-  return `${head.join('\n')}\n\n${table(['PEER', 'SITE/POD', 'ADDRESS', 'CHANNEL', 'BREAKER', 'WARM', 'LATENCY', 'IN FLIGHT', 'CALLS/FAILED'], rows)}`;
+  const targetTable = table(['TARGET', 'STATE', 'FOR', 'WHY'], targets);
+  const channelTable = table(
+    [
+      'PEER',
+      'SITE/POD',
+      'ADDRESS',
+      'STATE',
+      'CHANNEL',
+      'BREAKER',
+      'WARM',
+      'LATENCY',
+      'IN FLIGHT',
+      'CALLS/FAILED',
+    ],
+    rows,
+  );
+  return `${head.join('\n')}\n\n${targetTable}\n\n${channelTable}`;
 }
 
 /** `wanas status --address HOST:PORT`: that broker's view of topology, channels and health. */

@@ -13,7 +13,16 @@ import {
   tierOf,
   type Entry,
 } from './ordering';
-import type { BreakerState, Connectivity, HealthRow, PeerEndpoint, PeerGroup } from './types';
+import { downReason, evaluateTarget, targetName } from './target-health';
+import type {
+  BreakerState,
+  Connectivity,
+  EndpointState,
+  HealthRow,
+  PeerEndpoint,
+  PeerGroup,
+  TargetHealth,
+} from './types';
 
 export { MAX_RETRY_AFTER_MS };
 
@@ -35,6 +44,20 @@ export function grpcTarget(address: string): string {
  * broker it has at once.
  */
 const SEARCH_EXTRA = 1;
+/**
+ * Channels a group may open at once while it searches for a live endpoint after losing the one it had
+ * (connection lost or refused): every endpoint not known down is dialled in parallel, so a partitioned
+ * site is known down (each endpoint silent) within one connect timeout, not one endpoint per tick.
+ */
+export const SEARCH_WIDTH = 8;
+/** Reason given when a ready channel loses its connection (keepalive timeout, reset, GOAWAY). */
+const REASON_LOST = 'connection lost (keepalive timeout, reset or GOAWAY); reconnecting';
+/** Probe intervals vary by ±this share, so probes of many targets do not fire in lockstep. */
+const PROBE_JITTER = 0.2;
+/** A connect timeout doubles with each consecutive one, up to this many times the configured one. */
+const MAX_CONNECT_TIMEOUT_FACTOR = 8;
+/** Longest timer Node accepts, ms (grpc-js's client idle timeout is disabled with it). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Upper bound for `warmPerTarget`: a handful of WAN connections per site, never one per broker. */
 export const MAX_WARM_PER_TARGET = 4;
@@ -52,10 +75,24 @@ export const DEFAULT_MAINTENANCE_INTERVAL_MS = 1_000;
 export const DEFAULT_IDLE_RETIRE_MS = 60_000;
 /** A warm channel older than this is replaced by one to an equivalent endpoint (0 = never). */
 export const DEFAULT_MAX_CHANNEL_AGE_MS = 0;
-/** HTTP/2 keepalive ping interval on peer channels. */
-export const DEFAULT_KEEPALIVE_TIME_MS = 10_000;
-/** Time to wait for a keepalive ping's answer before the connection is declared dead. */
-export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5_000;
+/**
+ * HTTP/2 keepalive ping interval on peer channels, ms. With the timeout below, a blackholed link (a WAN
+ * partition, a frozen peer) is noticed within keepalive time + timeout (≤ 1.1 s), even with no traffic.
+ */
+export const DEFAULT_KEEPALIVE_TIME_MS = 600;
+/**
+ * Time to wait for a keepalive ping's answer before the connection is declared dead, ms: a WAN round trip
+ * (tens of ms here, up to ~300 ms between continents) plus slack for a busy peer's event loop.
+ */
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 500;
+/**
+ * A channel still connecting after this long means a silent peer (a TCP connection accepted but no HTTP/2
+ * answer: partition or frozen process); the endpoint is marked down and the channel dialled afresh
+ * (grpc-js has no connect timeout of its own). Doubles with each consecutive timeout (at most 8×), so a
+ * live peer behind a slow link still connects. A TLS connection costs ~3 round trips: raise this for WAN
+ * round trips above ~150 ms.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 500;
 /** Options of {@link ConnectionManager}; every field has a default. */
 export interface ConnectionManagerOptions {
   /** Channel credentials for peers (default: insecure). */
@@ -80,6 +117,14 @@ export interface ConnectionManagerOptions {
   idleRetireMs?: number;
   /** Channel age after which a warm channel is rotated to an equivalent endpoint (default 0 = never). */
   maxChannelAgeMs?: number;
+  /** HTTP/2 keepalive ping interval, ms (default {@link DEFAULT_KEEPALIVE_TIME_MS}). */
+  keepaliveTimeMs?: number;
+  /** HTTP/2 keepalive ping timeout, ms (default {@link DEFAULT_KEEPALIVE_TIMEOUT_MS}). */
+  keepaliveTimeoutMs?: number;
+  /** Connect timeout, ms (default {@link DEFAULT_CONNECT_TIMEOUT_MS}). */
+  connectTimeoutMs?: number;
+  /** Called after every endpoint state change (e.g. to count transitions in metrics). */
+  onTransition?: (endpoint: PeerEndpoint, from: EndpointState, to: EndpointState, reason: string) => void;
   /** Logger; the manager logs through `logger.child({ component: 'connection-manager' })`. */
   logger?: Logger;
   /** Clock (ms), injectable for tests. */
@@ -91,6 +136,8 @@ interface Group {
   pod: string;
   addresses: string[];
   rotation: number;
+  /** The target's health, re-evaluated on every endpoint transition (see {@link evaluateTarget}). */
+  health: TargetHealth;
 }
 
 const CONNECTIVITY: Record<grpc.connectivityState, Connectivity> = {
@@ -119,13 +166,25 @@ export class ConnectionManager {
   private readonly groups = new Map<string, Group>();
   private readonly log: Logger;
   private readonly opts: Required<
-    Omit<ConnectionManagerOptions, 'logger' | 'credentials' | 'channelOptions' | 'channelOptionsFor'>
+    Omit<
+      ConnectionManagerOptions,
+      'logger' | 'credentials' | 'channelOptions' | 'channelOptionsFor' | 'onTransition'
+    >
   >;
+  private readonly onTransition: ConnectionManagerOptions['onTransition'];
   private readonly channelOptionsFor: (endpoint: PeerEndpoint) => grpc.ChannelOptions;
   private readonly credentials: grpc.ChannelCredentials;
   private readonly channelOptions: grpc.ChannelOptions;
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Endpoint transitions so far, by the state entered. */
+  private readonly entered: Record<EndpointState, number> = {
+    idle: 0,
+    connecting: 0,
+    ready: 0,
+    failing: 0,
+    down: 0,
+  };
 
   constructor(options: ConnectionManagerOptions = {}) {
     const warm = options.warmPerTarget ?? DEFAULT_WARM_PER_TARGET;
@@ -141,14 +200,20 @@ export class ConnectionManager {
       maintenanceIntervalMs: options.maintenanceIntervalMs ?? DEFAULT_MAINTENANCE_INTERVAL_MS,
       idleRetireMs: options.idleRetireMs ?? DEFAULT_IDLE_RETIRE_MS,
       maxChannelAgeMs: options.maxChannelAgeMs ?? DEFAULT_MAX_CHANNEL_AGE_MS,
+      keepaliveTimeMs: options.keepaliveTimeMs ?? DEFAULT_KEEPALIVE_TIME_MS,
+      keepaliveTimeoutMs: options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
+      connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       now: options.now ?? Date.now,
     };
+    this.onTransition = options.onTransition;
     this.credentials = options.credentials ?? grpc.credentials.createInsecure();
     this.channelOptionsFor = options.channelOptionsFor ?? (() => ({}));
     this.channelOptions = {
-      'grpc.keepalive_time_ms': DEFAULT_KEEPALIVE_TIME_MS,
-      'grpc.keepalive_timeout_ms': DEFAULT_KEEPALIVE_TIMEOUT_MS,
+      'grpc.keepalive_time_ms': this.opts.keepaliveTimeMs,
+      'grpc.keepalive_timeout_ms': this.opts.keepaliveTimeoutMs,
       'grpc.keepalive_permit_without_calls': 1,
+      // A channel going idle after 30 min without calls would read as a lost connection: warm channels stay.
+      'grpc.client_idle_timeout_ms': MAX_TIMER_MS,
       'grpc.initial_reconnect_backoff_ms': 200,
       // A peer that restarts is found within a second: a long backoff fails calls fast while it is back.
       'grpc.max_reconnect_backoff_ms': 1_000,
@@ -181,18 +246,20 @@ export class ConnectionManager {
         pod: g.pod,
         addresses: g.endpoints.map((e) => e.address),
         rotation: prev?.rotation ?? 0,
+        health: prev?.health ?? { site: g.site, pod: g.pod, state: 'up', since: this.opts.now(), reason: '' },
       });
       for (const ep of g.endpoints) {
         wanted.add(ep.address);
         const entry = this.entries.get(ep.address);
         if (entry) {
           entry.endpoint = { ...ep };
+          entry.group = key;
           if (entry.retiring) {
             entry.retiring = false;
             this.log.info('endpoint re-added', { endpoint: ep.brokerId, address: ep.address });
           }
         } else {
-          this.entries.set(ep.address, this.createEntry({ ...ep }));
+          this.entries.set(ep.address, this.createEntry({ ...ep }, key));
         }
       }
     }
@@ -276,6 +343,54 @@ export class ConnectionManager {
     }
   }
 
+  /**
+   * When every endpoint of `target` is down: since when (epoch ms) and why; undefined otherwise (including
+   * for an endpoint never seen, which is presumed usable). A request reports such a target UNAVAILABLE at
+   * once instead of waiting for attempt timeouts; background probes bring it back as soon as an endpoint
+   * answers a health check.
+   */
+  targetDown(target: TargetList): { since: number; reason: string } | undefined {
+    if (target.endpoints.length === 0) return undefined;
+    const views = [];
+    for (const ep of target.endpoints) {
+      const e = this.entries.get(ep.address);
+      if (!e || e.state !== 'down') return undefined;
+      views.push({ brokerId: e.endpoint.brokerId, ...e });
+    }
+    const group = this.groups.get(groupKey(target.site, target.pod));
+    const since =
+      group?.health.state === 'down' ? group.health.since : Math.max(...views.map((v) => v.stateSince));
+    return { since, reason: downReason(views) };
+  }
+
+  /** Endpoint state transitions so far, by the state entered (for metrics). */
+  transitionCounts(): Record<EndpointState, number> {
+    return { ...this.entered };
+  }
+
+  /** The health of every target list the manager keeps (remote sites, other pods of this site). */
+  targets(): TargetHealth[] {
+    return [...this.groups.values()].map((g) => ({ ...g.health }));
+  }
+
+  /**
+   * The endpoint's fastest usual answer in ms (the 5th percentile, or before a few answers the lowest
+   * moving average of its group; undefined before any): about one round trip to it, for a sender to keep
+   * back from the deadline it passes on.
+   */
+  latencyFloorMs(endpoint: Endpoint): number | undefined {
+    const entry = this.entries.get(endpoint.address);
+    const own = entry?.latency.quantileMs(0.05);
+    if (own !== undefined || entry?.group === undefined) return own ?? entry?.latency.meanMs();
+    // Too few answers from this one for a percentile: the lowest average of its twins (same link).
+    let floor: number | undefined;
+    for (const a of this.groups.get(entry.group)?.addresses ?? []) {
+      const m = this.entries.get(a)?.latency.meanMs();
+      if (m !== undefined && (floor === undefined || m < floor)) floor = m;
+    }
+    return floor;
+  }
+
   /** The endpoint's observed p95 latency in ms (undefined until it has answered a few calls). */
   latencyP95Ms(endpoint: Endpoint): number | undefined {
     return this.entries.get(endpoint.address)?.latency.quantileMs(0.95);
@@ -304,6 +419,9 @@ export class ConnectionManager {
       pod: e.endpoint.pod,
       connectivity: e.connectivity,
       breaker: e.breaker ? breakerState(e.breaker) : 'closed',
+      state: e.state,
+      stateAgeMs: now - e.stateSince,
+      stateReason: e.stateReason,
       consecutiveFailures: e.consecutiveFailures,
       latencyMs: e.latency.meanMs(),
       inFlight: e.inFlight,
@@ -329,17 +447,159 @@ export class ConnectionManager {
     this.entries.clear();
   }
 
+  // ---- endpoint state: every change goes through transition() ----
+
+  /**
+   * The one place an endpoint's state changes (like grpc-js's `subchannel.transitionToState`): records
+   * since when and why, logs the change, notifies `onTransition`, starts probing an endpoint that is down,
+   * searches its group for a live twin when it stops being usable, and re-evaluates its target.
+   */
+  private transition(entry: Entry, next: EndpointState, reason: string): void {
+    const prev = entry.state;
+    if (prev === next) {
+      if (next === 'down') entry.stateReason = reason;
+      return;
+    }
+    entry.state = next;
+    entry.stateSince = this.opts.now();
+    entry.stateReason = reason;
+    this.entered[next]++;
+    const fields = { ...this.logFields(entry), from: prev, to: next, reason };
+    if (next === 'down' || next === 'failing') this.log.warn(`endpoint ${next}`, fields);
+    else if (prev === 'down' || prev === 'failing' || reason === REASON_LOST)
+      this.log.info(`endpoint ${next}`, fields);
+    else this.log.debug(`endpoint ${next}`, fields);
+    this.onTransition?.(entry.endpoint, prev, next, reason);
+    if (next === 'down') this.startProbing(entry);
+    if (entry.group === undefined) return;
+    if (prev === 'ready' || next === 'down') this.ensureWarm(entry.group);
+    this.refreshTarget(entry.group);
+  }
+
+  /** Re-evaluates a group's target health after one of its endpoints changed state; logs a change. */
+  private refreshTarget(key: string): void {
+    const group = this.groups.get(key);
+    if (!group) return;
+    const views = group.addresses
+      .map((a) => this.entries.get(a))
+      .filter((e): e is Entry => !!e && !e.retiring)
+      .map((e) => ({ brokerId: e.endpoint.brokerId, ...e }));
+    const prev = group.health;
+    group.health = evaluateTarget(prev, views, this.opts.now());
+    if (group.health.state === prev.state) return;
+    const fields = { target: targetName(group), from: prev.state, to: group.health.state };
+    if (group.health.state === 'down') {
+      this.log.warn('target down: every endpoint unreachable; requests fail fast, probing', {
+        ...fields,
+        reason: group.health.reason,
+      });
+    } else if (prev.state === 'down') {
+      this.log.info('target reachable again', { ...fields, downForMs: this.opts.now() - prev.since });
+    }
+  }
+
+  /** A channel's connectivity changed: what it says of the endpoint. */
+  private onConnectivity(entry: Entry, prev: Connectivity, next: Connectivity): void {
+    if (next === 'ready' || next === 'transient-failure' || prev === 'ready') {
+      this.log.debug(`channel ${next}`, { ...this.logFields(entry), from: prev });
+    }
+    switch (next) {
+      case 'ready':
+        this.clearConnectTimer(entry);
+        entry.connectTimeouts = 0;
+        if (entry.state === 'down') this.probeNow(entry);
+        else if (entry.state === 'idle' || entry.state === 'connecting')
+          this.transition(entry, entry.consecutiveFailures > 0 ? 'failing' : 'ready', 'connected');
+        return;
+      case 'connecting':
+        this.armConnectTimer(entry);
+        if (entry.state === 'idle') this.transition(entry, 'connecting', 'dialling');
+        return;
+      case 'idle':
+        if (prev === 'ready' && entry.state === 'ready') {
+          this.transition(entry, 'connecting', REASON_LOST);
+          this.armConnectTimer(entry);
+        }
+        return;
+      case 'transient-failure':
+        this.clearConnectTimer(entry);
+        this.transition(entry, 'down', 'connection failed (refused or unreachable)');
+        return;
+      default:
+        return;
+    }
+  }
+
+  /**
+   * grpc-js waits forever for a connection a silent peer accepted but never answers: after the connect
+   * timeout (doubling with each one in a row) the endpoint is down and, if it is kept warm, dialled afresh.
+   */
+  private armConnectTimer(entry: Entry): void {
+    if (entry.connectTimer) return;
+    const client = entry.client;
+    const factor = Math.min(MAX_CONNECT_TIMEOUT_FACTOR, 2 ** entry.connectTimeouts);
+    const timeoutMs = this.opts.connectTimeoutMs * factor;
+    entry.connectTimer = setTimeout(() => {
+      entry.connectTimer = undefined;
+      const stuck = entry.connectivity === 'connecting' || entry.connectivity === 'idle';
+      if (entry.client !== client || !stuck || this.closed) return;
+      entry.connectTimeouts++;
+      this.transition(
+        entry,
+        'down',
+        `no connection within ${timeoutMs} ms (peer silent: partition or frozen?)`,
+      );
+      this.retireChannel(entry, 'connect timed out');
+      if (entry.warm && !entry.retiring) this.ensureClient(entry);
+    }, timeoutMs);
+    entry.connectTimer.unref();
+  }
+
+  private clearConnectTimer(entry: Entry): void {
+    if (entry.connectTimer) clearTimeout(entry.connectTimer);
+    entry.connectTimer = undefined;
+  }
+
+  /** A down endpoint's channel connected again: ask its health now rather than at the next probe tick. */
+  private probeNow(entry: Entry): void {
+    const client = entry.client;
+    if (!client || this.closed) return;
+    void entry.probe!.check(this.opts.probeTimeoutMs).then((serving) => {
+      if (serving && entry.client === client && !this.closed) this.onProbeServing(entry);
+    });
+  }
+
+  /**
+   * A health check answered SERVING: an open breaker closes and the endpoint is eligible after its back-off.
+   * The failures are not cleared (a peer may answer health yet fail every call): a `down` endpoint with
+   * failures becomes `failing`, one without (its connection was lost) `ready`.
+   */
+  private onProbeServing(entry: Entry): void {
+    entry.probeOkAt = this.opts.now();
+    if (entry.breaker?.opened || entry.breaker?.halfOpen) entry.breaker.close();
+    if (entry.state === 'down') {
+      const next = entry.consecutiveFailures > 0 ? 'failing' : 'ready';
+      this.transition(entry, next, 'health check answered SERVING');
+    }
+  }
+
   // ---- internals ----
 
-  private createEntry(endpoint: PeerEndpoint): Entry {
+  private createEntry(endpoint: PeerEndpoint, group?: string): Entry {
     const entry: Entry = {
       endpoint,
+      group,
       client: undefined,
       probe: undefined,
       createdAt: 0,
       lastUsedAt: this.opts.now(),
       inFlight: 0,
       connectivity: 'none',
+      state: 'idle',
+      stateSince: this.opts.now(),
+      stateReason: 'not used yet',
+      connectTimeouts: 0,
+      connectTimer: undefined,
       breaker: undefined,
       consecutiveFailures: 0,
       lastFailureAt: 0,
@@ -377,11 +637,9 @@ export class ConnectionManager {
       this.onSuccess(entry, isError ? undefined : latencyMs);
     });
     breaker.on('failure', (err: unknown) => this.onFailure(entry, err));
-    breaker.on('open', () => {
-      this.log.warn('breaker open: endpoint demoted, probing', this.logFields(entry));
-      this.startProbing(entry);
-      this.ensureWarm(entry.endpoint.site, entry.endpoint.pod);
-    });
+    breaker.on('open', () =>
+      this.transition(entry, 'down', `breaker open after ${entry.consecutiveFailures} failures in a row`),
+    );
     breaker.on('halfOpen', () => this.log.info('breaker half-open', this.logFields(entry)));
     breaker.on('close', () => this.log.info('breaker closed: endpoint healthy again', this.logFields(entry)));
     entry.breaker = breaker;
@@ -417,22 +675,20 @@ export class ConnectionManager {
     const watch = (state: grpc.connectivityState) => {
       if (entry.client !== client) return; // a closed channel's last words say nothing of the endpoint
       const next = CONNECTIVITY[state];
-      if (next !== entry.connectivity) {
-        const prev = entry.connectivity;
+      const prev = entry.connectivity;
+      if (next !== prev) {
         entry.connectivity = next;
-        if (next === 'ready' || next === 'transient-failure' || prev === 'ready') {
-          this.log.info(`channel ${next}`, { ...this.logFields(entry), from: prev });
-        }
-        if (next === 'transient-failure') {
-          this.startProbing(entry);
-          this.ensureWarm(entry.endpoint.site, entry.endpoint.pod);
-        }
+        this.onConnectivity(entry, prev, next);
       }
       if (state === grpc.connectivityState.SHUTDOWN || entry.client !== client) return;
-      // A warm channel whose connection dropped reconnects now, not at the next request: a dead peer is
-      // found (refused → transient failure → a twin is warmed) before any request has to pay for it.
-      const current = next === 'idle' && entry.warm ? channel.getConnectivityState(true) : state;
-      channel.watchConnectivityState(current, Infinity, () => watch(channel.getConnectivityState(false)));
+      // A warm channel whose connection dropped reconnects now, not at the next request, and so does any
+      // channel that lost a live connection: the reconnect's verdict (ready, refused, or silent until the
+      // connect timeout) says whether the peer is still there before a request has to pay for it.
+      // (Asking to connect may change the state at once: that state is handled, not just watched from.)
+      const reconnect = next === 'idle' && (entry.warm || prev === 'ready');
+      const current = reconnect ? channel.getConnectivityState(true) : state;
+      if (current !== state) return watch(current);
+      channel.watchConnectivityState(state, Infinity, () => watch(channel.getConnectivityState(false)));
     };
     watch(channel.getConnectivityState(true));
     return client;
@@ -441,6 +697,7 @@ export class ConnectionManager {
   private closeEntry(entry: Entry): void {
     if (entry.probeTimer) clearTimeout(entry.probeTimer);
     entry.probeTimer = undefined;
+    this.clearConnectTimer(entry);
     entry.breaker?.shutdown();
     if (entry.client) {
       entry.probe?.close();
@@ -454,11 +711,14 @@ export class ConnectionManager {
   private retireChannel(entry: Entry, why: string): void {
     if (!entry.client) return;
     this.log.info(`channel retired (${why})`, this.logFields(entry));
+    this.clearConnectTimer(entry);
     entry.probe?.close();
     entry.client.close();
     entry.client = undefined;
     entry.probe = undefined;
     entry.connectivity = 'none';
+    // Nothing is known against an endpoint closed while usable: idle again. A down one stays down.
+    if (entry.state === 'connecting' || entry.state === 'ready') this.transition(entry, 'idle', why);
   }
 
   /** The endpoint's health tier now (see {@link tierOf}). */
@@ -476,21 +736,16 @@ export class ConnectionManager {
       this.noteSlow(entry, latencyMs);
       entry.latency.add(latencyMs);
     }
-    if (entry.consecutiveFailures > 0) {
-      this.log.info('endpoint recovered', { ...this.logFields(entry), after: entry.consecutiveFailures });
-    }
     entry.consecutiveFailures = 0;
+    this.transition(entry, 'ready', 'a call succeeded');
   }
 
   private onFailure(entry: Entry, err: unknown): void {
     entry.failures++;
     entry.consecutiveFailures++;
     entry.lastFailureAt = this.opts.now();
-    if (entry.consecutiveFailures === 1) {
-      this.log.warn('endpoint failing: ordered after healthy twins', {
-        ...this.logFields(entry),
-        error: (err as Error).message,
-      });
+    if (entry.state !== 'down') {
+      this.transition(entry, 'failing', `call failed: ${clipReason((err as Error).message)}`);
     }
     this.startProbing(entry);
     if (entry.consecutiveFailures >= this.opts.failureThreshold && !entry.breaker?.opened)
@@ -511,10 +766,9 @@ export class ConnectionManager {
     void entry.probe!.check(this.opts.probeTimeoutMs).then((serving) => {
       entry.suspectCheck = false;
       if (serving || entry.client !== client || this.closed) return;
-      this.onFailure(
-        entry,
-        new Error(`lost to a hedge, then no health answer within ${this.opts.probeTimeoutMs} ms`),
-      );
+      const why = `lost to a hedge, then no health answer within ${this.opts.probeTimeoutMs} ms`;
+      this.onFailure(entry, new Error(why));
+      this.transition(entry, 'down', why);
     });
   }
 
@@ -528,9 +782,7 @@ export class ConnectionManager {
     const tick = async () => {
       entry.probeTimer = undefined;
       if (this.closed || entry.retiring) return;
-      const demoted =
-        entry.breaker?.opened || entry.consecutiveFailures > 0 || entry.connectivity === 'transient-failure';
-      if (!demoted) return;
+      if (entry.state !== 'down' && entry.state !== 'failing') return;
       // Closed while failing (a dead group's search moved on): probed again once warmed or used.
       if (!entry.client && !entry.warm) return;
       // While grpc-js is (re)connecting on its own back-off a probe could only fail: wait for a connection.
@@ -544,32 +796,37 @@ export class ConnectionManager {
       const client = this.ensureClient(entry);
       const serving = await entry.probe!.check(this.opts.probeTimeoutMs).catch(() => false);
       if (entry.client !== client) return;
-      if (serving) {
-        entry.probeOkAt = this.opts.now();
-        if (entry.breaker?.opened || entry.breaker?.halfOpen) entry.breaker.close();
-        return;
-      }
+      if (serving) return this.onProbeServing(entry);
       schedule();
     };
     const schedule = () => {
-      entry.probeTimer = setTimeout(() => void tick(), this.opts.probeIntervalMs);
+      const jitter = 1 - PROBE_JITTER + 2 * PROBE_JITTER * Math.random();
+      entry.probeTimer = setTimeout(() => void tick(), this.opts.probeIntervalMs * jitter);
       entry.probeTimer.unref();
     };
     schedule();
   }
 
-  /** Keeps `warmPerTarget` healthy warm channels in the group of (site, pod). */
-  private ensureWarm(site: string, pod: string): void {
-    const group = this.groups.get(groupKey(site, pod));
+  /** Keeps `warmPerTarget` healthy warm channels in the group `key` (see {@link groupKey}). */
+  private ensureWarm(key: string): void {
+    const group = this.groups.get(key);
     if (!group || this.closed) return;
     const entries = group.addresses
       .map((a) => this.entries.get(a))
       .filter((e): e is Entry => !!e && !e.retiring);
-    const healthyWarm = entries.filter((e) => e.warm && this.tier(e) <= 1);
+    // Lost its live endpoint(s) and none is ready: dial every endpoint not known down at once (see
+    // SEARCH_WIDTH), so the group is known live or down within one connect timeout.
+    const searching =
+      !entries.some((e) => e.state === 'ready') &&
+      entries.some((e) => e.state === 'down' || e.stateReason === REASON_LOST);
+    const healthyWarm = entries.filter(
+      (e) => e.warm && this.tier(e) <= 1 && !(searching && e.state === 'connecting'),
+    );
     let missing = this.opts.warmPerTarget - healthyWarm.length;
     if (missing <= 0) return;
     const failingWarm = entries.filter((e) => e.warm && this.tier(e) > 1).length;
-    let searchBudget = this.opts.warmPerTarget + SEARCH_EXTRA - failingWarm;
+    let searchBudget = (searching ? SEARCH_WIDTH : this.opts.warmPerTarget + SEARCH_EXTRA) - failingWarm;
+    if (searching) missing = SEARCH_WIDTH;
     const candidates = entries
       .filter((e) => !e.warm && this.tier(e) <= 1)
       .sort((a, b) => this.tier(a) - this.tier(b));
@@ -606,13 +863,18 @@ export class ConnectionManager {
   private searchDeadGroup(entries: Entry[]): void {
     if (entries.some((e) => e.warm && this.tier(e) <= 1)) return;
     const failing = entries.filter((e) => e.warm && this.tier(e) > 1);
+    // A wide search (SEARCH_WIDTH) found nothing alive: keep the usual few failing channels, oldest out.
+    const keep = this.opts.warmPerTarget + SEARCH_EXTRA;
+    if (failing.length > keep) {
+      const byAge = [...failing].sort((a, b) => a.lastFailureAt - b.lastFailureAt);
+      for (const e of byAge.slice(0, failing.length - keep)) e.warm = false;
+      return;
+    }
     if (failing.length < this.opts.warmPerTarget || failing.length === entries.length) return;
     const oldest = failing.reduce((a, b) => (b.lastFailureAt < a.lastFailureAt ? b : a));
     oldest.warm = false;
     if (oldest.inFlight === 0) this.retireChannel(oldest, 'searching the group for a live endpoint');
-    const site = oldest.endpoint.site;
-    const pod = oldest.endpoint.pod;
-    this.ensureWarm(site, pod);
+    if (oldest.group !== undefined) this.ensureWarm(oldest.group);
   }
 
   /**
@@ -661,7 +923,7 @@ export class ConnectionManager {
           }
         }
       }
-      this.ensureWarm(g.site, g.pod);
+      this.ensureWarm(groupKey(g.site, g.pod));
       this.searchDeadGroup(entries);
       this.boundFailing(entries);
       // Trim surplus: more healthy warm channels than wanted (e.g. after a failed one recovered).
@@ -694,6 +956,11 @@ export class ConnectionManager {
       pod: entry.endpoint.pod,
     };
   }
+}
+
+/** An error message short enough for a state reason. */
+function clipReason(message: string): string {
+  return message.length > 160 ? `${message.slice(0, 160)}…` : message;
 }
 
 function breakerState(b: CircuitBreaker): BreakerState {

@@ -6,7 +6,7 @@ import type { FederationServiceClient, Endpoint } from '@wanas/proto';
 import type CircuitBreaker from 'opossum';
 import type { HealthProbe } from './health-probe';
 import type { LatencyWindow } from './latency-window';
-import type { Connectivity, PeerEndpoint } from './types';
+import type { Connectivity, EndpointState, PeerEndpoint } from './types';
 
 /** Longest time a failing endpoint sits out before it may be tried again (its back-off cap). */
 export const MAX_RETRY_AFTER_MS = 30_000;
@@ -34,12 +34,24 @@ const EQUAL_LATENCY_SLACK_MS = 2;
 /** Per-endpoint state. */
 export interface Entry {
   endpoint: PeerEndpoint;
+  /** Key of the group (target list kept warm) the endpoint belongs to; undefined for one used on demand. */
+  group: string | undefined;
   client: FederationServiceClient | undefined;
   probe: HealthProbe | undefined;
   createdAt: number;
   lastUsedAt: number;
   inFlight: number;
   connectivity: Connectivity;
+  /** Health state (see {@link EndpointState}); changed only by ConnectionManager#transition. */
+  state: EndpointState;
+  /** When `state` was entered (ms). */
+  stateSince: number;
+  /** Why `state` was entered. */
+  stateReason: string;
+  /** Connect attempts in a row that ran past the connect timeout (each doubles the next timeout). */
+  connectTimeouts: number;
+  /** Fires when the channel has been connecting longer than the connect timeout. */
+  connectTimer: NodeJS.Timeout | undefined;
   /** Created on first use: an endpoint never called needs no breaker (nor its rolling-window timer). */
   breaker: CircuitBreaker | undefined;
   consecutiveFailures: number;
@@ -63,22 +75,27 @@ export interface Entry {
 }
 
 /**
- * 0 warm & healthy, 1 healthy but not connected, 2 failing lately, 3 breaker open.
- * "Failing lately": a peer failure, then a back-off that doubles with each consecutive failure
- * (probe interval × 2^(failures-1), at most {@link MAX_RETRY_AFTER_MS}); the endpoint is eligible again
- * only once the back-off has passed and its health probe has answered SERVING since the failure. The
- * next real call then decides: a success clears the failures, a failure doubles the back-off (and the
- * third in a row opens the breaker).
+ * 0 warm & healthy, 1 usable but not connected (idle, connecting), 2 failing lately, 3 down.
+ * A `failing` endpoint sits out a back-off that doubles with each consecutive failure (probe interval ×
+ * 2^(failures-1), at most {@link MAX_RETRY_AFTER_MS}); it is eligible again (tier 0/1) once the back-off has
+ * passed and its health probe has answered SERVING since the failure. The next real call then decides.
  */
 export function tierOf(entry: Entry, probeIntervalMs: number, now: number): number {
-  if (entry.breaker?.opened) return 3;
-  if (entry.connectivity === 'transient-failure') return 2;
-  if (entry.consecutiveFailures > 0) {
-    const backoff = Math.min(MAX_RETRY_AFTER_MS, probeIntervalMs * 2 ** (entry.consecutiveFailures - 1));
-    const eligible = entry.probeOkAt > entry.lastFailureAt && now - entry.lastFailureAt >= backoff;
-    if (!eligible) return 2;
+  switch (entry.state) {
+    case 'down':
+      return 3;
+    case 'failing': {
+      const backoff = Math.min(MAX_RETRY_AFTER_MS, probeIntervalMs * 2 ** (entry.consecutiveFailures - 1));
+      const eligible = entry.probeOkAt > entry.lastFailureAt && now - entry.lastFailureAt >= backoff;
+      if (!eligible) return 2;
+      return entry.connectivity === 'ready' ? 0 : 1;
+    }
+    case 'ready':
+      return entry.connectivity === 'ready' ? 0 : 1;
+    case 'idle':
+    case 'connecting':
+      return 1;
   }
-  return entry.connectivity === 'ready' ? 0 : 1;
 }
 
 /** Marks `entry` slow when a call took `ms`, far above its moving average (`factor` ×, see {@link SLOW_FACTOR}). */

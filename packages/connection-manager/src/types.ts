@@ -42,6 +42,41 @@ export type Connectivity = 'idle' | 'connecting' | 'ready' | 'transient-failure'
  */
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
+/**
+ * Health of one endpoint, as the connection manager knows it. Every change goes through one transition
+ * (ConnectionManager#transition) that logs it, counts it and re-evaluates the endpoint's target.
+ * - `idle`: no channel and nothing known against it: usable (a call connects it);
+ * - `connecting`: a channel is being set up and has not failed yet: usable (calls wait for it) until the
+ *   connect timeout;
+ * - `ready`: connected, and no peer failure since the last success;
+ * - `failing`: a call failed lately: ordered after healthy twins for a back-off, then tried again once its
+ *   health probe answers;
+ * - `down`: known unreachable — connection refused or lost (keepalive timeout, reset), no connection within
+ *   the connect timeout, breaker open, or a health check unanswered. Never chosen while a twin is not down;
+ *   probed in the background; leaves this state only when a health check answers SERVING (or a call succeeds).
+ */
+export type EndpointState = 'idle' | 'connecting' | 'ready' | 'failing' | 'down';
+
+/**
+ * Health of one target list (a remote site's brokers, or a pod's brokers):
+ * - `up`: no endpoint is down;
+ * - `degraded`: some endpoints are down, at least one is not;
+ * - `down`: every endpoint is down: requests report the target UNAVAILABLE at once, without an attempt.
+ */
+export type TargetState = 'up' | 'degraded' | 'down';
+
+/** A target list's health: its state, since when, and why (for `down`, each endpoint's reason). */
+export interface TargetHealth {
+  site: string;
+  /** Empty for a remote site's target. */
+  pod: string;
+  state: TargetState;
+  /** When the target entered `state` (epoch ms). */
+  since: number;
+  /** Why: for `down` and `degraded`, the down endpoints and their reasons. */
+  reason: string;
+}
+
 /** One row of the health table (for `wanas status` and metrics). */
 export interface HealthRow {
   brokerId: string;
@@ -50,6 +85,12 @@ export interface HealthRow {
   pod: string;
   connectivity: Connectivity;
   breaker: BreakerState;
+  /** The endpoint's health state. */
+  state: EndpointState;
+  /** Time in that state, ms. */
+  stateAgeMs: number;
+  /** Why it entered that state (e.g. "keepalive timeout or reset: connection lost"). */
+  stateReason: string;
   /** Failures since the last success. */
   consecutiveFailures: number;
   /** Smoothed latency of successful calls, ms (undefined before the first). */

@@ -22,12 +22,36 @@ export interface EndpointSource<C> {
   track<R>(endpoint: Endpoint, run: () => Promise<R>): Promise<R>;
   /** The endpoint's observed p95 latency in ms, used as the hedge delay when none is fixed. */
   latencyP95Ms?(endpoint: Endpoint): number | undefined;
+  /**
+   * Set when every endpoint of the target is known down: since when (epoch ms) and why. The iterator then
+   * reports the target UNAVAILABLE at once, with no attempt (see README, "How it stays fast and honest").
+   */
+  targetDown?(target: TargetList): { since: number; reason: string } | undefined;
 }
+
+/**
+ * The abort reason that means "the overall deadline was reached" (not "the caller cancelled"): an iterator
+ * aborted with it reports DEADLINE_EXCEEDED and records its attempts still in flight as cut off.
+ */
+export class DeadlineReached extends Error {
+  constructor() {
+    super('the overall deadline was reached');
+    this.name = 'DeadlineReached';
+  }
+}
+
+/** One shared instance: an abort reason is built on every request that hits its deadline. */
+export const DEADLINE_REACHED = new DeadlineReached();
 
 /** One started call that can be cancelled. */
 export interface CancellableCall<R> {
   promise: Promise<R>;
   cancel(): void;
+  /**
+   * True once the peer has acknowledged the call (sent its response headers before the answer): it is
+   * alive and working on it. See {@link HedgeOptions.onlyUnacknowledged}.
+   */
+  acknowledged?(): boolean;
 }
 
 /** How an attempt is made. */
@@ -71,6 +95,12 @@ export interface HedgeOptions {
   delayMs?: number;
   /** Budget shared by all requests of a broker: bounds hedges to a share of requests. */
   budget: HedgeBudget;
+  /**
+   * Hedge only an attempt the peer has not acknowledged by the hedge delay. For a SiteRequest: a
+   * representative that acknowledged is alive and waiting on its pods, which it hedges over its own LAN;
+   * a second representative would wait on the same pods. A silent one (frozen, unreachable) is hedged.
+   */
+  onlyUnacknowledged?: boolean;
 }
 
 /** Options of one {@link ConnectionIterator} run. */
@@ -116,10 +146,12 @@ export function unaryCall<Res>(
   start: (callback: (err: ServiceError | null, res?: Res) => void) => ClientUnaryCall,
 ): CancellableCall<Res> {
   let call: ClientUnaryCall | undefined;
+  let acked = false;
   const promise = new Promise<Res>((resolve, reject) => {
     call = start((err, res) => (err ? reject(err) : resolve(res as Res)));
   });
-  return { promise, cancel: () => call?.cancel() };
+  call?.on('metadata', () => (acked = true));
+  return { promise, cancel: () => call?.cancel(), acknowledged: () => acked };
 }
 
 interface InFlight {
@@ -129,6 +161,7 @@ interface InFlight {
   /** The last-resort wait for a reconnect. */
   waited: boolean;
   cancel(): void;
+  acknowledged(): boolean;
 }
 
 /**
@@ -236,7 +269,14 @@ export class ConnectionIterator<C, R> {
           });
           return launch(hedged);
         }
-        const f: InFlight = { endpoint, started, hedged, waited: waitForReady, cancel: () => call.cancel() };
+        const f: InFlight = {
+          endpoint,
+          started,
+          hedged,
+          waited: waitForReady,
+          cancel: () => call.cancel(),
+          acknowledged: () => call.acknowledged?.() ?? false,
+        };
         inFlight.add(f);
         source
           .track(endpoint, () => call.promise)
@@ -286,7 +326,10 @@ export class ConnectionIterator<C, R> {
             );
           hedgeTimer = setTimeout(() => {
             hedgeTimer = undefined;
-            if (!done && inFlight.size > 0 && this.opts.hedge!.budget.tryWithdraw()) {
+            if (done || inFlight.size === 0) return;
+            // Every attempt in flight acknowledged: the peer is alive and working (see onlyUnacknowledged).
+            if (this.opts.hedge!.onlyUnacknowledged && [...inFlight].every((x) => x.acknowledged())) return;
+            if (this.opts.hedge!.budget.tryWithdraw()) {
               hedges++;
               launch(true);
             }
@@ -295,13 +338,25 @@ export class ConnectionIterator<C, R> {
         return true;
       };
 
-      if (signal?.aborted) return fail(status.CANCELLED, 'cancelled by the caller');
+      const aborted = () =>
+        signal?.reason instanceof DeadlineReached
+          ? fail(status.DEADLINE_EXCEEDED, `deadline exceeded for ${targetName(target)}: ${summary()}`)
+          : fail(status.CANCELLED, 'cancelled by the caller');
+      if (signal?.aborted) return aborted();
       if (signal) {
-        onAbort = () => fail(status.CANCELLED, 'cancelled by the caller');
+        onAbort = aborted;
         signal.addEventListener('abort', onAbort, { once: true });
       }
       if (order.length === 0)
         return fail(status.UNAVAILABLE, `no endpoint in the target list of ${targetName(target)}`);
+      const down = source.targetDown?.(target);
+      if (down) {
+        const ago = Math.max(0, this.now() - down.since);
+        return fail(
+          status.UNAVAILABLE,
+          `${targetName(target)} is down since ${new Date(down.since).toISOString()} (${ago} ms): ${down.reason}; not tried, probed in the background`,
+        );
+      }
       if (!launch(false)) {
         return fail(status.DEADLINE_EXCEEDED, `no time left to reach ${targetName(target)}`);
       }

@@ -2,6 +2,7 @@ import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
+import { sleep } from './abortable';
 import { StoreBusyError } from '../store/pod-store';
 import { OperationRegistry } from './registry';
 import type { JsonObject, Operation } from './types';
@@ -74,22 +75,29 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
   }),
   execute: async (params, ctx) => {
     const out = await ctx.store
-      .onceWithin(ctx.deadline, ctx.idempotencyKey, 'desktops.provision', params, () => {
-        if (!ctx.store.hasPool(params.pool)) {
-          throw new BrokerError(
-            status.NOT_FOUND,
-            `params.pool: pod ${ctx.site}/${ctx.pod} has no pool "${params.pool}"`,
-          );
-        }
-        const d = ctx.store.assignFreeDesktop(params.user, params.pool);
-        if (!d) {
-          throw new BrokerError(
-            status.RESOURCE_EXHAUSTED,
-            `pool "${params.pool}" of ${ctx.site}/${ctx.pod} has no free desktop`,
-          );
-        }
-        return { desktop: d as unknown as JsonObject, provisionedBy: ctx.brokerId };
-      })
+      .onceWithin(
+        ctx.deadline,
+        ctx.idempotencyKey,
+        'desktops.provision',
+        params,
+        () => {
+          if (!ctx.store.hasPool(params.pool)) {
+            throw new BrokerError(
+              status.NOT_FOUND,
+              `params.pool: pod ${ctx.site}/${ctx.pod} has no pool "${params.pool}"`,
+            );
+          }
+          const d = ctx.store.assignFreeDesktop(params.user, params.pool);
+          if (!d) {
+            throw new BrokerError(
+              status.RESOURCE_EXHAUSTED,
+              `pool "${params.pool}" of ${ctx.site}/${ctx.pod} has no free desktop`,
+            );
+          }
+          return { desktop: d as unknown as JsonObject, provisionedBy: ctx.brokerId };
+        },
+        ctx.signal,
+      )
       .catch((e: unknown) => {
         // Nothing was written: the write is safe to send again (to this pod) once the lock is free.
         if (e instanceof StoreBusyError) throw new BrokerError(status.UNAVAILABLE, e.message);
@@ -122,7 +130,7 @@ export const echo: Operation<JsonObject> = {
     const sleepMs = typeof params.sleepMs === 'number' ? params.sleepMs : 0;
     const onlyPod = typeof params.sleepPod === 'string' ? params.sleepPod : undefined;
     if (sleepMs > 0 && (!onlyPod || onlyPod === ctx.pod || onlyPod === `${ctx.site}/${ctx.pod}`)) {
-      await new Promise((r) => setTimeout(r, Math.min(sleepMs, Math.max(0, ctx.deadline - Date.now()))));
+      await sleep(Math.min(sleepMs, Math.max(0, ctx.deadline - Date.now())), ctx.signal);
     }
     return { params, site: ctx.site, pod: ctx.pod, broker: ctx.brokerId, headers: ctx.headers };
   },

@@ -19,6 +19,12 @@ export interface OperationContext {
   idempotencyKey: string;
   /** Epoch ms by which the result is needed. */
   deadline: number;
+  /**
+   * Aborted when the result is no longer wanted: the caller cancelled, a hedge twin answered first, or the
+   * deadline passed (reason: the iterator's `DeadlineReached`). Long operations should stop (see
+   * `operations/abortable.ts`).
+   */
+  signal: AbortSignal;
   logger: Logger;
 }
 

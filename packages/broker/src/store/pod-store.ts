@@ -232,7 +232,8 @@ export class PodStore {
   /**
    * {@link once}, waiting without blocking the event loop while another broker of the pod holds the write
    * lock, until `deadline` (epoch ms). Nothing has run when the lock is not had (BEGIN IMMEDIATE), so a
-   * retry is safe. Throws {@link StoreBusyError} when the lock stays taken past the deadline.
+   * retry is safe. Throws {@link StoreBusyError} when the lock stays taken past the deadline, or once
+   * `signal` is aborted (the request was cancelled).
    */
   async onceWithin(
     deadline: number,
@@ -240,6 +241,7 @@ export class PodStore {
     operation: string,
     params: unknown,
     action: () => Record<string, unknown>,
+    signal?: AbortSignal,
   ): Promise<ReturnType<PodStore['once']>> {
     const started = Date.now();
     for (;;) {
@@ -247,7 +249,8 @@ export class PodStore {
         return this.once(key, operation, params, action);
       } catch (e) {
         if (!isBusy(e)) throw e;
-        if (Date.now() + BUSY_RETRY_MS >= deadline)
+        // Nothing was written yet: a request cancelled (or out of time) while it waits stops waiting.
+        if (Date.now() + BUSY_RETRY_MS >= deadline || signal?.aborted)
           throw new StoreBusyError(this.site, this.pod, Date.now() - started);
         await new Promise((r) => setTimeout(r, BUSY_RETRY_MS));
       }

@@ -38,6 +38,8 @@ export interface BenchFederationOptions {
   processKey?: (b: BenchBroker) => string;
   /** mTLS between brokers and from the bench's clients (throwaway CA and certificates). */
   tls?: boolean;
+  /** Brokers' log level (default `warn`; `info` logs every request, for parts that read the logs). */
+  logLevel?: 'warn' | 'info';
 }
 
 /** The first port of the kernel's ephemeral range (outgoing connections take ports from it). */
@@ -186,7 +188,7 @@ export class BenchFederation {
         '--log-format',
         'json',
         '--log-level',
-        'warn',
+        this.opts.logLevel ?? 'warn',
       ],
       {
         stdio: ['ignore', log, log, 'ipc'],

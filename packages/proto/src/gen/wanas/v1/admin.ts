@@ -86,6 +86,30 @@ export interface ChannelHealth {
   calls: number;
   /** Calls that failed because of the peer. */
   failures: number;
+  /** Endpoint health: idle, connecting, ready, failing, down (see the README, "How it stays fast and honest"). */
+  state: string;
+  /** Time in that state. */
+  stateAge:
+    | Duration
+    | undefined;
+  /** Why it entered that state. */
+  stateReason: string;
+}
+
+/** TargetHealth is the health of one target list: a remote site's brokers, or another pod's. */
+export interface TargetHealth {
+  /** Site of the target. */
+  site: string;
+  /** Pod of the target; empty for a remote site. */
+  pod: string;
+  /** up, degraded (some endpoints down) or down (every endpoint down: requests fail fast with UNAVAILABLE). */
+  state: string;
+  /** Time in that state. */
+  stateAge:
+    | Duration
+    | undefined;
+  /** For degraded and down: each down endpoint and why. */
+  reason: string;
 }
 
 /** GetStatusResponse is a broker's view. */
@@ -108,6 +132,8 @@ export interface GetStatusResponse {
   hedgeRequests: number;
   /** Hedges sent. */
   hedges: number;
+  /** Health of every target list this broker keeps channels to. */
+  targets: TargetHealth[];
 }
 
 function createBaseGetStatusRequest(): GetStatusRequest {
@@ -488,6 +514,9 @@ function createBaseChannelHealth(): ChannelHealth {
     age: undefined,
     calls: 0,
     failures: 0,
+    state: "",
+    stateAge: undefined,
+    stateReason: "",
   };
 }
 
@@ -531,6 +560,15 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
     }
     if (message.failures !== 0) {
       writer.uint32(104).uint64(message.failures);
+    }
+    if (message.state !== "") {
+      writer.uint32(114).string(message.state);
+    }
+    if (message.stateAge !== undefined) {
+      Duration.encode(message.stateAge, writer.uint32(122).fork()).join();
+    }
+    if (message.stateReason !== "") {
+      writer.uint32(130).string(message.stateReason);
     }
     return writer;
   },
@@ -652,6 +690,30 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
             message.failures = longToNumber(reader.uint64());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.stateAge = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.stateReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -691,6 +753,17 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
       age: isSet(object.age) ? Duration.fromJSON(object.age) : undefined,
       calls: isSet(object.calls) ? globalThis.Number(object.calls) : 0,
       failures: isSet(object.failures) ? globalThis.Number(object.failures) : 0,
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      stateAge: isSet(object.stateAge)
+        ? Duration.fromJSON(object.stateAge)
+        : isSet(object.state_age)
+        ? Duration.fromJSON(object.state_age)
+        : undefined,
+      stateReason: isSet(object.stateReason)
+        ? globalThis.String(object.stateReason)
+        : isSet(object.state_reason)
+        ? globalThis.String(object.state_reason)
+        : "",
     };
   },
 
@@ -735,6 +808,15 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
     if (message.failures !== 0) {
       obj.failures = Math.round(message.failures);
     }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.stateAge !== undefined) {
+      obj.stateAge = Duration.toJSON(message.stateAge);
+    }
+    if (message.stateReason !== "") {
+      obj.stateReason = message.stateReason;
+    }
     return obj;
   },
 
@@ -758,12 +840,165 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
     message.age = (object.age !== undefined && object.age !== null) ? Duration.fromPartial(object.age) : undefined;
     message.calls = object.calls ?? 0;
     message.failures = object.failures ?? 0;
+    message.state = object.state ?? "";
+    message.stateAge = (object.stateAge !== undefined && object.stateAge !== null)
+      ? Duration.fromPartial(object.stateAge)
+      : undefined;
+    message.stateReason = object.stateReason ?? "";
+    return message;
+  },
+};
+
+function createBaseTargetHealth(): TargetHealth {
+  return { site: "", pod: "", state: "", stateAge: undefined, reason: "" };
+}
+
+export const TargetHealth: MessageFns<TargetHealth> = {
+  encode(message: TargetHealth, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.site !== "") {
+      writer.uint32(10).string(message.site);
+    }
+    if (message.pod !== "") {
+      writer.uint32(18).string(message.pod);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.stateAge !== undefined) {
+      Duration.encode(message.stateAge, writer.uint32(34).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TargetHealth {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTargetHealth();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.site = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pod = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.stateAge = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TargetHealth {
+    return {
+      site: isSet(object.site) ? globalThis.String(object.site) : "",
+      pod: isSet(object.pod) ? globalThis.String(object.pod) : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      stateAge: isSet(object.stateAge)
+        ? Duration.fromJSON(object.stateAge)
+        : isSet(object.state_age)
+        ? Duration.fromJSON(object.state_age)
+        : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: TargetHealth): unknown {
+    const obj: any = {};
+    if (message.site !== "") {
+      obj.site = message.site;
+    }
+    if (message.pod !== "") {
+      obj.pod = message.pod;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.stateAge !== undefined) {
+      obj.stateAge = Duration.toJSON(message.stateAge);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TargetHealth>, I>>(base?: I): TargetHealth {
+    return TargetHealth.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TargetHealth>, I>>(object: I): TargetHealth {
+    const message = createBaseTargetHealth();
+    message.site = object.site ?? "";
+    message.pod = object.pod ?? "";
+    message.state = object.state ?? "";
+    message.stateAge = (object.stateAge !== undefined && object.stateAge !== null)
+      ? Duration.fromPartial(object.stateAge)
+      : undefined;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
 
 function createBaseGetStatusResponse(): GetStatusResponse {
-  return { broker: undefined, federation: "", uptime: undefined, sites: [], channels: [], hedgeRequests: 0, hedges: 0 };
+  return {
+    broker: undefined,
+    federation: "",
+    uptime: undefined,
+    sites: [],
+    channels: [],
+    hedgeRequests: 0,
+    hedges: 0,
+    targets: [],
+  };
 }
 
 export const GetStatusResponse: MessageFns<GetStatusResponse> = {
@@ -788,6 +1023,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.hedges !== 0) {
       writer.uint32(56).uint64(message.hedges);
+    }
+    for (const v of message.targets) {
+      TargetHealth.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -861,6 +1099,14 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.hedges = longToNumber(reader.uint64());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.targets.push(TargetHealth.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -888,6 +1134,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
         ? globalThis.Number(object.hedge_requests)
         : 0,
       hedges: isSet(object.hedges) ? globalThis.Number(object.hedges) : 0,
+      targets: globalThis.Array.isArray(object?.targets)
+        ? object.targets.map((e: any) => TargetHealth.fromJSON(e))
+        : [],
     };
   },
 
@@ -914,6 +1163,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     if (message.hedges !== 0) {
       obj.hedges = Math.round(message.hedges);
     }
+    if (message.targets?.length) {
+      obj.targets = message.targets.map((e) => TargetHealth.toJSON(e));
+    }
     return obj;
   },
 
@@ -933,6 +1185,7 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.channels = object.channels?.map((e) => ChannelHealth.fromPartial(e)) || [];
     message.hedgeRequests = object.hedgeRequests ?? 0;
     message.hedges = object.hedges ?? 0;
+    message.targets = object.targets?.map((e) => TargetHealth.fromPartial(e)) || [];
     return message;
   },
 };

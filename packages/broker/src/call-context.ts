@@ -1,0 +1,37 @@
+/**
+ * One context per incoming call (the idea of connect-es's `HandlerContext`): what every hop needs to
+ * honour the caller — its deadline, its cancellation, the correlation id, who called — made once by the
+ * server and passed through the dispatcher to every fan-out and operation.
+ */
+
+/** What the dispatcher knows of one incoming call. */
+export interface CallContext {
+  /** The request's correlation id (a fresh one when the caller sent none). */
+  correlationId: string;
+  /** The caller's gRPC deadline (epoch ms), or undefined when it set none. */
+  deadline: number | undefined;
+  /** Aborted when the caller cancels the call: every fan-out and operation it started stops. */
+  signal: AbortSignal;
+  /** Who called: the source broker's id, or the transport peer (ip:port) of a client. */
+  peer: string;
+}
+
+/** Share of the time left that a hop keeps back, so its (partial) answer reaches its caller in time. */
+export const MARGIN_SHARE = 0.1;
+/** Smallest margin, ms: one answer's serialisation and a LAN hop on a busy machine. */
+export const MARGIN_MIN_MS = 20;
+/** Largest margin, ms: a WAN round trip between continents. */
+export const MARGIN_MAX_MS = 250;
+
+/**
+ * The time by which a hop stops waiting and answers with what it has: `end` (the earlier of the caller's
+ * gRPC deadline and the request's own budget) minus a margin of {@link MARGIN_SHARE} of the time left,
+ * kept within {@link MARGIN_MIN_MS}..{@link MARGIN_MAX_MS} and never more than half the time left. The
+ * margin covers what the hop cannot see: the request's trip to it (a gRPC timeout is relative, so the
+ * caller's clock ran while it travelled) and the answer's trip back.
+ */
+export function workDeadline(end: number, now: number): number {
+  const left = end - now;
+  const margin = Math.min(MARGIN_MAX_MS, Math.max(MARGIN_MIN_MS, left * MARGIN_SHARE));
+  return end - Math.min(margin, left / 2);
+}

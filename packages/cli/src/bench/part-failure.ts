@@ -1,0 +1,321 @@
+/**
+ * The `failure` part: what a partition, a frozen pod, a caller's deadline, a cancel and a slow remote pod
+ * cost, on one federation of real broker processes behind the WAN emulator (4 sites × 3 pods × 2 brokers,
+ * 25 ms one way; clients in site s1, entry broker s1-p1-a).
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  AdminServiceClient,
+  AggregateRequest,
+  AggregationServiceClient,
+  msToDuration,
+  type AggregateResponse,
+  type GetStatusResponse,
+} from '@wanas/proto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BenchFederation } from './bench-federation';
+import type { BenchCounts, Progress } from './parts';
+import { summarize, type LatencySummary } from './stats';
+
+/** JSON of the failure part. */
+export interface FailureResult {
+  part: 'failure';
+  healthy: LatencySummary;
+  partition: Outage;
+  frozenPod: Outage;
+  deadlineOnly: {
+    deadlineMs: number;
+    ownSiteOk: number;
+    remoteOk: number;
+    calls: number;
+    /** What went wrong in the calls that were not OK (status, or the other pods that failed). */
+    failures: string[];
+  };
+  cancel: { cancelAtMs: number; hops: number; lastHopEndedMs: number; codes: Record<string, number> };
+  slowRemotePod: { extraSiteRequestsPerAggregate: number; aggregates: number; p50Ms: number };
+}
+
+/** One outage: how long until it was noticed, what queries cost meanwhile and after, how it healed. */
+export interface Outage {
+  what: string;
+  /** From the fault to every broker concerned reporting the target down, ms (undefined: not within 10 s). */
+  noticedMs: number | undefined;
+  /** Queries after it was noticed. */
+  after: LatencySummary;
+  /** after.p99 / healthy.p99. */
+  p99Ratio: number;
+  /** Share of the affected pods' results that were UNAVAILABLE after it was noticed. */
+  affectedUnavailable: number;
+  /** From the heal to the first query where the affected pods answer, ms. */
+  recoveredMs: number | undefined;
+  /** Queries during the recovery where a pod failed for another reason than the outage itself. */
+  failedByRecovery: number;
+}
+
+const FIND = { operation: 'sessions.find', params: { user: 'alice' } };
+const ENTRY = 's1-p1-a';
+/** Longest wait for a fault to be noticed or healed before the part gives up on it, ms. */
+const WAIT_LIMIT_MS = 10_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` every 25 ms; ms until it held, or undefined after {@link WAIT_LIMIT_MS}. */
+async function until(cond: () => Promise<boolean>): Promise<number | undefined> {
+  const t0 = performance.now();
+  while (performance.now() - t0 < WAIT_LIMIT_MS) {
+    if (await cond()) return performance.now() - t0;
+    await sleep(25);
+  }
+  return undefined;
+}
+
+/** Runs the failure part. */
+export async function failurePart(counts: BenchCounts, progress: Progress): Promise<FailureResult> {
+  const f = await BenchFederation.start({
+    sites: 4,
+    podsPerSite: 3,
+    brokersPerPod: 2,
+    wanLatencyMs: 25,
+    logLevel: 'info',
+    settings: { attemptTimeoutMs: 250 },
+  });
+  try {
+    const client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
+    const ask = (req: Partial<AggregateRequest>, deadlineMs = 30_000) =>
+      new Promise<AggregateResponse>((resolve, reject) =>
+        client.aggregate(
+          AggregateRequest.fromPartial(req),
+          new grpc.Metadata(),
+          { deadline: Date.now() + deadlineMs },
+          (e, r) => (e ? reject(e) : resolve(r!)),
+        ),
+      );
+    const n = counts.smoke ? 10 : counts.requests;
+    const series = async (label: string, count: number, fn: () => Promise<unknown>) => {
+      progress.start(label, count);
+      const out: number[] = [];
+      for (let i = 0; i < count; i++) {
+        const t0 = performance.now();
+        await fn();
+        out.push(performance.now() - t0);
+        progress.tick();
+      }
+      return out;
+    };
+    await series('failure: warm-up', counts.smoke ? 5 : 50, () => ask(FIND));
+    const healthy = await series('failure: healthy', n, () => ask(FIND));
+    const healthyP99 = summarize(healthy).p99Ms;
+
+    const status = (id: string) => {
+      const c = new AdminServiceClient(f.broker(id).address, f.clientCredentials);
+      return new Promise<GetStatusResponse>((resolve, reject) =>
+        c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 2000 }, (e, r) => {
+          c.close();
+          return e ? reject(e) : resolve(r!);
+        }),
+      ).catch(() => undefined);
+    };
+    const targetState = async (watchers: string[], site: string, pod: string) => {
+      const all = await Promise.all(watchers.map(status));
+      return all.map((s) => s?.targets.find((t) => t.site === site && t.pod === pod)?.state);
+    };
+
+    /** One outage: fault, wait until noticed (no traffic), measure, heal, measure the recovery. */
+    const outage = async (o: {
+      what: string;
+      affected: (p: { site: string; pod: string }) => boolean;
+      watchers: string[];
+      target: { site: string; pod: string };
+      fault: () => void;
+      heal: () => void;
+    }): Promise<Outage> => {
+      o.fault();
+      const noticedMs = await until(async () =>
+        (await targetState(o.watchers, o.target.site, o.target.pod)).every((s) => s === 'down'),
+      );
+      let affected = 0;
+      let unavailable = 0;
+      const after = await series(`failure: ${o.what}`, n, async () => {
+        const r = await ask(FIND);
+        for (const p of r.pods.filter(o.affected)) {
+          affected++;
+          if (p.code === grpc.status.UNAVAILABLE) unavailable++;
+        }
+      });
+      o.heal();
+      let failedByRecovery = 0;
+      const recoveredMs = await until(async () => {
+        const r = await ask(FIND);
+        // A pod outside the outage failing, or an affected pod failing otherwise than "down, not tried".
+        if (r.pods.some((p) => p.code !== 0 && (!o.affected(p) || p.code !== grpc.status.UNAVAILABLE)))
+          failedByRecovery++;
+        return r.pods.filter(o.affected).every((p) => p.code === 0);
+      });
+      // The recovered federation answers fully again.
+      for (let i = 0; i < 10; i++) if ((await ask(FIND)).summary?.podsFailed) failedByRecovery++;
+      const s = summarize(after);
+      return {
+        what: o.what,
+        noticedMs,
+        after: s,
+        p99Ratio: s.p99Ms / healthyP99,
+        affectedUnavailable: affected ? unavailable / affected : 0,
+        recoveredMs,
+        failedByRecovery,
+      };
+    };
+
+    await sleep(1000); // no traffic before the cut: the partition must be found by keepalive alone
+    const partition = await outage({
+      what: 'site s3 partitioned (wan cut)',
+      affected: (p) => p.site === 's3',
+      watchers: [ENTRY],
+      target: { site: 's3', pod: '' },
+      fault: () => f.wan.cut('s3'),
+      heal: () => f.wan.heal('s3'),
+    });
+    const frozen = f.brokers.filter((b) => b.site === 's2' && b.pod === 'p2');
+    await sleep(1000);
+    const frozenPod = await outage({
+      what: 'every broker of pod s2/p2 frozen (SIGSTOP)',
+      affected: (p) => p.site === 's2' && p.pod === 'p2',
+      watchers: f.brokers.filter((b) => b.site === 's2' && b.pod !== 'p2').map((b) => b.id),
+      target: { site: 's2', pod: 'p2' },
+      fault: () => frozen.forEach((b) => b.proc!.kill('SIGSTOP')),
+      heal: () => frozen.forEach((b) => b.proc!.kill('SIGCONT')),
+    });
+
+    // A caller that sets only its gRPC deadline, one slow pod (in the entry's site, then in a remote one).
+    const deadlineMs = 800;
+    const deadlineCalls = counts.smoke ? 3 : 10;
+    const failures: string[] = [];
+    const deadlineOnly = async (slowPod: string) => {
+      let ok = 0;
+      await series(`failure: deadline-only caller, slow ${slowPod}`, deadlineCalls, async () => {
+        const r = await ask(
+          { operation: 'echo', params: { sleepMs: 5000, sleepPod: slowPod } },
+          deadlineMs,
+        ).catch((e: grpc.ServiceError) => `${slowPod}: ${e.code} ${e.details}`);
+        if (typeof r === 'string') return void failures.push(r);
+        const bad = r.pods.filter((p) => p.code !== 0 && `${p.site}/${p.pod}` !== slowPod);
+        if (bad.length === 0) ok++;
+        else
+          failures.push(
+            `${slowPod}: ${bad.map((p) => `${p.site}/${p.pod} ${p.code} ${p.message}`).join('; ')}`,
+          );
+      });
+      return ok;
+    };
+    // Between series: the slow pod of the last one (demoted, even down for a while: its calls timed out)
+    // answers again, so a series measures its own slow pod only.
+    const settle = () => until(async () => (await ask(FIND)).summary?.podsFailed === 0);
+    await settle();
+    const ownSiteOk = await deadlineOnly('s1/p2');
+    await settle();
+    const remoteOk = await deadlineOnly('s3/p1');
+    await settle();
+
+    const cancel = await cancelAcrossHops(f, client);
+    await settle();
+
+    // One slow remote pod: the entry should not hedge that site's SiteRequest (its representative is
+    // alive and waiting on the pod). SiteRequests are the attempts at a broker's WAN address.
+    const wanAddresses = new Set(f.brokers.map((b) => b.wanAddress));
+    let extra = 0;
+    const slow = await series('failure: one slow remote pod', n, async () => {
+      const r = await ask({ operation: 'echo', params: { sleepMs: 300, sleepPod: 's2/p2' } });
+      const bySite = new Map<string, Set<string>>();
+      for (const p of r.pods) {
+        for (const a of p.attempts) {
+          if (!wanAddresses.has(a.address)) continue;
+          if (!bySite.has(p.site)) bySite.set(p.site, new Set());
+          bySite.get(p.site)!.add(a.brokerId);
+        }
+      }
+      for (const s of bySite.values()) extra += s.size - 1;
+    });
+    return {
+      part: 'failure',
+      healthy: summarize(healthy),
+      partition,
+      frozenPod,
+      deadlineOnly: { deadlineMs, ownSiteOk, remoteOk, calls: deadlineCalls, failures },
+      cancel,
+      slowRemotePod: {
+        extraSiteRequestsPerAggregate: extra / n,
+        aggregates: n,
+        p50Ms: summarize(slow).p50Ms,
+      },
+    };
+  } finally {
+    await f.stop();
+  }
+}
+
+/**
+ * A caller cancels at 0.5 s an Aggregate whose every pod sleeps 4 s; every hop's "served" log line (entry,
+ * representatives, pod brokers) must show it ended, and when.
+ */
+async function cancelAcrossHops(
+  f: BenchFederation,
+  client: AggregationServiceClient,
+): Promise<FailureResult['cancel']> {
+  const cancelAtMs = 500;
+  const correlationId = `bench-cancel-${Date.now()}`;
+  const t0 = Date.now();
+  await new Promise<void>((resolve) => {
+    const call = client.aggregate(
+      AggregateRequest.fromPartial({
+        correlationId,
+        operation: 'echo',
+        params: { sleepMs: 4000 },
+        timeout: msToDuration(10_000),
+        // Long attempts: every hop waits on its pods, so only the cancel can end it early.
+        attemptTimeout: msToDuration(5000),
+      }),
+      new grpc.Metadata(),
+      { deadline: Date.now() + 15_000 },
+      () => resolve(),
+    );
+    setTimeout(() => call.cancel(), cancelAtMs);
+  });
+  await sleep(2000);
+  let lastHopEndedMs = 0;
+  let hops = 0;
+  const codes: Record<string, number> = {};
+  for (const b of f.brokers) {
+    const text = fs.readFileSync(path.join(f.dir, `${b.id}.log`), 'utf8');
+    for (const line of text.split('\n')) {
+      if (!line.includes(correlationId) || !line.includes('"served"')) continue;
+      const l = JSON.parse(line) as { timestamp: string; code: string; kind: string };
+      hops++;
+      codes[`${l.kind} ${l.code}`] = (codes[`${l.kind} ${l.code}`] ?? 0) + 1;
+      lastHopEndedMs = Math.max(lastHopEndedMs, Date.parse(l.timestamp) - t0);
+    }
+  }
+  return { cancelAtMs, hops, lastHopEndedMs, codes };
+}
+
+/** Human lines for the failure part's result. */
+export function describeFailure(r: FailureResult): string {
+  const ms = (v: number | undefined) => (v === undefined ? 'not within 10 s' : `${v.toFixed(0)} ms`);
+  const outage = (o: Outage) =>
+    [
+      `  ${o.what}: noticed in ${ms(o.noticedMs)}; then p50 ${o.after.p50Ms.toFixed(1)} ms, p99 ${o.after.p99Ms.toFixed(1)} ms = ${o.p99Ratio.toFixed(2)}× healthy p99 (goal ≤ 1.2×)`,
+      `    affected pods UNAVAILABLE ${(o.affectedUnavailable * 100).toFixed(0)}%; healed: answering again in ${ms(o.recoveredMs)}, ${o.failedByRecovery} queries failed by the recovery`,
+    ].join('\n');
+  return [
+    `  healthy: p50 ${r.healthy.p50Ms.toFixed(1)} ms, p99 ${r.healthy.p99Ms.toFixed(1)} ms`,
+    outage(r.partition),
+    outage(r.frozenPod),
+    `  caller with only a gRPC deadline of ${r.deadlineOnly.deadlineMs} ms, one slow pod: own site ${r.deadlineOnly.ownSiteOk}/${r.deadlineOnly.calls} OK, remote ${r.deadlineOnly.remoteOk}/${r.deadlineOnly.calls} OK (goal: all)`,
+    ...r.deadlineOnly.failures.slice(0, 3).map((f) => `    not OK: ${f.slice(0, 300)}`),
+    `  cancel at ${r.cancel.cancelAtMs} ms (pods asked to sleep 4 s): ${r.cancel.hops} hops ended, the last ${r.cancel.lastHopEndedMs} ms after the start (goal ≤ 1200); ${Object.entries(
+      r.cancel.codes,
+    )
+      .map(([k, v]) => `${k} ×${v}`)
+      .join(', ')}`,
+    `  one slow remote pod: ${r.slowRemotePod.extraSiteRequestsPerAggregate.toFixed(2)} extra SiteRequests per aggregate (goal ≤ 0.1), p50 ${r.slowRemotePod.p50Ms.toFixed(0)} ms`,
+  ].join('\n');
+}
