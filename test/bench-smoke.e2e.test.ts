@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, failover, tail, throughput and scale and reports each as JSON', () => {
+  it('runs latency, failover, failure, tail, throughput and scale and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
@@ -25,7 +25,14 @@ describe('wanas bench --smoke', () => {
         .split('\n')
         .filter((l) => l.startsWith('{"part"'))
         .map((l) => JSON.parse(l) as { part: string } & Record<string, unknown>);
-      expect(json.map((j) => j.part)).toEqual(['latency', 'failover', 'tail', 'throughput', 'scale']);
+      expect(json.map((j) => j.part)).toEqual([
+        'latency',
+        'failover',
+        'failure',
+        'tail',
+        'throughput',
+        'scale',
+      ]);
       const latency = json[0] as unknown as {
         limitMs: number;
         wanas: { p50Ms: number };
@@ -35,6 +42,10 @@ describe('wanas bench --smoke', () => {
       expect(latency.wanas.p50Ms).toBeGreaterThan(0);
       expect(latency.podsAnswered.wanas).toBe(1);
       expect((json[1] as unknown as { kill: { podsAnswered: number } }).kill.podsAnswered).toBe(1);
+      // The failure part saw the partition and the frozen pod, and healed both.
+      const failure = json[2] as unknown as Record<'partition' | 'frozenPod', { recoveredMs?: number }>;
+      expect(failure.partition.recoveredMs).toBeDefined();
+      expect(failure.frozenPod.recoveredMs).toBeDefined();
       for (const f of ['latency.json', 'latency.svg', 'tail.svg', 'scale.json'])
         expect(fs.existsSync(path.join(out, f))).toBe(true);
     } finally {

@@ -331,4 +331,42 @@ describe('connection manager + iterator', () => {
     expect(out.ok).toBe(true);
     await until(() => old.openConnections() === 0);
   });
+
+  it('knows a pod whose every broker is frozen (SIGSTOP) down with no traffic, fails it fast, and uses it again once thawed', async () => {
+    const a = await childPeer('frozen-a');
+    const b = await childPeer('frozen-b');
+    children.push(a.proc, b.proc);
+    const t = target([a, b]);
+    cm.close();
+    const transitions: string[] = [];
+    cm = new ConnectionManager({
+      probeIntervalMs: 50,
+      probeTimeoutMs: 200,
+      maintenanceIntervalMs: 100,
+      keepaliveTimeMs: 200,
+      keepaliveTimeoutMs: 200,
+      connectTimeoutMs: 200,
+      onTransition: (ep, from, to) => transitions.push(`${ep.brokerId}:${from}->${to}`),
+    });
+    cm.setPeers([groupOf(t)]);
+    await cm.waitForWarm(3000);
+    a.proc.kill('SIGSTOP');
+    b.proc.kill('SIGSTOP');
+    // No request is sent: keepalive finds the warm channel dead, the twin is dialled and never answers.
+    await until(() => cm.targetDown(t) !== undefined, 5000);
+    expect(cm.targets()).toEqual([expect.objectContaining({ site: 's', pod: 'p', state: 'down' })]);
+    expect(cm.snapshot().map((r) => r.state)).toEqual(['down', 'down']);
+    expect(transitions).toEqual(
+      expect.arrayContaining(['frozen-a:connecting->down', 'frozen-b:connecting->down']),
+    );
+    const t0 = performance.now();
+    const out = await ask(cm, t, 1000);
+    expect(performance.now() - t0).toBeLessThan(200); // no attempt: nothing to wait for
+    expect(out).toMatchObject({ ok: false, code: grpc.status.UNAVAILABLE, attempts: [] });
+    if (!out.ok) expect(out.message).toMatch(/s\/p is down since .*frozen-a: .*frozen-b: /);
+    a.proc.kill('SIGCONT');
+    b.proc.kill('SIGCONT');
+    await until(() => cm.targetDown(t) === undefined, 5000);
+    expect((await ask(cm, t)).ok).toBe(true);
+  });
 });

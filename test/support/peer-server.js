@@ -11,7 +11,8 @@ const { HealthImplementation } = require('grpc-health-check');
 const { FederationServiceService } = require('@wanas/proto');
 
 /**
- * @typedef {{ kind: 'ok' | 'unavailable' | 'hang' | 'invalid', delayMs?: number, slowEvery?: number, slowMs?: number }} Behaviour
+ * `ack`: send the response headers at once, before the (delayed) answer, as a representative does.
+ * @typedef {{ kind: 'ok' | 'unavailable' | 'hang' | 'invalid', delayMs?: number, slowEvery?: number, slowMs?: number, ack?: boolean }} Behaviour
  */
 
 /** @param {{ id: string, behaviour?: Behaviour, port?: number }} opts */
@@ -31,6 +32,7 @@ async function startPeer(opts) {
     const b = behaviour;
     const slow = b.slowEvery && calls % b.slowEvery === 0 ? (b.slowMs ?? 0) : 0;
     const delay = (b.delayMs ?? 0) + slow;
+    if (b.ack) call.sendMetadata(new grpc.Metadata());
     const respond = () => {
       if (b.kind === 'hang') {
         hung.add(cb);

@@ -9,6 +9,7 @@ import {
 } from '@wanas/proto';
 import {
   ConnectionIterator,
+  DEADLINE_REACHED,
   MAX_HEDGES_PER_REQUEST,
   unaryCall,
   type EndpointSource,
@@ -62,7 +63,7 @@ function run(
     deadlineMs?: number;
     attemptTimeoutMs?: number;
     idempotent?: boolean;
-    hedge?: { delayMs?: number; budget: HedgeBudget };
+    hedge?: { delayMs?: number; budget: HedgeBudget; onlyUnacknowledged?: boolean };
     signal?: AbortSignal;
   } = {},
 ) {
@@ -287,5 +288,49 @@ describe('ConnectionIterator against real grpc-js servers', () => {
     expect(out.ok).toBe(false);
     if (!out.ok) expect(out.code).toBe(grpc.status.CANCELLED);
     expect(out.attempts[0]?.code).toBe(grpc.status.CANCELLED);
+  });
+
+  it('reports a target whose every endpoint is known down UNAVAILABLE at once, without an attempt', async () => {
+    const a = await peer();
+    const b = await peer();
+    const since = Date.now() - 1500;
+    const down = Object.assign(new PlainSource(), {
+      targetDown: () => ({ since, reason: 'b0: connection lost; b1: no connection within 500 ms' }),
+    });
+    const out = await run(down, [a.address, b.address]);
+    down.close();
+    expect(out).toMatchObject({ ok: false, code: grpc.status.UNAVAILABLE, attempts: [] });
+    if (!out.ok) {
+      expect(out.message).toContain(`s/p is down since ${new Date(since).toISOString()}`);
+      expect(out.message).toContain('b1: no connection within 500 ms');
+    }
+    expect(a.calls() + b.calls()).toBe(0);
+  });
+
+  it('does not hedge an attempt its peer acknowledged (onlyUnacknowledged), and hedges a silent one', async () => {
+    const acking = await peer({ kind: 'ok', delayMs: 300, ack: true });
+    const twin = await peer();
+    const budget = new HedgeBudget();
+    const hedge = { delayMs: 30, budget, onlyUnacknowledged: true };
+    const acked = await run(source, [acking.address, twin.address], { hedge });
+    expect(acked.ok).toBe(true);
+    expect(acked.attempts.map((a) => [a.brokerId, a.hedged])).toEqual([['b0', false]]);
+    expect(twin.calls()).toBe(0);
+    const silent = await peer({ kind: 'ok', delayMs: 300 });
+    const out = await run(source, [silent.address, twin.address], { hedge });
+    expect(out.ok && out.endpoint.brokerId).toBe('b1');
+    expect(out.attempts.find((a) => a.hedged)?.code).toBe(grpc.status.OK);
+  });
+
+  it('reports DEADLINE_EXCEEDED with the cut-off attempt when aborted because the overall deadline was reached', async () => {
+    const hang = await peer({ kind: 'hang' });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(DEADLINE_REACHED), 100);
+    const out = await run(source, [hang.address], { signal: ac.signal });
+    expect(out.ok).toBe(false);
+    if (!out.ok) expect(out.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(out.attempts).toEqual([
+      expect.objectContaining({ brokerId: 'b0', code: grpc.status.DEADLINE_EXCEEDED }),
+    ]);
   });
 });

@@ -1,0 +1,192 @@
+/**
+ * Failure paths with real broker processes behind the WAN emulator: a partitioned site and a frozen pod
+ * are found without traffic and then cost no attempt; a caller that sets only its gRPC deadline gets its
+ * partial answer in time; a cancel reaches every hop; a representative waiting on one slow pod is not
+ * hedged.
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  AdminServiceClient,
+  AggregateRequest,
+  AggregationServiceClient,
+  msToDuration,
+  type AggregateResponse,
+  type GetStatusResponse,
+} from '@wanas/proto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BenchFederation } from '../packages/cli/src/bench/bench-federation';
+
+const ENTRY = 's1-p1-a';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` every 50 ms until it holds (at most `limitMs`); throws with `what` otherwise. */
+async function until(what: string, cond: () => Promise<boolean>, limitMs = 8000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${limitMs} ms`);
+    await sleep(50);
+  }
+}
+
+describe('failure paths (real processes, emulated WAN)', () => {
+  let f: BenchFederation;
+  let client: AggregationServiceClient;
+  const ask = (req: Partial<AggregateRequest>, deadlineMs = 10_000) =>
+    new Promise<AggregateResponse>((resolve, reject) =>
+      client.aggregate(
+        AggregateRequest.fromPartial(req),
+        new grpc.Metadata(),
+        { deadline: Date.now() + deadlineMs },
+        (e, r) => (e ? reject(e) : resolve(r!)),
+      ),
+    );
+  const status = (id: string) => {
+    const c = new AdminServiceClient(f.broker(id).address, f.clientCredentials);
+    return new Promise<GetStatusResponse>((resolve, reject) =>
+      c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 2000 }, (e, r) => {
+        c.close();
+        return e ? reject(e) : resolve(r!);
+      }),
+    );
+  };
+  const allAnswer = async () => (await ask({ operation: 'echo' })).summary?.podsFailed === 0;
+
+  beforeAll(async () => {
+    f = await BenchFederation.start({
+      sites: 3,
+      podsPerSite: 2,
+      brokersPerPod: 2,
+      wanLatencyMs: 10,
+      logLevel: 'info',
+      settings: { attemptTimeoutMs: 250 },
+    });
+    client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
+    await until('every pod answers', allAnswer, 20_000);
+    for (let i = 0; i < 20; i++) await ask({ operation: 'echo' });
+  }, 90_000);
+  afterAll(async () => {
+    await f?.stop();
+  });
+
+  it('finds a partitioned site without traffic, then reports its pods UNAVAILABLE without an attempt, and uses it again once healed', async () => {
+    f.wan.cut('s3');
+    try {
+      // No request runs: keepalive finds the warm channel dead and the search finds every broker silent.
+      await until('entry sees s3 down', async () =>
+        (await status(ENTRY)).targets.some((t) => t.site === 's3' && t.state === 'down'),
+      );
+      const t0 = Date.now();
+      const res = await ask({ operation: 'echo' });
+      const s3 = res.pods.filter((p) => p.site === 's3');
+      expect(s3).toHaveLength(2);
+      for (const p of s3) {
+        expect(p.code).toBe(grpc.status.UNAVAILABLE);
+        expect(p.message).toMatch(/s3 is down since \S+ \(\d+ ms\): s3-p1-a: /);
+        expect(p.attempts).toEqual([]);
+      }
+      expect(res.pods.filter((p) => p.site !== 's3').every((p) => p.code === 0)).toBe(true);
+      // Nothing was tried, so nothing was waited for: far below one site attempt timeout (500 ms).
+      expect(Date.now() - t0).toBeLessThan(400);
+    } finally {
+      f.wan.heal('s3');
+    }
+    // The recovery fails nothing outside s3, and s3 answers again.
+    await until('s3 answers again', async () => {
+      const r = await ask({ operation: 'echo' });
+      expect(r.pods.filter((p) => p.site !== 's3' && p.code !== 0)).toEqual([]);
+      return r.summary?.podsFailed === 0;
+    });
+  });
+
+  it('finds a pod whose every broker is frozen, reports it UNAVAILABLE at once, and uses it again when thawed', async () => {
+    const frozen = f.brokers.filter((b) => b.site === 's2' && b.pod === 'p2');
+    for (const b of frozen) b.proc!.kill('SIGSTOP');
+    try {
+      await until('s2/p2 reported down', async () => {
+        const r = await ask({ operation: 'echo' });
+        const p = r.pods.find((x) => x.site === 's2' && x.pod === 'p2')!;
+        return p.code === grpc.status.UNAVAILABLE && /is down since/.test(p.message);
+      });
+      const res = await ask({ operation: 'echo' });
+      expect(res.pods.filter((p) => p.code !== 0).map((p) => `${p.site}/${p.pod}`)).toEqual(['s2/p2']);
+    } finally {
+      for (const b of frozen) b.proc!.kill('SIGCONT');
+    }
+    await until('s2/p2 answers again', allAnswer);
+  });
+
+  it('answers a caller that sets only its gRPC deadline in time, with every pod but the slow one', async () => {
+    for (const slowPod of ['s1/p2', 's2/p1']) {
+      await until('every pod answers', allAnswer);
+      for (let i = 0; i < 3; i++) {
+        const res = await ask({ operation: 'echo', params: { sleepMs: 5000, sleepPod: slowPod } }, 800);
+        const slow = res.pods.find((p) => `${p.site}/${p.pod}` === slowPod)!;
+        expect(res.pods.filter((p) => p !== slow && p.code !== 0)).toEqual([]);
+        // The slow pod was cut off by a deadline (or found down by then), with what was tried listed; echo
+        // caps its sleep at its own deadline, so it may also just make it.
+        expect([0, grpc.status.DEADLINE_EXCEEDED, grpc.status.UNAVAILABLE]).toContain(slow.code);
+        if (slow.code === grpc.status.DEADLINE_EXCEEDED) expect(slow.attempts.length).toBeGreaterThan(0);
+      }
+    }
+    await until('every pod answers', allAnswer);
+  });
+
+  it('ends every hop (entry, representatives, pod brokers) soon after the caller cancels, and logs it CANCELLED', async () => {
+    const correlationId = `cancel-${Date.now()}`;
+    const t0 = Date.now();
+    await new Promise<void>((resolve) => {
+      const call = client.aggregate(
+        AggregateRequest.fromPartial({
+          correlationId,
+          operation: 'echo',
+          params: { sleepMs: 4000 },
+          timeout: msToDuration(8000),
+          attemptTimeout: msToDuration(5000),
+        }),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 10_000 },
+        () => resolve(),
+      );
+      setTimeout(() => call.cancel(), 500);
+    });
+    const served = () =>
+      f.brokers.flatMap((b) =>
+        fs
+          .readFileSync(path.join(f.dir, `${b.id}.log`), 'utf8')
+          .split('\n')
+          .filter((l) => l.includes(correlationId) && l.includes('"served"'))
+          .map((l) => ({
+            broker: b.id,
+            ...(JSON.parse(l) as { kind: string; code: string; timestamp: string }),
+          })),
+      );
+    // The entry, one representative per remote site (2), and a LocalRequest to every pod the entry or a
+    // representative does not run itself (s1/p2, and the other pod of s2 and of s3).
+    await until('every hop logged', async () => served().length >= 6, 3000);
+    const hops = served();
+    expect(hops.filter((h) => h.kind === 'aggregate').map((h) => h.code)).toEqual(['CANCELLED']);
+    expect(hops.filter((h) => h.kind === 'site').map((h) => h.code)).toEqual(['CANCELLED', 'CANCELLED']);
+    const local = hops.filter((h) => h.kind === 'local');
+    const sites = new Set(local.map((h) => h.broker.slice(0, 2)));
+    expect([...sites].sort()).toEqual(['s1', 's2', 's3']);
+    expect(local.every((h) => h.code === 'CANCELLED')).toBe(true);
+    // Every hop ended long before the 4 s its pods were asked to sleep.
+    for (const h of hops) expect(Date.parse(h.timestamp) - t0).toBeLessThan(2000);
+    await until('every pod answers', allAnswer);
+  });
+
+  it('does not hedge a SiteRequest whose representative acknowledged it and waits on one slow pod', async () => {
+    const wan = new Set(f.brokers.map((b) => b.wanAddress));
+    let extra = 0;
+    for (let i = 0; i < 10; i++) {
+      const res = await ask({ operation: 'echo', params: { sleepMs: 150, sleepPod: 's2/p2' } });
+      expect(res.summary?.podsFailed).toBe(0);
+      const reps = new Set(
+        res.pods.filter((p) => p.site === 's2').flatMap((p) => p.attempts.filter((a) => wan.has(a.address))),
+      );
+      extra += new Set([...reps].map((a) => a.brokerId)).size - 1;
+    }
+    expect(extra).toBeLessThanOrEqual(1);
+  });
+});
