@@ -13,6 +13,24 @@ import {
   tierOf,
   type Entry,
 } from './ordering';
+import { REASON_LOST, ensureWarm, keepGroup, type ChannelKeeper } from './group-warmth';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_FAILURE_THRESHOLD,
+  DEFAULT_IDLE_RETIRE_MS,
+  DEFAULT_KEEPALIVE_TIME_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_MAINTENANCE_INTERVAL_MS,
+  DEFAULT_MAX_CHANNEL_AGE_MS,
+  DEFAULT_PROBE_INTERVAL_MS,
+  DEFAULT_PROBE_TIMEOUT_MS,
+  DEFAULT_RESET_TIMEOUT_MS,
+  DEFAULT_WARM_PER_TARGET,
+  MAX_WARM_PER_TARGET,
+  grpcTarget,
+  peerChannelOptions,
+  type ConnectionManagerOptions,
+} from './options';
 import { downReason, evaluateTarget, targetName } from './target-health';
 import type {
   BreakerState,
@@ -26,110 +44,10 @@ import type {
 
 export { MAX_RETRY_AFTER_MS };
 
-/** Warm channels kept per target list (remote site or other pod) by default. */
-export const DEFAULT_WARM_PER_TARGET = 1;
-/**
- * The grpc-js target for a peer address: IP literals use the `ipv4:`/`ipv6:` resolvers, so a channel needs
- * no DNS resolver (a c-ares channel each); host names keep DNS.
- */
-export function grpcTarget(address: string): string {
-  if (/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(address)) return `ipv4:${address}`;
-  if (/^\[[0-9a-fA-F:.]+\]:\d+$/.test(address)) return `ipv6:${address}`;
-  return address;
-}
-
-/**
- * Failing channels a group keeps beyond `warmPerTarget` while it has no live endpoint: a dead site is
- * searched a few connections at a time (one more endpoint per maintenance tick), not by dialling every
- * broker it has at once.
- */
-const SEARCH_EXTRA = 1;
-/**
- * Channels a group may open at once while it searches for a live endpoint after losing the one it had
- * (connection lost or refused): every endpoint not known down is dialled in parallel, so a partitioned
- * site is known down (each endpoint silent) within one connect timeout, not one endpoint per tick.
- */
-export const SEARCH_WIDTH = 8;
-/** Reason given when a ready channel loses its connection (keepalive timeout, reset, GOAWAY). */
-const REASON_LOST = 'connection lost (keepalive timeout, reset or GOAWAY); reconnecting';
 /** Probe intervals vary by ±this share, so probes of many targets do not fire in lockstep. */
 const PROBE_JITTER = 0.2;
 /** A connect timeout doubles with each consecutive one, up to this many times the configured one. */
 const MAX_CONNECT_TIMEOUT_FACTOR = 8;
-/** Longest timer Node accepts, ms (grpc-js's client idle timeout is disabled with it). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Upper bound for `warmPerTarget`: a handful of WAN connections per site, never one per broker. */
-export const MAX_WARM_PER_TARGET = 4;
-/** Consecutive peer failures that open an endpoint's breaker. */
-export const DEFAULT_FAILURE_THRESHOLD = 3;
-/** Time an open breaker waits before letting one trial call through (the probe usually closes it first). */
-export const DEFAULT_RESET_TIMEOUT_MS = 10_000;
-/** Interval between grpc.health.v1 probes of a demoted endpoint. */
-export const DEFAULT_PROBE_INTERVAL_MS = 500;
-/** Deadline of one health probe. */
-export const DEFAULT_PROBE_TIMEOUT_MS = 1_000;
-/** Interval of the maintenance loop (warming, retiring, rotating). */
-export const DEFAULT_MAINTENANCE_INTERVAL_MS = 1_000;
-/** A channel not wanted warm and unused this long is closed. */
-export const DEFAULT_IDLE_RETIRE_MS = 60_000;
-/** A warm channel older than this is replaced by one to an equivalent endpoint (0 = never). */
-export const DEFAULT_MAX_CHANNEL_AGE_MS = 0;
-/**
- * HTTP/2 keepalive ping interval on peer channels, ms. With the timeout below, a blackholed link (a WAN
- * partition, a frozen peer) is noticed within keepalive time + timeout (≤ 1.1 s), even with no traffic.
- */
-export const DEFAULT_KEEPALIVE_TIME_MS = 600;
-/**
- * Time to wait for a keepalive ping's answer before the connection is declared dead, ms: a WAN round trip
- * (tens of ms here, up to ~300 ms between continents) plus slack for a busy peer's event loop.
- */
-export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 500;
-/**
- * A channel still connecting after this long means a silent peer (a TCP connection accepted but no HTTP/2
- * answer: partition or frozen process); the endpoint is marked down and the channel dialled afresh
- * (grpc-js has no connect timeout of its own). Doubles with each consecutive timeout (at most 8×), so a
- * live peer behind a slow link still connects. A TLS connection costs ~3 round trips: raise this for WAN
- * round trips above ~150 ms.
- */
-export const DEFAULT_CONNECT_TIMEOUT_MS = 500;
-/** Options of {@link ConnectionManager}; every field has a default. */
-export interface ConnectionManagerOptions {
-  /** Channel credentials for peers (default: insecure). */
-  credentials?: grpc.ChannelCredentials;
-  /** Extra grpc-js channel options (merged over the manager's keepalive and backoff options). */
-  channelOptions?: grpc.ChannelOptions;
-  /** Per-endpoint channel options (e.g. the TLS name the peer's certificate must carry). */
-  channelOptionsFor?: (endpoint: PeerEndpoint) => grpc.ChannelOptions;
-  /** Warm channels per target list (default 1, at most {@link MAX_WARM_PER_TARGET}). */
-  warmPerTarget?: number;
-  /** Consecutive failures that open a breaker (default 3). */
-  failureThreshold?: number;
-  /** opossum resetTimeout in ms (default 10 s). */
-  resetTimeoutMs?: number;
-  /** Probe interval in ms for demoted endpoints (default 500 ms). */
-  probeIntervalMs?: number;
-  /** Probe deadline in ms (default 1 s). */
-  probeTimeoutMs?: number;
-  /** Maintenance loop interval in ms (default 1 s). */
-  maintenanceIntervalMs?: number;
-  /** Idle time after which a channel that is not wanted warm is closed (default 60 s). */
-  idleRetireMs?: number;
-  /** Channel age after which a warm channel is rotated to an equivalent endpoint (default 0 = never). */
-  maxChannelAgeMs?: number;
-  /** HTTP/2 keepalive ping interval, ms (default {@link DEFAULT_KEEPALIVE_TIME_MS}). */
-  keepaliveTimeMs?: number;
-  /** HTTP/2 keepalive ping timeout, ms (default {@link DEFAULT_KEEPALIVE_TIMEOUT_MS}). */
-  keepaliveTimeoutMs?: number;
-  /** Connect timeout, ms (default {@link DEFAULT_CONNECT_TIMEOUT_MS}). */
-  connectTimeoutMs?: number;
-  /** Called after every endpoint state change (e.g. to count transitions in metrics). */
-  onTransition?: (endpoint: PeerEndpoint, from: EndpointState, to: EndpointState, reason: string) => void;
-  /** Logger; the manager logs through `logger.child({ component: 'connection-manager' })`. */
-  logger?: Logger;
-  /** Clock (ms), injectable for tests. */
-  now?: () => number;
-}
 
 interface Group {
   site: string;
@@ -208,21 +126,7 @@ export class ConnectionManager {
     this.onTransition = options.onTransition;
     this.credentials = options.credentials ?? grpc.credentials.createInsecure();
     this.channelOptionsFor = options.channelOptionsFor ?? (() => ({}));
-    this.channelOptions = {
-      'grpc.keepalive_time_ms': this.opts.keepaliveTimeMs,
-      'grpc.keepalive_timeout_ms': this.opts.keepaliveTimeoutMs,
-      'grpc.keepalive_permit_without_calls': 1,
-      // A channel going idle after 30 min without calls would read as a lost connection: warm channels stay.
-      'grpc.client_idle_timeout_ms': MAX_TIMER_MS,
-      'grpc.initial_reconnect_backoff_ms': 200,
-      // A peer that restarts is found within a second: a long backoff fails calls fast while it is back.
-      'grpc.max_reconnect_backoff_ms': 1_000,
-      // Our own channel per endpoint: retiring one never disturbs another manager's connection.
-      'grpc.use_local_subchannel_pool': 1,
-      // channelz keeps per-channel trace buffers and registry entries nobody reads here (memory per peer).
-      'grpc.enable_channelz': 0,
-      ...options.channelOptions,
-    };
+    this.channelOptions = { ...peerChannelOptions(this.opts), ...options.channelOptions };
     this.log = (options.logger ?? winston.createLogger({ silent: true })).child({
       component: 'connection-manager',
     });
@@ -472,7 +376,7 @@ export class ConnectionManager {
     this.onTransition?.(entry.endpoint, prev, next, reason);
     if (next === 'down') this.startProbing(entry);
     if (entry.group === undefined) return;
-    if (prev === 'ready' || next === 'down') this.ensureWarm(entry.group);
+    if (prev === 'ready' || next === 'down') this.warmGroup(entry.group);
     this.refreshTarget(entry.group);
   }
 
@@ -480,10 +384,7 @@ export class ConnectionManager {
   private refreshTarget(key: string): void {
     const group = this.groups.get(key);
     if (!group) return;
-    const views = group.addresses
-      .map((a) => this.entries.get(a))
-      .filter((e): e is Entry => !!e && !e.retiring)
-      .map((e) => ({ brokerId: e.endpoint.brokerId, ...e }));
+    const views = this.groupEntries(group).map((e) => ({ brokerId: e.endpoint.brokerId, ...e }));
     const prev = group.health;
     group.health = evaluateTarget(prev, views, this.opts.now());
     if (group.health.state === prev.state) return;
@@ -807,133 +708,32 @@ export class ConnectionManager {
     schedule();
   }
 
-  /** Keeps `warmPerTarget` healthy warm channels in the group `key` (see {@link groupKey}). */
-  private ensureWarm(key: string): void {
+  /** The group's endpoints (those still in the topology). */
+  private groupEntries(group: Group): Entry[] {
+    return group.addresses.map((a) => this.entries.get(a)).filter((e): e is Entry => !!e && !e.retiring);
+  }
+
+  /** Warms what group `key` is missing now (see group-warmth.ts). */
+  private warmGroup(key: string): void {
     const group = this.groups.get(key);
-    if (!group || this.closed) return;
-    const entries = group.addresses
-      .map((a) => this.entries.get(a))
-      .filter((e): e is Entry => !!e && !e.retiring);
-    // Lost its live endpoint(s) and none is ready: dial every endpoint not known down at once (see
-    // SEARCH_WIDTH), so the group is known live or down within one connect timeout.
-    const searching =
-      !entries.some((e) => e.state === 'ready') &&
-      entries.some((e) => e.state === 'down' || e.stateReason === REASON_LOST);
-    const healthyWarm = entries.filter(
-      (e) => e.warm && this.tier(e) <= 1 && !(searching && e.state === 'connecting'),
-    );
-    let missing = this.opts.warmPerTarget - healthyWarm.length;
-    if (missing <= 0) return;
-    const failingWarm = entries.filter((e) => e.warm && this.tier(e) > 1).length;
-    let searchBudget = (searching ? SEARCH_WIDTH : this.opts.warmPerTarget + SEARCH_EXTRA) - failingWarm;
-    if (searching) missing = SEARCH_WIDTH;
-    const candidates = entries
-      .filter((e) => !e.warm && this.tier(e) <= 1)
-      .sort((a, b) => this.tier(a) - this.tier(b));
-    // Start from a rotating offset so brokers of many sources spread over the group's endpoints.
-    const offset = candidates.length ? group.rotation++ % candidates.length : 0;
-    const rotated = [...candidates.slice(offset), ...candidates.slice(0, offset)];
-    for (const e of rotated) {
-      if (missing <= 0 || searchBudget <= 0) break;
-      e.warm = true;
-      this.ensureClient(e);
-      this.log.debug('warming channel', this.logFields(e));
-      missing--;
-      searchBudget--;
-    }
-    // Nothing healthy left to warm: keep `warmPerTarget` failing ones reconnecting with back-off (which
-    // ones rotates, see maintain()), so the group is found again when it comes back.
-    if (candidates.length === 0) {
-      let keep = this.opts.warmPerTarget - failingWarm;
-      const idle = entries.filter((e) => !e.warm);
-      const from = idle.length ? group.rotation++ % idle.length : 0;
-      for (const e of [...idle.slice(from), ...idle.slice(0, from)]) {
-        if (keep <= 0) break;
-        e.warm = true;
-        this.ensureClient(e);
-        keep--;
-      }
-    }
+    if (group && !this.closed) ensureWarm(group, this.groupEntries(group), this.keeper, this.opts);
   }
 
-  /**
-   * A group with no live endpoint and its search budget spent: the failing warm channel that failed
-   * first gives its place to another endpoint (one per maintenance tick), and closes.
-   */
-  private searchDeadGroup(entries: Entry[]): void {
-    if (entries.some((e) => e.warm && this.tier(e) <= 1)) return;
-    const failing = entries.filter((e) => e.warm && this.tier(e) > 1);
-    // A wide search (SEARCH_WIDTH) found nothing alive: keep the usual few failing channels, oldest out.
-    const keep = this.opts.warmPerTarget + SEARCH_EXTRA;
-    if (failing.length > keep) {
-      const byAge = [...failing].sort((a, b) => a.lastFailureAt - b.lastFailureAt);
-      for (const e of byAge.slice(0, failing.length - keep)) e.warm = false;
-      return;
-    }
-    if (failing.length < this.opts.warmPerTarget || failing.length === entries.length) return;
-    const oldest = failing.reduce((a, b) => (b.lastFailureAt < a.lastFailureAt ? b : a));
-    oldest.warm = false;
-    if (oldest.inFlight === 0) this.retireChannel(oldest, 'searching the group for a live endpoint');
-    if (oldest.group !== undefined) this.ensureWarm(oldest.group);
-  }
-
-  /**
-   * At most `warmPerTarget` + {@link SEARCH_EXTRA} channels per group to endpoints that are failing:
-   * those not warm and idle beyond that close (the oldest failure first), so a site or pod that is down
-   * costs a few reconnecting channels, not one per broker. A free slot re-admits one closed failing
-   * endpoint per tick (its channel reconnects and is probed), so endpoints that recover rejoin.
-   */
-  private boundFailing(entries: Entry[]): void {
-    const cap = this.opts.warmPerTarget + SEARCH_EXTRA;
-    const failing = entries.filter((e) => e.client && this.tier(e) > 1);
-    const closable = failing
-      .filter((e) => !e.warm && e.inFlight === 0)
-      .sort((a, b) => a.lastFailureAt - b.lastFailureAt);
-    let excess = failing.length - cap;
-    for (const e of closable) {
-      if (excess <= 0) break;
-      this.retireChannel(e, 'failing; probed again in turn');
-      excess--;
-    }
-    if (excess < 0) {
-      const waiting = entries.filter((e) => !e.client && this.tier(e) > 1);
-      const next = waiting.sort((a, b) => a.lastProbeStartAt - b.lastProbeStartAt)[0];
-      if (next) {
-        next.lastProbeStartAt = this.opts.now();
-        this.ensureClient(next);
-        this.startProbing(next);
-      }
-    }
-  }
+  /** How group-warmth.ts opens, retires and probes channels. */
+  private readonly keeper: ChannelKeeper = {
+    tier: (e) => this.tier(e),
+    open: (e) => void this.ensureClient(e),
+    retire: (e, why) => this.retireChannel(e, why),
+    probe: (e) => this.startProbing(e),
+    note: (message, e) => this.log.debug(message, this.logFields(e)),
+    now: () => this.opts.now(),
+  };
 
   /** Periodic: warm what is missing, trim surplus warm channels, rotate old ones, retire idle ones. */
   private maintain(): void {
     if (this.closed) return;
     const now = this.opts.now();
-    for (const g of this.groups.values()) {
-      const entries = g.addresses
-        .map((a) => this.entries.get(a))
-        .filter((e): e is Entry => !!e && !e.retiring);
-      // Age rotation: move the warm role to an equivalent endpoint; the old channel retires when idle.
-      if (this.opts.maxChannelAgeMs > 0 && entries.length > 1) {
-        for (const e of entries) {
-          if (e.warm && e.client && now - e.createdAt > this.opts.maxChannelAgeMs) {
-            e.warm = false;
-            this.log.info('channel aged out: rotating to an equivalent endpoint', this.logFields(e));
-          }
-        }
-      }
-      this.ensureWarm(groupKey(g.site, g.pod));
-      this.searchDeadGroup(entries);
-      this.boundFailing(entries);
-      // Trim surplus: more healthy warm channels than wanted (e.g. after a failed one recovered).
-      const healthyWarm = entries.filter((e) => e.warm && this.tier(e) <= 1);
-      for (const e of healthyWarm.slice(this.opts.warmPerTarget)) e.warm = false;
-      // A failing warm channel stays warm only while no healthy twin is.
-      if (healthyWarm.length >= this.opts.warmPerTarget) {
-        for (const e of entries) if (e.warm && this.tier(e) > 1) e.warm = false;
-      }
-    }
+    for (const g of this.groups.values()) keepGroup(g, this.groupEntries(g), this.keeper, this.opts);
     for (const [address, e] of this.entries) {
       if (e.inFlight > 0 || !e.client) continue;
       if (e.retiring) {

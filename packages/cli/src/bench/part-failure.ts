@@ -224,9 +224,9 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
     // alive and waiting on the pod). SiteRequests are the attempts at a broker's WAN address.
     const wanAddresses = new Set(f.brokers.map((b) => b.wanAddress));
     let extra = 0;
-    const slowN = Math.min(n, 200); // each waits ~0.3 s on the slow pod
+    const slowN = Math.min(n, 200); // each waits ~0.2 s on the slow pod (below the 250 ms attempt timeout: slow, not failing)
     const slow = await series('failure: one slow remote pod', slowN, async () => {
-      const r = await ask({ operation: 'echo', params: { sleepMs: 300, sleepPod: 's2/p2' } });
+      const r = await ask({ operation: 'echo', params: { sleepMs: 200, sleepPod: 's2/p2' } });
       const bySite = new Map<string, Set<string>>();
       for (const p of r.pods) {
         for (const a of p.attempts) {
