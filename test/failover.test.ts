@@ -356,9 +356,11 @@ describe('connection manager + iterator', () => {
     await until(() => cm.targetDown(t) !== undefined, 5000);
     expect(cm.targets()).toEqual([expect.objectContaining({ site: 's', pod: 'p', state: 'down' })]);
     expect(cm.snapshot().map((r) => r.state)).toEqual(['down', 'down']);
-    expect(transitions).toEqual(
-      expect.arrayContaining(['frozen-a:connecting->down', 'frozen-b:connecting->down']),
-    );
+    // The warm one lost its connection (reconnecting), its twin was dialled (connecting); neither answered.
+    expect(transitions.filter((x) => x.endsWith('->down')).sort()).toEqual([
+      expect.stringMatching(/^frozen-a:(re)?connecting->down$/),
+      expect.stringMatching(/^frozen-b:(re)?connecting->down$/),
+    ]);
     const t0 = performance.now();
     const out = await ask(cm, t, 1000);
     expect(performance.now() - t0).toBeLessThan(200); // no attempt: nothing to wait for

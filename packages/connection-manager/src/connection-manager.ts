@@ -13,7 +13,7 @@ import {
   tierOf,
   type Entry,
 } from './ordering';
-import { REASON_LOST, ensureWarm, keepGroup, type ChannelKeeper } from './group-warmth';
+import { ensureWarm, keepGroup, type ChannelKeeper } from './group-warmth';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_FAILURE_THRESHOLD,
@@ -100,6 +100,7 @@ export class ConnectionManager {
     idle: 0,
     connecting: 0,
     ready: 0,
+    reconnecting: 0,
     failing: 0,
     down: 0,
   };
@@ -370,7 +371,7 @@ export class ConnectionManager {
     this.entered[next]++;
     const fields = { ...this.logFields(entry), from: prev, to: next, reason };
     if (next === 'down' || next === 'failing') this.log.warn(`endpoint ${next}`, fields);
-    else if (prev === 'down' || prev === 'failing' || reason === REASON_LOST)
+    else if (prev === 'down' || prev === 'failing' || next === 'reconnecting')
       this.log.info(`endpoint ${next}`, fields);
     else this.log.debug(`endpoint ${next}`, fields);
     this.onTransition?.(entry.endpoint, prev, next, reason);
@@ -409,7 +410,7 @@ export class ConnectionManager {
         this.clearConnectTimer(entry);
         entry.connectTimeouts = 0;
         if (entry.state === 'down') this.probeNow(entry);
-        else if (entry.state === 'idle' || entry.state === 'connecting')
+        else if (entry.state === 'idle' || entry.state === 'connecting' || entry.state === 'reconnecting')
           this.transition(entry, entry.consecutiveFailures > 0 ? 'failing' : 'ready', 'connected');
         return;
       case 'connecting':
@@ -417,10 +418,12 @@ export class ConnectionManager {
         if (entry.state === 'idle') this.transition(entry, 'connecting', 'dialling');
         return;
       case 'idle':
-        if (prev === 'ready' && entry.state === 'ready') {
-          this.transition(entry, 'connecting', REASON_LOST);
-          this.armConnectTimer(entry);
+        // A live connection lost: the reconnect's verdict comes within the connect timeout.
+        if (prev !== 'ready' || entry.state === 'down') return;
+        if (entry.state === 'ready') {
+          this.transition(entry, 'reconnecting', 'connection lost (keepalive timeout, reset or GOAWAY)');
         }
+        this.armConnectTimer(entry);
         return;
       case 'transient-failure':
         this.clearConnectTimer(entry);

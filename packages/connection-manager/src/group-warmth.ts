@@ -18,8 +18,6 @@ export const SEARCH_EXTRA = 1;
  * site is known down (each endpoint silent) within one connect timeout, not one endpoint per tick.
  */
 export const SEARCH_WIDTH = 8;
-/** Reason given when a ready channel loses its connection (keepalive timeout, reset, GOAWAY). */
-export const REASON_LOST = 'connection lost (keepalive timeout, reset or GOAWAY); reconnecting';
 
 /** A group as warmth planning sees it. */
 export interface WarmGroup {
@@ -52,7 +50,7 @@ export interface WarmPolicy {
 function searching(entries: Entry[]): boolean {
   return (
     !entries.some((e) => e.state === 'ready') &&
-    entries.some((e) => e.state === 'down' || e.stateReason === REASON_LOST)
+    entries.some((e) => e.state === 'down' || e.state === 'reconnecting')
   );
 }
 

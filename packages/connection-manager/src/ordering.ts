@@ -75,7 +75,8 @@ export interface Entry {
 }
 
 /**
- * 0 warm & healthy, 1 usable but not connected (idle, connecting), 2 failing lately, 3 down.
+ * 0 warm & healthy, 1 usable but not connected (idle, connecting), 2 failing lately or reconnecting after
+ * a lost connection, 3 down.
  * A `failing` endpoint sits out a back-off that doubles with each consecutive failure (probe interval ×
  * 2^(failures-1), at most {@link MAX_RETRY_AFTER_MS}); it is eligible again (tier 0/1) once the back-off has
  * passed and its health probe has answered SERVING since the failure. The next real call then decides.
@@ -92,6 +93,8 @@ export function tierOf(entry: Entry, probeIntervalMs: number, now: number): numb
     }
     case 'ready':
       return entry.connectivity === 'ready' ? 0 : 1;
+    case 'reconnecting':
+      return 2;
     case 'idle':
     case 'connecting':
       return 1;

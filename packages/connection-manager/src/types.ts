@@ -49,13 +49,16 @@ export type BreakerState = 'closed' | 'open' | 'half-open';
  * - `connecting`: a channel is being set up and has not failed yet: usable (calls wait for it) until the
  *   connect timeout;
  * - `ready`: connected, and no peer failure since the last success;
+ * - `reconnecting`: its live connection was lost (keepalive timeout, reset, GOAWAY) and a new one is being
+ *   made: ordered after healthy twins (a frozen peer or a partition looks like this for one connect
+ *   timeout) until it connects (`ready`), is refused or times out (`down`);
  * - `failing`: a call failed lately: ordered after healthy twins for a back-off, then tried again once its
  *   health probe answers;
  * - `down`: known unreachable — connection refused or lost (keepalive timeout, reset), no connection within
  *   the connect timeout, breaker open, or a health check unanswered. Never chosen while a twin is not down;
  *   probed in the background; leaves this state only when a health check answers SERVING (or a call succeeds).
  */
-export type EndpointState = 'idle' | 'connecting' | 'ready' | 'failing' | 'down';
+export type EndpointState = 'idle' | 'connecting' | 'ready' | 'reconnecting' | 'failing' | 'down';
 
 /**
  * Health of one target list (a remote site's brokers, or a pod's brokers):
