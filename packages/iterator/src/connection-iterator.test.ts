@@ -333,4 +333,29 @@ describe('ConnectionIterator against real grpc-js servers', () => {
       expect.objectContaining({ brokerId: 'b0', code: grpc.status.DEADLINE_EXCEEDED }),
     ]);
   });
+
+  it('switches from a silent endpoint to its twin when the budget has no token for a hedge (no extra load)', async () => {
+    const silent = await peer({ kind: 'hang' });
+    const twin = await peer();
+    const empty = new HedgeBudget(0.1, 10, 0);
+    const t0 = Date.now();
+    const out = await run(source, [silent.address, twin.address], {
+      attemptTimeoutMs: 2000,
+      hedge: { delayMs: 50, budget: empty, onlyUnacknowledged: true },
+    });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(out.ok && out.endpoint.brokerId).toBe('b1');
+    expect(out.attempts.map((a) => [a.brokerId, a.code, a.hedged])).toEqual([
+      ['b0', grpc.status.DEADLINE_EXCEEDED, false],
+      ['b1', grpc.status.OK, false],
+    ]);
+    expect(out.attempts[0]!.message).toMatch(/not acknowledged within 50 ms/);
+    expect(empty.stats().hedges).toBe(0);
+    // An acknowledging peer is waited for, budget or not.
+    const acking = await peer({ kind: 'ok', delayMs: 200, ack: true });
+    const kept = await run(source, [acking.address, twin.address], {
+      hedge: { delayMs: 50, budget: empty, onlyUnacknowledged: true },
+    });
+    expect(kept.attempts.map((a) => a.brokerId)).toEqual(['b0']);
+  });
 });

@@ -98,7 +98,9 @@ export interface HedgeOptions {
   /**
    * Hedge only an attempt the peer has not acknowledged by the hedge delay. For a SiteRequest: a
    * representative that acknowledged is alive and waiting on its pods, which it hedges over its own LAN;
-   * a second representative would wait on the same pods. A silent one (frozen, unreachable) is hedged.
+   * a second representative would wait on the same pods. A silent one (frozen, unreachable) is hedged —
+   * or, when the budget has no token (and the broker is not saturated), switched: cancelled, and the next
+   * endpoint asked instead.
    */
   onlyUnacknowledged?: boolean;
 }
@@ -162,6 +164,8 @@ interface InFlight {
   waited: boolean;
   cancel(): void;
   acknowledged(): boolean;
+  /** Given up on as silent (see switchFromSilent): its outcome, if any, is ignored. */
+  abandoned?: boolean;
 }
 
 /**
@@ -230,6 +234,26 @@ export class ConnectionIterator<C, R> {
           .map((a) => `${a.brokerId}: ${codeName(a.code)}${a.message ? ` (${a.message})` : ''}`)
           .join('; ');
 
+      /**
+       * No token for a hedge, and an attempt still unacknowledged after the hedge delay: its peer is silent
+       * (frozen, unreachable). It is cancelled and the next endpoint asked instead — a switch, not a
+       * duplicate, so it adds no load and needs no budget.
+       */
+      const switchFromSilent = (afterMs: number) => {
+        const silent = [...inFlight].find((x) => !x.acknowledged());
+        if (!silent || next >= order.length) return;
+        silent.abandoned = true;
+        inFlight.delete(silent);
+        silent.cancel();
+        attempts.push(
+          record(
+            silent,
+            status.DEADLINE_EXCEEDED,
+            `not acknowledged within ${afterMs} ms: asked a twin instead`,
+          ),
+        );
+        launch(false);
+      };
       const launch = (hedged: boolean): boolean => {
         if (done || next >= order.length) return false;
         if (deadline - this.now() <= 0) return false;
@@ -282,13 +306,13 @@ export class ConnectionIterator<C, R> {
           .track(endpoint, () => call.promise)
           .then(
             (value) => {
-              if (done) return;
+              if (done || f.abandoned) return;
               inFlight.delete(f);
               attempts.push(record(f, status.OK, ''));
               finish({ ok: true, value, endpoint, attempts });
             },
             (err: ServiceError) => {
-              if (done) return;
+              if (done || f.abandoned) return;
               inFlight.delete(f);
               const code = typeof err.code === 'number' ? err.code : status.UNKNOWN;
               const message = err.details || err.message || codeName(code);
@@ -332,6 +356,8 @@ export class ConnectionIterator<C, R> {
             if (this.opts.hedge!.budget.tryWithdraw()) {
               hedges++;
               launch(true);
+            } else if (this.opts.hedge!.onlyUnacknowledged && !this.opts.hedge!.budget.saturated()) {
+              switchFromSilent(delay);
             }
           }, delay);
         }

@@ -48,6 +48,11 @@ export class HedgeBudget {
     return true;
   }
 
+  /** True while hedging is suppressed because the broker is overloaded (its own answers are late). */
+  saturated(): boolean {
+    return this.overloaded();
+  }
+
   /** Requests and hedges counted so far. */
   stats(): { requests: number; hedges: number; suppressed: number } {
     return { requests: this.requests, hedges: this.hedges, suppressed: this.suppressed };
