@@ -338,8 +338,10 @@ describe('ConnectionIterator against real grpc-js servers', () => {
     const silent = await peer({ kind: 'hang' });
     const twin = await peer();
     const empty = new HedgeBudget(0.1, 10, 0);
+    // Fastest usual answer 15 ms: an acknowledgement is due within 2 × 15 + 20 = 50 ms.
+    const floored = Object.assign(new PlainSource(), { latencyFloorMs: () => 15 });
     const t0 = Date.now();
-    const out = await run(source, [silent.address, twin.address], {
+    const out = await run(floored, [silent.address, twin.address], {
       attemptTimeoutMs: 2000,
       hedge: { delayMs: 50, budget: empty, onlyUnacknowledged: true },
     });
@@ -353,9 +355,10 @@ describe('ConnectionIterator against real grpc-js servers', () => {
     expect(empty.stats().hedges).toBe(0);
     // An acknowledging peer is waited for, budget or not.
     const acking = await peer({ kind: 'ok', delayMs: 200, ack: true });
-    const kept = await run(source, [acking.address, twin.address], {
+    const kept = await run(floored, [acking.address, twin.address], {
       hedge: { delayMs: 50, budget: empty, onlyUnacknowledged: true },
     });
     expect(kept.attempts.map((a) => a.brokerId)).toEqual(['b0']);
+    floored.close();
   });
 });

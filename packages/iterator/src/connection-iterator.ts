@@ -8,6 +8,11 @@ export const DEFAULT_HEDGE_DELAY_MS = 50;
 export const MIN_HEDGE_DELAY_MS = 2;
 /** Hedges one request may send (each backs up the attempt before it), budget permitting. */
 export const MAX_HEDGES_PER_REQUEST = 2;
+/**
+ * An attempt not acknowledged within twice its endpoint's fastest usual answer plus this (ms) comes from
+ * a silent peer: an acknowledgement needs one round trip, and the fastest answer is about one.
+ */
+export const SILENT_SLACK_MS = 20;
 
 /**
  * What the iterator needs from a connection manager: the best order of a target list, the long-lived
@@ -22,6 +27,8 @@ export interface EndpointSource<C> {
   track<R>(endpoint: Endpoint, run: () => Promise<R>): Promise<R>;
   /** The endpoint's observed p95 latency in ms, used as the hedge delay when none is fixed. */
   latencyP95Ms?(endpoint: Endpoint): number | undefined;
+  /** The endpoint's fastest usual answer in ms (about one round trip): when its silence means something. */
+  latencyFloorMs?(endpoint: Endpoint): number | undefined;
   /**
    * Set when every endpoint of the target is known down: since when (epoch ms) and why. The iterator then
    * reports the target UNAVAILABLE at once, with no attempt (see README, "How it stays fast and honest").
@@ -196,6 +203,8 @@ export class ConnectionIterator<C, R> {
     let reconnectWaited = false;
     let hedges = 0;
     let hedgeTimer: NodeJS.Timeout | undefined;
+    let switchTimer: NodeJS.Timeout | undefined;
+    let switched = false;
     let deadlineTimer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
 
@@ -204,6 +213,7 @@ export class ConnectionIterator<C, R> {
         if (done) return;
         done = true;
         if (hedgeTimer) clearTimeout(hedgeTimer);
+        if (switchTimer) clearTimeout(switchTimer);
         if (deadlineTimer) clearTimeout(deadlineTimer);
         if (onAbort) signal?.removeEventListener('abort', onAbort);
         for (const f of inFlight) {
@@ -235,13 +245,15 @@ export class ConnectionIterator<C, R> {
           .join('; ');
 
       /**
-       * No token for a hedge, and an attempt still unacknowledged after the hedge delay: its peer is silent
-       * (frozen, unreachable). It is cancelled and the next endpoint asked instead — a switch, not a
-       * duplicate, so it adds no load and needs no budget.
+       * No token for a hedge, and an attempt still unacknowledged when an acknowledgement was surely due
+       * (twice its endpoint's fastest usual answer, plus slack): its peer is silent (frozen, unreachable).
+       * It is cancelled and the next endpoint asked instead — a switch, not a duplicate, so it adds no load
+       * and needs no budget. At most one per request.
        */
-      const switchFromSilent = (afterMs: number) => {
-        const silent = [...inFlight].find((x) => !x.acknowledged());
-        if (!silent || next >= order.length) return;
+      const switchFromSilent = (silent: InFlight, afterMs: number) => {
+        switchTimer = undefined;
+        if (done || silent.acknowledged() || !inFlight.has(silent) || next >= order.length) return;
+        switched = true;
         silent.abandoned = true;
         inFlight.delete(silent);
         silent.cancel();
@@ -356,8 +368,17 @@ export class ConnectionIterator<C, R> {
             if (this.opts.hedge!.budget.tryWithdraw()) {
               hedges++;
               launch(true);
-            } else if (this.opts.hedge!.onlyUnacknowledged && !this.opts.hedge!.budget.saturated()) {
-              switchFromSilent(delay);
+            } else if (
+              this.opts.hedge!.onlyUnacknowledged &&
+              !switched &&
+              !this.opts.hedge!.budget.saturated()
+            ) {
+              const silent = [...inFlight].find((x) => !x.acknowledged());
+              const floor = silent && source.latencyFloorMs?.(silent.endpoint);
+              if (!silent || floor === undefined) return;
+              const afterMs = Math.round(2 * floor + SILENT_SLACK_MS);
+              const wait = Math.max(0, silent.started + afterMs - this.now());
+              switchTimer = setTimeout(() => switchFromSilent(silent, afterMs), wait);
             }
           }, delay);
         }
