@@ -62,7 +62,11 @@ export function ensureWarm(group: WarmGroup, entries: Entry[], k: ChannelKeeper,
   if (!wide && missing <= 0) return;
   const failingWarm = entries.filter((e) => e.warm && k.tier(e) > 1).length;
   let budget = (wide ? SEARCH_WIDTH : p.warmPerTarget + SEARCH_EXTRA) - failingWarm;
-  const candidates = entries.filter((e) => !e.warm && k.tier(e) <= 1).sort((a, b) => k.tier(a) - k.tier(b));
+  // A wide search also dials endpoints that failed a call lately but hold no channel now: whether they
+  // are reachable is exactly what it must find out (left out, the target could not be known down).
+  const candidates = entries
+    .filter((e) => !e.warm && (wide ? e.state !== 'down' : k.tier(e) <= 1))
+    .sort((a, b) => k.tier(a) - k.tier(b));
   // Start from a rotating offset so brokers of many sources spread over the group's endpoints.
   for (const e of rotate(candidates, group)) {
     if (missing <= 0 || budget <= 0) break;

@@ -15,7 +15,7 @@ import {
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BenchFederation } from './bench-federation';
-import type { BenchCounts, Progress } from './parts';
+import { timed, type BenchCounts, type Progress } from './parts';
 import { summarize, type LatencySummary } from './stats';
 
 /** JSON of the failure part. */
@@ -93,17 +93,8 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
         ),
       );
     const n = counts.smoke ? 10 : counts.requests;
-    const series = async (label: string, count: number, fn: () => Promise<unknown>) => {
-      progress.start(label, count);
-      const out: number[] = [];
-      for (let i = 0; i < count; i++) {
-        const t0 = performance.now();
-        await fn();
-        out.push(performance.now() - t0);
-        progress.tick();
-      }
-      return out;
-    };
+    const series = (label: string, count: number, fn: () => Promise<unknown>) =>
+      timed(count, progress, label, fn);
     await series('failure: warm-up', counts.smoke ? 5 : 50, () => ask(FIND));
     const healthy = await series('failure: healthy', n, () => ask(FIND));
     const healthyP99 = summarize(healthy).p99Ms;
@@ -257,9 +248,9 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
 
 /**
  * A caller cancels at 0.5 s an Aggregate whose every pod sleeps 4 s; every hop's "served" log line (entry,
- * representatives, pod brokers) must show it ended, and when.
+ * representatives, pod brokers) must show it ended, and when. The brokers must log at `info`.
  */
-async function cancelAcrossHops(
+export async function cancelAcrossHops(
   f: BenchFederation,
   client: AggregationServiceClient,
 ): Promise<FailureResult['cancel']> {
