@@ -51,6 +51,8 @@ export interface Outage {
   recoveredMs: number | undefined;
   /** Queries during the recovery where a pod failed for another reason than the outage itself. */
   failedByRecovery: number;
+  /** What failed in those queries (pod, code, message), the first few. */
+  recoveryFailures: string[];
 }
 
 const FIND = { operation: 'sessions.find', params: { user: 'alice' } };
@@ -137,15 +139,21 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
       });
       o.heal();
       let failedByRecovery = 0;
+      const recoveryFailures: string[] = [];
+      const failures = (r: AggregateResponse, bad: (p: AggregateResponse['pods'][number]) => boolean) => {
+        const pods = r.pods.filter(bad);
+        if (pods.length === 0) return;
+        failedByRecovery++;
+        recoveryFailures.push(...pods.map((p) => `${p.site}/${p.pod} ${p.code} ${p.message}`.slice(0, 200)));
+      };
       const recoveredMs = await until(async () => {
         const r = await ask(FIND);
         // A pod outside the outage failing, or an affected pod failing otherwise than "down, not tried".
-        if (r.pods.some((p) => p.code !== 0 && (!o.affected(p) || p.code !== grpc.status.UNAVAILABLE)))
-          failedByRecovery++;
+        failures(r, (p) => p.code !== 0 && (!o.affected(p) || p.code !== grpc.status.UNAVAILABLE));
         return r.pods.filter(o.affected).every((p) => p.code === 0);
       });
       // The recovered federation answers fully again.
-      for (let i = 0; i < 10; i++) if ((await ask(FIND)).summary?.podsFailed) failedByRecovery++;
+      for (let i = 0; i < 10; i++) failures(await ask(FIND), (p) => p.code !== 0);
       const s = summarize(after);
       return {
         what: o.what,
@@ -155,6 +163,7 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
         affectedUnavailable: affected ? unavailable / affected : 0,
         recoveredMs,
         failedByRecovery,
+        recoveryFailures: recoveryFailures.slice(0, 5),
       };
     };
 
@@ -297,6 +306,7 @@ export function describeFailure(r: FailureResult): string {
     [
       `  ${o.what}: noticed in ${ms(o.noticedMs)}; then p50 ${o.after.p50Ms.toFixed(1)} ms, p99 ${o.after.p99Ms.toFixed(1)} ms = ${o.p99Ratio.toFixed(2)}× healthy p99 (goal ≤ 1.2×)`,
       `    affected pods UNAVAILABLE ${(o.affectedUnavailable * 100).toFixed(0)}%; healed: answering again in ${ms(o.recoveredMs)}, ${o.failedByRecovery} queries failed by the recovery`,
+      ...o.recoveryFailures.slice(0, 2).map((f) => `    failed by the recovery: ${f}`),
     ].join('\n');
   return [
     `  healthy: p50 ${r.healthy.p50Ms.toFixed(1)} ms, p99 ${r.healthy.p99Ms.toFixed(1)} ms`,
