@@ -130,7 +130,16 @@ export const echo: Operation<JsonObject> = {
     const sleepMs = typeof params.sleepMs === 'number' ? params.sleepMs : 0;
     const onlyPod = typeof params.sleepPod === 'string' ? params.sleepPod : undefined;
     if (sleepMs > 0 && (!onlyPod || onlyPod === ctx.pod || onlyPod === `${ctx.site}/${ctx.pod}`)) {
-      await sleep(Math.min(sleepMs, Math.max(0, ctx.deadline - Date.now())), ctx.signal);
+      const leftMs = Math.max(0, ctx.deadline - Date.now());
+      // Cut off by the deadline: say so (an OK at the deadline would race the caller's own timeout).
+      if (sleepMs > leftMs) {
+        await sleep(leftMs, ctx.signal);
+        throw new BrokerError(
+          status.DEADLINE_EXCEEDED,
+          `asked to sleep ${sleepMs} ms; the deadline left ${leftMs} ms`,
+        );
+      }
+      await sleep(sleepMs, ctx.signal);
     }
     return { params, site: ctx.site, pod: ctx.pod, broker: ctx.brokerId, headers: ctx.headers };
   },
