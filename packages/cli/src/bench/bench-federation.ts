@@ -1,5 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
+import {
+  AdminServiceClient,
+  AggregateRequest,
+  AggregationServiceClient,
+  type AggregateResponse,
+  type GetStatusResponse,
+} from '@wanas/proto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -223,19 +229,32 @@ export class BenchFederation {
     return b;
   }
 
-  /** A long-lived Aggregate client of a broker (LAN address). */
-  aggregator(id: string): (req: Partial<AggregateRequest>) => Promise<AggregateResponse> {
+  /** A long-lived Aggregate client of a broker (LAN address); each call's gRPC deadline defaults to 30 s. */
+  aggregator(
+    id: string,
+  ): (req: Partial<AggregateRequest>, deadlineMs?: number) => Promise<AggregateResponse> {
     const c = new AggregationServiceClient(this.broker(id).address, this.clientCredentials);
     this.clients.push(c);
-    return (req) =>
+    return (req, deadlineMs = 30_000) =>
       new Promise((resolve, reject) =>
         c.aggregate(
           AggregateRequest.fromPartial(req),
           new grpc.Metadata(),
-          { deadline: Date.now() + 30_000 },
+          { deadline: Date.now() + deadlineMs },
           (e, r) => (e ? reject(e) : resolve(r)),
         ),
       );
+  }
+
+  /** A broker's AdminService/GetStatus (2 s deadline). */
+  status(id: string): Promise<GetStatusResponse> {
+    const c = new AdminServiceClient(this.broker(id).address, this.clientCredentials);
+    return new Promise<GetStatusResponse>((resolve, reject) =>
+      c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 2000 }, (e, r) => {
+        c.close();
+        return e ? reject(e) : resolve(r);
+      }),
+    );
   }
 
   /** Remembers a client to close at stop. */

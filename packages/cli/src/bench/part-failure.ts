@@ -5,12 +5,10 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import {
-  AdminServiceClient,
   AggregateRequest,
   AggregationServiceClient,
   msToDuration,
   type AggregateResponse,
-  type GetStatusResponse,
 } from '@wanas/proto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -85,15 +83,7 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
   });
   try {
     const client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
-    const ask = (req: Partial<AggregateRequest>, deadlineMs = 30_000) =>
-      new Promise<AggregateResponse>((resolve, reject) =>
-        client.aggregate(
-          AggregateRequest.fromPartial(req),
-          new grpc.Metadata(),
-          { deadline: Date.now() + deadlineMs },
-          (e, r) => (e ? reject(e) : resolve(r!)),
-        ),
-      );
+    const ask = f.aggregator(ENTRY);
     const n = counts.smoke ? 10 : counts.requests;
     const series = (label: string, count: number, fn: () => Promise<unknown>) =>
       timed(count, progress, label, fn);
@@ -101,15 +91,7 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
     const healthy = await series('failure: healthy', n, () => ask(FIND));
     const healthyP99 = summarize(healthy).p99Ms;
 
-    const status = (id: string) => {
-      const c = new AdminServiceClient(f.broker(id).address, f.clientCredentials);
-      return new Promise<GetStatusResponse>((resolve, reject) =>
-        c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 2000 }, (e, r) => {
-          c.close();
-          return e ? reject(e) : resolve(r!);
-        }),
-      ).catch(() => undefined);
-    };
+    const status = (id: string) => f.status(id).catch(() => undefined);
     const targetState = async (watchers: string[], site: string, pod: string) => {
       const all = await Promise.all(watchers.map(status));
       return all.map((s) => s?.targets.find((t) => t.site === site && t.pod === pod)?.state);
