@@ -44,6 +44,14 @@ import type {
 
 export { MAX_RETRY_AFTER_MS };
 
+/** Why an endpoint whose connection attempt failed outright is down. */
+const REASON_REFUSED = 'connection failed (refused or unreachable)';
+/**
+ * A target down this briefly with every connection refused (a broker restarting, a start-up race) is still
+ * tried: a refusal costs no wait, and the iterator's one bounded reconnect wait finds a peer that is back.
+ * Silence (a partition, a frozen process) fails fast at once: waiting is what it costs.
+ */
+export const REFUSED_GRACE_MS = 1_500;
 /** Probe intervals vary by ±this share, so probes of many targets do not fire in lockstep. */
 const PROBE_JITTER = 0.2;
 /** A connect timeout doubles with each consecutive one, up to this many times the configured one. */
@@ -265,6 +273,8 @@ export class ConnectionManager {
     const group = this.groups.get(groupKey(target.site, target.pod));
     const since =
       group?.health.state === 'down' ? group.health.since : Math.max(...views.map((v) => v.stateSince));
+    const refusedOnly = views.every((v) => v.stateReason === REASON_REFUSED);
+    if (refusedOnly && this.opts.now() - since < REFUSED_GRACE_MS) return undefined;
     return { since, reason: downReason(views) };
   }
 
@@ -427,7 +437,7 @@ export class ConnectionManager {
         return;
       case 'transient-failure':
         this.clearConnectTimer(entry);
-        this.transition(entry, 'down', 'connection failed (refused or unreachable)');
+        this.transition(entry, 'down', REASON_REFUSED);
         return;
       default:
         return;
@@ -448,15 +458,26 @@ export class ConnectionManager {
       const stuck = entry.connectivity === 'connecting' || entry.connectivity === 'idle';
       if (entry.client !== client || !stuck || this.closed) return;
       entry.connectTimeouts++;
-      this.transition(
-        entry,
-        'down',
-        `no connection within ${timeoutMs} ms (peer silent: partition or frozen?)`,
-      );
+      // Silence is evidence only next to a link just seen to die (this endpoint's, or a twin's): a first
+      // connection slowed by a busy start-up (a TLS handshake on a loaded machine) is just dialled again.
+      if (this.lostLinkNear(entry)) {
+        this.transition(
+          entry,
+          'down',
+          `no connection within ${timeoutMs} ms (peer silent: partition or frozen?)`,
+        );
+      }
       this.retireChannel(entry, 'connect timed out');
       if (entry.warm && !entry.retiring) this.ensureClient(entry);
     }, timeoutMs);
     entry.connectTimer.unref();
+  }
+
+  /** True when the endpoint or a twin of its group lost its connection or is down: the link is suspect. */
+  private lostLinkNear(entry: Entry): boolean {
+    if (entry.state === 'reconnecting' || entry.state === 'down') return true;
+    const group = entry.group === undefined ? undefined : this.groups.get(entry.group);
+    return !!group && this.groupEntries(group).some((e) => e.state === 'reconnecting' || e.state === 'down');
   }
 
   private clearConnectTimer(entry: Entry): void {
