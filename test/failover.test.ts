@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { ConnectionManager } from '@wanas/connection-manager';
+import { ConnectionManager, REFUSED_GRACE_MS } from '@wanas/connection-manager';
 import { ConnectionIterator, HedgeBudget, unaryCall } from '@wanas/iterator';
 import { FederationServiceClient, LocalRequest, LocalResponse, type TargetList } from '@wanas/proto';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -370,5 +370,25 @@ describe('connection manager + iterator', () => {
     b.proc.kill('SIGCONT');
     await until(() => cm.targetDown(t) === undefined, 5000);
     expect((await ask(cm, t)).ok).toBe(true);
+  });
+
+  it('still tries a pod whose only broker refuses connections for REFUSED_GRACE_MS (a restart), then reports it down at once', async () => {
+    const only = await childPeer('restarting');
+    children.push(only.proc);
+    const t = target([only]);
+    cm.setPeers([groupOf(t)]);
+    await cm.waitForWarm(3000);
+    only.proc.kill('SIGKILL');
+    await until(() => cm.snapshot()[0]!.state === 'down', 5000);
+    const downAt = performance.now();
+    // Within the grace the target is not reported down: a request is sent (refused at once).
+    expect(cm.targetDown(t)).toBeUndefined();
+    const early = await ask(cm, t, 200, 300);
+    expect(early.attempts.length).toBeGreaterThan(0);
+    await until(() => cm.targetDown(t) !== undefined, 5000);
+    expect(performance.now() - downAt).toBeGreaterThanOrEqual(REFUSED_GRACE_MS - 100);
+    expect(cm.targetDown(t)!.reason).toContain('restarting: connection failed (refused or unreachable)');
+    const late = await ask(cm, t, 200, 300);
+    expect(late).toMatchObject({ ok: false, code: grpc.status.UNAVAILABLE, attempts: [] });
   });
 });

@@ -31,7 +31,7 @@ import {
   peerChannelOptions,
   type ConnectionManagerOptions,
 } from './options';
-import { downReason, evaluateTarget, targetName } from './target-health';
+import { downReason, evaluateTarget, targetName, type EndpointView } from './target-health';
 import type {
   BreakerState,
   Connectivity,
@@ -264,11 +264,11 @@ export class ConnectionManager {
    */
   targetDown(target: TargetList): { since: number; reason: string } | undefined {
     if (target.endpoints.length === 0) return undefined;
-    const views = [];
+    const views: EndpointView[] = [];
     for (const ep of target.endpoints) {
       const e = this.entries.get(ep.address);
       if (!e || e.state !== 'down') return undefined;
-      views.push({ brokerId: e.endpoint.brokerId, ...e });
+      views.push(viewOf(e));
     }
     const group = this.groups.get(groupKey(target.site, target.pod));
     const since =
@@ -372,7 +372,11 @@ export class ConnectionManager {
   private transition(entry: Entry, next: EndpointState, reason: string): void {
     const prev = entry.state;
     if (prev === next) {
-      if (next === 'down') entry.stateReason = reason;
+      // Still down, for a new reason (e.g. refused, then silent): the target's reason follows.
+      if (next === 'down' && reason !== entry.stateReason) {
+        entry.stateReason = reason;
+        if (entry.group !== undefined) this.refreshTarget(entry.group);
+      }
       return;
     }
     entry.state = next;
@@ -395,7 +399,7 @@ export class ConnectionManager {
   private refreshTarget(key: string): void {
     const group = this.groups.get(key);
     if (!group) return;
-    const views = this.groupEntries(group).map((e) => ({ brokerId: e.endpoint.brokerId, ...e }));
+    const views = this.groupEntries(group).map(viewOf);
     const prev = group.health;
     group.health = evaluateTarget(prev, views, this.opts.now());
     if (group.health.state === prev.state) return;
@@ -692,8 +696,8 @@ export class ConnectionManager {
       entry.suspectCheck = false;
       if (serving || entry.client !== client || this.closed) return;
       const why = `lost to a hedge, then no health answer within ${this.opts.probeTimeoutMs} ms`;
-      this.onFailure(entry, new Error(why));
       this.transition(entry, 'down', why);
+      this.onFailure(entry, new Error(why));
     });
   }
 
@@ -780,6 +784,16 @@ export class ConnectionManager {
       pod: entry.endpoint.pod,
     };
   }
+}
+
+/** What target health reads of an endpoint. */
+function viewOf(e: Entry): EndpointView {
+  return {
+    brokerId: e.endpoint.brokerId,
+    state: e.state,
+    stateSince: e.stateSince,
+    stateReason: e.stateReason,
+  };
 }
 
 /** An error message short enough for a state reason. */

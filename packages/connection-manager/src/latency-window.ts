@@ -10,6 +10,8 @@ export class LatencyWindow {
   private readonly samples: number[] = [];
   private next = 0;
   private ewma: number | undefined;
+  /** The samples sorted, kept until the next one arrives (a request asks for p95 and the floor). */
+  private sorted: number[] | undefined;
 
   /** Adds one sample in ms. */
   add(ms: number): void {
@@ -17,6 +19,7 @@ export class LatencyWindow {
     else this.samples[this.next] = ms;
     this.next = (this.next + 1) % LATENCY_WINDOW_SIZE;
     this.ewma = this.ewma === undefined ? ms : this.ewma + EWMA_ALPHA * (ms - this.ewma);
+    this.sorted = undefined;
   }
 
   /** True once there are enough samples for quantiles (and for judging what is usual). */
@@ -32,7 +35,7 @@ export class LatencyWindow {
   /** The q-quantile (0..1) of the window, ms; undefined until a few samples exist. */
   quantileMs(q: number): number | undefined {
     if (!this.settled) return undefined;
-    const sorted = [...this.samples].sort((a, b) => a - b);
+    const sorted = (this.sorted ??= [...this.samples].sort((a, b) => a - b));
     return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
   }
 }

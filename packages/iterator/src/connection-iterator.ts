@@ -191,11 +191,13 @@ export class ConnectionIterator<C, R> {
   /** Runs the request to its outcome. Never rejects; never outlives the overall deadline. */
   run(): Promise<IteratorOutcome<R>> {
     const { target, source, deadline, signal } = this.opts;
-    const order = source.order(target);
+    // A target known down sends nothing: it takes no rotation turn and earns no hedge token.
+    const down = source.targetDown?.(target);
+    const order = down ? [] : source.order(target);
     const attempts: AttemptRecord[] = [];
     const inFlight = new Set<InFlight>();
     const hedging = this.opts.idempotent && this.opts.hedge !== undefined;
-    this.opts.hedge?.budget.deposit();
+    if (!down) this.opts.hedge?.budget.deposit();
     let next = 0;
     let done = false;
     /** Every failure so far was a connection that could not be made (nothing reached a peer). */
@@ -265,6 +267,28 @@ export class ConnectionIterator<C, R> {
           ),
         );
         launch(false);
+      };
+      /**
+       * An attempt outlived its hedge delay: hedge it (unless every attempt in flight was acknowledged, see
+       * onlyUnacknowledged), or, with no token left, plan a switch from a silent one.
+       */
+      const onHedgeDelay = () => {
+        hedgeTimer = undefined;
+        const hedge = this.opts.hedge!;
+        if (done || inFlight.size === 0) return;
+        if (hedge.onlyUnacknowledged && [...inFlight].every((x) => x.acknowledged())) return;
+        if (hedge.budget.tryWithdraw()) {
+          hedges++;
+          launch(true);
+          return;
+        }
+        if (!hedge.onlyUnacknowledged || switched || hedge.budget.saturated()) return;
+        const silent = [...inFlight].find((x) => !x.acknowledged());
+        const floor = silent && source.latencyFloorMs?.(silent.endpoint);
+        if (!silent || floor === undefined) return;
+        const afterMs = Math.round(2 * floor + SILENT_SLACK_MS);
+        const wait = Math.max(0, silent.started + afterMs - this.now());
+        switchTimer = setTimeout(() => switchFromSilent(silent, afterMs), wait);
       };
       const launch = (hedged: boolean): boolean => {
         if (done || next >= order.length) return false;
@@ -360,43 +384,23 @@ export class ConnectionIterator<C, R> {
                 this.opts.attemptTimeoutMs / 2,
               ),
             );
-          hedgeTimer = setTimeout(() => {
-            hedgeTimer = undefined;
-            if (done || inFlight.size === 0) return;
-            // Every attempt in flight acknowledged: the peer is alive and working (see onlyUnacknowledged).
-            if (this.opts.hedge!.onlyUnacknowledged && [...inFlight].every((x) => x.acknowledged())) return;
-            if (this.opts.hedge!.budget.tryWithdraw()) {
-              hedges++;
-              launch(true);
-            } else if (
-              this.opts.hedge!.onlyUnacknowledged &&
-              !switched &&
-              !this.opts.hedge!.budget.saturated()
-            ) {
-              const silent = [...inFlight].find((x) => !x.acknowledged());
-              const floor = silent && source.latencyFloorMs?.(silent.endpoint);
-              if (!silent || floor === undefined) return;
-              const afterMs = Math.round(2 * floor + SILENT_SLACK_MS);
-              const wait = Math.max(0, silent.started + afterMs - this.now());
-              switchTimer = setTimeout(() => switchFromSilent(silent, afterMs), wait);
-            }
-          }, delay);
+          hedgeTimer = setTimeout(onHedgeDelay, delay);
         }
         return true;
       };
 
       const aborted = () =>
         signal?.reason instanceof DeadlineReached
-          ? fail(status.DEADLINE_EXCEEDED, `deadline exceeded for ${targetName(target)}: ${summary()}`)
+          ? fail(
+              status.DEADLINE_EXCEEDED,
+              `deadline exceeded for ${targetName(target)}${attempts.length ? `: ${summary()}` : ''} (cut off by the overall deadline)`,
+            )
           : fail(status.CANCELLED, 'cancelled by the caller');
       if (signal?.aborted) return aborted();
       if (signal) {
         onAbort = aborted;
         signal.addEventListener('abort', onAbort, { once: true });
       }
-      if (order.length === 0)
-        return fail(status.UNAVAILABLE, `no endpoint in the target list of ${targetName(target)}`);
-      const down = source.targetDown?.(target);
       if (down) {
         const ago = Math.max(0, this.now() - down.since);
         return fail(
@@ -404,6 +408,8 @@ export class ConnectionIterator<C, R> {
           `${targetName(target)} is down since ${new Date(down.since).toISOString()} (${ago} ms): ${down.reason}; not tried, probed in the background`,
         );
       }
+      if (order.length === 0)
+        return fail(status.UNAVAILABLE, `no endpoint in the target list of ${targetName(target)}`);
       if (!launch(false)) {
         return fail(status.DEADLINE_EXCEEDED, `no time left to reach ${targetName(target)}`);
       }
