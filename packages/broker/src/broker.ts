@@ -21,6 +21,7 @@ import {
   dataDirOf,
   dnsSelf,
   findBroker,
+  podOf,
   loadTopology,
   withDiscovered,
   type BrokerInfo,
@@ -139,6 +140,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     info.site,
     info.pod,
     topology.settings.idempotencyWindowMs,
+    podOf(topology, info.site, info.pod)?.pools,
   );
   const metrics = new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm);
   // No hedges while this broker is saturated: its answers are late from its own queueing, and a hedge

@@ -2,6 +2,7 @@ import { Metadata, status } from '@grpc/grpc-js';
 import type { ConnectionManager } from '@wanas/connection-manager';
 import {
   ConnectionIterator,
+  streamCall,
   unaryCall,
   type CancellableCall,
   type HedgeBudget,
@@ -15,12 +16,14 @@ import {
   type AggregateResponse,
   type Attempt,
   type Duration,
+  type Endpoint,
   type FederationServiceClient,
   type LocalRequest,
   type LocalResponse,
   type PodResult,
   type SiteRequest,
   type SiteResponse,
+  type SiteStreamEvent,
   type TargetList,
 } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
@@ -41,6 +44,10 @@ import {
 } from './request-limits';
 import type { PodStore } from './store/pod-store';
 import { attemptToProto, collect, failed, key, summarize, type Branch, type PodRef } from './fan-out';
+import { completionRule } from './modes/completion';
+import { firstFit, searchSteps, type SearchStep } from './modes/first-fit';
+import { parseMode } from './modes/request-mode';
+import { requiredSitesFailure } from './modes/required-sites';
 import { isBrokerOfSite, type BrokerInfo, type Topology } from './topology';
 
 export { summarize };
@@ -120,49 +127,38 @@ export class Dispatcher {
       );
     }
     const deadline = workDeadline(end, started);
-
-    const bySite = new Map<string, PodRef[]>();
-    for (const p of pods) bySite.set(p.site, [...(bySite.get(p.site) ?? []), p]);
-    const branches: Branch[] = [];
+    const mode = parseMode(
+      req,
+      this.deps.topology().sites.map((s) => s.name),
+      pods,
+    );
     const common = {
       correlationId,
       op,
       headers: req.headers,
       idempotencyKey: req.idempotencyKey,
       // By default only reads hedge; a keyed write hedges when the request asks (the pod store dedups it).
-      hedge: hedgingOf(req, settings.hedge && op.idempotent),
+      // A first-fit write never does: one search, one pod at a time.
+      hedge: hedgingOf(req, settings.hedge && op.idempotent) && (mode.kind === 'all' || op.idempotent),
+      deadline,
     };
-    for (const [site, sitePods] of bySite) {
-      if (site === self.site) {
-        for (const p of sitePods) {
-          branches.push(
-            p.pod === self.pod
-              ? this.ownPodBranch({ ...common, params: op.shape?.(params, p) ?? params, deadline })
-              : this.localBranch({
-                  ...common,
-                  params: op.shape?.(params, p) ?? params,
-                  pod: p,
-                  deadline,
-                  attemptTimeoutMs,
-                  hops: 1,
-                }),
-          );
-        }
-      } else {
-        branches.push(
-          this.siteBranch({
-            ...common,
-            params: op.shape?.(params, { site }) ?? params,
-            site,
-            pods: sitePods,
-            deadline,
-            attemptTimeoutMs,
-          }),
-        );
-      }
+    let results: PodResult[];
+    if (mode.kind === 'first') {
+      const steps = searchSteps(self, pods, mode.preferSites, (site) => this.siteDistanceMs(site));
+      results = await firstFit(steps, {
+        op,
+        run: this.stepRunner({ ...common, params }, attemptTimeoutMs, 1, started, ctx.signal),
+        deadline,
+        signal: ctx.signal,
+        onPod,
+      });
+    } else {
+      // Remote pods stream back one by one when the answer may come before all of them, or is streamed.
+      const stream = mode.minOk > 0 || mode.requiredSites.size > 0 || onPod !== undefined;
+      const branches = this.branchesOf(pods, { ...common, params }, attemptTimeoutMs, stream);
+      const rule = completionRule(mode.minOk, mode.requiredSites);
+      results = await collect(this.log, branches, { deadline, started, signal: ctx.signal, onPod, rule });
     }
-
-    const results = await collect(this.log, branches, deadline, started, ctx.signal, onPod);
     const response: AggregateResponse = {
       correlationId,
       pods: results,
@@ -175,14 +171,96 @@ export class Dispatcher {
       'aggregate',
       results.map((r) => r.code),
     );
+    if (mode.kind === 'all') {
+      const failure = requiredSitesFailure(response, mode.requiredSites);
+      if (failure) throw failure;
+    }
     return response;
+  }
+
+  /** An Aggregate's MODE_ALL branches: the own pod, a LocalRequest per other pod of this site, a SiteRequest per remote site. */
+  private branchesOf(pods: PodRef[], a: FanOutArgs, attemptTimeoutMs: number, stream: boolean): Branch[] {
+    const { self } = this.deps;
+    const bySite = new Map<string, PodRef[]>();
+    for (const p of pods) bySite.set(p.site, [...(bySite.get(p.site) ?? []), p]);
+    const branches: Branch[] = [];
+    for (const [site, sitePods] of bySite) {
+      if (site !== self.site) {
+        const params = a.op.shape?.(a.params, { site }) ?? a.params;
+        branches.push(
+          this.siteBranch({ ...a, params, site, pods: sitePods, attemptTimeoutMs, first: false, stream }),
+        );
+        continue;
+      }
+      branches.push(...this.podBranches(sitePods, a, attemptTimeoutMs, 1));
+    }
+    return branches;
+  }
+
+  /** One branch per pod of this broker's site: the own pod in-process, the others by LocalRequest. */
+  private podBranches(pods: PodRef[], a: FanOutArgs, attemptTimeoutMs: number, hops: number): Branch[] {
+    return pods.map((p) => {
+      const params = a.op.shape?.(a.params, p) ?? a.params;
+      return p.pod === this.deps.self.pod
+        ? this.ownPodBranch({ ...a, params })
+        : this.localBranch({ ...a, params, pod: p, attemptTimeoutMs, hops });
+    });
+  }
+
+  /**
+   * Runs one step of a first-fit search as a branch of its own (see {@link searchSteps}): the own pod, a
+   * LocalRequest, or a first-fit SiteRequest; results carry the time since the request started.
+   */
+  private stepRunner(
+    a: FanOutArgs,
+    attemptTimeoutMs: number,
+    hops: number,
+    started: number,
+    signal: AbortSignal,
+  ): (step: SearchStep) => Promise<PodResult[]> {
+    return async (step) => {
+      const target = step.via === 'site' ? { site: step.site } : step.pods[0]!;
+      const params = a.op.shape?.(a.params, target) ?? a.params;
+      const branch =
+        step.via === 'own'
+          ? this.ownPodBranch({ ...a, params })
+          : step.via === 'local'
+            ? this.localBranch({ ...a, params, pod: step.pods[0]!, attemptTimeoutMs, hops })
+            : this.siteBranch({
+                ...a,
+                params,
+                site: step.site,
+                pods: step.pods,
+                attemptTimeoutMs,
+                first: true,
+                stream: false,
+              });
+      const results = await branch.run(signal, () => undefined);
+      const latency = msToDuration(Date.now() - started);
+      return results.map((r) => ({ ...r, latency }));
+    };
+  }
+
+  /** The measured distance to a site: the fastest usual answer of any of its brokers (undefined before any). */
+  private siteDistanceMs(site: string): number | undefined {
+    const brokers =
+      this.deps
+        .topology()
+        .sites.find((s) => s.name === site)
+        ?.pods.flatMap((p) => p.brokers) ?? [];
+    let best: number | undefined;
+    for (const b of brokers) {
+      const ms = this.deps.cm.latencyFloorMs({ brokerId: b.id, address: b.wanAddress });
+      if (ms !== undefined && (best === undefined || ms < best)) best = ms;
+    }
+    return best;
   }
 
   /**
    * Serves a SiteRequest: the own pod plus LocalRequests to the other pods of this site asked, answering a
    * margin before the deadline given (see {@link workDeadline}); the source's cancel stops them all.
    */
-  async site(req: SiteRequest, ctx: CallContext): Promise<SiteResponse> {
+  async site(req: SiteRequest, ctx: CallContext, onPod?: (pod: PodResult) => void): Promise<SiteResponse> {
     const started = Date.now();
     const { self } = this.deps;
     const settings = this.deps.topology().settings;
@@ -209,33 +287,46 @@ export class Dispatcher {
     const deadline = workDeadline(given, started);
 
     const sitePods = this.deps.topology().sites.find((s) => s.name === self.site)?.pods ?? [];
-    const asked = req.pods.length ? req.pods : sitePods.map((p) => p.name);
     const known = new Set(sitePods.map((p) => p.name));
-    asked.forEach((p, i) => {
+    req.pods.forEach((p, i) => {
       if (!known.has(p)) throw invalidArgument(`pods[${i}]`, `site "${self.site}" has no pod "${p}"`);
+      if (req.pods.indexOf(p) !== i) throw invalidArgument(`pods[${i}]`, `pod "${p}" is listed twice`);
     });
+    // First-fit with no order given: this broker's own pod first (no LAN hop), then the others.
+    const asked = req.pods.length
+      ? req.pods
+      : sitePods.map((p) => p.name).sort((x, y) => Number(y === self.pod) - Number(x === self.pod));
     const common = {
       correlationId: req.correlationId,
       op,
+      params,
       headers: req.headers,
       idempotencyKey: req.idempotencyKey,
       hedge: req.hedge,
+      deadline,
     };
-    const branches = asked.map((pod) => {
-      const p = { site: self.site, pod };
-      const shaped = op.shape?.(params, p) ?? params;
-      return pod === self.pod
-        ? this.ownPodBranch({ ...common, params: shaped, deadline })
-        : this.localBranch({
-            ...common,
-            params: shaped,
-            pod: p,
+    const podRefs = asked.map((pod) => ({ site: self.site, pod }));
+    const pods = req.first
+      ? await firstFit(
+          podRefs.map((p): SearchStep => ({
+            via: p.pod === self.pod ? 'own' : 'local',
+            site: p.site,
+            pods: [p],
+          })),
+          {
+            op,
+            run: this.stepRunner(common, attemptTimeoutMs, req.hops + 1, started, ctx.signal),
             deadline,
-            attemptTimeoutMs,
-            hops: req.hops + 1,
-          });
-    });
-    const pods = await collect(this.log, branches, deadline, started, ctx.signal);
+            signal: ctx.signal,
+            onPod,
+          },
+        )
+      : await collect(this.log, this.podBranches(podRefs, common, attemptTimeoutMs, req.hops + 1), {
+          deadline,
+          started,
+          signal: ctx.signal,
+          onPod,
+        });
     this.deps.metrics.pods(
       'site',
       pods.map((r) => r.code),
@@ -269,8 +360,8 @@ export class Dispatcher {
       signal: ctx.signal,
     });
     this.deps.metrics.pods('local', [pod.code]);
-    // An operation's error travels as the call's status, so the sender's iterator sees it as the answer.
-    if (pod.code !== status.OK) throw new BrokerError(pod.code, pod.message);
+    // The operation's own error (a full pool, a missing pool) travels in the answer, not as the call's
+    // status: it is the pod's answer, which asking the pod's twin would only repeat.
     return { correlationId: req.correlationId, pod };
   }
 
@@ -465,7 +556,7 @@ export class Dispatcher {
     call: (
       client: FederationServiceClient,
       remaining: Duration,
-      options: { deadline: Date; waitForReady: boolean },
+      options: { deadline: Date; waitForReady: boolean; endpoint: Endpoint },
     ) => CancellableCall<Res>,
   ): Promise<{ outcome: IteratorOutcome<Res>; attempts: Attempt[] }> {
     const t0 = Date.now();
@@ -487,6 +578,7 @@ export class Dispatcher {
         return call(client, msToDuration(Math.max(1, left - trip)), {
           deadline,
           waitForReady: mode.waitForReady,
+          endpoint: ep,
         });
       },
     }).run();
@@ -558,12 +650,29 @@ export class Dispatcher {
     };
   }
 
-  private siteBranch(a: FanOutArgs & { site: string; pods: PodRef[]; attemptTimeoutMs: number }): Branch {
+  /**
+   * A SiteRequest to a remote site's representative. `stream`: its pods come back one by one as each
+   * finishes (StreamSiteRequest) and are reported early. `first`: a first-fit search of the site, in an
+   * order fixed by the first attempt (its representative's own pod first) and kept by every resend, so a
+   * resend walks the same pods, which replay their remembered outcomes; the result lists the pods tried.
+   */
+  private siteBranch(
+    a: FanOutArgs & {
+      site: string;
+      pods: PodRef[];
+      attemptTimeoutMs: number;
+      first: boolean;
+      stream: boolean;
+    },
+  ): Branch {
     const { self } = this.deps;
+    const asked = new Set(a.pods.map(key));
+    /** A pod result from the site, if it is one of the pods asked. */
+    const valid = (r: PodResult) => r.site === a.site && asked.has(key(r));
     return {
       pods: a.pods,
       cost: 2,
-      run: async (signal) => {
+      run: async (signal, report) => {
         const sitePods = this.deps.topology().sites.find((s) => s.name === a.site)?.pods ?? [];
         const target: TargetList = {
           site: a.site,
@@ -572,15 +681,18 @@ export class Dispatcher {
             .flatMap((p) => p.brokers)
             .map((b) => ({ brokerId: b.id, address: b.wanAddress })),
         };
-        const allPods = sitePods.length === a.pods.length;
-        const attemptTimeoutMs = a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR;
+        const allPods = !a.first && sitePods.length === a.pods.length;
+        let order: string[] | undefined;
         const { outcome, attempts } = await this.send(
           'site',
           a,
           target,
-          attemptTimeoutMs,
+          a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
           signal,
           (client, remaining, options) => {
+            order ??= a.first
+              ? ownPodFirst(a.pods, this.deps.topology().brokers.get(options.endpoint.brokerId)?.pod)
+              : a.pods.map((p) => p.pod);
             const req: SiteRequest = {
               correlationId: a.correlationId,
               operation: a.op.name,
@@ -589,31 +701,41 @@ export class Dispatcher {
               target,
               deadline: remaining,
               attemptTimeout: msToDuration(a.attemptTimeoutMs),
-              pods: allPods ? [] : a.pods.map((p) => p.pod),
+              pods: allPods ? [] : order,
               idempotencyKey: a.idempotencyKey,
               hops: 1,
               sourceSite: self.site,
               sourceBroker: self.id,
               hedge: a.hedge,
+              first: a.first,
             };
-            return unaryCall<SiteResponse>((cb) =>
-              client.siteRequest(
-                req,
-                new Metadata({ waitForReady: options.waitForReady }),
-                { deadline: options.deadline },
-                cb,
-              ),
+            const md = new Metadata({ waitForReady: options.waitForReady });
+            if (!a.stream) {
+              const call = unaryCall<SiteResponse>((cb) =>
+                client.siteRequest(req, md, { deadline: options.deadline }, cb),
+              );
+              return { ...call, promise: call.promise.then((res) => res.pods) };
+            }
+            const call = streamCall<SiteStreamEvent>(
+              client.streamSiteRequest(req, md, { deadline: options.deadline }),
+              (event) => {
+                if (event.pod && valid(event.pod)) report([event.pod]);
+              },
             );
+            return { ...call, promise: call.promise.then((events) => events.map((e) => e.pod)) };
           },
         );
         if (!outcome.ok)
           return a.pods.map((p) => failed(p, outcome.code, `site ${a.site}: ${outcome.message}`, attempts));
-        const got = new Map(outcome.value.pods.map((p) => [key(p), p]));
+        const got = outcome.value.filter((r): r is PodResult => !!r && valid(r));
+        const withAttempts = (r: PodResult) => ({ ...r, attempts: [...attempts, ...r.attempts] });
+        if (a.first) return got.map(withAttempts);
+        const byPod = new Map(got.map((r) => [key(r), r]));
         return a.pods.map((p) => {
-          const r = got.get(key(p));
-          if (!r || r.site !== a.site)
-            return failed(p, status.INTERNAL, `site ${a.site} answered without this pod`, attempts);
-          return { ...r, attempts: [...attempts, ...r.attempts] };
+          const r = byPod.get(key(p));
+          return r
+            ? withAttempts(r)
+            : failed(p, status.INTERNAL, `site ${a.site} answered without this pod`, attempts);
         });
       },
     };
@@ -627,6 +749,12 @@ export class Dispatcher {
         ?.pods.find((x) => x.name === p.pod)?.brokers ?? []
     );
   }
+}
+
+/** The pods' names with `pod` (a representative's own) first, then the others in their order. */
+function ownPodFirst(pods: PodRef[], pod: string | undefined): string[] {
+  const names = pods.map((p) => p.pod);
+  return pod && names.includes(pod) ? [pod, ...names.filter((n) => n !== pod)] : names;
 }
 
 function safeReduce(

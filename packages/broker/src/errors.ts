@@ -6,6 +6,9 @@ import { codeName } from '@wanas/proto';
  * internal `cause` that is logged but never sent.
  */
 export class BrokerError extends Error {
+  /** A serialized google.rpc.Status sent as the `grpc-status-details-bin` trailer (rich error details). */
+  statusDetails: Uint8Array | undefined;
+
   constructor(
     readonly code: status,
     readonly details: string,

@@ -11,6 +11,7 @@ import {
   type LocalResponse,
   type SiteRequest,
   type SiteResponse,
+  type SiteStreamEvent,
   type StreamAggregateRequest,
   type StreamAggregateResponse,
 } from '@wanas/proto';
@@ -139,10 +140,9 @@ export function createHandlers(
     const err = toBrokerError(e);
     if (err.cause)
       log.error('request failed', { correlationId: req.correlationId, error: String(err.cause) });
-    return {
-      err,
-      status: { code: err.code, details: err.details, metadata: correlationMetadata(req.correlationId) },
-    };
+    const metadata = correlationMetadata(req.correlationId);
+    if (err.statusDetails) metadata.set('grpc-status-details-bin', Buffer.from(err.statusDetails));
+    return { err, status: { code: err.code, details: err.details, metadata } };
   };
   const inFlight = { client: 0, broker: 0 };
   const slow = chaosSlow(log);
@@ -153,7 +153,9 @@ export function createHandlers(
    * Acknowledges a SiteRequest (response headers now, the answer later): the source then knows this
    * representative is alive and working, and does not hedge it while it waits on its pods.
    */
-  const acknowledge = async (call: grpc.ServerUnaryCall<unknown, unknown>) => {
+  const acknowledge = async (
+    call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>,
+  ) => {
     await chaosDelay();
     if (!call.cancelled) call.sendMetadata(new grpc.Metadata());
   };
@@ -267,6 +269,32 @@ export function createHandlers(
         },
       );
     },
+    streamSiteRequest(call: grpc.ServerWritableStream<SiteRequest, SiteStreamEvent>) {
+      const t0 = Date.now();
+      const req = call.request;
+      const ctx = callContext(call, req.correlationId, req.sourceBroker || call.getPeer());
+      admitted(call, 'broker', async () => {
+        await acknowledge(call);
+        return dispatcher.site(req, ctx, (pod) => {
+          if (!call.cancelled) call.write({ pod });
+        });
+      }).then(
+        (res) => {
+          done('site', 'StreamSiteRequest', FED, 'server_stream', req, ctx, t0, 0, {
+            pods: res.pods.length,
+            hops: req.hops,
+          });
+          if (!call.cancelled) call.end();
+        },
+        (e: unknown) => {
+          const { err, status } = fail(e, req);
+          done('site', 'StreamSiteRequest', FED, 'server_stream', req, ctx, t0, err.code, {
+            error: err.details,
+          });
+          call.emit('error', status);
+        },
+      );
+    },
     localRequest(
       call: grpc.ServerUnaryCall<LocalRequest, LocalResponse>,
       cb: grpc.sendUnaryData<LocalResponse>,
@@ -279,8 +307,10 @@ export function createHandlers(
         return dispatcher.local(req, ctx);
       }).then(
         (res) => {
+          const podCode = res.pod?.code ?? 0;
           done('local', 'LocalRequest', FED, 'unary', req, ctx, t0, 0, {
             hops: req.hops,
+            ...(podCode ? { podCode: codeName(podCode), error: clip(res.pod?.message ?? '') } : {}),
           });
           cb(null, res);
         },

@@ -56,6 +56,16 @@ const podSchema = z
     healthAddress: hostPort.optional(),
     /** DNS pods: each replica's /metrics and /status listener. */
     metricsAddress: hostPort.optional(),
+    /**
+     * Desktops per pool seeded the first time the pod's database is created (default: standard 12, gpu
+     * 12). A pool of 0 exists but is always full (placement moves on with RESOURCE_EXHAUSTED).
+     */
+    pools: z
+      .record(
+        z.string().regex(/^[a-z0-9-]{1,63}$/, 'a pool name such as "standard"'),
+        z.number().int('must be a whole number').min(0).max(10_000),
+      )
+      .optional(),
   })
   .superRefine((pod, ctx) => {
     if (typeof pod.brokers === 'string') return;
@@ -280,6 +290,8 @@ export interface PodInfo {
   name: string;
   brokers: BrokerInfo[];
   dns: DnsPod | undefined;
+  /** Desktops per pool to seed a new pod database with; undefined: the default pools. */
+  pools: Record<string, number> | undefined;
 }
 
 /** A validated topology with lookups. */
@@ -330,6 +342,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
         return {
           name: p.name,
           brokers: [],
+          pools: p.pools,
           dns: {
             host: host!,
             port: Number(port),
@@ -342,6 +355,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
       return {
         name: p.name,
         dns: undefined,
+        pools: p.pools,
         brokers: p.brokers.map((b) => {
           const info: BrokerInfo = {
             id: b.id,
@@ -394,6 +408,11 @@ export function findBroker(t: Topology, id: string): BrokerInfo {
     );
   }
   return b;
+}
+
+/** A pod of the topology by site and pod name; undefined when there is none. */
+export function podOf(t: Topology, site: string, pod: string): PodInfo | undefined {
+  return t.sites.find((s) => s.name === site)?.pods.find((x) => x.name === pod);
 }
 
 /** The identity a DNS pod's replicas share: `<site>-<pod>` (certificate name, broker-id prefix). */

@@ -1,6 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import {
   Hedging,
+  Mode,
+  RpcStatus,
   AggregateRequest,
   AggregateResponse,
   AggregationServiceClient,
@@ -12,7 +14,7 @@ import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
 import { addConnectionFlags, clientChannel, type ConnectionFlags } from './credentials';
 import { POD_HEADER, formatAggregate, podRow, summaryLines } from './format';
-import { collect, collectParam, parseAddress, parseDurationMs } from './parse';
+import { collect, collectParam, parseAddress, parseDurationMs, parsePositiveInt } from './parse';
 
 /** Extra time the client's gRPC deadline allows past the request's timeout, so the partial answer arrives. */
 const CLIENT_DEADLINE_SLACK_MS = 2000;
@@ -32,6 +34,10 @@ interface AggregateOptions {
   hedge?: boolean;
   stream?: boolean;
   json?: boolean;
+  first?: boolean;
+  preferSite?: string[];
+  minOk?: number;
+  requireSite?: string[];
 }
 
 function buildRequest(o: AggregateOptions): AggregateRequest {
@@ -58,6 +64,10 @@ function buildRequest(o: AggregateOptions): AggregateRequest {
     attemptTimeout: o.attemptTimeout === undefined ? undefined : msToDuration(o.attemptTimeout),
     scope: { sites: o.scopeSite ?? [], pods: o.scopePod ?? [] },
     idempotencyKey: o.idempotencyKey ?? randomUUID(),
+    mode: o.first ? Mode.MODE_FIRST : Mode.MODE_UNSPECIFIED,
+    preferSites: o.preferSite ?? [],
+    minOk: o.minOk ?? 0,
+    requiredSites: o.requireSite ?? [],
     hedging:
       o.hedge === undefined
         ? Hedging.HEDGING_UNSPECIFIED
@@ -67,9 +77,29 @@ function buildRequest(o: AggregateOptions): AggregateRequest {
   });
 }
 
-function fail(err: grpc.ServiceError): never {
+/**
+ * Prints a failed call and exits 1. A failed required site carries the partial answer as a
+ * google.rpc.Status detail: it is printed too (as a table, or JSON with --json).
+ */
+function fail(err: grpc.ServiceError, json: boolean): never {
   process.stderr.write(`error: ${codeName(err.code)}: ${err.details || err.message}\n`);
+  const partial = partialResponse(err);
+  if (partial) {
+    process.stdout.write(
+      json
+        ? `${JSON.stringify(AggregateResponse.toJSON(partial), null, 2)}\n`
+        : `partial answer:\n${formatAggregate(partial)}\n`,
+    );
+  }
   process.exit(1);
+}
+
+/** The AggregateResponse in a failed call's `grpc-status-details-bin` trailer, if any. */
+export function partialResponse(err: grpc.ServiceError): AggregateResponse | undefined {
+  const bin = err.metadata?.get('grpc-status-details-bin')[0];
+  if (!(bin instanceof Buffer)) return undefined;
+  const detail = RpcStatus.decode(bin).details.find((d) => d.typeUrl.endsWith('/wanas.v1.AggregateResponse'));
+  return detail ? AggregateResponse.decode(detail.value) : undefined;
 }
 
 /** `wanas aggregate`: a client of AggregationService; a table of pods or proto3 JSON. */
@@ -93,6 +123,13 @@ export function registerAggregate(program: Command): void {
     .option('-H, --header <name=value>', 'a header passed to every hop (repeatable)', collect)
     .option('--hedge', "hedge slow endpoints (idempotent operations; default: the broker's setting, on)")
     .option('--no-hedge', 'never hedge this request')
+    .option(
+      '--first',
+      'first-fit: ask pods one after another, stop at the first that answers OK (MODE_FIRST)',
+    )
+    .option('--prefer-site <site>', 'with --first: try this site first (repeatable, in order)', collect)
+    .option('--min-ok <n>', 'answer once this many pods are OK; cancel the rest', parsePositiveInt)
+    .option('--require-site <site>', 'fail the call if a pod of this site fails (repeatable)', collect)
     .option('--stream', 'print pods as they arrive (StreamAggregate)')
     .option('--json', 'print the response as proto3 JSON');
   addConnectionFlags(cmd).action(async (o: AggregateOptions & ConnectionFlags) => {
@@ -123,7 +160,7 @@ export function registerAggregate(program: Command): void {
         );
       }
     } catch (e) {
-      fail(e as grpc.ServiceError);
+      fail(e as grpc.ServiceError, !!o.json);
     } finally {
       client.close();
     }

@@ -1,4 +1,4 @@
-import { status, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { status, type ClientReadableStream, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { codeName, isFailoverCode, type Endpoint, type TargetList } from '@wanas/proto';
 import type { HedgeBudget } from './hedge-budget';
 
@@ -161,6 +161,30 @@ export function unaryCall<Res>(
   });
   call?.on('metadata', () => (acked = true));
   return { promise, cancel: () => call?.cancel(), acknowledged: () => acked };
+}
+
+/**
+ * Adapts a grpc-js server-streaming call to a {@link CancellableCall} of all its messages: `onMessage`
+ * sees each as it arrives; the promise resolves with them all when the stream ends OK and rejects with
+ * the call's error otherwise. Response headers count as the acknowledgement.
+ */
+export function streamCall<Msg>(
+  stream: ClientReadableStream<Msg>,
+  onMessage: (msg: Msg) => void,
+): CancellableCall<Msg[]> {
+  let acked = false;
+  const messages: Msg[] = [];
+  stream.on('metadata', () => (acked = true));
+  const promise = new Promise<Msg[]>((resolve, reject) => {
+    stream.on('data', (msg: Msg) => {
+      messages.push(msg);
+      onMessage(msg);
+    });
+    // grpc-js emits 'error' for a non-OK status before the stream's end; the first to settle counts.
+    stream.on('error', reject);
+    stream.on('end', () => resolve(messages));
+  });
+  return { promise, cancel: () => stream.cancel(), acknowledged: () => acked };
 }
 
 interface InFlight {

@@ -11,3 +11,6 @@ export { Struct } from './gen/google/protobuf/struct';
 export * from './duration';
 export * from './codes';
 export * from './descriptor-set';
+/** google.rpc.Status, the rich error model a broker sends in `grpc-status-details-bin`. */
+export { Status as RpcStatus } from './gen/google/rpc/status';
+export { Any } from './gen/google/protobuf/any';

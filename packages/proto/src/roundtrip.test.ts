@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   AggregateRequest,
   Hedging,
+  Mode,
   AggregateResponse,
   AggregationServiceClient,
   AggregationServiceService,
@@ -132,6 +133,10 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       idempotencyKey: 'k-1',
       hedge: true,
       hedging: Hedging.HEDGING_OFF,
+      mode: Mode.MODE_FIRST,
+      preferSites: ['eu-west', 'us-east'],
+      minOk: 2,
+      requiredSites: ['us-east'],
     };
     const res = await unary<AggregateRequest, AggregateResponse>(client.aggregate.bind(client), req);
     expect(seen.at(-1)).toEqual(req);
@@ -173,6 +178,7 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       sourceSite: 'eu-west',
       sourceBroker: 'euw-1a',
       hedge: false,
+      first: true,
     };
     const siteRes = await unary<SiteRequest, SiteResponse>(client.siteRequest.bind(client), site);
     expect(seen.at(-1)).toEqual(site);

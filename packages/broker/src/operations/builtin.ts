@@ -3,7 +3,7 @@ import type { PodResult } from '@wanas/proto';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
 import { sleep } from './abortable';
-import { StoreBusyError } from '../store/pod-store';
+import { Refusal, StoreBusyError } from '../store/pod-store';
 import { OperationRegistry } from './registry';
 import type { JsonObject, Operation } from './types';
 
@@ -81,15 +81,16 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
         'desktops.provision',
         params,
         () => {
+          // Refusals are remembered with the key like results: a resend hears the same "not here".
           if (!ctx.store.hasPool(params.pool)) {
-            throw new BrokerError(
+            throw new Refusal(
               status.NOT_FOUND,
               `params.pool: pod ${ctx.site}/${ctx.pod} has no pool "${params.pool}"`,
             );
           }
           const d = ctx.store.assignFreeDesktop(params.user, params.pool);
           if (!d) {
-            throw new BrokerError(
+            throw new Refusal(
               status.RESOURCE_EXHAUSTED,
               `pool "${params.pool}" of ${ctx.site}/${ctx.pod} has no free desktop`,
             );
@@ -103,6 +104,7 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
         if (e instanceof StoreBusyError) throw new BrokerError(status.UNAVAILABLE, e.message);
         throw e;
       });
+    if ('refused' in out) throw new BrokerError(out.refused.code, out.refused.message);
     if ('conflict' in out) {
       throw new BrokerError(
         status.FAILED_PRECONDITION,
@@ -112,6 +114,7 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
     return { ...out.result, replayed: out.replayed };
   },
   reduce: (results) => ({ provisioned: okResults(results).length }),
+  nextPodOn: [status.RESOURCE_EXHAUSTED, status.NOT_FOUND],
 };
 
 /** `echo {}`: the params back with the answering site, pod and broker (for operators and tests). */

@@ -50,4 +50,10 @@ export interface Operation<P extends JsonObject = JsonObject> {
   execute(params: P, ctx: OperationContext): JsonObject | Promise<JsonObject>;
   reduce?(results: PodResult[]): JsonObject;
   shape?(params: P, target: ShapeTarget): P;
+  /**
+   * For MODE_FIRST: the gRPC codes of this operation's own answers that mean "not in this pod, try the
+   * next one" (e.g. RESOURCE_EXHAUSTED for a full pool). A state-changing operation moves on only on these
+   * (and when a pod was surely never reached); an idempotent one moves on after any failure.
+   */
+  nextPodOn?: readonly number[];
 }

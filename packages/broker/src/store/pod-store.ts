@@ -5,8 +5,12 @@ import * as path from 'node:path';
 
 /** Desktops seeded per pool in every pod. */
 export const SEED_DESKTOPS_PER_POOL = 12;
-/** Pools seeded in every pod (`standard` is in every pod by design). */
+/** Pools seeded in every pod unless its topology says otherwise (`standard` is in every pod by design). */
 export const SEED_POOLS = ['standard', 'gpu'] as const;
+/** The default pools: {@link SEED_DESKTOPS_PER_POOL} desktops in each of {@link SEED_POOLS}. */
+const DEFAULT_POOLS: Record<string, number> = Object.fromEntries(
+  SEED_POOLS.map((p) => [p, SEED_DESKTOPS_PER_POOL]),
+);
 /** Demo users; each gets desktops in some pods, decided by a hash of (site, pod, user). */
 export const DEMO_USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi'] as const;
 /** How long a remembered idempotency key lasts by default: 24 h. */
@@ -25,6 +29,7 @@ const BUSY_RETRY_MS = 25;
 /** The pod database's tables. */
 const SCHEMA = `
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY);
       CREATE TABLE IF NOT EXISTS desktops (
         id TEXT PRIMARY KEY, pool TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN ('free', 'assigned')), user TEXT);
@@ -101,6 +106,8 @@ export class PodStore {
     readonly pod: string,
     /** How long an idempotency key is remembered, ms. */
     readonly idempotencyWindowMs = DEFAULT_IDEMPOTENCY_WINDOW_MS,
+    /** Desktops per pool seeded into a new database. */
+    private readonly pools: Record<string, number> = DEFAULT_POOLS,
   ) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: OPEN_BUSY_TIMEOUT_MS });
@@ -125,8 +132,10 @@ export class PodStore {
           `INSERT INTO sessions (id, desktop_id, user, state, started_at) VALUES (?, ?, ?, ?, ?)`,
         );
         const free: string[] = [];
-        for (const pool of SEED_POOLS) {
-          for (let i = 1; i <= SEED_DESKTOPS_PER_POOL; i++) {
+        const insertPool = this.db.prepare(`INSERT INTO pools (name) VALUES (?)`);
+        for (const [pool, size] of Object.entries(this.pools)) {
+          insertPool.run(pool);
+          for (let i = 1; i <= size; i++) {
             const id = `${this.site}.${this.pod}.${pool}-${String(i).padStart(2, '0')}`;
             insertDesktop.run(id, pool, 'free', null);
             if (pool === 'standard') free.push(id);
@@ -188,9 +197,11 @@ export class PodStore {
 
   /**
    * Runs a state-changing action exactly once per idempotency key across all brokers of the pod: the
-   * first call's result is stored with the key in the same transaction as the change; later calls with
-   * the same key and params get that result back without acting. The same key with other params is
-   * refused (`conflict`).
+   * first call's outcome is stored with the key in the same transaction as the change; later calls with
+   * the same key and params get that outcome back without acting. The outcome is the action's result, or
+   * the {@link Refusal} it threw ("no free desktop here"): a first-fit search resent after a lost answer
+   * then hears the same "not here" from the pods it asked before and cannot act in a second pod. The same
+   * key with other params is refused (`conflict`).
    */
   once(
     key: string,
@@ -198,7 +209,7 @@ export class PodStore {
     params: unknown,
     action: () => Record<string, unknown>,
     windowMs = this.idempotencyWindowMs,
-  ): { result: Record<string, unknown>; replayed: boolean } | { conflict: RememberedResult } {
+  ): OnceOutcome {
     const paramsHash = createHash('sha256')
       .update(`${operation}\0${stableJson(params)}`)
       .digest('hex');
@@ -216,14 +227,25 @@ export class PodStore {
             result: JSON.parse(prev.result),
           };
           if (prev.paramsHash !== paramsHash) return { conflict: remembered };
+          const refused = remembered.result[REFUSAL_FIELD] as Refusal | undefined;
+          if (refused) return { refused: new Refusal(refused.code, refused.message), replayed: true };
           return { result: remembered.result, replayed: true };
         }
-        const result = action();
-        this.db
-          .prepare(
-            `INSERT INTO idempotency (key, operation, params_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`,
-          )
-          .run(key, operation, paramsHash, JSON.stringify(result), now);
+        const remember = (outcome: Record<string, unknown>) =>
+          this.db
+            .prepare(
+              `INSERT INTO idempotency (key, operation, params_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`,
+            )
+            .run(key, operation, paramsHash, JSON.stringify(outcome), now);
+        let result: Record<string, unknown>;
+        try {
+          result = action();
+        } catch (e) {
+          if (!(e instanceof Refusal)) throw e;
+          remember({ [REFUSAL_FIELD]: { code: e.code, message: e.message } });
+          return { refused: e, replayed: false };
+        }
+        remember(result);
         return { result, replayed: false };
       })
       .immediate();
@@ -242,7 +264,7 @@ export class PodStore {
     params: unknown,
     action: () => Record<string, unknown>,
     signal?: AbortSignal,
-  ): Promise<ReturnType<PodStore['once']>> {
+  ): Promise<OnceOutcome> {
     const started = Date.now();
     for (;;) {
       try {
@@ -269,7 +291,9 @@ export class PodStore {
 
   /** True when the pod has a pool of that name. */
   hasPool(pool: string): boolean {
-    return !!this.db.prepare(`SELECT 1 FROM desktops WHERE pool = ? LIMIT 1`).get(pool);
+    return !!this.db
+      .prepare(`SELECT 1 FROM pools WHERE name = ? UNION ALL SELECT 1 FROM desktops WHERE pool = ? LIMIT 1`)
+      .get(pool, pool);
   }
 
   /** Closes the database. */
@@ -277,6 +301,30 @@ export class PodStore {
     this.db.close();
   }
 }
+
+/** Where a remembered {@link Refusal} is kept in the idempotency table's result column. */
+const REFUSAL_FIELD = '$refused';
+
+/**
+ * An action's definitive "no" that changed nothing (a full pool, a missing pool): thrown inside
+ * {@link PodStore.once}, remembered with the key like a result, and replayed to a resend.
+ */
+export class Refusal extends Error {
+  constructor(
+    /** gRPC status code of the answer, e.g. RESOURCE_EXHAUSTED. */
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'Refusal';
+  }
+}
+
+/** What {@link PodStore.once} did: acted (or replayed an action), refused (or replayed a refusal), or found the key used with other params. */
+export type OnceOutcome =
+  | { result: Record<string, unknown>; replayed: boolean }
+  | { refused: Refusal; replayed: boolean }
+  | { conflict: RememberedResult };
 
 /** The pod's database stayed locked by another broker of the pod until the request's deadline. */
 export class StoreBusyError extends Error {

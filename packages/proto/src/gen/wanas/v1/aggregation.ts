@@ -24,6 +24,52 @@ import { Duration } from "../../google/protobuf/duration";
 import { Struct } from "../../google/protobuf/struct";
 import { PodResult, Scope, Summary } from "./common";
 
+/** Mode says which pods an Aggregate asks and when it answers. */
+export enum Mode {
+  /** MODE_UNSPECIFIED - Same as MODE_ALL. */
+  MODE_UNSPECIFIED = 0,
+  /** MODE_ALL - Ask every pod in scope at once; answer with all of them (or min_ok of them). */
+  MODE_ALL = 1,
+  /**
+   * MODE_FIRST - Ask pods one after another in preference order and stop at the first whose operation answers OK.
+   * A state-changing operation acts in at most one pod per request.
+   */
+  MODE_FIRST = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function modeFromJSON(object: any): Mode {
+  switch (object) {
+    case 0:
+    case "MODE_UNSPECIFIED":
+      return Mode.MODE_UNSPECIFIED;
+    case 1:
+    case "MODE_ALL":
+      return Mode.MODE_ALL;
+    case 2:
+    case "MODE_FIRST":
+      return Mode.MODE_FIRST;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return Mode.UNRECOGNIZED;
+  }
+}
+
+export function modeToJSON(object: Mode): string {
+  switch (object) {
+    case Mode.MODE_UNSPECIFIED:
+      return "MODE_UNSPECIFIED";
+    case Mode.MODE_ALL:
+      return "MODE_ALL";
+    case Mode.MODE_FIRST:
+      return "MODE_FIRST";
+    case Mode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * Hedging says whether a request may ask a second endpoint when the first is slower than usual.
  * It applies to idempotent operations only and is bounded by the broker's hedge budget.
@@ -103,6 +149,27 @@ export interface AggregateRequest {
   hedge: boolean;
   /** Whether to hedge slow endpoints; UNSPECIFIED takes the broker's setting (on by default). */
   hedging: Hedging;
+  /**
+   * Which pods to ask and when to answer: every pod (MODE_ALL, the default) or the first that says OK
+   * (MODE_FIRST, for placement). See the README, "Request modes".
+   */
+  mode: Mode;
+  /**
+   * MODE_FIRST only: sites to try first, in this order (e.g. the user's home site). Then the entry broker's
+   * own site, then the other sites in scope, nearest first by measured latency.
+   */
+  preferSites: string[];
+  /**
+   * MODE_ALL only: answer as soon as this many pods are OK and cancel the rest (listed CANCELLED); answer at
+   * once when so many have failed that it can no longer be reached. 0 = wait for every pod.
+   */
+  minOk: number;
+  /**
+   * MODE_ALL only: sites whose every pod must answer OK; if one fails, the call fails (UNAVAILABLE, or the
+   * pods' own code when their failures agree) and carries the partial AggregateResponse as a
+   * google.rpc.Status detail (grpc-status-details-bin). Other sites stay optional.
+   */
+  requiredSites: string[];
 }
 
 export interface AggregateRequest_HeadersEntry {
@@ -163,6 +230,10 @@ function createBaseAggregateRequest(): AggregateRequest {
     idempotencyKey: "",
     hedge: false,
     hedging: 0,
+    mode: 0,
+    preferSites: [],
+    minOk: 0,
+    requiredSites: [],
   };
 }
 
@@ -197,6 +268,18 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     }
     if (message.hedging !== 0) {
       writer.uint32(80).int32(message.hedging);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(88).int32(message.mode);
+    }
+    for (const v of message.preferSites) {
+      writer.uint32(98).string(v!);
+    }
+    if (message.minOk !== 0) {
+      writer.uint32(104).uint32(message.minOk);
+    }
+    for (const v of message.requiredSites) {
+      writer.uint32(114).string(v!);
     }
     return writer;
   },
@@ -297,6 +380,38 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
             message.hedging = reader.int32() as any;
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.preferSites.push(reader.string());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.minOk = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.requiredSites.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -346,6 +461,22 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
         : "",
       hedge: isSet(object.hedge) ? globalThis.Boolean(object.hedge) : false,
       hedging: isSet(object.hedging) ? hedgingFromJSON(object.hedging) : 0,
+      mode: isSet(object.mode) ? modeFromJSON(object.mode) : 0,
+      preferSites: globalThis.Array.isArray(object?.preferSites)
+        ? object.preferSites.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.prefer_sites)
+        ? object.prefer_sites.map((e: any) => globalThis.String(e))
+        : [],
+      minOk: isSet(object.minOk)
+        ? globalThis.Number(object.minOk)
+        : isSet(object.min_ok)
+        ? globalThis.Number(object.min_ok)
+        : 0,
+      requiredSites: globalThis.Array.isArray(object?.requiredSites)
+        ? object.requiredSites.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.required_sites)
+        ? object.required_sites.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -387,6 +518,18 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     if (message.hedging !== 0) {
       obj.hedging = hedgingToJSON(message.hedging);
     }
+    if (message.mode !== 0) {
+      obj.mode = modeToJSON(message.mode);
+    }
+    if (message.preferSites?.length) {
+      obj.preferSites = message.preferSites;
+    }
+    if (message.minOk !== 0) {
+      obj.minOk = Math.round(message.minOk);
+    }
+    if (message.requiredSites?.length) {
+      obj.requiredSites = message.requiredSites;
+    }
     return obj;
   },
 
@@ -417,6 +560,10 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     message.idempotencyKey = object.idempotencyKey ?? "";
     message.hedge = object.hedge ?? false;
     message.hedging = object.hedging ?? 0;
+    message.mode = object.mode ?? 0;
+    message.preferSites = object.preferSites?.map((e) => e) || [];
+    message.minOk = object.minOk ?? 0;
+    message.requiredSites = object.requiredSites?.map((e) => e) || [];
     return message;
   },
 };

@@ -11,7 +11,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -58,11 +60,23 @@ export interface SiteRequest {
   sourceBroker: string;
   /** Hedge the LAN fan-out (idempotent operations only). */
   hedge: boolean;
+  /**
+   * First-fit: ask the pods one after another in the order of `pods` (empty: the representative's own pod,
+   * then the others in topology order) and stop at the first that answers OK; the response lists the pods
+   * tried, in order.
+   */
+  first: boolean;
 }
 
 export interface SiteRequest_HeadersEntry {
   key: string;
   value: string;
+}
+
+/** SiteStreamEvent is one message of a StreamSiteRequest: one pod's final result. */
+export interface SiteStreamEvent {
+  /** The pod's result, as in SiteResponse.pods. */
+  pod: PodResult | undefined;
 }
 
 /** SiteResponse carries one PodResult for every pod of the site that was asked. */
@@ -133,6 +147,7 @@ function createBaseSiteRequest(): SiteRequest {
     sourceSite: "",
     sourceBroker: "",
     hedge: false,
+    first: false,
   };
 }
 
@@ -176,6 +191,9 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     }
     if (message.hedge !== false) {
       writer.uint32(104).bool(message.hedge);
+    }
+    if (message.first !== false) {
+      writer.uint32(112).bool(message.first);
     }
     return writer;
   },
@@ -300,6 +318,14 @@ export const SiteRequest: MessageFns<SiteRequest> = {
             message.hedge = reader.bool();
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.first = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -362,6 +388,7 @@ export const SiteRequest: MessageFns<SiteRequest> = {
         ? globalThis.String(object.source_broker)
         : "",
       hedge: isSet(object.hedge) ? globalThis.Boolean(object.hedge) : false,
+      first: isSet(object.first) ? globalThis.Boolean(object.first) : false,
     };
   },
 
@@ -412,6 +439,9 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     if (message.hedge !== false) {
       obj.hedge = message.hedge;
     }
+    if (message.first !== false) {
+      obj.first = message.first;
+    }
     return obj;
   },
 
@@ -447,6 +477,7 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     message.sourceSite = object.sourceSite ?? "";
     message.sourceBroker = object.sourceBroker ?? "";
     message.hedge = object.hedge ?? false;
+    message.first = object.first ?? false;
     return message;
   },
 };
@@ -532,6 +563,73 @@ export const SiteRequest_HeadersEntry: MessageFns<SiteRequest_HeadersEntry> = {
     const message = createBaseSiteRequest_HeadersEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseSiteStreamEvent(): SiteStreamEvent {
+  return { pod: undefined };
+}
+
+export const SiteStreamEvent: MessageFns<SiteStreamEvent> = {
+  encode(message: SiteStreamEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pod !== undefined) {
+      PodResult.encode(message.pod, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SiteStreamEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSiteStreamEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pod = PodResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SiteStreamEvent {
+    return { pod: isSet(object.pod) ? PodResult.fromJSON(object.pod) : undefined };
+  },
+
+  toJSON(message: SiteStreamEvent): unknown {
+    const obj: any = {};
+    if (message.pod !== undefined) {
+      obj.pod = PodResult.toJSON(message.pod);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SiteStreamEvent>, I>>(base?: I): SiteStreamEvent {
+    return SiteStreamEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SiteStreamEvent>, I>>(object: I): SiteStreamEvent {
+    const message = createBaseSiteStreamEvent();
+    message.pod = (object.pod !== undefined && object.pod !== null) ? PodResult.fromPartial(object.pod) : undefined;
     return message;
   },
 };
@@ -1109,6 +1207,19 @@ export const FederationServiceService = {
     responseSerialize: (value: SiteResponse): Buffer => Buffer.from(SiteResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SiteResponse => SiteResponse.decode(value),
   },
+  /**
+   * StreamSiteRequest is a SiteRequest whose pods are sent one by one as each finishes (then the stream
+   * ends OK): the entry uses it when it may answer before every pod has (min_ok) or streams its answer.
+   */
+  streamSiteRequest: {
+    path: "/wanas.v1.FederationService/StreamSiteRequest" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: SiteRequest): Buffer => Buffer.from(SiteRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SiteRequest => SiteRequest.decode(value),
+    responseSerialize: (value: SiteStreamEvent): Buffer => Buffer.from(SiteStreamEvent.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SiteStreamEvent => SiteStreamEvent.decode(value),
+  },
   /** LocalRequest goes over the LAN to one broker of a pod, which runs the operation for its pod only. */
   localRequest: {
     path: "/wanas.v1.FederationService/LocalRequest" as const,
@@ -1127,6 +1238,11 @@ export interface FederationServiceServer extends UntypedServiceImplementation {
    * operation for its own pod and fans out LocalRequests to its site's other pods.
    */
   siteRequest: handleUnaryCall<SiteRequest, SiteResponse>;
+  /**
+   * StreamSiteRequest is a SiteRequest whose pods are sent one by one as each finishes (then the stream
+   * ends OK): the entry uses it when it may answer before every pod has (min_ok) or streams its answer.
+   */
+  streamSiteRequest: handleServerStreamingCall<SiteRequest, SiteStreamEvent>;
   /** LocalRequest goes over the LAN to one broker of a pod, which runs the operation for its pod only. */
   localRequest: handleUnaryCall<LocalRequest, LocalResponse>;
 }
@@ -1151,6 +1267,16 @@ export interface FederationServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SiteResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * StreamSiteRequest is a SiteRequest whose pods are sent one by one as each finishes (then the stream
+   * ends OK): the entry uses it when it may answer before every pod has (min_ok) or streams its answer.
+   */
+  streamSiteRequest(request: SiteRequest, options?: Partial<CallOptions>): ClientReadableStream<SiteStreamEvent>;
+  streamSiteRequest(
+    request: SiteRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<SiteStreamEvent>;
   /** LocalRequest goes over the LAN to one broker of a pod, which runs the operation for its pod only. */
   localRequest(
     request: LocalRequest,
