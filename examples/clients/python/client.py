@@ -7,6 +7,12 @@ well-known types from libprotobuf-dev) and grpc_python_plugin (protobuf-compiler
 
   /usr/bin/python3 examples/clients/python/client.py --address 127.0.0.1:7111 \
       --op sessions.find --param user=alice [--timeout 2.5] [--scope-site eu-west] [--json]
+  /usr/bin/python3 examples/clients/python/client.py --address 127.0.0.1:7111 \
+      --op desktops.provision --param user=zoe --param pool=gpu --first --prefer-site eu-west
+  ... --op echo --min-ok 5 --require-site us-east
+
+A call that fails because a required site failed carries the partial answer as a google.rpc.Status
+detail (trailer grpc-status-details-bin); it is printed after the error.
 """
 import argparse
 import json
@@ -18,7 +24,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "proto"))
 GEN = os.path.join(HERE, "gen")
-PROTOS = ["wanas/v1/common.proto", "wanas/v1/aggregation.proto"]
+PROTOS = ["wanas/v1/common.proto", "wanas/v1/aggregation.proto", "google/rpc/status.proto"]
 # google/protobuf/*.proto (well-known types) from Debian's libprotobuf-dev.
 WKT_DIR = "/usr/include"
 
@@ -50,6 +56,25 @@ def parse_param(text):
         return key, raw
 
 
+def partial_response(error, aggregation_pb2):
+    """The AggregateResponse carried in a failed call's google.rpc.Status details, or None."""
+    import importlib.util
+
+    # Loaded from its file: a gen/google package would hide the system's google.protobuf.
+    spec = importlib.util.spec_from_file_location("wanas_rpc_status_pb2", os.path.join(GEN, "google", "rpc", "status_pb2.py"))
+    status_pb2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(status_pb2)
+
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            res = aggregation_pb2.AggregateResponse()
+            if detail.Unpack(res):
+                return res
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description="Aggregate across a wanas federation")
     ap.add_argument("--address", required=True, help="a broker, host:port")
@@ -59,6 +84,10 @@ def main():
     ap.add_argument("--scope-pod", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=5.0, help="overall budget, seconds")
     ap.add_argument("--idempotency-key", default="")
+    ap.add_argument("--first", action="store_true", help="MODE_FIRST: stop at the first pod that answers OK")
+    ap.add_argument("--prefer-site", action="append", default=[], help="with --first: try first (in order)")
+    ap.add_argument("--min-ok", type=int, default=0, help="answer once this many pods are OK")
+    ap.add_argument("--require-site", action="append", default=[], help="fail if a pod of this site fails")
     ap.add_argument("--json", action="store_true", help="print the response as proto3 JSON")
     args = ap.parse_args()
 
@@ -68,7 +97,14 @@ def main():
     from google.protobuf import json_format
     from wanas.v1 import aggregation_pb2, aggregation_pb2_grpc, common_pb2
 
-    req = aggregation_pb2.AggregateRequest(operation=args.op, idempotency_key=args.idempotency_key)
+    req = aggregation_pb2.AggregateRequest(
+        operation=args.op,
+        idempotency_key=args.idempotency_key,
+        mode=aggregation_pb2.MODE_FIRST if args.first else aggregation_pb2.MODE_ALL,
+        prefer_sites=args.prefer_site,
+        min_ok=args.min_ok,
+        required_sites=args.require_site,
+    )
     req.params.update(dict(args.param))
     req.timeout.FromMilliseconds(int(args.timeout * 1000))
     req.scope.CopyFrom(common_pb2.Scope(sites=args.scope_site, pods=args.scope_pod))
@@ -79,6 +115,9 @@ def main():
             res = stub.Aggregate(req, timeout=args.timeout + 2)
         except grpc.RpcError as e:
             print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+            partial = partial_response(e, aggregation_pb2)
+            if partial is not None:
+                print(json_format.MessageToJson(partial) if args.json else f"partial answer: {len(partial.pods)} pods")
             return 1
     if args.json:
         print(json_format.MessageToJson(res))

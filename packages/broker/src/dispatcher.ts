@@ -144,7 +144,8 @@ export class Dispatcher {
     };
     let results: PodResult[];
     if (mode.kind === 'first') {
-      const steps = searchSteps(self, pods, mode.preferSites, (site) => this.siteDistanceMs(site));
+      const distance = (site: string) => this.siteDistanceMs(site);
+      const steps = searchSteps(self, pods, mode.preferSites, distance, op.idempotent);
       results = await firstFit(steps, {
         op,
         run: this.stepRunner({ ...common, params }, attemptTimeoutMs, 1, started, ctx.signal),
@@ -292,10 +293,17 @@ export class Dispatcher {
       if (!known.has(p)) throw invalidArgument(`pods[${i}]`, `site "${self.site}" has no pod "${p}"`);
       if (req.pods.indexOf(p) !== i) throw invalidArgument(`pods[${i}]`, `pod "${p}" is listed twice`);
     });
-    // First-fit with no order given: this broker's own pod first (no LAN hop), then the others.
+    // First-fit with no order given: a read starts with this broker's own pod (no LAN hop); a write keeps
+    // the topology's order, the same on every representative.
+    const all = sitePods.map((p) => p.name);
     const asked = req.pods.length
       ? req.pods
-      : sitePods.map((p) => p.name).sort((x, y) => Number(y === self.pod) - Number(x === self.pod));
+      : op.idempotent
+        ? ownPodFirst(
+            all.map((pod) => ({ site: self.site, pod })),
+            self.pod,
+          )
+        : all;
     const common = {
       correlationId: req.correlationId,
       op,
@@ -652,9 +660,10 @@ export class Dispatcher {
 
   /**
    * A SiteRequest to a remote site's representative. `stream`: its pods come back one by one as each
-   * finishes (StreamSiteRequest) and are reported early. `first`: a first-fit search of the site, in an
-   * order fixed by the first attempt (its representative's own pod first) and kept by every resend, so a
-   * resend walks the same pods, which replay their remembered outcomes; the result lists the pods tried.
+   * finishes (StreamSiteRequest) and are reported early. `first`: a first-fit search of the site in an
+   * order fixed before the first attempt and kept by every resend (for a read, the first representative's
+   * own pod first; for a write, the topology's), so a resend walks the same pods, which replay their
+   * remembered outcomes; the result lists the pods tried.
    */
   private siteBranch(
     a: FanOutArgs & {
@@ -690,9 +699,12 @@ export class Dispatcher {
           a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
           signal,
           (client, remaining, options) => {
-            order ??= a.first
-              ? ownPodFirst(a.pods, this.deps.topology().brokers.get(options.endpoint.brokerId)?.pod)
-              : a.pods.map((p) => p.pod);
+            // A read starts with the representative's own pod (no LAN hop); a write keeps the topology's
+            // order, the same whichever representative a resend reaches.
+            order ??=
+              a.first && a.op.idempotent
+                ? ownPodFirst(a.pods, this.deps.topology().brokers.get(options.endpoint.brokerId)?.pod)
+                : a.pods.map((p) => p.pod);
             const req: SiteRequest = {
               correlationId: a.correlationId,
               operation: a.op.name,

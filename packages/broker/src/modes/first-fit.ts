@@ -19,13 +19,15 @@ export interface SearchStep {
  * The order of a first-fit search from the entry broker `self` over the pods in scope: the preferred
  * sites in the order given, then the entry's own site, then every other site nearest first (by
  * `distanceMs`, the measured latency to a site; unmeasured sites last, then in topology order). Within
- * the entry's site, its own pod first.
+ * the entry's site, its own pod first when `ownPodFirst`; otherwise (a state-changing operation) in
+ * topology order, so that a resend through another broker of the site walks the same pods.
  */
 export function searchSteps(
   self: PodRef,
   scoped: readonly PodRef[],
   preferSites: readonly string[],
   distanceMs: (site: string) => number | undefined,
+  ownPodFirst = true,
 ): SearchStep[] {
   const sites = [...new Set(scoped.map((p) => p.site))];
   const rest = sites
@@ -39,11 +41,8 @@ export function searchSteps(
     if (pods.length === 0) return [];
     if (site !== self.site) return [{ via: 'site', site, pods }];
     const own = pods.filter((p) => p.pod === self.pod);
-    const others = pods.filter((p) => p.pod !== self.pod);
-    return [
-      ...own.map((p): SearchStep => ({ via: 'own', site, pods: [p] })),
-      ...others.map((p): SearchStep => ({ via: 'local', site, pods: [p] })),
-    ];
+    const ordered = ownPodFirst ? [...own, ...pods.filter((p) => p.pod !== self.pod)] : pods;
+    return ordered.map((p): SearchStep => ({ via: p.pod === self.pod ? 'own' : 'local', site, pods: [p] }));
   });
 }
 

@@ -3,7 +3,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
-import { DEMO_USERS, PodStore, SEED_DESKTOPS_PER_POOL, SEED_POOLS, StoreBusyError } from './pod-store';
+import {
+  DEMO_USERS,
+  PodStore,
+  Refusal,
+  SEED_DESKTOPS_PER_POOL,
+  SEED_POOLS,
+  StoreBusyError,
+} from './pod-store';
 
 describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
   let dir: string;
@@ -49,6 +56,30 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
     const conflict = b.once('k1', 'desktops.provision', { user: 'zoe', pool: 'gpu' }, act(b));
     expect('conflict' in conflict).toBe(true);
     expect(actions).toBe(1);
+  });
+
+  it('remembers a refusal under the key: a resend hears the same "not here" even once there is room', () => {
+    let room = false;
+    const act = () => {
+      if (!room) throw new Refusal(8, 'pool "standard" of us-east/pod-1 has no free desktop');
+      return { desktop: a.assignFreeDesktop('zoe', 'standard')!.id };
+    };
+    const first = a.once('k9', 'desktops.provision', { user: 'zoe' }, act);
+    expect(first).toMatchObject({ refused: { code: 8 }, replayed: false });
+    room = true;
+    const again = b.once('k9', 'desktops.provision', { user: 'zoe' }, act);
+    expect(again).toMatchObject({ refused: { code: 8, message: expect.stringMatching(/no free desktop/) } });
+    expect(again).toMatchObject({ replayed: true });
+    expect(a.findUser('zoe').desktops).toHaveLength(0);
+  });
+
+  it('seeds the pools its topology gives; a pool of 0 exists and is always full', () => {
+    const c = new PodStore(path.join(dir, 'sized.sqlite'), 'eu', 'pod-9', undefined, { standard: 3, gpu: 0 });
+    expect(c.capacity().pools).toEqual({ standard: expect.objectContaining({ total: 3 }) });
+    expect(c.hasPool('gpu')).toBe(true);
+    expect(c.hasPool('fpga')).toBe(false);
+    expect(c.assignFreeDesktop('zoe', 'gpu')).toBeUndefined();
+    c.close();
   });
 
   it('forgets keys after the window and rolls back a failed action', () => {

@@ -46,6 +46,8 @@ export interface BenchFederationOptions {
   tls?: boolean;
   /** Brokers' log level (default `warn`; `info` logs every request, for parts that read the logs). */
   logLevel?: 'warn' | 'info';
+  /** Desktops per pool a pod starts with (its topology's `pools`); undefined: the default pools. */
+  pools?: (site: string, pod: string) => Record<string, number> | undefined;
 }
 
 /** The first port of the kernel's ephemeral range (outgoing connections take ports from it). */
@@ -123,6 +125,9 @@ export class BenchFederation {
         name: `s${si + 1}`,
         pods: Array.from({ length: opts.podsPerSite }, (_, pi) => ({
           name: `p${pi + 1}`,
+          ...(opts.pools?.(`s${si + 1}`, `p${pi + 1}`)
+            ? { pools: opts.pools(`s${si + 1}`, `p${pi + 1}`) }
+            : {}),
           brokers: Array.from({ length: opts.brokersPerPod }, (_, bi) => {
             const b: BenchBroker = {
               id: `s${si + 1}-p${pi + 1}-${String.fromCharCode(97 + bi)}`,

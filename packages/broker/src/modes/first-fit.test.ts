@@ -1,0 +1,131 @@
+import { status } from '@grpc/grpc-js';
+import type { PodResult } from '@wanas/proto';
+import { failed, key, type PodRef } from '../fan-out';
+import { MAX_STEP_RETRIES, firstFit, searchSteps, verdictOf, type SearchStep } from './first-fit';
+
+const pods: PodRef[] = [
+  { site: 'us', pod: 'p1' },
+  { site: 'us', pod: 'p2' },
+  { site: 'eu', pod: 'p1' },
+  { site: 'eu', pod: 'p2' },
+  { site: 'ap', pod: 'p1' },
+  { site: 'sa', pod: 'p1' },
+];
+const ok = (p: PodRef): PodResult => ({ ...failed(p, 0, ''), answeredBy: `${p.site}-${p.pod}-a` });
+const attempt = (code: number, message: string) => ({
+  brokerId: 'b',
+  address: 'a',
+  code,
+  message,
+  latency: undefined,
+  hedged: false,
+});
+const write = { idempotent: false, nextPodOn: [status.RESOURCE_EXHAUSTED, status.NOT_FOUND] };
+const read = { idempotent: true };
+
+describe('searchSteps', () => {
+  const self = { site: 'us', pod: 'p2' };
+  const distance = (site: string) => ({ eu: 80, ap: 20 })[site];
+
+  it('tries the preferred sites in order, then the own site (own pod first), then the nearest others', () => {
+    const steps = searchSteps(self, pods, ['eu'], distance);
+    expect(steps.map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
+      'site:eu/p1,eu/p2',
+      'own:us/p2',
+      'local:us/p1',
+      'site:ap/p1',
+      'site:sa/p1', // never measured: last
+    ]);
+  });
+
+  it('keeps the topology order within the own site for a write, whichever broker of the site is the entry', () => {
+    const steps = searchSteps(self, pods, [], distance, false);
+    expect(steps.slice(0, 2).map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
+      'local:us/p1',
+      'own:us/p2',
+    ]);
+  });
+
+  it('keeps the own site at its preferred place and skips sites out of scope', () => {
+    const scoped = pods.filter((p) => p.site !== 'ap');
+    const steps = searchSteps(self, scoped, ['sa', 'us'], distance);
+    expect(steps.map((s) => s.pods.map(key).join(','))).toEqual(['sa/p1', 'us/p2', 'us/p1', 'eu/p1,eu/p2']);
+  });
+});
+
+describe('verdictOf', () => {
+  const p = pods[0]!;
+  it('moves on after a pod said "not here" or was never reached, retries an unknown outcome, stops otherwise', () => {
+    expect(verdictOf(ok(p), write)).toBe('won');
+    expect(verdictOf(failed(p, status.RESOURCE_EXHAUSTED, 'full'), write)).toBe('next');
+    expect(verdictOf(failed(p, status.UNAVAILABLE, 'us is down since …'), write)).toBe('next');
+    const refused = [attempt(status.UNAVAILABLE, 'connect ECONNREFUSED 127.0.0.1:1')];
+    expect(verdictOf(failed(p, status.UNAVAILABLE, 'all failed', refused), write)).toBe('next');
+    const reset = [attempt(status.UNAVAILABLE, 'Connection dropped')];
+    expect(verdictOf(failed(p, status.UNAVAILABLE, 'all failed', reset), write)).toBe('retry');
+    expect(verdictOf(failed(p, status.DEADLINE_EXCEEDED, 'timed out', reset), write)).toBe('retry');
+    expect(verdictOf(failed(p, status.FAILED_PRECONDITION, 'key reused'), write)).toBe('stop');
+  });
+
+  it('moves on after any failure of a read', () => {
+    expect(verdictOf(failed(p, status.DEADLINE_EXCEEDED, 'slow', [attempt(4, 'slow')]), read)).toBe('next');
+  });
+});
+
+describe('firstFit', () => {
+  const steps: SearchStep[] = pods.slice(0, 3).map((p) => ({ via: 'local', site: p.site, pods: [p] }));
+  const run = (answers: Record<string, PodResult[]>) => {
+    const asked: string[] = [];
+    return {
+      asked,
+      run: (step: SearchStep) => {
+        const k = key(step.pods[0]!);
+        asked.push(k);
+        return Promise.resolve([answers[k]!.shift()!]);
+      },
+    };
+  };
+  const opts = { deadline: Date.now() + 60_000, signal: new AbortController().signal };
+
+  it('stops at the first pod that answers OK and lists the pods tried in order', async () => {
+    const r = run({
+      'us/p1': [failed(pods[0]!, status.RESOURCE_EXHAUSTED, 'full')],
+      'us/p2': [ok(pods[1]!)],
+    });
+    const streamed: string[] = [];
+    const out = await firstFit(steps, {
+      ...opts,
+      op: write,
+      run: r.run,
+      onPod: (p) => streamed.push(key(p)),
+    });
+    expect(out.map((x) => [key(x), x.code])).toEqual([
+      ['us/p1', status.RESOURCE_EXHAUSTED],
+      ['us/p2', 0],
+    ]);
+    expect(r.asked).toEqual(['us/p1', 'us/p2']);
+    expect(streamed).toEqual(['us/p1', 'us/p2']);
+  });
+
+  it('asks a pod with an unknown outcome again (same key) and never moves past it', async () => {
+    const cut = failed(pods[0]!, status.DEADLINE_EXCEEDED, 'cut off', [attempt(4, 'timed out')]);
+    const r = run({ 'us/p1': [cut, { ...cut }, ok(pods[0]!)] });
+    const out = await firstFit(steps, { ...opts, op: write, run: r.run });
+    expect(r.asked).toEqual(['us/p1', 'us/p1', 'us/p1']);
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({ code: 0 });
+    expect(out[0]!.attempts).toHaveLength(2); // the attempts of every round, on one line
+
+    const stuck = run({ 'us/p1': Array.from({ length: MAX_STEP_RETRIES + 1 }, () => ({ ...cut })) });
+    const gaveUp = await firstFit(steps, { ...opts, op: write, run: stuck.run });
+    expect(stuck.asked).toHaveLength(MAX_STEP_RETRIES + 1);
+    expect(gaveUp.map((x) => [key(x), x.code])).toEqual([['us/p1', status.DEADLINE_EXCEEDED]]);
+  });
+
+  it('moves past a slow pod for a read', async () => {
+    const slow = failed(pods[0]!, status.DEADLINE_EXCEEDED, 'slow', [attempt(4, 'slow')]);
+    const r = run({ 'us/p1': [slow], 'us/p2': [ok(pods[1]!)] });
+    const out = await firstFit(steps, { ...opts, op: read, run: r.run });
+    expect(out.map((x) => x.code)).toEqual([status.DEADLINE_EXCEEDED, 0]);
+  });
+});
