@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 // The parts load only when `wanas bench` runs: other commands (the broker above all) stay lean.
 import type { FailureResult } from './bench/part-failure';
+import type { PlacementResult } from './bench/part-placement';
 import type { scalePart } from './bench/part-scale';
 import type {
   BenchCounts,
@@ -15,7 +16,7 @@ import type {
 } from './bench/parts';
 import { table } from './format';
 
-const PARTS = ['latency', 'failover', 'failure', 'tail', 'throughput', 'scale'] as const;
+const PARTS = ['latency', 'failover', 'failure', 'placement', 'tail', 'throughput', 'scale'] as const;
 type Part = (typeof PARTS)[number];
 
 async function progressBar(): Promise<Progress & { stop(): void }> {
@@ -53,8 +54,10 @@ const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 function describe(
   r: Record<string, unknown> & { part: Part },
   describeFailure?: (r: FailureResult) => string,
+  describePlacement?: (r: PlacementResult) => string,
 ): string {
   if (r.part === 'failure' && describeFailure) return describeFailure(r as unknown as FailureResult);
+  if (r.part === 'placement' && describePlacement) return describePlacement(r as unknown as PlacementResult);
   const s = (x: { p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number }) => [
     String(x.p50Ms),
     String(x.p90Ms),
@@ -231,7 +234,9 @@ export function registerBench(program: Command): void {
         const impl = await import('./bench/parts');
         const { scalePart: scale } = await import('./bench/part-scale');
         const failure = await import('./bench/part-failure');
-        const say = (r: Record<string, unknown> & { part: Part }) => describe(r, failure.describeFailure);
+        const placement = await import('./bench/part-placement');
+        const say = (r: Record<string, unknown> & { part: Part }) =>
+          describe(r, failure.describeFailure, placement.describePlacement);
         const { latencySvg } = await import('./bench/svg');
         const results: (Record<string, unknown> & { part: Part })[] = [];
         const started = new Date();
@@ -240,6 +245,7 @@ export function registerBench(program: Command): void {
             latency: impl.latencyPart,
             failover: impl.failoverPart,
             failure: failure.failurePart,
+            placement: placement.placementPart,
             tail: impl.tailPart,
             throughput: impl.throughputPart,
             scale: scale,
@@ -282,6 +288,7 @@ const SECTIONS: [string, string][] = [
   ['latency_mtls', 'latency over mTLS (`--tls`)'],
   ['failover', 'failover'],
   ['failure', 'failure paths'],
+  ['placement', 'placement and request modes'],
   ['tail', 'tail'],
   ['throughput', 'throughput'],
   ['scale', 'scale'],
@@ -314,7 +321,7 @@ function writeMarkdown(
     '# Benchmarks',
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
-    '`npm run bench` (about 15 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `failure`, `tail`,',
+    '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `failure`, `placement`, `tail`,',
     '`throughput`, `scale`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
     '`npm run bench -- latency --tls`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
+import { AggregateRequest, AggregationServiceClient, Mode, type AggregateResponse } from '@wanas/proto';
+import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import { formatAggregate } from './format';
 import { parsePositiveInt } from './parse';
@@ -15,21 +16,42 @@ interface UpFlags {
   demoQuery?: boolean;
 }
 
-/** Runs sessions.find for alice through the first broker and prints the table. */
+/** One Aggregate through `client`, 10 s deadline. */
+function ask(client: AggregationServiceClient, req: AggregateRequest): Promise<AggregateResponse> {
+  return new Promise<AggregateResponse>((resolve, reject) =>
+    client.aggregate(req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (e, r) =>
+      e ? reject(e) : resolve(r),
+    ),
+  );
+}
+
+/**
+ * The demo: sessions.find for alice through the first broker, then a GPU desktop for her placed first-fit,
+ * home site first (the demo's home site has no GPU desktop free, so the next site gets it).
+ */
 async function demoQuery(t: Topology, channel: ClientChannel): Promise<void> {
   const entry = [...t.brokers.values()][0]!;
   const client = new AggregationServiceClient(entry.address, channel.credentials);
-  const req = AggregateRequest.fromPartial({ operation: 'sessions.find', params: { user: 'alice' } });
+  const cli = `npx wanas aggregate --address ${entry.address}${channel.flags ? ` ${channel.flags}` : ''}`;
   try {
-    const res = await new Promise<AggregateResponse>((resolve, reject) =>
-      client.aggregate(req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (e, r) =>
-        e ? reject(e) : resolve(r),
-      ),
+    const found = await ask(
+      client,
+      AggregateRequest.fromPartial({ operation: 'sessions.find', params: { user: 'alice' } }),
     );
-    const flags = channel.flags ? ` ${channel.flags}` : '';
+    process.stdout.write(`\n$ ${cli} --op sessions.find --param user=alice\n${formatAggregate(found)}\n`);
+    const placed = await ask(
+      client,
+      AggregateRequest.fromPartial({
+        operation: 'desktops.provision',
+        params: { user: 'alice', pool: 'gpu' },
+        mode: Mode.MODE_FIRST,
+        preferSites: [entry.site],
+        idempotencyKey: randomUUID(),
+      }),
+    );
     process.stdout.write(
-      `\n$ npx wanas aggregate --address ${entry.address}${flags} --op sessions.find --param user=alice\n` +
-        `${formatAggregate(res)}\n\nfederation running; Ctrl-C to stop.\n`,
+      `\n$ ${cli} --op desktops.provision --param user=alice --param pool=gpu --first --prefer-site ${entry.site}\n` +
+        `${formatAggregate(placed)}\n\nfederation running; Ctrl-C to stop.\n`,
     );
   } finally {
     client.close();
@@ -51,7 +73,10 @@ export function registerUp(program: Command): void {
       '--tls-dir <dir>',
       'make a throwaway CA and certificates here; run with mTLS and authorization on',
     )
-    .option('--demo-query', 'once ready, run sessions.find for user alice and print the answer')
+    .option(
+      '--demo-query',
+      "once ready, find alice's sessions and place a GPU desktop for her (home site first); print both",
+    )
     .action(async (o: UpFlags) => {
       const { runUp } = await import('./up/up'); // the emulator and TLS tooling load only for `up`
       await runUp({

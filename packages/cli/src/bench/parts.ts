@@ -33,7 +33,7 @@ export interface BenchCounts {
 }
 
 /** The part's topology, or a tiny one in smoke mode. */
-function shape(counts: BenchCounts, sites: number, podsPerSite: number, brokersPerPod: number) {
+export function shape(counts: BenchCounts, sites: number, podsPerSite: number, brokersPerPod: number) {
   return counts.smoke
     ? { sites: 2, podsPerSite: 2, brokersPerPod: Math.min(2, brokersPerPod) }
     : { sites, podsPerSite, brokersPerPod };
@@ -41,7 +41,10 @@ function shape(counts: BenchCounts, sites: number, podsPerSite: number, brokersP
 
 const SEC5 = msToDuration(5000);
 
-function unary<Res>(start: (cb: (e: grpc.ServiceError | null, r?: Res) => void) => void): Promise<Res> {
+/** A unary grpc-js call as a promise. */
+export function unary<Res>(
+  start: (cb: (e: grpc.ServiceError | null, r?: Res) => void) => void,
+): Promise<Res> {
   return new Promise((resolve, reject) => start((e, r) => (e ? reject(e) : resolve(r as Res))));
 }
 
@@ -63,7 +66,8 @@ export async function timed(
   return out;
 }
 
-function wanBytes(f: BenchFederation): number {
+/** Bytes that crossed the emulated WAN so far, both ways. */
+export function wanBytes(f: BenchFederation): number {
   return f.wan.snapshot().links.reduce((n, l) => n + l.bytesIn + l.bytesOut, 0);
 }
 
