@@ -10,6 +10,7 @@ import {
   AggregationServiceClient,
   FederationServiceClient,
   LocalRequest,
+  SiteRequest,
   type AggregateResponse,
 } from '@wanas/proto';
 import * as fs from 'node:fs';
@@ -136,6 +137,31 @@ describe('mTLS federation (real processes)', () => {
     await expect(
       call(grpc.credentials.createSsl(read('ca.crt'), read('east-pod-1-b.key'), read('east-pod-1-b.crt'))),
     ).resolves.toMatchObject({ pod: { code: 0 } });
+
+    // The streamed SiteRequest is refused to clients the same way.
+    const stream = (creds: grpc.ChannelCredentials) => {
+      const c = new FederationServiceClient(entry(), creds);
+      const s = c.streamSiteRequest(
+        SiteRequest.fromPartial({ operation: 'echo', hops: 1 }),
+        new grpc.Metadata(),
+        {
+          deadline: Date.now() + 3000,
+        },
+      );
+      return new Promise((resolve, reject) => {
+        s.on('data', () => undefined);
+        s.on('error', (e) => {
+          c.close();
+          reject(e);
+        });
+        s.on('end', () => {
+          c.close();
+          resolve(undefined);
+        });
+      });
+    };
+    await expect(stream(f.credentials)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(stream(withToken(TOKEN))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
   });
 
   it('does not take a certificate from another CA as an identity, not even one naming a broker', async () => {
