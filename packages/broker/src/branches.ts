@@ -1,0 +1,331 @@
+import { Metadata, status } from '@grpc/grpc-js';
+import type { ConnectionManager } from '@wanas/connection-manager';
+import {
+  ConnectionIterator,
+  streamCall,
+  unaryCall,
+  type CancellableCall,
+  type HedgeBudget,
+  type IteratorOutcome,
+} from '@wanas/iterator';
+import {
+  codeName,
+  msToDuration,
+  type Attempt,
+  type Duration,
+  type Endpoint,
+  type FederationServiceClient,
+  type LocalRequest,
+  type LocalResponse,
+  type PodResult,
+  type SiteRequest,
+  type SiteResponse,
+  type SiteStreamEvent,
+  type TargetList,
+} from '@wanas/proto';
+import type { Logger } from 'winston';
+import { attemptToProto, failed, key, type Branch, type PodRef } from './fan-out';
+import type { BrokerMetrics } from './metrics';
+import type { JsonObject, Operation } from './operations/types';
+import { runOwnPod } from './own-pod';
+import type { PodStore } from './store/pod-store';
+import type { BrokerInfo, Topology } from './topology';
+
+/** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
+const SITE_ATTEMPT_FACTOR = 2;
+
+/** What every fan-out request of one incoming request shares. */
+export interface FanOutArgs {
+  correlationId: string;
+  op: Operation;
+  params: JsonObject;
+  headers: Record<string, string>;
+  idempotencyKey: string;
+  hedge: boolean;
+  /** Epoch ms by which the answer is needed. */
+  deadline: number;
+}
+
+/** What the branches need: this broker, the topology, the connection manager and the pod's store. */
+export interface BranchDeps {
+  self: BrokerInfo;
+  topology: () => Topology;
+  cm: ConnectionManager;
+  store: PodStore;
+  logger: Logger;
+  metrics: BrokerMetrics;
+  hedgeBudget: HedgeBudget;
+}
+
+/**
+ * Builds the branches of a fan-out: the own pod (in-process), a LocalRequest to another pod of this site,
+ * a SiteRequest to a remote site. The only place that calls FederationService: every call goes through a
+ * connection iterator over the target's equivalent brokers and is counted and logged once.
+ */
+export class Branches {
+  constructor(private readonly deps: BranchDeps) {}
+
+  /** An Aggregate's MODE_ALL branches: the own pod, a LocalRequest per other pod of this site, a SiteRequest per remote site. */
+  forAggregate(pods: PodRef[], a: FanOutArgs, attemptTimeoutMs: number, stream: boolean): Branch[] {
+    const { self } = this.deps;
+    const bySite = new Map<string, PodRef[]>();
+    for (const p of pods) bySite.set(p.site, [...(bySite.get(p.site) ?? []), p]);
+    const branches: Branch[] = [];
+    for (const [site, sitePods] of bySite) {
+      if (site !== self.site) {
+        const params = a.op.shape?.(a.params, { site }) ?? a.params;
+        branches.push(
+          this.site({ ...a, params, site, pods: sitePods, attemptTimeoutMs, first: false, stream }),
+        );
+        continue;
+      }
+      branches.push(...this.forPods(sitePods, a, attemptTimeoutMs, 1));
+    }
+    return branches;
+  }
+
+  /** One branch per pod of this broker's site: the own pod in-process, the others by LocalRequest. */
+  forPods(pods: PodRef[], a: FanOutArgs, attemptTimeoutMs: number, hops: number): Branch[] {
+    return pods.map((p) => {
+      const params = a.op.shape?.(a.params, p) ?? a.params;
+      return p.pod === this.deps.self.pod
+        ? this.ownPod({ ...a, params })
+        : this.local({ ...a, params, pod: p, attemptTimeoutMs, hops });
+    });
+  }
+
+  /** The own pod's branch: the operation runs in this process. */
+  ownPod(a: {
+    correlationId: string;
+    op: Operation;
+    params: JsonObject;
+    headers: Record<string, string>;
+    idempotencyKey: string;
+    deadline: number;
+  }): Branch {
+    const { self } = this.deps;
+    return {
+      pods: [{ site: self.site, pod: self.pod }],
+      cost: 0,
+      run: async (signal) => [await runOwnPod(this.deps, a.op, a.params, { ...a, signal })],
+    };
+  }
+
+  /**
+   * Sends one fan-out request through a connection iterator over `target`, and records it (metrics and a
+   * log line). `build` makes the request for an attempt, given the time that attempt has left.
+   */
+  private async send<Res>(
+    kind: 'site' | 'local',
+    a: FanOutArgs,
+    target: TargetList,
+    attemptTimeoutMs: number,
+    signal: AbortSignal,
+    call: (
+      client: FederationServiceClient,
+      remaining: Duration,
+      options: { deadline: Date; waitForReady: boolean; endpoint: Endpoint },
+    ) => CancellableCall<Res>,
+  ): Promise<{ outcome: IteratorOutcome<Res>; attempts: Attempt[] }> {
+    const t0 = Date.now();
+    const outcome = await new ConnectionIterator<FederationServiceClient, Res>({
+      target,
+      source: this.deps.cm,
+      deadline: a.deadline,
+      attemptTimeoutMs,
+      idempotent: a.op.idempotent || !!a.idempotencyKey,
+      // A representative that acknowledged a SiteRequest is alive and hedges its own pods over its LAN.
+      hedge: a.hedge ? { budget: this.deps.hedgeBudget, onlyUnacknowledged: kind === 'site' } : undefined,
+      signal,
+      attempt: (client, ep, deadline, mode) => {
+        const left = deadline.getTime() - Date.now();
+        // The deadline a representative works to is what the attempt has left minus about one round trip
+        // (its fastest usual answer, at most a quarter of the time): the gRPC timeout is relative, so its
+        // clock starts a one-way trip late, and its answer needs another one to come back in time.
+        const trip = kind === 'site' ? Math.min(this.deps.cm.latencyFloorMs(ep) ?? 0, left / 4) : 0;
+        return call(client, msToDuration(Math.max(1, left - trip)), {
+          deadline,
+          waitForReady: mode.waitForReady,
+          endpoint: ep,
+        });
+      },
+    }).run();
+    const code = outcome.ok ? 0 : outcome.code;
+    const latencyMs = Date.now() - t0;
+    this.deps.metrics.sent(kind, code, latencyMs / 1000, outcome.attempts);
+    const peer = outcome.ok
+      ? outcome.endpoint.brokerId
+      : target.pod
+        ? `${target.site}/${target.pod}`
+        : target.site;
+    this.deps.logger.info('sent', {
+      correlationId: a.correlationId,
+      operation: a.op.name,
+      kind,
+      direction: 'out',
+      peer,
+      code: codeName(code),
+      latencyMs,
+      attempts: outcome.attempts.length,
+    });
+    return { outcome, attempts: outcome.attempts.map(attemptToProto) };
+  }
+
+  /** A LocalRequest to another pod of this site, through a connection iterator over the pod's brokers. */
+  local(a: FanOutArgs & { pod: PodRef; attemptTimeoutMs: number; hops: number }): Branch {
+    const { self } = this.deps;
+    return {
+      pods: [a.pod],
+      cost: 1,
+      run: async (signal) => {
+        const target: TargetList = {
+          site: a.pod.site,
+          pod: a.pod.pod,
+          endpoints: this.podBrokers(a.pod).map((b) => ({ brokerId: b.id, address: b.address })),
+        };
+        const { outcome, attempts } = await this.send(
+          'local',
+          a,
+          target,
+          a.attemptTimeoutMs,
+          signal,
+          (client, remaining, options) => {
+            const req: LocalRequest = {
+              correlationId: a.correlationId,
+              operation: a.op.name,
+              params: a.params,
+              headers: a.headers,
+              target,
+              deadline: remaining,
+              idempotencyKey: a.idempotencyKey,
+              hops: a.hops,
+              sourceSite: self.site,
+              sourceBroker: self.id,
+            };
+            return unaryCall<LocalResponse>((cb) =>
+              client.localRequest(
+                req,
+                new Metadata({ waitForReady: options.waitForReady }),
+                { deadline: options.deadline },
+                cb,
+              ),
+            );
+          },
+        );
+        if (!outcome.ok) return [failed(a.pod, outcome.code, outcome.message, attempts)];
+        const pod = outcome.value.pod ?? failed(a.pod, status.INTERNAL, 'LocalResponse without a pod result');
+        return [{ ...pod, site: a.pod.site, pod: a.pod.pod, attempts }];
+      },
+    };
+  }
+
+  /**
+   * A SiteRequest to a remote site's representative. `stream`: its pods come back one by one as each
+   * finishes (StreamSiteRequest) and are reported early. `first`: a first-fit search of the site in an
+   * order fixed before the first attempt and kept by every resend (for a read, the first representative's
+   * own pod first; for a write, the topology's), so a resend walks the same pods, which replay their
+   * remembered outcomes; the result lists the pods tried.
+   */
+  site(
+    a: FanOutArgs & {
+      site: string;
+      pods: PodRef[];
+      attemptTimeoutMs: number;
+      first: boolean;
+      stream: boolean;
+    },
+  ): Branch {
+    const { self } = this.deps;
+    const asked = new Set(a.pods.map(key));
+    /** A pod result from the site, if it is one of the pods asked. */
+    const valid = (r: PodResult) => r.site === a.site && asked.has(key(r));
+    return {
+      pods: a.pods,
+      cost: 2,
+      run: async (signal, report) => {
+        const sitePods = this.deps.topology().sites.find((s) => s.name === a.site)?.pods ?? [];
+        const target: TargetList = {
+          site: a.site,
+          pod: '',
+          endpoints: sitePods
+            .flatMap((p) => p.brokers)
+            .map((b) => ({ brokerId: b.id, address: b.wanAddress })),
+        };
+        const allPods = !a.first && sitePods.length === a.pods.length;
+        let order: string[] | undefined;
+        const { outcome, attempts } = await this.send(
+          'site',
+          a,
+          target,
+          a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
+          signal,
+          (client, remaining, options) => {
+            // A read starts with the representative's own pod (no LAN hop); a write keeps the topology's
+            // order, the same whichever representative a resend reaches.
+            order ??=
+              a.first && a.op.idempotent
+                ? ownPodFirst(a.pods, this.deps.topology().brokers.get(options.endpoint.brokerId)?.pod)
+                : a.pods.map((p) => p.pod);
+            const req: SiteRequest = {
+              correlationId: a.correlationId,
+              operation: a.op.name,
+              params: a.params,
+              headers: a.headers,
+              target,
+              deadline: remaining,
+              attemptTimeout: msToDuration(a.attemptTimeoutMs),
+              pods: allPods ? [] : order,
+              idempotencyKey: a.idempotencyKey,
+              hops: 1,
+              sourceSite: self.site,
+              sourceBroker: self.id,
+              hedge: a.hedge,
+              first: a.first,
+            };
+            const md = new Metadata({ waitForReady: options.waitForReady });
+            if (!a.stream) {
+              const call = unaryCall<SiteResponse>((cb) =>
+                client.siteRequest(req, md, { deadline: options.deadline }, cb),
+              );
+              return { ...call, promise: call.promise.then((res) => res.pods) };
+            }
+            const call = streamCall<SiteStreamEvent>(
+              client.streamSiteRequest(req, md, { deadline: options.deadline }),
+              (event) => {
+                if (event.pod && valid(event.pod)) report([event.pod]);
+              },
+            );
+            return { ...call, promise: call.promise.then((events) => events.map((e) => e.pod)) };
+          },
+        );
+        if (!outcome.ok)
+          return a.pods.map((p) => failed(p, outcome.code, `site ${a.site}: ${outcome.message}`, attempts));
+        const got = outcome.value.filter((r): r is PodResult => !!r && valid(r));
+        const withAttempts = (r: PodResult) => ({ ...r, attempts: [...attempts, ...r.attempts] });
+        if (a.first) return got.map(withAttempts);
+        const byPod = new Map(got.map((r) => [key(r), r]));
+        return a.pods.map((p) => {
+          const r = byPod.get(key(p));
+          return r
+            ? withAttempts(r)
+            : failed(p, status.INTERNAL, `site ${a.site} answered without this pod`, attempts);
+        });
+      },
+    };
+  }
+
+  private podBrokers(p: PodRef): BrokerInfo[] {
+    return (
+      this.deps
+        .topology()
+        .sites.find((s) => s.name === p.site)
+        ?.pods.find((x) => x.name === p.pod)?.brokers ?? []
+    );
+  }
+}
+
+/** The pods' names with `pod` (a representative's own) first, then the others in their order. */
+export function ownPodFirst(pods: PodRef[], pod: string | undefined): string[] {
+  const names = pods.map((p) => p.pod);
+  return pod && names.includes(pod) ? [pod, ...names.filter((n) => n !== pod)] : names;
+}
