@@ -60,11 +60,13 @@ async function startPeer(opts) {
   server.addService(FederationServiceService, {
     localRequest: (call, cb) =>
       answer(call, cb, (req) => ({ correlationId: req.correlationId, pod: pod(req) })),
+    // A representative of an older version: SiteRequest only (no StreamSiteRequest), `first` unknown to
+    // it, so it answers for every pod asked (pod-1 when none is named).
     siteRequest: (call, cb) =>
       answer(call, cb, (req) => ({
         correlationId: req.correlationId,
         answeredBy: opts.id,
-        pods: [pod(req)],
+        pods: (req.pods?.length ? req.pods : ['pod-1']).map((name) => ({ ...pod(req), pod: name })),
       })),
   });
 

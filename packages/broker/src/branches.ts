@@ -1,4 +1,4 @@
-import { Metadata, status } from '@grpc/grpc-js';
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import type { ConnectionManager } from '@wanas/connection-manager';
 import {
   ConnectionIterator,
@@ -283,19 +283,10 @@ export class Branches {
               first: a.first,
             };
             const md = new Metadata({ waitForReady: options.waitForReady });
-            if (!a.stream) {
-              const call = unaryCall<SiteResponse>((cb) =>
-                client.siteRequest(req, md, { deadline: options.deadline }, cb),
-              );
-              return { ...call, promise: call.promise.then((res) => res.pods) };
-            }
-            const call = streamCall<SiteStreamEvent>(
-              client.streamSiteRequest(req, md, { deadline: options.deadline }),
-              (event) => {
-                if (event.pod && valid(event.pod)) report([event.pod]);
-              },
-            );
-            return { ...call, promise: call.promise.then((events) => events.map((e) => e.pod)) };
+            const how = a.first ? 'first' : a.stream ? 'stream' : 'unary';
+            return siteCall(client, req, md, options.deadline, how, (pod) => {
+              if (valid(pod)) report([pod]);
+            });
           },
         );
         if (!outcome.ok)
@@ -322,6 +313,42 @@ export class Branches {
         ?.pods.find((x) => x.name === p.pod)?.brokers ?? []
     );
   }
+}
+
+/**
+ * Starts one SiteRequest attempt; resolves with the pods it answered for. `unary`: SiteRequest, the site's
+ * answer whole. `stream`: StreamSiteRequest, each pod reported to `onPod` as it finishes; a representative
+ * of an older version (UNIMPLEMENTED) is asked the unary way instead. `first`: StreamSiteRequest with no
+ * such fallback, so an older representative, which would not know `first` and would act in every pod
+ * listed, is never sent a first-fit write.
+ */
+function siteCall(
+  client: FederationServiceClient,
+  req: SiteRequest,
+  md: Metadata,
+  deadline: Date,
+  how: 'unary' | 'stream' | 'first',
+  onPod: (pod: PodResult) => void,
+): CancellableCall<(PodResult | undefined)[]> {
+  const unary = (): CancellableCall<(PodResult | undefined)[]> => {
+    const call = unaryCall<SiteResponse>((cb) => client.siteRequest(req, md, { deadline }, cb));
+    return { ...call, promise: call.promise.then((res) => res.pods) };
+  };
+  if (how === 'unary') return unary();
+  const stream = streamCall<SiteStreamEvent>(client.streamSiteRequest(req, md, { deadline }), (event) => {
+    if (event.pod) onPod(event.pod);
+  });
+  let current: CancellableCall<(PodResult | undefined)[]> = {
+    ...stream,
+    promise: stream.promise.then((events) => events.map((e) => e.pod)),
+  };
+  if (how === 'first') return current;
+  const promise = current.promise.catch((err: ServiceError) => {
+    if (err.code !== status.UNIMPLEMENTED) throw err;
+    current = unary();
+    return current.promise;
+  });
+  return { promise, cancel: () => current.cancel(), acknowledged: () => current.acknowledged?.() ?? false };
 }
 
 /** The pods' names with `pod` (a representative's own) first, then the others in their order. */

@@ -76,6 +76,8 @@ export function verdictOf(r: PodResult, op: Pick<Operation, 'idempotent' | 'next
     r.attempts.every((a) => neverReachedPeer({ code: a.code, details: a.message }))
   )
     return 'next';
+  // The method was not there (a representative of an older version): nothing ran.
+  if (r.code === status.UNIMPLEMENTED) return 'next';
   return UNKNOWN_OUTCOME.has(r.code) ? 'retry' : 'stop';
 }
 
