@@ -5,18 +5,32 @@
  * partial answer as a google.rpc.Status detail — through the TypeScript client and the Python one.
  */
 import * as grpc from '@grpc/grpc-js';
-import { Mode, type AggregateRequest, type AggregateResponse, type PodResult } from '@wanas/proto';
+import {
+  AggregateRequest,
+  AggregationServiceClient,
+  AggregateResponse,
+  Mode,
+  RpcStatus,
+  type PodResult,
+  type StreamAggregateResponse,
+} from '@wanas/proto';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { BenchFederation } from '../packages/cli/src/bench/bench-federation';
-import { partialResponse } from '../packages/cli/src/cmd-aggregate';
 
 const ENTRY = 's1-p1-a';
 const PYTHON = '/usr/bin/python3';
 const ROOT = path.resolve(__dirname, '..');
+/** The partial AggregateResponse a failed call carries as a google.rpc.Status detail. */
+function partialResponse(err: grpc.ServiceError): AggregateResponse | undefined {
+  const bin = err.metadata.get('grpc-status-details-bin')[0] as Buffer | undefined;
+  const detail = bin && RpcStatus.decode(bin).details[0];
+  expect(detail?.typeUrl).toBe('type.googleapis.com/wanas.v1.AggregateResponse');
+  return detail ? AggregateResponse.decode(detail.value) : undefined;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const where = (p: Pick<PodResult, 'site' | 'pod'>) => `${p.site}/${p.pod}`;
-/** GPU desktops per pod: none in s1 or s2/p1, 6 in s2/p2, 12 in each pod of s3 (the tests below place 22 in s3). */
+/** GPU desktops per pod: none in s1 or s2/p1, 6 in s2/p2, 14 in each pod of s3 (the tests below place 23 there). */
 const GPU: Record<string, number> = {
   's1/p1': 0,
   's1/p2': 0,
@@ -206,6 +220,88 @@ describe('request modes (real processes, emulated WAN)', () => {
     expect(partial.summary).toMatchObject({ podsAsked: 6, podsOk: 5 });
   });
 
+  it('streams a first-fit search pod by pod (StreamAggregate), then the summary', async () => {
+    const client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
+    const call = client.streamAggregate({
+      request: AggregateRequest.fromPartial({
+        operation: 'desktops.provision',
+        params: { user: 'tess', pool: 'gpu' },
+        mode: Mode.MODE_FIRST,
+        preferSites: ['s1'],
+        idempotencyKey: 'k-tess',
+      }),
+    });
+    const events: StreamAggregateResponse[] = [];
+    await new Promise<void>((resolve, reject) => {
+      call.on('data', (e: StreamAggregateResponse) => events.push(e));
+      call.on('end', resolve);
+      call.on('error', reject);
+    });
+    const pods = events.flatMap((e) => (e.event?.$case === 'pod' ? [e.event.pod] : []));
+    expect(pods.slice(0, 2).map((p) => [where(p), p.code])).toEqual([
+      ['s1/p1', grpc.status.RESOURCE_EXHAUSTED],
+      ['s1/p2', grpc.status.RESOURCE_EXHAUSTED],
+    ]);
+    expect(pods.at(-1)).toMatchObject({ site: 's3', code: 0 });
+    const done = events.at(-1)?.event;
+    expect(done?.$case).toBe('done');
+    if (done?.$case === 'done')
+      expect(done.done.summary).toMatchObject({ podsAsked: pods.length, podsOk: 1 });
+  });
+
+  it('takes the modes from the command line: --min-ok, and --require-site printing the partial answer', async () => {
+    const cli = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile(
+          process.execPath,
+          [
+            path.join(ROOT, 'packages/cli/dist/bin.js'),
+            'aggregate',
+            '--address',
+            f.broker(ENTRY).address,
+            ...args,
+          ],
+          { encoding: 'utf8', timeout: 30_000 },
+          (err, stdout, stderr) =>
+            resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+        ),
+      );
+    const quorum = await cli([
+      '--op',
+      'echo',
+      '--min-ok',
+      '5',
+      '-p',
+      'sleepMs=3000',
+      '-p',
+      'sleepPod=s3/p2',
+      '--json',
+    ]);
+    expect(quorum.code).toBe(0);
+    expect((JSON.parse(quorum.stdout) as { summary: { podsOk: number } }).summary.podsOk).toBe(5);
+    const required = await cli([
+      '--op',
+      'echo',
+      '--require-site',
+      's3',
+      '--timeout',
+      '1s',
+      '-p',
+      'sleepMs=5000',
+      '-p',
+      'sleepPod=s3/p2',
+    ]);
+    expect(required.code).toBe(1);
+    expect(required.stderr).toMatch(
+      /^error: DEADLINE_EXCEEDED: required site\(s\) s3: 1 pod\(s\) failed: s3\/p2/,
+    );
+    expect(required.stdout).toMatch(/^partial answer:\n/);
+    expect(required.stdout).toMatch(/s3 +p1 +OK/);
+    const bad = await cli(['--op', 'echo', '--first', '--min-ok', '2']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/INVALID_ARGUMENT: min_ok: applies to MODE_ALL only/);
+  });
+
   it('places a user through the Python client (MODE_FIRST, preferred site)', async () => {
     const py = await python([
       '--op',
@@ -224,6 +320,11 @@ describe('request modes (real processes, emulated WAN)', () => {
     expect(py.stderr).toBe('');
     const res = JSON.parse(py.stdout) as { pods: { site: string; code?: number }[] };
     expect(res.pods).toHaveLength(1);
+    const quorum = await python(['--op', 'echo', '--min-ok', '4', '--json']);
+    expect(quorum.stderr).toBe('');
+    expect(
+      (JSON.parse(quorum.stdout) as { summary: { podsOk: number } }).summary.podsOk,
+    ).toBeGreaterThanOrEqual(4);
     expect(res.pods[0]).toMatchObject({ site: 's3' });
     expect(res.pods[0]!.code ?? 0).toBe(0);
   });
