@@ -214,6 +214,11 @@ export class Branches {
         );
         if (!outcome.ok) return [failed(a.pod, outcome.code, outcome.message, attempts)];
         const pod = outcome.value.pod ?? failed(a.pod, status.INTERNAL, 'LocalResponse without a pod result');
+        // The answering attempt shows the pod's answer (e.g. RESOURCE_EXHAUSTED), not only that the call went through.
+        const answered = attempts.map((x) => x.code).lastIndexOf(status.OK);
+        if (answered >= 0 && pod.code !== status.OK) {
+          attempts[answered] = { ...attempts[answered]!, code: pod.code, message: pod.message };
+        }
         return [{ ...pod, site: a.pod.site, pod: a.pod.pod, attempts }];
       },
     };

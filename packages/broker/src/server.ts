@@ -4,6 +4,7 @@ import {
   AggregationServiceService,
   FederationServiceService,
   codeName,
+  modeToJSON,
   type AggregateRequest,
   type AggregateResponse,
   type GetStatusResponse,
@@ -88,6 +89,15 @@ function correlationMetadata(id: string): grpc.Metadata {
   const md = new grpc.Metadata();
   if (isValidCorrelationId(id)) md.set('x-correlation-id', id);
   return md;
+}
+
+/** The request-mode fields of an Aggregate worth a log line, when set. */
+function modeFields(req: AggregateRequest): Record<string, unknown> {
+  return {
+    ...(req.mode ? { mode: modeToJSON(req.mode) } : {}),
+    ...(req.minOk ? { minOk: req.minOk } : {}),
+    ...(req.requiredSites.length ? { requiredSites: req.requiredSites.length } : {}),
+  };
 }
 
 /** Longest field value copied from a request into a log line. */
@@ -201,6 +211,7 @@ export function createHandlers(
       admitted(call, 'client', () => dispatcher.aggregate(req, ctx)).then(
         (res) => {
           done('aggregate', 'Aggregate', AGG, 'unary', req, ctx, t0, 0, {
+            ...modeFields(req),
             pods: res.summary?.podsAsked,
             failed: res.summary?.podsFailed,
           });
@@ -226,6 +237,7 @@ export function createHandlers(
       ).then(
         (res) => {
           done('aggregate', 'StreamAggregate', AGG, 'server_stream', req, ctx, t0, 0, {
+            ...modeFields(req),
             pods: res.summary?.podsAsked,
             failed: res.summary?.podsFailed,
           });

@@ -287,6 +287,9 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const f = client.flags ? ` ${client.flags}` : '';
   out(`  npx wanas aggregate --address ${first.address}${f} --op sessions.find --param user=alice`);
   out(`  npx wanas aggregate --address ${first.address}${f} --op pods.capacity --stream`);
+  out(
+    `  npx wanas aggregate --address ${first.address}${f} --op desktops.provision --param user=bob --param pool=gpu --first --prefer-site ${first.site}`,
+  );
   out(`  npx wanas status --address ${first.address}${f}`);
   out(
     `  npx wanas wan cut --site ${topology.sites.at(-1)!.name} --topology ${opts.topology}   (then: wan heal)`,
