@@ -1,7 +1,14 @@
 import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
 import { failed, key, type PodRef } from '../fan-out';
-import { MAX_STEP_RETRIES, firstFit, searchSteps, verdictOf, type SearchStep } from './first-fit';
+import {
+  MAX_STEP_RETRIES,
+  OUTCOME_UNKNOWN,
+  firstFit,
+  searchSteps,
+  verdictOf,
+  type SearchStep,
+} from './first-fit';
 
 const pods: PodRef[] = [
   { site: 'us', pod: 'p1' },
@@ -58,12 +65,13 @@ describe('verdictOf', () => {
   it('moves on after a pod said "not here" or was never reached, retries an unknown outcome, stops otherwise', () => {
     expect(verdictOf(ok(p), write)).toBe('won');
     expect(verdictOf(failed(p, status.RESOURCE_EXHAUSTED, 'full'), write)).toBe('next');
-    expect(verdictOf(failed(p, status.UNAVAILABLE, 'us is down since …'), write)).toBe('next');
+    expect(verdictOf(failed(p, status.UNAVAILABLE, 'us is down since …'), write)).toBe('unreached');
     const refused = [attempt(status.UNAVAILABLE, 'connect ECONNREFUSED 127.0.0.1:1')];
-    expect(verdictOf(failed(p, status.UNAVAILABLE, 'all failed', refused), write)).toBe('next');
+    expect(verdictOf(failed(p, status.UNAVAILABLE, 'all failed', refused), write)).toBe('unreached');
+    expect(verdictOf(failed(p, status.UNIMPLEMENTED, 'no such method'), write)).toBe('unreached');
     const reset = [attempt(status.UNAVAILABLE, 'Connection dropped')];
-    expect(verdictOf(failed(p, status.UNAVAILABLE, 'all failed', reset), write)).toBe('retry');
-    expect(verdictOf(failed(p, status.DEADLINE_EXCEEDED, 'timed out', reset), write)).toBe('retry');
+    expect(verdictOf(failed(p, status.UNAVAILABLE, 'all failed', reset), write)).toBe('unknown');
+    expect(verdictOf(failed(p, status.DEADLINE_EXCEEDED, 'timed out', reset), write)).toBe('unknown');
     expect(verdictOf(failed(p, status.FAILED_PRECONDITION, 'key reused'), write)).toBe('stop');
   });
 
@@ -120,6 +128,22 @@ describe('firstFit', () => {
     const gaveUp = await firstFit(steps, { ...opts, op: write, run: stuck.run });
     expect(stuck.asked).toHaveLength(MAX_STEP_RETRIES + 1);
     expect(gaveUp.map((x) => [key(x), x.code])).toEqual([['us/p1', status.DEADLINE_EXCEEDED]]);
+  });
+
+  it('keeps doubting a pod whose outcome was unknown even once it is found down, and says why it stopped', async () => {
+    const cut = failed(pods[0]!, status.DEADLINE_EXCEEDED, 'cut off', [attempt(4, 'timed out')]);
+    const down = failed(pods[0]!, status.UNAVAILABLE, 'us is down since …');
+    const r = run({ 'us/p1': [cut, ...Array.from({ length: MAX_STEP_RETRIES }, () => ({ ...down }))] });
+    const out = await firstFit(steps, { ...opts, op: write, run: r.run });
+    expect(r.asked).toEqual(Array(MAX_STEP_RETRIES + 1).fill('us/p1'));
+    expect(out).toHaveLength(1);
+    expect(out[0]!.message).toBe(`us is down since …; ${OUTCOME_UNKNOWN}`);
+  });
+
+  it('moves on from a pod that was never reached when nothing was sent before', async () => {
+    const r = run({ 'us/p1': [failed(pods[0]!, status.UNAVAILABLE, 'down')], 'us/p2': [ok(pods[1]!)] });
+    const out = await firstFit(steps, { ...opts, op: write, run: r.run });
+    expect(out.map((x) => x.code)).toEqual([status.UNAVAILABLE, 0]);
   });
 
   it('moves past a slow pod for a read', async () => {

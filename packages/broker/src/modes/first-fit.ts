@@ -47,12 +47,13 @@ export function searchSteps(
 }
 
 /**
- * What a pod's result means for the search. `won`: it answered OK. `next`: it surely did not act, ask the
- * next pod. `retry`: its outcome is unknown (a state-changing operation may have acted: timed out, cut
- * off), ask the same pod again with the same key. `stop`: a definitive answer that is not "not here"
- * (e.g. the key was used with other params), so the search ends with it.
+ * What a pod's result means for the search. `won`: it answered OK. `next`: it answered "not here" (an
+ * operation's `nextPodOn` code; any failure of a read): ask the next pod. `unreached`: nothing was
+ * delivered (its target was down, every connection refused, the method missing), so it cannot have acted.
+ * `unknown`: it may have acted (timed out, cut off after sending): ask it again with the same key. `stop`:
+ * a definitive answer that is not "not here" (e.g. the key was used with other params).
  */
-export type Verdict = 'won' | 'next' | 'retry' | 'stop';
+export type Verdict = 'won' | 'next' | 'unreached' | 'unknown' | 'stop';
 
 /** Codes whose outcome is unknown for a state-changing request that may have been delivered. */
 const UNKNOWN_OUTCOME: ReadonlySet<number> = new Set([
@@ -70,16 +71,14 @@ export function verdictOf(r: PodResult, op: Pick<Operation, 'idempotent' | 'next
   // A read has no side effect: whatever went wrong, the next pod may answer.
   if (op.idempotent) return 'next';
   if (op.nextPodOn?.includes(r.code)) return 'next';
-  // Nothing was delivered: the pod's target was down (no attempt), or no connection could be made.
-  if (
-    r.code === status.UNAVAILABLE &&
-    r.attempts.every((a) => neverReachedPeer({ code: a.code, details: a.message }))
-  )
-    return 'next';
-  // The method was not there (a representative of an older version): nothing ran.
-  if (r.code === status.UNIMPLEMENTED) return 'next';
-  return UNKNOWN_OUTCOME.has(r.code) ? 'retry' : 'stop';
+  const neverSent = r.attempts.every((a) => neverReachedPeer({ code: a.code, details: a.message }));
+  if ((r.code === status.UNAVAILABLE && neverSent) || r.code === status.UNIMPLEMENTED) return 'unreached';
+  return UNKNOWN_OUTCOME.has(r.code) ? 'unknown' : 'stop';
 }
+
+/** What the message of a pod whose outcome stayed unknown adds. */
+export const OUTCOME_UNKNOWN =
+  'outcome unknown (it may have acted): the search stopped here so that the request acts in at most one pod; resend with the same idempotency_key to learn the outcome';
 
 /** Most times one step is asked again while its outcome stays unknown. */
 export const MAX_STEP_RETRIES = 3;
@@ -101,33 +100,54 @@ export interface FirstFitOptions {
 }
 
 /**
- * Runs a first-fit search: the steps one after another until a pod answers OK. A step whose last pod's
- * outcome is unknown is asked again, with the same idempotency key, up to {@link MAX_STEP_RETRIES} times
- * while time is left (pods store every outcome under the key, so the resend replays, never acts twice);
- * if it stays unknown the search stops there rather than risk acting in a second pod. Resolves with every
- * pod asked, once, in the order first asked; the winner, if any, is last.
+ * Runs a first-fit search: the steps one after another until a pod answers OK. A step whose outcome is
+ * unknown is asked again, with the same idempotency key, up to {@link MAX_STEP_RETRIES} times while time is
+ * left (pods store every outcome under the key, so the resend replays, never acts twice). Once a step's
+ * outcome has been unknown, a later round that reaches nothing (its site found down meanwhile) does not
+ * clear the doubt. If it stays unknown the search stops there, saying so ({@link OUTCOME_UNKNOWN}), rather
+ * than risk acting in a second pod. Resolves with every pod asked, once, in the order first asked; the
+ * winner, if any, is last.
  */
 export async function firstFit(steps: readonly SearchStep[], o: FirstFitOptions): Promise<PodResult[]> {
   const now = o.now ?? Date.now;
   const tried = new Map<string, PodResult>();
   for (const step of steps) {
-    let verdict: Verdict = 'next';
-    let stepResults: PodResult[] = [];
-    for (let round = 0; ; round++) {
-      if (o.signal.aborted) return [...tried.values()];
-      stepResults = await o.run(step);
-      for (const r of stepResults) {
-        const before = tried.get(key(r));
-        // One line per pod, with every attempt made to it across rounds.
-        tried.set(key(r), before ? { ...r, attempts: [...before.attempts, ...r.attempts] } : r);
-      }
-      const last = stepResults[stepResults.length - 1];
-      verdict = last ? verdictOf(last, o.op) : 'next';
-      const timeLeft = o.deadline - now();
-      if (verdict !== 'retry' || round >= MAX_STEP_RETRIES || timeLeft < MIN_RETRY_TIME_MS) break;
+    if (o.signal.aborted) break;
+    const { verdict, results } = await askStep(step, o, tried, now);
+    const last = results.at(-1);
+    if (verdict === 'unknown' && last) {
+      const r = tried.get(key(last))!;
+      tried.set(key(last), {
+        ...r,
+        message: r.message ? `${r.message}; ${OUTCOME_UNKNOWN}` : OUTCOME_UNKNOWN,
+      });
     }
-    for (const r of stepResults) o.onPod?.(tried.get(key(r))!);
-    if (verdict !== 'next') break;
+    for (const r of results) o.onPod?.(tried.get(key(r))!);
+    if (verdict !== 'next' && verdict !== 'unreached') break;
   }
   return [...tried.values()];
+}
+
+/** Asks one step until its outcome is known (or the retries or the time run out); records every pod in `tried`. */
+async function askStep(
+  step: SearchStep,
+  o: FirstFitOptions,
+  tried: Map<string, PodResult>,
+  now: () => number,
+): Promise<{ verdict: Verdict; results: PodResult[] }> {
+  let doubt = false;
+  for (let round = 0; ; round++) {
+    const results = await o.run(step);
+    for (const r of results) {
+      const before = tried.get(key(r));
+      // One line per pod, with every attempt made to it across rounds.
+      tried.set(key(r), before ? { ...r, attempts: [...before.attempts, ...r.attempts] } : r);
+    }
+    const last = results.at(-1);
+    let verdict: Verdict = last ? verdictOf(last, o.op) : 'unreached';
+    if (verdict === 'unreached' && doubt) verdict = 'unknown';
+    doubt ||= verdict === 'unknown';
+    const out = o.deadline - now() < MIN_RETRY_TIME_MS || o.signal.aborted;
+    if (verdict !== 'unknown' || round >= MAX_STEP_RETRIES || out) return { verdict, results };
+  }
 }
