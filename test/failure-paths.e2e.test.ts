@@ -7,19 +7,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { AggregationServiceClient, type AggregateRequest } from '@wanas/proto';
 import { BenchFederation } from '../packages/cli/src/bench/bench-federation';
+import { until } from './support/until';
 import { cancelAcrossHops } from '../packages/cli/src/bench/part-failure';
 
 const ENTRY = 's1-p1-a';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `cond` every 50 ms until it holds (at most `limitMs`); throws with `what` otherwise. */
-async function until(what: string, cond: () => Promise<boolean>, limitMs = 10_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${limitMs} ms`);
-    await sleep(50);
-  }
-}
 
 describe('failure paths (real processes, emulated WAN)', () => {
   let f: BenchFederation;

@@ -17,6 +17,7 @@ import {
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { BenchFederation } from '../packages/cli/src/bench/bench-federation';
+import { sleep, until } from './support/until';
 
 const ENTRY = 's1-p1-a';
 const PYTHON = '/usr/bin/python3';
@@ -28,7 +29,6 @@ function partialResponse(err: grpc.ServiceError): AggregateResponse | undefined 
   expect(detail?.typeUrl).toBe('type.googleapis.com/wanas.v1.AggregateResponse');
   return detail ? AggregateResponse.decode(detail.value) : undefined;
 }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const where = (p: Pick<PodResult, 'site' | 'pod'>) => `${p.site}/${p.pod}`;
 /** GPU desktops per pod: none in s1 or s2/p1, 6 in s2/p2, 14 in each pod of s3 (the tests below place 23 there). */
 const GPU: Record<string, number> = {
@@ -36,17 +36,9 @@ const GPU: Record<string, number> = {
   's1/p2': 0,
   's2/p1': 0,
   's2/p2': 6,
-  's3/p1': 12,
-  's3/p2': 12,
+  's3/p1': 14,
+  's3/p2': 14,
 };
-
-async function until(what: string, cond: () => Promise<boolean>, limitMs = 10_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${limitMs} ms`);
-    await sleep(50);
-  }
-}
 
 describe('request modes (real processes, emulated WAN)', () => {
   let f: BenchFederation;
