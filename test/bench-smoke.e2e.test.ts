@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, failover, failure, tail, throughput and scale and reports each as JSON', () => {
+  it('runs latency, failover, failure, placement, tail, throughput and scale and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
@@ -29,6 +29,7 @@ describe('wanas bench --smoke', () => {
         'latency',
         'failover',
         'failure',
+        'placement',
         'tail',
         'throughput',
         'scale',
@@ -46,7 +47,10 @@ describe('wanas bench --smoke', () => {
       const failure = json[2] as unknown as Record<'partition' | 'frozenPod', { recoveredMs?: number }>;
       expect(failure.partition.recoveredMs).toBeDefined();
       expect(failure.frozenPod.recoveredMs).toBeDefined();
-      for (const f of ['latency.json', 'latency.svg', 'tail.svg', 'scale.json'])
+      // Every user of the placement burst got exactly one desktop.
+      const placement = json[3] as unknown as { burst: { users: number; usersWithOneDesktop: number } };
+      expect(placement.burst.usersWithOneDesktop).toBe(placement.burst.users);
+      for (const f of ['latency.json', 'latency.svg', 'placement.json', 'tail.svg', 'scale.json'])
         expect(fs.existsSync(path.join(out, f))).toBe(true);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });

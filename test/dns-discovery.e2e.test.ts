@@ -17,9 +17,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { stopProcess, waitServing } from '../packages/cli/src/processes';
+import { stopProcess, waitServing } from '@wanas/devfed';
 import { TestDnsServer } from './support/dns-server';
-import { createTlsDir } from '../packages/cli/src/tls';
+import { createTlsDir } from '@wanas/devfed';
 import { WANAS_BIN, freePorts } from './support/federation';
 
 jest.setTimeout(90_000);

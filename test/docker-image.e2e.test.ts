@@ -13,8 +13,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { loadTopology } from '@wanas/broker';
-import { waitServing } from '../packages/cli/src/processes';
-import { K8S_PORTS } from '../packages/cli/src/k8s/manifests';
+import { waitServing } from '@wanas/devfed';
+import { K8S_PORTS } from '@wanas/k8s';
 import { ROOT, freePorts } from './support/federation';
 
 jest.setTimeout(180_000);
@@ -66,13 +66,14 @@ describe('docker/Dockerfile', () => {
         const to = words.pop()!;
         for (const src of words) {
           const from = src.replace(/^\/src\//, '');
-          if (from === 'node_modules') continue; // made below, as the build stage makes it
+          if (from.endsWith('node_modules')) continue; // made below, as the build stage makes it
           const dest = to.endsWith('/') ? path.join(app, to, path.basename(from)) : path.join(app, to);
           fs.mkdirSync(path.dirname(dest), { recursive: true });
           fs.cpSync(path.join(ROOT, from), dest, { recursive: true });
         }
       }
-      // The build stage: `npm ci --omit=dev --ignore-scripts && npm rebuild better-sqlite3`.
+      // The build stage: `npm ci --omit=dev --ignore-scripts && npm rebuild better-sqlite3` beside the
+      // runtime packages' package.json files only.
       const ci = spawnSync(
         'npm',
         ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'],
@@ -91,9 +92,33 @@ describe('docker/Dockerfile', () => {
       if (app) fs.rmSync(app, { recursive: true, force: true });
     });
 
-    it('holds no development dependency', () => {
-      for (const dev of ['jest', 'typescript', 'kubernetes-models', 'ts-jest', 'eslint'])
+    it('holds no development dependency, and none of the dev packages or theirs', () => {
+      for (const dev of [
+        'jest',
+        'typescript',
+        'kubernetes-models',
+        'ts-jest',
+        'eslint',
+        'cli-progress',
+        '@peculiar/x509',
+      ])
         expect(fs.existsSync(path.join(app, 'node_modules', dev))).toBe(false);
+      for (const pkg of ['devfed', 'bench', 'k8s'])
+        expect(fs.existsSync(path.join(app, 'packages', pkg))).toBe(false);
+    });
+
+    it('says that the dev commands are not in the image (exit 2)', () => {
+      const r = spawnSync(
+        process.execPath,
+        [path.join(app, 'packages/cli/dist/bin.js'), 'bench', '--smoke'],
+        {
+          cwd: app,
+          encoding: 'utf8',
+          timeout: 30_000,
+        },
+      );
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/"wanas bench" needs @wanas\/bench, which this install does not have/);
     });
 
     it('prints usage with the default CMD', () => {

@@ -6,9 +6,9 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { AggregationServiceClient, type AggregateRequest } from '@wanas/proto';
-import { BenchFederation } from '../packages/cli/src/bench/bench-federation';
+import { BenchFederation } from '@wanas/devfed';
 import { until } from './support/until';
-import { cancelAcrossHops } from '../packages/cli/src/bench/part-failure';
+import { cancelAcrossHops } from '@wanas/bench';
 
 const ENTRY = 's1-p1-a';
 

@@ -16,7 +16,7 @@ import {
 } from '@wanas/proto';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
-import { BenchFederation } from '../packages/cli/src/bench/bench-federation';
+import { BenchFederation } from '@wanas/devfed';
 import { sleep, until } from './support/until';
 
 const ENTRY = 's1-p1-a';
@@ -396,7 +396,7 @@ describe('first-fit write cut off by a partition (real processes, emulated WAN)'
       wanLatencyMs: 10,
       settings: { attemptTimeoutMs: 300 },
       // s2's broker takes 400 ms before it works on a SiteRequest: time to cut the link under it.
-      envFor: (b): Record<string, string> => (b.site === 's2' ? { WANAS_CHAOS_SLOW: '1:400' } : {}),
+      injectSlow: (b) => (b.site === 's2' ? '1:400' : undefined),
     });
   }, 60_000);
   afterAll(async () => {

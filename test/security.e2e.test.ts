@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { hashToken } from '../packages/broker/src/security';
-import { createTlsDir, reissueCertificate } from '../packages/cli/src/tls';
+import { createTlsDir, reissueCertificate } from '@wanas/devfed';
 import { Federation } from './support/federation';
 
 const TOKEN = 'test-token-0123456789abcdef-not-a-real-secret';

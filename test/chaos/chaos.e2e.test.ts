@@ -9,7 +9,7 @@ import { msToDuration, type AggregateResponse } from '@wanas/proto';
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BenchFederation, type BenchBroker } from '../../packages/cli/src/bench/bench-federation';
+import { BenchFederation, type BenchBroker } from '@wanas/devfed';
 
 const SECONDS = Number(process.env.WANAS_CHAOS_SECONDS ?? 40);
 const TIMEOUT_MS = 1500;

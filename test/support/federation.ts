@@ -20,9 +20,9 @@ import YAML from 'yaml';
 export const ROOT = path.resolve(__dirname, '../..');
 export const WANAS_BIN = path.join(ROOT, 'packages/cli/dist/bin.js');
 
-export { freePorts } from '../../packages/cli/src/bench/bench-federation';
-import { freePorts } from '../../packages/cli/src/bench/bench-federation';
-import { stopProcess, waitServing } from '../../packages/cli/src/processes';
+export { freePorts } from '@wanas/devfed';
+import { freePorts } from '@wanas/devfed';
+import { stopProcess, waitServing } from '@wanas/devfed';
 
 /** sites → pods → broker count, e.g. `{ 'us-east': { 'pod-1': 2 } }`. */
 export type FederationSpec = Record<string, Record<string, number>>;

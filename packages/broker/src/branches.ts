@@ -24,7 +24,7 @@ import {
   type TargetList,
 } from '@wanas/proto';
 import type { Logger } from 'winston';
-import { attemptToProto, failed, key, type Branch, type PodRef } from './fan-out';
+import { attemptToProto, failed, key, type Branch, type Leg, type PodRef } from './fan-out';
 import type { BrokerMetrics } from './metrics';
 import type { JsonObject, Operation } from './operations/types';
 import { runOwnPod } from './own-pod';
@@ -46,6 +46,18 @@ export interface FanOutArgs {
   deadline: number;
 }
 
+/** How the legs of one plan are sent. */
+export interface LegArgs extends FanOutArgs {
+  /** Per-attempt timeout of a LocalRequest (a SiteRequest attempt gets twice this). */
+  attemptTimeoutMs: number;
+  /** Hops the requests travel (1 from the entry, 2 from a representative). */
+  hops: number;
+  /** First-fit: a SiteRequest searches its site's pods one after another. */
+  first: boolean;
+  /** A SiteRequest's pods come back one by one (StreamSiteRequest). */
+  stream: boolean;
+}
+
 /** What the branches need: this broker, the topology, the connection manager and the pod's store. */
 export interface BranchDeps {
   self: BrokerInfo;
@@ -65,37 +77,21 @@ export interface BranchDeps {
 export class Branches {
   constructor(private readonly deps: BranchDeps) {}
 
-  /** An Aggregate's MODE_ALL branches: the own pod, a LocalRequest per other pod of this site, a SiteRequest per remote site. */
-  forAggregate(pods: PodRef[], a: FanOutArgs, attemptTimeoutMs: number, stream: boolean): Branch[] {
-    const { self } = this.deps;
-    const bySite = new Map<string, PodRef[]>();
-    for (const p of pods) bySite.set(p.site, [...(bySite.get(p.site) ?? []), p]);
-    const branches: Branch[] = [];
-    for (const [site, sitePods] of bySite) {
-      if (site !== self.site) {
-        const params = a.op.shape?.(a.params, { site }) ?? a.params;
-        branches.push(
-          this.site({ ...a, params, site, pods: sitePods, attemptTimeoutMs, first: false, stream }),
-        );
-        continue;
-      }
-      branches.push(...this.forPods(sitePods, a, attemptTimeoutMs, 1));
+  /** The branch that runs one leg of a plan (see {@link Leg}). */
+  forLeg(leg: Leg, a: LegArgs): Branch {
+    const params = a.op.shape?.(a.params, leg.via === 'site' ? { site: leg.site } : leg.pods[0]!) ?? a.params;
+    switch (leg.via) {
+      case 'own':
+        return this.ownPod({ ...a, params });
+      case 'local':
+        return this.local({ ...a, params, pod: leg.pods[0]! });
+      case 'site':
+        return this.site({ ...a, params, site: leg.site, pods: leg.pods });
     }
-    return branches;
-  }
-
-  /** One branch per pod of this broker's site: the own pod in-process, the others by LocalRequest. */
-  forPods(pods: PodRef[], a: FanOutArgs, attemptTimeoutMs: number, hops: number): Branch[] {
-    return pods.map((p) => {
-      const params = a.op.shape?.(a.params, p) ?? a.params;
-      return p.pod === this.deps.self.pod
-        ? this.ownPod({ ...a, params })
-        : this.local({ ...a, params, pod: p, attemptTimeoutMs, hops });
-    });
   }
 
   /** The own pod's branch: the operation runs in this process. */
-  ownPod(a: {
+  private ownPod(a: {
     correlationId: string;
     op: Operation;
     params: JsonObject;
@@ -172,7 +168,7 @@ export class Branches {
   }
 
   /** A LocalRequest to another pod of this site, through a connection iterator over the pod's brokers. */
-  local(a: FanOutArgs & { pod: PodRef; attemptTimeoutMs: number; hops: number }): Branch {
+  private local(a: LegArgs & { pod: PodRef }): Branch {
     const { self } = this.deps;
     return {
       pods: [a.pod],
@@ -231,15 +227,7 @@ export class Branches {
    * own pod first; for a write, the topology's), so a resend walks the same pods, which replay their
    * remembered outcomes; the result lists the pods tried.
    */
-  site(
-    a: FanOutArgs & {
-      site: string;
-      pods: PodRef[];
-      attemptTimeoutMs: number;
-      first: boolean;
-      stream: boolean;
-    },
-  ): Branch {
+  private site(a: LegArgs & { site: string; pods: PodRef[] }): Branch {
     const { self } = this.deps;
     const asked = new Set(a.pods.map(key));
     /** A pod result from the site, if it is one of the pods asked. */

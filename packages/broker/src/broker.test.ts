@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { freePorts } from '../../../test/support/federation';
+import { freePorts } from '@wanas/devfed';
 import { startBroker, type BrokerHandle } from './broker';
 import { createLogger } from './logger';
 

@@ -14,7 +14,7 @@ import { builtinOperations } from './operations/builtin';
 import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './reflection';
 import { createSecurity } from './security';
-import { SERVER_OPTIONS, createHandlers } from './server';
+import { SERVER_OPTIONS, createHandlers, type FaultInjection } from './server';
 import { PodStore } from './store/pod-store';
 import { DnsDiscovery } from './discovery';
 import {
@@ -55,6 +55,8 @@ export interface BrokerOptions {
   connectionManager?: Omit<ConnectionManagerOptions, 'logger'>;
   /** host:port for /metrics and /status (default: the topology's `metricsAddress`, else none). */
   metricsAddress?: string;
+  /** Faults to inject on purpose (tests and benchmarks only; the broker logs a warning). */
+  faults?: FaultInjection;
 }
 
 /** A running broker. */
@@ -178,6 +180,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     () => status(),
     security,
     () => topology.settings,
+    opts.faults,
   ).addTo(server);
   addReflection(server);
   const port = await new Promise<number>((resolve, reject) =>

@@ -11,6 +11,18 @@ export interface PodRef {
 }
 
 /**
+ * Where one leg of a request goes: this broker's own pod (in-process), another pod of its site (one
+ * LocalRequest), or a remote site (one SiteRequest; its representative asks the site's pods over its LAN).
+ * A MODE_ALL request runs its legs at once; a first-fit search one after another.
+ */
+export interface Leg {
+  via: 'own' | 'local' | 'site';
+  site: string;
+  /** The pods the leg answers for: one, or a remote site's pods in scope. */
+  pods: PodRef[];
+}
+
+/**
  * One fan-out branch: the pods it answers for, and how to get their results (never rejects). A branch may
  * `report` some pods' results early (a streamed SiteRequest, pod by pod); a pod's first result counts.
  */

@@ -16,3 +16,4 @@ export * from './store/pod-store';
 export * from './topology';
 export * from './security';
 export * from './call-context';
+export type { FaultInjection } from './rpc';

@@ -4,6 +4,7 @@ import {
   loadTopology,
   startBroker,
   type BrokerHandle,
+  type FaultInjection,
   type LogFormat,
 } from '@wanas/broker';
 import { InvalidArgumentError, type Command } from 'commander';
@@ -19,6 +20,14 @@ interface BrokerFlags {
   logFormat?: string;
   logLevel: string;
   grace: number;
+  injectSlow?: FaultInjection['slowFederation'];
+}
+
+/** Parses `--inject-slow RATIO:MS`, e.g. 0.05:500. */
+function parseInjectSlow(text: string): FaultInjection['slowFederation'] {
+  const m = /^(0(?:\.\d+)?|1(?:\.0+)?):(\d+)$/.exec(text);
+  if (!m) throw new InvalidArgumentError(`"${text}" is not RATIO:MS with RATIO from 0 to 1, e.g. 0.05:500`);
+  return { ratio: Number(m[1]), delayMs: Number(m[2]) };
 }
 
 /** Parses `--pod SITE/POD`. */
@@ -57,6 +66,11 @@ export function registerBroker(program: Command): void {
     .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
     .option('--log-level <level>', 'error, warn, info, debug', 'info')
     .option('--grace <ms>', 'shutdown grace period for in-flight calls, ms', parsePositiveInt, 10_000)
+    .option(
+      '--inject-slow <ratio:ms>',
+      'tests and benchmarks only: delay this share of federation requests by MS before working on them',
+      parseInjectSlow,
+    )
     .action(async (o: BrokerFlags) => {
       if (o.logFormat && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
         program.error(`error: --log-format must be json or pretty, got "${o.logFormat}"`, { exitCode: 2 });
@@ -87,6 +101,7 @@ export function registerBroker(program: Command): void {
               topology,
               logger,
               metricsAddress: o.metricsAddress,
+              faults: o.injectSlow ? { slowFederation: o.injectSlow } : undefined,
             }),
           );
         }

@@ -4,7 +4,8 @@ import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import { formatAggregate } from './format';
 import { parsePositiveInt } from './parse';
-import type { ClientChannel } from './up/up';
+import type { ClientChannel } from '@wanas/devfed';
+import { loadDevPackage } from './dev-packages';
 import type { Topology } from '@wanas/broker';
 
 interface UpFlags {
@@ -78,7 +79,7 @@ export function registerUp(program: Command): void {
       "once ready, find alice's sessions and place a GPU desktop for her (home site first); print both",
     )
     .action(async (o: UpFlags) => {
-      const { runUp } = await import('./up/up'); // the emulator and TLS tooling load only for `up`
+      const { runUp } = await loadDevPackage<typeof import('@wanas/devfed')>('@wanas/devfed', 'up');
       await runUp({
         topology: o.topology,
         wanLatencyMs: o.wanLatencyMs,

@@ -1,9 +1,10 @@
+import { loadDevPackage } from './dev-packages';
 import type { Command } from 'commander';
 
 async function control(topology: string, method: 'GET' | 'POST', route: string): Promise<void> {
   let base: string;
   try {
-    const { readUpState } = await import('./up/up');
+    const { readUpState } = await loadDevPackage<typeof import('@wanas/devfed')>('@wanas/devfed', 'wan');
     base = readUpState(topology).control;
   } catch (e) {
     process.stderr.write(`error: ${(e as Error).message}\n`);

@@ -1,14 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
-import { failed, key, type PodRef } from '../fan-out';
-import {
-  MAX_STEP_RETRIES,
-  OUTCOME_UNKNOWN,
-  firstFit,
-  searchSteps,
-  verdictOf,
-  type SearchStep,
-} from './first-fit';
+import { failed, key, type Leg, type PodRef } from '../fan-out';
+import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN, firstFit, searchSteps, verdictOf } from './first-fit';
 
 const pods: PodRef[] = [
   { site: 'us', pod: 'p1' },
@@ -81,12 +74,12 @@ describe('verdictOf', () => {
 });
 
 describe('firstFit', () => {
-  const steps: SearchStep[] = pods.slice(0, 3).map((p) => ({ via: 'local', site: p.site, pods: [p] }));
+  const steps: Leg[] = pods.slice(0, 3).map((p) => ({ via: 'local', site: p.site, pods: [p] }));
   const run = (answers: Record<string, PodResult[]>) => {
     const asked: string[] = [];
     return {
       asked,
-      run: (step: SearchStep) => {
+      run: (step: Leg) => {
         const k = key(step.pods[0]!);
         asked.push(k);
         return Promise.resolve([answers[k]!.shift()!]);

@@ -1,19 +1,8 @@
 import { status } from '@grpc/grpc-js';
 import { neverReachedPeer } from '@wanas/iterator';
 import type { PodResult } from '@wanas/proto';
-import { key, type PodRef } from '../fan-out';
+import { key, type Leg, type PodRef } from '../fan-out';
 import type { Operation } from '../operations/types';
-
-/**
- * One step of a first-fit search: this broker's own pod, another pod of its site (one LocalRequest), or
- * a remote site (one SiteRequest: its representative searches the site's pods over its own LAN).
- */
-export interface SearchStep {
-  via: 'own' | 'local' | 'site';
-  site: string;
-  /** The pods the step may ask: one, or a remote site's pods in scope. */
-  pods: PodRef[];
-}
 
 /**
  * The order of a first-fit search from the entry broker `self` over the pods in scope: the preferred
@@ -28,7 +17,7 @@ export function searchSteps(
   preferSites: readonly string[],
   distanceMs: (site: string) => number | undefined,
   ownPodFirst = true,
-): SearchStep[] {
+): Leg[] {
   const sites = [...new Set(scoped.map((p) => p.site))];
   const rest = sites
     .filter((s) => s !== self.site && !preferSites.includes(s))
@@ -36,13 +25,13 @@ export function searchSteps(
     .sort((a, b) => a.d - b.d || a.i - b.i)
     .map((x) => x.s);
   const ordered = [...preferSites, ...(preferSites.includes(self.site) ? [] : [self.site]), ...rest];
-  return ordered.flatMap((site): SearchStep[] => {
+  return ordered.flatMap((site): Leg[] => {
     const pods = scoped.filter((p) => p.site === site);
     if (pods.length === 0) return [];
     if (site !== self.site) return [{ via: 'site', site, pods }];
     const own = pods.filter((p) => p.pod === self.pod);
     const ordered = ownPodFirst ? [...own, ...pods.filter((p) => p.pod !== self.pod)] : pods;
-    return ordered.map((p): SearchStep => ({ via: p.pod === self.pod ? 'own' : 'local', site, pods: [p] }));
+    return ordered.map((p): Leg => ({ via: p.pod === self.pod ? 'own' : 'local', site, pods: [p] }));
   });
 }
 
@@ -89,7 +78,7 @@ const MIN_RETRY_TIME_MS = 20;
 export interface FirstFitOptions {
   op: Pick<Operation, 'idempotent' | 'nextPodOn'>;
   /** Runs one step; resolves with the results of the pods it asked, in the order asked (never rejects). */
-  run(step: SearchStep): Promise<PodResult[]>;
+  run(step: Leg): Promise<PodResult[]>;
   /** Epoch ms of the overall deadline. */
   deadline: number;
   /** The caller's cancel. */
@@ -108,7 +97,7 @@ export interface FirstFitOptions {
  * than risk acting in a second pod. Resolves with every pod asked, once, in the order first asked; the
  * winner, if any, is last.
  */
-export async function firstFit(steps: readonly SearchStep[], o: FirstFitOptions): Promise<PodResult[]> {
+export async function firstFit(steps: readonly Leg[], o: FirstFitOptions): Promise<PodResult[]> {
   const now = o.now ?? Date.now;
   const tried = new Map<string, PodResult>();
   for (const step of steps) {
@@ -130,7 +119,7 @@ export async function firstFit(steps: readonly SearchStep[], o: FirstFitOptions)
 
 /** Asks one step until its outcome is known (or the retries or the time run out); records every pod in `tried`. */
 async function askStep(
-  step: SearchStep,
+  step: Leg,
   o: FirstFitOptions,
   tried: Map<string, PodResult>,
   now: () => number,

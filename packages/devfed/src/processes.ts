@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import * as path from 'node:path';
 import { createHealthProbe } from '@wanas/connection-manager';
 import type { ChildProcess } from 'node:child_process';
 
@@ -46,3 +47,6 @@ export async function stopProcess(proc: ChildProcess | undefined, graceMs = 5000
   await exited;
   clearTimeout(t);
 }
+
+/** The compiled `wanas` command (packages/cli/dist/bin.js), which the harness runs brokers with: from src/ under ts-jest, or from dist/. */
+export const WANAS_BIN = path.resolve(__dirname, '../../cli/dist/bin.js');

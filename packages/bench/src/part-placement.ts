@@ -7,8 +7,8 @@ import {
   type AggregateRequest,
 } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
-import { table } from '../format';
-import { BenchFederation } from './bench-federation';
+import { table } from '@wanas/devfed';
+import { BenchFederation } from '@wanas/devfed';
 import { shape, timed, unary, untilAllAnswer, wanBytes, type BenchCounts, type Progress } from './parts';
 import { summarize, type LatencySummary } from './stats';
 

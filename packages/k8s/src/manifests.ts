@@ -56,22 +56,6 @@ export interface K8sOptions {
   createNamespace: boolean;
 }
 
-/** Defaults of the `wanas k8s` flags. */
-export const K8S_DEFAULTS: Omit<K8sOptions, 'image'> = {
-  namespace: 'wanas',
-  sites: [],
-  clusterDomain: 'cluster.local',
-  replicas: 2,
-  graceMs: 10_000,
-  cpuRequest: '250m',
-  memoryRequest: '192Mi',
-  memoryLimit: '512Mi',
-  data: 'pvc',
-  dataSize: '1Gi',
-  storageClass: undefined,
-  createNamespace: true,
-};
-
 /** A Kubernetes object wanas k8s emits. */
 export type Manifest =
   INamespace | IConfigMap | IService | IDeployment | IPodDisruptionBudget | IPersistentVolumeClaim;

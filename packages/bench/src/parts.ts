@@ -8,7 +8,7 @@ import {
   msToDuration,
   type AggregateResponse,
 } from '@wanas/proto';
-import { BenchFederation, type BenchBroker } from './bench-federation';
+import { BenchFederation, type BenchBroker } from '@wanas/devfed';
 import { summarize, type LatencySummary } from './stats';
 
 /** Reports progress: `total` steps announced once, then `tick()` per step. */
@@ -379,8 +379,7 @@ export async function tailPart(counts: BenchCounts, progress: Progress): Promise
   const f = await BenchFederation.start({
     ...shape(counts, 4, 3, 2),
     wanLatencyMs: 25,
-    envFor: (b): Record<string, string> =>
-      b.pod === 'p1' && b.id.endsWith('-a') && b.site !== 's1' ? { WANAS_CHAOS_SLOW: '0.05:500' } : {},
+    injectSlow: (b) => (b.pod === 'p1' && b.id.endsWith('-a') && b.site !== 's1' ? '0.05:500' : undefined),
   });
   try {
     const aggregate = f.aggregator('s1-p1-a');

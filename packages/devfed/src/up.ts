@@ -6,9 +6,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { table } from '../format';
-import { createTlsDir } from '../tls';
-import { stopProcess } from '../processes';
+import { table } from './text';
+import { createTlsDir } from './tls';
+import { WANAS_BIN, stopProcess } from './processes';
 import { WanEmulator, type WanLink } from './wan-emulator';
 
 /** Time to wait for every broker to answer SERVING, ms. */
@@ -77,8 +77,6 @@ interface Managed {
   restarts: number[];
 }
 
-const BIN = path.resolve(__dirname, '../bin.js');
-
 /**
  * `wanas up`: every broker of the topology as its own OS process, a WAN emulator at every `wanAddress`,
  * a control endpoint for cutting and healing sites; stops everything it started on SIGINT/SIGTERM.
@@ -133,7 +131,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
     const proc = spawn(
       process.execPath,
       [
-        BIN,
+        WANAS_BIN,
         'broker',
         '--topology',
         topology.file!,

@@ -12,13 +12,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { WanEmulator } from '../up/wan-emulator';
-import { stopProcess, waitServing } from '../processes';
-
-/** The compiled CLI (this file runs from dist/, or from src/ under ts-jest in tests). */
-const BIN = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>
-  fs.existsSync(f),
-)!;
+import { WanEmulator } from './wan-emulator';
+import { WANAS_BIN, stopProcess, waitServing } from './processes';
 
 /** One broker of a bench federation. */
 export interface BenchBroker {
@@ -38,8 +33,10 @@ export interface BenchFederationOptions {
   /** One-way WAN delay, ms (0: no emulator delay, but traffic still crosses it). */
   wanLatencyMs: number;
   settings?: Record<string, unknown>;
-  /** Extra environment per broker id (e.g. WANAS_CHAOS_SLOW for the tail part). */
+  /** Extra environment per broker (e.g. NODE_OPTIONS). */
   envFor?: (b: BenchBroker) => Record<string, string>;
+  /** Fault injection per broker: `RATIO:MS` of federation requests answered late (`wanas broker --inject-slow`). */
+  injectSlow?: (b: BenchBroker) => string | undefined;
   /** Brokers with the same key share one process (default: one process per broker). */
   processKey?: (b: BenchBroker) => string;
   /** mTLS between brokers and from the bench's clients (throwaway CA and certificates). */
@@ -162,7 +159,7 @@ export class BenchFederation {
 
   /** Writes a throwaway CA and certificates, turns on mTLS in the topology `doc`, sets the credentials. */
   private async useTls(doc: Record<string, unknown>): Promise<void> {
-    const { createTlsDir } = await import('../tls');
+    const { createTlsDir } = await import('./tls');
     const files = await createTlsDir(
       path.join(this.dir, 'tls'),
       this.brokers.map((b) => b.id),
@@ -190,7 +187,7 @@ export class BenchFederation {
       [
         // Extra Node flags for every broker, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
         ...(process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
-        BIN,
+        WANAS_BIN,
         'broker',
         '--topology',
         path.join(this.dir, 'topology.yaml'),
@@ -200,6 +197,7 @@ export class BenchFederation {
         'json',
         '--log-level',
         this.opts.logLevel ?? 'warn',
+        ...(this.opts.injectSlow?.(b) ? ['--inject-slow', this.opts.injectSlow(b)!] : []),
       ],
       {
         stdio: ['ignore', log, log, 'ipc'],

@@ -12,7 +12,7 @@ import {
 } from '@wanas/proto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BenchFederation } from './bench-federation';
+import { BenchFederation } from '@wanas/devfed';
 import { timed, type BenchCounts, type Progress } from './parts';
 import { summarize, type LatencySummary } from './stats';
 

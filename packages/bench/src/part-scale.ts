@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BenchFederation, freePorts } from './bench-federation';
+import { BenchFederation, WANAS_BIN, freePorts } from '@wanas/devfed';
 import { timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
 import { summarize } from './stats';
 
@@ -102,9 +102,7 @@ async function bigTopologyRss(progress: Progress, settleMs = 5000): Promise<{ li
       );
   }
   fs.writeFileSync(path.join(dir, 'topology.yaml'), `${lines.join('\n')}\n`);
-  const bin = [path.resolve(__dirname, '../bin.js'), path.resolve(__dirname, '../../dist/bin.js')].find((f) =>
-    fs.existsSync(f),
-  )!;
+  const bin = WANAS_BIN;
   const farm = spawn(process.execPath, ['-e', FARM], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: {

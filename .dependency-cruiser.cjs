@@ -1,0 +1,54 @@
+/**
+ * The architecture, checked by `npm run lint` (dependency-cruiser): runtime dependencies only (type-only
+ * imports are erased), source files only (tests may use the dev packages). Direction:
+ *   proto ← iterator, connection-manager ← broker ← cli            (what the broker image holds)
+ *   broker ← devfed ← bench, k8s                                    (development packages)
+ * and the runtime packages never load a development package (the CLI loads them by name, on demand).
+ */
+const runtime = '^packages/(proto|iterator|connection-manager|broker|cli)/src';
+const dev = '^packages/(devfed|bench|k8s)/';
+const notTests = '\\.test\\.ts$';
+
+module.exports = {
+  forbidden: [
+    { name: 'no-circular', severity: 'error', from: {}, to: { circular: true } },
+    {
+      name: 'runtime-not-to-dev',
+      comment: 'the broker image holds the runtime packages only',
+      severity: 'error',
+      from: { path: runtime, pathNot: notTests },
+      to: { path: dev },
+    },
+    {
+      name: 'proto-is-the-base',
+      severity: 'error',
+      from: { path: '^packages/proto/src', pathNot: notTests },
+      to: { path: '^packages/(?!proto/)[^/]+/' },
+    },
+    {
+      name: 'iterator-and-connection-manager-on-proto-only',
+      severity: 'error',
+      from: { path: '^packages/(iterator|connection-manager)/src', pathNot: notTests },
+      to: { path: '^packages/(?!(proto|$1)/)[^/]+/' },
+    },
+    {
+      name: 'broker-below-the-cli',
+      severity: 'error',
+      from: { path: '^packages/broker/src', pathNot: notTests },
+      to: { path: '^packages/(cli|devfed|bench|k8s)/' },
+    },
+    {
+      name: 'dev-packages-not-on-the-cli',
+      severity: 'error',
+      from: { path: dev, pathNot: notTests },
+      to: { path: '^packages/cli/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '(^|/)dist/|/gen/' },
+    tsPreCompilationDeps: false,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['require', 'node', 'default'] },
+  },
+};

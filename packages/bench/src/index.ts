@@ -1,0 +1,8 @@
+/** @wanas/bench — the benchmarks of BENCHMARKS.md (`wanas bench`), on a {@link BenchFederation} from @wanas/devfed. */
+export * from './part-failure';
+export * from './part-placement';
+export * from './part-scale';
+export * from './parts';
+export * from './run';
+export * from './stats';
+export * from './svg';

@@ -1,0 +1,235 @@
+import * as grpc from '@grpc/grpc-js';
+import { codeName } from '@wanas/proto';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'winston';
+import type { CallContext } from './call-context';
+import { BrokerError, toBrokerError } from './errors';
+import type { BrokerMetrics, RequestKind } from './metrics';
+import { isValidCorrelationId } from './request-limits';
+import type { BrokerSecurity, CallerKind } from './security';
+
+/**
+ * Faults a broker injects on purpose, for tests and benchmarks only (`wanas broker --inject-slow`):
+ * `slowFederation` makes it slow to take up a share (`ratio`) of its federation requests, each waiting
+ * `delayMs` before it is acknowledged and worked on, as a broker stalled by GC or overload would.
+ */
+export interface FaultInjection {
+  slowFederation?: { ratio: number; delayMs: number };
+}
+
+/** What the middleware needs. */
+export interface RpcDeps {
+  log: Logger;
+  metrics: BrokerMetrics;
+  security: BrokerSecurity;
+  /** The in-flight limits in force (they follow topology reloads). */
+  limits: () => { maxInFlightAggregates: number; maxInFlightFederation: number };
+  faults?: FaultInjection;
+}
+
+/** One RPC as the middleware sees it. */
+export interface Route<Req> {
+  service: string;
+  method: string;
+  type: 'unary' | 'server_stream';
+  /** The request kind in logs and metrics. */
+  kind: RequestKind;
+  /** Who may call it: a client, or a broker of the topology. */
+  caller: CallerKind;
+  /** The request's correlation id; a client request without one gets a UUID here. */
+  correlationId(req: Req): string;
+  operation(req: Req): string;
+  /** The broker a federation request says it comes from (else the transport peer is logged). */
+  source?(req: Req): string;
+  /** Send the response headers before the work: the caller then knows this broker is alive and on it. */
+  acknowledge?: boolean;
+  /** Echo the correlation id in the `x-correlation-id` trailer (client calls). */
+  correlationTrailer?: boolean;
+}
+
+/** Largest message a broker accepts or sends, bytes. */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** Longest field value copied from a request into a log line. */
+const LOG_FIELD_CHARS = 128;
+/** One shared reason: `abort()` without one builds a DOMException (with a stack trace) on every call. */
+const CANCELLED_BY_CALLER = new Error('the caller cancelled the call');
+
+type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+/**
+ * The server's middleware: every RPC of AggregationService and FederationService goes through it, so each
+ * concern is said once — a {@link CallContext} per call, authorization then admission (in-flight limits),
+ * injected faults, the acknowledgement, one log line and one metric per call, and the mapping of any
+ * error to a gRPC status (with rich details when the error carries them). Handlers stay thin.
+ */
+export class Rpc {
+  private readonly inFlight: Record<CallerKind, number> = { client: 0, broker: 0 };
+
+  constructor(private readonly deps: RpcDeps) {
+    const slow = deps.faults?.slowFederation;
+    if (slow) deps.log.warn('FAULT INJECTION: delaying some federation requests on purpose', slow);
+  }
+
+  /** A unary handler: `handle` answers; `fields` adds to the log line. */
+  unary<Req, Res>(
+    route: Route<Req>,
+    handle: (req: Req, ctx: CallContext) => Promise<Res>,
+    fields?: (req: Req, res: Res) => Record<string, unknown>,
+  ): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      this.serve(call as AnyCall, route, call.request, (ctx) => handle(call.request, ctx), fields).then(
+        (res) => callback(null, res, this.trailer(route, call.request)),
+        (status: grpc.StatusObject) => callback(status),
+      );
+    };
+  }
+
+  /** A server-streaming handler: `handle` writes through `write` and resolves with what the log line reports. */
+  serverStream<Req, Out, Res>(
+    route: Route<Req>,
+    handle: (req: Req, ctx: CallContext, write: (msg: Out) => void) => Promise<Res>,
+    fields?: (req: Req, res: Res) => Record<string, unknown>,
+  ): grpc.handleServerStreamingCall<Req, Out> {
+    return (call) => {
+      const write = (msg: Out) => {
+        if (!call.cancelled) call.write(msg);
+      };
+      this.serve(
+        call as AnyCall,
+        route,
+        call.request,
+        (ctx) => handle(call.request, ctx, write),
+        fields,
+      ).then(
+        () => {
+          if (!call.cancelled) call.end(this.trailer(route, call.request));
+        },
+        (status: grpc.StatusObject) => call.emit('error', status),
+      );
+    };
+  }
+
+  /** Maps anything thrown to the status sent: details, the correlation trailer, rich details when present. */
+  status(e: unknown, correlationId: string): { err: BrokerError; status: grpc.StatusObject } {
+    const err = toBrokerError(e);
+    if (err.cause) this.deps.log.error('request failed', { correlationId, error: String(err.cause) });
+    const metadata = correlationMetadata(correlationId);
+    if (err.statusDetails) metadata.set('grpc-status-details-bin', Buffer.from(err.statusDetails));
+    return { err, status: { code: err.code, details: err.details, metadata } };
+  }
+
+  /** Context, admission, faults, acknowledgement, the handler, then one log line and metric; rejects with the status to send. */
+  private async serve<Req, Res>(
+    call: AnyCall,
+    route: Route<Req>,
+    req: Req,
+    handle: (ctx: CallContext) => Promise<Res>,
+    fields?: (req: Req, res: Res) => Record<string, unknown>,
+  ): Promise<Res> {
+    const t0 = Date.now();
+    const correlationId = route.correlationId(req);
+    const ctx = callContext(call, correlationId, route.source?.(req) || call.getPeer());
+    let release: (() => void) | undefined;
+    try {
+      release = this.admit(call, route.caller);
+      if (route.caller === 'broker') await this.injectedDelay();
+      if (route.acknowledge && !call.cancelled) call.sendMetadata(new grpc.Metadata());
+      const res = await handle(ctx);
+      this.record(route, req, ctx, t0, grpc.status.OK, fields?.(req, res));
+      return res;
+    } catch (e) {
+      const { err, status } = this.status(e, correlationId);
+      this.record(route, req, ctx, t0, err.code, { error: err.details });
+      throw status;
+    } finally {
+      release?.();
+    }
+  }
+
+  /**
+   * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and a broker
+   * at its in-flight limit answers RESOURCE_EXHAUSTED at once, before any work. Returns the release.
+   */
+  private admit(call: AnyCall, need: CallerKind): () => void {
+    this.deps.security.authorize(call, need);
+    const limits = this.deps.limits();
+    const max = need === 'client' ? limits.maxInFlightAggregates : limits.maxInFlightFederation;
+    if (this.inFlight[need] >= max) {
+      throw new BrokerError(
+        grpc.status.RESOURCE_EXHAUSTED,
+        `broker at its limit of ${max} in-flight ${need === 'client' ? 'aggregates' : 'federation requests'}; retry later or on another broker`,
+      );
+    }
+    this.inFlight[need]++;
+    return () => this.inFlight[need]--;
+  }
+
+  /** Resolves at once, or late on purpose for the share of federation requests fault injection slows. */
+  private injectedDelay(): Promise<void> | undefined {
+    const slow = this.deps.faults?.slowFederation;
+    if (!slow || Math.random() >= slow.ratio) return undefined;
+    return new Promise((r) => setTimeout(r, slow.delayMs));
+  }
+
+  /** One metric and one log line per call; a call its caller cancelled ends CANCELLED, whatever this hop made of it. */
+  private record<Req>(
+    route: Route<Req>,
+    req: Req,
+    ctx: CallContext,
+    t0: number,
+    answered: number,
+    extra: Record<string, unknown> = {},
+  ): void {
+    const code = ctx.signal.aborted ? grpc.status.CANCELLED : answered;
+    const latencyMs = Date.now() - t0;
+    this.deps.metrics.served(route.service, route.method, route.type, code, latencyMs / 1000);
+    const line = {
+      correlationId: clip(ctx.correlationId),
+      operation: clip(route.operation(req)),
+      kind: route.kind,
+      direction: 'in',
+      peer: ctx.peer,
+      code: codeName(code),
+      latencyMs,
+      ...extra,
+    };
+    if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) this.deps.log.error('served', line);
+    else this.deps.log.info('served', line);
+  }
+
+  private trailer<Req>(route: Route<Req>, req: Req): grpc.Metadata | undefined {
+    return route.correlationTrailer ? correlationMetadata(route.correlationId(req)) : undefined;
+  }
+}
+
+/** A client request's correlation id, made when it has none (kept in the request for every later hop). */
+export function fillCorrelationId(req: { correlationId: string }): string {
+  if (!req.correlationId) req.correlationId = randomUUID();
+  return req.correlationId;
+}
+
+/**
+ * The {@link CallContext} of one incoming call: its deadline, a signal aborted when the caller cancels
+ * (grpc-js also reports "cancelled" for some streams that close after their answer was sent; aborting
+ * then is harmless), the correlation id and the peer.
+ */
+function callContext(call: AnyCall, correlationId: string, peer: string): CallContext {
+  const ac = new AbortController();
+  call.on('cancelled', () => ac.abort(CANCELLED_BY_CALLER));
+  return { correlationId, deadline: deadlineOf(call), signal: ac.signal, peer };
+}
+
+function deadlineOf(call: { getDeadline(): grpc.Deadline }): number | undefined {
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** The `x-correlation-id` trailer; left out when the id is not a valid one (it was refused). */
+function correlationMetadata(id: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (isValidCorrelationId(id)) md.set('x-correlation-id', id);
+  return md;
+}
+
+const clip = (s: string) => (s.length > LOG_FIELD_CHARS ? `${s.slice(0, LOG_FIELD_CHARS)}…` : s);

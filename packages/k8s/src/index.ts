@@ -1,0 +1,3 @@
+/** @wanas/k8s — Kubernetes manifests for a topology (`wanas k8s`): one Deployment, headless Service and PodDisruptionBudget per pod. */
+export * from './manifests';
+export * from './render';
