@@ -1,37 +1,33 @@
-import * as grpc from '@grpc/grpc-js';
 import { ConnectionManager, type ConnectionManagerOptions, type PeerGroup } from '@wanas/connection-manager';
 import { HedgeBudget } from '@wanas/iterator';
-import { LoopLag } from './loop-lag';
-import { GetStatusResponse, msToDuration } from '@wanas/proto';
-import { HealthImplementation } from 'grpc-health-check';
-import * as fs from 'node:fs';
+import { GetStatusResponse } from '@wanas/proto';
 import * as path from 'node:path';
 import type { Logger } from 'winston';
+import { BrokerServers } from './broker-servers';
+import { brokerStatus } from './broker-status';
 import { Dispatcher } from './dispatcher';
 import { createLogger } from './logger';
+import { LoopLag } from './loop-lag';
 import { BrokerMetrics, startMetricsServer } from './metrics';
 import { builtinOperations } from './operations/builtin';
 import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './reflection';
 import { createSecurity } from './security';
-import { SERVER_OPTIONS, createHandlers, type FaultInjection } from './server';
+import { createHandlers, type FaultInjection } from './server';
 import { PodStore } from './store/pod-store';
-import { DnsDiscovery } from './discovery';
+import { TopologySource } from './topology-source';
 import {
   dataDirOf,
   dnsSelf,
   findBroker,
-  podOf,
   loadTopology,
-  withDiscovered,
+  podOf,
   type BrokerInfo,
   type Topology,
 } from './topology';
 
 /** Grace period for in-flight calls at shutdown, ms. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
-/** Debounce of topology file changes, ms. */
-const TOPOLOGY_WATCH_DEBOUNCE_MS = 200;
 
 /** Options of {@link startBroker}. */
 export interface BrokerOptions {
@@ -112,52 +108,28 @@ export function peerGroupsFor(t: Topology, self: BrokerInfo): PeerGroup[] {
 
 /** Starts one broker: gRPC server (aggregation, federation, health, reflection), warm peer channels, metrics. */
 export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
-  let fileTopology = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
+  const initial = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
   const whoAmI = (t: Topology): BrokerInfo =>
     opts.pod ? dnsSelf(t, opts.pod.site, opts.pod.pod, opts.id, opts.listen) : findBroker(t, opts.id);
-  const info = whoAmI(fileTopology);
-  const baseLogger = opts.logger ?? createLogger();
-  const log = baseLogger.child({ broker: info.id, site: info.site, pod: info.pod });
+  const info = whoAmI(initial);
+  const log = (opts.logger ?? createLogger()).child({ broker: info.id, site: info.site, pod: info.pod });
   const started = Date.now();
+  // Pods given as dns:///NAME:PORT are resolved once before serving, then kept fresh (see TopologySource).
+  const source = new TopologySource({ initial, self: info, whoAmI, watch: opts.watch !== false, log });
+  await source.resolve();
+  const topology = () => source.topology;
 
-  // Pods given as dns:///NAME:PORT: resolved once before serving, then every dnsRefreshMs.
-  const hasDns = (t: Topology) => t.sites.some((s) => s.pods.some((p) => p.dns));
-  const discovery = new DnsDiscovery(fileTopology.settings.dnsServers, log.child({ component: 'discovery' }));
-  if (hasDns(fileTopology)) await discovery.refresh(fileTopology);
-  let topology = withDiscovered(fileTopology, discovery.discovered);
-
-  const security = createSecurity(() => topology, info, log);
-  const cm = new ConnectionManager({
-    warmPerTarget: topology.settings.warmPerTarget,
-    keepaliveTimeMs: topology.settings.keepaliveTimeMs,
-    keepaliveTimeoutMs: topology.settings.keepaliveTimeoutMs,
-    connectTimeoutMs: topology.settings.connectTimeoutMs,
-    credentials: security.channelCredentials,
-    channelOptionsFor: (ep) => security.peerChannelOptions(ep.brokerId),
-    ...opts.connectionManager,
-    logger: log,
-  });
-  const store = new PodStore(
-    path.join(dataDirOf(topology), `${info.site}.${info.pod}.sqlite`),
-    info.site,
-    info.pod,
-    topology.settings.idempotencyWindowMs,
-    podOf(topology, info.site, info.pod)?.pools,
-  );
+  const security = createSecurity(topology, info, log);
+  const cm = connectionManagerFor(topology(), security, opts, log);
+  const store = podStoreFor(topology(), info);
   const metrics = new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm);
   // No hedges while this broker is saturated: its answers are late from its own queueing, and a hedge
   // would only add load (measured: default hedging cost ~9% of saturated throughput without this).
-  // Measured from the moment the broker serves: start-up work blocks the loop and says nothing of load.
-  const lag: { monitor?: LoopLag } = {};
-  const hedgeBudget = new HedgeBudget(
-    undefined,
-    undefined,
-    undefined,
-    () => lag.monitor?.saturated() ?? false,
-  );
+  const lag = saturationMonitor(log);
+  const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
   const dispatcher = new Dispatcher({
     self: info,
-    topology: () => topology,
+    topology,
     cm,
     registry: opts.operations ?? builtinOperations(),
     store,
@@ -165,202 +137,106 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     metrics,
     hedgeBudget,
   });
+  const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started });
 
-  const server = new grpc.Server(SERVER_OPTIONS);
-  const health = new HealthImplementation({
-    '': 'NOT_SERVING',
-    'wanas.v1.AggregationService': 'NOT_SERVING',
-    'wanas.v1.FederationService': 'NOT_SERVING',
-  });
-  health.addToServer(server);
+  const servers = new BrokerServers(info, log);
   createHandlers(
     dispatcher,
     log.child({ component: 'server' }),
     metrics,
-    () => status(),
+    status,
     security,
-    () => topology.settings,
+    () => topology().settings,
     opts.faults,
-  ).addTo(server);
-  addReflection(server);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(info.address, security.serverCredentials, (e, p) => (e ? reject(e) : resolve(p))),
-  ).catch((e: Error) => {
+  ).addTo(servers.grpc);
+  addReflection(servers.grpc);
+  let port: number;
+  try {
+    port = await servers.listen(security.serverCredentials);
+  } catch (e) {
     cm.close();
     store.close();
-    throw new Error(`broker ${info.id} cannot listen on ${info.address}: ${e.message}`);
-  });
-
-  cm.setPeers(peerGroupsFor(topology, info));
-  const status = (): GetStatusResponse => ({
-    broker: {
-      id: info.id,
-      site: info.site,
-      pod: info.pod,
-      address: info.address,
-      wanAddress: info.wanAddress,
-    },
-    federation: topology.federation,
-    uptime: msToDuration(Date.now() - started),
-    sites: topology.sites.map((s) => ({
-      name: s.name,
-      pods: s.pods.map((p) => ({ name: p.name, brokerIds: p.brokers.map((b) => b.id) })),
-    })),
-    channels: cm.snapshot().map((r) => ({
-      brokerId: r.brokerId,
-      address: r.address,
-      site: r.site,
-      pod: r.pod,
-      connectivity: r.connectivity,
-      breaker: r.breaker,
-      consecutiveFailures: r.consecutiveFailures,
-      latency: r.latencyMs === undefined ? undefined : msToDuration(r.latencyMs),
-      inFlight: r.inFlight,
-      warm: r.warm,
-      age: r.channelAgeMs === undefined ? undefined : msToDuration(r.channelAgeMs),
-      calls: r.calls,
-      failures: r.failures,
-      state: r.state,
-      stateAge: msToDuration(r.stateAgeMs),
-      stateReason: r.stateReason,
-    })),
-    targets: cm.targets().map((t) => ({
-      site: t.site,
-      pod: t.pod,
-      state: t.state,
-      stateAge: msToDuration(Date.now() - t.since),
-      reason: t.reason,
-    })),
-    hedgeRequests: hedgeBudget.stats().requests,
-    hedges: hedgeBudget.stats().hedges,
-  });
-  // Kubernetes probes speak plaintext: health (and only health) on its own port when asked for.
-  let healthServer: grpc.Server | undefined;
-  if (info.healthAddress) {
-    healthServer = new grpc.Server();
-    health.addToServer(healthServer);
-    const hs = healthServer;
-    await new Promise<number>((resolve, reject) =>
-      hs.bindAsync(info.healthAddress!, grpc.ServerCredentials.createInsecure(), (e, p) =>
-        e ? reject(e) : resolve(p),
-      ),
-    ).catch((e: Error) => {
-      server.forceShutdown();
-      cm.close();
-      store.close();
-      throw new Error(`broker ${info.id} cannot serve health on ${info.healthAddress}: ${e.message}`);
-    });
+    lag.close();
+    throw e;
   }
+  cm.setPeers(peerGroupsFor(topology(), info));
   const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
   const metricsServer = metricsAddress
     ? await startMetricsServer(metricsAddress, metrics, () => GetStatusResponse.toJSON(status()))
     : undefined;
+  servers.serving(true);
+  lag.start();
+  log.info('broker serving', {
+    address: `${info.address.slice(0, info.address.lastIndexOf(':'))}:${port}`,
+    wanAddress: info.wanAddress,
+    federation: topology().federation,
+    metrics: metricsServer ? metricsAddress : undefined,
+  });
+  source.run((t) => cm.setPeers(peerGroupsFor(t, info)));
 
-  for (const svc of ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'])
-    health.setStatus(svc, 'SERVING');
-  lag.monitor = new LoopLag(undefined, (saturated, p90Ms) => {
+  let closing: Promise<void> | undefined;
+  /** Health NOT_SERVING, no new calls, in-flight ones get `graceMs`, then everything closes. Once. */
+  const close = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> =>
+    (closing ??= (async () => {
+      log.info('broker stopping', { graceMs });
+      source.close();
+      await servers.stop(graceMs);
+      cm.close();
+      await metricsServer?.close();
+      store.close();
+      lag.close();
+      log.info('broker stopped');
+    })());
+
+  return {
+    info,
+    port,
+    metricsPort: metricsServer?.port,
+    topology,
+    reload: () => source.reload(),
+    status,
+    close,
+  };
+}
+
+/** The connection manager of a broker: its peers' channels with the topology's keepalive and TLS settings. */
+function connectionManagerFor(
+  t: Topology,
+  security: ReturnType<typeof createSecurity>,
+  opts: BrokerOptions,
+  log: Logger,
+): ConnectionManager {
+  const { settings } = t;
+  return new ConnectionManager({
+    warmPerTarget: settings.warmPerTarget,
+    keepaliveTimeMs: settings.keepaliveTimeMs,
+    keepaliveTimeoutMs: settings.keepaliveTimeoutMs,
+    connectTimeoutMs: settings.connectTimeoutMs,
+    credentials: security.channelCredentials,
+    channelOptionsFor: (ep) => security.peerChannelOptions(ep.brokerId),
+    ...opts.connectionManager,
+    logger: log,
+  });
+}
+
+/** The pod's store, a SQLite file in the data directory shared with the pod's other brokers. */
+function podStoreFor(t: Topology, info: BrokerInfo): PodStore {
+  return new PodStore(
+    path.join(dataDirOf(t), `${info.site}.${info.pod}.sqlite`),
+    info.site,
+    info.pod,
+    t.settings.idempotencyWindowMs,
+    podOf(t, info.site, info.pod)?.pools,
+  );
+}
+
+/** Event-loop lag, logged when the broker becomes (or stops being) saturated; started once it serves. */
+function saturationMonitor(log: Logger): LoopLag {
+  return new LoopLag(undefined, (saturated, p90Ms) => {
     const fields = { eventLoopLagP90Ms: Math.round(p90Ms) };
     if (saturated) log.warn('broker saturated: hedging paused', fields);
     else log.info('broker no longer saturated: hedging resumed', fields);
   });
-  log.info('broker serving', {
-    address: `${info.address.slice(0, info.address.lastIndexOf(':'))}:${port}`,
-    wanAddress: info.wanAddress,
-    federation: topology.federation,
-    metrics: metricsServer ? metricsAddress : undefined,
-  });
-
-  let dnsTimer: NodeJS.Timeout | undefined;
-  let dnsRound: Promise<void> | undefined;
-  /** One DNS round (never two at once); applies a changed target list live. */
-  const rediscover = (): Promise<void> =>
-    (dnsRound ??= (async () => {
-      try {
-        if (hasDns(fileTopology) && (await discovery.refresh(fileTopology))) {
-          topology = withDiscovered(fileTopology, discovery.discovered);
-          cm.setPeers(peerGroupsFor(topology, info));
-        }
-      } catch (e) {
-        log.error('DNS discovery round failed', { error: (e as Error).message });
-      } finally {
-        dnsRound = undefined;
-      }
-    })());
-  const scheduleDns = () => {
-    if (!hasDns(fileTopology) || closing) return;
-    dnsTimer = setTimeout(() => void rediscover().finally(scheduleDns), fileTopology.settings.dnsRefreshMs);
-    dnsTimer.unref();
-  };
-
-  const reload = (): boolean => {
-    if (!fileTopology.file) return false;
-    try {
-      const next = loadTopology(fileTopology.file);
-      const me = whoAmI(next);
-      if (me.site !== info.site || me.pod !== info.pod || me.address !== info.address) {
-        throw new Error(`broker ${info.id} moved (site/pod/address changed); restart it to apply that`);
-      }
-      if (JSON.stringify(next.settings.dnsServers) !== JSON.stringify(fileTopology.settings.dnsServers))
-        log.warn('settings.dnsServers changed; that applies at the next restart');
-      const hadDns = hasDns(fileTopology);
-      fileTopology = next;
-      topology = withDiscovered(fileTopology, discovery.discovered);
-      cm.setPeers(peerGroupsFor(topology, info));
-      if (hasDns(next)) void rediscover();
-      if (!hadDns) scheduleDns();
-      log.info('topology reloaded', { sites: topology.sites.length, brokers: topology.brokers.size });
-      return true;
-    } catch (e) {
-      log.error('topology change refused; keeping the current one', { error: (e as Error).message });
-      return false;
-    }
-  };
-
-  let watcher: fs.FSWatcher | undefined;
-  if (fileTopology.file && opts.watch !== false) {
-    let timer: NodeJS.Timeout | undefined;
-    const file = fileTopology.file;
-    watcher = fs.watch(path.dirname(file), (_event, name) => {
-      if (name !== path.basename(file)) return;
-      if (timer) clearTimeout(timer);
-      timer = setTimeout(() => reload(), TOPOLOGY_WATCH_DEBOUNCE_MS);
-      timer.unref();
-    });
-    watcher.unref();
-  }
-
-  let closing: Promise<void> | undefined;
-  const close = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> => {
-    closing ??= (async () => {
-      log.info('broker stopping', { graceMs });
-      if (dnsTimer) clearTimeout(dnsTimer);
-      for (const svc of ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'])
-        health.setStatus(svc, 'NOT_SERVING');
-      watcher?.close();
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          log.warn('grace period over; cancelling calls still in flight');
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        force.unref();
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
-      cm.close();
-      healthServer?.forceShutdown();
-      await metricsServer?.close();
-      store.close();
-      lag.monitor?.close();
-      log.info('broker stopped');
-    })();
-    return closing;
-  };
-
-  scheduleDns();
-  return { info, port, metricsPort: metricsServer?.port, topology: () => topology, reload, status, close };
 }
 
 function requireFile(file: string | undefined): string {

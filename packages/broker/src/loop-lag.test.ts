@@ -4,7 +4,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('LoopLag', () => {
   it('reads near 0 on an idle loop and saturated on a loop blocked in long turns', async () => {
-    const lag = new LoopLag(300);
+    const lag = new LoopLag(300).start();
     try {
       await sleep(700);
       expect(lag.p90Ms).toBeLessThan(SATURATED_LAG_MS);

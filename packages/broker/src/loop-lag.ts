@@ -15,15 +15,20 @@ export const SATURATED_LAG_MS = 10;
  */
 export class LoopLag {
   private readonly histogram: IntervalHistogram;
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout | undefined;
   private lagMs = 0;
 
   constructor(
-    windowMs = 1000,
+    private readonly windowMs = 1000,
     /** Called when the broker becomes saturated or stops being saturated. */
     private readonly onChange?: (saturated: boolean, p90Ms: number) => void,
   ) {
     this.histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+  }
+
+  /** Starts measuring (a broker does once it serves: start-up work blocks the loop and says nothing of load). */
+  start(): this {
+    if (this.timer) return this;
     this.histogram.enable();
     this.timer = setInterval(() => {
       // Each sample is the whole interval between two checks; the lag is what comes on top of it.
@@ -32,8 +37,9 @@ export class LoopLag {
       this.lagMs = h.count > 0 ? Math.max(0, h.percentile(90) / 1e6 - RESOLUTION_MS) : 0;
       h.reset();
       if (this.saturated() !== was) this.onChange?.(!was, this.lagMs);
-    }, windowMs);
+    }, this.windowMs);
     this.timer.unref();
+    return this;
   }
 
   /** p90 event-loop lag over the last window, ms. */

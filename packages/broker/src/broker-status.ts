@@ -1,0 +1,60 @@
+import type { ConnectionManager } from '@wanas/connection-manager';
+import type { HedgeBudget } from '@wanas/iterator';
+import { msToDuration, type GetStatusResponse } from '@wanas/proto';
+import type { BrokerInfo, Topology } from './topology';
+
+/** What a broker's status is made of. */
+export interface StatusSources {
+  info: BrokerInfo;
+  topology: Topology;
+  cm: ConnectionManager;
+  hedgeBudget: HedgeBudget;
+  /** Epoch ms the broker started. */
+  started: number;
+}
+
+/** A broker's view (AdminService/GetStatus, `wanas status`, /status): identity, topology, channels and targets with their health. */
+export function brokerStatus({ info, topology, cm, hedgeBudget, started }: StatusSources): GetStatusResponse {
+  return {
+    broker: {
+      id: info.id,
+      site: info.site,
+      pod: info.pod,
+      address: info.address,
+      wanAddress: info.wanAddress,
+    },
+    federation: topology.federation,
+    uptime: msToDuration(Date.now() - started),
+    sites: topology.sites.map((s) => ({
+      name: s.name,
+      pods: s.pods.map((p) => ({ name: p.name, brokerIds: p.brokers.map((b) => b.id) })),
+    })),
+    channels: cm.snapshot().map((r) => ({
+      brokerId: r.brokerId,
+      address: r.address,
+      site: r.site,
+      pod: r.pod,
+      connectivity: r.connectivity,
+      breaker: r.breaker,
+      consecutiveFailures: r.consecutiveFailures,
+      latency: r.latencyMs === undefined ? undefined : msToDuration(r.latencyMs),
+      inFlight: r.inFlight,
+      warm: r.warm,
+      age: r.channelAgeMs === undefined ? undefined : msToDuration(r.channelAgeMs),
+      calls: r.calls,
+      failures: r.failures,
+      state: r.state,
+      stateAge: msToDuration(r.stateAgeMs),
+      stateReason: r.stateReason,
+    })),
+    targets: cm.targets().map((t) => ({
+      site: t.site,
+      pod: t.pod,
+      state: t.state,
+      stateAge: msToDuration(Date.now() - t.since),
+      reason: t.reason,
+    })),
+    hedgeRequests: hedgeBudget.stats().requests,
+    hedges: hedgeBudget.stats().hedges,
+  };
+}
