@@ -85,107 +85,141 @@ const NOT_NEEDED = new Error('the answer was decided without this branch');
  * branches still running are cancelled and their pods get the rule's status.
  */
 export function collect(log: Logger, branches: Branch[], opts: CollectOptions): Promise<PodResult[]> {
-  const { deadline, started, signal: outer, onPod, rule } = opts;
-  const order = branches.flatMap((b) => b.pods);
-  const results = new Map<string, PodResult>();
-  const tally: Tally = {
-    total: order.length,
-    ok: 0,
-    failed: 0,
-    requiredLeft: rule ? order.filter((p) => rule.required(p)).length : 0,
-    requiredFailed: undefined,
-  };
-  const ac = new AbortController();
-  return new Promise<PodResult[]>((resolve) => {
-    let pending = branches.length;
-    /** 'closing': aborted at the deadline, taking the cut-off branches' reports until the next macrotask. */
-    let phase: 'running' | 'closing' | 'done' = 'running';
-    const settle = (missing: (p: PodRef) => PodResult) => {
-      if (phase === 'done') return;
-      phase = 'done';
-      clearTimeout(timer);
-      outer.removeEventListener('abort', onAbort);
-      resolve(
-        order.map((p) => {
-          const r = results.get(key(p));
-          if (r) return r;
-          const m = missing(p);
-          onPod?.(m);
-          return m;
-        }),
-      );
+  return new FanOut(log, branches, opts).run();
+}
+
+/**
+ * Where a fan-out stands. `running`: branches at work. `closing`: aborted at the deadline, taking the
+ * cut-off branches' reports until the next macrotask. `done`: answered; later reports are ignored.
+ */
+type FanOutPhase = 'running' | 'closing' | 'done';
+
+/** One {@link collect}: its phase ({@link FanOutPhase}, changed only by `transition`), results and tally. */
+class FanOut {
+  private phase: FanOutPhase = 'running';
+  private readonly order: PodRef[];
+  private readonly results = new Map<string, PodResult>();
+  private readonly tally: Tally;
+  private readonly ac = new AbortController();
+  private pending: number;
+  private timer: NodeJS.Timeout | undefined;
+  private resolve!: (results: PodResult[]) => void;
+  private readonly onAbort = () => this.handleCancel();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly branches: Branch[],
+    private readonly opts: CollectOptions,
+  ) {
+    this.order = branches.flatMap((b) => b.pods);
+    this.pending = branches.length;
+    const { rule } = opts;
+    this.tally = {
+      total: this.order.length,
+      ok: 0,
+      failed: 0,
+      requiredLeft: rule ? this.order.filter((p) => rule.required(p)).length : 0,
+      requiredFailed: undefined,
     };
-    const byDeadline = (p: PodRef) =>
-      failed(
-        p,
-        status.DEADLINE_EXCEEDED,
-        `no answer within the overall deadline (${Date.now() - started} ms)`,
-      );
-    const onAbort = () => {
-      if (pending > 0) ac.abort(outer.reason);
-      settle((p) => failed(p, status.CANCELLED, 'the caller cancelled the request'));
-    };
-    outer.addEventListener('abort', onAbort, { once: true });
-    const timer = setTimeout(
-      () => {
-        if (phase !== 'running') return;
-        phase = 'closing';
-        // Aborting settles the iterators synchronously; their branches report in microtasks, before
-        // setImmediate runs (an abort builds no stack trace: DEADLINE_REACHED is one shared instance).
-        ac.abort(DEADLINE_REACHED);
-        setImmediate(() => settle(byDeadline));
+  }
+
+  run(): Promise<PodResult[]> {
+    return new Promise((resolve) => {
+      this.resolve = resolve;
+      this.opts.signal.addEventListener('abort', this.onAbort, { once: true });
+      this.timer = setTimeout(() => this.handleDeadline(), Math.max(0, this.opts.deadline - Date.now()));
+      // Start the slowest first: WAN requests, then LAN requests, then the own pod (which runs inline).
+      for (const b of [...this.branches].sort((x, y) => y.cost - x.cost)) this.start(b);
+      if (this.branches.length === 0) this.settle((p) => this.unanswered(p));
+    });
+  }
+
+  private start(b: Branch): void {
+    b.run(this.ac.signal, (prs) => {
+      if (this.phase !== 'done') this.record(prs);
+    }).then(
+      (prs) => this.handleBranchDone(prs),
+      (e: unknown) => {
+        // Branches never reject; if one does, its pods are reported, not lost.
+        this.log.error('fan-out branch failed', { error: String(e) });
+        this.handleBranchDone(
+          b.pods.map((p) => failed(p, status.INTERNAL, 'internal error in the fan-out (see the broker log)')),
+        );
       },
-      Math.max(0, deadline - Date.now()),
     );
-    /** Records the pods' results (a pod's first one counts); true when the rule decided the answer. */
-    const record = (prs: PodResult[]): boolean => {
-      const latency = msToDuration(Date.now() - started);
-      for (const pr of prs) {
-        if (results.has(key(pr))) continue;
-        const r = { ...pr, latency };
-        results.set(key(pr), r);
-        onPod?.(r);
-        if (r.code === 0) tally.ok++;
-        else tally.failed++;
-        if (rule?.required(r)) {
-          tally.requiredLeft--;
-          if (r.code !== 0) tally.requiredFailed ??= r;
-        }
+  }
+
+  /** The one place the phase changes; `done` stops the deadline timer and the cancel listener. */
+  private transition(to: FanOutPhase): void {
+    this.phase = to;
+    if (to !== 'done') return;
+    clearTimeout(this.timer);
+    this.opts.signal.removeEventListener('abort', this.onAbort);
+  }
+
+  /** A branch finished: its pods are recorded; when it was the last one, the answer is complete. */
+  private handleBranchDone(prs: PodResult[]): void {
+    if (this.phase === 'done' || this.record(prs)) return;
+    // Every branch answered; a pod one of them left out counts as unanswered in time.
+    if (--this.pending === 0) this.settle((p) => this.unanswered(p));
+  }
+
+  private handleDeadline(): void {
+    if (this.phase !== 'running') return;
+    this.transition('closing');
+    // Aborting settles the iterators synchronously; their branches report in microtasks, before
+    // setImmediate runs (an abort builds no stack trace: DEADLINE_REACHED is one shared instance).
+    this.ac.abort(DEADLINE_REACHED);
+    setImmediate(() => this.settle((p) => this.unanswered(p)));
+  }
+
+  private handleCancel(): void {
+    if (this.pending > 0) this.ac.abort(this.opts.signal.reason);
+    this.settle((p) => failed(p, status.CANCELLED, 'the caller cancelled the request'));
+  }
+
+  /** Records the pods' results (a pod's first one counts); true when the rule decided the answer. */
+  private record(prs: PodResult[]): boolean {
+    const { rule, onPod } = this.opts;
+    const latency = msToDuration(Date.now() - this.opts.started);
+    for (const pr of prs) {
+      if (this.results.has(key(pr))) continue;
+      const r = { ...pr, latency };
+      this.results.set(key(pr), r);
+      onPod?.(r);
+      if (r.code === 0) this.tally.ok++;
+      else this.tally.failed++;
+      if (rule?.required(r)) {
+        this.tally.requiredLeft--;
+        if (r.code !== 0) this.tally.requiredFailed ??= r;
       }
-      const early = phase === 'running' ? rule?.check(tally) : undefined;
-      if (!early) return false;
-      ac.abort(NOT_NEEDED);
-      settle((p) => failed(p, early.code, early.message));
-      return true;
-    };
-    const report = (prs: PodResult[]) => {
-      if (phase !== 'done') record(prs);
-    };
-    const accept = (prs: PodResult[]) => {
-      if (record(prs)) return;
-      // Every branch answered; a pod one of them left out counts as unanswered in time.
-      if (--pending === 0) settle(byDeadline);
-    };
-    // Start the slowest first: WAN requests, then LAN requests, then the own pod (which runs inline).
-    for (const b of [...branches].sort((x, y) => y.cost - x.cost)) {
-      b.run(ac.signal, report).then(
-        (prs) => {
-          if (phase !== 'done') accept(prs);
-        },
-        (e: unknown) => {
-          // Branches never reject; if one does, its pods are reported, not lost.
-          log.error('fan-out branch failed', { error: String(e) });
-          if (phase === 'done') return;
-          accept(
-            b.pods.map((p) =>
-              failed(p, status.INTERNAL, 'internal error in the fan-out (see the broker log)'),
-            ),
-          );
-        },
-      );
     }
-    if (branches.length === 0) settle(byDeadline);
-  });
+    const early = this.phase === 'running' ? rule?.check(this.tally) : undefined;
+    if (!early) return false;
+    this.ac.abort(NOT_NEEDED);
+    this.settle((p) => failed(p, early.code, early.message));
+    return true;
+  }
+
+  /** Answers once: every pod's result, in order, `missing` filling the pods without one. */
+  private settle(missing: (p: PodRef) => PodResult): void {
+    if (this.phase === 'done') return;
+    this.transition('done');
+    this.resolve(
+      this.order.map((p) => {
+        const r = this.results.get(key(p));
+        if (r) return r;
+        const m = missing(p);
+        this.opts.onPod?.(m);
+        return m;
+      }),
+    );
+  }
+
+  private unanswered(p: PodRef): PodResult {
+    const waited = Date.now() - this.opts.started;
+    return failed(p, status.DEADLINE_EXCEEDED, `no answer within the overall deadline (${waited} ms)`);
+  }
 }
 
 /** Pods asked / ok / failed, and failures by code name. */
