@@ -9,9 +9,9 @@ import {
   type AggregateResponse,
 } from '@wanas/proto';
 import Database from 'better-sqlite3';
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { Federation, ROOT } from './support/federation';
+import { run } from './support/run';
 
 const SPEC = {
   'us-east': { 'pod-1': 2, 'pod-2': 1 },
@@ -158,26 +158,25 @@ describe('broker federation (real processes)', () => {
   it('serves health SERVING, lists both services by reflection, and takes a call through buf curl', async () => {
     const buf = path.join(ROOT, 'node_modules/.bin/buf');
     const addr = `http://${f.brokers.get(ENTRY)!.address}`;
-    const list = spawnSync(
-      buf,
-      ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', addr, '--list-services'],
-      { encoding: 'utf8' },
-    );
+    const list = await run(buf, [
+      'curl',
+      '--protocol',
+      'grpc',
+      '--http2-prior-knowledge',
+      addr,
+      '--list-services',
+    ]);
     expect(list.stdout).toContain('wanas.v1.AggregationService');
     expect(list.stdout).toContain('wanas.v1.FederationService');
-    const call = spawnSync(
-      buf,
-      [
-        'curl',
-        '--protocol',
-        'grpc',
-        '--http2-prior-knowledge',
-        '-d',
-        JSON.stringify({ operation: 'pods.capacity', timeout: '3s' }),
-        `${addr}/wanas.v1.AggregationService/Aggregate`,
-      ],
-      { encoding: 'utf8' },
-    );
+    const call = await run(buf, [
+      'curl',
+      '--protocol',
+      'grpc',
+      '--http2-prior-knowledge',
+      '-d',
+      JSON.stringify({ operation: 'pods.capacity', timeout: '3s' }),
+      `${addr}/wanas.v1.AggregationService/Aggregate`,
+    ]);
     expect(call.stderr).toBe('');
     const body = JSON.parse(call.stdout) as {
       summary: { podsAsked: number; podsOk: number };
@@ -185,19 +184,15 @@ describe('broker federation (real processes)', () => {
     };
     expect(body.summary).toMatchObject({ podsAsked: 5, podsOk: 5 });
     expect(body.reduced.total).toBe(5 * 24);
-    const health = spawnSync(
-      buf,
-      [
-        'curl',
-        '--protocol',
-        'grpc',
-        '--http2-prior-knowledge',
-        '-d',
-        '{"service":""}',
-        `${addr}/grpc.health.v1.Health/Check`,
-      ],
-      { encoding: 'utf8' },
-    );
+    const health = await run(buf, [
+      'curl',
+      '--protocol',
+      'grpc',
+      '--http2-prior-knowledge',
+      '-d',
+      '{"service":""}',
+      `${addr}/grpc.health.v1.Health/Check`,
+    ]);
     expect(JSON.parse(health.stdout)).toEqual({ status: 'SERVING' });
   });
 

@@ -14,9 +14,9 @@ import {
   type PodResult,
   type StreamAggregateResponse,
 } from '@wanas/proto';
-import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { BenchFederation } from '@wanas/devfed';
+import { run } from './support/run';
 import { sleep, until } from './support/until';
 
 const ENTRY = 's1-p1-a';
@@ -258,21 +258,13 @@ describe('request modes (real processes, emulated WAN)', () => {
 
   it('takes the modes from the command line: --min-ok, and --require-site printing the partial answer', async () => {
     const cli = (args: string[]) =>
-      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile(
-          process.execPath,
-          [
-            path.join(ROOT, 'packages/cli/dist/bin.js'),
-            'aggregate',
-            '--address',
-            f.broker(ENTRY).address,
-            ...args,
-          ],
-          { encoding: 'utf8', timeout: 30_000 },
-          (err, stdout, stderr) =>
-            resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
-        ),
-      );
+      run(process.execPath, [
+        path.join(ROOT, 'packages/cli/dist/bin.js'),
+        'aggregate',
+        '--address',
+        f.broker(ENTRY).address,
+        ...args,
+      ]);
     const quorum = await cli([
       '--op',
       'echo',
@@ -284,7 +276,7 @@ describe('request modes (real processes, emulated WAN)', () => {
       'sleepPod=s3/p2',
       '--json',
     ]);
-    expect(quorum.code).toBe(0);
+    expect(quorum.status).toBe(0);
     expect((JSON.parse(quorum.stdout) as { summary: { podsOk: number } }).summary.podsOk).toBe(5);
     const required = await cli([
       '--op',
@@ -298,14 +290,14 @@ describe('request modes (real processes, emulated WAN)', () => {
       '-p',
       'sleepPod=s3/p2',
     ]);
-    expect(required.code).toBe(1);
+    expect(required.status).toBe(1);
     expect(required.stderr).toMatch(
       /^error: DEADLINE_EXCEEDED: required site\(s\) s3: 1 pod\(s\) failed: s3\/p2/,
     );
     expect(required.stdout).toMatch(/^partial answer:\n/);
     expect(required.stdout).toMatch(/s3 +p1 +OK/);
     const bad = await cli(['--op', 'echo', '--first', '--min-ok', '2']);
-    expect(bad.code).toBe(1);
+    expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/INVALID_ARGUMENT: min_ok: applies to MODE_ALL only/);
   });
 
@@ -384,19 +376,14 @@ describe('request modes (real processes, emulated WAN)', () => {
     expect(placed).toBe(users.length);
   }, 60_000);
 
-  /** Runs the Python client; asynchronously, as the WAN emulator runs in this process. */
-  function python(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-    const script = path.join(ROOT, 'examples/clients/python/client.py');
-    return new Promise((resolve) => {
-      const child = execFile(
-        PYTHON,
-        [script, '--address', f.broker(ENTRY).address, ...args],
-        { encoding: 'utf8', timeout: 60_000 },
-        (err, stdout, stderr) =>
-          resolve({ status: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
-      );
-      child.stdin?.end();
-    });
+  /** Runs the Python client (asynchronously: the WAN emulator runs in this process). */
+  function python(args: string[]) {
+    return run(PYTHON, [
+      path.join(ROOT, 'examples/clients/python/client.py'),
+      '--address',
+      f.broker(ENTRY).address,
+      ...args,
+    ]);
   }
 });
 

@@ -30,7 +30,6 @@ export async function scalePart(counts: BenchCounts, progress: Progress): Promis
       podsPerSite,
       brokersPerPod: 1,
       wanLatencyMs: 25,
-      processKey: (b) => b.site,
     });
     try {
       const aggregate = f.aggregator('s1-p1-a');

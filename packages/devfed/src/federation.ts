@@ -25,26 +25,51 @@ export interface BenchBroker {
   proc: ChildProcess | undefined;
 }
 
-/** Shape and behaviour of a bench federation. */
+/** sites → pods → broker count, e.g. `{ 'us-east': { 'pod-1': 2 } }`; broker ids are `<site>-<pod>-<letter>`. */
+export type FederationSpec = Record<string, Record<string, number>>;
+
+/**
+ * Shape and behaviour of a local federation: `spec`, or `sites` × `podsPerSite` × `brokersPerPod` named
+ * s1…, p1… (broker `s1-p1-a`).
+ */
 export interface BenchFederationOptions {
-  sites: number;
-  podsPerSite: number;
-  brokersPerPod: number;
+  spec?: FederationSpec;
+  sites?: number;
+  podsPerSite?: number;
+  brokersPerPod?: number;
   /** One-way WAN delay, ms (0: no emulator delay, but traffic still crosses it). */
   wanLatencyMs: number;
+  /**
+   * Security of the topology and the clients' credentials, made in the federation's folder before the
+   * brokers start (e.g. certificates and tokens); `tls` is the ready-made mTLS one.
+   */
+  prepare?: (
+    dir: string,
+    brokerIds: string[],
+  ) => Promise<{ security: Record<string, unknown>; credentials: grpc.ChannelCredentials }>;
+  /** Extra `wanas broker` flags for every broker (e.g. `--grace 2000`). */
+  brokerArgs?: string[];
   settings?: Record<string, unknown>;
   /** Extra environment per broker (e.g. NODE_OPTIONS). */
   envFor?: (b: BenchBroker) => Record<string, string>;
   /** Fault injection per broker: `RATIO:MS` of federation requests answered late (`wanas broker --inject-slow`). */
   injectSlow?: (b: BenchBroker) => string | undefined;
-  /** Brokers with the same key share one process (default: one process per broker). */
-  processKey?: (b: BenchBroker) => string;
   /** mTLS between brokers and from the bench's clients (throwaway CA and certificates). */
   tls?: boolean;
   /** Brokers' log level (default `warn`; `info` logs every request, for parts that read the logs). */
   logLevel?: 'warn' | 'info';
   /** Desktops per pool a pod starts with (its topology's `pools`); undefined: the default pools. */
   pools?: (site: string, pod: string) => Record<string, number> | undefined;
+}
+
+/** `sites` × `podsPerSite` × `brokersPerPod` named s1…, p1… */
+function numberedSpec(sites: number, podsPerSite: number, brokersPerPod: number): FederationSpec {
+  return Object.fromEntries(
+    Array.from({ length: sites }, (_, si) => [
+      `s${si + 1}`,
+      Object.fromEntries(Array.from({ length: podsPerSite }, (_, pi) => [`p${pi + 1}`, brokersPerPod])),
+    ]),
+  );
 }
 
 /** The first port of the kernel's ephemeral range (outgoing connections take ports from it). */
@@ -113,23 +138,25 @@ export class BenchFederation {
   /** Starts every broker and waits until all are SERVING. */
   static async start(opts: BenchFederationOptions): Promise<BenchFederation> {
     const f = new BenchFederation(opts);
-    const total = opts.sites * opts.podsPerSite * opts.brokersPerPod;
+    const spec = opts.spec ?? numberedSpec(opts.sites ?? 1, opts.podsPerSite ?? 1, opts.brokersPerPod ?? 1);
+    const total = Object.values(spec).reduce(
+      (n, pods) => n + Object.values(pods).reduce((a, b) => a + b, 0),
+      0,
+    );
     const ports = await freePorts(total * 2);
-    const doc = {
-      federation: 'bench',
+    const doc: Record<string, unknown> = {
+      federation: 'dev',
       settings: { dataDir: path.join(f.dir, 'data'), ...opts.settings },
-      sites: Array.from({ length: opts.sites }, (_, si) => ({
-        name: `s${si + 1}`,
-        pods: Array.from({ length: opts.podsPerSite }, (_, pi) => ({
-          name: `p${pi + 1}`,
-          ...(opts.pools?.(`s${si + 1}`, `p${pi + 1}`)
-            ? { pools: opts.pools(`s${si + 1}`, `p${pi + 1}`) }
-            : {}),
-          brokers: Array.from({ length: opts.brokersPerPod }, (_, bi) => {
+      sites: Object.entries(spec).map(([site, pods]) => ({
+        name: site,
+        pods: Object.entries(pods).map(([pod, n]) => ({
+          name: pod,
+          ...(opts.pools?.(site, pod) ? { pools: opts.pools(site, pod) } : {}),
+          brokers: Array.from({ length: n }, (_, bi) => {
             const b: BenchBroker = {
-              id: `s${si + 1}-p${pi + 1}-${String.fromCharCode(97 + bi)}`,
-              site: `s${si + 1}`,
-              pod: `p${pi + 1}`,
+              id: `${site}-${pod}-${String.fromCharCode(97 + bi)}`,
+              site,
+              pod,
               address: `127.0.0.1:${ports.pop()}`,
               wanAddress: `127.0.0.1:${ports.pop()}`,
               proc: undefined,
@@ -140,6 +167,14 @@ export class BenchFederation {
         })),
       })),
     };
+    if (opts.prepare) {
+      const prepared = await opts.prepare(
+        f.dir,
+        f.brokers.map((b) => b.id),
+      );
+      doc.security = prepared.security;
+      f.clientCredentials = prepared.credentials;
+    }
     if (opts.tls) await f.useTls(doc);
     fs.writeFileSync(path.join(f.dir, 'topology.yaml'), YAML.stringify(doc));
     f.wan = new WanEmulator(
@@ -198,6 +233,7 @@ export class BenchFederation {
         '--log-level',
         this.opts.logLevel ?? 'warn',
         ...(this.opts.injectSlow?.(b) ? ['--inject-slow', this.opts.injectSlow(b)!] : []),
+        ...(this.opts.brokerArgs ?? []),
       ],
       {
         stdio: ['ignore', log, log, 'ipc'],
@@ -205,8 +241,14 @@ export class BenchFederation {
       },
     );
     fs.closeSync(log);
-    await waitServing(b.address, b.proc, {
-      timeoutMs: 60_000,
+    await this.waitServing(b.id, 60_000);
+  }
+
+  /** Waits until a broker answers SERVING (it must be running); throws with its last log lines otherwise. */
+  async waitServing(id: string, timeoutMs: number): Promise<void> {
+    const b = this.broker(id);
+    await waitServing(b.address, b.proc!, {
+      timeoutMs,
       credentials: this.clientCredentials,
       describe: () => `broker ${b.id} did not start: ${this.logTail(b.id)}`,
     });
@@ -223,6 +265,36 @@ export class BenchFederation {
     } catch {
       return '(no log)';
     }
+  }
+
+  /** Every JSON line a broker has logged so far (a line that is not JSON as `{ raw }`), across restarts. */
+  logs(id: string): Record<string, unknown>[] {
+    let text = '';
+    try {
+      text = fs.readFileSync(path.join(this.dir, `${id}.log`), 'utf8');
+    } catch {
+      return [];
+    }
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        try {
+          return JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return { raw: line };
+        }
+      });
+  }
+
+  /** Sends a signal to a broker's process; SIGKILL and SIGTERM resolve once it has exited. */
+  async signal(id: string, sig: NodeJS.Signals): Promise<void> {
+    const p = this.broker(id).proc!;
+    if ((sig === 'SIGKILL' || sig === 'SIGTERM') && p.exitCode === null && p.signalCode === null) {
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill(sig);
+      await exited;
+    } else p.kill(sig);
   }
 
   /** The broker by id. */
