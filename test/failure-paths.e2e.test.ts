@@ -6,22 +6,22 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { AggregationServiceClient, type AggregateRequest } from '@wanas/proto';
-import { BenchFederation } from '@wanas/devfed';
+import { DevFederation } from '@wanas/devfed';
 import { until } from './support/until';
 import { cancelAcrossHops } from '@wanas/bench';
 
 const ENTRY = 's1-p1-a';
 
 describe('failure paths (real processes, emulated WAN)', () => {
-  let f: BenchFederation;
+  let f: DevFederation;
   let client: AggregationServiceClient;
-  let aggregate: ReturnType<BenchFederation['aggregator']>;
+  let aggregate: ReturnType<DevFederation['aggregator']>;
   const ask = (req: Partial<AggregateRequest>, deadlineMs = 10_000) => aggregate(req, deadlineMs);
   const status = (id: string) => f.status(id);
   const allAnswer = async () => (await ask({ operation: 'echo' })).summary?.podsFailed === 0;
 
   beforeAll(async () => {
-    f = await BenchFederation.start({
+    f = await DevFederation.start({
       sites: 3,
       podsPerSite: 2,
       brokersPerPod: 2,

@@ -15,7 +15,7 @@ import {
   type StreamAggregateResponse,
 } from '@wanas/proto';
 import * as path from 'node:path';
-import { BenchFederation } from '@wanas/devfed';
+import { DevFederation } from '@wanas/devfed';
 import { run } from './support/run';
 import { sleep, until } from './support/until';
 
@@ -41,8 +41,8 @@ const GPU: Record<string, number> = {
 };
 
 describe('request modes (real processes, emulated WAN)', () => {
-  let f: BenchFederation;
-  let aggregate: ReturnType<BenchFederation['aggregator']>;
+  let f: DevFederation;
+  let aggregate: ReturnType<DevFederation['aggregator']>;
   let keys = 0;
   const ask = (req: Partial<AggregateRequest>, deadlineMs = 10_000) => aggregate(req, deadlineMs);
   const place = (user: string, preferSites: string[] = [], key = `k-${user}-${++keys}`) =>
@@ -69,7 +69,7 @@ describe('request modes (real processes, emulated WAN)', () => {
   const allAnswer = async () => (await ask({ operation: 'echo' })).summary?.podsFailed === 0;
 
   beforeAll(async () => {
-    f = await BenchFederation.start({
+    f = await DevFederation.start({
       sites: 3,
       podsPerSite: 2,
       brokersPerPod: 2,
@@ -388,10 +388,10 @@ describe('request modes (real processes, emulated WAN)', () => {
 });
 
 describe('first-fit write cut off by a partition (real processes, emulated WAN)', () => {
-  let f: BenchFederation;
+  let f: DevFederation;
 
   beforeAll(async () => {
-    f = await BenchFederation.start({
+    f = await DevFederation.start({
       sites: 2,
       podsPerSite: 1,
       brokersPerPod: 1,

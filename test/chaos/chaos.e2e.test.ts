@@ -9,7 +9,7 @@ import { msToDuration, type AggregateResponse } from '@wanas/proto';
 import Database from 'better-sqlite3';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BenchFederation, type BenchBroker } from '@wanas/devfed';
+import { DevFederation, type DevBroker } from '@wanas/devfed';
 
 const SECONDS = Number(process.env.WANAS_CHAOS_SECONDS ?? 40);
 const TIMEOUT_MS = 1500;
@@ -19,7 +19,7 @@ const WARM_SECONDS = 10;
 const PROVISIONS_PER_POD = 8;
 
 /** Heap used after a full GC, from the broker's SIGUSR2 memory report (brokers run with --expose-gc). */
-async function heapAfterGc(f: BenchFederation, b: BenchBroker): Promise<number> {
+async function heapAfterGc(f: DevFederation, b: DevBroker): Promise<number> {
   const log = path.join(f.dir, `${b.id}.log`);
   const before = fs.readFileSync(log, 'utf8').length;
   b.proc!.kill('SIGUSR2');
@@ -45,9 +45,9 @@ const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
 
 describe('chaos soak (real processes, emulated WAN)', () => {
-  let f: BenchFederation;
+  let f: DevFederation;
   beforeAll(async () => {
-    f = await BenchFederation.start({
+    f = await DevFederation.start({
       sites: 3,
       podsPerSite: 2,
       brokersPerPod: 2,
@@ -87,7 +87,7 @@ describe('chaos soak (real processes, emulated WAN)', () => {
       const keys = new Map<string, { pod: string; ok: boolean; params: { user: string; pool: string } }>();
       const perPod = new Map<string, number>();
       const end = Date.now() + SECONDS * 1000;
-      const down = new Set<BenchBroker>();
+      const down = new Set<DevBroker>();
 
       const worker = async (w: number) => {
         while (Date.now() < end) {

@@ -5,7 +5,7 @@
  * `<site>-<pod>-<letter>`, e.g. `us-east-pod-1-a`.
  */
 import * as grpc from '@grpc/grpc-js';
-import { BenchFederation, freePorts, type BenchBroker, type FederationSpec } from '@wanas/devfed';
+import { DevFederation, freePorts, type DevBroker, type FederationSpec } from '@wanas/devfed';
 import {
   AdminServiceClient,
   AggregateRequest,
@@ -25,7 +25,7 @@ export function brokerId(site: string, pod: string, i: number): string {
 }
 
 /** One broker as a test sees it: where it is, its process, and what it has logged so far. */
-export interface BrokerProc extends BenchBroker {
+export interface BrokerProc extends DevBroker {
   readonly logs: Record<string, unknown>[];
 }
 
@@ -35,7 +35,7 @@ export class Federation {
   readonly brokers = new Map<string, BrokerProc>();
   private readonly clients: grpc.Client[] = [];
 
-  private constructor(private readonly dev: BenchFederation) {
+  private constructor(private readonly dev: DevFederation) {
     for (const b of dev.brokers) {
       const proc = Object.defineProperty(b, 'logs', { get: () => dev.logs(b.id), enumerable: true });
       this.brokers.set(b.id, proc as BrokerProc);
@@ -51,7 +51,7 @@ export class Federation {
       brokerIds: string[],
     ) => Promise<{ security: Record<string, unknown>; credentials: grpc.ChannelCredentials }>,
   ): Promise<Federation> {
-    const dev = await BenchFederation.start({
+    const dev = await DevFederation.start({
       spec,
       settings,
       prepare,

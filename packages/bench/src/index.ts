@@ -1,4 +1,4 @@
-/** @wanas/bench — the benchmarks of BENCHMARKS.md (`wanas bench`), on a {@link BenchFederation} from @wanas/devfed. */
+/** @wanas/bench — the benchmarks of BENCHMARKS.md (`wanas bench`), on a {@link DevFederation} from @wanas/devfed. */
 export * from './part-failure';
 export * from './part-placement';
 export * from './part-scale';

@@ -12,7 +12,7 @@ import {
 } from '@wanas/proto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BenchFederation } from '@wanas/devfed';
+import { DevFederation } from '@wanas/devfed';
 import { timed, type BenchCounts, type Progress } from './parts';
 import { summarize, type LatencySummary } from './stats';
 
@@ -73,7 +73,7 @@ async function until(cond: () => Promise<boolean>): Promise<number | undefined> 
 /** Runs the failure part. */
 export async function failurePart(counts: BenchCounts, progress: Progress): Promise<FailureResult> {
   // The smoke run: 3 sites × 2 pods still hold every pod the part uses (s1/p2, s2/p2, s3).
-  const f = await BenchFederation.start({
+  const f = await DevFederation.start({
     sites: counts.smoke ? 3 : 4,
     podsPerSite: counts.smoke ? 2 : 3,
     brokersPerPod: 2,
@@ -242,7 +242,7 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
  * representatives, pod brokers) must show it ended, and when. The brokers must log at `info`.
  */
 export async function cancelAcrossHops(
-  f: BenchFederation,
+  f: DevFederation,
   client: AggregationServiceClient,
 ): Promise<FailureResult['cancel']> {
   const cancelAtMs = 500;

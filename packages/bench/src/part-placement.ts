@@ -8,7 +8,7 @@ import {
 } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
 import { table } from '@wanas/devfed';
-import { BenchFederation } from '@wanas/devfed';
+import { DevFederation } from '@wanas/devfed';
 import { shape, timed, unary, untilAllAnswer, wanBytes, type BenchCounts, type Progress } from './parts';
 import { summarize, type LatencySummary } from './stats';
 
@@ -57,7 +57,7 @@ const GPU_PER_POD = 5;
  */
 export async function placementPart(counts: BenchCounts, progress: Progress): Promise<PlacementResult> {
   const topo = shape(counts, 4, 3, 2);
-  const f = await BenchFederation.start({
+  const f = await DevFederation.start({
     ...topo,
     wanLatencyMs: 25,
     pools: (site, pod) => ({
@@ -169,9 +169,7 @@ export async function placementPart(counts: BenchCounts, progress: Progress): Pr
 }
 
 /** GPU desktops in use per pod. */
-async function gpuInUse(
-  aggregate: ReturnType<BenchFederation['aggregator']>,
-): Promise<Record<string, number>> {
+async function gpuInUse(aggregate: ReturnType<DevFederation['aggregator']>): Promise<Record<string, number>> {
   const r = await aggregate({ operation: 'pods.capacity' });
   return Object.fromEntries(
     r.pods.map((p) => [
@@ -183,7 +181,7 @@ async function gpuInUse(
 
 /** `users` users placed at once (GPU pool, home site first): each must end with exactly one GPU desktop. */
 async function burstOfUsers(
-  aggregate: ReturnType<BenchFederation['aggregator']>,
+  aggregate: ReturnType<DevFederation['aggregator']>,
   users: number,
   progress: Progress,
 ): Promise<PlacementResult['burst']> {

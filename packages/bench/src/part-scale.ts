@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BenchFederation, WANAS_BIN, freePorts } from '@wanas/devfed';
+import { DevFederation, WANAS_BIN, freePorts } from '@wanas/devfed';
 import { timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
 import { summarize } from './stats';
 
@@ -25,7 +25,7 @@ export interface ScaleResult {
 export async function scalePart(counts: BenchCounts, progress: Progress): Promise<ScaleResult> {
   const n = counts.smoke ? counts.requests : Math.max(50, Math.round(counts.requests / 4));
   const measure = async (sites: number, podsPerSite: number, label: string) => {
-    const f = await BenchFederation.start({
+    const f = await DevFederation.start({
       sites,
       podsPerSite,
       brokersPerPod: 1,

@@ -8,7 +8,7 @@ import {
   msToDuration,
   type AggregateResponse,
 } from '@wanas/proto';
-import { BenchFederation, type BenchBroker } from '@wanas/devfed';
+import { DevFederation, type DevBroker } from '@wanas/devfed';
 import { summarize, type LatencySummary } from './stats';
 
 /** Reports progress: `total` steps announced once, then `tick()` per step. */
@@ -67,13 +67,13 @@ export async function timed(
 }
 
 /** Bytes that crossed the emulated WAN so far, both ways. */
-export function wanBytes(f: BenchFederation): number {
+export function wanBytes(f: DevFederation): number {
   return f.wan.snapshot().links.reduce((n, l) => n + l.bytesIn + l.bytesOut, 0);
 }
 
 /** Pods of the bench federation as [site, pod, brokers]. */
-function pods(f: BenchFederation): { site: string; pod: string; brokers: BenchBroker[] }[] {
-  const m = new Map<string, { site: string; pod: string; brokers: BenchBroker[] }>();
+function pods(f: DevFederation): { site: string; pod: string; brokers: DevBroker[] }[] {
+  const m = new Map<string, { site: string; pod: string; brokers: DevBroker[] }>();
   for (const b of f.brokers) {
     const k = `${b.site}/${b.pod}`;
     if (!m.has(k)) m.set(k, { site: b.site, pod: b.pod, brokers: [] });
@@ -120,7 +120,7 @@ export interface LatencyResult {
  * same with a new connection per call, and one site after another.
  */
 export async function latencyPart(counts: BenchCounts, progress: Progress): Promise<LatencyResult> {
-  const f = await BenchFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25, tls: counts.tls });
+  const f = await DevFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25, tls: counts.tls });
   try {
     const entry = 's1-p1-a';
     const aggregate = f.aggregator(entry);
@@ -128,7 +128,7 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
     // FederationService calls as the entry broker would make them (its certificate under mTLS).
     const creds = f.brokerCredentials;
     // Clients sit in site s1: its pods over the LAN, every other pod over the WAN.
-    const dial = (p: { site: string; brokers: BenchBroker[] }) =>
+    const dial = (p: { site: string; brokers: DevBroker[] }) =>
       p.site === 's1' ? p.brokers[0]!.address : p.brokers[0]!.wanAddress;
     const flatClients = all.map((p) => ({ p, c: f.track(new FederationServiceClient(dial(p), creds)) }));
     const local = (c: FederationServiceClient, p: { site: string; pod: string }) =>
@@ -278,7 +278,7 @@ export interface FailoverResult {
 export async function failoverPart(counts: BenchCounts, progress: Progress): Promise<FailoverResult> {
   const attemptTimeoutMs = 250;
   const run = async (signal: 'SIGKILL' | 'SIGSTOP') => {
-    const f = await BenchFederation.start({
+    const f = await DevFederation.start({
       ...shape(counts, 4, 3, 2),
       wanLatencyMs: 25,
       settings: { attemptTimeoutMs, warmPerTarget: counts.warmPerTarget ?? 1, hedge: counts.hedge ?? true },
@@ -366,7 +366,7 @@ export interface TailResult {
 
 /** One broker per site delays 5% of its answers by 500 ms; hedging off vs on. */
 export async function tailPart(counts: BenchCounts, progress: Progress): Promise<TailResult> {
-  const healthyFed = await BenchFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25 });
+  const healthyFed = await DevFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25 });
   let healthy: number[];
   try {
     const aggregate = healthyFed.aggregator('s1-p1-a');
@@ -376,7 +376,7 @@ export async function tailPart(counts: BenchCounts, progress: Progress): Promise
   } finally {
     await healthyFed.stop();
   }
-  const f = await BenchFederation.start({
+  const f = await DevFederation.start({
     ...shape(counts, 4, 3, 2),
     wanLatencyMs: 25,
     injectSlow: (b) => (b.pod === 'p1' && b.id.endsWith('-a') && b.site !== 's1' ? '0.05:500' : undefined),
@@ -447,7 +447,7 @@ async function closedLoop(
 
 /** 3 sites × 3 pods × 1 broker, no WAN delay, closed loop at 32/64/128 in flight; raw grpc-js echo for scale. */
 export async function throughputPart(counts: BenchCounts, progress: Progress): Promise<ThroughputResult> {
-  const f = await BenchFederation.start({ ...shape(counts, 3, 3, 1), wanLatencyMs: 0 });
+  const f = await DevFederation.start({ ...shape(counts, 3, 3, 1), wanLatencyMs: 0 });
   try {
     const aggregate = f.aggregator('s1-p1-a');
     await timed(counts.smoke ? 5 : 100, progress, 'throughput: warm-up', () =>

@@ -15,8 +15,8 @@ import YAML from 'yaml';
 import { WanEmulator } from './wan-emulator';
 import { WANAS_BIN, stopProcess, waitServing } from './processes';
 
-/** One broker of a bench federation. */
-export interface BenchBroker {
+/** One broker of a local federation. */
+export interface DevBroker {
   id: string;
   site: string;
   pod: string;
@@ -32,7 +32,7 @@ export type FederationSpec = Record<string, Record<string, number>>;
  * Shape and behaviour of a local federation: `spec`, or `sites` × `podsPerSite` × `brokersPerPod` named
  * s1…, p1… (broker `s1-p1-a`).
  */
-export interface BenchFederationOptions {
+export interface DevFederationOptions {
   spec?: FederationSpec;
   sites?: number;
   podsPerSite?: number;
@@ -51,10 +51,10 @@ export interface BenchFederationOptions {
   brokerArgs?: string[];
   settings?: Record<string, unknown>;
   /** Extra environment per broker (e.g. NODE_OPTIONS). */
-  envFor?: (b: BenchBroker) => Record<string, string>;
+  envFor?: (b: DevBroker) => Record<string, string>;
   /** Fault injection per broker: `RATIO:MS` of federation requests answered late (`wanas broker --inject-slow`). */
-  injectSlow?: (b: BenchBroker) => string | undefined;
-  /** mTLS between brokers and from the bench's clients (throwaway CA and certificates). */
+  injectSlow?: (b: DevBroker) => string | undefined;
+  /** mTLS between brokers and from the clients (throwaway CA and certificates). */
   tls?: boolean;
   /** Brokers' log level (default `warn`; `info` logs every request, for parts that read the logs). */
   logLevel?: 'warn' | 'info';
@@ -115,11 +115,13 @@ export async function freePorts(n: number): Promise<number[]> {
 }
 
 /**
- * A federation of real broker processes with the WAN emulator running in this process, for benchmarks:
- * sites `s1..sN`, pods `p1..pM`, brokers `s1-p1-a`, ...; clients sit in site s1.
+ * A federation of real broker processes with the WAN emulator running in this process (keep this process
+ * responsive: a blocking call stalls every emulated link), for the benchmarks and the multi-process tests.
+ * Sites and pods from a spec (or `s1..sN` × `p1..pM`), brokers `<site>-<pod>-a`, …; each broker's log in
+ * its own file in the federation's folder, which {@link stop} removes with everything started.
  */
-export class BenchFederation {
-  readonly brokers: BenchBroker[] = [];
+export class DevFederation {
+  readonly brokers: DevBroker[] = [];
   readonly dir: string;
   wan!: WanEmulator;
   /** Credentials of a client (AggregationService, AdminService): plaintext, or the client certificate. */
@@ -131,13 +133,13 @@ export class BenchFederation {
   brokerCredentials = grpc.credentials.createInsecure();
   private readonly clients: grpc.Client[] = [];
 
-  private constructor(readonly opts: BenchFederationOptions) {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-'));
+  private constructor(readonly opts: DevFederationOptions) {
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-dev-'));
   }
 
   /** Starts every broker and waits until all are SERVING. */
-  static async start(opts: BenchFederationOptions): Promise<BenchFederation> {
-    const f = new BenchFederation(opts);
+  static async start(opts: DevFederationOptions): Promise<DevFederation> {
+    const f = new DevFederation(opts);
     const spec = opts.spec ?? numberedSpec(opts.sites ?? 1, opts.podsPerSite ?? 1, opts.brokersPerPod ?? 1);
     const total = Object.values(spec).reduce(
       (n, pods) => n + Object.values(pods).reduce((a, b) => a + b, 0),
@@ -153,7 +155,7 @@ export class BenchFederation {
           name: pod,
           ...(opts.pools?.(site, pod) ? { pools: opts.pools(site, pod) } : {}),
           brokers: Array.from({ length: n }, (_, bi) => {
-            const b: BenchBroker = {
+            const b: DevBroker = {
               id: `${site}-${pod}-${String.fromCharCode(97 + bi)}`,
               site,
               pod,
@@ -182,7 +184,7 @@ export class BenchFederation {
       { latencyMs: opts.wanLatencyMs },
     );
     await f.wan.start();
-    // One broker failing to start stops the others (and the emulator): no process outlives the bench.
+    // One broker failing to start stops the others (and the emulator): no process outlives the federation.
     const started = await Promise.allSettled(f.brokers.map((b) => f.startBroker(b)));
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
@@ -215,7 +217,7 @@ export class BenchFederation {
   }
 
   /** Starts one broker process and waits for SERVING. */
-  async startBroker(b: BenchBroker): Promise<void> {
+  async startBroker(b: DevBroker): Promise<void> {
     const log = fs.openSync(path.join(this.dir, `${b.id}.log`), 'a');
     b.proc = spawn(
       process.execPath,
@@ -298,7 +300,7 @@ export class BenchFederation {
   }
 
   /** The broker by id. */
-  broker(id: string): BenchBroker {
+  broker(id: string): DevBroker {
     const b = this.brokers.find((x) => x.id === id);
     if (!b) throw new Error(`no broker ${id}`);
     return b;
