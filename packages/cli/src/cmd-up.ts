@@ -79,14 +79,20 @@ export function registerUp(program: Command): void {
       "once ready, find alice's sessions and place a GPU desktop for her (home site first); print both",
     )
     .action(async (o: UpFlags) => {
-      const { runUp } = await loadDevPackage<typeof import('@wanas/devfed')>('@wanas/devfed', 'up');
-      await runUp({
-        topology: o.topology,
-        wanLatencyMs: o.wanLatencyMs,
-        jitterMs: o.jitterMs,
-        restart: !!o.restart,
-        tlsDir: o.tlsDir,
-        onReady: o.demoQuery ? demoQuery : undefined,
-      });
+      const devfed = await loadDevPackage<typeof import('@wanas/devfed')>('@wanas/devfed', 'up');
+      try {
+        await devfed.runUp({
+          topology: o.topology,
+          wanLatencyMs: o.wanLatencyMs,
+          jitterMs: o.jitterMs,
+          restart: !!o.restart,
+          tlsDir: o.tlsDir,
+          onReady: o.demoQuery ? demoQuery : undefined,
+        });
+      } catch (e) {
+        if (!(e instanceof devfed.UpError)) throw e;
+        process.stderr.write(`error: ${e.message}\n`);
+        process.exit(e.exitCode);
+      }
     });
 }

@@ -7,5 +7,7 @@ export * from './federation';
 export * from './processes';
 export * from './text';
 export * from './tls';
+export * from './supervisor';
 export * from './up';
+export * from './up-control';
 export * from './wan-emulator';
