@@ -66,110 +66,138 @@ export async function placementPart(counts: BenchCounts, progress: Progress): Pr
     }),
   });
   try {
-    const entry = 's1-p1-a';
-    const aggregate = f.aggregator(entry);
-    const podCount = topo.sites * topo.podsPerSite;
-    await untilAllAnswer(aggregate, podCount);
-    const n = counts.requests;
-    const place = (extra: Partial<AggregateRequest>, user = 'bench') =>
-      aggregate({
-        operation: 'desktops.provision',
-        params: { user, pool: 'standard' },
-        idempotencyKey: randomUUID(),
-        ...extra,
-      });
+    const aggregate = f.aggregator('s1-p1-a');
+    await untilAllAnswer(aggregate, topo.sites * topo.podsPerSite);
     await timed(counts.smoke ? 5 : 50, progress, 'placement: warm-up', () =>
       aggregate({ operation: 'echo' }),
     );
-
-    // Own pod: first-fit vs MODE_ALL scoped to it; WAN bytes show whether anything crossed the WAN.
-    let bytes = wanBytes(f);
-    const scopedAll = await timed(n, progress, 'placement: MODE_ALL scoped to the own pod', () =>
-      place({ scope: { sites: [], pods: ['s1/p1'] } }),
-    );
-    const scopedBytes = (wanBytes(f) - bytes) / n;
-    bytes = wanBytes(f);
-    let listed = 0;
-    const first = await timed(n, progress, 'placement: MODE_FIRST, room in the own pod', async () => {
-      listed += (await place({ mode: Mode.MODE_FIRST })).pods.length;
-    });
-    const firstBytes = (wanBytes(f) - bytes) / n;
-
-    // Preferred remote site vs one warm WAN call (a LocalRequest to a pod of s2, as the entry would send it).
-    const remote = f.brokers.find((b) => b.site === 's2' && b.pod === 'p1')!;
-    const wanClient = f.track(new FederationServiceClient(remote.wanAddress, f.brokerCredentials));
-    const warmWanCall = () =>
-      unary((cb) =>
-        wanClient.localRequest(
-          LocalRequest.fromPartial({
-            operation: 'sessions.find',
-            params: { user: 'alice' },
-            hops: 1,
-            sourceSite: 's1',
-            deadline: msToDuration(5000),
-            target: { site: 's2', pod: 'p1', endpoints: [] },
-          }),
-          new grpc.Metadata(),
-          { deadline: Date.now() + 5000 },
-          cb,
-        ),
-      );
-    await timed(counts.smoke ? 5 : 50, progress, 'placement: warm-up WAN', warmWanCall);
-    const limit = await timed(n, progress, 'placement: limit (1 warm WAN call)', warmWanCall);
-    let remoteListed = 0;
-    const preferred = await timed(n, progress, 'placement: MODE_FIRST, preferred remote site', async () => {
-      remoteListed += (await place({ mode: Mode.MODE_FIRST, preferSites: ['s2'] })).pods.length;
-    });
-
-    // Quorum: min_ok = pods − 1 with the last pod 3 s slow, vs every pod healthy.
-    const q = Math.max(10, Math.round(n / 5));
-    const slowPod = `s${topo.sites}/p${topo.podsPerSite}`;
-    const healthyAll = await timed(q, progress, 'placement: MODE_ALL, all healthy', () =>
-      aggregate({ operation: 'echo' }),
-    );
-    let cancelled = 0;
-    const quorum = await timed(
-      q,
-      progress,
-      `placement: min_ok ${podCount - 1}, ${slowPod} 3 s slow`,
-      async () => {
-        const r = await aggregate({
-          operation: 'echo',
-          minOk: podCount - 1,
-          params: { sleepMs: 3000, sleepPod: slowPod },
-        });
-        cancelled += r.summary?.failedByCode.CANCELLED ?? 0;
-      },
-    );
-
+    const own = await ownPodSeries(f, aggregate, counts.requests, progress);
+    const remote = await preferredRemoteSeries(f, aggregate, counts, progress);
+    const quorum = await quorumSeries(aggregate, topo, counts.requests, progress);
     const burst = await burstOfUsers(aggregate, counts.smoke ? 10 : 50, progress);
     return {
       part: 'placement',
-      ownPod: {
-        first: summarize(first),
-        scopedAll: summarize(scopedAll),
-        wanBytesPerCall: { first: Math.round(firstBytes), scopedAll: Math.round(scopedBytes) },
-        podsListed: listed / n,
-      },
-      preferredRemote: { first: summarize(preferred), limit: summarize(limit), podsListed: remoteListed / n },
-      quorum: {
-        minOk: podCount - 1,
-        pods: podCount,
-        slowPod,
-        quorum: summarize(quorum),
-        healthyAll: summarize(healthyAll),
-        cancelled: cancelled / q,
-      },
+      ownPod: own.result,
+      preferredRemote: remote.result,
+      quorum: quorum.result,
       burst,
-      series: { scopedAll, first, limit, preferred, healthyAll, quorum },
+      series: { ...own.series, ...remote.series, ...quorum.series },
     };
   } finally {
     await f.stop();
   }
 }
 
+type Aggregate = ReturnType<DevFederation['aggregator']>;
+
+/** A placement of a standard desktop with a fresh key (scope or mode in `extra`). */
+const place = (aggregate: Aggregate, extra: Partial<AggregateRequest>) =>
+  aggregate({
+    operation: 'desktops.provision',
+    params: { user: 'bench', pool: 'standard' },
+    idempotencyKey: randomUUID(),
+    ...extra,
+  });
+
+/** First-fit with room in the entry's own pod vs MODE_ALL scoped to it; WAN bytes show whether anything crossed the WAN. */
+async function ownPodSeries(f: DevFederation, aggregate: Aggregate, n: number, progress: Progress) {
+  let bytes = wanBytes(f);
+  const scopedAll = await timed(n, progress, 'placement: MODE_ALL scoped to the own pod', () =>
+    place(aggregate, { scope: { sites: [], pods: ['s1/p1'] } }),
+  );
+  const scopedBytes = (wanBytes(f) - bytes) / n;
+  bytes = wanBytes(f);
+  let listed = 0;
+  const first = await timed(n, progress, 'placement: MODE_FIRST, room in the own pod', async () => {
+    listed += (await place(aggregate, { mode: Mode.MODE_FIRST })).pods.length;
+  });
+  const firstBytes = (wanBytes(f) - bytes) / n;
+  return {
+    result: {
+      first: summarize(first),
+      scopedAll: summarize(scopedAll),
+      wanBytesPerCall: { first: Math.round(firstBytes), scopedAll: Math.round(scopedBytes) },
+      podsListed: listed / n,
+    },
+    series: { scopedAll, first },
+  };
+}
+
+/** First-fit placed in the preferred remote site vs one warm WAN call (a LocalRequest to a pod of s2, as the entry sends it). */
+async function preferredRemoteSeries(
+  f: DevFederation,
+  aggregate: Aggregate,
+  counts: BenchCounts,
+  progress: Progress,
+) {
+  const n = counts.requests;
+  const remote = f.brokers.find((b) => b.site === 's2' && b.pod === 'p1')!;
+  const wanClient = f.track(new FederationServiceClient(remote.wanAddress, f.brokerCredentials));
+  const warmWanCall = () =>
+    unary((cb) =>
+      wanClient.localRequest(
+        LocalRequest.fromPartial({
+          operation: 'sessions.find',
+          params: { user: 'alice' },
+          hops: 1,
+          sourceSite: 's1',
+          deadline: msToDuration(5000),
+          target: { site: 's2', pod: 'p1', endpoints: [] },
+        }),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 5000 },
+        cb,
+      ),
+    );
+  await timed(counts.smoke ? 5 : 50, progress, 'placement: warm-up WAN', warmWanCall);
+  const limit = await timed(n, progress, 'placement: limit (1 warm WAN call)', warmWanCall);
+  let listed = 0;
+  const preferred = await timed(n, progress, 'placement: MODE_FIRST, preferred remote site', async () => {
+    listed += (await place(aggregate, { mode: Mode.MODE_FIRST, preferSites: ['s2'] })).pods.length;
+  });
+  return {
+    result: { first: summarize(preferred), limit: summarize(limit), podsListed: listed / n },
+    series: { limit, preferred },
+  };
+}
+
+/** min_ok = pods − 1 with the last pod 3 s slow, vs MODE_ALL with every pod healthy. */
+async function quorumSeries(
+  aggregate: Aggregate,
+  topo: { sites: number; podsPerSite: number },
+  n: number,
+  progress: Progress,
+) {
+  const q = Math.max(10, Math.round(n / 5));
+  const pods = topo.sites * topo.podsPerSite;
+  const slowPod = `s${topo.sites}/p${topo.podsPerSite}`;
+  const healthyAll = await timed(q, progress, 'placement: MODE_ALL, all healthy', () =>
+    aggregate({ operation: 'echo' }),
+  );
+  let cancelled = 0;
+  const quorum = await timed(q, progress, `placement: min_ok ${pods - 1}, ${slowPod} 3 s slow`, async () => {
+    const r = await aggregate({
+      operation: 'echo',
+      minOk: pods - 1,
+      params: { sleepMs: 3000, sleepPod: slowPod },
+    });
+    cancelled += r.summary?.failedByCode.CANCELLED ?? 0;
+  });
+  return {
+    result: {
+      minOk: pods - 1,
+      pods,
+      slowPod,
+      quorum: summarize(quorum),
+      healthyAll: summarize(healthyAll),
+      cancelled: cancelled / q,
+    },
+    series: { healthyAll, quorum },
+  };
+}
+
 /** GPU desktops in use per pod. */
-async function gpuInUse(aggregate: ReturnType<DevFederation['aggregator']>): Promise<Record<string, number>> {
+async function gpuInUse(aggregate: Aggregate): Promise<Record<string, number>> {
   const r = await aggregate({ operation: 'pods.capacity' });
   return Object.fromEntries(
     r.pods.map((p) => [
@@ -181,7 +209,7 @@ async function gpuInUse(aggregate: ReturnType<DevFederation['aggregator']>): Pro
 
 /** `users` users placed at once (GPU pool, home site first): each must end with exactly one GPU desktop. */
 async function burstOfUsers(
-  aggregate: ReturnType<DevFederation['aggregator']>,
+  aggregate: Aggregate,
   users: number,
   progress: Progress,
 ): Promise<PlacementResult['burst']> {
