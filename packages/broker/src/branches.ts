@@ -122,6 +122,7 @@ export class Branches {
       remaining: Duration,
       options: { deadline: Date; waitForReady: boolean; endpoint: Endpoint },
     ) => CancellableCall<Res>,
+    prefer?: (endpoint: Endpoint) => boolean,
   ): Promise<{ outcome: IteratorOutcome<Res>; attempts: Attempt[] }> {
     const t0 = Date.now();
     const outcome = await new ConnectionIterator<FederationServiceClient, Res>({
@@ -132,6 +133,7 @@ export class Branches {
       idempotent: a.op.idempotent || !!a.idempotencyKey,
       // A representative that acknowledged a SiteRequest is alive and hedges its own pods over its LAN.
       hedge: a.hedge ? { budget: this.deps.hedgeBudget, onlyUnacknowledged: kind === 'site' } : undefined,
+      prefer,
       signal,
       attempt: (client, ep, deadline, mode) => {
         const left = deadline.getTime() - Date.now();
@@ -281,6 +283,11 @@ export class Branches {
               if (valid(pod)) report([pod]);
             });
           },
+          // A first-fit write searches in the topology's order: a representative in the pod it starts
+          // with, when one is as good as the others, saves that search a LAN hop.
+          a.first && !a.op.idempotent
+            ? (ep) => this.deps.topology().brokers.get(ep.brokerId)?.pod === a.pods[0]?.pod
+            : undefined,
         );
         if (!outcome.ok)
           return a.pods.map((p) => failed(p, outcome.code, `site ${a.site}: ${outcome.message}`, attempts));

@@ -195,15 +195,16 @@ export class ConnectionManager {
    * The target list best first: warm and healthy endpoints first, by observed latency, rotating among
    * equals so load spreads; then healthy endpoints without a connection yet; then healthy endpoints that
    * answered far slower than usual lately; then endpoints that failed lately; endpoints with an open
-   * breaker last (still tried if nothing else answers).
+   * breaker last (still tried if nothing else answers). `prefer` picks among the equal best ones.
    */
-  order(target: TargetList): Endpoint[] {
+  order(target: TargetList, prefer?: (ep: Endpoint) => boolean): Endpoint[] {
     const group = this.groups.get(groupKey(target.site, target.pod));
     return rankEndpoints(
       target.endpoints.map((ep) => ({ ep, entry: this.entryFor(ep, target) })),
       (e) => this.tier(e),
       this.opts.now(),
       () => (group ? group.rotation++ : 0),
+      prefer,
     );
   }
 

@@ -115,12 +115,14 @@ export function noteSlow(entry: Entry, ms: number, now: number, factor = SLOW_FA
  * equals so load spreads (`nextRotation` gives the group's rotation counter); then healthy endpoints
  * without a connection yet; then healthy endpoints that answered far slower than usual lately; then
  * endpoints that failed lately; endpoints with an open breaker last (still tried if nothing else answers).
+ * `prefer` picks among the equals at the head, in place of the rotation (never over a healthier one).
  */
 export function rankEndpoints(
   candidates: { ep: Endpoint; entry: Entry }[],
   tier: (entry: Entry) => number,
   now: number,
   nextRotation: () => number,
+  prefer?: (ep: Endpoint) => boolean,
 ): Endpoint[] {
   const scored = candidates.map(({ ep, entry }) => {
     // A latency not refreshed lately says little: treat it as unknown (an equal), so an endpoint left
@@ -152,9 +154,11 @@ export function rankEndpoints(
     equals++;
   }
   if (equals > 1) {
-    const shift = nextRotation() % equals;
     const head = scored.splice(0, equals);
-    scored.unshift(...head.slice(shift), ...head.slice(0, shift));
+    // A preferred endpoint among the equals goes first (no rotation); else the equals take turns.
+    const preferred = prefer ? head.findIndex((s) => prefer(s.ep)) : -1;
+    const shift = preferred >= 0 ? preferred : nextRotation() % equals;
+    scored.unshift(head[shift]!, ...head.filter((_, i) => i !== shift));
   }
   return scored.map((s) => ({ brokerId: s.ep.brokerId, address: s.ep.address }));
 }

@@ -66,7 +66,7 @@ export class AttemptLoop<C, R> {
   ) {
     // A target known down sends nothing: it takes no rotation turn and earns no hedge token.
     this.down = opts.source.targetDown?.(opts.target);
-    this.order = this.down ? [] : opts.source.order(opts.target);
+    this.order = this.down ? [] : opts.source.order(opts.target, opts.prefer);
     this.hedging = opts.idempotent && opts.hedge !== undefined;
     if (!this.down) opts.hedge?.budget.deposit();
   }

@@ -21,8 +21,8 @@ export const SILENT_SLACK_MS = 20;
  * client for an endpoint, and a way to run one attempt under that endpoint's health tracking.
  */
 export interface EndpointSource<C> {
-  /** The target list's endpoints, best first. */
-  order(target: TargetList): Endpoint[];
+  /** The target list's endpoints, best first; `prefer` picks among equally good ones. */
+  order(target: TargetList, prefer?: (endpoint: Endpoint) => boolean): Endpoint[];
   /** The long-lived client (channel) for an endpoint. */
   client(endpoint: Endpoint): C;
   /** Runs one attempt and records its outcome against the endpoint's health. */
@@ -123,6 +123,8 @@ export interface ConnectionIteratorOptions<C, R> {
   idempotent: boolean;
   /** Hedging (off when unset; ignored for non-idempotent requests). */
   hedge?: HedgeOptions;
+  /** Among equally good endpoints, try these first (e.g. a representative in the pod a search starts with). */
+  prefer?: (endpoint: Endpoint) => boolean;
   /** Caller cancellation: aborting cancels every attempt. */
   signal?: AbortSignal;
   /** Clock (ms), injectable for tests. */
