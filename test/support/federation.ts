@@ -7,7 +7,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { DevFederation, freePorts, type DevBroker, type FederationSpec } from '@wanas/devfed';
 import {
-  AdminServiceClient,
   AggregateRequest,
   AggregateResponse,
   AggregationServiceClient,
@@ -109,13 +108,7 @@ export class Federation {
 
   /** AdminService/GetStatus of broker `id`. */
   status(id: string): Promise<GetStatusResponse> {
-    const c = new AdminServiceClient(this.dev.broker(id).address, this.credentials);
-    return new Promise((resolve, reject) =>
-      c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e, r) => {
-        c.close();
-        return e ? reject(e) : resolve(r);
-      }),
-    );
+    return this.dev.status(id);
   }
 
   /** Every pod as "site/pod", in topology order. */

@@ -90,11 +90,7 @@ export function planAggregate(req: AggregateRequest, c: PlanContext): AggregateP
     pods,
   );
   return {
-    correlationId: req.correlationId,
-    op,
-    params,
-    headers: req.headers,
-    idempotencyKey: req.idempotencyKey,
+    ...carried(req, op, params),
     started: c.now,
     deadline: workDeadline(end, c.now),
     attemptTimeoutMs,
@@ -160,11 +156,7 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): FanOutPlan
   const ownFirst = [self.pod, ...sitePods.filter((p) => p !== self.pod)].filter((p) => sitePods.includes(p));
   const asked = req.pods.length ? req.pods : req.first && op.idempotent ? ownFirst : sitePods;
   return {
-    correlationId: req.correlationId,
-    op,
-    params,
-    headers: req.headers,
-    idempotencyKey: req.idempotencyKey,
+    ...carried(req, op, params),
     started: c.now,
     deadline: workDeadline(given, c.now),
     attemptTimeoutMs,
@@ -240,6 +232,21 @@ function checkFederationRequest(
       `source_site "${sourceSite}" is not a site of this federation`,
     );
   }
+}
+
+/** What a plan takes from its request as it is, with the operation and its checked params. */
+function carried(
+  req: { correlationId: string; headers: Record<string, string>; idempotencyKey: string },
+  op: Operation,
+  params: JsonObject,
+) {
+  return {
+    correlationId: req.correlationId,
+    op,
+    params,
+    headers: req.headers,
+    idempotencyKey: req.idempotencyKey,
+  };
 }
 
 /** MODE_ALL's legs: the own pod, a LocalRequest per other pod of this site, a SiteRequest per remote site. */

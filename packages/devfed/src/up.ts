@@ -3,7 +3,7 @@ import { TopologyError, dataDirOf, loadTopology, type Topology } from '@wanas/br
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { BrokerSupervisor } from './supervisor';
+import { BrokerSupervisor, type SupervisedRow } from './supervisor';
 import { table } from './text';
 import { createTlsDir } from './tls';
 import { startUpControl } from './up-control';
@@ -38,15 +38,7 @@ export interface UpState {
   pid: number;
   control: string;
   topology: string;
-  brokers: {
-    id: string;
-    site: string;
-    pod: string;
-    address: string;
-    wanAddress: string;
-    pid: number | undefined;
-    log: string;
-  }[];
+  brokers: SupervisedRow[];
 }
 
 /** Where `up` keeps its state file and logs for a topology file. */
