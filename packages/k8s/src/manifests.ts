@@ -9,6 +9,7 @@ import type { IPersistentVolumeClaim } from 'kubernetes-models/v1/PersistentVolu
 import type { IService } from 'kubernetes-models/v1/Service';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
 import type { IProbe } from 'kubernetes-models/v1/Probe';
+import type { IContainer } from 'kubernetes-models/v1/Container';
 
 /** Ports every broker container uses (the image's EXPOSE). */
 export const K8S_PORTS = { grpc: 7000, health: 7001, metrics: 9000 } as const;
@@ -84,6 +85,63 @@ export class K8sError extends Error {}
  * every pod is found by DNS and every link runs mTLS with certificates from per-pod Secrets.
  */
 export function k8sManifests(t: Topology, o: K8sOptions): K8sOutput {
+  checkNames(t, o);
+  const preStopS = Math.ceil(t.settings.dnsRefreshMs / 1000) + CLUSTER_DNS_TTL_S + 1;
+  const b: Builder = {
+    o,
+    preStopS,
+    graceS: preStopS + Math.ceil(o.graceMs / 1000) + 5,
+    meta: (name, labels = {}) => ({ name, namespace: o.namespace, labels: { ...COMMON_LABELS, ...labels } }),
+  };
+  const manifests: Manifest[] = [];
+  const secrets: K8sOutput['secrets'] = [];
+  if (o.createNamespace)
+    manifests.push({
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name: o.namespace, labels: COMMON_LABELS },
+    } satisfies INamespace);
+  manifests.push({
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: b.meta('wanas-topology'),
+    data: { 'topology.yaml': '' }, // filled by the caller (YAML text)
+  } satisfies IConfigMap);
+  for (const s of t.sites) {
+    if (o.sites.length && !o.sites.includes(s.name)) continue;
+    manifests.push(siteService(b, s.name));
+    for (const p of s.pods) {
+      const secret = `${podObjectName(s.name, p.name)}-tls`;
+      secrets.push({
+        name: secret,
+        site: s.name,
+        pod: p.name,
+        certificateName: dnsPodIdentity(s.name, p.name),
+      });
+      manifests.push(...podObjects(b, s.name, p.name, p.dns ? o.replicas : p.brokers.length, secret));
+    }
+  }
+  checkUnique(manifests);
+  return { manifests, secrets, topology: k8sTopology(t, o) };
+}
+
+/** What every builder shares: the options, the shutdown timings and the metadata maker. */
+interface Builder {
+  o: K8sOptions;
+  /** Seconds a stopping replica waits out of DNS before SIGTERM. */
+  preStopS: number;
+  /** terminationGracePeriodSeconds: the preStop wait, the broker's grace, and slack. */
+  graceS: number;
+  meta(
+    name: string,
+    labels?: Record<string, string>,
+  ): { name: string; namespace: string; labels: Record<string, string> };
+}
+
+const COMMON_LABELS = { [LABEL.partOf]: 'wanas', [LABEL.managedBy]: 'wanas-k8s' };
+
+/** Refuses sites the topology lacks and object names Kubernetes would refuse. */
+function checkNames(t: Topology, o: K8sOptions): void {
   const unknownSites = o.sites.filter((s) => !t.sites.some((x) => x.name === s));
   if (unknownSites.length)
     throw new K8sError(
@@ -95,15 +153,28 @@ export function k8sManifests(t: Topology, o: K8sOptions): K8sOutput {
       if (n.length > 63)
         throw new K8sError(`pod ${s.name}/${p.name}: object name "${n}" is longer than 63 characters`);
     }
+}
 
-  const ns = o.namespace;
-  const hostOf = (site: string, pod: string) => `${podObjectName(site, pod)}.${ns}.svc.${o.clusterDomain}`;
-  const preStopS = Math.ceil(t.settings.dnsRefreshMs / 1000) + CLUSTER_DNS_TTL_S + 1;
-  const graceS = preStopS + Math.ceil(o.graceMs / 1000) + 5;
+/** Refuses two objects of a kind with one name (two sites or pods whose names join to the same). */
+function checkUnique(manifests: Manifest[]): void {
+  const seen = new Set<string>();
+  for (const m of manifests) {
+    const k = `${m.kind}/${m.metadata!.name!}`;
+    if (seen.has(k))
+      throw new K8sError(
+        `two objects would both be named ${k}: rename a site or pod (names are wanas-<site>-<pod>)`,
+      );
+    seen.add(k);
+  }
+}
 
+/** The topology the brokers run with: every pod found by DNS, every link over mTLS from the pod's Secret. */
+function k8sTopology(t: Topology, o: K8sOptions): Record<string, unknown> {
+  const hostOf = (site: string, pod: string) =>
+    `${podObjectName(site, pod)}.${o.namespace}.svc.${o.clusterDomain}`;
   const { dnsServers: _dropped, ...settings } = t.settings;
   void _dropped;
-  const topology: Record<string, unknown> = {
+  return {
     federation: t.federation,
     settings: { ...settings, dataDir: PATHS.data },
     security: {
@@ -125,210 +196,186 @@ export function k8sManifests(t: Topology, o: K8sOptions): K8sOutput {
       })),
     })),
   };
+}
 
-  const common = { [LABEL.partOf]: 'wanas', [LABEL.managedBy]: 'wanas-k8s' };
-  const meta = (name: string, labels: Record<string, string> = {}) => ({
-    name,
-    namespace: ns,
-    labels: { ...common, ...labels },
-  });
-  const manifests: Manifest[] = [];
-  const secrets: K8sOutput['secrets'] = [];
-  if (o.createNamespace)
-    manifests.push({
-      apiVersion: 'v1',
-      kind: 'Namespace',
-      metadata: { name: ns, labels: common },
-    } satisfies INamespace);
-  manifests.push({
+const siteLabelsOf = (site: string) => ({ [LABEL.name]: 'wanas', [LABEL.site]: site });
+const GRPC_PORT = { name: 'grpc', port: K8S_PORTS.grpc, targetPort: 'grpc', appProtocol: 'grpc' };
+
+/** The Service clients of a datacenter call any of its brokers through. */
+function siteService(b: Builder, site: string): IService {
+  return {
     apiVersion: 'v1',
-    kind: 'ConfigMap',
-    metadata: meta('wanas-topology'),
-    data: { 'topology.yaml': '' }, // filled by the caller (YAML text)
-  } satisfies IConfigMap);
+    kind: 'Service',
+    metadata: b.meta(`wanas-${site}`, { ...siteLabelsOf(site), [LABEL.component]: 'client-endpoint' }),
+    spec: { type: 'ClusterIP', selector: siteLabelsOf(site), ports: [GRPC_PORT] },
+  };
+}
 
-  for (const s of t.sites) {
-    if (o.sites.length && !o.sites.includes(s.name)) continue;
-    const siteLabels = { [LABEL.name]: 'wanas', [LABEL.site]: s.name };
-    // Clients of this datacenter call any of its brokers through one Service.
-    manifests.push({
+/** One pod's objects: its headless discovery Service, its volume claim (pvc), Deployment and PodDisruptionBudget. */
+function podObjects(b: Builder, site: string, pod: string, replicas: number, secret: string): Manifest[] {
+  const { o } = b;
+  const name = podObjectName(site, pod);
+  const labels = { ...siteLabelsOf(site), [LABEL.pod]: pod };
+  const objects: Manifest[] = [
+    {
       apiVersion: 'v1',
       kind: 'Service',
-      metadata: meta(`wanas-${s.name}`, { ...siteLabels, [LABEL.component]: 'client-endpoint' }),
+      metadata: b.meta(name, { ...labels, [LABEL.component]: 'pod-discovery' }),
       spec: {
-        type: 'ClusterIP',
-        selector: siteLabels,
-        ports: [{ name: 'grpc', port: K8S_PORTS.grpc, targetPort: 'grpc', appProtocol: 'grpc' }],
+        clusterIP: 'None', // headless: the name resolves to every ready replica
+        publishNotReadyAddresses: false,
+        selector: labels,
+        ports: [GRPC_PORT],
       },
-    } satisfies IService);
-    for (const p of s.pods) {
-      const name = podObjectName(s.name, p.name);
-      const labels = { ...siteLabels, [LABEL.pod]: p.name };
-      const secret = `${name}-tls`;
-      secrets.push({
-        name: secret,
-        site: s.name,
-        pod: p.name,
-        certificateName: dnsPodIdentity(s.name, p.name),
-      });
-      const replicas = p.dns ? o.replicas : p.brokers.length;
+    } satisfies IService,
+  ];
+  if (o.data === 'pvc')
+    objects.push({
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: b.meta(`${name}-data`, labels),
+      spec: {
+        // The pod's replicas share one embedded database (idempotency keys, inventory).
+        accessModes: ['ReadWriteMany'],
+        resources: { requests: { storage: o.dataSize } },
+        ...(o.storageClass ? { storageClassName: o.storageClass } : {}),
+      },
+    } satisfies IPersistentVolumeClaim);
+  objects.push(deployment(b, site, pod, labels, replicas, secret), {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: b.meta(name, labels),
+    spec: { maxUnavailable: 1, selector: { matchLabels: labels } },
+  } satisfies IPodDisruptionBudget);
+  return objects;
+}
 
-      manifests.push({
-        apiVersion: 'v1',
-        kind: 'Service',
-        metadata: meta(name, { ...labels, [LABEL.component]: 'pod-discovery' }),
-        spec: {
-          clusterIP: 'None', // headless: the name resolves to every ready replica
-          publishNotReadyAddresses: false,
-          selector: labels,
-          ports: [{ name: 'grpc', port: K8S_PORTS.grpc, targetPort: 'grpc', appProtocol: 'grpc' }],
-        },
-      } satisfies IService);
-
-      const volumes: IVolume[] = [
-        { name: 'topology', configMap: { name: 'wanas-topology' } },
-        { name: 'tls', secret: { secretName: secret, defaultMode: 0o440 } },
-        { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
-        o.data === 'pvc'
-          ? { name: 'data', persistentVolumeClaim: { claimName: `${name}-data` } }
-          : { name: 'data', emptyDir: { sizeLimit: o.dataSize } },
-      ];
-      if (o.data === 'pvc')
-        manifests.push({
-          apiVersion: 'v1',
-          kind: 'PersistentVolumeClaim',
-          metadata: meta(`${name}-data`, labels),
-          spec: {
-            // The pod's replicas share one embedded database (idempotency keys, inventory).
-            accessModes: ['ReadWriteMany'],
-            resources: { requests: { storage: o.dataSize } },
-            ...(o.storageClass ? { storageClassName: o.storageClass } : {}),
+/** A pod's Deployment: its replicas spread over nodes, never below capacity in a rollout, locked down. */
+function deployment(
+  b: Builder,
+  site: string,
+  pod: string,
+  labels: Record<string, string>,
+  replicas: number,
+  secret: string,
+): IDeployment {
+  const name = podObjectName(site, pod);
+  const volumes: IVolume[] = [
+    { name: 'topology', configMap: { name: 'wanas-topology' } },
+    { name: 'tls', secret: { secretName: secret, defaultMode: 0o440 } },
+    { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+    b.o.data === 'pvc'
+      ? { name: 'data', persistentVolumeClaim: { claimName: `${name}-data` } }
+      : { name: 'data', emptyDir: { sizeLimit: b.o.dataSize } },
+  ];
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: b.meta(name, labels),
+    spec: {
+      replicas,
+      selector: { matchLabels: labels },
+      // Never below the pod's capacity during a rollout: a new replica is ready before an old one goes.
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      template: {
+        metadata: {
+          labels,
+          annotations: {
+            'prometheus.io/scrape': 'true',
+            'prometheus.io/port': String(K8S_PORTS.metrics),
+            'prometheus.io/path': '/metrics',
           },
-        } satisfies IPersistentVolumeClaim);
-
-      const grpcProbe = (periodSeconds: number, failureThreshold: number): IProbe => ({
-        grpc: { port: K8S_PORTS.health, service: '' },
-        periodSeconds,
-        timeoutSeconds: 2,
-        failureThreshold,
-      });
-      manifests.push({
-        apiVersion: 'apps/v1',
-        kind: 'Deployment',
-        metadata: meta(name, labels),
+        },
         spec: {
-          replicas,
-          selector: { matchLabels: labels },
-          // Never below the pod's capacity during a rollout: a new replica is ready before an old one goes.
-          strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
-          template: {
-            metadata: {
-              labels,
-              annotations: {
-                'prometheus.io/scrape': 'true',
-                'prometheus.io/port': String(K8S_PORTS.metrics),
-                'prometheus.io/path': '/metrics',
-              },
-            },
-            spec: {
-              automountServiceAccountToken: false,
-              enableServiceLinks: false,
-              terminationGracePeriodSeconds: graceS,
-              securityContext: {
-                runAsNonRoot: true,
-                runAsUser: NODE_UID,
-                runAsGroup: NODE_UID,
-                fsGroup: NODE_UID,
-                seccompProfile: { type: 'RuntimeDefault' },
-              },
-              // Replicas of a pod on different nodes, so one node failing leaves the pod answering.
-              affinity: {
-                podAntiAffinity: {
-                  preferredDuringSchedulingIgnoredDuringExecution: [
-                    {
-                      weight: 100,
-                      podAffinityTerm: {
-                        topologyKey: 'kubernetes.io/hostname',
-                        labelSelector: { matchLabels: labels },
-                      },
-                    },
-                  ],
-                },
-              },
-              containers: [
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          terminationGracePeriodSeconds: b.graceS,
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: NODE_UID,
+            runAsGroup: NODE_UID,
+            fsGroup: NODE_UID,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+          // Replicas of a pod on different nodes, so one node failing leaves the pod answering.
+          affinity: {
+            podAntiAffinity: {
+              preferredDuringSchedulingIgnoredDuringExecution: [
                 {
-                  name: 'broker',
-                  image: o.image,
-                  imagePullPolicy: 'IfNotPresent',
-                  args: [
-                    '--topology',
-                    `${PATHS.topologyDir}/topology.yaml`,
-                    '--pod',
-                    `${s.name}/${p.name}`,
-                    '--id',
-                    '$(POD_NAME)',
-                    '--grace',
-                    String(o.graceMs),
-                  ],
-                  env: [
-                    { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
-                    { name: 'WANAS_LOG_FORMAT', value: 'json' },
-                    { name: 'NODE_ENV', value: 'production' },
-                  ],
-                  ports: [
-                    { name: 'grpc', containerPort: K8S_PORTS.grpc, protocol: 'TCP' },
-                    { name: 'health', containerPort: K8S_PORTS.health, protocol: 'TCP' },
-                    { name: 'metrics', containerPort: K8S_PORTS.metrics, protocol: 'TCP' },
-                  ],
-                  // Kubernetes probes speak plaintext gRPC health: the broker serves it on its own port.
-                  startupProbe: grpcProbe(1, 60),
-                  readinessProbe: grpcProbe(2, 2),
-                  livenessProbe: grpcProbe(10, 3),
-                  lifecycle: {
-                    // Out of DNS first (peers re-resolve every dnsRefreshMs, cluster DNS caches for its TTL),
-                    // then SIGTERM: the broker stops taking calls and finishes those in flight within --grace.
-                    preStop: { exec: { command: ['sleep', String(preStopS)] } },
+                  weight: 100,
+                  podAffinityTerm: {
+                    topologyKey: 'kubernetes.io/hostname',
+                    labelSelector: { matchLabels: labels },
                   },
-                  resources: {
-                    requests: { cpu: o.cpuRequest, memory: o.memoryRequest },
-                    limits: { memory: o.memoryLimit },
-                  },
-                  securityContext: {
-                    allowPrivilegeEscalation: false,
-                    readOnlyRootFilesystem: true,
-                    runAsNonRoot: true,
-                    capabilities: { drop: ['ALL'] },
-                  },
-                  volumeMounts: [
-                    { name: 'topology', mountPath: PATHS.topologyDir, readOnly: true },
-                    { name: 'tls', mountPath: PATHS.tlsDir, readOnly: true },
-                    { name: 'data', mountPath: PATHS.data },
-                    { name: 'tmp', mountPath: '/tmp' },
-                  ],
                 },
               ],
-              volumes,
             },
           },
+          containers: [brokerContainer(b, site, pod)],
+          volumes,
         },
-      } satisfies IDeployment);
+      },
+    },
+  };
+}
 
-      manifests.push({
-        apiVersion: 'policy/v1',
-        kind: 'PodDisruptionBudget',
-        metadata: meta(name, labels),
-        spec: { maxUnavailable: 1, selector: { matchLabels: labels } },
-      } satisfies IPodDisruptionBudget);
-    }
-  }
-  const seen = new Set<string>();
-  for (const m of manifests) {
-    const k = `${m.kind}/${m.metadata!.name!}`;
-    if (seen.has(k))
-      throw new K8sError(
-        `two objects would both be named ${k}: rename a site or pod (names are wanas-<site>-<pod>)`,
-      );
-    seen.add(k);
-  }
-  return { manifests, secrets, topology };
+/** The broker container: its flags, ports, gRPC health probes, preStop wait, resources and locked-down context. */
+function brokerContainer(b: Builder, site: string, pod: string): IContainer {
+  const { o } = b;
+  const grpcProbe = (periodSeconds: number, failureThreshold: number): IProbe => ({
+    grpc: { port: K8S_PORTS.health, service: '' },
+    periodSeconds,
+    timeoutSeconds: 2,
+    failureThreshold,
+  });
+  return {
+    name: 'broker',
+    image: o.image,
+    imagePullPolicy: 'IfNotPresent',
+    args: [
+      '--topology',
+      `${PATHS.topologyDir}/topology.yaml`,
+      '--pod',
+      `${site}/${pod}`,
+      '--id',
+      '$(POD_NAME)',
+      '--grace',
+      String(o.graceMs),
+    ],
+    env: [
+      { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+      { name: 'WANAS_LOG_FORMAT', value: 'json' },
+      { name: 'NODE_ENV', value: 'production' },
+    ],
+    ports: [
+      { name: 'grpc', containerPort: K8S_PORTS.grpc, protocol: 'TCP' },
+      { name: 'health', containerPort: K8S_PORTS.health, protocol: 'TCP' },
+      { name: 'metrics', containerPort: K8S_PORTS.metrics, protocol: 'TCP' },
+    ],
+    // Kubernetes probes speak plaintext gRPC health: the broker serves it on its own port.
+    startupProbe: grpcProbe(1, 60),
+    readinessProbe: grpcProbe(2, 2),
+    livenessProbe: grpcProbe(10, 3),
+    lifecycle: {
+      // Out of DNS first (peers re-resolve every dnsRefreshMs, cluster DNS caches for its TTL), then
+      // SIGTERM: the broker stops taking calls and finishes those in flight within --grace.
+      preStop: { exec: { command: ['sleep', String(b.preStopS)] } },
+    },
+    resources: {
+      requests: { cpu: o.cpuRequest, memory: o.memoryRequest },
+      limits: { memory: o.memoryLimit },
+    },
+    securityContext: {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] },
+    },
+    volumeMounts: [
+      { name: 'topology', mountPath: PATHS.topologyDir, readOnly: true },
+      { name: 'tls', mountPath: PATHS.tlsDir, readOnly: true },
+      { name: 'data', mountPath: PATHS.data },
+      { name: 'tmp', mountPath: '/tmp' },
+    ],
+  };
 }
