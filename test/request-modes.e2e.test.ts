@@ -67,6 +67,20 @@ describe('request modes (real processes, emulated WAN)', () => {
     );
   };
   const allAnswer = async () => (await ask({ operation: 'echo' })).summary?.podsFailed === 0;
+  /** The `served` lines every broker logged for a correlation id: one per hop, with where it ran. */
+  const served = (correlationId: string) =>
+    f.brokers.flatMap((b) =>
+      f
+        .logs(b.id)
+        .filter((l) => l.message === 'served' && l.correlationId === correlationId)
+        .map((l) => ({
+          site: b.site,
+          pod: b.pod,
+          kind: l.kind,
+          code: l.code,
+          latencyMs: l.latencyMs as number,
+        })),
+    );
 
   beforeAll(async () => {
     f = await DevFederation.start({
@@ -76,6 +90,8 @@ describe('request modes (real processes, emulated WAN)', () => {
       wanLatencyMs: 10,
       settings: { attemptTimeoutMs: 300 },
       pools: (site, pod) => ({ standard: 12, gpu: GPU[`${site}/${pod}`]! }),
+      // Every hop logs what it served: the tests below read when each one ended, and how.
+      logLevel: 'info',
     });
     aggregate = f.aggregator(ENTRY);
     await until('every pod answers', allAnswer, 20_000);
@@ -209,6 +225,89 @@ describe('request modes (real processes, emulated WAN)', () => {
       message: 'not needed: min_ok 5 reached',
     });
     expect(res.summary).toMatchObject({ podsAsked: 6, podsOk: 5, failedByCode: { CANCELLED: 1 } });
+  });
+
+  it("stops the slow pod's work on its own broker once min_ok is reached (the cancel crosses the WAN)", async () => {
+    const correlationId = `quorum-cancel-${Date.now()}`;
+    const res = await ask({
+      correlationId,
+      operation: 'echo',
+      minOk: 5,
+      params: { sleepMs: 3000, sleepPod: 's3/p2' },
+    });
+    expect(res.pods.find((p) => where(p) === 's3/p2')).toMatchObject({ code: grpc.status.CANCELLED });
+    // The hop that ran s3/p2's echo (a LocalRequest, or the representative itself) ended CANCELLED, long
+    // before the 3 s it was asked to sleep.
+    let hop: ReturnType<typeof served>[number] | undefined;
+    await until('the s3/p2 hop ends', async () => {
+      hop = served(correlationId).find((h) => h.site === 's3' && h.pod === 'p2');
+      return hop !== undefined;
+    });
+    expect(hop!.code).toBe('CANCELLED');
+    expect(hop!.latencyMs).toBeLessThan(1500);
+  });
+
+  it("moves a first-fit read past a slow preferred pod within the caller's own deadline, and ends that pod's work", async () => {
+    const correlationId = `first-deadline-${Date.now()}`;
+    const t0 = Date.now();
+    // Only the caller's gRPC deadline (2 s): no timeout field.
+    const res = await ask(
+      {
+        correlationId,
+        operation: 'echo',
+        mode: Mode.MODE_FIRST,
+        preferSites: ['s2'],
+        scope: { sites: [], pods: ['s2/p1', 's1/p2'] },
+        params: { sleepMs: 5000, sleepPod: 's2/p1' },
+      },
+      2000,
+    );
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(res.pods.map((p) => where(p))).toEqual(['s2/p1', 's1/p2']);
+    expect(res.pods[0]!.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(res.pods[1]!.code).toBe(0);
+    // s2/p1's echo did not sleep its 5 s: the hop that ran it ended with the SiteRequest's attempt.
+    await until('the s2/p1 hop ends', async () =>
+      served(correlationId).some((h) => h.site === 's2' && h.pod === 'p1'),
+    );
+    for (const h of served(correlationId).filter((x) => x.site === 's2'))
+      expect(h.latencyMs).toBeLessThan(1500);
+  });
+
+  it('ends every hop of a first-fit search soon after the caller cancels', async () => {
+    const correlationId = `first-cancel-${Date.now()}`;
+    const client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
+    const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = client.aggregate(
+        AggregateRequest.fromPartial({
+          correlationId,
+          operation: 'echo',
+          mode: Mode.MODE_FIRST,
+          preferSites: ['s2'],
+          params: { sleepMs: 4000 },
+          timeout: { seconds: 10, nanos: 0 },
+          // Long attempts: only the cancel can end the search early.
+          attemptTimeout: { seconds: 5, nanos: 0 },
+        }),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 15_000 },
+        (e) => resolve(e),
+      );
+      setTimeout(() => call.cancel(), 300);
+    });
+    expect(err?.code).toBe(grpc.status.CANCELLED);
+    // The entry, s2's representative and any LocalRequest it made: each logged CANCELLED, well before 4 s.
+    await until('the entry and s2 logged their hops', async () => {
+      const hops = served(correlationId);
+      return hops.some((h) => h.kind === 'aggregate') && hops.some((h) => h.site === 's2');
+    });
+    await sleep(500);
+    const hops = served(correlationId);
+    expect(hops.filter((h) => h.site !== 's1' && h.site !== 's2')).toEqual([]); // the search never got further
+    for (const h of hops) {
+      expect(h.code).toBe('CANCELLED');
+      expect(h.latencyMs).toBeLessThan(1500);
+    }
   });
 
   it("fails a call whose required site has a slow pod, with the pod's own code and the partial answer", async () => {

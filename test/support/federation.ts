@@ -33,6 +33,7 @@ export class Federation {
   /** Every broker by id. */
   readonly brokers = new Map<string, BrokerProc>();
   private readonly clients: grpc.Client[] = [];
+  private readonly aggregators = new Map<string, ReturnType<DevFederation['aggregator']>>();
 
   private constructor(private readonly dev: DevFederation) {
     for (const b of dev.brokers) {
@@ -93,17 +94,11 @@ export class Federation {
     return c;
   }
 
-  /** Unary Aggregate through broker `id`. */
+  /** Unary Aggregate through broker `id` (one long-lived client per broker). */
   aggregate(id: string, req: Partial<AggregateRequest>, deadlineMs = 15_000): Promise<AggregateResponse> {
-    const c = this.client(id);
-    return new Promise((resolve, reject) =>
-      c.aggregate(
-        AggregateRequest.fromPartial(req),
-        new grpc.Metadata(),
-        { deadline: Date.now() + deadlineMs },
-        (e, r) => (e ? reject(e) : resolve(r)),
-      ),
-    );
+    let call = this.aggregators.get(id);
+    if (!call) this.aggregators.set(id, (call = this.dev.aggregator(id)));
+    return call(req, deadlineMs);
   }
 
   /** AdminService/GetStatus of broker `id`. */

@@ -10,8 +10,6 @@ import {
   msToDuration,
   type AggregateResponse,
 } from '@wanas/proto';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { DevFederation } from '@wanas/devfed';
 import { timed, type BenchCounts, type Progress } from './parts';
 import { summarize, type LatencySummary } from './stats';
@@ -269,10 +267,9 @@ export async function cancelAcrossHops(
   let hops = 0;
   const codes: Record<string, number> = {};
   for (const b of f.brokers) {
-    const text = fs.readFileSync(path.join(f.dir, `${b.id}.log`), 'utf8');
-    for (const line of text.split('\n')) {
-      if (!line.includes(correlationId) || !line.includes('"served"')) continue;
-      const l = JSON.parse(line) as { timestamp: string; code: string; kind: string };
+    for (const line of f.logs(b.id)) {
+      if (line.correlationId !== correlationId || line.message !== 'served') continue;
+      const l = line as { timestamp: string; code: string; kind: string };
       hops++;
       codes[`${l.kind} ${l.code}`] = (codes[`${l.kind} ${l.code}`] ?? 0) + 1;
       lastHopEndedMs = Math.max(lastHopEndedMs, Date.parse(l.timestamp) - t0);

@@ -27,9 +27,10 @@ import type { Logger } from 'winston';
 import { attemptToProto, failed, key, type Branch, type Leg, type PodRef } from './fan-out';
 import type { BrokerMetrics } from './metrics';
 import type { JsonObject, Operation } from './operations/types';
+import { podOrder } from './modes/first-fit';
 import { runOwnPod } from './own-pod';
 import type { PodStore } from './store/pod-store';
-import type { BrokerInfo, Topology } from './topology';
+import { podOf, type BrokerInfo, type Topology } from './topology';
 
 /** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
 const SITE_ATTEMPT_FACTOR = 2;
@@ -179,7 +180,10 @@ export class Branches {
         const target: TargetList = {
           site: a.pod.site,
           pod: a.pod.pod,
-          endpoints: this.podBrokers(a.pod).map((b) => ({ brokerId: b.id, address: b.address })),
+          endpoints: (podOf(this.deps.topology(), a.pod.site, a.pod.pod)?.brokers ?? []).map((b) => ({
+            brokerId: b.id,
+            address: b.address,
+          })),
         };
         const { outcome, attempts } = await this.send(
           'local',
@@ -255,12 +259,9 @@ export class Branches {
           a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
           signal,
           (client, remaining, options) => {
-            // A read starts with the representative's own pod (no LAN hop); a write keeps the topology's
-            // order, the same whichever representative a resend reaches.
-            order ??=
-              a.first && a.op.idempotent
-                ? ownPodFirst(a.pods, this.deps.topology().brokers.get(options.endpoint.brokerId)?.pod)
-                : a.pods.map((p) => p.pod);
+            // Fixed by the first attempt: a read starts with its representative's pod (see podOrder).
+            const representative = this.deps.topology().brokers.get(options.endpoint.brokerId)?.pod;
+            order ??= podOrder(a.pods, representative, a.op.idempotent).map((p) => p.pod);
             const req: SiteRequest = {
               correlationId: a.correlationId,
               operation: a.op.name,
@@ -304,15 +305,6 @@ export class Branches {
       },
     };
   }
-
-  private podBrokers(p: PodRef): BrokerInfo[] {
-    return (
-      this.deps
-        .topology()
-        .sites.find((s) => s.name === p.site)
-        ?.pods.find((x) => x.name === p.pod)?.brokers ?? []
-    );
-  }
 }
 
 /**
@@ -349,10 +341,4 @@ function siteCall(
     return current.promise;
   });
   return { promise, cancel: () => current.cancel(), acknowledged: () => current.acknowledged?.() ?? false };
-}
-
-/** The pods' names with `pod` (a representative's own) first, then the others in their order. */
-export function ownPodFirst(pods: PodRef[], pod: string | undefined): string[] {
-  const names = pods.map((p) => p.pod);
-  return pod && names.includes(pod) ? [pod, ...names.filter((n) => n !== pod)] : names;
 }

@@ -71,7 +71,8 @@ export class Dispatcher {
   ): Promise<AggregateResponse> {
     const { self } = this.deps;
     const plan = planAggregate(
-      { ...req, correlationId: req.correlationId || randomUUID() },
+      // The server has filled the correlation id; a direct caller may not have.
+      req.correlationId ? req : { ...req, correlationId: randomUUID() },
       {
         self,
         topology: this.deps.topology(),
@@ -143,12 +144,12 @@ export class Dispatcher {
     rule?: CompletionRule,
   ): Promise<PodResult[]> {
     const { deadline, started } = plan;
-    if (plan.run === 'all') {
-      const branches = plan.legs.map((leg) => this.branches.forLeg(leg, { ...plan, first: false }));
+    if (!plan.first) {
+      const branches = plan.legs.map((leg) => this.branches.forLeg(leg, plan));
       return collect(this.log, branches, { deadline, started, signal, onPod, rule });
     }
     const run = async (leg: Leg) => {
-      const results = await this.branches.forLeg(leg, { ...plan, first: true }).run(signal, () => undefined);
+      const results = await this.branches.forLeg(leg, plan).run(signal, () => undefined);
       const latency = msToDuration(Date.now() - started);
       return results.map((r) => ({ ...r, latency }));
     };

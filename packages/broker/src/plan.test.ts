@@ -44,7 +44,7 @@ describe('planAggregate (no sockets)', () => {
   it('asks the own pod in-process, the own site by LocalRequest and each remote site by one SiteRequest', () => {
     const plan = planAggregate(agg({}), context());
     expect(legs(plan)).toEqual(['local:us/p1', 'own:us/p2', 'local:us/p3', 'site:eu/p1,eu/p2', 'site:ap/p1']);
-    expect(plan).toMatchObject({ run: 'all', hops: 1, hedge: true, stream: false, attemptTimeoutMs: 1000 });
+    expect(plan).toMatchObject({ first: false, hops: 1, hedge: true, stream: false, attemptTimeoutMs: 1000 });
     expect(plan.pods).toHaveLength(6);
   });
 
@@ -80,7 +80,7 @@ describe('planAggregate (no sockets)', () => {
       }),
       context(),
     );
-    expect(write.run).toBe('first');
+    expect(write.first).toBe(true);
     expect(legs(write)).toEqual([
       'site:eu/p1,eu/p2',
       'local:us/p1',
@@ -137,7 +137,7 @@ describe('planSite and planLocal (no sockets)', () => {
   it("asks the site's pods from its representative, one hop further, a margin before the deadline given", () => {
     const plan = planSite(site({}), fed);
     expect(legs(plan)).toEqual(['local:us/p1', 'own:us/p2', 'local:us/p3']);
-    expect(plan).toMatchObject({ run: 'all', hops: 2, deadline: NOW + 1000 - 100 });
+    expect(plan).toMatchObject({ first: false, hops: 2, deadline: NOW + 1000 - 100 });
     // First-fit: a read starts at the representative's own pod; a write keeps the order given.
     expect(legs(planSite(site({ first: true }), fed))).toEqual(['own:us/p2', 'local:us/p1', 'local:us/p3']);
     const given = planSite(
@@ -150,7 +150,7 @@ describe('planSite and planLocal (no sockets)', () => {
       }),
       fed,
     );
-    expect(given).toMatchObject({ run: 'first' });
+    expect(given).toMatchObject({ first: true });
     expect(legs(given)).toEqual(['local:us/p3', 'local:us/p1']);
   });
 

@@ -11,7 +11,7 @@ import type { LegArgs } from './branches';
 import { workDeadline } from './call-context';
 import { BrokerError, invalidArgument } from './errors';
 import { key, type Leg, type PodRef } from './fan-out';
-import { searchSteps } from './modes/first-fit';
+import { podOrder, searchSteps } from './modes/first-fit';
 import { parseMode, type RequestMode } from './modes/request-mode';
 import type { OperationRegistry } from './operations/registry';
 import type { JsonObject, Operation } from './operations/types';
@@ -33,11 +33,10 @@ export const MAX_HOPS = 2;
  * What a fan-out will do, decided before anything is sent: the operation, who is asked (the legs) and how
  * (all at once, or first-fit one after another), and by when.
  */
-export interface FanOutPlan extends Omit<LegArgs, 'first'> {
+export interface FanOutPlan extends LegArgs {
   /** Epoch ms the request arrived. */
   started: number;
-  /** 'all': the legs at once. 'first': one after another until a pod answers OK (see firstFit). */
-  run: 'all' | 'first';
+  /** The legs: all at once, or (`first`) one after another until a pod answers OK (see firstFit). */
   legs: Leg[];
 }
 
@@ -100,7 +99,7 @@ export function planAggregate(req: AggregateRequest, c: PlanContext): AggregateP
     hedge: hedgingOf(req, settings.hedge && op.idempotent) && (mode.kind === 'all' || op.idempotent),
     pods,
     mode,
-    run: mode.kind,
+    first: mode.kind === 'first',
     legs:
       mode.kind === 'first'
         ? searchSteps(c.self, pods, mode.preferSites, c.siteDistanceMs, op.idempotent)
@@ -153,8 +152,14 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): FanOutPlan
     if (!sitePods.includes(p)) throw invalidArgument(`pods[${i}]`, `site "${self.site}" has no pod "${p}"`);
     if (req.pods.indexOf(p) !== i) throw invalidArgument(`pods[${i}]`, `pod "${p}" is listed twice`);
   });
-  const ownFirst = [self.pod, ...sitePods.filter((p) => p !== self.pod)].filter((p) => sitePods.includes(p));
-  const asked = req.pods.length ? req.pods : req.first && op.idempotent ? ownFirst : sitePods;
+  // No order given: all at once in topology order; a first-fit search as podOrder says.
+  const asked = req.pods.length
+    ? req.pods
+    : podOrder(
+        sitePods.map((pod) => ({ pod })),
+        self.pod,
+        req.first && op.idempotent,
+      ).map((p) => p.pod);
   return {
     ...carried(req, op, params),
     started: c.now,
@@ -162,7 +167,7 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): FanOutPlan
     attemptTimeoutMs,
     hops: req.hops + 1,
     hedge: req.hedge,
-    run: req.first ? 'first' : 'all',
+    first: req.first,
     legs: asked.map((pod) => ({
       via: pod === self.pod ? 'own' : 'local',
       site: self.site,

@@ -132,7 +132,8 @@ export class Rpc {
     let release: (() => void) | undefined;
     try {
       release = this.admit(call, route.caller);
-      if (route.caller === 'broker') await this.injectedDelay();
+      const delay = route.caller === 'broker' ? this.injectedDelay() : undefined;
+      if (delay) await delay;
       if (route.acknowledge && !call.cancelled) call.sendMetadata(new grpc.Metadata());
       const res = await handle(ctx);
       this.record(route, req, ctx, t0, grpc.status.OK, fields?.(req, res));

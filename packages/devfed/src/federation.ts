@@ -132,6 +132,11 @@ export class DevFederation {
    */
   brokerCredentials = grpc.credentials.createInsecure();
   private readonly clients: grpc.Client[] = [];
+  /** What {@link logs} has read of each broker's log file. */
+  private readonly logCache: Record<
+    string,
+    { offset: number; partial: string; lines: Record<string, unknown>[] }
+  > = {};
 
   private constructor(readonly opts: DevFederationOptions) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-dev-'));
@@ -269,24 +274,39 @@ export class DevFederation {
     }
   }
 
-  /** Every JSON line a broker has logged so far (a line that is not JSON as `{ raw }`), across restarts. */
+  /**
+   * Every JSON line a broker has logged so far (a line that is not JSON as `{ raw }`), across restarts.
+   * Reads only what was appended since the last call: tests poll it while this process runs the WAN
+   * emulator.
+   */
   logs(id: string): Record<string, unknown>[] {
-    let text = '';
+    const log = (this.logCache[id] ??= { offset: 0, partial: '', lines: [] });
+    let fd: number;
     try {
-      text = fs.readFileSync(path.join(this.dir, `${id}.log`), 'utf8');
+      fd = fs.openSync(path.join(this.dir, `${id}.log`), 'r');
     } catch {
-      return [];
+      return [...log.lines];
     }
-    return text
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => {
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= log.offset) return [...log.lines];
+      const chunk = Buffer.alloc(size - log.offset);
+      fs.readSync(fd, chunk, 0, chunk.length, log.offset);
+      log.offset = size;
+      const text = log.partial + chunk.toString('utf8');
+      const complete = text.split('\n');
+      log.partial = complete.pop() ?? '';
+      for (const line of complete.filter(Boolean)) {
         try {
-          return JSON.parse(line) as Record<string, unknown>;
+          log.lines.push(JSON.parse(line) as Record<string, unknown>);
         } catch {
-          return { raw: line };
+          log.lines.push({ raw: line });
         }
-      });
+      }
+      return [...log.lines];
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /** Sends a signal to a broker's process; SIGKILL and SIGTERM resolve once it has exited. */

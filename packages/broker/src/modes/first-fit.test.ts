@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
 import { failed, key, type Leg, type PodRef } from '../fan-out';
-import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN, firstFit, searchSteps, verdictOf } from './first-fit';
+import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN, firstFit, podOrder, searchSteps, verdictOf } from './first-fit';
 
 const pods: PodRef[] = [
   { site: 'us', pod: 'p1' },
@@ -28,7 +28,7 @@ describe('searchSteps', () => {
   const distance = (site: string) => ({ eu: 80, ap: 20 })[site];
 
   it('tries the preferred sites in order, then the own site (own pod first), then the nearest others', () => {
-    const steps = searchSteps(self, pods, ['eu'], distance);
+    const steps = searchSteps(self, pods, ['eu'], distance, true);
     expect(steps.map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
       'site:eu/p1,eu/p2',
       'own:us/p2',
@@ -48,8 +48,17 @@ describe('searchSteps', () => {
 
   it('keeps the own site at its preferred place and skips sites out of scope', () => {
     const scoped = pods.filter((p) => p.site !== 'ap');
-    const steps = searchSteps(self, scoped, ['sa', 'us'], distance);
+    const steps = searchSteps(self, scoped, ['sa', 'us'], distance, true);
     expect(steps.map((s) => s.pods.map(key).join(','))).toEqual(['sa/p1', 'us/p2', 'us/p1', 'eu/p1,eu/p2']);
+  });
+});
+
+describe('podOrder', () => {
+  const site = [{ pod: 'p1' }, { pod: 'p2' }, { pod: 'p3' }];
+  it("starts a read at the asking broker's pod and keeps the topology's order for a write", () => {
+    expect(podOrder(site, 'p2', true).map((p) => p.pod)).toEqual(['p2', 'p1', 'p3']);
+    expect(podOrder(site, 'p2', false).map((p) => p.pod)).toEqual(['p1', 'p2', 'p3']);
+    expect(podOrder(site, 'p9', true).map((p) => p.pod)).toEqual(['p1', 'p2', 'p3']);
   });
 });
 

@@ -5,18 +5,31 @@ import { key, type Leg, type PodRef } from '../fan-out';
 import type { Operation } from '../operations/types';
 
 /**
+ * The order a first-fit search walks one site's pods, asked from a broker of pod `own`: a read starts with
+ * that pod (no network hop); a state-changing operation keeps the topology's order, the same from every
+ * broker, so a resend through another one walks the same pods (which replay what they answered).
+ */
+export function podOrder<P extends { pod: string }>(
+  pods: readonly P[],
+  own: string | undefined,
+  idempotent: boolean,
+): P[] {
+  if (!idempotent || own === undefined) return [...pods];
+  return [...pods.filter((p) => p.pod === own), ...pods.filter((p) => p.pod !== own)];
+}
+
+/**
  * The order of a first-fit search from the entry broker `self` over the pods in scope: the preferred
  * sites in the order given, then the entry's own site, then every other site nearest first (by
  * `distanceMs`, the measured latency to a site; unmeasured sites last, then in topology order). Within
- * the entry's site, its own pod first when `ownPodFirst`; otherwise (a state-changing operation) in
- * topology order, so that a resend through another broker of the site walks the same pods.
+ * the entry's site, see {@link podOrder}.
  */
 export function searchSteps(
   self: PodRef,
   scoped: readonly PodRef[],
   preferSites: readonly string[],
   distanceMs: (site: string) => number | undefined,
-  ownPodFirst = true,
+  idempotent: boolean,
 ): Leg[] {
   const sites = [...new Set(scoped.map((p) => p.site))];
   const rest = sites
@@ -29,9 +42,11 @@ export function searchSteps(
     const pods = scoped.filter((p) => p.site === site);
     if (pods.length === 0) return [];
     if (site !== self.site) return [{ via: 'site', site, pods }];
-    const own = pods.filter((p) => p.pod === self.pod);
-    const ordered = ownPodFirst ? [...own, ...pods.filter((p) => p.pod !== self.pod)] : pods;
-    return ordered.map((p): Leg => ({ via: p.pod === self.pod ? 'own' : 'local', site, pods: [p] }));
+    return podOrder(pods, self.pod, idempotent).map((p): Leg => ({
+      via: p.pod === self.pod ? 'own' : 'local',
+      site,
+      pods: [p],
+    }));
   });
 }
 
