@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { AggregationServiceClient, type AggregateRequest } from '@wanas/proto';
 import { DevFederation } from '@wanas/devfed';
-import { until } from './support/until';
+import { until, untilSiteDown } from './support/until';
 import { cancelAcrossHops } from '@wanas/bench';
 
 const ENTRY = 's1-p1-a';
@@ -42,9 +42,7 @@ describe('failure paths (real processes, emulated WAN)', () => {
     f.wan.cut('s3');
     try {
       // No request runs: keepalive finds the warm channel dead and the search finds every broker silent.
-      await until('entry sees s3 down', async () =>
-        (await status(ENTRY)).targets.some((t) => t.site === 's3' && t.state === 'down'),
-      );
+      await untilSiteDown(() => status(ENTRY), 's3');
       const res = await ask({ operation: 'echo' });
       const s3 = res.pods.filter((p) => p.site === 's3');
       expect(s3).toHaveLength(2);

@@ -17,7 +17,7 @@ import {
 import * as path from 'node:path';
 import { DevFederation } from '@wanas/devfed';
 import { run } from './support/run';
-import { sleep, until } from './support/until';
+import { sleep, until, untilSiteDown } from './support/until';
 
 const ENTRY = 's1-p1-a';
 const PYTHON = '/usr/bin/python3';
@@ -152,24 +152,7 @@ describe('request modes (real processes, emulated WAN)', () => {
   it('skips a partitioned preferred site as soon as it is known down, without an attempt', async () => {
     f.wan.cut('s2');
     try {
-      // Noticed within ~2 s here (the failure-path goal); a cold CI machine got more, so the limit is
-      // generous and the failure says what the entry saw.
-      let seen = '';
-      await until(
-        'entry sees s2 down',
-        async () => {
-          const st = await f.status(ENTRY);
-          const s2 = st.targets.find((t) => t.site === 's2');
-          seen = `target ${s2?.state} (${s2?.reason}); endpoints ${st.channels
-            .filter((c) => c.site === 's2')
-            .map((c) => `${c.brokerId}:${c.state}(${c.stateReason})`)
-            .join(' ')}`;
-          return s2?.state === 'down';
-        },
-        20_000,
-      ).catch((e: Error) => {
-        throw new Error(`${e.message}; last seen: ${seen}`);
-      });
+      await untilSiteDown(() => f.status(ENTRY), 's2');
       const res = await place('rita', ['s2']);
       const s2 = res.pods.filter((p) => p.site === 's2');
       expect(s2.map((p) => [p.code, p.attempts.length])).toEqual([
