@@ -1,8 +1,9 @@
 /** The `wanas` command refuses bad input with a message that names the problem and a non-zero exit. */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnBroker } from '@wanas/devfed';
 import { WANAS_BIN, freePorts } from './support/federation';
 
 function wanas(...args: string[]) {
@@ -70,10 +71,7 @@ describe('a broker started by a parent (wanas up, the bench)', () => {
     );
     try {
       for (const afterMs of [0, 100, 400]) {
-        const child = spawn(process.execPath, [WANAS_BIN, 'broker', '--topology', file, '--id', 'a'], {
-          stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-          env: { ...process.env, WANAS_EXIT_WITH_PARENT: '1' },
-        });
+        const child = spawnBroker({ topologyFile: file, id: 'a', logFile: path.join(dir, 'a.log') });
         const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
         await new Promise((r) => setTimeout(r, afterMs));
         child.disconnect(); // what the child sees when its parent dies

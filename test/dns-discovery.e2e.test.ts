@@ -12,15 +12,13 @@ import {
   type AggregateResponse,
   type GetStatusResponse,
 } from '@wanas/proto';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { stopProcess, waitServing } from '@wanas/devfed';
 import { TestDnsServer } from './support/dns-server';
-import { createTlsDir } from '@wanas/devfed';
-import { WANAS_BIN, freePorts } from './support/federation';
+import { createTlsDir, freePorts, spawnBroker, stopProcess, waitServing } from '@wanas/devfed';
 
 jest.setTimeout(90_000);
 
@@ -57,13 +55,7 @@ describe.each([
   let admin: AdminServiceClient;
 
   async function startBroker(name: string, args: string[], address: string, tlsName?: string): Promise<void> {
-    const p = spawn(
-      process.execPath,
-      [WANAS_BIN, 'broker', '--topology', file, '--log-format', 'json', ...args],
-      {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
-    );
+    const p = spawnBroker({ topologyFile: file, args });
     procs.set(name, p);
     const lines: string[] = [];
     logs.set(name, lines);

@@ -3,6 +3,7 @@ export * from './part-failure';
 export * from './part-placement';
 export * from './part-scale';
 export * from './parts';
+export * from './part-latency';
 export * from './run';
 export * from './stats';
 export * from './svg';

@@ -68,6 +68,26 @@ async function until(cond: () => Promise<boolean>): Promise<number | undefined> 
   return undefined;
 }
 
+/** What every measurement of the failure part shares: the federation, its entry's client, the series. */
+interface FailureRun {
+  f: DevFederation;
+  ask: ReturnType<DevFederation['aggregator']>;
+  /** Calls per series. */
+  n: number;
+  series: (label: string, count: number, fn: () => Promise<unknown>) => Promise<number[]>;
+  smoke: boolean;
+}
+
+/** One outage as {@link measureOutage} runs it. */
+interface OutagePlan {
+  what: string;
+  affected: (p: { site: string; pod: string }) => boolean;
+  watchers: string[];
+  target: { site: string; pod: string };
+  fault: () => void;
+  heal: () => void;
+}
+
 /** Runs the failure part. */
 export async function failurePart(counts: BenchCounts, progress: Progress): Promise<FailureResult> {
   // The smoke run: 3 sites × 2 pods still hold every pod the part uses (s1/p2, s2/p2, s3).
@@ -80,75 +100,17 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
     settings: { attemptTimeoutMs: 250 },
   });
   try {
-    const client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
-    const ask = f.aggregator(ENTRY);
-    const n = counts.smoke ? 10 : counts.requests;
-    const series = (label: string, count: number, fn: () => Promise<unknown>) =>
-      timed(count, progress, label, fn);
-    await series('failure: warm-up', counts.smoke ? 5 : 50, () => ask(FIND));
-    const healthy = await series('failure: healthy', n, () => ask(FIND));
-    const healthyP99 = summarize(healthy).p99Ms;
-
-    const status = (id: string) => f.status(id).catch(() => undefined);
-    const targetState = async (watchers: string[], site: string, pod: string) => {
-      const all = await Promise.all(watchers.map(status));
-      return all.map((s) => s?.targets.find((t) => t.site === site && t.pod === pod)?.state);
+    const run: FailureRun = {
+      f,
+      ask: f.aggregator(ENTRY),
+      n: counts.smoke ? 10 : counts.requests,
+      series: (label, count, fn) => timed(count, progress, label, fn),
+      smoke: !!counts.smoke,
     };
-
-    /** One outage: fault, wait until noticed (no traffic), measure, heal, measure the recovery. */
-    const outage = async (o: {
-      what: string;
-      affected: (p: { site: string; pod: string }) => boolean;
-      watchers: string[];
-      target: { site: string; pod: string };
-      fault: () => void;
-      heal: () => void;
-    }): Promise<Outage> => {
-      o.fault();
-      const noticedMs = await until(async () =>
-        (await targetState(o.watchers, o.target.site, o.target.pod)).every((s) => s === 'down'),
-      );
-      let affected = 0;
-      let unavailable = 0;
-      const after = await series(`failure: ${o.what}`, n, async () => {
-        const r = await ask(FIND);
-        for (const p of r.pods.filter(o.affected)) {
-          affected++;
-          if (p.code === grpc.status.UNAVAILABLE) unavailable++;
-        }
-      });
-      o.heal();
-      let failedByRecovery = 0;
-      const recoveryFailures: string[] = [];
-      const failures = (r: AggregateResponse, bad: (p: AggregateResponse['pods'][number]) => boolean) => {
-        const pods = r.pods.filter(bad);
-        if (pods.length === 0) return;
-        failedByRecovery++;
-        recoveryFailures.push(...pods.map((p) => `${p.site}/${p.pod} ${p.code} ${p.message}`.slice(0, 200)));
-      };
-      const recoveredMs = await until(async () => {
-        const r = await ask(FIND);
-        // A pod outside the outage failing, or an affected pod failing otherwise than "down, not tried".
-        failures(r, (p) => p.code !== 0 && (!o.affected(p) || p.code !== grpc.status.UNAVAILABLE));
-        return r.pods.filter(o.affected).every((p) => p.code === 0);
-      });
-      // The recovered federation answers fully again.
-      for (let i = 0; i < 10; i++) failures(await ask(FIND), (p) => p.code !== 0);
-      const s = summarize(after);
-      return {
-        what: o.what,
-        noticedMs,
-        after: s,
-        p99Ratio: s.p99Ms / healthyP99,
-        affectedUnavailable: affected ? unavailable / affected : 0,
-        recoveredMs,
-        failedByRecovery,
-        recoveryFailures: recoveryFailures.slice(0, 5),
-      };
-    };
-
+    await run.series('failure: warm-up', counts.smoke ? 5 : 50, () => run.ask(FIND));
+    const healthy = summarize(await run.series('failure: healthy', run.n, () => run.ask(FIND)));
     await sleep(1000); // no traffic before the cut: the partition must be found by keepalive alone
-    const partition = await outage({
+    const partition = await measureOutage(run, healthy.p99Ms, {
       what: 'site s3 partitioned (wan cut)',
       affected: (p) => p.site === 's3',
       watchers: [ENTRY],
@@ -158,7 +120,7 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
     });
     const frozen = f.brokers.filter((b) => b.site === 's2' && b.pod === 'p2');
     await sleep(1000);
-    const frozenPod = await outage({
+    const frozenPod = await measureOutage(run, healthy.p99Ms, {
       what: 'every broker of pod s2/p2 frozen (SIGSTOP)',
       affected: (p) => p.site === 's2' && p.pod === 'p2',
       watchers: f.brokers.filter((b) => b.site === 's2' && b.pod !== 'p2').map((b) => b.id),
@@ -166,73 +128,133 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
       fault: () => frozen.forEach((b) => b.proc!.kill('SIGSTOP')),
       heal: () => frozen.forEach((b) => b.proc!.kill('SIGCONT')),
     });
-
-    // A caller that sets only its gRPC deadline, one slow pod (in the entry's site, then in a remote one).
-    const deadlineMs = 800;
-    const deadlineCalls = counts.smoke ? 3 : 10;
-    const failures: string[] = [];
-    const deadlineOnly = async (slowPod: string) => {
-      let ok = 0;
-      await series(`failure: deadline-only caller, slow ${slowPod}`, deadlineCalls, async () => {
-        const r = await ask(
-          { operation: 'echo', params: { sleepMs: 5000, sleepPod: slowPod } },
-          deadlineMs,
-        ).catch((e: grpc.ServiceError) => `${slowPod}: ${e.code} ${e.details}`);
-        if (typeof r === 'string') return void failures.push(r);
-        const bad = r.pods.filter((p) => p.code !== 0 && `${p.site}/${p.pod}` !== slowPod);
-        if (bad.length === 0) ok++;
-        else
-          failures.push(
-            `${slowPod}: ${bad.map((p) => `${p.site}/${p.pod} ${p.code} ${p.message}`).join('; ')}`,
-          );
-      });
-      return ok;
-    };
-    // Between series: the slow pod of the last one (demoted, even down for a while: its calls timed out)
-    // answers again, so a series measures its own slow pod only.
-    const settle = () => until(async () => (await ask(FIND)).summary?.podsFailed === 0);
-    await settle();
-    const ownSiteOk = await deadlineOnly('s1/p2');
-    await settle();
-    const remoteOk = await deadlineOnly('s3/p1');
-    await settle();
-
+    const deadlineOnly = await deadlineOnlyCallers(run);
+    const client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
     const cancel = await cancelAcrossHops(f, client);
-    await settle();
-
-    // One slow remote pod: the entry should not hedge that site's SiteRequest (its representative is
-    // alive and waiting on the pod). SiteRequests are the attempts at a broker's WAN address.
-    const wanAddresses = new Set(f.brokers.map((b) => b.wanAddress));
-    let extra = 0;
-    const slowN = Math.min(n, 200); // each waits ~0.2 s on the slow pod (below the 250 ms attempt timeout: slow, not failing)
-    const slow = await series('failure: one slow remote pod', slowN, async () => {
-      const r = await ask({ operation: 'echo', params: { sleepMs: 200, sleepPod: 's2/p2' } });
-      const bySite = new Map<string, Set<string>>();
-      for (const p of r.pods) {
-        for (const a of p.attempts) {
-          if (!wanAddresses.has(a.address)) continue;
-          if (!bySite.has(p.site)) bySite.set(p.site, new Set());
-          bySite.get(p.site)!.add(a.brokerId);
-        }
-      }
-      for (const s of bySite.values()) extra += s.size - 1;
-    });
-    return {
-      part: 'failure',
-      healthy: summarize(healthy),
-      partition,
-      frozenPod,
-      deadlineOnly: { deadlineMs, ownSiteOk, remoteOk, calls: deadlineCalls, failures },
-      cancel,
-      slowRemotePod: {
-        extraSiteRequestsPerAggregate: extra / slowN,
-        aggregates: slowN,
-        p50Ms: summarize(slow).p50Ms,
-      },
-    };
+    await settle(run);
+    const slowRemotePod = await oneSlowRemotePod(run);
+    return { part: 'failure', healthy, partition, frozenPod, deadlineOnly, cancel, slowRemotePod };
   } finally {
     await f.stop();
   }
+}
+
+/** The health of a target as each watcher broker reports it (undefined: no answer or not listed). */
+async function targetState(f: DevFederation, watchers: string[], site: string, pod: string) {
+  const all = await Promise.all(watchers.map((id) => f.status(id).catch(() => undefined)));
+  return all.map((s) => s?.targets.find((t) => t.site === site && t.pod === pod)?.state);
+}
+
+/** One outage: fault, wait until noticed (no traffic), measure, heal, measure the recovery. */
+async function measureOutage(run: FailureRun, healthyP99: number, o: OutagePlan): Promise<Outage> {
+  o.fault();
+  const noticedMs = await until(async () =>
+    (await targetState(run.f, o.watchers, o.target.site, o.target.pod)).every((s) => s === 'down'),
+  );
+  let affected = 0;
+  let unavailable = 0;
+  const after = await run.series(`failure: ${o.what}`, run.n, async () => {
+    const r = await run.ask(FIND);
+    for (const p of r.pods.filter(o.affected)) {
+      affected++;
+      if (p.code === grpc.status.UNAVAILABLE) unavailable++;
+    }
+  });
+  o.heal();
+  const recovery = await measureRecovery(run, o.affected);
+  const s = summarize(after);
+  return {
+    what: o.what,
+    noticedMs,
+    after: s,
+    p99Ratio: s.p99Ms / healthyP99,
+    affectedUnavailable: affected ? unavailable / affected : 0,
+    ...recovery,
+  };
+}
+
+/** After a heal: until the affected pods answer, and what failed meanwhile (and in 10 queries after). */
+async function measureRecovery(
+  run: FailureRun,
+  affected: (p: { site: string; pod: string }) => boolean,
+): Promise<Pick<Outage, 'recoveredMs' | 'failedByRecovery' | 'recoveryFailures'>> {
+  let failedByRecovery = 0;
+  const recoveryFailures: string[] = [];
+  const failures = (r: AggregateResponse, bad: (p: AggregateResponse['pods'][number]) => boolean) => {
+    const pods = r.pods.filter(bad);
+    if (pods.length === 0) return;
+    failedByRecovery++;
+    recoveryFailures.push(...pods.map((p) => `${p.site}/${p.pod} ${p.code} ${p.message}`.slice(0, 200)));
+  };
+  const recoveredMs = await until(async () => {
+    const r = await run.ask(FIND);
+    // A pod outside the outage failing, or an affected pod failing otherwise than "down, not tried".
+    failures(r, (p) => p.code !== 0 && (!affected(p) || p.code !== grpc.status.UNAVAILABLE));
+    return r.pods.filter(affected).every((p) => p.code === 0);
+  });
+  // The recovered federation answers fully again.
+  for (let i = 0; i < 10; i++) failures(await run.ask(FIND), (p) => p.code !== 0);
+  return { recoveredMs, failedByRecovery, recoveryFailures: recoveryFailures.slice(0, 5) };
+}
+
+/**
+ * Between series: the slow pod of the last one (demoted, even down for a while: its calls timed out)
+ * answers again, so a series measures its own slow pod only.
+ */
+function settle(run: FailureRun): Promise<number | undefined> {
+  return until(async () => (await run.ask(FIND)).summary?.podsFailed === 0);
+}
+
+/** A caller that sets only its gRPC deadline, one slow pod (in the entry's site, then in a remote one). */
+async function deadlineOnlyCallers(run: FailureRun): Promise<FailureResult['deadlineOnly']> {
+  const deadlineMs = 800;
+  const calls = run.smoke ? 3 : 10;
+  const failures: string[] = [];
+  const okCalls = async (slowPod: string) => {
+    let ok = 0;
+    await run.series(`failure: deadline-only caller, slow ${slowPod}`, calls, async () => {
+      const r = await run
+        .ask({ operation: 'echo', params: { sleepMs: 5000, sleepPod: slowPod } }, deadlineMs)
+        .catch((e: grpc.ServiceError) => `${slowPod}: ${e.code} ${e.details}`);
+      if (typeof r === 'string') return void failures.push(r);
+      const bad = r.pods.filter((p) => p.code !== 0 && `${p.site}/${p.pod}` !== slowPod);
+      if (bad.length === 0) ok++;
+      else
+        failures.push(
+          `${slowPod}: ${bad.map((p) => `${p.site}/${p.pod} ${p.code} ${p.message}`).join('; ')}`,
+        );
+    });
+    return ok;
+  };
+  await settle(run);
+  const ownSiteOk = await okCalls('s1/p2');
+  await settle(run);
+  const remoteOk = await okCalls('s3/p1');
+  await settle(run);
+  return { deadlineMs, ownSiteOk, remoteOk, calls, failures };
+}
+
+/**
+ * One slow remote pod: the entry should not hedge that site's SiteRequest (its representative is alive and
+ * waiting on the pod). SiteRequests are the attempts at a broker's WAN address.
+ */
+async function oneSlowRemotePod(run: FailureRun): Promise<FailureResult['slowRemotePod']> {
+  const wanAddresses = new Set(run.f.brokers.map((b) => b.wanAddress));
+  let extra = 0;
+  const slowN = Math.min(run.n, 200); // each waits ~0.2 s on the slow pod (below the 250 ms attempt timeout: slow, not failing)
+  const slow = await run.series('failure: one slow remote pod', slowN, async () => {
+    const r = await run.ask({ operation: 'echo', params: { sleepMs: 200, sleepPod: 's2/p2' } });
+    const bySite = new Map<string, Set<string>>();
+    for (const p of r.pods) {
+      for (const a of p.attempts) {
+        if (!wanAddresses.has(a.address)) continue;
+        if (!bySite.has(p.site)) bySite.set(p.site, new Set());
+        bySite.get(p.site)!.add(a.brokerId);
+      }
+    }
+    for (const s of bySite.values()) extra += s.size - 1;
+  });
+  return { extraSiteRequestsPerAggregate: extra / slowN, aggregates: slowN, p50Ms: summarize(slow).p50Ms };
 }
 
 /**

@@ -1,10 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import {
-  AdminServiceClient,
   FederationServiceClient,
   Hedging,
   LocalRequest,
-  SiteRequest,
   msToDuration,
   type AggregateResponse,
 } from '@wanas/proto';
@@ -39,7 +37,8 @@ export function shape(counts: BenchCounts, sites: number, podsPerSite: number, b
     : { sites, podsPerSite, brokersPerPod };
 }
 
-const SEC5 = msToDuration(5000);
+/** A 5 s deadline, as a Duration. */
+export const SEC5 = msToDuration(5000);
 
 /** A unary grpc-js call as a promise. */
 export function unary<Res>(
@@ -72,7 +71,7 @@ export function wanBytes(f: DevFederation): number {
 }
 
 /** Pods of the bench federation as [site, pod, brokers]. */
-function pods(f: DevFederation): { site: string; pod: string; brokers: DevBroker[] }[] {
+export function pods(f: DevFederation): { site: string; pod: string; brokers: DevBroker[] }[] {
   const m = new Map<string, { site: string; pod: string; brokers: DevBroker[] }>();
   for (const b of f.brokers) {
     const k = `${b.site}/${b.pod}`;
@@ -82,7 +81,8 @@ function pods(f: DevFederation): { site: string; pod: string; brokers: DevBroker
   return [...m.values()];
 }
 
-const FIND = { operation: 'sessions.find', params: { user: 'alice' } };
+/** The query most parts measure. */
+export const FIND = { operation: 'sessions.find', params: { user: 'alice' } };
 
 /** Waits (at most 20 s) until an aggregate gets every pod's answer: peers started late may still be in reconnect backoff. */
 export async function untilAllAnswer(
@@ -95,169 +95,6 @@ export async function untilAllAnswer(
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`the federation did not answer from all ${pods} pods within 20 s`);
-}
-
-/** JSON of the latency part. */
-export interface LatencyResult {
-  part: 'latency';
-  limitMs: number;
-  limitP99Ms: number;
-  wanas: LatencySummary;
-  alternatives: { flat: LatencySummary; flatNewConnection: LatencySummary; sequential: LatencySummary };
-  wanConnections: { wanas: number; flat: number };
-  /** Sites other than the entry's: the WAN connections wanas needs at least. */
-  remoteSites: number;
-  wanBytesPerAggregate: { wanas: number; flat: number };
-  podsAnswered: { wanas: number; flat: number };
-  /** Transport of every call measured: `mtls` or `plaintext`. */
-  transport: 'mtls' | 'plaintext';
-  series: Record<string, number[]>;
-}
-
-/**
- * 4 sites × 3 pods × 2 brokers, 25 ms one way. wanas vs the limit (one warm unary call to a remote
- * broker) and the alternatives a client could build: flat fan-out to every pod on warm channels, the
- * same with a new connection per call, and one site after another.
- */
-export async function latencyPart(counts: BenchCounts, progress: Progress): Promise<LatencyResult> {
-  const f = await DevFederation.start({ ...shape(counts, 4, 3, 2), wanLatencyMs: 25, tls: counts.tls });
-  try {
-    const entry = 's1-p1-a';
-    const aggregate = f.aggregator(entry);
-    const all = pods(f);
-    // FederationService calls as the entry broker would make them (its certificate under mTLS).
-    const creds = f.brokerCredentials;
-    // Clients sit in site s1: its pods over the LAN, every other pod over the WAN.
-    const dial = (p: { site: string; brokers: DevBroker[] }) =>
-      p.site === 's1' ? p.brokers[0]!.address : p.brokers[0]!.wanAddress;
-    const flatClients = all.map((p) => ({ p, c: f.track(new FederationServiceClient(dial(p), creds)) }));
-    const local = (c: FederationServiceClient, p: { site: string; pod: string }) =>
-      unary((cb) =>
-        c.localRequest(
-          LocalRequest.fromPartial({
-            ...FIND,
-            hops: 1,
-            sourceSite: 's1',
-            deadline: SEC5,
-            target: { site: p.site, pod: p.pod, endpoints: [] },
-          }),
-          new grpc.Metadata(),
-          { deadline: Date.now() + 5000 },
-          cb,
-        ),
-      );
-    const remote = all.find((p) => p.site === 's2')!;
-    const limitClient = flatClients.find((x) => x.p === remote)!.c;
-
-    // Warm up JITs and channels.
-    await timed(counts.smoke ? 5 : 50, progress, 'latency: warm-up', async () => {
-      await aggregate(FIND);
-      await Promise.all(flatClients.map(({ p, c }) => local(c, p)));
-    });
-    await untilAllAnswer(aggregate, new Set(f.brokers.map((b) => `${b.site}/${b.pod}`)).size);
-
-    const limit = await timed(counts.requests, progress, 'latency: limit (1 warm WAN call)', () =>
-      local(limitClient, remote),
-    );
-
-    let bytes = wanBytes(f);
-    let okPods = 0;
-    const wanas = await timed(counts.requests, progress, 'latency: wanas', async () => {
-      const r: AggregateResponse = await aggregate(FIND);
-      okPods += r.summary?.podsOk ?? 0;
-    });
-    const wanasBytes = (wanBytes(f) - bytes) / counts.requests;
-    const wanasPods = okPods / (counts.requests * all.length);
-
-    bytes = wanBytes(f);
-    okPods = 0;
-    const flat = await timed(counts.requests, progress, 'latency: flat (warm)', async () => {
-      const rs = await Promise.allSettled(flatClients.map(({ p, c }) => local(c, p)));
-      okPods += rs.filter((r) => r.status === 'fulfilled').length;
-    });
-    const flatBytes = (wanBytes(f) - bytes) / counts.requests;
-    const flatPods = okPods / (counts.requests * all.length);
-
-    const flatNew = await timed(
-      counts.slowAlternatives,
-      progress,
-      'latency: flat (new connection per call)',
-      async () => {
-        await Promise.all(
-          all.map(async (p) => {
-            // Its own subchannel pool: grpc-js would otherwise reuse another client's warm connection.
-            const c = new FederationServiceClient(dial(p), creds, { 'grpc.use_local_subchannel_pool': 1 });
-            try {
-              await local(c, p);
-            } finally {
-              c.close();
-            }
-          }),
-        );
-      },
-    );
-
-    const siteClients = new Map(
-      [...new Set(all.map((p) => p.site))]
-        .filter((s) => s !== 's1')
-        .map((s) => [
-          s,
-          f.track(new FederationServiceClient(f.brokers.find((b) => b.site === s)!.wanAddress, creds)),
-        ]),
-    );
-    const sequential = await timed(
-      counts.slowAlternatives,
-      progress,
-      'latency: sequential (site after site)',
-      async () => {
-        await Promise.all(flatClients.filter(({ p }) => p.site === 's1').map(({ p, c }) => local(c, p)));
-        for (const [site, c] of siteClients) {
-          await unary((cb) =>
-            c.siteRequest(
-              SiteRequest.fromPartial({
-                ...FIND,
-                hops: 1,
-                sourceSite: 's1',
-                deadline: SEC5,
-                target: { site, pod: '', endpoints: [] },
-              }),
-              new grpc.Metadata(),
-              { deadline: Date.now() + 5000 },
-              cb,
-            ),
-          );
-        }
-      },
-    );
-
-    const status = await unary<{ channels: { site: string; connectivity: string }[] }>((cb) => {
-      const c = f.track(new AdminServiceClient(f.broker(entry).address, f.clientCredentials));
-      c.getStatus({}, cb);
-    });
-    const wanConnections = status.channels.filter(
-      (c) => c.site !== 's1' && c.connectivity === 'ready',
-    ).length;
-    const l = summarize(limit);
-    return {
-      part: 'latency',
-      limitMs: l.p50Ms,
-      limitP99Ms: l.p99Ms,
-      wanas: summarize(wanas),
-      alternatives: {
-        flat: summarize(flat),
-        flatNewConnection: summarize(flatNew),
-        sequential: summarize(sequential),
-      },
-      wanConnections: { wanas: wanConnections, flat: all.filter((p) => p.site !== 's1').length },
-      remoteSites: new Set(all.filter((p) => p.site !== 's1').map((p) => p.site)).size,
-      wanBytesPerAggregate: { wanas: Math.round(wanasBytes), flat: Math.round(flatBytes) },
-      podsAnswered: { wanas: wanasPods, flat: flatPods },
-      transport: counts.tls ? 'mtls' : 'plaintext',
-      series: { limit, wanas, flat, flatNewConnection: flatNew, sequential },
-    };
-  } finally {
-    await f.stop();
-  }
 }
 
 /** JSON of the failover part. */

@@ -5,18 +5,22 @@ import { table } from '@wanas/devfed';
 import { describeFailure, failurePart, type FailureResult } from './part-failure';
 import { describePlacement, placementPart, type PlacementResult } from './part-placement';
 import { scalePart } from './part-scale';
-import {
-  failoverPart,
-  latencyPart,
-  tailPart,
-  throughputPart,
-  type BenchCounts,
-  type Progress,
-} from './parts';
+import { cpuPart, describeCpu } from './part-cpu';
+import { latencyPart } from './part-latency';
+import { failoverPart, tailPart, throughputPart, type BenchCounts, type Progress } from './parts';
 import { latencySvg } from './svg';
 
 /** The parts of `wanas bench`, in the order they run. */
-export const PARTS = ['latency', 'failover', 'failure', 'placement', 'tail', 'throughput', 'scale'] as const;
+export const PARTS = [
+  'latency',
+  'cpu',
+  'failover',
+  'failure',
+  'placement',
+  'tail',
+  'throughput',
+  'scale',
+] as const;
 /** One part of the benchmark. */
 export type Part = (typeof PARTS)[number];
 
@@ -51,6 +55,14 @@ async function progressBar(): Promise<Progress & { stop(): void }> {
 
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
 
+/** A latency summary's P50, P90, P99 and MAX cells. */
+const cells = (x: { p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number }) => [
+  String(x.p50Ms),
+  String(x.p90Ms),
+  String(x.p99Ms),
+  String(x.maxMs),
+];
+
 /** Human lines for one part's result. */
 function describe(
   r: Record<string, unknown> & { part: Part },
@@ -59,86 +71,92 @@ function describe(
 ): string {
   if (r.part === 'failure' && describeFailure) return describeFailure(r as unknown as FailureResult);
   if (r.part === 'placement' && describePlacement) return describePlacement(r as unknown as PlacementResult);
-  const s = (x: { p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number }) => [
-    String(x.p50Ms),
-    String(x.p90Ms),
-    String(x.p99Ms),
-    String(x.maxMs),
+  const byPart: Partial<Record<Part, (x: never) => string>> = {
+    latency: describeLatency,
+    cpu: describeCpu,
+    failover: describeFailover,
+    tail: describeTail,
+    scale: describeScale,
+    throughput: describeThroughput,
+  };
+  const describePart = byPart[r.part];
+  return describePart ? describePart(r as never) : JSON.stringify(r);
+}
+
+function describeLatency(l: Awaited<ReturnType<typeof latencyPart>>): string {
+  const rows = [
+    ['limit: 1 warm WAN call', String(l.limitMs), '', String(l.limitP99Ms), ''],
+    ['wanas', ...cells(l.wanas)],
+    ['flat (warm channels)', ...cells(l.alternatives.flat)],
+    ['flat (new connection per call)', ...cells(l.alternatives.flatNewConnection)],
+    ['sequential (site after site)', ...cells(l.alternatives.sequential)],
   ];
-  if (r.part === 'latency') {
-    const l = r as unknown as Awaited<ReturnType<typeof latencyPart>>;
-    const rows = [
-      ['limit: 1 warm WAN call', String(l.limitMs), '', String(l.limitP99Ms), ''],
-      ['wanas', ...s(l.wanas)],
-      ['flat (warm channels)', ...s(l.alternatives.flat)],
-      ['flat (new connection per call)', ...s(l.alternatives.flatNewConnection)],
-      ['sequential (site after site)', ...s(l.alternatives.sequential)],
-    ];
-    return [
-      table(['LATENCY (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
-      `wanas p50 / limit p50 = ${ratio(l.wanas.p50Ms, l.limitMs)} (target ≤ 1.05×); wanas p99 / limit p99 = ${ratio(l.wanas.p99Ms, l.limitP99Ms)} (target ≤ 1.2×)`,
-      `flat-new-connection p50 / wanas p50 = ${ratio(l.alternatives.flatNewConnection.p50Ms, l.wanas.p50Ms)} (target ≥ 2.5×); sequential p50 / wanas p50 = ${ratio(l.alternatives.sequential.p50Ms, l.wanas.p50Ms)}`,
-      `WAN connections held by the entry: wanas ${l.wanConnections.wanas} (remote sites: ${l.remoteSites}), flat ${l.wanConnections.flat} (remote pods); WAN bytes per aggregate: wanas ${l.wanBytesPerAggregate.wanas}, flat ${l.wanBytesPerAggregate.flat}`,
-      `pods answered: wanas ${(l.podsAnswered.wanas * 100).toFixed(1)}%, flat ${(l.podsAnswered.flat * 100).toFixed(1)}%; transport: ${l.transport === 'mtls' ? 'mTLS (a new connection pays TCP + TLS 1.3 handshakes)' : 'plaintext (a new connection pays the TCP handshake)'}`,
-    ].join('\n');
-  }
-  if (r.part === 'failover') {
-    const f = r as unknown as Awaited<ReturnType<typeof failoverPart>>;
-    const rows = [
-      ['healthy', ...s(f.healthy)],
-      ['SIGKILL: first 10', ...s(f.kill.first10)],
-      ['SIGKILL: next', ...s(f.kill.next)],
-      ['SIGSTOP: first 10', ...s(f.freeze.first10)],
-      ['SIGSTOP: next', ...s(f.freeze.next)],
-    ];
-    return [
-      table(['FAILOVER (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
-      `killed ${f.kill.killed.length} brokers (${f.kill.killed.join(' ')}); pods answered ${(f.kill.podsAnswered * 100).toFixed(2)}%`,
-      `froze ${f.freeze.frozen.length} brokers; pods answered ${(f.freeze.podsAnswered * 100).toFixed(2)}%; attempt timeout ${f.attemptTimeoutMs} ms; warm channels per target ${f.warmPerTarget}; hedging ${f.hedge ? 'on (the default)' : 'off'}`,
-      `after detection: kill p99 / healthy p99 = ${ratio(f.kill.next.p99Ms, f.healthy.p99Ms)}, freeze p99 / healthy p99 = ${ratio(f.freeze.next.p99Ms, f.healthy.p99Ms)} (target ≤ 1.1×)`,
-    ].join('\n');
-  }
-  if (r.part === 'tail') {
-    const t = r as unknown as Awaited<ReturnType<typeof tailPart>>;
-    return [
-      table(
-        ['TAIL (ms)', 'P50', 'P90', 'P99', 'MAX'],
-        [
-          ['healthy', ...s(t.healthy)],
-          ['5% answers +500 ms, hedging off', ...s(t.hedgingOff)],
-          ['5% answers +500 ms, hedging on', ...s(t.hedgingOn)],
-        ],
-      ),
-      `hedged p99 / healthy p99 = ${ratio(t.hedgingOn.p99Ms, t.healthy.p99Ms)} (target ≤ 1.3×); extra requests ${(t.extraRequestsShare * 100).toFixed(1)}% (target ≤ 10%)`,
-    ].join('\n');
-  }
-  if (r.part === 'scale') {
-    const sc = r as unknown as Awaited<ReturnType<typeof scalePart>>;
-    const base = sc.podsPerSite[0]!.p50Ms;
-    const baseSites = sc.sites[0]!.p50Ms;
-    return [
-      table(
-        ['SCALE', 'P50 (ms)', 'P99 (ms)', 'P50 vs first'],
-        [
-          ...sc.podsPerSite.map((x) => [
-            `2 sites × ${x.pods} pods per site`,
-            String(x.p50Ms),
-            String(x.p99Ms),
-            ratio(x.p50Ms, base),
-          ]),
-          ...sc.sites.map((x) => [
-            `${x.sites} sites × 1 pod`,
-            String(x.p50Ms),
-            String(x.p99Ms),
-            ratio(x.p50Ms, baseSites),
-          ]),
-        ],
-      ),
-      `p50 growth 1 → 16 pods per site: ${((sc.podsPerSite.at(-1)!.p50Ms / base - 1) * 100).toFixed(1)}% (target ≤ 15%); 2 → 16 sites: ${((sc.sites.at(-1)!.p50Ms / baseSites - 1) * 100).toFixed(1)}% (target: flat)`,
-      `RSS of a broker holding a 100-site × 10-pod topology: ${sc.bigTopologyRssMb} MB with its peers answering (target ≤ 100 MB); ${sc.bigTopologyDeadPeersRssMb} MB once every peer is gone`,
-    ].join('\n');
-  }
-  const t = r as unknown as Awaited<ReturnType<typeof throughputPart>>;
+  return [
+    table(['LATENCY (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
+    `wanas p50 / limit p50 = ${ratio(l.wanas.p50Ms, l.limitMs)} (target ≤ 1.05×); wanas p99 / limit p99 = ${ratio(l.wanas.p99Ms, l.limitP99Ms)} (target ≤ 1.2×)`,
+    `flat-new-connection p50 / wanas p50 = ${ratio(l.alternatives.flatNewConnection.p50Ms, l.wanas.p50Ms)} (target ≥ 2.5×); sequential p50 / wanas p50 = ${ratio(l.alternatives.sequential.p50Ms, l.wanas.p50Ms)}`,
+    `WAN connections held by the entry: wanas ${l.wanConnections.wanas} (remote sites: ${l.remoteSites}), flat ${l.wanConnections.flat} (remote pods); WAN bytes per aggregate: wanas ${l.wanBytesPerAggregate.wanas}, flat ${l.wanBytesPerAggregate.flat}`,
+    `pods answered: wanas ${(l.podsAnswered.wanas * 100).toFixed(1)}%, flat ${(l.podsAnswered.flat * 100).toFixed(1)}%; transport: ${l.transport === 'mtls' ? 'mTLS (a new connection pays TCP + TLS 1.3 handshakes)' : 'plaintext (a new connection pays the TCP handshake)'}`,
+  ].join('\n');
+}
+
+function describeFailover(f: Awaited<ReturnType<typeof failoverPart>>): string {
+  const rows = [
+    ['healthy', ...cells(f.healthy)],
+    ['SIGKILL: first 10', ...cells(f.kill.first10)],
+    ['SIGKILL: next', ...cells(f.kill.next)],
+    ['SIGSTOP: first 10', ...cells(f.freeze.first10)],
+    ['SIGSTOP: next', ...cells(f.freeze.next)],
+  ];
+  return [
+    table(['FAILOVER (ms)', 'P50', 'P90', 'P99', 'MAX'], rows),
+    `killed ${f.kill.killed.length} brokers (${f.kill.killed.join(' ')}); pods answered ${(f.kill.podsAnswered * 100).toFixed(2)}%`,
+    `froze ${f.freeze.frozen.length} brokers; pods answered ${(f.freeze.podsAnswered * 100).toFixed(2)}%; attempt timeout ${f.attemptTimeoutMs} ms; warm channels per target ${f.warmPerTarget}; hedging ${f.hedge ? 'on (the default)' : 'off'}`,
+    `after detection: kill p99 / healthy p99 = ${ratio(f.kill.next.p99Ms, f.healthy.p99Ms)}, freeze p99 / healthy p99 = ${ratio(f.freeze.next.p99Ms, f.healthy.p99Ms)} (target ≤ 1.1×)`,
+  ].join('\n');
+}
+
+function describeTail(t: Awaited<ReturnType<typeof tailPart>>): string {
+  return [
+    table(
+      ['TAIL (ms)', 'P50', 'P90', 'P99', 'MAX'],
+      [
+        ['healthy', ...cells(t.healthy)],
+        ['5% answers +500 ms, hedging off', ...cells(t.hedgingOff)],
+        ['5% answers +500 ms, hedging on', ...cells(t.hedgingOn)],
+      ],
+    ),
+    `hedged p99 / healthy p99 = ${ratio(t.hedgingOn.p99Ms, t.healthy.p99Ms)} (target ≤ 1.3×); extra requests ${(t.extraRequestsShare * 100).toFixed(1)}% (target ≤ 10%)`,
+  ].join('\n');
+}
+
+function describeScale(sc: Awaited<ReturnType<typeof scalePart>>): string {
+  const base = sc.podsPerSite[0]!.p50Ms;
+  const baseSites = sc.sites[0]!.p50Ms;
+  return [
+    table(
+      ['SCALE', 'P50 (ms)', 'P99 (ms)', 'P50 vs first'],
+      [
+        ...sc.podsPerSite.map((x) => [
+          `2 sites × ${x.pods} pods per site`,
+          String(x.p50Ms),
+          String(x.p99Ms),
+          ratio(x.p50Ms, base),
+        ]),
+        ...sc.sites.map((x) => [
+          `${x.sites} sites × 1 pod`,
+          String(x.p50Ms),
+          String(x.p99Ms),
+          ratio(x.p50Ms, baseSites),
+        ]),
+      ],
+    ),
+    `p50 growth 1 → 16 pods per site: ${((sc.podsPerSite.at(-1)!.p50Ms / base - 1) * 100).toFixed(1)}% (target ≤ 15%); 2 → 16 sites: ${((sc.sites.at(-1)!.p50Ms / baseSites - 1) * 100).toFixed(1)}% (target: flat)`,
+    `RSS of a broker holding a 100-site × 10-pod topology: ${sc.bigTopologyRssMb} MB with its peers answering (target ≤ 100 MB); ${sc.bigTopologyDeadPeersRssMb} MB once every peer is gone`,
+  ].join('\n');
+}
+
+function describeThroughput(t: Awaited<ReturnType<typeof throughputPart>>): string {
   // Calls per aggregate from s1-p1-a on 3 × 3 × 1: the Aggregate, 2 LocalRequests, 2 SiteRequests, 2 × 2 LocalRequests.
   const callsPerAggregate = 9;
   const best = Math.max(...t.wanas.map((w) => w.aggregatesPerSecond));
@@ -217,6 +235,7 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
   for (const part of chosen) {
     const fn = {
       latency: latencyPart,
+      cpu: cpuPart,
       failover: failoverPart,
       failure: failurePart,
       placement: placementPart,
@@ -258,6 +277,7 @@ function sectionOf(r: Record<string, unknown> & { part: Part }): string {
 const SECTIONS: [string, string][] = [
   ['latency', 'latency'],
   ['latency_mtls', 'latency over mTLS (`--tls`)'],
+  ['cpu', 'CPU per aggregate'],
   ['failover', 'failover'],
   ['failure', 'failure paths'],
   ['placement', 'placement and request modes'],
@@ -293,7 +313,7 @@ function writeMarkdown(
     '# Benchmarks',
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
-    '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`failover`, `failure`, `placement`, `tail`,',
+    '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`cpu`, `failover`, `failure`, `placement`, `tail`,',
     '`throughput`, `scale`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
     '`npm run bench -- latency --tls`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',

@@ -12,7 +12,7 @@ import { BrokerMetrics, startMetricsServer } from './metrics';
 import { builtinOperations } from './operations/builtin';
 import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './reflection';
-import { createSecurity } from './security';
+import { createSecurity, type BrokerSecurity } from './security';
 import { createHandlers, type FaultInjection } from './server';
 import { PodStore } from './store/pod-store';
 import { TopologySource } from './topology-source';
@@ -106,6 +106,32 @@ export function peerGroupsFor(t: Topology, self: BrokerInfo): PeerGroup[] {
   return groups;
 }
 
+/** Adds the handlers and reflection to the gRPC server and listens; the port bound. */
+async function serveRpc(
+  servers: BrokerServers,
+  parts: {
+    dispatcher: Dispatcher;
+    log: Logger;
+    metrics: BrokerMetrics;
+    status: () => GetStatusResponse;
+    security: BrokerSecurity;
+    topology: () => Topology;
+    faults: BrokerOptions['faults'];
+  },
+): Promise<number> {
+  createHandlers(
+    parts.dispatcher,
+    parts.log.child({ component: 'server' }),
+    parts.metrics,
+    parts.status,
+    parts.security,
+    () => parts.topology().settings,
+    parts.faults,
+  ).addTo(servers.grpc);
+  addReflection(servers.grpc);
+  return servers.listen(parts.security.serverCredentials);
+}
+
 /** Starts one broker: gRPC server (aggregation, federation, health, reflection), warm peer channels, metrics. */
 export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const initial = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
@@ -140,25 +166,20 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started });
 
   const servers = new BrokerServers(info, log);
-  createHandlers(
+  const port = await serveRpc(servers, {
     dispatcher,
-    log.child({ component: 'server' }),
+    log,
     metrics,
     status,
     security,
-    () => topology().settings,
-    opts.faults,
-  ).addTo(servers.grpc);
-  addReflection(servers.grpc);
-  let port: number;
-  try {
-    port = await servers.listen(security.serverCredentials);
-  } catch (e) {
+    topology,
+    faults: opts.faults,
+  }).catch((e: unknown) => {
     cm.close();
     store.close();
     lag.close();
     throw e;
-  }
+  });
   cm.setPeers(peerGroupsFor(topology(), info));
   const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
   const metricsServer = metricsAddress

@@ -74,70 +74,7 @@ export class BrokerMetrics {
       labelNames: ['kind'],
       registers: [this.registry],
     });
-    new Gauge({
-      name: 'wanas_open_channels',
-      help: 'Channels to peer brokers that exist now.',
-      registers: [this.registry],
-      collect() {
-        this.set(cm.openChannels());
-      },
-    });
-    new Gauge({
-      name: 'wanas_endpoint_breaker_open',
-      help: 'Per peer endpoint: 1 when its breaker is open (or half-open: 0.5), 0 when closed.',
-      labelNames: ['endpoint', 'peer_site', 'peer_pod'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const r of cm.snapshot()) {
-          const v = r.breaker === 'open' ? 1 : r.breaker === 'half-open' ? 0.5 : 0;
-          this.set({ endpoint: r.brokerId, peer_site: r.site, peer_pod: r.pod }, v);
-        }
-      },
-    });
-    new Gauge({
-      name: 'wanas_endpoint_state',
-      help: 'Per peer endpoint: 1 for its health state now (idle, connecting, ready, failing, down).',
-      labelNames: ['endpoint', 'peer_site', 'peer_pod', 'state'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const r of cm.snapshot()) {
-          this.set({ endpoint: r.brokerId, peer_site: r.site, peer_pod: r.pod, state: r.state }, 1);
-        }
-      },
-    });
-    new Counter({
-      name: 'wanas_endpoint_transitions_total',
-      help: 'Endpoint health transitions, by the state entered.',
-      labelNames: ['state'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [state, n] of Object.entries(cm.transitionCounts())) this.inc({ state }, n);
-      },
-    });
-    new Gauge({
-      name: 'wanas_target_down',
-      help: 'Per target list (remote site, or other pod of this site): 1 when every endpoint is down (requests fail fast).',
-      labelNames: ['peer_site', 'peer_pod'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const t of cm.targets())
-          this.set({ peer_site: t.site, peer_pod: t.pod }, t.state === 'down' ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'wanas_endpoint_in_flight',
-      help: 'Per peer endpoint: calls in flight.',
-      labelNames: ['endpoint'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const r of cm.snapshot()) this.set({ endpoint: r.brokerId }, r.inFlight);
-      },
-    });
+    registerHealthGauges(this.registry, cm);
   }
 
   /** Records one RPC this broker served. */
@@ -207,4 +144,72 @@ export async function startMetricsServer(
     port,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** Gauges read from the connection manager at scrape time: channels, breakers, endpoint and target states. */
+function registerHealthGauges(registry: Registry, cm: ConnectionManager): void {
+  new Gauge({
+    name: 'wanas_open_channels',
+    help: 'Channels to peer brokers that exist now.',
+    registers: [registry],
+    collect() {
+      this.set(cm.openChannels());
+    },
+  });
+  new Gauge({
+    name: 'wanas_endpoint_breaker_open',
+    help: 'Per peer endpoint: 1 when its breaker is open (or half-open: 0.5), 0 when closed.',
+    labelNames: ['endpoint', 'peer_site', 'peer_pod'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of cm.snapshot()) {
+        const v = r.breaker === 'open' ? 1 : r.breaker === 'half-open' ? 0.5 : 0;
+        this.set({ endpoint: r.brokerId, peer_site: r.site, peer_pod: r.pod }, v);
+      }
+    },
+  });
+  new Gauge({
+    name: 'wanas_endpoint_state',
+    help: 'Per peer endpoint: 1 for its health state now (idle, connecting, ready, failing, down).',
+    labelNames: ['endpoint', 'peer_site', 'peer_pod', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of cm.snapshot()) {
+        this.set({ endpoint: r.brokerId, peer_site: r.site, peer_pod: r.pod, state: r.state }, 1);
+      }
+    },
+  });
+  new Counter({
+    name: 'wanas_endpoint_transitions_total',
+    help: 'Endpoint health transitions, by the state entered.',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [state, n] of Object.entries(cm.transitionCounts())) this.inc({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'wanas_target_down',
+    help: 'Per target list (remote site, or other pod of this site): 1 when every endpoint is down (requests fail fast).',
+    labelNames: ['peer_site', 'peer_pod'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const t of cm.targets())
+        this.set({ peer_site: t.site, peer_pod: t.pod }, t.state === 'down' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'wanas_endpoint_in_flight',
+    help: 'Per peer endpoint: calls in flight.',
+    labelNames: ['endpoint'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of cm.snapshot()) this.set({ endpoint: r.brokerId }, r.inFlight);
+    },
+  });
 }

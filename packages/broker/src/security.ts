@@ -70,27 +70,34 @@ function certCn(call: AuthorizableCall): string | undefined {
  *   they dial.
  */
 export function createSecurity(topology: () => Topology, self: BrokerInfo, log: Logger): BrokerSecurity {
-  const t = topology();
-  const sec = t.security;
-  if (sec.mode === 'insecure') {
-    if (!LOOPBACK.test(hostOf(self.address)) && !sec.allowInsecureNonLoopback) {
-      throw new BrokerError(
-        grpc.status.FAILED_PRECONDITION,
-        `refusing insecure mode on non-loopback address ${self.address}: set security.mode: mtls (or security.allowInsecureNonLoopback: true, never in production)`,
-      );
-    }
-    log.warn(
-      'INSECURE MODE: plaintext gRPC, no authentication, any caller may use FederationService; for loopback development only',
-    );
-    return {
-      mode: 'insecure',
-      serverCredentials: grpc.ServerCredentials.createInsecure(),
-      channelCredentials: grpc.credentials.createInsecure(),
-      peerChannelOptions: () => ({}),
-      authorize: () => 'anonymous',
-    };
-  }
+  return topology().security.mode === 'insecure'
+    ? insecureSecurity(topology(), self, log)
+    : mtlsSecurity(topology, self, log);
+}
 
+/** Plaintext, no authentication: loopback development only (refused elsewhere unless explicitly allowed). */
+function insecureSecurity(t: Topology, self: BrokerInfo, log: Logger): BrokerSecurity {
+  if (!LOOPBACK.test(hostOf(self.address)) && !t.security.allowInsecureNonLoopback) {
+    throw new BrokerError(
+      grpc.status.FAILED_PRECONDITION,
+      `refusing insecure mode on non-loopback address ${self.address}: set security.mode: mtls (or security.allowInsecureNonLoopback: true, never in production)`,
+    );
+  }
+  log.warn(
+    'INSECURE MODE: plaintext gRPC, no authentication, any caller may use FederationService; for loopback development only',
+  );
+  return {
+    mode: 'insecure',
+    serverCredentials: grpc.ServerCredentials.createInsecure(),
+    channelCredentials: grpc.credentials.createInsecure(),
+    peerChannelOptions: () => ({}),
+    authorize: () => 'anonymous',
+  };
+}
+
+/** The CA, certificate and key files of the topology, each checked readable (the error names the field). */
+function certificateFiles(t: Topology, self: BrokerInfo) {
+  const sec = t.security;
   const files = {
     caCertificateFile: topologyPath(t, sec.caFile!, self.tlsName),
     certificateFile: topologyPath(t, sec.certFile!, self.tlsName),
@@ -108,6 +115,30 @@ export function createSecurity(topology: () => Topology, self: BrokerInfo, log: 
       throw new BrokerError(grpc.status.FAILED_PRECONDITION, `security.${field[what]}: cannot read ${f}`);
     }
   }
+  return files;
+}
+
+/**
+ * The client token a call presents: its name, undefined without an `authorization` header, null for a
+ * token that is malformed or unknown (compared by SHA-256 digest in constant time, no early exit).
+ */
+function tokenReader(tokens: { name: string; digest: Buffer }[]) {
+  return (call: AuthorizableCall): string | undefined | null => {
+    const auth = call.metadata.get('authorization')[0];
+    if (auth === undefined) return undefined;
+    const m = /^Bearer ([\x21-\x7e]{1,1024})$/.exec(String(auth));
+    if (!m) return null;
+    const digest = createHash('sha256').update(m[1]!, 'utf8').digest();
+    let found: string | null = null;
+    for (const tk of tokens) if (timingSafeEqual(tk.digest, digest)) found = tk.name;
+    return found;
+  };
+}
+
+/** mTLS with file-watched certificates; clients by certificate or token; FederationService for brokers only. */
+function mtlsSecurity(topology: () => Topology, self: BrokerInfo, log: Logger): BrokerSecurity {
+  const sec = topology().security;
+  const files = certificateFiles(topology(), self);
   const provider = new grpc.experimental.FileWatcherCertificateProvider({
     ...files,
     refreshIntervalMs: sec.refreshIntervalMs,
@@ -119,18 +150,7 @@ export function createSecurity(topology: () => Topology, self: BrokerInfo, log: 
     clientTokens: tokens.length,
     refreshIntervalMs: sec.refreshIntervalMs,
   });
-
-  const tokenName = (call: AuthorizableCall): string | undefined | null => {
-    const auth = call.metadata.get('authorization')[0];
-    if (auth === undefined) return undefined;
-    const m = /^Bearer ([\x21-\x7e]{1,1024})$/.exec(String(auth));
-    if (!m) return null;
-    const digest = createHash('sha256').update(m[1]!, 'utf8').digest();
-    let found: string | null = null;
-    for (const tk of tokens) if (timingSafeEqual(tk.digest, digest)) found = tk.name; // no early exit
-    return found;
-  };
-
+  const tokenName = tokenReader(tokens);
   return {
     mode: 'mtls',
     serverCredentials: grpc.experimental.createCertificateProviderServerCredentials(
@@ -143,27 +163,32 @@ export function createSecurity(topology: () => Topology, self: BrokerInfo, log: 
       const name = brokerId.split('@')[0]!;
       return { 'grpc.ssl_target_name_override': name, 'grpc.default_authority': name };
     },
-    authorize(call, need) {
-      const cn = certCn(call);
-      const token = tokenName(call);
-      if (token === null) throw new BrokerError(grpc.status.UNAUTHENTICATED, 'the bearer token is not valid');
-      if (need === 'broker') {
-        const now = topology();
-        if (cn && identitiesOf(now).has(cn)) return cn;
-        if (cn || token) {
-          throw new BrokerError(
-            grpc.status.PERMISSION_DENIED,
-            `FederationService accepts brokers of federation "${now.federation}" only; caller "${cn ?? token}" is not one`,
-          );
-        }
-        throw new BrokerError(grpc.status.UNAUTHENTICATED, 'a broker certificate is required');
-      }
-      if (cn) return cn;
-      if (token) return `token:${token}`;
-      throw new BrokerError(
-        grpc.status.UNAUTHENTICATED,
-        'credentials required: a client certificate signed by the federation CA, or "authorization: Bearer <token>"',
-      );
-    },
+    authorize: (call, need) => authorizeCall(topology(), certCn(call), tokenName(call), need),
   };
+}
+
+/** Who the caller is (certificate CN or `token:<name>`), or a BrokerError saying why it may not call. */
+function authorizeCall(
+  now: Topology,
+  cn: string | undefined,
+  token: string | undefined | null,
+  need: CallerKind,
+): string {
+  if (token === null) throw new BrokerError(grpc.status.UNAUTHENTICATED, 'the bearer token is not valid');
+  if (need === 'broker') {
+    if (cn && identitiesOf(now).has(cn)) return cn;
+    if (cn || token) {
+      throw new BrokerError(
+        grpc.status.PERMISSION_DENIED,
+        `FederationService accepts brokers of federation "${now.federation}" only; caller "${cn ?? token}" is not one`,
+      );
+    }
+    throw new BrokerError(grpc.status.UNAUTHENTICATED, 'a broker certificate is required');
+  }
+  if (cn) return cn;
+  if (token) return `token:${token}`;
+  throw new BrokerError(
+    grpc.status.UNAUTHENTICATED,
+    'credentials required: a client certificate signed by the federation CA, or "authorization: Bearer <token>"',
+  );
 }

@@ -71,81 +71,98 @@ export function registerBroker(program: Command): void {
       'tests and benchmarks only: delay this share of federation requests by MS before working on them',
       parseInjectSlow,
     )
-    .action(async (o: BrokerFlags) => {
-      if (o.logFormat && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
-        program.error(`error: --log-format must be json or pretty, got "${o.logFormat}"`, { exitCode: 2 });
-      }
-      if (!o.id && !o.pod)
-        program.error('error: give --id ID, or --pod SITE/POD for a DNS pod', { exitCode: 2 });
-      if (o.listen && !o.pod) program.error('error: --listen goes with --pod', { exitCode: 2 });
-      const ids = (o.id ?? os.hostname()).split(',').filter(Boolean);
-      if (o.pod && ids.length > 1)
-        program.error('error: --pod runs one broker; give one --id', { exitCode: 2 });
-      if (ids.length > 1 && o.metricsAddress)
-        program.error('error: --metrics-address takes one broker id', { exitCode: 2 });
-      const logger = createLogger({ format: o.logFormat as LogFormat | undefined, level: o.logLevel });
-      const brokers: BrokerHandle[] = [];
-      // A parent that goes away while brokers start: nothing to drain yet, leave at once.
-      const orphaned = () => process.exit(1);
-      const withParent = process.env.WANAS_EXIT_WITH_PARENT === '1' && !!process.send;
-      if (withParent) process.once('disconnect', orphaned);
-      try {
-        const topology = ids.length > 1 ? loadTopology(o.topology) : undefined;
-        for (const id of ids) {
-          brokers.push(
-            await startBroker({
-              id,
-              pod: o.pod,
-              listen: o.listen,
-              topologyFile: topology ? undefined : o.topology,
-              topology,
-              logger,
-              metricsAddress: o.metricsAddress,
-              faults: o.injectSlow ? { slowFederation: o.injectSlow } : undefined,
-            }),
-          );
-        }
-      } catch (e) {
-        const msg =
-          e instanceof TopologyError
-            ? e.message
-            : `cannot start broker ${ids.join(',')}: ${(e as Error).message}`;
-        process.stderr.write(`error: ${msg}\n`);
-        await Promise.all(brokers.map((b) => b.close(0)));
-        process.exit(2);
-      }
-      if (withParent) process.off('disconnect', orphaned);
-      process.on('SIGHUP', () => brokers.forEach((b) => b.reload()));
-      // SIGUSR2: one memory report line (after a full GC when node runs with --expose-gc), for soak tests.
-      process.on('SIGUSR2', () => {
-        (globalThis as { gc?: () => void }).gc?.();
-        const m = process.memoryUsage();
-        logger.warn('memory', {
-          rssBytes: m.rss,
-          heapUsedBytes: m.heapUsed,
-          gcForced: typeof (globalThis as { gc?: unknown }).gc === 'function',
-        });
-      });
-      let stopping = false;
-      const stop = (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        logger.info('signal received; shutting down gracefully', { signal });
-        Promise.all(brokers.map((b) => b.close(o.grace))).then(
-          () => process.exit(0),
-          (e: unknown) => {
-            logger.error('shutdown failed', { error: String(e) });
-            process.exit(1);
-          },
-        );
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
-      // Started by `wanas up` with an IPC channel: when `up` goes away (even by SIGKILL), so does the broker
-      // (also when it went away while this broker was still starting).
-      if (process.env.WANAS_EXIT_WITH_PARENT === '1' && process.send) {
-        if (!process.connected) stop('parent exited');
-        else process.once('disconnect', () => stop('parent exited'));
-      }
+    .action((o: BrokerFlags) => runBrokers(program, o));
+}
+
+/** Refuses flags that do not go together (exit 2, naming them); the broker ids to run. */
+function checkFlags(program: Command, o: BrokerFlags): string[] {
+  if (o.logFormat && o.logFormat !== 'json' && o.logFormat !== 'pretty') {
+    program.error(`error: --log-format must be json or pretty, got "${o.logFormat}"`, { exitCode: 2 });
+  }
+  if (!o.id && !o.pod) program.error('error: give --id ID, or --pod SITE/POD for a DNS pod', { exitCode: 2 });
+  if (o.listen && !o.pod) program.error('error: --listen goes with --pod', { exitCode: 2 });
+  const ids = (o.id ?? os.hostname()).split(',').filter(Boolean);
+  if (o.pod && ids.length > 1) program.error('error: --pod runs one broker; give one --id', { exitCode: 2 });
+  if (ids.length > 1 && o.metricsAddress)
+    program.error('error: --metrics-address takes one broker id', { exitCode: 2 });
+  return ids;
+}
+
+/** Starts the brokers, then serves until a signal (or the parent's exit) stops them gracefully. */
+async function runBrokers(program: Command, o: BrokerFlags): Promise<void> {
+  const ids = checkFlags(program, o);
+  const logger = createLogger({ format: o.logFormat as LogFormat | undefined, level: o.logLevel });
+  const brokers = await startAll(ids, o, logger);
+  process.on('SIGHUP', () => brokers.forEach((b) => b.reload()));
+  // SIGUSR2: one memory report line (after a full GC when node runs with --expose-gc), for soak tests.
+  process.on('SIGUSR2', () => {
+    (globalThis as { gc?: () => void }).gc?.();
+    const m = process.memoryUsage();
+    logger.warn('memory', {
+      rssBytes: m.rss,
+      heapUsedBytes: m.heapUsed,
+      gcForced: typeof (globalThis as { gc?: unknown }).gc === 'function',
     });
+  });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('signal received; shutting down gracefully', { signal });
+    Promise.all(brokers.map((b) => b.close(o.grace))).then(
+      () => process.exit(0),
+      (e: unknown) => {
+        logger.error('shutdown failed', { error: String(e) });
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  // Started by `wanas up` with an IPC channel: when `up` goes away (even by SIGKILL), so does the broker
+  // (also when it went away while this broker was still starting).
+  if (process.env.WANAS_EXIT_WITH_PARENT === '1' && process.send) {
+    if (!process.connected) stop('parent exited');
+    else process.once('disconnect', () => stop('parent exited'));
+  }
+}
+
+/** Starts every broker id; on a failure closes those started, prints why and exits 2. */
+async function startAll(
+  ids: string[],
+  o: BrokerFlags,
+  logger: ReturnType<typeof createLogger>,
+): Promise<BrokerHandle[]> {
+  const brokers: BrokerHandle[] = [];
+  // A parent that goes away while brokers start: nothing to drain yet, leave at once.
+  const orphaned = () => process.exit(1);
+  const withParent = process.env.WANAS_EXIT_WITH_PARENT === '1' && !!process.send;
+  if (withParent) process.once('disconnect', orphaned);
+  try {
+    const topology = ids.length > 1 ? loadTopology(o.topology) : undefined;
+    for (const id of ids) {
+      brokers.push(
+        await startBroker({
+          id,
+          pod: o.pod,
+          listen: o.listen,
+          topologyFile: topology ? undefined : o.topology,
+          topology,
+          logger,
+          metricsAddress: o.metricsAddress,
+          faults: o.injectSlow ? { slowFederation: o.injectSlow } : undefined,
+        }),
+      );
+    }
+  } catch (e) {
+    const msg =
+      e instanceof TopologyError
+        ? e.message
+        : `cannot start broker ${ids.join(',')}: ${(e as Error).message}`;
+    process.stderr.write(`error: ${msg}\n`);
+    await Promise.all(brokers.map((b) => b.close(0)));
+    process.exit(2);
+  }
+  if (withParent) process.off('disconnect', orphaned);
+  return brokers;
 }

@@ -113,3 +113,33 @@ export function peerChannelOptions(o: {
     'grpc.enable_channelz': 0,
   };
 }
+
+/** The manager's settings once defaults are applied (what it and its parts read). */
+export type ManagerSettings = Required<
+  Omit<
+    ConnectionManagerOptions,
+    'logger' | 'credentials' | 'channelOptions' | 'channelOptionsFor' | 'onTransition'
+  >
+>;
+
+/** The settings of `options`, defaults applied and checked (a bad value throws a RangeError naming it). */
+export function settingsOf(options: ConnectionManagerOptions): ManagerSettings {
+  const warm = options.warmPerTarget ?? DEFAULT_WARM_PER_TARGET;
+  if (!Number.isInteger(warm) || warm < 1 || warm > MAX_WARM_PER_TARGET) {
+    throw new RangeError(`warmPerTarget must be an integer from 1 to ${MAX_WARM_PER_TARGET}, got ${warm}`);
+  }
+  return {
+    warmPerTarget: warm,
+    failureThreshold: options.failureThreshold ?? DEFAULT_FAILURE_THRESHOLD,
+    resetTimeoutMs: options.resetTimeoutMs ?? DEFAULT_RESET_TIMEOUT_MS,
+    probeIntervalMs: options.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
+    probeTimeoutMs: options.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
+    maintenanceIntervalMs: options.maintenanceIntervalMs ?? DEFAULT_MAINTENANCE_INTERVAL_MS,
+    idleRetireMs: options.idleRetireMs ?? DEFAULT_IDLE_RETIRE_MS,
+    maxChannelAgeMs: options.maxChannelAgeMs ?? DEFAULT_MAX_CHANNEL_AGE_MS,
+    keepaliveTimeMs: options.keepaliveTimeMs ?? DEFAULT_KEEPALIVE_TIME_MS,
+    keepaliveTimeoutMs: options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
+    connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    now: options.now ?? Date.now,
+  };
+}

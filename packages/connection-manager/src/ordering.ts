@@ -42,7 +42,7 @@ export interface Entry {
   lastUsedAt: number;
   inFlight: number;
   connectivity: Connectivity;
-  /** Health state (see {@link EndpointState}); changed only by ConnectionManager#transition. */
+  /** Health state (see {@link EndpointState}); changed only by EndpointHealth#transition (endpoint-health.ts). */
   state: EndpointState;
   /** When `state` was entered (ms). */
   stateSince: number;

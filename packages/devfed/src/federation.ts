@@ -6,14 +6,14 @@ import {
   type AggregateResponse,
   type GetStatusResponse,
 } from '@wanas/proto';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { WanEmulator } from './wan-emulator';
-import { WANAS_BIN, stopProcess, waitServing } from './processes';
+import { spawnBroker, stopProcess, waitServing } from './processes';
 
 /** One broker of a local federation. */
 export interface DevBroker {
@@ -223,31 +223,19 @@ export class DevFederation {
 
   /** Starts one broker process and waits for SERVING. */
   async startBroker(b: DevBroker): Promise<void> {
-    const log = fs.openSync(path.join(this.dir, `${b.id}.log`), 'a');
-    b.proc = spawn(
-      process.execPath,
-      [
-        // Extra Node flags for every broker, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-        ...(process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
-        WANAS_BIN,
-        'broker',
-        '--topology',
-        path.join(this.dir, 'topology.yaml'),
-        '--id',
-        b.id,
-        '--log-format',
-        'json',
-        '--log-level',
-        this.opts.logLevel ?? 'warn',
+    b.proc = spawnBroker({
+      topologyFile: this.topologyFile,
+      id: b.id,
+      logFile: path.join(this.dir, `${b.id}.log`),
+      logLevel: this.opts.logLevel ?? 'warn',
+      args: [
         ...(this.opts.injectSlow?.(b) ? ['--inject-slow', this.opts.injectSlow(b)!] : []),
         ...(this.opts.brokerArgs ?? []),
       ],
-      {
-        stdio: ['ignore', log, log, 'ipc'],
-        env: { ...process.env, WANAS_EXIT_WITH_PARENT: '1', ...this.opts.envFor?.(b) },
-      },
-    );
-    fs.closeSync(log);
+      // Extra Node flags for every broker, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+      nodeArgs: process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean),
+      env: this.opts.envFor?.(b),
+    });
     await this.waitServing(b.id, 60_000);
   }
 

@@ -1,7 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import * as path from 'node:path';
 import { createHealthProbe } from '@wanas/connection-manager';
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 
 /**
  * Polls grpc.health.v1 on `address` until it answers SERVING. Throws when `proc` exits first (with
@@ -15,6 +16,8 @@ export async function waitServing(
     credentials?: grpc.ChannelCredentials;
     channelOptions?: grpc.ChannelOptions;
     describe?: () => string;
+    /** Stop waiting (resolves) once this returns true. */
+    cancelled?: () => boolean;
   },
 ): Promise<void> {
   const client = new grpc.Client(
@@ -26,7 +29,7 @@ export async function waitServing(
   const until = Date.now() + opts.timeoutMs;
   const why = () => (opts.describe ? `: ${opts.describe()}` : '');
   try {
-    while (!(await probe.check(500))) {
+    while (!opts.cancelled?.() && !(await probe.check(500))) {
       if (proc.exitCode !== null || proc.signalCode !== null)
         throw new Error(`process at ${address} exited (${proc.exitCode ?? proc.signalCode})${why()}`);
       if (Date.now() > until) throw new Error(`${address} not SERVING after ${opts.timeoutMs} ms${why()}`);
@@ -50,3 +53,50 @@ export async function stopProcess(proc: ChildProcess | undefined, graceMs = 5000
 
 /** The compiled `wanas` command (packages/cli/dist/bin.js), which the harness runs brokers with: from src/ under ts-jest, or from dist/. */
 export const WANAS_BIN = path.resolve(__dirname, '../../cli/dist/bin.js');
+
+/** How {@link spawnBroker} starts one `wanas broker` process. */
+export interface BrokerProcessOptions {
+  topologyFile: string;
+  /** `--id` (omitted for a DNS pod's replica, which passes `--pod` in `args`). */
+  id?: string;
+  /** Append stdout and stderr to this file; without one, stderr is a pipe the caller reads. */
+  logFile?: string;
+  logLevel?: 'error' | 'warn' | 'info' | 'debug';
+  /** More `wanas broker` flags (e.g. `--grace 3000`, `--inject-slow 0.05:500`). */
+  args?: string[];
+  /** Node flags before the script (e.g. `--cpu-prof`). */
+  nodeArgs?: string[];
+  env?: Record<string, string>;
+  /** Its own process group: a Ctrl-C at the terminal reaches the parent only, which stops it in order. */
+  detached?: boolean;
+}
+
+/**
+ * Starts one broker process, the one way every harness here does (the federation, `wanas up`, tests): JSON
+ * logs, and an IPC channel with WANAS_EXIT_WITH_PARENT so it exits when its parent goes away (even by
+ * SIGKILL).
+ */
+export function spawnBroker(o: BrokerProcessOptions): ChildProcess {
+  const argv = [
+    ...(o.nodeArgs ?? []),
+    WANAS_BIN,
+    'broker',
+    '--topology',
+    o.topologyFile,
+    ...(o.id ? ['--id', o.id] : []),
+    '--log-format',
+    'json',
+    ...(o.logLevel ? ['--log-level', o.logLevel] : []),
+    ...(o.args ?? []),
+  ];
+  const log = o.logFile ? fs.openSync(o.logFile, 'a') : undefined;
+  try {
+    return spawn(process.execPath, argv, {
+      detached: o.detached,
+      stdio: log === undefined ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', log, log, 'ipc'],
+      env: { ...process.env, WANAS_EXIT_WITH_PARENT: '1', ...o.env },
+    });
+  } finally {
+    if (log !== undefined) fs.closeSync(log);
+  }
+}

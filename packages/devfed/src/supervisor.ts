@@ -1,10 +1,8 @@
 import type { BrokerInfo } from '@wanas/broker';
-import { createHealthProbe } from '@wanas/connection-manager';
 import * as grpc from '@grpc/grpc-js';
-import { spawn, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { WANAS_BIN, stopProcess } from './processes';
+import { spawnBroker, stopProcess, waitServing } from './processes';
 
 /** Delay before restarting a broker that died (with restarts on), ms. */
 const RESTART_DELAY_MS = 500;
@@ -99,38 +97,22 @@ export class BrokerSupervisor {
     timeoutMs: number,
     cancelled: () => boolean,
   ): Promise<{ ok: true } | { ok: false; message: string }> {
-    const until = Date.now() + timeoutMs;
     const problems = (
       await Promise.all(
-        [...this.brokers.values()].map((s) => waitServing(s, credentials, until, timeoutMs, cancelled)),
+        [...this.brokers.values()].map((s) => problemStarting(s, credentials, timeoutMs, cancelled)),
       )
     ).filter((p): p is string => !!p);
     return problems.length ? { ok: false, message: problems.join('\n') } : { ok: true };
   }
 
   private spawn(s: Supervised): void {
-    const logFd = fs.openSync(s.log, 'a');
-    const proc = spawn(
-      process.execPath,
-      [
-        WANAS_BIN,
-        'broker',
-        '--topology',
-        this.topologyFile,
-        '--id',
-        s.info.id,
-        '--log-format',
-        'json',
-        '--grace',
-        '3000',
-      ],
-      {
-        detached: true,
-        stdio: ['ignore', logFd, logFd, 'ipc'],
-        env: { ...process.env, WANAS_EXIT_WITH_PARENT: '1' },
-      },
-    );
-    fs.closeSync(logFd);
+    const proc = spawnBroker({
+      topologyFile: this.topologyFile,
+      id: s.info.id,
+      logFile: s.log,
+      args: ['--grace', '3000'],
+      detached: true,
+    });
     s.proc = proc;
     s.state = 'running';
     proc.on('exit', (code, signal) => {
@@ -163,27 +145,17 @@ export class BrokerSupervisor {
   }
 }
 
-/** Polls one broker's health until SERVING; the problem, or undefined when it serves (or waiting was cancelled). */
-async function waitServing(
+/** Waits for one broker's SERVING; the problem, or undefined when it serves (or waiting was cancelled). */
+async function problemStarting(
   s: Supervised,
   credentials: grpc.ChannelCredentials,
-  until: number,
   timeoutMs: number,
   cancelled: () => boolean,
 ): Promise<string | undefined> {
-  const client = new grpc.Client(s.info.address, credentials);
-  const probe = createHealthProbe(client.getChannel());
   try {
-    for (;;) {
-      if (cancelled() || (await probe.check(500))) return undefined;
-      const p = s.proc;
-      if (p && (p.exitCode !== null || p.signalCode !== null))
-        return `broker ${s.info.id} exited during start-up (${p.signalCode ?? `code ${p.exitCode}`}); log: ${s.log}`;
-      if (Date.now() >= until)
-        return `broker ${s.info.id} did not answer SERVING within ${timeoutMs} ms; log: ${s.log}`;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } finally {
-    client.close();
+    await waitServing(s.info.address, s.proc!, { timeoutMs, credentials, cancelled });
+    return undefined;
+  } catch (e) {
+    return `broker ${s.info.id}: ${(e as Error).message}; log: ${s.log}`;
   }
 }
