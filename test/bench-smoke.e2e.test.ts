@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, failover, failure, placement, tail, throughput and scale and reports each as JSON', () => {
+  it('runs latency, cpu, failover, failure, placement, tail, throughput and scale and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
@@ -27,6 +27,7 @@ describe('wanas bench --smoke', () => {
         .map((l) => JSON.parse(l) as { part: string } & Record<string, unknown>);
       expect(json.map((j) => j.part)).toEqual([
         'latency',
+        'cpu',
         'failover',
         'failure',
         'placement',
@@ -34,7 +35,8 @@ describe('wanas bench --smoke', () => {
         'throughput',
         'scale',
       ]);
-      const latency = json[0] as unknown as {
+      const part = (name: string) => json.find((j) => j.part === name)!;
+      const latency = part('latency') as unknown as {
         limitMs: number;
         wanas: { p50Ms: number };
         podsAnswered: { wanas: number };
@@ -42,15 +44,24 @@ describe('wanas bench --smoke', () => {
       expect(latency.limitMs).toBeGreaterThan(0);
       expect(latency.wanas.p50Ms).toBeGreaterThan(0);
       expect(latency.podsAnswered.wanas).toBe(1);
-      expect((json[1] as unknown as { kill: { podsAnswered: number } }).kill.podsAnswered).toBe(1);
+      // The cpu part measured brokers and the bare grpc-js echo on each topology.
+      const cpu = part('cpu') as unknown as { topologies: { wanasMs: number; bareMs: number }[] };
+      expect(cpu.topologies).toHaveLength(2);
+      for (const t of cpu.topologies) expect([t.wanasMs > 0, t.bareMs > 0]).toEqual([true, true]);
+      expect((part('failover') as unknown as { kill: { podsAnswered: number } }).kill.podsAnswered).toBe(1);
       // The failure part saw the partition and the frozen pod, and healed both.
-      const failure = json[2] as unknown as Record<'partition' | 'frozenPod', { recoveredMs?: number }>;
+      const failure = part('failure') as unknown as Record<
+        'partition' | 'frozenPod',
+        { recoveredMs?: number }
+      >;
       expect(failure.partition.recoveredMs).toBeDefined();
       expect(failure.frozenPod.recoveredMs).toBeDefined();
       // Every user of the placement burst got exactly one desktop.
-      const placement = json[3] as unknown as { burst: { users: number; usersWithOneDesktop: number } };
+      const placement = part('placement') as unknown as {
+        burst: { users: number; usersWithOneDesktop: number };
+      };
       expect(placement.burst.usersWithOneDesktop).toBe(placement.burst.users);
-      for (const f of ['latency.json', 'latency.svg', 'placement.json', 'tail.svg', 'scale.json'])
+      for (const f of ['latency.json', 'latency.svg', 'placement.json', 'tail.svg', 'scale.json', 'cpu.json'])
         expect(fs.existsSync(path.join(out, f))).toBe(true);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });

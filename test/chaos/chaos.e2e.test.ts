@@ -20,7 +20,7 @@ const PROVISIONS_PER_POD = 8;
 
 /** Heap used after a full GC, from the broker's SIGUSR2 memory report (brokers run with --expose-gc). */
 async function heapAfterGc(f: DevFederation, b: DevBroker): Promise<number> {
-  const log = path.join(f.dir, `${b.id}.log`);
+  const log = f.logFile(b.id);
   const before = fs.readFileSync(log, 'utf8').length;
   b.proc!.kill('SIGUSR2');
   for (let i = 0; i < 50; i++) {

@@ -12,23 +12,34 @@ import { DevFederation, stopProcess, type FederationSpec } from '@wanas/devfed';
 import type { BareEchoResult } from './bare-echo';
 import { shape, timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
 import { summarize } from './stats';
+import type { AggregateResponse } from '@wanas/proto';
 
-/** CPU per aggregate on one topology. */
+/** CPU per aggregate on one topology (medians over interleaved rounds). */
 export interface CpuTopology {
   name: string;
   pods: number;
   brokers: number;
+  /** Aggregates per round. */
   aggregates: number;
+  rounds: number;
   /** Calls a broker served per aggregate (the Aggregate and one per other pod) and sent (one per other pod). */
   callsServed: number;
   callsSent: number;
-  /** What those calls cost with bare grpc-js, ms of CPU. */
+  /** What those calls cost with bare grpc-js in the same round, ms of CPU (median). */
   bareMs: number;
-  /** What every broker together spent per aggregate, idle subtracted, ms of CPU. */
+  /** The bare server's CPU per call in that round, ms (what a LocalRequest served compares with). */
+  bareServerMsPerCall: number;
+  /** What every broker together spent per aggregate, idle subtracted, ms of CPU (median). */
   wanasMs: number;
+  /** wanasMs / bareMs, the median of the rounds' ratios. */
   ratio: number;
   /** ms of CPU per aggregate, by role: the entry, the remote sites' representatives, the other pod brokers. */
   byRole: { entry: number; representatives: number; podBrokers: number };
+  /**
+   * What one request served costs a broker other than the entry, ms of CPU, fitted over every broker
+   * (least squares): a SiteRequest (its representative's fan-out included), a LocalRequest.
+   */
+  perRequest: { siteRequestMs: number; localRequestMs: number };
   /** Mean idle CPU of a broker before the run, % of one core. */
   idlePercentOfCore: number;
   p50Ms: number;
@@ -37,10 +48,13 @@ export interface CpuTopology {
 /** JSON of the cpu part. */
 export interface CpuResult {
   part: 'cpu';
+  /** The bare echo of the first round (each round measures its own). */
   bare: BareEchoResult;
   topologies: CpuTopology[];
   /** Idle brokers of a federation shaped like examples/demo.yaml, % of one core each. */
   idle: { brokers: number; seconds: number; meanPercentOfCore: number; maxPercentOfCore: number };
+  /** The brokers' log level (their default: each call served writes its line). */
+  logLevel: 'info';
 }
 
 const ENTRY = 's1-p1-a';
@@ -91,26 +105,20 @@ async function idleRates(f: DevFederation, seconds: number): Promise<Map<string,
 
 /** Runs the cpu part. */
 export async function cpuPart(counts: BenchCounts, progress: Progress): Promise<CpuResult> {
-  const bare = await bareEcho(counts.smoke ? 500 : 5000, 300);
+  const bareCalls = counts.smoke ? 500 : 4000;
+  const bare = await bareEcho(bareCalls, 300);
   const idle = await demoIdle(counts.smoke ? 2 : 10, !!counts.smoke);
-  const aggregates = counts.smoke ? 20 : Math.max(400, counts.requests);
+  const aggregates = counts.smoke ? 20 : Math.max(300, Math.round(counts.requests / 2));
   const topologies = [];
   // The latency part's topology, and one with 16 pods in a site (a representative's LAN fan-out).
   for (const [sites, podsPerSite, brokersPerPod] of [
     [4, 3, 2],
     [2, 16, 1],
   ] as const) {
-    topologies.push(
-      await cpuOnTopology(
-        shape(counts, sites, podsPerSite, brokersPerPod),
-        aggregates,
-        bare,
-        counts,
-        progress,
-      ),
-    );
+    const shapeOf = shape(counts, sites, podsPerSite, brokersPerPod);
+    topologies.push(await cpuOnTopology(shapeOf, aggregates, bareCalls, counts, progress));
   }
-  return { part: 'cpu', bare, topologies, idle };
+  return { part: 'cpu', bare, topologies, idle, logLevel: 'info' };
 }
 
 /** Idle brokers in a federation of the demo's shape: CPU per second each. */
@@ -133,58 +141,146 @@ async function demoIdle(seconds: number, smoke: boolean): Promise<CpuResult['idl
   }
 }
 
-/** Sequential echo aggregates from the entry on one topology: CPU per aggregate by role, idle subtracted. */
-async function cpuOnTopology(
-  shape: { sites: number; podsPerSite: number; brokersPerPod: number },
+/** Requests each broker served in a run, read from the answers' attempts. */
+interface Served {
+  site: Map<string, number>;
+  local: Map<string, number>;
+}
+
+/**
+ * Counts what each broker served in one answer: a SiteRequest per attempt at a WAN address, a LocalRequest
+ * per attempt at a LAN address by another broker than the entry and the pod's representative (whose own
+ * pod runs in-process). Hedged and cancelled attempts count: they cost their broker too.
+ */
+function countServed(r: AggregateResponse, wanAddresses: Set<string>, served: Served): void {
+  const inc = (m: Map<string, number>, id: string) => m.set(id, (m.get(id) ?? 0) + 1);
+  const sitesSeen = new Set<string>();
+  for (const p of r.pods) {
+    const reps = new Set(p.attempts.filter((a) => wanAddresses.has(a.address)).map((a) => a.brokerId));
+    for (const a of p.attempts) {
+      if (wanAddresses.has(a.address)) {
+        // One SiteRequest answers for every pod of its site: count it once per site.
+        const k = `${p.site} ${a.brokerId} ${a.hedged}`;
+        if (!sitesSeen.has(k)) inc(served.site, a.brokerId);
+        sitesSeen.add(k);
+      } else if (a.brokerId !== ENTRY && !reps.has(a.brokerId)) inc(served.local, a.brokerId);
+    }
+  }
+}
+
+/** Least squares for cpu ≈ x·site + y·local over the brokers (two unknowns, normal equations). */
+function fitPerRequest(
+  ids: string[],
+  cpu: Map<string, number>,
+  served: Served,
+): { siteRequestMs: number; localRequestMs: number } {
+  let ss = 0;
+  let sl = 0;
+  let ll = 0;
+  let sc = 0;
+  let lc = 0;
+  for (const id of ids) {
+    const s = served.site.get(id) ?? 0;
+    const l = served.local.get(id) ?? 0;
+    const c = cpu.get(id) ?? 0;
+    ss += s * s;
+    sl += s * l;
+    ll += l * l;
+    sc += s * c;
+    lc += l * c;
+  }
+  const det = ss * ll - sl * sl;
+  if (det === 0) return { siteRequestMs: ss ? sc / ss : 0, localRequestMs: ll ? lc / ll : 0 };
+  return { siteRequestMs: (sc * ll - lc * sl) / det, localRequestMs: (lc * ss - sc * sl) / det };
+}
+
+/** One round: `aggregates` sequential echo aggregates; every broker's CPU (idle subtracted) and what it served. */
+async function measureRound(
+  f: DevFederation,
+  ask: ReturnType<DevFederation['aggregator']>,
   aggregates: number,
-  bare: BareEchoResult,
+  idle: Map<string, number>,
+  label: string,
+  progress: Progress,
+) {
+  const wanAddresses = new Set(f.brokers.map((b) => b.wanAddress));
+  const served: Served = { site: new Map(), local: new Map() };
+  const before = cpuOf(f);
+  const t0 = performance.now();
+  const series = await timed(aggregates, progress, label, async () =>
+    countServed(await ask(ECHO), wanAddresses, served),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  const after = cpuOf(f);
+  const cpu = new Map(
+    f.brokers.map((b) => [
+      b.id,
+      Math.max(0, after.get(b.id)! - before.get(b.id)! - idle.get(b.id)! * elapsed),
+    ]),
+  );
+  return { cpu, served, series };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Sequential echo aggregates from the entry on one topology, in rounds interleaved with the bare echo (the
+ * machine is shared: each round's ratio is to its own bare cost); medians over the rounds.
+ */
+async function cpuOnTopology(
+  shapeOf: { sites: number; podsPerSite: number; brokersPerPod: number },
+  aggregates: number,
+  bareCalls: number,
   counts: BenchCounts,
   progress: Progress,
 ): Promise<CpuTopology> {
-  const name = `${shape.sites} sites × ${shape.podsPerSite} pods × ${shape.brokersPerPod} brokers`;
-  const f = await DevFederation.start({ ...shape, wanLatencyMs: 0 });
+  const name = `${shapeOf.sites} sites × ${shapeOf.podsPerSite} pods × ${shapeOf.brokersPerPod} brokers`;
+  const f = await DevFederation.start({ ...shapeOf, wanLatencyMs: 0, logLevel: 'info' });
   try {
-    const pods = shape.sites * shape.podsPerSite;
+    const pods = shapeOf.sites * shapeOf.podsPerSite;
     const ask = f.aggregator(ENTRY);
     await timed(counts.smoke ? 5 : 200, progress, `cpu: ${name}: warm-up`, () => ask(ECHO));
     await untilAllAnswer(ask, pods);
     const idle = await idleRates(f, counts.smoke ? 1 : 3);
-    const wanAddresses = new Set(f.brokers.map((b) => b.wanAddress));
-    const representatives = new Set<string>();
-    const before = cpuOf(f);
-    const t0 = performance.now();
-    const series = await timed(aggregates, progress, `cpu: ${name}`, async () => {
-      const r = await ask(ECHO);
-      for (const p of r.pods)
-        for (const a of p.attempts) if (wanAddresses.has(a.address)) representatives.add(a.brokerId);
-    });
-    const elapsed = (performance.now() - t0) / 1000;
-    const after = cpuOf(f);
-    const perAggregate = (id: string) =>
-      Math.max(0, after.get(id)! - before.get(id)! - idle.get(id)! * elapsed) / aggregates;
-    const byRole = { entry: 0, representatives: 0, podBrokers: 0 };
-    for (const b of f.brokers) {
-      const role = b.id === ENTRY ? 'entry' : representatives.has(b.id) ? 'representatives' : 'podBrokers';
-      byRole[role] += perAggregate(b.id);
+    const rounds = counts.smoke ? 1 : 3;
+    const [callsServed, callsSent] = [pods, pods - 1];
+    const results: (Awaited<ReturnType<typeof measureRound>> & {
+      total: number;
+      bareMs: number;
+      ratio: number;
+      bare: BareEchoResult;
+    })[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const bare = await bareEcho(bareCalls, 300);
+      const round = await measureRound(f, ask, aggregates, idle, `cpu: ${name} (round ${i + 1})`, progress);
+      const total = [...round.cpu.values()].reduce((a, b) => a + b, 0) / aggregates;
+      const bareMs = callsServed * bare.serverMsPerCall + callsSent * bare.clientMsPerCall;
+      results.push({ ...round, total, bareMs, ratio: total / bareMs, bare });
     }
-    const wanasMs = byRole.entry + byRole.representatives + byRole.podBrokers;
-    const callsServed = pods;
-    const callsSent = pods - 1;
-    const bareMs = callsServed * bare.serverMsPerCall + callsSent * bare.clientMsPerCall;
-    const idleMean = [...idle.values()].reduce((a, b) => a + b, 0) / idle.size;
+    const mid = results.find((r) => r.ratio === median(results.map((x) => x.ratio)))!;
+    const others = f.brokers.map((b) => b.id).filter((id) => id !== ENTRY);
+    const perRequest = fitPerRequest(others, mid.cpu, mid.served);
+    const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
     return {
       name,
       pods,
       brokers: f.brokers.length,
       aggregates,
+      rounds,
       callsServed,
       callsSent,
-      bareMs,
-      wanasMs,
-      ratio: wanasMs / bareMs,
-      byRole,
-      idlePercentOfCore: idleMean / 10,
-      p50Ms: summarize(series).p50Ms,
+      bareMs: mid.bareMs,
+      bareServerMsPerCall: mid.bare.serverMsPerCall,
+      wanasMs: mid.total,
+      ratio: mid.ratio,
+      byRole: {
+        entry: mid.cpu.get(ENTRY)! / aggregates,
+        representatives: (perRequest.siteRequestMs * sum(mid.served.site)) / aggregates,
+        podBrokers: (perRequest.localRequestMs * sum(mid.served.local)) / aggregates,
+      },
+      perRequest,
+      idlePercentOfCore: [...idle.values()].reduce((a, b) => a + b, 0) / idle.size / 10,
+      p50Ms: summarize(mid.series).p50Ms,
     };
   } finally {
     await f.stop();
@@ -224,11 +320,11 @@ function firstLine(p: ChildProcess): Promise<string> {
 export function describeCpu(r: CpuResult): string {
   const b = r.bare;
   return [
-    `  bare grpc-js unary echo (${b.bytes} B, raw bytes, two processes): server ${b.serverMsPerCall.toFixed(3)} ms + client ${b.clientMsPerCall.toFixed(3)} ms of CPU per call (${b.wallMsPerCall.toFixed(3)} ms wall)`,
+    `  bare grpc-js unary echo (${b.bytes} B, raw bytes, two processes; first round): server ${b.serverMsPerCall.toFixed(3)} ms + client ${b.clientMsPerCall.toFixed(3)} ms of CPU per call (${b.wallMsPerCall.toFixed(3)} ms wall)`,
     ...r.topologies.flatMap((t) => [
-      `  ${t.name}: ${t.wanasMs.toFixed(2)} ms of broker CPU per aggregate vs ${t.bareMs.toFixed(2)} ms for its ${t.callsServed} calls served + ${t.callsSent} sent bare = ${t.ratio.toFixed(2)}× (target ≤ 1.3×); p50 ${t.p50Ms.toFixed(1)} ms`,
-      `    by role: entry ${t.byRole.entry.toFixed(2)} ms, representatives ${t.byRole.representatives.toFixed(2)} ms, pod brokers ${t.byRole.podBrokers.toFixed(2)} ms; idle ${t.idlePercentOfCore.toFixed(2)}% of a core per broker (${t.brokers} brokers, ${t.aggregates} aggregates)`,
+      `  ${t.name}: ${t.wanasMs.toFixed(2)} ms of broker CPU per aggregate vs ${t.bareMs.toFixed(2)} ms for its ${t.callsServed} calls served + ${t.callsSent} sent bare = ${t.ratio.toFixed(2)}× (target ≤ 1.3×; median of ${t.rounds} rounds of ${t.aggregates}); p50 ${t.p50Ms.toFixed(1)} ms`,
+      `    by role: entry ${t.byRole.entry.toFixed(2)} ms, representatives ${t.byRole.representatives.toFixed(2)} ms, pod brokers ${t.byRole.podBrokers.toFixed(2)} ms; per request served: SiteRequest ${t.perRequest.siteRequestMs.toFixed(2)} ms, LocalRequest ${t.perRequest.localRequestMs.toFixed(2)} ms (a bare server call ${t.bareServerMsPerCall.toFixed(2)} ms); idle ${t.idlePercentOfCore.toFixed(2)}% of a core per broker (${t.brokers} brokers)`,
     ]),
-    `  idle, demo-shaped federation (${r.idle.brokers} brokers, ${r.idle.seconds} s): mean ${r.idle.meanPercentOfCore.toFixed(2)}%, max ${r.idle.maxPercentOfCore.toFixed(2)}% of a core per broker (target ≤ 0.5%)`,
+    `  idle, demo-shaped federation (${r.idle.brokers} brokers, ${r.idle.seconds} s): mean ${r.idle.meanPercentOfCore.toFixed(2)}%, max ${r.idle.maxPercentOfCore.toFixed(2)}% of a core per broker (target ≤ 0.5%); brokers log at ${r.logLevel} (their default)`,
   ].join('\n');
 }

@@ -152,21 +152,26 @@ export class Branches {
     const code = outcome.ok ? 0 : outcome.code;
     const latencyMs = Date.now() - t0;
     this.deps.metrics.sent(kind, code, latencyMs / 1000, outcome.attempts);
-    const peer = outcome.ok
-      ? outcome.endpoint.brokerId
-      : target.pod
-        ? `${target.site}/${target.pod}`
-        : target.site;
-    this.deps.logger.info('sent', {
-      correlationId: a.correlationId,
-      operation: a.op.name,
-      kind,
-      direction: 'out',
-      peer,
-      code: codeName(code),
-      latencyMs,
-      attempts: outcome.attempts.length,
-    });
+    // One line per hop is the receiver's "served"; the sender's line is news only when the request failed,
+    // failed over or hedged (info), else it is a debug line (built only when debug is on).
+    const level = code !== 0 || outcome.attempts.length > 1 ? 'info' : 'debug';
+    if (this.deps.logger.isLevelEnabled(level)) {
+      const peer = outcome.ok
+        ? outcome.endpoint.brokerId
+        : target.pod
+          ? `${target.site}/${target.pod}`
+          : target.site;
+      this.deps.logger.log(level, 'sent', {
+        correlationId: a.correlationId,
+        operation: a.op.name,
+        kind,
+        direction: 'out',
+        peer,
+        code: codeName(code),
+        latencyMs,
+        attempts: outcome.attempts.length,
+      });
+    }
     return { outcome, attempts: outcome.attempts.map(attemptToProto) };
   }
 

@@ -20,6 +20,7 @@ import { completionRule, type CompletionRule } from './modes/completion';
 import { firstFit } from './modes/first-fit';
 import { requiredSitesFailure } from './modes/required-sites';
 import type { OperationRegistry } from './operations/registry';
+import { asJsonObject } from './operations/json';
 import type { JsonObject, Operation } from './operations/types';
 import { runOwnPod } from './own-pod';
 import { planAggregate, planLocal, planSite, type FanOutPlan } from './plan';
@@ -125,7 +126,10 @@ export class Dispatcher {
       headers: req.headers,
       idempotencyKey: req.idempotencyKey,
       deadline,
-      signal: ctx.signal,
+      // Read only if the operation waits on it (most do not: no AbortController is made for them).
+      get signal() {
+        return ctx.signal;
+      },
     });
     this.deps.metrics.pods('local', [pod.code]);
     // The operation's own error (a full pool, a missing pool) travels in the answer, not as the call's
@@ -185,7 +189,7 @@ function safeReduce(
   correlationId: string,
 ): JsonObject | undefined {
   try {
-    return JSON.parse(JSON.stringify(op.reduce!(results))) as JsonObject;
+    return asJsonObject(op.reduce!(results));
   } catch (e) {
     log.error('reduce failed', { correlationId, operation: op.name, error: String(e) });
     return { error: `reduce failed: ${(e as Error).message}` };

@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import winston from 'winston';
-import { createLogger } from './logger';
+import { BatchedStderr, createLogger } from './logger';
 
 function capture(level: string) {
   const log = createLogger({ level, format: 'json' });
@@ -27,6 +27,33 @@ describe('createLogger', () => {
       expect.objectContaining({ message: 'shown', level: 'warn' }),
       expect.objectContaining({ message: 'now shown', level: 'info' }),
     ]);
+  });
+
+  it("keeps a child logger's fields on every line it writes", async () => {
+    const { log, lines } = capture('info');
+    const child = log.child({ broker: 'b1' }).child({ component: 'server' });
+    child.info('served', { code: 'OK' });
+    child.log('info', 'sent', { code: 'OK' });
+    child.debug('hidden');
+    await flush();
+    expect(lines.map((l) => JSON.parse(l) as Record<string, string>)).toEqual([
+      expect.objectContaining({ message: 'served', broker: 'b1', component: 'server', code: 'OK' }),
+      expect.objectContaining({ message: 'sent', broker: 'b1', component: 'server' }),
+    ]);
+  });
+
+  it('writes every line through the batched stderr transport, once per turn, and on flush', () => {
+    const chunks: string[] = [];
+    const out = { write: (c: string) => chunks.push(c) } as unknown as NodeJS.WritableStream;
+    const transport = new BatchedStderr(out);
+    const done = jest.fn();
+    transport.log({ [Symbol.for('message')]: '{"a":1}' }, done);
+    transport.log({ [Symbol.for('message')]: '{"b":2}' }, done);
+    expect(chunks).toEqual([]);
+    transport.flush();
+    expect(chunks).toEqual(['{"a":1}\n{"b":2}\n']);
+    expect(done).toHaveBeenCalledTimes(2);
+    transport.close();
   });
 
   it('returns the logger from a skipped call, as winston does', () => {

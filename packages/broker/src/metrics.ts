@@ -26,10 +26,11 @@ export class BrokerMetrics {
   private readonly podResults: Counter<'kind' | 'grpc_code'>;
   private readonly failovers: Counter<'kind'>;
   private readonly hedges: Counter<'kind'>;
+  private readonly children = new Map<string, unknown>();
 
   constructor(labels: { broker: string; site: string; pod: string }, cm: ConnectionManager) {
     this.registry.setDefaultLabels(labels);
-    collectDefaultMetrics({ register: this.registry });
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 50 });
     this.serverHandled = new Counter({
       name: 'grpc_server_handled_total',
       help: 'RPCs completed on the server, by method and code.',
@@ -85,20 +86,20 @@ export class BrokerMetrics {
     code: number,
     seconds: number,
   ): void {
-    this.serverHandled.inc({
-      grpc_type: type,
-      grpc_service: service,
-      grpc_method: method,
-      grpc_code: codeName(code),
-    });
-    this.serverSeconds.observe({ grpc_type: type, grpc_service: service, grpc_method: method }, seconds);
+    this.child(`h ${type} ${service} ${method} ${code}`, () =>
+      this.serverHandled.labels(type, service, method, codeName(code)),
+    ).inc();
+    this.child(`s ${type} ${service} ${method}`, () =>
+      this.serverSeconds.labels(type, service, method),
+    ).observe(seconds);
   }
 
   /** Records one fan-out request this broker sent, with its attempts. */
   sent(kind: 'site' | 'local', code: number, seconds: number, attempts: { hedged: boolean }[]): void {
-    this.clientHandled.inc({ kind, grpc_code: codeName(code) });
-    this.clientSeconds.observe({ kind }, seconds);
-    const hedged = attempts.filter((a) => a.hedged).length;
+    this.child(`ch ${kind} ${code}`, () => this.clientHandled.labels(kind, codeName(code))).inc();
+    this.child(`cs ${kind}`, () => this.clientSeconds.labels(kind)).observe(seconds);
+    let hedged = 0;
+    for (const a of attempts) if (a.hedged) hedged++;
     const failovers = Math.max(0, attempts.length - 1 - hedged);
     if (failovers) this.failovers.inc({ kind }, failovers);
     if (hedged) this.hedges.inc({ kind }, hedged);
@@ -106,7 +107,21 @@ export class BrokerMetrics {
 
   /** Records the pod results of an answer. */
   pods(kind: RequestKind, codes: number[]): void {
-    for (const c of codes) this.podResults.inc({ kind, grpc_code: codeName(c) });
+    for (const c of codes)
+      this.child(`p ${kind} ${c}`, () => this.podResults.labels(kind, codeName(c))).inc();
+  }
+
+  /**
+   * The labelled child of a metric, made once per label set: prom-client hashes the labels on every
+   * `inc({...})`/`observe({...})`; a broker records several per call (labels are few: kinds × codes).
+   */
+  private child<M>(key: string, make: () => M): M {
+    let c = this.children.get(key) as M | undefined;
+    if (c === undefined) {
+      c = make();
+      this.children.set(key, c);
+    }
+    return c;
   }
 }
 

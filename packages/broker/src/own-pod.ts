@@ -3,6 +3,7 @@ import { msToDuration, type Attempt, type PodResult } from '@wanas/proto';
 import type { Logger } from 'winston';
 import { toBrokerError } from './errors';
 import { failed } from './fan-out';
+import { asJsonObject } from './operations/json';
 import type { JsonObject, Operation } from './operations/types';
 import type { PodStore } from './store/pod-store';
 import type { BrokerInfo } from './topology';
@@ -47,7 +48,10 @@ export async function runOwnPod(
       store,
       idempotencyKey: a.idempotencyKey,
       deadline: a.deadline,
-      signal: a.signal,
+      // A getter: the caller's signal is made on first use (see the server's IncomingCall).
+      get signal() {
+        return a.signal;
+      },
       logger,
     });
     return {
@@ -55,7 +59,7 @@ export async function runOwnPod(
       pod: self.pod,
       code: 0,
       message: '',
-      result: JSON.parse(JSON.stringify(result)) as JsonObject,
+      result: asJsonObject(result),
       answeredBy: self.id,
       attempts: [attempt(0, '')],
       latency: msToDuration(Date.now() - t0),

@@ -136,7 +136,7 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): FanOutPlan
       `SiteRequest from this broker's own site "${self.site}" refused: same-site peers use LocalRequest`,
     );
   }
-  const { op, params } = parseOperation(c.registry, req);
+  const { op, params } = parseOperation(c.registry, req, 'broker');
   const attemptTimeoutMs = positiveMs(
     req.attemptTimeout,
     'attempt_timeout',
@@ -190,7 +190,7 @@ export function planLocal(
       `LocalRequest for pod "${req.target?.site}/${req.target?.pod}" reached a broker of ${c.self.site}/${c.self.pod}`,
     );
   }
-  const { op, params } = parseOperation(c.registry, req);
+  const { op, params } = parseOperation(c.registry, req, 'broker');
   const settings = c.topology.settings;
   const deadline = Math.min(
     c.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
@@ -268,6 +268,9 @@ export function allAtOnce(self: PodRef, pods: readonly PodRef[]): Leg[] {
 /**
  * The checks every request kind shares: the operation exists, headers, params size and shape, the
  * idempotency key, params against the operation's schema, and a key for a state-changing operation.
+ * `from` a broker: the entry already held the params to their size and depth limits (and its message was
+ * within the gRPC message limit), so that walk over them is not repeated at every hop; the operation's
+ * schema still is (a broker of another version may send what this one's schema refuses).
  */
 export function parseOperation(
   registry: OperationRegistry,
@@ -277,10 +280,11 @@ export function parseOperation(
     params: JsonObject | undefined;
     idempotencyKey: string;
   },
+  from: 'client' | 'broker' = 'client',
 ): { op: Operation; params: JsonObject } {
   const op = registry.get(req.operation);
   checkHeaders(req.headers);
-  checkParamsShape(req.params);
+  if (from === 'client') checkParamsShape(req.params);
   checkIdempotencyKey(req.idempotencyKey);
   const params = registry.parseParams(op, req.params);
   if (!op.idempotent && !req.idempotencyKey) {

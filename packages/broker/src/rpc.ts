@@ -128,7 +128,7 @@ export class Rpc {
   ): Promise<Res> {
     const t0 = Date.now();
     const correlationId = route.correlationId(req);
-    const ctx = callContext(call, correlationId, route.source?.(req) || call.getPeer());
+    const ctx = new IncomingCall(call, correlationId, route.source?.(req));
     let release: (() => void) | undefined;
     try {
       release = this.admit(call, route.caller);
@@ -136,11 +136,11 @@ export class Rpc {
       if (delay) await delay;
       if (route.acknowledge && !call.cancelled) call.sendMetadata(new grpc.Metadata());
       const res = await handle(ctx);
-      this.record(route, req, ctx, t0, grpc.status.OK, fields?.(req, res));
+      this.record(route, req, ctx, t0, grpc.status.OK, fields && (() => fields(req, res)));
       return res;
     } catch (e) {
       const { err, status } = this.status(e, correlationId);
-      this.record(route, req, ctx, t0, err.code, { error: err.details });
+      this.record(route, req, ctx, t0, err.code, () => ({ error: err.details }));
       throw status;
     } finally {
       release?.();
@@ -172,19 +172,25 @@ export class Rpc {
     return new Promise((r) => setTimeout(r, slow.delayMs));
   }
 
-  /** One metric and one log line per call; a call its caller cancelled ends CANCELLED, whatever this hop made of it. */
+  /**
+   * One metric and one log line per call (its fields built only when the line is written); a call its
+   * caller cancelled ends CANCELLED, whatever this hop made of it.
+   */
   private record<Req>(
     route: Route<Req>,
     req: Req,
-    ctx: CallContext,
+    ctx: IncomingCall,
     t0: number,
     answered: number,
-    extra: Record<string, unknown> = {},
+    extra?: () => Record<string, unknown>,
   ): void {
-    const code = ctx.signal.aborted ? grpc.status.CANCELLED : answered;
+    const code = ctx.cancelled ? grpc.status.CANCELLED : answered;
+    ctx.finish();
     const latencyMs = Date.now() - t0;
     this.deps.metrics.served(route.service, route.method, route.type, code, latencyMs / 1000);
-    const line = {
+    const level = code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN ? 'error' : 'info';
+    if (!this.deps.log.isLevelEnabled(level)) return;
+    this.deps.log.log(level, 'served', {
       correlationId: clip(ctx.correlationId),
       operation: clip(route.operation(req)),
       kind: route.kind,
@@ -192,10 +198,8 @@ export class Rpc {
       peer: ctx.peer,
       code: codeName(code),
       latencyMs,
-      ...extra,
-    };
-    if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) this.deps.log.error('served', line);
-    else this.deps.log.info('served', line);
+      ...extra?.(),
+    });
   }
 
   private trailer<Req>(route: Route<Req>, req: Req): grpc.Metadata | undefined {
@@ -210,14 +214,50 @@ export function fillCorrelationId(req: { correlationId: string }): string {
 }
 
 /**
- * The {@link CallContext} of one incoming call: its deadline, a signal aborted when the caller cancels
- * (grpc-js also reports "cancelled" for some streams that close after their answer was sent; aborting
- * then is harmless), the correlation id and the peer.
+ * The {@link CallContext} of one incoming call: its deadline, the correlation id, who called, and a
+ * signal aborted when the caller cancels. The signal (an AbortController, an EventTarget) is made only
+ * when something asks for it — a fan-out or an operation that waits; most LocalRequests never do. Once
+ * the call is answered ({@link finish}) a late "cancelled" (grpc-js reports one for some calls closed
+ * after their answer was sent) changes nothing.
  */
-function callContext(call: AnyCall, correlationId: string, peer: string): CallContext {
-  const ac = new AbortController();
-  call.on('cancelled', () => ac.abort(CANCELLED_BY_CALLER));
-  return { correlationId, deadline: deadlineOf(call), signal: ac.signal, peer };
+class IncomingCall implements CallContext {
+  readonly deadline: number | undefined;
+  /** The caller cancelled before the answer. */
+  cancelled = false;
+  private controller: AbortController | undefined;
+  private finished = false;
+
+  constructor(
+    private readonly call: AnyCall,
+    readonly correlationId: string,
+    private readonly source: string | undefined,
+  ) {
+    this.deadline = deadlineOf(call);
+    call.on('cancelled', () => this.handleCancelled());
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.cancelled) this.controller.abort(CANCELLED_BY_CALLER);
+    }
+    return this.controller.signal;
+  }
+
+  get peer(): string {
+    return this.source || this.call.getPeer();
+  }
+
+  /** The answer (or error) is decided: a later cancel is only the stream closing. */
+  finish(): void {
+    this.finished = true;
+  }
+
+  private handleCancelled(): void {
+    if (this.finished || this.cancelled) return;
+    this.cancelled = true;
+    this.controller?.abort(CANCELLED_BY_CALLER);
+  }
 }
 
 function deadlineOf(call: { getDeadline(): grpc.Deadline }): number | undefined {

@@ -140,6 +140,7 @@ export class DevFederation {
 
   private constructor(readonly opts: DevFederationOptions) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-dev-'));
+    fs.mkdirSync(path.join(this.dir, 'logs'));
   }
 
   /** Starts every broker and waits until all are SERVING. */
@@ -226,7 +227,7 @@ export class DevFederation {
     b.proc = spawnBroker({
       topologyFile: this.topologyFile,
       id: b.id,
-      logFile: path.join(this.dir, `${b.id}.log`),
+      logFile: this.logFile(b.id),
       logLevel: this.opts.logLevel ?? 'warn',
       args: [
         ...(this.opts.injectSlow?.(b) ? ['--inject-slow', this.opts.injectSlow(b)!] : []),
@@ -249,13 +250,18 @@ export class DevFederation {
     });
   }
 
+  /**
+   * Where a broker logs: `logs/` under the federation's folder, not beside the topology file, whose folder
+   * every broker watches (each line written there would wake every broker).
+   */
+  logFile(id: string): string {
+    return path.join(this.dir, 'logs', `${id}.log`);
+  }
+
   /** The last lines of a broker's log, for an error message (the folder is removed at stop). */
   logTail(id: string): string {
     try {
-      const lines = fs
-        .readFileSync(path.join(this.dir, `${id}.log`), 'utf8')
-        .trim()
-        .split('\n');
+      const lines = fs.readFileSync(this.logFile(id), 'utf8').trim().split('\n');
       return lines.slice(-5).join(' | ') || '(empty log)';
     } catch {
       return '(no log)';
@@ -271,7 +277,7 @@ export class DevFederation {
     const log = (this.logCache[id] ??= { offset: 0, partial: '', lines: [] });
     let fd: number;
     try {
-      fd = fs.openSync(path.join(this.dir, `${id}.log`), 'r');
+      fd = fs.openSync(this.logFile(id), 'r');
     } catch {
       return [...log.lines];
     }
