@@ -1,7 +1,10 @@
 /**
  * End to end: real `wanas broker` processes on a 3-site topology whose pods have 1 to 3 brokers.
  */
+import { fromBinary } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import {
   AggregateRequest,
   StreamAggregateResponse,
@@ -34,6 +37,11 @@ function desktopsInDb(f: Federation, pod: string, user: string): string[] {
   } finally {
     db.close();
   }
+}
+
+/** A ServerReflectionInfo answer, as proto-loader gives it (keepCase). */
+interface ReflectionAnswer {
+  file_descriptor_response?: { file_descriptor_proto: Uint8Array[] };
 }
 
 describe('broker federation (real processes)', () => {
@@ -194,6 +202,35 @@ describe('broker federation (real processes)', () => {
       `${addr}/grpc.health.v1.Health/Check`,
     ]);
     expect(JSON.parse(health.stdout)).toEqual({ status: 'SERVING' });
+  });
+
+  it("names the health service's file as clients expect: grpc/health/v1/health.proto", async () => {
+    const def = protoLoader.loadSync(
+      path.join(ROOT, 'node_modules/@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto'),
+      { keepCase: true },
+    );
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      grpc: { reflection: { v1: { ServerReflection: grpc.ServiceClientConstructor } } };
+    };
+    const client = new pkg.grpc.reflection.v1.ServerReflection(
+      f.brokers.get(ENTRY)!.address,
+      grpc.credentials.createInsecure(),
+    );
+    try {
+      const names = await new Promise<string[]>((resolve, reject) => {
+        const call = client.ServerReflectionInfo!() as grpc.ClientDuplexStream<unknown, ReflectionAnswer>;
+        call.on('data', (r: ReflectionAnswer) => {
+          const files = r.file_descriptor_response?.file_descriptor_proto ?? [];
+          resolve(files.map((b) => fromBinary(FileDescriptorProtoSchema, b).name));
+          call.end();
+        });
+        call.on('error', reject);
+        call.write({ file_containing_symbol: 'grpc.health.v1.Health' });
+      });
+      expect(names).toContain('grpc/health/v1/health.proto');
+    } finally {
+      client.close();
+    }
   });
 
   it('streams pod results as they arrive: fast pods first, the summary last', async () => {

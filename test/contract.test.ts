@@ -50,11 +50,9 @@ describe('contract', () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-desc-'));
     try {
       execFileSync(buf, ['build', '-o', path.join(tmp, 'wanas.binpb')], { cwd: root });
-      execFileSync(
-        buf,
-        ['build', 'node_modules/grpc-health-check/proto', '-o', path.join(tmp, 'health.binpb')],
-        { cwd: root },
-      );
+      execFileSync(process.execPath, ['scripts/health-descriptor.js', path.join(tmp, 'health.binpb')], {
+        cwd: root,
+      });
       for (const f of ['wanas.binpb', 'health.binpb']) {
         const fresh = fs.readFileSync(path.join(tmp, f));
         const committed = fs.readFileSync(path.join(root, 'packages/proto/descriptor', f));

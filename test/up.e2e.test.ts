@@ -183,11 +183,25 @@ describe('wanas up (real processes, emulated WAN)', () => {
   it('reports a site that is cut off, and answers fully again once healed', async () => {
     const cut = wanas('wan', 'cut', '--site', 'west', '--topology', topology);
     expect(cut.status).toBe(0);
+    // One line that says what changed; --json gives the emulator's state, every link.
+    expect(cut.stdout).toBe('site west cut off: its WAN links drop every byte (cut off now: west)\n');
+    const state = JSON.parse(
+      wanas('wan', 'cut', '--site', 'west', '--topology', topology, '--json').stdout,
+    ) as {
+      cutSites: string[];
+      links: unknown[];
+    };
+    expect(state.cutSites).toEqual(['west']);
+    expect(state.links.length).toBeGreaterThan(0);
     const during = aggregateJson('--timeout', '1500ms');
     const west = during.pods.find((p) => p.site === 'west')!;
     expect(west.code).toBeDefined();
     expect(during.pods.filter((p) => p.site === 'east' && !p.code)).toHaveLength(2);
-    expect(wanas('wan', 'heal', '--site', 'west', '--topology', topology).status).toBe(0);
+    const heal = wanas('wan', 'heal', '--site', 'west', '--topology', topology);
+    expect([heal.status, heal.stdout]).toEqual([
+      0,
+      'site west healed: its WAN links carry bytes again (cut off now: none)\n',
+    ]);
     let healed = false;
     for (let i = 0; i < 40 && !healed; i++) {
       healed = aggregateJson('--timeout', '1s').summary.podsOk === 3;

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { DevFederation, stopProcess, type FederationSpec } from '@wanas/devfed';
 import type { BareEchoResult } from './bare-echo';
+import { bareCall, bareClients, type BareCall } from './bare-fanout';
 import { shape, timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
 import { summarize } from './stats';
 import type { AggregateResponse } from '@wanas/proto';
@@ -33,6 +34,13 @@ export interface CpuTopology {
   wanasMs: number;
   /** wanasMs / bareMs, the median of the rounds' ratios. */
   ratio: number;
+  /**
+   * The same call graph with bare grpc-js in the same processes' shape (bare-fanout.ts: one process per
+   * pod, raw bytes, an entry and one representative per remote site fanning out), ms of CPU per aggregate,
+   * in the median round; and wanasMs over it.
+   */
+  bareFederationMs: number;
+  ratioToBareFederation: number;
   /** ms of CPU per aggregate, by role: the entry, the remote sites' representatives, the other pod brokers. */
   byRole: { entry: number; representatives: number; podBrokers: number };
   /**
@@ -249,13 +257,15 @@ async function cpuOnTopology(
       bareMs: number;
       ratio: number;
       bare: BareEchoResult;
+      bareFederationMs: number;
     })[] = [];
     for (let i = 0; i < rounds; i++) {
       const bare = await bareEcho(bareCalls, 300);
+      const bareFederationMs = await bareFederation(shapeOf, aggregates);
       const round = await measureRound(f, ask, aggregates, idle, `cpu: ${name} (round ${i + 1})`, progress);
       const total = [...round.cpu.values()].reduce((a, b) => a + b, 0) / aggregates;
       const bareMs = callsServed * bare.serverMsPerCall + callsSent * bare.clientMsPerCall;
-      results.push({ ...round, total, bareMs, ratio: total / bareMs, bare });
+      results.push({ ...round, total, bareMs, ratio: total / bareMs, bare, bareFederationMs });
     }
     const mid = results.find((r) => r.ratio === median(results.map((x) => x.ratio)))!;
     const others = f.brokers.map((b) => b.id).filter((id) => id !== ENTRY);
@@ -273,6 +283,8 @@ async function cpuOnTopology(
       bareServerMsPerCall: mid.bare.serverMsPerCall,
       wanasMs: mid.total,
       ratio: mid.ratio,
+      bareFederationMs: mid.bareFederationMs,
+      ratioToBareFederation: mid.total / mid.bareFederationMs,
       byRole: {
         entry: mid.cpu.get(ENTRY)! / aggregates,
         representatives: (perRequest.siteRequestMs * sum(mid.served.site)) / aggregates,
@@ -284,6 +296,50 @@ async function cpuOnTopology(
     };
   } finally {
     await f.stop();
+  }
+}
+
+/**
+ * CPU per aggregate of a bare grpc-js federation of this shape (see bare-fanout.ts): one process per pod,
+ * `aggregates` sequential fan-outs from this process to the entry (s1's first pod), each the call graph of a
+ * wanas aggregate; ms of CPU of every node per aggregate (their idle is nil: no keepalive, no timers).
+ */
+async function bareFederation(
+  shapeOf: { sites: number; podsPerSite: number },
+  aggregates: number,
+): Promise<number> {
+  const script = path.join(__dirname, 'bare-fanout.js');
+  const nodes: ChildProcess[][] = [];
+  try {
+    const addresses: string[][] = [];
+    for (let s = 0; s < shapeOf.sites; s++) {
+      nodes.push([]);
+      addresses.push([]);
+      for (let p = 0; p < shapeOf.podsPerSite; p++) {
+        const node = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+        nodes[s]!.push(node);
+        addresses[s]!.push(`127.0.0.1:${await firstLine(node)}`);
+      }
+    }
+    const payload = ECHO.params.payload;
+    const podsOf = (s: number) => addresses[s]!.slice(1).map((address) => ({ address, payload }));
+    const tree: BareCall = {
+      address: addresses[0]![0]!,
+      calls: [
+        ...podsOf(0),
+        ...addresses.slice(1).map((site, s) => ({ address: site[0]!, calls: podsOf(s + 1) })),
+      ],
+    };
+    const client = bareClients();
+    for (let i = 0; i < 200; i++) await bareCall(client, tree);
+    const cpu = () => nodes.flat().reduce((n, node) => n + processCpuMs(node.pid), 0);
+    const before = cpu();
+    for (let i = 0; i < aggregates; i++) await bareCall(client, tree);
+    const perAggregate = (cpu() - before) / aggregates;
+    client.close();
+    return perAggregate;
+  } finally {
+    await Promise.all(nodes.flat().map((n) => stopProcess(n)));
   }
 }
 
@@ -323,6 +379,7 @@ export function describeCpu(r: CpuResult): string {
     `  bare grpc-js unary echo (${b.bytes} B, raw bytes, two processes; first round): server ${b.serverMsPerCall.toFixed(3)} ms + client ${b.clientMsPerCall.toFixed(3)} ms of CPU per call (${b.wallMsPerCall.toFixed(3)} ms wall)`,
     ...r.topologies.flatMap((t) => [
       `  ${t.name}: ${t.wanasMs.toFixed(2)} ms of broker CPU per aggregate vs ${t.bareMs.toFixed(2)} ms for its ${t.callsServed} calls served + ${t.callsSent} sent bare = ${t.ratio.toFixed(2)}× (target ≤ 1.3×; median of ${t.rounds} rounds of ${t.aggregates}); p50 ${t.p50Ms.toFixed(1)} ms`,
+      `    the same call graph with bare grpc-js in one process per pod: ${t.bareFederationMs.toFixed(2)} ms per aggregate; wanas ${t.ratioToBareFederation.toFixed(2)}× that`,
       `    by role: entry ${t.byRole.entry.toFixed(2)} ms, representatives ${t.byRole.representatives.toFixed(2)} ms, pod brokers ${t.byRole.podBrokers.toFixed(2)} ms; per request served: SiteRequest ${t.perRequest.siteRequestMs.toFixed(2)} ms, LocalRequest ${t.perRequest.localRequestMs.toFixed(2)} ms (a bare server call ${t.bareServerMsPerCall.toFixed(2)} ms); idle ${t.idlePercentOfCore.toFixed(2)}% of a core per broker (${t.brokers} brokers)`,
     ]),
     `  idle, demo-shaped federation (${r.idle.brokers} brokers, ${r.idle.seconds} s): mean ${r.idle.meanPercentOfCore.toFixed(2)}%, max ${r.idle.maxPercentOfCore.toFixed(2)}% of a core per broker (target ≤ 0.5%); brokers log at ${r.logLevel} (their default)`,

@@ -132,6 +132,35 @@ async function serveRpc(
   return servers.listen(parts.security.serverCredentials);
 }
 
+/** The broker's metrics: calls, the connection manager's health, the hedge budget, the sites' round trips. */
+function brokerMetrics(
+  info: BrokerInfo,
+  cm: ConnectionManager,
+  hedgeBudget: HedgeBudget,
+  topology: () => Topology,
+): BrokerMetrics {
+  return new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm, {
+    hedgeBudget,
+    siteRoundTripMs: (site) => siteRoundTripMs(topology(), cm, site),
+    remoteSites: () =>
+      topology()
+        .sites.map((s) => s.name)
+        .filter((s) => s !== info.site),
+  });
+}
+
+/** The fastest usual answer of any broker of a remote site (about one WAN round trip), ms; undefined before any. */
+function siteRoundTripMs(t: Topology, cm: ConnectionManager, site: string): number | undefined {
+  let best: number | undefined;
+  for (const pod of t.sites.find((s) => s.name === site)?.pods ?? []) {
+    for (const b of pod.brokers) {
+      const ms = cm.latencyFloorMs({ brokerId: b.id, address: b.wanAddress });
+      if (ms !== undefined && (best === undefined || ms < best)) best = ms;
+    }
+  }
+  return best;
+}
+
 /** Starts one broker: gRPC server (aggregation, federation, health, reflection), warm peer channels, metrics. */
 export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const initial = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
@@ -148,11 +177,11 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const security = createSecurity(topology, info, log);
   const cm = connectionManagerFor(topology(), security, opts, log);
   const store = podStoreFor(topology(), info);
-  const metrics = new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm);
   // No hedges while this broker is saturated: its answers are late from its own queueing, and a hedge
   // would only add load (measured: default hedging cost ~9% of saturated throughput without this).
   const lag = saturationMonitor(log);
   const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
+  const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
   const dispatcher = new Dispatcher({
     self: info,
     topology,

@@ -8,6 +8,14 @@ const LATENCY_BUCKETS_S = [
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 
+/** What the metrics read at scrape time besides the connection manager. */
+export interface MetricSources {
+  hedgeBudget: { stats(): { suppressed: number; denied: number } };
+  /** The measured round trip to a remote site, ms (undefined before any answer). */
+  siteRoundTripMs(site: string): number | undefined;
+  remoteSites(): string[];
+}
+
 /** The kind of request a line or metric is about. */
 export type RequestKind = 'aggregate' | 'site' | 'local';
 
@@ -28,7 +36,11 @@ export class BrokerMetrics {
   private readonly hedges: Counter<'kind'>;
   private readonly children = new Map<string, unknown>();
 
-  constructor(labels: { broker: string; site: string; pod: string }, cm: ConnectionManager) {
+  constructor(
+    labels: { broker: string; site: string; pod: string },
+    cm: ConnectionManager,
+    more?: MetricSources,
+  ) {
     this.registry.setDefaultLabels(labels);
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 50 });
     this.serverHandled = new Counter({
@@ -76,6 +88,7 @@ export class BrokerMetrics {
       registers: [this.registry],
     });
     registerHealthGauges(this.registry, cm);
+    if (more) registerBudgetAndDistance(this.registry, more);
   }
 
   /** Records one RPC this broker served. */
@@ -225,6 +238,35 @@ function registerHealthGauges(registry: Registry, cm: ConnectionManager): void {
     collect() {
       this.reset();
       for (const r of cm.snapshot()) this.set({ endpoint: r.brokerId }, r.inFlight);
+    },
+  });
+}
+
+/** Hedges held back (budget spent, broker overloaded) and the measured round trip to each remote site. */
+function registerBudgetAndDistance(registry: Registry, more: MetricSources): void {
+  new Counter({
+    name: 'wanas_hedges_denied_total',
+    help: 'Hedges not sent: reason="budget" (the hedge budget had no token), reason="overloaded" (this broker was saturated).',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const { denied, suppressed } = more.hedgeBudget.stats();
+      this.inc({ reason: 'budget' }, denied);
+      this.inc({ reason: 'overloaded' }, suppressed);
+    },
+  });
+  new Gauge({
+    name: 'wanas_site_round_trip_seconds',
+    help: 'Per remote site: the fastest usual answer of any of its brokers (about one WAN round trip), seconds.',
+    labelNames: ['peer_site'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const site of more.remoteSites()) {
+        const ms = more.siteRoundTripMs(site);
+        if (ms !== undefined) this.set({ peer_site: site }, ms / 1000);
+      }
     },
   });
 }

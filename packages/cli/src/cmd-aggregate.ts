@@ -13,7 +13,7 @@ import {
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
 import { addConnectionFlags, clientChannel, type ConnectionFlags } from './credentials';
-import { POD_HEADER, formatAggregate, podRow, summaryLines } from './format';
+import { POD_HEADER, StreamTable, formatAggregate, podRow, summaryLines } from './format';
 import { collect, collectParam, parseAddress, parseDurationMs, parsePositiveInt } from './parse';
 
 /** Extra time the client's gRPC deadline allows past the request's timeout, so the partial answer arrives. */
@@ -174,11 +174,12 @@ async function stream(
   json: boolean,
 ): Promise<void> {
   const call = client.streamAggregate({ request: req }, new grpc.Metadata(), { deadline });
-  if (!json) process.stdout.write(`${POD_HEADER.join('  ')}\n`);
+  const rows = new StreamTable(POD_HEADER);
+  if (!json) process.stdout.write(`${rows.head()}\n`);
   await new Promise<void>((resolve, reject) => {
     call.on('data', (msg: StreamAggregateResponse) => {
       if (json) process.stdout.write(`${JSON.stringify(StreamAggregateResponse.toJSON(msg))}\n`);
-      else if (msg.event?.$case === 'pod') process.stdout.write(`${podRow(msg.event.pod).join('  ')}\n`);
+      else if (msg.event?.$case === 'pod') process.stdout.write(`${rows.row(podRow(msg.event.pod))}\n`);
       else if (msg.event?.$case === 'done') process.stdout.write(`\n${summaryLines(msg.event.done)}\n`);
     });
     call.on('end', resolve);

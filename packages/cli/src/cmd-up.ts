@@ -14,6 +14,7 @@ interface UpFlags {
   jitterMs: number;
   restart?: boolean;
   tlsDir?: string;
+  metrics?: boolean;
   demoQuery?: boolean;
 }
 
@@ -74,6 +75,7 @@ export function registerUp(program: Command): void {
       '--tls-dir <dir>',
       'make a throwaway CA and certificates here; run with mTLS and authorization on',
     )
+    .option('--metrics', 'give every broker a /metrics address and write a Prometheus config for them')
     .option(
       '--demo-query',
       "once ready, find alice's sessions and place a GPU desktop for her (home site first); print both",
@@ -87,6 +89,7 @@ export function registerUp(program: Command): void {
           jitterMs: o.jitterMs,
           restart: !!o.restart,
           tlsDir: o.tlsDir,
+          metrics: !!o.metrics,
           onReady: o.demoQuery ? demoQuery : undefined,
         });
       } catch (e) {

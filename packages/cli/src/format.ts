@@ -41,6 +41,44 @@ export function podRow(p: PodResult): string[] {
 /** Column names of {@link podRow}. */
 export const POD_HEADER = ['SITE', 'POD', 'CODE', 'ANSWERED BY', 'ATTEMPTS', 'LATENCY', 'RESULT'];
 
+/**
+ * Widths a streamed table starts with (the rows are printed before the others are known): room for
+ * usual site, pod and broker names, the longest code name (RESOURCE_EXHAUSTED) and two attempts.
+ */
+const STREAM_WIDTHS = [10, 8, 18, 12, 26, 9];
+
+/**
+ * A table printed row by row as rows arrive (`wanas aggregate --stream`): every column has a fixed width
+ * from the start, so rows line up under the header; a longer cell widens its column for the rows after it.
+ */
+export class StreamTable {
+  private readonly widths: number[];
+
+  constructor(private readonly header: string[]) {
+    this.widths = header.map((h, i) => Math.max(h.length, STREAM_WIDTHS[i] ?? 0));
+  }
+
+  /** The header line. */
+  head(): string {
+    return this.line(this.header);
+  }
+
+  /** One row, aligned to the widths so far (the last column is not padded). */
+  row(cells: string[]): string {
+    cells.forEach((c, i) => {
+      if (i < cells.length - 1) this.widths[i] = Math.max(this.widths[i] ?? 0, c.length);
+    });
+    return this.line(cells);
+  }
+
+  private line(cells: string[]): string {
+    return cells
+      .map((c, i) => (i < cells.length - 1 ? c.padEnd(this.widths[i]!) : c))
+      .join('  ')
+      .trimEnd();
+  }
+}
+
 /** The summary lines under a table. */
 export function summaryLines(res: AggregateResponse): string {
   const s = res.summary;

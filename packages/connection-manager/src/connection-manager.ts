@@ -34,6 +34,8 @@ export { MAX_RETRY_AFTER_MS };
  * Silence (a partition, a frozen process) fails fast at once: waiting is what it costs.
  */
 export const REFUSED_GRACE_MS = 1_500;
+/** What a hedge delay derived from a connect round trip adds for the peer's own work, ms. */
+export const RTT_HEDGE_SLACK_MS = 10;
 const CONNECTIVITY: Record<grpc.connectivityState, Connectivity> = {
   [grpc.connectivityState.IDLE]: 'idle',
   [grpc.connectivityState.CONNECTING]: 'connecting',
@@ -245,9 +247,34 @@ export class ConnectionManager {
     return floor;
   }
 
-  /** The endpoint's observed p95 latency in ms (undefined until it has answered a few calls). */
+  /**
+   * The endpoint's p95 latency in ms, the hedge delay: its own once it has answered a few calls; before
+   * that a twin's (same link, same work), else twice the round trip measured when its channel connected
+   * plus {@link RTT_HEDGE_SLACK_MS} (an answer is a round trip and the peer's work); undefined when
+   * nothing is known yet.
+   */
   latencyP95Ms(endpoint: Endpoint): number | undefined {
-    return this.entries.get(endpoint.address)?.latency.quantileMs(0.95);
+    const entry = this.entries.get(endpoint.address);
+    if (!entry) return undefined;
+    const own = entry.latency.quantileMs(0.95);
+    if (own !== undefined) return own;
+    const group = entry.group === undefined ? undefined : this.groups.get(entry.group);
+    for (const a of group?.addresses ?? []) {
+      const twin = this.entries.get(a)?.latency.quantileMs(0.95);
+      if (twin !== undefined) return twin;
+    }
+    const rtt = entry.connectRttMs ?? this.groupRtt(group);
+    return rtt === undefined ? undefined : 2 * rtt + RTT_HEDGE_SLACK_MS;
+  }
+
+  /** The smallest connect round trip measured to any endpoint of the group (the same link). */
+  private groupRtt(group: Group | undefined): number | undefined {
+    let best: number | undefined;
+    for (const a of group?.addresses ?? []) {
+      const rtt = this.entries.get(a)?.connectRttMs;
+      if (rtt !== undefined && (best === undefined || rtt < best)) best = rtt;
+    }
+    return best;
   }
 
   /** Waits until every group has a ready warm channel, or `timeoutMs` passes; resolves true when all are ready. */
@@ -327,6 +354,7 @@ export class ConnectionManager {
       lastProbeStartAt: 0,
       slowAt: 0,
       latency: new LatencyWindow(),
+      connectRttMs: undefined,
       warm: false,
       retiring: false,
       probeTimer: undefined,

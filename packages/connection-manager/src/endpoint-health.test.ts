@@ -70,6 +70,7 @@ function makeEntry(id: string, now: number): Entry {
     lastProbeStartAt: 0,
     slowAt: 0,
     latency: new LatencyWindow(),
+    connectRttMs: undefined,
     warm: false,
     retiring: false,
     probeTimer: undefined,

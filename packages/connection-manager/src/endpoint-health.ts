@@ -122,6 +122,7 @@ export class EndpointHealth {
         if (entry.state === 'down') this.probeNow(entry);
         else if (entry.state === 'idle' || entry.state === 'connecting' || entry.state === 'reconnecting')
           this.transition(entry, entry.consecutiveFailures > 0 ? 'failing' : 'ready', 'connected');
+        if (entry.connectRttMs === undefined) this.measureRoundTrip(entry);
         return;
       case 'connecting':
         this.armConnectTimer(entry);
@@ -185,6 +186,20 @@ export class EndpointHealth {
   clearConnectTimer(entry: Entry): void {
     if (entry.connectTimer) clearTimeout(entry.connectTimer);
     entry.connectTimer = undefined;
+  }
+
+  /**
+   * Times one health check on a channel that just connected: about one round trip to the peer (a WAN
+   * one for a remote site), known before any request, so the first requests' hedge delay is not a
+   * constant below it (see ConnectionManager.latencyP95Ms).
+   */
+  private measureRoundTrip(entry: Entry): void {
+    const client = entry.client;
+    if (!client || !entry.probe || this.host.closed()) return;
+    const t0 = this.opts.now();
+    void entry.probe.check(this.opts.probeTimeoutMs).then((serving) => {
+      if (serving && entry.client === client) entry.connectRttMs ??= this.opts.now() - t0;
+    });
   }
 
   /** A down endpoint's channel connected again: ask its health now rather than at the next probe tick. */

@@ -24,6 +24,7 @@ function entry(brokerId: string, over: Partial<Entry> = {}): Entry {
     lastProbeStartAt: 0,
     slowAt: 0,
     latency: new LatencyWindow(),
+    connectRttMs: undefined,
     warm: true,
     retiring: false,
     probeTimer: undefined,

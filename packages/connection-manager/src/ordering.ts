@@ -64,6 +64,11 @@ export interface Entry {
   /** When the endpoint last answered far slower than usual (ms; see SLOW_FACTOR). */
   slowAt: number;
   latency: LatencyWindow;
+  /**
+   * One health check's round trip when the channel first connected (ms; undefined until measured): what
+   * the hedge delay starts from before the endpoint has answered enough calls for a p95.
+   */
+  connectRttMs: number | undefined;
   warm: boolean;
   /** Removed from the topology: closed as soon as no call is in flight. */
   retiring: boolean;

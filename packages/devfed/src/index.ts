@@ -10,4 +10,5 @@ export * from './tls';
 export * from './supervisor';
 export * from './up';
 export * from './up-control';
+export * from './up-metrics';
 export * from './wan-emulator';

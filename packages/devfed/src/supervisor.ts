@@ -32,6 +32,8 @@ export interface SupervisedRow {
   pod: string;
   address: string;
   wanAddress: string;
+  /** Where it serves /metrics and /status (undefined when off). */
+  metricsAddress: string | undefined;
   pid: number | undefined;
   log: string;
 }
@@ -76,6 +78,7 @@ export class BrokerSupervisor {
       pod: s.info.pod,
       address: s.info.address,
       wanAddress: s.info.wanAddress,
+      metricsAddress: s.info.metricsAddress,
       pid: s.proc?.exitCode === null && s.proc.signalCode === null ? s.proc.pid : undefined,
       log: s.log,
     }));

@@ -7,6 +7,7 @@ import { BrokerSupervisor, type SupervisedRow } from './supervisor';
 import { table } from './text';
 import { createTlsDir } from './tls';
 import { startUpControl } from './up-control';
+import { withMetrics } from './up-metrics';
 import { WanEmulator, type WanLink } from './wan-emulator';
 
 /** Time to wait for every broker to answer SERVING, ms. */
@@ -22,6 +23,8 @@ export interface UpOptions {
   restart: boolean;
   /** Make a throwaway CA and certificates here and run the federation with mTLS and authorization on. */
   tlsDir?: string;
+  /** Give every broker a metrics address and write a Prometheus config for them (`.wanas/prometheus.yml`). */
+  metrics?: boolean;
   /** Called once every broker is SERVING (e.g. to run the demo query), with client channel settings. */
   onReady?: (t: Topology, client: ClientChannel) => Promise<void>;
 }
@@ -80,6 +83,14 @@ export async function runUp(opts: UpOptions): Promise<void> {
   if (opts.tlsDir) {
     ({ topology, client } = await withTls(topology, path.resolve(opts.tlsDir)));
     say(`mTLS on: CA, broker and client certificates in ${path.resolve(opts.tlsDir)}`);
+  }
+  if (opts.metrics) {
+    const m = await withMetrics(topology, stateDir);
+    topology = m.topology;
+    say(
+      `metrics: every broker serves /metrics and /status; Prometheus config (every broker, the shipped rules): ` +
+        `prometheus --config.file=${path.join(stateDir, 'prometheus.yml')}`,
+    );
   }
   const logDir = path.join(stateDir, 'logs');
   fs.mkdirSync(logDir, { recursive: true });
@@ -185,10 +196,20 @@ function printReady(
     `\nwanas up: ${topology.brokers.size} brokers in ${topology.sites.length} sites SERVING after ${tookMs} ms; ` +
       `WAN ${opts.wanLatencyMs} ms one way (${2 * opts.wanLatencyMs} ms round trip)${jitter}`,
   );
+  const rows = brokers.rows();
+  const metrics = rows.some((b) => b.metricsAddress);
   say(
     table(
-      ['BROKER', 'SITE', 'POD', 'CLIENT ADDRESS', 'WAN ADDRESS', 'PID'],
-      brokers.rows().map((b) => [b.id, b.site, b.pod, b.address, b.wanAddress, String(b.pid ?? '-')]),
+      ['BROKER', 'SITE', 'POD', 'CLIENT ADDRESS', 'WAN ADDRESS', ...(metrics ? ['METRICS'] : []), 'PID'],
+      rows.map((b) => [
+        b.id,
+        b.site,
+        b.pod,
+        b.address,
+        b.wanAddress,
+        ...(metrics ? [b.metricsAddress ?? '-'] : []),
+        String(b.pid ?? '-'),
+      ]),
     ),
   );
   say(`logs: ${where.logDir}   control: ${where.control}`);

@@ -19,6 +19,8 @@ describe('HedgeBudget', () => {
     for (let i = 0; i < 100; i++) budget.deposit();
     const burst = Array.from({ length: 10 }, () => budget.tryWithdraw()).filter(Boolean).length;
     expect(burst).toBe(3);
+    // The 7 refused for want of a token are counted as denied (what WanasHedgeBudgetExhausted watches).
+    expect(budget.stats().denied).toBe(7);
   });
 
   it('grants nothing while overloaded, and counts what it held back', () => {
@@ -28,7 +30,7 @@ describe('HedgeBudget', () => {
     expect(budget.saturated()).toBe(true);
     overloaded = false;
     expect(budget.tryWithdraw()).toBe(true);
-    expect(budget.stats()).toEqual({ requests: 0, hedges: 1, suppressed: 1 });
+    expect(budget.stats()).toEqual({ requests: 0, hedges: 1, suppressed: 1, denied: 0 });
   });
 
   it('refuses a ratio outside 0..1', () => {

@@ -14,6 +14,7 @@ export class HedgeBudget {
   private requests = 0;
 
   private suppressed = 0;
+  private denied = 0;
 
   constructor(
     private readonly ratio = DEFAULT_HEDGE_RATIO,
@@ -38,7 +39,10 @@ export class HedgeBudget {
 
   /** Spends one token for a hedge; false when the budget is spent or hedging is suppressed (overloaded). */
   tryWithdraw(): boolean {
-    if (this.tokens < 1) return false;
+    if (this.tokens < 1) {
+      this.denied++;
+      return false;
+    }
     if (this.overloaded()) {
       this.suppressed++;
       return false;
@@ -53,8 +57,11 @@ export class HedgeBudget {
     return this.overloaded();
   }
 
-  /** Requests and hedges counted so far. */
-  stats(): { requests: number; hedges: number; suppressed: number } {
-    return { requests: this.requests, hedges: this.hedges, suppressed: this.suppressed };
+  /**
+   * Counts so far: requests, hedges sent, hedges held back because the broker was overloaded
+   * (`suppressed`) and because the budget had no token (`denied`: the budget is spent).
+   */
+  stats(): { requests: number; hedges: number; suppressed: number; denied: number } {
+    return { requests: this.requests, hedges: this.hedges, suppressed: this.suppressed, denied: this.denied };
   }
 }
