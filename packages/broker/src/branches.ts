@@ -1,4 +1,5 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import type { Context } from '@opentelemetry/api';
 import type { ConnectionManager } from '@wanas/connection-manager';
 import {
   ConnectionIterator,
@@ -31,6 +32,7 @@ import { podOrder } from './modes/first-fit';
 import { runOwnPod } from './own-pod';
 import type { PodStore } from './store/pod-store';
 import { podOf, type BrokerInfo, type Topology } from './topology';
+import { attemptSpan } from './tracing';
 
 /** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
 const SITE_ATTEMPT_FACTOR = 2;
@@ -45,6 +47,8 @@ export interface FanOutArgs {
   hedge: boolean;
   /** Epoch ms by which the answer is needed. */
   deadline: number;
+  /** The incoming call's trace context: each attempt's span is its child. */
+  trace: Context;
 }
 
 /** How the legs of one plan are sent. */
@@ -99,6 +103,7 @@ export class Branches {
     headers: Record<string, string>;
     idempotencyKey: string;
     deadline: number;
+    trace: Context;
   }): Branch {
     const { self } = this.deps;
     return {
@@ -121,7 +126,7 @@ export class Branches {
     call: (
       client: FederationServiceClient,
       remaining: Duration,
-      options: { deadline: Date; waitForReady: boolean; endpoint: Endpoint },
+      options: { deadline: Date; metadata: Metadata; endpoint: Endpoint },
     ) => CancellableCall<Res>,
     prefer?: (endpoint: Endpoint) => boolean,
   ): Promise<{ outcome: IteratorOutcome<Res>; attempts: Attempt[] }> {
@@ -142,11 +147,25 @@ export class Branches {
         // (its fastest usual answer, at most a quarter of the time): the gRPC timeout is relative, so its
         // clock starts a one-way trip late, and its answer needs another one to come back in time.
         const trip = kind === 'site' ? Math.min(this.deps.cm.latencyFloorMs(ep) ?? 0, left / 4) : 0;
-        return call(client, msToDuration(Math.max(1, left - trip)), {
+        const metadata = new Metadata({ waitForReady: mode.waitForReady });
+        const span = attemptSpan(
+          a.trace,
+          metadata,
+          kind === 'site' ? 'SiteRequest' : 'LocalRequest',
+          a.correlationId,
+          ep,
+          mode.hedged,
+        );
+        const started = call(client, msToDuration(Math.max(1, left - trip)), {
           deadline,
-          waitForReady: mode.waitForReady,
+          metadata,
           endpoint: ep,
         });
+        started.promise.then(
+          () => span.done(status.OK),
+          (e: ServiceError) => span.done(e.code ?? status.UNKNOWN, e.details),
+        );
+        return started;
       },
     }).run();
     const code = outcome.ok ? 0 : outcome.code;
@@ -210,12 +229,7 @@ export class Branches {
               sourceBroker: self.id,
             };
             return unaryCall<LocalResponse>((cb) =>
-              client.localRequest(
-                req,
-                new Metadata({ waitForReady: options.waitForReady }),
-                { deadline: options.deadline },
-                cb,
-              ),
+              client.localRequest(req, options.metadata, { deadline: options.deadline }, cb),
             );
           },
         );
@@ -283,9 +297,8 @@ export class Branches {
               hedge: a.hedge,
               first: a.first,
             };
-            const md = new Metadata({ waitForReady: options.waitForReady });
             const how = a.first ? 'first' : a.stream ? 'stream' : 'unary';
-            return siteCall(client, req, md, options.deadline, how, (pod) => {
+            return siteCall(client, req, options.metadata, options.deadline, how, (pod) => {
               if (valid(pod)) report([pod]);
             });
           },

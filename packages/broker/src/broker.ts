@@ -16,6 +16,7 @@ import { createSecurity, type BrokerSecurity } from './security';
 import { createHandlers, type FaultInjection } from './server';
 import { PodStore } from './store/pod-store';
 import { TopologySource } from './topology-source';
+import { startTracing } from './tracing';
 import {
   dataDirOf,
   dnsSelf,
@@ -174,6 +175,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   await source.resolve();
   const topology = () => source.topology;
 
+  const tracing = await startTracing(info, log);
   const security = createSecurity(topology, info, log);
   const cm = connectionManagerFor(topology(), security, opts, log);
   const store = podStoreFor(topology(), info);
@@ -235,6 +237,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       await metricsServer?.close();
       store.close();
       lag.close();
+      await tracing.shutdown();
       log.info('broker stopped');
     })());
 

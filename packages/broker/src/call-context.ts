@@ -4,6 +4,8 @@
  * server and passed through the dispatcher to every fan-out and operation.
  */
 
+import type { Context } from '@opentelemetry/api';
+
 /** What the dispatcher knows of one incoming call. */
 export interface CallContext {
   /** The request's correlation id (a fresh one when the caller sent none). */
@@ -14,6 +16,8 @@ export interface CallContext {
   signal: AbortSignal;
   /** Who called: the source broker's id, or the transport peer (ip:port) of a client. */
   peer: string;
+  /** The call's trace context (its server span): the parent of the spans its work makes (see tracing.ts). */
+  trace: Context;
 }
 
 /** Share of the time left that a hop keeps back, so its (partial) answer reaches its caller in time. */

@@ -86,7 +86,7 @@ export class Dispatcher {
     );
     const { mode } = plan;
     const rule = mode.kind === 'all' ? completionRule(mode.minOk, mode.requiredSites) : undefined;
-    const results = await this.execute(plan, ctx.signal, onPod, rule);
+    const results = await this.execute(plan, ctx, onPod, rule);
     const response: AggregateResponse = {
       correlationId: plan.correlationId,
       pods: results,
@@ -110,7 +110,7 @@ export class Dispatcher {
    */
   async site(req: SiteRequest, ctx: CallContext, onPod?: (pod: PodResult) => void): Promise<SiteResponse> {
     const plan = planSite(req, this.federationContext(ctx));
-    const pods = await this.execute(plan, ctx.signal, onPod);
+    const pods = await this.execute(plan, ctx, onPod);
     this.deps.metrics.pods(
       'site',
       pods.map((r) => r.code),
@@ -130,6 +130,7 @@ export class Dispatcher {
       get signal() {
         return ctx.signal;
       },
+      trace: ctx.trace,
     });
     this.deps.metrics.pods('local', [pod.code]);
     // The operation's own error (a full pool, a missing pool) travels in the answer, not as the call's
@@ -143,17 +144,19 @@ export class Dispatcher {
    */
   private execute(
     plan: FanOutPlan,
-    signal: AbortSignal,
+    ctx: CallContext,
     onPod?: (pod: PodResult) => void,
     rule?: CompletionRule,
   ): Promise<PodResult[]> {
     const { deadline, started } = plan;
+    const { signal } = ctx;
+    const legArgs = { ...plan, trace: ctx.trace };
     if (!plan.first) {
-      const branches = plan.legs.map((leg) => this.branches.forLeg(leg, plan));
+      const branches = plan.legs.map((leg) => this.branches.forLeg(leg, legArgs));
       return collect(this.log, branches, { deadline, started, signal, onPod, rule });
     }
     const run = async (leg: Leg) => {
-      const results = await this.branches.forLeg(leg, plan).run(signal, () => undefined);
+      const results = await this.branches.forLeg(leg, legArgs).run(signal, () => undefined);
       const latency = msToDuration(Date.now() - started);
       return results.map((r) => ({ ...r, latency }));
     };

@@ -1,4 +1,5 @@
 import { status } from '@grpc/grpc-js';
+import type { Context } from '@opentelemetry/api';
 import { msToDuration, type Attempt, type PodResult } from '@wanas/proto';
 import type { Logger } from 'winston';
 import { toBrokerError } from './errors';
@@ -6,6 +7,7 @@ import { failed } from './fan-out';
 import { asJsonObject } from './operations/json';
 import type { JsonObject, Operation } from './operations/types';
 import type { PodStore } from './store/pod-store';
+import { inOperationSpan } from './tracing';
 import type { BrokerInfo } from './topology';
 
 /** What running an operation in this broker's pod needs. */
@@ -26,6 +28,8 @@ export async function runOwnPod(
     idempotencyKey: string;
     deadline: number;
     signal: AbortSignal;
+    /** The call's trace context: the operation's span is its child. */
+    trace: Context;
   },
 ): Promise<PodResult> {
   const { self, store, logger } = deps;
@@ -39,21 +43,23 @@ export async function runOwnPod(
     hedged: false,
   });
   try {
-    const result = await op.execute(params, {
-      site: self.site,
-      pod: self.pod,
-      brokerId: self.id,
-      correlationId: a.correlationId,
-      headers: a.headers,
-      store,
-      idempotencyKey: a.idempotencyKey,
-      deadline: a.deadline,
-      // A getter: the caller's signal is made on first use (see the server's IncomingCall).
-      get signal() {
-        return a.signal;
-      },
-      logger,
-    });
+    const result = await inOperationSpan(op.name, self, a.trace, () =>
+      op.execute(params, {
+        site: self.site,
+        pod: self.pod,
+        brokerId: self.id,
+        correlationId: a.correlationId,
+        headers: a.headers,
+        store,
+        idempotencyKey: a.idempotencyKey,
+        deadline: a.deadline,
+        // A getter: the caller's signal is made on first use (see the server's IncomingCall).
+        get signal() {
+          return a.signal;
+        },
+        logger,
+      }),
+    );
     return {
       site: self.site,
       pod: self.pod,

@@ -33,7 +33,7 @@ export const MAX_HOPS = 2;
  * What a fan-out will do, decided before anything is sent: the operation, who is asked (the legs) and how
  * (all at once, or first-fit one after another), and by when.
  */
-export interface FanOutPlan extends LegArgs {
+export interface FanOutPlan extends Omit<LegArgs, 'trace'> {
   /** Epoch ms the request arrived. */
   started: number;
   /** The legs: all at once, or (`first`) one after another until a pod answers OK (see firstFit). */

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { codeName } from '@wanas/proto';
+import { ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { CallContext } from './call-context';
@@ -7,6 +8,7 @@ import { BrokerError, toBrokerError } from './errors';
 import type { BrokerMetrics, RequestKind } from './metrics';
 import { isValidCorrelationId } from './request-limits';
 import type { BrokerSecurity, CallerKind } from './security';
+import { OFF_SPAN, endSpan, logIds, serverSpan, traceparentOf } from './tracing';
 
 /**
  * Faults a broker injects on purpose, for tests and benchmarks only (`wanas broker --inject-slow`):
@@ -78,7 +80,7 @@ export class Rpc {
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       this.serve(call as AnyCall, route, call.request, (ctx) => handle(call.request, ctx), fields).then(
-        (res) => callback(null, res, this.trailer(route, call.request)),
+        ([res, ctx]) => callback(null, res, this.trailer(route, ctx)),
         (status: grpc.StatusObject) => callback(status),
       );
     };
@@ -101,8 +103,8 @@ export class Rpc {
         (ctx) => handle(call.request, ctx, write),
         fields,
       ).then(
-        () => {
-          if (!call.cancelled) call.end(this.trailer(route, call.request));
+        ([, ctx]) => {
+          if (!call.cancelled) call.end(this.trailer(route, ctx));
         },
         (status: grpc.StatusObject) => call.emit('error', status),
       );
@@ -125,22 +127,28 @@ export class Rpc {
     req: Req,
     handle: (ctx: CallContext) => Promise<Res>,
     fields?: (req: Req, res: Res) => Record<string, unknown>,
-  ): Promise<Res> {
+  ): Promise<[Res, IncomingCall]> {
     const t0 = Date.now();
     const correlationId = route.correlationId(req);
     const ctx = new IncomingCall(call, correlationId, route.source?.(req));
+    const traced = serverSpan(call.metadata, route.service, route.method, correlationId);
+    ctx.span = traced.span;
+    ctx.trace = traced.ctx;
     let release: (() => void) | undefined;
     try {
       release = this.admit(call, route.caller);
       const delay = route.caller === 'broker' ? this.injectedDelay() : undefined;
       if (delay) await delay;
       if (route.acknowledge && !call.cancelled) call.sendMetadata(new grpc.Metadata());
+      // The call's span is the parent of its fan-out attempts and its operation (passed in ctx.trace).
       const res = await handle(ctx);
       this.record(route, req, ctx, t0, grpc.status.OK, fields && (() => fields(req, res)));
-      return res;
+      return [res, ctx];
     } catch (e) {
       const { err, status } = this.status(e, correlationId);
       this.record(route, req, ctx, t0, err.code, () => ({ error: err.details }));
+      const parent = route.correlationTrailer ? traceparentOf(ctx.span) : undefined;
+      if (parent) status.metadata?.set('traceparent', parent);
       throw status;
     } finally {
       release?.();
@@ -186,6 +194,7 @@ export class Rpc {
   ): void {
     const code = ctx.cancelled ? grpc.status.CANCELLED : answered;
     ctx.finish();
+    endSpan(ctx.span, code);
     const latencyMs = Date.now() - t0;
     this.deps.metrics.served(route.service, route.method, route.type, code, latencyMs / 1000);
     const level = code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN ? 'error' : 'info';
@@ -198,12 +207,18 @@ export class Rpc {
       peer: ctx.peer,
       code: codeName(code),
       latencyMs,
+      ...logIds(ctx.span),
       ...extra?.(),
     });
   }
 
-  private trailer<Req>(route: Route<Req>, req: Req): grpc.Metadata | undefined {
-    return route.correlationTrailer ? correlationMetadata(route.correlationId(req)) : undefined;
+  /** A client call's trailer: `x-correlation-id`, and the `traceparent` of the entry's span when traced. */
+  private trailer<Req>(route: Route<Req>, ctx: IncomingCall): grpc.Metadata | undefined {
+    if (!route.correlationTrailer) return undefined;
+    const md = correlationMetadata(ctx.correlationId);
+    const parent = traceparentOf(ctx.span);
+    if (parent) md.set('traceparent', parent);
+    return md;
   }
 }
 
@@ -224,6 +239,10 @@ class IncomingCall implements CallContext {
   readonly deadline: number | undefined;
   /** The caller cancelled before the answer. */
   cancelled = false;
+  /** The call's server span (non-recording when tracing is off). */
+  span: Span = OFF_SPAN;
+  /** The context holding {@link span}, for the spans the call's work makes. */
+  trace: Context = ROOT_CONTEXT;
   private controller: AbortController | undefined;
   private finished = false;
 

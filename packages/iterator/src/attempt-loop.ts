@@ -170,6 +170,7 @@ export class AttemptLoop<C, R> {
     try {
       call = opts.attempt(opts.source.client(endpoint), endpoint, new Date(started + timeout), {
         waitForReady,
+        hedged,
       });
     } catch (err) {
       this.attempts.push({

@@ -59,6 +59,8 @@ export interface AttemptMode {
    * resort after every endpoint failed without being reached, e.g. a pod's only broker restarting.
    */
   waitForReady: boolean;
+  /** The attempt backs up an earlier one still in flight (a hedge). */
+  hedged: boolean;
 }
 
 /** Starts one attempt on `client` with the given gRPC deadline. */

@@ -145,8 +145,13 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
             new Promise<string>((resolve) => {
               const p = spawn(process.execPath, ['-e', script, file, String(at)]);
               let out = '';
+              let err = '';
               p.stdout.on('data', (b: Buffer) => (out += b.toString()));
-              p.on('exit', () => resolve(out.trim()));
+              p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+              // A process that printed nothing says how it ended (exit code or signal, and its stderr).
+              p.on('close', (code, signal) =>
+                resolve(out.trim() || `no output: exit ${code ?? signal}: ${err.trim().slice(0, 500)}`),
+              );
             }),
         ),
       );
