@@ -4,9 +4,15 @@ import type CircuitBreaker from 'opossum';
 import type { Logger } from 'winston';
 import winston from 'winston';
 import { createHealthProbe } from './health-probe';
-import { LatencyWindow } from './latency-window';
 import { EndpointHealth, REASON_REFUSED, logFields, viewOf, type Group } from './endpoint-health';
-import { MAX_RETRY_AFTER_MS, SLOW_CANCELLED_FACTOR, rankEndpoints, tierOf, type Entry } from './ordering';
+import {
+  MAX_RETRY_AFTER_MS,
+  SLOW_CANCELLED_FACTOR,
+  newEntry,
+  rankEndpoints,
+  tierOf,
+  type Entry,
+} from './ordering';
 import { ensureWarm, keepGroup, type ChannelKeeper } from './group-warmth';
 import {
   grpcTarget,
@@ -333,36 +339,7 @@ export class ConnectionManager {
   // ---- internals ----
 
   private createEntry(endpoint: PeerEndpoint, group?: string): Entry {
-    const entry: Entry = {
-      endpoint,
-      group,
-      client: undefined,
-      probe: undefined,
-      createdAt: 0,
-      lastUsedAt: this.opts.now(),
-      inFlight: 0,
-      connectivity: 'none',
-      state: 'idle',
-      stateSince: this.opts.now(),
-      stateReason: 'not used yet',
-      connectTimeouts: 0,
-      connectTimer: undefined,
-      breaker: undefined,
-      consecutiveFailures: 0,
-      lastFailureAt: 0,
-      probeOkAt: 0,
-      lastProbeStartAt: 0,
-      slowAt: 0,
-      latency: new LatencyWindow(),
-      connectRttMs: undefined,
-      warm: false,
-      retiring: false,
-      probeTimer: undefined,
-      suspectCheck: false,
-      calls: 0,
-      failures: 0,
-    };
-    return entry;
+    return newEntry(endpoint, group, this.opts.now());
   }
 
   private entryFor(ep: Endpoint, target?: TargetList): Entry {

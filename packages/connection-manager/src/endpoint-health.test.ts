@@ -1,8 +1,7 @@
 import winston from 'winston';
 import { EndpointHealth, REASON_REFUSED, type Group } from './endpoint-health';
-import { LatencyWindow } from './latency-window';
 import { settingsOf } from './options';
-import type { Entry } from './ordering';
+import { newEntry, type Entry } from './ordering';
 import type { EndpointState } from './types';
 
 /**
@@ -49,35 +48,7 @@ function harness() {
 }
 
 function makeEntry(id: string, now: number): Entry {
-  return {
-    endpoint: { brokerId: id, address: `${id}:1`, site: 's2', pod: '' },
-    group: 's2/',
-    client: undefined,
-    probe: undefined,
-    createdAt: 0,
-    lastUsedAt: now,
-    inFlight: 0,
-    connectivity: 'none',
-    state: 'idle',
-    stateSince: now,
-    stateReason: 'not used yet',
-    connectTimeouts: 0,
-    connectTimer: undefined,
-    breaker: undefined,
-    consecutiveFailures: 0,
-    lastFailureAt: 0,
-    probeOkAt: 0,
-    lastProbeStartAt: 0,
-    slowAt: 0,
-    latency: new LatencyWindow(),
-    connectRttMs: undefined,
-    warm: false,
-    retiring: false,
-    probeTimer: undefined,
-    suspectCheck: false,
-    calls: 0,
-    failures: 0,
-  };
+  return newEntry({ brokerId: id, address: `${id}:1`, site: 's2', pod: '' }, 's2/', now);
 }
 
 describe('EndpointHealth (no sockets, injected clock)', () => {

@@ -1,38 +1,17 @@
-import { LatencyWindow } from './latency-window';
-import { MAX_RETRY_AFTER_MS, SLOW_MEMORY_MS, noteSlow, rankEndpoints, tierOf, type Entry } from './ordering';
+import {
+  MAX_RETRY_AFTER_MS,
+  SLOW_MEMORY_MS,
+  newEntry,
+  noteSlow,
+  rankEndpoints,
+  tierOf,
+  type Entry,
+} from './ordering';
 
-/** An endpoint's state as the manager keeps it, with what a case sets. */
+/** An endpoint's state as the manager keeps it (warm, connected, ready), with what a case sets. */
 function entry(brokerId: string, over: Partial<Entry> = {}): Entry {
-  return {
-    endpoint: { brokerId, address: `${brokerId}:1`, site: 's', pod: 'p' },
-    group: 's/p',
-    client: undefined,
-    probe: undefined,
-    createdAt: 0,
-    lastUsedAt: 0,
-    inFlight: 0,
-    connectivity: 'ready',
-    state: 'ready',
-    stateSince: 0,
-    stateReason: '',
-    connectTimeouts: 0,
-    connectTimer: undefined,
-    breaker: undefined,
-    consecutiveFailures: 0,
-    lastFailureAt: 0,
-    probeOkAt: 0,
-    lastProbeStartAt: 0,
-    slowAt: 0,
-    latency: new LatencyWindow(),
-    connectRttMs: undefined,
-    warm: true,
-    retiring: false,
-    probeTimer: undefined,
-    suspectCheck: false,
-    calls: 0,
-    failures: 0,
-    ...over,
-  };
+  const base = newEntry({ brokerId, address: `${brokerId}:1`, site: 's', pod: 'p' }, 's/p', 0);
+  return { ...base, connectivity: 'ready', state: 'ready', stateReason: '', warm: true, ...over };
 }
 
 const withLatency = (e: Entry, ms: number, n = 10): Entry => {

@@ -5,7 +5,7 @@
 import type { FederationServiceClient, Endpoint } from '@wanas/proto';
 import type CircuitBreaker from 'opossum';
 import type { HealthProbe } from './health-probe';
-import type { LatencyWindow } from './latency-window';
+import { LatencyWindow } from './latency-window';
 import type { Connectivity, EndpointState, PeerEndpoint } from './types';
 
 /** Longest time a failing endpoint sits out before it may be tried again (its back-off cap). */
@@ -77,6 +77,39 @@ export interface Entry {
   suspectCheck: boolean;
   calls: number;
   failures: number;
+}
+
+/** A new endpoint's state at `now`: idle, no channel, nothing known (the manager's and the tests' one way to make one). */
+export function newEntry(endpoint: PeerEndpoint, group: string | undefined, now: number): Entry {
+  return {
+    endpoint,
+    group,
+    client: undefined,
+    probe: undefined,
+    createdAt: 0,
+    lastUsedAt: now,
+    inFlight: 0,
+    connectivity: 'none',
+    state: 'idle',
+    stateSince: now,
+    stateReason: 'not used yet',
+    connectTimeouts: 0,
+    connectTimer: undefined,
+    breaker: undefined,
+    consecutiveFailures: 0,
+    lastFailureAt: 0,
+    probeOkAt: 0,
+    lastProbeStartAt: 0,
+    slowAt: 0,
+    latency: new LatencyWindow(),
+    connectRttMs: undefined,
+    warm: false,
+    retiring: false,
+    probeTimer: undefined,
+    suspectCheck: false,
+    calls: 0,
+    failures: 0,
+  };
 }
 
 /**
