@@ -413,8 +413,17 @@ export class ConnectionManager {
     entry.client = undefined;
     entry.probe = undefined;
     entry.connectivity = 'none';
-    // Nothing is known against an endpoint closed while usable: idle again. A down one stays down.
+    // Nothing is known against an endpoint closed while usable: idle again. A down one stays down. One
+    // that lost its connection and was reconnecting gets no verdict now (no channel, no connect timer): it
+    // is down, probed in turn with the group's other failing endpoints — left "reconnecting", it kept its
+    // target from ever being reported down (a partitioned site stayed "degraded").
     if (entry.state === 'connecting' || entry.state === 'ready') this.health.transition(entry, 'idle', why);
+    else if (entry.state === 'reconnecting')
+      this.health.transition(
+        entry,
+        'down',
+        `connection lost; its channel closed before reconnecting (${why})`,
+      );
   }
 
   /** The endpoint's health tier now (see {@link tierOf}). */
