@@ -1,14 +1,10 @@
 /** The `wanas` command refuses bad input with a message that names the problem and a non-zero exit. */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnBroker } from '@wanas/devfed';
-import { WANAS_BIN, freePorts } from './support/federation';
-
-function wanas(...args: string[]) {
-  return spawnSync(process.execPath, [WANAS_BIN, ...args], { encoding: 'utf8', timeout: 20_000 });
-}
+import { freePorts } from './support/federation';
+import { wanas } from './support/up';
 
 describe('wanas CLI input errors', () => {
   let dir: string;

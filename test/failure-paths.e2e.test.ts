@@ -5,7 +5,7 @@
  * hedged.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AggregationServiceClient, type AggregateRequest } from '@wanas/proto';
+import type { AggregateRequest } from '@wanas/proto';
 import { DevFederation } from '@wanas/devfed';
 import { until, untilSiteDown } from './support/until';
 import { cancelAcrossHops } from '@wanas/bench';
@@ -14,7 +14,6 @@ const ENTRY = 's1-p1-a';
 
 describe('failure paths (real processes, emulated WAN)', () => {
   let f: DevFederation;
-  let client: AggregationServiceClient;
   let aggregate: ReturnType<DevFederation['aggregator']>;
   const ask = (req: Partial<AggregateRequest>, deadlineMs = 10_000) => aggregate(req, deadlineMs);
   const status = (id: string) => f.status(id);
@@ -29,7 +28,6 @@ describe('failure paths (real processes, emulated WAN)', () => {
       logLevel: 'info',
       settings: { attemptTimeoutMs: 250 },
     });
-    client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
     aggregate = f.aggregator(ENTRY);
     await until('every pod answers', allAnswer, 20_000);
     for (let i = 0; i < 20; i++) await ask({ operation: 'echo' });
@@ -97,7 +95,7 @@ describe('failure paths (real processes, emulated WAN)', () => {
   });
 
   it('ends every hop (entry, representatives, pod brokers) soon after the caller cancels, and logs it CANCELLED', async () => {
-    const r = await cancelAcrossHops(f, client);
+    const r = await cancelAcrossHops(f);
     // The entry, one representative per remote site (2), and a LocalRequest to every pod the entry or a
     // representative does not run itself (s1/p2, and the other pod of s2 and of s3): each logged CANCELLED.
     expect(r.codes).toEqual({

@@ -4,21 +4,18 @@
  * scrapes the federation; a site is cut off with `wanas wan cut`, and WanasSiteUnreachable fires, as
  * Prometheus's HTTP API reports it. Then the site is healed and the alert resolves.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import YAML from 'yaml';
-import { WANAS_BIN, freePorts } from './support/federation';
+import { freePorts } from './support/federation';
+import { startUp, wanas, type RunningUp } from './support/up';
 import { until } from './support/until';
 
 jest.setTimeout(150_000);
 
-const wanas = (...args: string[]) =>
-  spawnSync(process.execPath, [WANAS_BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
-
-/** Stops a child process: SIGINT (wanas up stops its brokers), SIGKILL after 10 s. */
+/** Stops Prometheus: SIGINT, SIGKILL after 10 s. */
 async function stop(p: ChildProcess | undefined): Promise<void> {
   if (!p || p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise((r) => p.once('exit', r));
@@ -36,10 +33,9 @@ interface Alert {
 describe('alerts in a real Prometheus scraping a wanas up federation', () => {
   let dir: string;
   let topology: string;
-  let up: ChildProcess | undefined;
+  let up: RunningUp | undefined;
   let prometheus: ChildProcess | undefined;
   let api: string;
-  let output = '';
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-prom-'));
@@ -61,22 +57,7 @@ describe('alerts in a real Prometheus scraping a wanas up federation', () => {
         ],
       }),
     );
-    up = spawn(
-      process.execPath,
-      [WANAS_BIN, 'up', '--topology', topology, '--metrics', '--wan-latency-ms', '5'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    up.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    const lines = readline.createInterface({ input: up.stdout! });
-    await new Promise<void>((resolve, reject) => {
-      lines.on('line', (l) => {
-        output += `${l}\n`;
-        if (l.startsWith('ready:')) resolve();
-      });
-      up!.once('exit', (code) => reject(new Error(`wanas up exited ${code}: ${output}`)));
-    });
+    up = await startUp(['--topology', topology, '--metrics', '--wan-latency-ms', '5']);
     // The config `up` wrote, scraped and evaluated every second for the test.
     const config = YAML.parse(fs.readFileSync(path.join(dir, '.wanas', 'prometheus.yml'), 'utf8')) as {
       global: Record<string, string>;
@@ -115,7 +96,7 @@ describe('alerts in a real Prometheus scraping a wanas up federation', () => {
 
   afterAll(async () => {
     await stop(prometheus);
-    await stop(up);
+    await up?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

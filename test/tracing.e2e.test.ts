@@ -227,6 +227,25 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
     expect(root.parentSpanId).toBe('');
   });
 
+  it("ends every hop's spans CANCELLED when the caller cancels (pods asked to sleep 4 s)", async () => {
+    const correlationId = `trace-cancel-${Date.now()}`;
+    await f.cancelledAggregate('s1-p1-a', correlationId, 500);
+    const servers = () =>
+      receiver.spans.filter((s) => s.kind === 2 && s.attributes['wanas.correlation_id'] === correlationId);
+    // Every hop: the entry, both representatives, the LocalRequests to s1/p2 and s2/p2 (spans are exported
+    // once ended, well before the 4 s the pods were asked to sleep).
+    await until('every hop ended its span', async () => servers().length >= 5, 3500);
+    const ended = servers().map((s) => [
+      s.broker,
+      s.name.split('/')[1],
+      s.attributes['rpc.grpc.status_code'],
+    ]);
+    expect(ended).toEqual(expect.arrayContaining([['s1-p1-a', 'Aggregate', grpc.status.CANCELLED]]));
+    for (const [broker, , code] of ended)
+      expect({ broker, code }).toEqual({ broker, code: grpc.status.CANCELLED });
+    expect(new Set(ended.map(([broker]) => String(broker).slice(0, 2)))).toEqual(new Set(['s1', 's2', 's3']));
+  });
+
   it('exports over http/protobuf too (the default protocol)', async () => {
     const one = await DevFederation.start({
       spec: { s9: { p1: 1 } },

@@ -2,21 +2,16 @@
  * `wanas up --tls-dir`: a throwaway CA, broker and client certificates, and a federation that runs with
  * mTLS and authorization on; the CLI reaches it with the client identity and is refused without one.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import YAML from 'yaml';
-import { WANAS_BIN, freePorts } from './support/federation';
-
-function wanas(...args: string[]) {
-  return spawnSync(process.execPath, [WANAS_BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
-}
+import { freePorts } from './support/federation';
+import { startUp, wanas, type RunningUp } from './support/up';
 
 describe('wanas up --tls-dir (real processes)', () => {
   let dir: string;
-  let up: ChildProcess;
+  let up: RunningUp;
   let entry: string;
   let tls: string;
 
@@ -38,40 +33,18 @@ describe('wanas up --tls-dir (real processes)', () => {
     };
     fs.writeFileSync(path.join(dir, 'topology.yaml'), YAML.stringify(doc));
     entry = doc.sites[0]!.pods[0]!.brokers[0]!.address;
-    up = spawn(
-      process.execPath,
-      [
-        WANAS_BIN,
-        'up',
-        '--topology',
-        path.join(dir, 'topology.yaml'),
-        '--wan-latency-ms',
-        '5',
-        '--tls-dir',
-        tls,
-      ],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let output = '';
-    up.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    const rl = readline.createInterface({ input: up.stdout! });
-    await new Promise<void>((resolve, reject) => {
-      rl.on('line', (l) => {
-        output += `${l}\n`;
-        if (l.startsWith('ready:')) resolve();
-      });
-      up.once('exit', (code) => reject(new Error(`wanas up exited ${code}: ${output}`)));
-    });
+    up = await startUp([
+      '--topology',
+      path.join(dir, 'topology.yaml'),
+      '--wan-latency-ms',
+      '5',
+      '--tls-dir',
+      tls,
+    ]);
   }, 90_000);
 
   afterAll(async () => {
-    if (up && up.exitCode === null) {
-      const exited = new Promise((r) => up.once('exit', r));
-      up.kill('SIGINT');
-      await exited;
-    }
+    await up?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

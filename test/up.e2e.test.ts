@@ -3,23 +3,19 @@
  * CLI (table and JSON), buf curl and Python; brokers killed and frozen; a site cut off and healed;
  * Ctrl-C leaves nothing behind.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import YAML from 'yaml';
-import { ROOT, WANAS_BIN, freePorts } from './support/federation';
+import { ROOT, freePorts } from './support/federation';
+import { startUp, wanas, type RunningUp } from './support/up';
 
 const PYTHON = '/usr/bin/python3';
 
 interface State {
   brokers: { id: string; site: string; pod: string; address: string; pid: number | undefined }[];
-}
-
-function wanas(...args: string[]) {
-  return spawnSync(process.execPath, [WANAS_BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
 }
 
 function alive(pid: number): boolean {
@@ -48,8 +44,7 @@ type Json = {
 describe('wanas up (real processes, emulated WAN)', () => {
   let dir: string;
   let topology: string;
-  let up: ChildProcess;
-  let output = '';
+  let up: RunningUp;
   let entry: string;
   let state: State;
 
@@ -78,26 +73,12 @@ describe('wanas up (real processes, emulated WAN)', () => {
     topology = path.join(dir, 'topology.yaml');
     fs.writeFileSync(topology, YAML.stringify(doc));
     entry = doc.sites[0]!.pods[0]!.brokers[0]!.address;
-    up = spawn(process.execPath, [WANAS_BIN, 'up', '--topology', topology, '--wan-latency-ms', '10'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    up.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-    const rl = readline.createInterface({ input: up.stdout! });
-    await new Promise<void>((resolve, reject) => {
-      rl.on('line', (l) => {
-        output += `${l}\n`;
-        if (l.startsWith('ready:')) resolve();
-      });
-      up.once('exit', (code) => reject(new Error(`wanas up exited ${code}: ${output}`)));
-    });
+    up = await startUp(['--topology', topology, '--wan-latency-ms', '10']);
     state = JSON.parse(fs.readFileSync(path.join(dir, '.wanas', 'up.json'), 'utf8')) as State;
   }, 90_000);
 
   afterAll(async () => {
-    if (up && up.exitCode === null) {
-      up.kill('SIGKILL');
-      await new Promise((r) => up.once('exit', r));
-    }
+    await up?.stop('SIGKILL');
     for (const b of state?.brokers ?? []) if (b.pid && alive(b.pid)) process.kill(b.pid, 'SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -177,7 +158,7 @@ describe('wanas up (real processes, emulated WAN)', () => {
     process.kill(pidOf(frozen), 'SIGCONT');
     for (const r of results) expect(r.summary).toMatchObject({ podsAsked: 3, podsOk: 3 });
     await new Promise((r) => setTimeout(r, 200));
-    expect(output).toContain(`broker ${rep} exited unexpectedly (SIGKILL)`);
+    expect(up.output()).toContain(`broker ${rep} exited unexpectedly (SIGKILL)`);
   });
 
   it('reports a site that is cut off, and answers fully again once healed', async () => {
@@ -217,8 +198,8 @@ describe('wanas up (real processes, emulated WAN)', () => {
     const current = JSON.parse(fs.readFileSync(path.join(dir, '.wanas', 'up.json'), 'utf8')) as State & {
       brokers: { wanAddress: string }[];
     };
-    const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
-    up.kill('SIGINT');
+    const exited = new Promise<number | null>((r) => up.proc.once('exit', (code) => r(code)));
+    up.proc.kill('SIGINT');
     expect(await exited).toBe(0);
     for (const b of current.brokers)
       if (b.pid) expect({ id: b.id, alive: alive(b.pid) }).toEqual({ id: b.id, alive: false });

@@ -4,12 +4,7 @@
  * 25 ms one way; clients in site s1, entry broker s1-p1-a). Run it with `npm run bench -- failure`.
  */
 import * as grpc from '@grpc/grpc-js';
-import {
-  AggregateRequest,
-  AggregationServiceClient,
-  msToDuration,
-  type AggregateResponse,
-} from '@wanas/proto';
+import type { AggregateResponse } from '@wanas/proto';
 import { DevFederation } from '@wanas/devfed';
 import { timed, type BenchCounts, type Progress } from './parts';
 import { summarize, type LatencySummary } from './stats';
@@ -129,8 +124,7 @@ export async function failurePart(counts: BenchCounts, progress: Progress): Prom
       heal: () => frozen.forEach((b) => b.proc!.kill('SIGCONT')),
     });
     const deadlineOnly = await deadlineOnlyCallers(run);
-    const client = f.track(new AggregationServiceClient(f.broker(ENTRY).address, f.clientCredentials));
-    const cancel = await cancelAcrossHops(f, client);
+    const cancel = await cancelAcrossHops(f);
     await settle(run);
     const slowRemotePod = await oneSlowRemotePod(run);
     return { part: 'failure', healthy, partition, frozenPod, deadlineOnly, cancel, slowRemotePod };
@@ -261,29 +255,11 @@ async function oneSlowRemotePod(run: FailureRun): Promise<FailureResult['slowRem
  * A caller cancels at 0.5 s an Aggregate whose every pod sleeps 4 s; every hop's "served" log line (entry,
  * representatives, pod brokers) must show it ended, and when. The brokers must log at `info`.
  */
-export async function cancelAcrossHops(
-  f: DevFederation,
-  client: AggregationServiceClient,
-): Promise<FailureResult['cancel']> {
+export async function cancelAcrossHops(f: DevFederation): Promise<FailureResult['cancel']> {
   const cancelAtMs = 500;
   const correlationId = `bench-cancel-${Date.now()}`;
   const t0 = Date.now();
-  await new Promise<void>((resolve) => {
-    const call = client.aggregate(
-      AggregateRequest.fromPartial({
-        correlationId,
-        operation: 'echo',
-        params: { sleepMs: 4000 },
-        timeout: msToDuration(10_000),
-        // Long attempts: every hop waits on its pods, so only the cancel can end it early.
-        attemptTimeout: msToDuration(5000),
-      }),
-      new grpc.Metadata(),
-      { deadline: Date.now() + 15_000 },
-      () => resolve(),
-    );
-    setTimeout(() => call.cancel(), cancelAtMs);
-  });
+  await f.cancelledAggregate(ENTRY, correlationId, cancelAtMs);
   await sleep(2000);
   let lastHopEndedMs = 0;
   let hops = 0;

@@ -32,7 +32,7 @@ import { podOrder } from './modes/first-fit';
 import { runOwnPod } from './own-pod';
 import type { PodStore } from './store/pod-store';
 import { podOf, type BrokerInfo, type Topology } from './topology';
-import { attemptSpan } from './tracing';
+import { attemptSpan, tracingOn } from './tracing';
 
 /** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
 const SITE_ATTEMPT_FACTOR = 2;
@@ -114,11 +114,12 @@ export class Branches {
   }
 
   /**
-   * Sends one fan-out request through a connection iterator over `target`, and records it (metrics and a
-   * log line). `build` makes the request for an attempt, given the time that attempt has left.
+   * Sends one fan-out request (`method`: what its attempts call, named so in their spans) through a
+   * connection iterator over `target`, and records it (metrics and a log line). `call` starts one attempt,
+   * given the time it has left and its metadata (which carries the attempt span's context).
    */
   private async send<Res>(
-    kind: 'site' | 'local',
+    method: 'SiteRequest' | 'StreamSiteRequest' | 'LocalRequest',
     a: FanOutArgs,
     target: TargetList,
     attemptTimeoutMs: number,
@@ -130,6 +131,7 @@ export class Branches {
     ) => CancellableCall<Res>,
     prefer?: (endpoint: Endpoint) => boolean,
   ): Promise<{ outcome: IteratorOutcome<Res>; attempts: Attempt[] }> {
+    const kind = method === 'LocalRequest' ? 'local' : 'site';
     const t0 = Date.now();
     const outcome = await new ConnectionIterator<FederationServiceClient, Res>({
       target,
@@ -148,19 +150,17 @@ export class Branches {
         // clock starts a one-way trip late, and its answer needs another one to come back in time.
         const trip = kind === 'site' ? Math.min(this.deps.cm.latencyFloorMs(ep) ?? 0, left / 4) : 0;
         const metadata = new Metadata({ waitForReady: mode.waitForReady });
-        const span = attemptSpan(
-          a.trace,
-          metadata,
-          kind === 'site' ? 'SiteRequest' : 'LocalRequest',
-          a.correlationId,
-          ep,
-          mode.hedged,
-        );
+        // Traced, the attempt's span goes into its metadata before the call starts, and ends with its
+        // outcome; untraced, nothing is made or attached.
+        const span = tracingOn()
+          ? attemptSpan(a.trace, metadata, method, a.correlationId, ep, mode.hedged)
+          : undefined;
         const started = call(client, msToDuration(Math.max(1, left - trip)), {
           deadline,
           metadata,
           endpoint: ep,
         });
+        if (!span) return started;
         started.promise.then(
           () => span.done(status.OK),
           (e: ServiceError) => span.done(e.code ?? status.UNKNOWN, e.details),
@@ -210,7 +210,7 @@ export class Branches {
           })),
         };
         const { outcome, attempts } = await this.send(
-          'local',
+          'LocalRequest',
           a,
           target,
           a.attemptTimeoutMs,
@@ -272,7 +272,7 @@ export class Branches {
         const allPods = !a.first && sitePods.length === a.pods.length;
         let order: string[] | undefined;
         const { outcome, attempts } = await this.send(
-          'site',
+          a.first || a.stream ? 'StreamSiteRequest' : 'SiteRequest',
           a,
           target,
           a.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,

@@ -8,7 +8,7 @@ import { BrokerError, toBrokerError } from './errors';
 import type { BrokerMetrics, RequestKind } from './metrics';
 import { isValidCorrelationId } from './request-limits';
 import type { BrokerSecurity, CallerKind } from './security';
-import { OFF_SPAN, endSpan, logIds, serverSpan, traceparentOf } from './tracing';
+import { OFF_SPAN, endSpan, injectTraceparent, logIds, serverSpan } from './tracing';
 
 /**
  * Faults a broker injects on purpose, for tests and benchmarks only (`wanas broker --inject-slow`):
@@ -147,8 +147,7 @@ export class Rpc {
     } catch (e) {
       const { err, status } = this.status(e, correlationId);
       this.record(route, req, ctx, t0, err.code, () => ({ error: err.details }));
-      const parent = route.correlationTrailer ? traceparentOf(ctx.span) : undefined;
-      if (parent) status.metadata?.set('traceparent', parent);
+      if (route.correlationTrailer && status.metadata) injectTraceparent(ctx.span, status.metadata);
       throw status;
     } finally {
       release?.();
@@ -216,8 +215,7 @@ export class Rpc {
   private trailer<Req>(route: Route<Req>, ctx: IncomingCall): grpc.Metadata | undefined {
     if (!route.correlationTrailer) return undefined;
     const md = correlationMetadata(ctx.correlationId);
-    const parent = traceparentOf(ctx.span);
-    if (parent) md.set('traceparent', parent);
+    injectTraceparent(ctx.span, md);
     return md;
   }
 }

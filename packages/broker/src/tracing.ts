@@ -38,11 +38,21 @@ export function tracingWanted(env: NodeJS.ProcessEnv = process.env): boolean {
   );
 }
 
-/** The process's tracer provider, once started (several brokers in one process share it). */
+/**
+ * The process's tracer provider, once started. Several brokers in one process (`--id a,b,c`, benchmarks)
+ * share it and its resource (the first one's id); it is shut down when the last of them stops.
+ */
 let provider: BasicTracerProvider | undefined;
+let users = 0;
 /** The span of every call while tracing is off (one shared non-recording span: nothing is made per call). */
 export const OFF_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 const OFF_ATTEMPT = { done: () => undefined };
+const OFF_CALL = { span: OFF_SPAN, ctx: ROOT_CONTEXT };
+
+/** True once this process traces (spans are recorded and exported). */
+export function tracingOn(): boolean {
+  return provider !== undefined;
+}
 
 /**
  * Starts tracing for this process when the environment asks for it: the OTLP exporter of the protocol
@@ -51,7 +61,13 @@ const OFF_ATTEMPT = { done: () => undefined };
  * promise would cost every call. Returns how to flush and stop.
  */
 export async function startTracing(self: BrokerInfo, log: Logger): Promise<{ shutdown(): Promise<void> }> {
-  if (!tracingWanted() || provider) return { shutdown: async () => provider?.forceFlush() };
+  if (!tracingWanted()) return { shutdown: async () => undefined };
+  users++;
+  const stop = async () => {
+    if (--users === 0) await provider?.shutdown();
+    else await provider?.forceFlush();
+  };
+  if (provider) return { shutdown: stop };
   const protocol =
     process.env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ??
     process.env.OTEL_EXPORTER_OTLP_PROTOCOL ??
@@ -72,7 +88,7 @@ export async function startTracing(self: BrokerInfo, log: Logger): Promise<{ shu
     protocol,
     endpoint: process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? process.env.OTEL_EXPORTER_OTLP_ENDPOINT,
   });
-  return { shutdown: () => provider!.shutdown() };
+  return { shutdown: stop };
 }
 
 /** The OTLP/HTTP exporter for `protocol` (its endpoint and headers from the standard variables). */
@@ -97,14 +113,13 @@ const metadataGetter: TextMapGetter<grpc.Metadata> = {
 };
 const metadataSetter: TextMapSetter<grpc.Metadata> = { set: (md, key, value) => md.set(key, value) };
 
-/** The attributes every wanas span carries (OpenTelemetry RPC conventions, plus ours). */
-function rpcAttributes(service: string, method: string, correlationId: string, self?: BrokerInfo) {
+/** The attributes every wanas RPC span carries (OpenTelemetry RPC conventions, plus the correlation id). */
+function rpcAttributes(service: string, method: string, correlationId: string) {
   return {
     'rpc.system': 'grpc',
     'rpc.service': service,
     'rpc.method': method,
     'wanas.correlation_id': correlationId,
-    ...(self ? { 'wanas.broker': self.id, 'wanas.site': self.site, 'wanas.pod': self.pod } : {}),
   };
 }
 
@@ -118,7 +133,7 @@ export function serverSpan(
   method: string,
   correlationId: string,
 ): { span: Span; ctx: Context } {
-  if (!provider) return { span: OFF_SPAN, ctx: ROOT_CONTEXT };
+  if (!provider) return OFF_CALL;
   const parent = propagation.extract(ROOT_CONTEXT, md, metadataGetter);
   const span = trace
     .getTracer(TRACER)
@@ -195,11 +210,12 @@ export async function inOperationSpan<T>(
   }
 }
 
-/** `traceparent` of a span (for the response's trailer, also once it ended), or undefined when tracing is off. */
-export function traceparentOf(span: Span): string | undefined {
-  const sc = span.spanContext();
-  if (!trace.isSpanContextValid(sc)) return undefined;
-  return `00-${sc.traceId}-${sc.spanId}-0${(sc.traceFlags & 1).toString(16)}`;
+/**
+ * Writes the span's `traceparent` (and `tracestate`) into `md`, as the W3C propagator formats them (also
+ * once the span ended): how a caller learns which trace answered it. Nothing when tracing is off.
+ */
+export function injectTraceparent(span: Span, md: grpc.Metadata): void {
+  if (provider) propagation.inject(trace.setSpan(ROOT_CONTEXT, span), md, metadataSetter);
 }
 
 /** The trace and span ids for a log line (undefined when tracing is off). */

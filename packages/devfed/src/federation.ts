@@ -3,6 +3,7 @@ import {
   AdminServiceClient,
   AggregateRequest,
   AggregationServiceClient,
+  msToDuration,
   type AggregateResponse,
   type GetStatusResponse,
 } from '@wanas/proto';
@@ -335,6 +336,34 @@ export class DevFederation {
           (e, r) => (e ? reject(e) : resolve(r)),
         ),
       );
+  }
+
+  /**
+   * Sends an Aggregate to broker `id` whose every pod sleeps `sleepMs` (attempts long enough that only the
+   * cancel can end a hop early), cancels it after `cancelAtMs`, and resolves once the call ended.
+   */
+  async cancelledAggregate(
+    id: string,
+    correlationId: string,
+    cancelAtMs: number,
+    sleepMs = 4000,
+  ): Promise<void> {
+    const client = this.track(new AggregationServiceClient(this.broker(id).address, this.clientCredentials));
+    await new Promise<void>((resolve) => {
+      const call = client.aggregate(
+        AggregateRequest.fromPartial({
+          correlationId,
+          operation: 'echo',
+          params: { sleepMs },
+          timeout: msToDuration(sleepMs + 6000),
+          attemptTimeout: msToDuration(sleepMs + 1000),
+        }),
+        new grpc.Metadata(),
+        { deadline: Date.now() + sleepMs + 11_000 },
+        () => resolve(),
+      );
+      setTimeout(() => call.cancel(), cancelAtMs);
+    });
   }
 
   /** A broker's AdminService/GetStatus (2 s deadline). */
