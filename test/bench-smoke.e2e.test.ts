@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, cpu, failover, failure, placement, tail, throughput and scale and reports each as JSON', () => {
+  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput and scale and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
@@ -28,6 +28,7 @@ describe('wanas bench --smoke', () => {
       expect(json.map((j) => j.part)).toEqual([
         'latency',
         'cpu',
+        'tracing',
         'failover',
         'failure',
         'placement',
@@ -48,6 +49,10 @@ describe('wanas bench --smoke', () => {
       const cpu = part('cpu') as unknown as { topologies: { wanasMs: number; bareMs: number }[] };
       expect(cpu.topologies).toHaveLength(2);
       for (const t of cpu.topologies) expect([t.wanasMs > 0, t.bareMs > 0]).toEqual([true, true]);
+      // The tracing part counted the spans its traced federation exported.
+      const tracing = part('tracing') as unknown as { spansPerAggregate: number; onMs: number };
+      expect(tracing.spansPerAggregate).toBeGreaterThan(5);
+      expect(tracing.onMs).toBeGreaterThan(0);
       expect((part('failover') as unknown as { kill: { podsAnswered: number } }).kill.podsAnswered).toBe(1);
       // The failure part saw the partition and the frozen pod, and healed both.
       const failure = part('failure') as unknown as Record<

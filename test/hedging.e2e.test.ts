@@ -48,9 +48,7 @@ describe('hedging (real processes)', () => {
       );
       // The frozen broker must be a request's first attempt: a hedge *to* it that lost to a slow first
       // attempt (a busy machine) says nothing about hedging away from it.
-      const hit = tries.find((t) =>
-        t.pods[0]!.attempts.some((a) => a.brokerId === frozen && !a.hedged),
-      );
+      const hit = tries.find((t) => t.pods[0]!.attempts.some((a) => a.brokerId === frozen && !a.hedged));
       if (!hit) throw new Error(`6 requests to ${site} never tried ${frozen} first`);
       return hit;
     } finally {

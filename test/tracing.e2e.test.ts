@@ -24,6 +24,8 @@ interface ReceivedSpan {
   kind: number;
   broker: string;
   attributes: Record<string, unknown>;
+  /** The resource's service.name. */
+  service: string;
 }
 
 /** OTLP/JSON ids are hex; some exporters send base64: both are read as hex. */
@@ -50,6 +52,7 @@ async function otlpReceiver(): Promise<{
         const body = JSON.parse(Buffer.concat(chunks).toString()) as OtlpBody;
         for (const rs of body.resourceSpans ?? []) {
           const broker = attr(rs.resource?.attributes, 'service.instance.id');
+          const service = attr(rs.resource?.attributes, 'service.name');
           for (const ss of rs.scopeSpans ?? [])
             for (const s of ss.spans ?? [])
               spans.push({
@@ -59,6 +62,7 @@ async function otlpReceiver(): Promise<{
                 name: s.name,
                 kind: s.kind,
                 broker: String(broker),
+                service: String(service),
                 attributes: Object.fromEntries((s.attributes ?? []).map((a) => [a.key, valueOf(a.value)])),
               });
         }
@@ -261,6 +265,28 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
       );
     } finally {
       await one.stop();
+    }
+  });
+
+  it("traces with the topology's tracing section alone (no OTEL_* variables)", async () => {
+    const fed = await DevFederation.start({
+      spec: { s8: { p1: 1 }, s9: { p1: 1 } },
+      wanLatencyMs: 0,
+      tracing: { endpoint: receiver.url, protocol: 'http/json', serviceName: 'from-topology' },
+      envFor: () => ({ OTEL_BSP_SCHEDULE_DELAY: '100' }),
+    });
+    try {
+      const r = await fed.aggregator('s8-p1-a')({ operation: 'echo' });
+      const mine = () =>
+        receiver.spans.filter(
+          (s) => s.kind === 2 && s.attributes['wanas.correlation_id'] === r.correlationId,
+        );
+      // Both sites' brokers: the entry's Aggregate and the SiteRequest served in s9.
+      await until('both brokers exported their spans', async () => mine().length >= 2, 20_000);
+      expect(new Set(mine().map((s) => s.broker))).toEqual(new Set(['s8-p1-a', 's9-p1-a']));
+      expect(new Set(mine().map((s) => s.service))).toEqual(new Set(['from-topology']));
+    } finally {
+      await fed.stop();
     }
   });
 });

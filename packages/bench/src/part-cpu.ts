@@ -6,7 +6,6 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { DevFederation, stopProcess, type FederationSpec } from '@wanas/devfed';
@@ -64,18 +63,6 @@ export interface CpuResult {
   idle: { brokers: number; seconds: number; meanPercentOfCore: number; maxPercentOfCore: number };
   /** The brokers' log level (their default: each call served writes its line). */
   logLevel: 'info';
-  /**
-   * OpenTelemetry tracing at 100% sampling (OTLP http/protobuf to a sink in this process) against the same
-   * federation shape with tracing off, interleaved rounds: CPU per aggregate, medians, and on ÷ off.
-   */
-  tracing: {
-    offMs: number;
-    onMs: number;
-    ratio: number;
-    rounds: number;
-    aggregates: number;
-    exports: number;
-  };
 }
 
 const ENTRY = 's1-p1-a';
@@ -139,8 +126,7 @@ export async function cpuPart(counts: BenchCounts, progress: Progress): Promise<
     const shapeOf = shape(counts, sites, podsPerSite, brokersPerPod);
     topologies.push(await cpuOnTopology(shapeOf, aggregates, bareCalls, counts, progress));
   }
-  const tracing = await tracingCost(counts, aggregates, progress);
-  return { part: 'cpu', bare, topologies, idle, logLevel: 'info', tracing };
+  return { part: 'cpu', bare, topologies, idle, logLevel: 'info' };
 }
 
 /** Idle brokers in a federation of the demo's shape: CPU per second each. */
@@ -357,60 +343,6 @@ async function bareFederation(
   }
 }
 
-/**
- * What tracing costs: two federations of the latency part's shape, one exporting every span (OTLP
- * http/protobuf to a sink here), one with tracing off, measured in turns; CPU per aggregate each.
- */
-async function tracingCost(
-  counts: BenchCounts,
-  aggregates: number,
-  progress: Progress,
-): Promise<CpuResult['tracing']> {
-  let exports = 0;
-  const sink = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      exports++;
-      res.end('{}');
-    });
-  });
-  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
-  const endpoint = `http://127.0.0.1:${(sink.address() as { port: number }).port}`;
-  const shapeOf = shape(counts, 4, 3, 2);
-  const start = (env?: Record<string, string>) =>
-    DevFederation.start({ ...shapeOf, wanLatencyMs: 0, logLevel: 'info', envFor: env && (() => env) });
-  const off = await start();
-  const on = await start({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_TRACES_SAMPLER: 'always_on' });
-  try {
-    const runs = { off: [] as number[], on: [] as number[] };
-    const rounds = counts.smoke ? 1 : 3;
-    for (const [name, f] of [
-      ['off', off],
-      ['on', on],
-    ] as const)
-      await timed(counts.smoke ? 5 : 200, progress, `cpu: tracing ${name}: warm-up`, () =>
-        f.aggregator(ENTRY)(ECHO),
-      );
-    for (let i = 0; i < rounds; i++) {
-      for (const [name, f] of [
-        ['off', off],
-        ['on', on],
-      ] as const) {
-        const ask = f.aggregator(ENTRY);
-        const total = () => f.brokers.reduce((n, b) => n + processCpuMs(b.proc?.pid), 0);
-        const before = total();
-        await timed(aggregates, progress, `cpu: tracing ${name} (round ${i + 1})`, () => ask(ECHO));
-        runs[name].push((total() - before) / aggregates);
-      }
-    }
-    const [offMs, onMs] = [median(runs.off), median(runs.on)];
-    return { offMs, onMs, ratio: onMs / offMs, rounds, aggregates, exports };
-  } finally {
-    await Promise.all([off.stop(), on.stop()]);
-    await new Promise((r) => sink.close(r));
-  }
-}
-
 /** The bare grpc-js echo between two processes (server and client, see bare-echo.ts). */
 async function bareEcho(calls: number, bytes: number): Promise<BareEchoResult> {
   const script = path.join(__dirname, 'bare-echo.js');
@@ -450,7 +382,6 @@ export function describeCpu(r: CpuResult): string {
       `    the same call graph with bare grpc-js in one process per pod: ${t.bareFederationMs.toFixed(2)} ms per aggregate; wanas ${t.ratioToBareFederation.toFixed(2)}× that`,
       `    by role: entry ${t.byRole.entry.toFixed(2)} ms, representatives ${t.byRole.representatives.toFixed(2)} ms, pod brokers ${t.byRole.podBrokers.toFixed(2)} ms; per request served: SiteRequest ${t.perRequest.siteRequestMs.toFixed(2)} ms, LocalRequest ${t.perRequest.localRequestMs.toFixed(2)} ms (a bare server call ${t.bareServerMsPerCall.toFixed(2)} ms); idle ${t.idlePercentOfCore.toFixed(2)}% of a core per broker (${t.brokers} brokers)`,
     ]),
-    `  tracing at 100% sampling (OTLP http/protobuf, ${r.tracing.exports} exports): ${r.tracing.onMs.toFixed(2)} ms of CPU per aggregate vs ${r.tracing.offMs.toFixed(2)} ms off = ${r.tracing.ratio.toFixed(3)}× (target ≤ 1.05×; medians of ${r.tracing.rounds} interleaved rounds of ${r.tracing.aggregates})`,
     `  idle, demo-shaped federation (${r.idle.brokers} brokers, ${r.idle.seconds} s): mean ${r.idle.meanPercentOfCore.toFixed(2)}%, max ${r.idle.maxPercentOfCore.toFixed(2)}% of a core per broker (target ≤ 0.5%); brokers log at ${r.logLevel} (their default)`,
   ].join('\n');
 }

@@ -7,6 +7,7 @@ import { describePlacement, placementPart, type PlacementResult } from './part-p
 import { scalePart } from './part-scale';
 import { cpuPart, describeCpu } from './part-cpu';
 import { latencyPart } from './part-latency';
+import { describeTracing, tracingPart } from './part-tracing';
 import { failoverPart, tailPart, throughputPart, type BenchCounts, type Progress } from './parts';
 import { latencySvg } from './svg';
 
@@ -14,6 +15,7 @@ import { latencySvg } from './svg';
 export const PARTS = [
   'latency',
   'cpu',
+  'tracing',
   'failover',
   'failure',
   'placement',
@@ -74,6 +76,7 @@ function describe(
   const byPart: Partial<Record<Part, (x: never) => string>> = {
     latency: describeLatency,
     cpu: describeCpu,
+    tracing: describeTracing,
     failover: describeFailover,
     tail: describeTail,
     scale: describeScale,
@@ -236,6 +239,7 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
     const fn = {
       latency: latencyPart,
       cpu: cpuPart,
+      tracing: tracingPart,
       failover: failoverPart,
       failure: failurePart,
       placement: placementPart,
@@ -278,6 +282,7 @@ const SECTIONS: [string, string][] = [
   ['latency', 'latency'],
   ['latency_mtls', 'latency over mTLS (`--tls`)'],
   ['cpu', 'CPU per aggregate'],
+  ['tracing', 'tracing cost'],
   ['failover', 'failover'],
   ['failure', 'failure paths'],
   ['placement', 'placement and request modes'],
@@ -313,7 +318,7 @@ function writeMarkdown(
     '# Benchmarks',
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
-    '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`cpu`, `failover`, `failure`, `placement`, `tail`,',
+    '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`cpu`, `tracing`, `failover`, `failure`, `placement`, `tail`,',
     '`throughput`, `scale`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
     '`npm run bench -- latency --tls`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',

@@ -175,7 +175,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   await source.resolve();
   const topology = () => source.topology;
 
-  const tracing = await startTracing(info, log);
+  const tracing = await startTracing(info, initial.tracing, log);
   const security = createSecurity(topology, info, log);
   const cm = connectionManagerFor(topology(), security, opts, log);
   const store = podStoreFor(topology(), info);

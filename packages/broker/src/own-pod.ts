@@ -43,7 +43,7 @@ export async function runOwnPod(
     hedged: false,
   });
   try {
-    const result = await inOperationSpan(op.name, self, a.trace, () =>
+    const result = await inOperationSpan(op.name, a.trace, () =>
       op.execute(params, {
         site: self.site,
         pod: self.pod,

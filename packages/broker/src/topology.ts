@@ -166,12 +166,55 @@ const securitySchema = z
     }
   });
 
+/** OpenTelemetry samplers by their standard names (the values of `OTEL_TRACES_SAMPLER`). */
+export const SAMPLERS = [
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+] as const;
+
+/**
+ * Traces for every broker of the federation (see tracing.ts). The standard `OTEL_*` environment variables,
+ * where a broker has them, win over these: one broker can be pointed at another collector.
+ */
+const tracingSchema = z
+  .strictObject({
+    /** OTLP/HTTP base URL of a collector, e.g. http://otel-collector:4318 (`/v1/traces` is appended). Unset: off. */
+    endpoint: z
+      .url({
+        protocol: /^https?$/,
+        error: 'must be an http:// or https:// URL, e.g. "http://otel-collector:4318"',
+      })
+      .optional(),
+    /** OTLP encoding. */
+    protocol: z.enum(['http/protobuf', 'http/json']).default('http/protobuf'),
+    /** Which traces are kept (OpenTelemetry's sampler names; default: a caller's choice, else every trace). */
+    sampler: z.enum(SAMPLERS).default('parentbased_always_on'),
+    /** The fraction of traces kept by the `traceidratio` samplers, 0-1. */
+    samplerRatio: z.number().min(0).max(1).optional(),
+    /** `service.name` of the spans. */
+    serviceName: z.string().min(1).max(256).default('wanas'),
+  })
+  .prefault({})
+  .superRefine((t, ctx) => {
+    if (t.samplerRatio !== undefined && !t.sampler.endsWith('traceidratio'))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['samplerRatio'],
+        message: `only applies to the traceidratio samplers, not "${t.sampler}"`,
+      });
+  });
+
 /** The topology file's schema (zod). */
 export const topologySchema = z
   .strictObject({
     federation: name('federation name'),
     settings: settingsSchema,
     security: securitySchema,
+    tracing: tracingSchema,
     sites: z.array(siteSchema).min(1, 'a federation needs at least one site'),
   })
   .superRefine((t, ctx) => {
@@ -299,6 +342,8 @@ export interface Topology {
   federation: string;
   settings: TopologyDoc['settings'];
   security: TopologyDoc['security'];
+  /** Traces for the federation's brokers (the OTEL_* environment variables win). */
+  tracing: TopologyDoc['tracing'];
   /** Sites in file order, each with its pods in file order. */
   sites: { name: string; pods: PodInfo[] }[];
   /** Every broker by id. */
@@ -373,7 +418,15 @@ export function parseTopology(doc: unknown, file?: string): Topology {
       };
     }),
   }));
-  return { federation: t.federation, settings: t.settings, security: t.security, sites, brokers, file };
+  return {
+    federation: t.federation,
+    settings: t.settings,
+    security: t.security,
+    tracing: t.tracing,
+    sites,
+    brokers,
+    file,
+  };
 }
 
 /** Reads, parses (YAML) and validates a topology file. */

@@ -1,10 +1,12 @@
 /**
- * OpenTelemetry traces, configured the standard way: on when an OTLP endpoint is set
- * (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_TRACES_EXPORTER=otlp`),
- * off otherwise and with `OTEL_SDK_DISABLED=true` (then every call below is the API's no-op: nothing is
- * recorded, propagated or exported). `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` chooses `http/protobuf` (the
- * default) or `http/json`; `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER(_ARG)` and `OTEL_BSP_*` are read by
- * the SDK. A caller's W3C `traceparent`/`tracestate` is continued; without one a trace starts at the entry.
+ * OpenTelemetry traces, configured the standard way: on when an OTLP endpoint is set, by the topology's
+ * `tracing.endpoint` or the environment (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+ * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_TRACES_EXPORTER=otlp`), off otherwise and with
+ * `OTEL_SDK_DISABLED=true` (then every call below returns at once: nothing is recorded, propagated or
+ * exported). `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` (or `tracing.protocol`) chooses `http/protobuf` (the
+ * default) or `http/json`; `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER(_ARG)` (or `tracing.serviceName`,
+ * `tracing.sampler`, `tracing.samplerRatio`); `OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_HEADERS` are read by the
+ * SDK. An environment variable a broker has wins over the topology. A caller's W3C `traceparent`/`tracestate` is continued; without one a trace starts at the entry.
  */
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -18,24 +20,76 @@ import {
   type Span,
   type TextMapGetter,
   type TextMapSetter,
+  type Tracer,
 } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
+import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+  type Sampler,
+  type SpanExporter,
+} from '@opentelemetry/sdk-trace-base';
 import { codeName } from '@wanas/proto';
 import type { Logger } from 'winston';
-import type { BrokerInfo } from './topology';
+import type { BrokerInfo, SAMPLERS, Topology } from './topology';
 
 const TRACER = 'wanas';
 
-/** True when the environment asks for traces (see the module comment). */
-export function tracingWanted(env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env.OTEL_SDK_DISABLED === 'true' || env.OTEL_TRACES_EXPORTER === 'none') return false;
-  return !!(
-    env.OTEL_EXPORTER_OTLP_ENDPOINT ||
-    env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ||
-    env.OTEL_TRACES_EXPORTER === 'otlp'
-  );
+/** Tracing as a broker runs it: the topology's `tracing` section with the OTEL_* variables laid over it. */
+export interface TracingSettings {
+  on: boolean;
+  protocol: string;
+  /** The traces URL from the topology; undefined when the environment names the endpoint (the exporter reads it). */
+  url: string | undefined;
+  /** Where spans go, for the log line. */
+  endpoint: string | undefined;
+  serviceName: string;
+  /** The topology's sampler; undefined when `OTEL_TRACES_SAMPLER` is set (the SDK reads it). */
+  sampler: Sampler | undefined;
+}
+
+/**
+ * The settings for `config` (the topology's section) and `env`: a standard variable a broker has wins over
+ * the topology (the OpenTelemetry variables keep their usual meaning), and `OTEL_SDK_DISABLED=true` or
+ * `OTEL_TRACES_EXPORTER=none` turn tracing off whatever the topology says.
+ */
+export function tracingSettings(
+  config: Topology['tracing'] | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): TracingSettings {
+  const envEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  const fromTopology = envEndpoint ? undefined : config?.endpoint;
+  const disabled = env.OTEL_SDK_DISABLED === 'true' || env.OTEL_TRACES_EXPORTER === 'none';
+  return {
+    on: !disabled && !!(envEndpoint || fromTopology || env.OTEL_TRACES_EXPORTER === 'otlp'),
+    protocol:
+      env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ??
+      env.OTEL_EXPORTER_OTLP_PROTOCOL ??
+      config?.protocol ??
+      'http/protobuf',
+    url: fromTopology && `${fromTopology.replace(/\/+$/, '')}/v1/traces`,
+    endpoint: envEndpoint || fromTopology,
+    serviceName: env.OTEL_SERVICE_NAME || config?.serviceName || 'wanas',
+    sampler: env.OTEL_TRACES_SAMPLER || !config ? undefined : samplerFor(config.sampler, config.samplerRatio),
+  };
+}
+
+/** The SDK sampler of a standard sampler name (`ratio` for the traceidratio ones, default 1). */
+function samplerFor(name: (typeof SAMPLERS)[number], ratio = 1): Sampler {
+  const root = {
+    always_on: () => new AlwaysOnSampler(),
+    always_off: () => new AlwaysOffSampler(),
+    traceidratio: () => new TraceIdRatioBasedSampler(ratio),
+    parentbased_always_on: () => new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+    parentbased_always_off: () => new ParentBasedSampler({ root: new AlwaysOffSampler() }),
+    parentbased_traceidratio: () => new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
+  };
+  return root[name]();
 }
 
 /**
@@ -43,6 +97,7 @@ export function tracingWanted(env: NodeJS.ProcessEnv = process.env): boolean {
  * share it and its resource (the first one's id); it is shut down when the last of them stops.
  */
 let provider: BasicTracerProvider | undefined;
+let tracer: Tracer | undefined;
 let users = 0;
 /** The span of every call while tracing is off (one shared non-recording span: nothing is made per call). */
 export const OFF_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
@@ -55,51 +110,58 @@ export function tracingOn(): boolean {
 }
 
 /**
- * Starts tracing for this process when the environment asks for it: the OTLP exporter of the protocol
- * asked, a batch span processor and W3C trace-context propagation. Parents are passed explicitly (a call's
- * context travels in its CallContext), not through an async-hooks context manager, whose hooks on every
- * promise would cost every call. Returns how to flush and stop.
+ * Starts tracing for this process when the topology or the environment asks for it (see tracingSettings):
+ * the OTLP exporter of the protocol asked, a batch span processor and W3C trace-context propagation.
+ * Parents are passed explicitly (a call's context travels in its CallContext), not through an
+ * async-hooks context manager, whose hooks on every promise would cost every call. Returns how to flush
+ * and stop. The settings are read once: a change to the topology's `tracing` applies when a broker restarts.
  */
-export async function startTracing(self: BrokerInfo, log: Logger): Promise<{ shutdown(): Promise<void> }> {
-  if (!tracingWanted()) return { shutdown: async () => undefined };
+export async function startTracing(
+  self: BrokerInfo,
+  config: Topology['tracing'] | undefined,
+  log: Logger,
+): Promise<{ shutdown(): Promise<void> }> {
+  const settings = tracingSettings(config);
+  if (!settings.on) return { shutdown: async () => undefined };
   users++;
   const stop = async () => {
-    if (--users === 0) await provider?.shutdown();
-    else await provider?.forceFlush();
+    if (--users > 0) return provider?.forceFlush();
+    const last = provider;
+    provider = tracer = undefined;
+    await last?.shutdown();
   };
   if (provider) return { shutdown: stop };
-  const protocol =
-    process.env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ??
-    process.env.OTEL_EXPORTER_OTLP_PROTOCOL ??
-    'http/protobuf';
-  const exporter = await exporterFor(protocol);
+  const exporter = await exporterFor(settings.protocol, settings.url);
   provider = new BasicTracerProvider({
     resource: resourceFromAttributes({
-      'service.name': process.env.OTEL_SERVICE_NAME ?? 'wanas',
+      'service.name': settings.serviceName,
       'service.instance.id': self.id,
       'wanas.site': self.site,
       'wanas.pod': self.pod,
     }),
+    ...(settings.sampler && { sampler: settings.sampler }),
     spanProcessors: [new BatchSpanProcessor(exporter)],
   });
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
-  log.info('tracing on', {
-    protocol,
-    endpoint: process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? process.env.OTEL_EXPORTER_OTLP_ENDPOINT,
-  });
+  tracer = provider.getTracer(TRACER);
+  log.info('tracing on', { protocol: settings.protocol, endpoint: settings.endpoint });
   return { shutdown: stop };
 }
 
-/** The OTLP/HTTP exporter for `protocol` (its endpoint and headers from the standard variables). */
-async function exporterFor(protocol: string): Promise<SpanExporter> {
+/**
+ * The OTLP/HTTP exporter for `protocol`, sending to `url` (the topology's), else to the endpoint of the
+ * standard variables; headers (e.g. a collector's credentials) only from `OTEL_EXPORTER_OTLP_HEADERS`.
+ */
+async function exporterFor(protocol: string, url: string | undefined): Promise<SpanExporter> {
+  const config = url ? { url } : {};
   if (protocol === 'http/json') {
     const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
-    return new OTLPTraceExporter();
+    return new OTLPTraceExporter(config);
   }
   if (protocol === 'http/protobuf') {
     const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-proto');
-    return new OTLPTraceExporter();
+    return new OTLPTraceExporter(config);
   }
   throw new Error(`OTEL_EXPORTER_OTLP_PROTOCOL: "${protocol}" is not supported (http/protobuf or http/json)`);
 }
@@ -133,15 +195,13 @@ export function serverSpan(
   method: string,
   correlationId: string,
 ): { span: Span; ctx: Context } {
-  if (!provider) return OFF_CALL;
+  if (!tracer) return OFF_CALL;
   const parent = propagation.extract(ROOT_CONTEXT, md, metadataGetter);
-  const span = trace
-    .getTracer(TRACER)
-    .startSpan(
-      `${service}/${method}`,
-      { kind: SpanKind.SERVER, attributes: rpcAttributes(service, method, correlationId) },
-      parent,
-    );
+  const span = tracer.startSpan(
+    `${service}/${method}`,
+    { kind: SpanKind.SERVER, attributes: rpcAttributes(service, method, correlationId) },
+    parent,
+  );
   return { span, ctx: trace.setSpan(parent, span) };
 }
 
@@ -157,22 +217,25 @@ export function endSpan(span: Span, code: number, message?: string): void {
 /**
  * A client span for one attempt of a fan-out request (a child of the current call's span), its context
  * injected into `md` so the peer's server span is its child. `done` ends it with the attempt's outcome.
+ * The correlation id is on the parent and on the peer's server span, not repeated here (every attribute
+ * is encoded and exported once per span).
  */
 export function attemptSpan(
   parent: Context,
   md: grpc.Metadata,
   method: 'SiteRequest' | 'LocalRequest' | 'StreamSiteRequest',
-  correlationId: string,
   endpoint: { brokerId: string; address: string },
   hedged: boolean,
 ): { done(code: number, message?: string): void } {
-  if (!provider) return OFF_ATTEMPT;
-  const span = trace.getTracer(TRACER).startSpan(
+  if (!tracer) return OFF_ATTEMPT;
+  const span = tracer.startSpan(
     `wanas.v1.FederationService/${method}`,
     {
       kind: SpanKind.CLIENT,
       attributes: {
-        ...rpcAttributes('wanas.v1.FederationService', method, correlationId),
+        'rpc.system': 'grpc',
+        'rpc.service': 'wanas.v1.FederationService',
+        'rpc.method': method,
         'server.address': endpoint.address,
         'wanas.peer_broker': endpoint.brokerId,
         'wanas.hedged': hedged,
@@ -184,19 +247,17 @@ export function attemptSpan(
   return { done: (code, message) => endSpan(span, code, message) };
 }
 
-/** Runs an operation in this pod under its own span (a child of the call's, `parent`). */
-export async function inOperationSpan<T>(
-  op: string,
-  self: BrokerInfo,
-  parent: Context,
-  run: () => T | Promise<T>,
-): Promise<T> {
-  if (!provider) return run();
-  const span = trace.getTracer(TRACER).startSpan(
+/**
+ * Runs an operation in this pod under its own span (a child of the call's, `parent`). The site and pod
+ * are the resource's (`wanas.site`, `wanas.pod`, set once per process).
+ */
+export async function inOperationSpan<T>(op: string, parent: Context, run: () => T | Promise<T>): Promise<T> {
+  if (!tracer) return run();
+  const span = tracer.startSpan(
     `operation ${op}`,
     {
       kind: SpanKind.INTERNAL,
-      attributes: { 'wanas.operation': op, 'wanas.site': self.site, 'wanas.pod': self.pod },
+      attributes: { 'wanas.operation': op },
     },
     parent,
   );

@@ -7,7 +7,7 @@ export function registerBench(program: Command): void {
   program
     .command('bench')
     .description(
-      'benchmarks with real broker processes and the WAN emulator; parts: latency, cpu, failover, failure, placement, tail, throughput, scale (default: all)',
+      'benchmarks with real broker processes and the WAN emulator; parts: latency, cpu, tracing, failover, failure, placement, tail, throughput, scale (default: all)',
     )
     .argument('[parts...]', 'parts to run')
     .option('--json', 'print one JSON object per part as the last lines of output')

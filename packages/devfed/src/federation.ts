@@ -51,6 +51,8 @@ export interface DevFederationOptions {
   /** Extra `wanas broker` flags for every broker (e.g. `--grace 2000`). */
   brokerArgs?: string[];
   settings?: Record<string, unknown>;
+  /** The topology's `tracing` section (OTLP endpoint, protocol, sampler, service name). */
+  tracing?: Record<string, unknown>;
   /** Extra environment per broker (e.g. NODE_OPTIONS). */
   envFor?: (b: DevBroker) => Record<string, string>;
   /** Fault injection per broker: `RATIO:MS` of federation requests answered late (`wanas broker --inject-slow`). */
@@ -156,6 +158,7 @@ export class DevFederation {
     const doc: Record<string, unknown> = {
       federation: 'dev',
       settings: { dataDir: path.join(f.dir, 'data'), ...opts.settings },
+      ...(opts.tracing && { tracing: opts.tracing }),
       sites: Object.entries(spec).map(([site, pods]) => ({
         name: site,
         pods: Object.entries(pods).map(([pod, n]) => ({
