@@ -129,6 +129,25 @@ describe('wanas k8s', () => {
     );
   });
 
+  it("keeps the source topology's tracing section in the ConfigMap's topology", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-k8s-tracing-'));
+    try {
+      const file = path.join(dir, 'topology.yaml');
+      const tracing = {
+        endpoint: 'http://otel-collector.observability:4318',
+        sampler: 'traceidratio',
+        samplerRatio: 0.2,
+      };
+      fs.writeFileSync(file, YAML.stringify({ ...demo, tracing }));
+      const r = k8s('--topology', file, '--image', 'registry.example.com/wanas:1.0');
+      expect(r.status).toBe(0);
+      const cm = r.docs.find((d) => d.kind === 'ConfigMap')!;
+      expect(parseTopology(YAML.parse(cm.data['topology.yaml'])).tracing).toMatchObject(tracing);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('emits one datacenter with --site, and names the Secrets to create on stderr', () => {
     const r = k8s(
       '--topology',

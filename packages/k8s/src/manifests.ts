@@ -177,6 +177,7 @@ function k8sTopology(t: Topology, o: K8sOptions): Record<string, unknown> {
   return {
     federation: t.federation,
     settings: { ...settings, dataDir: PATHS.data },
+    tracing: t.tracing,
     security: {
       mode: 'mtls',
       caFile: `${PATHS.tlsDir}/ca.crt`,
