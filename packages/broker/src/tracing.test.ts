@@ -35,7 +35,7 @@ describe('tracing settings', () => {
       url: 'http://otel-collector:4318/v1/traces',
       serviceName: 'brokers',
     });
-    expect(s.sampler?.toString()).toMatch(/ParentBased\{root=TraceIdRatioBased\{0\.25\}/);
+    expect(s.sampler).toEqual({ name: 'parentbased_traceidratio', ratio: 0.25 });
   });
 
   it('let a standard variable a broker has win over the topology', () => {

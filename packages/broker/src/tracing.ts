@@ -22,23 +22,18 @@ import {
   type TextMapSetter,
   type Tracer,
 } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-  type Sampler,
-  type SpanExporter,
-} from '@opentelemetry/sdk-trace-base';
+import type { BasicTracerProvider, Sampler, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { codeName } from '@wanas/proto';
 import type { Logger } from 'winston';
 import type { BrokerInfo, SAMPLERS, Topology } from './topology';
 
 const TRACER = 'wanas';
+
+/** A sampler by its standard name, and the ratio of the traceidratio ones. */
+export interface SamplerSpec {
+  name: (typeof SAMPLERS)[number];
+  ratio: number | undefined;
+}
 
 /** Tracing as a broker runs it: the topology's `tracing` section with the OTEL_* variables laid over it. */
 export interface TracingSettings {
@@ -50,7 +45,7 @@ export interface TracingSettings {
   endpoint: string | undefined;
   serviceName: string;
   /** The topology's sampler; undefined when `OTEL_TRACES_SAMPLER` is set (the SDK reads it). */
-  sampler: Sampler | undefined;
+  sampler: SamplerSpec | undefined;
 }
 
 /**
@@ -75,29 +70,19 @@ export function tracingSettings(
     url: fromTopology && `${fromTopology.replace(/\/+$/, '')}/v1/traces`,
     endpoint: envEndpoint || fromTopology,
     serviceName: env.OTEL_SERVICE_NAME || config?.serviceName || 'wanas',
-    sampler: env.OTEL_TRACES_SAMPLER || !config ? undefined : samplerFor(config.sampler, config.samplerRatio),
+    sampler:
+      env.OTEL_TRACES_SAMPLER || !config ? undefined : { name: config.sampler, ratio: config.samplerRatio },
   };
-}
-
-/** The SDK sampler of a standard sampler name (`ratio` for the traceidratio ones, default 1). */
-function samplerFor(name: (typeof SAMPLERS)[number], ratio = 1): Sampler {
-  const root = {
-    always_on: () => new AlwaysOnSampler(),
-    always_off: () => new AlwaysOffSampler(),
-    traceidratio: () => new TraceIdRatioBasedSampler(ratio),
-    parentbased_always_on: () => new ParentBasedSampler({ root: new AlwaysOnSampler() }),
-    parentbased_always_off: () => new ParentBasedSampler({ root: new AlwaysOffSampler() }),
-    parentbased_traceidratio: () => new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
-  };
-  return root[name]();
 }
 
 /**
  * The process's tracer provider, once started. Several brokers in one process (`--id a,b,c`, benchmarks)
- * share it and its resource (the first one's id); it is shut down when the last of them stops.
+ * share it and its resource (the first one's id); it is shut down when the last of them stops. The SDK is
+ * loaded only then: a broker that does not trace never loads it (~2 MB of memory, start-up time).
  */
 let provider: BasicTracerProvider | undefined;
 let tracer: Tracer | undefined;
+let starting: Promise<void> | undefined;
 let users = 0;
 /** The span of every call while tracing is off (one shared non-recording span: nothing is made per call). */
 export const OFF_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
@@ -106,7 +91,7 @@ const OFF_CALL = { span: OFF_SPAN, ctx: ROOT_CONTEXT };
 
 /** True once this process traces (spans are recorded and exported). */
 export function tracingOn(): boolean {
-  return provider !== undefined;
+  return tracer !== undefined;
 }
 
 /**
@@ -124,29 +109,60 @@ export async function startTracing(
   const settings = tracingSettings(config);
   if (!settings.on) return { shutdown: async () => undefined };
   users++;
-  const stop = async () => {
-    if (--users > 0) return provider?.forceFlush();
-    const last = provider;
-    provider = tracer = undefined;
-    await last?.shutdown();
-  };
-  if (provider) return { shutdown: stop };
+  try {
+    await (starting ??= startProvider(self, settings, log));
+  } catch (e) {
+    users--;
+    starting = undefined;
+    throw e;
+  }
+  return { shutdown: stopOne };
+}
+
+/** One broker of the process stops tracing: the last one flushes and shuts the provider down. */
+async function stopOne(): Promise<void> {
+  if (--users > 0) return provider?.forceFlush();
+  const last = provider;
+  provider = tracer = starting = undefined;
+  await last?.shutdown();
+}
+
+/** Loads the SDK and makes the process's provider, its exporter and the W3C propagator. */
+async function startProvider(self: BrokerInfo, settings: TracingSettings, log: Logger): Promise<void> {
+  const [sdk, { W3CTraceContextPropagator }, { resourceFromAttributes }] = await Promise.all([
+    import('@opentelemetry/sdk-trace-base'),
+    import('@opentelemetry/core'),
+    import('@opentelemetry/resources'),
+  ]);
   const exporter = await exporterFor(settings.protocol, settings.url);
-  provider = new BasicTracerProvider({
+  provider = new sdk.BasicTracerProvider({
     resource: resourceFromAttributes({
       'service.name': settings.serviceName,
       'service.instance.id': self.id,
       'wanas.site': self.site,
       'wanas.pod': self.pod,
     }),
-    ...(settings.sampler && { sampler: settings.sampler }),
-    spanProcessors: [new BatchSpanProcessor(exporter)],
+    ...(settings.sampler && { sampler: samplerFor(sdk, settings.sampler) }),
+    spanProcessors: [new sdk.BatchSpanProcessor(exporter)],
   });
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
   tracer = provider.getTracer(TRACER);
   log.info('tracing on', { protocol: settings.protocol, endpoint: settings.endpoint });
-  return { shutdown: stop };
+}
+
+/** The SDK's sampler for a standard sampler name (ratio 1 when a traceidratio one has none). */
+function samplerFor(sdk: typeof import('@opentelemetry/sdk-trace-base'), spec: SamplerSpec): Sampler {
+  const ratio = () => new sdk.TraceIdRatioBasedSampler(spec.ratio ?? 1);
+  const make = {
+    always_on: () => new sdk.AlwaysOnSampler(),
+    always_off: () => new sdk.AlwaysOffSampler(),
+    traceidratio: ratio,
+    parentbased_always_on: () => new sdk.ParentBasedSampler({ root: new sdk.AlwaysOnSampler() }),
+    parentbased_always_off: () => new sdk.ParentBasedSampler({ root: new sdk.AlwaysOffSampler() }),
+    parentbased_traceidratio: () => new sdk.ParentBasedSampler({ root: ratio() }),
+  };
+  return make[spec.name]();
 }
 
 /**
@@ -276,7 +292,7 @@ export async function inOperationSpan<T>(op: string, parent: Context, run: () =>
  * once the span ended): how a caller learns which trace answered it. Nothing when tracing is off.
  */
 export function injectTraceparent(span: Span, md: grpc.Metadata): void {
-  if (provider) propagation.inject(trace.setSpan(ROOT_CONTEXT, span), md, metadataSetter);
+  if (tracer) propagation.inject(trace.setSpan(ROOT_CONTEXT, span), md, metadataSetter);
 }
 
 /** The trace and span ids for a log line (undefined when tracing is off). */
