@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DevFederation, WANAS_BIN, freePorts } from '@wanas/devfed';
+import { DevFederation, freePorts, spawnBroker } from '@wanas/devfed';
 import { timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
 import { summarize } from './stats';
 
@@ -101,7 +101,6 @@ async function bigTopologyRss(progress: Progress, settleMs = 5000): Promise<{ li
       );
   }
   fs.writeFileSync(path.join(dir, 'topology.yaml'), `${lines.join('\n')}\n`);
-  const bin = WANAS_BIN;
   const farm = spawn(process.execPath, ['-e', FARM], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: {
@@ -121,11 +120,9 @@ async function bigTopologyRss(progress: Progress, settleMs = 5000): Promise<{ li
       farm.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && resolve());
       farm.once('exit', (code) => reject(new Error(`peer farm exited with ${code}`)));
     });
-    proc = spawn(
-      process.execPath,
-      [bin, 'broker', '--topology', path.join(dir, 'topology.yaml'), '--id', 's1-p1', '--log-level', 'error'],
-      { stdio: 'ignore' },
-    );
+    // As every harness starts a broker (with BROKER_NODE_FLAGS, what the image runs too).
+    proc = spawnBroker({ topologyFile: path.join(dir, 'topology.yaml'), id: 's1-p1', logLevel: 'error' });
+    proc.stderr?.resume();
     await new Promise((r) => setTimeout(r, settleMs));
     const live = rssMb();
     progress.tick();
