@@ -16,6 +16,10 @@ import { summarize } from './stats';
 /** JSON of the tracing part. */
 export interface TracingResult {
   part: 'tracing';
+  /** The traced federation's sampler (always_on unless OTEL_TRACES_SAMPLER is set for the run). */
+  sampler: string;
+  /** Its OTLP encoding (http/protobuf unless OTEL_EXPORTER_OTLP_PROTOCOL is set for the run). */
+  protocol: string;
   /** CPU of every broker per aggregate, ms: medians over the rounds. */
   offMs: number;
   onMs: number;
@@ -46,24 +50,29 @@ const ExportRequest = protobuf.Root.fromJSON({
   },
 }).lookupType('Req');
 
-/** The number of spans in an OTLP http/protobuf export body. */
-function spansIn(body: Buffer): number {
-  const req = ExportRequest.decode(body) as unknown as {
-    resourceSpans: { scopeSpans: { spans: unknown[] }[] }[];
+/** The number of spans in an OTLP/HTTP export body (protobuf, or JSON when `json`). */
+function spansIn(body: Buffer, json: boolean): number {
+  const req = (json ? JSON.parse(body.toString()) : ExportRequest.decode(body)) as {
+    resourceSpans?: { scopeSpans?: { spans?: unknown[] }[] }[];
   };
-  return req.resourceSpans.reduce((n, rs) => n + rs.scopeSpans.reduce((m, ss) => m + ss.spans.length, 0), 0);
+  return (req.resourceSpans ?? []).reduce(
+    (n, rs) => n + (rs.scopeSpans ?? []).reduce((m, ss) => m + (ss.spans ?? []).length, 0),
+    0,
+  );
 }
 
-/** A sink for OTLP/HTTP protobuf exports: counts requests and spans. */
+/** A sink for OTLP/HTTP exports: counts requests and spans. */
 async function otlpSink() {
   const seen = { exports: 0, spans: 0 };
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      const json = req.headers['content-type'] === 'application/json';
       seen.exports++;
-      seen.spans += spansIn(Buffer.concat(chunks));
-      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      seen.spans += spansIn(Buffer.concat(chunks), json);
+      if (json) res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      else res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -77,11 +86,16 @@ export async function tracingPart(counts: BenchCounts, progress: Progress): Prom
   const shapeOf = shape(counts, 4, 3, 2);
   const start = (env?: Record<string, string>) =>
     DevFederation.start({ ...shapeOf, wanLatencyMs: 0, logLevel: 'info', envFor: env && (() => env) });
-  const off = await start();
+  // Every broker inherits this process's environment: OTEL_BSP_*, OTEL_TRACES_SAMPLER or
+  // OTEL_EXPORTER_OTLP_PROTOCOL set for a run (`OTEL_TRACES_SAMPLER=always_off npm run bench -- tracing`)
+  // apply to the traced federation; the other is told OTEL_SDK_DISABLED.
+  const sampler = process.env.OTEL_TRACES_SAMPLER ?? 'always_on';
+  const protocol = process.env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf';
+  const off = await start({ OTEL_SDK_DISABLED: 'true' });
   const on = await start({
     OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint,
-    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
-    OTEL_TRACES_SAMPLER: 'always_on',
+    OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+    OTEL_TRACES_SAMPLER: sampler,
   });
   try {
     const warm = counts.smoke ? 5 : 200;
@@ -113,6 +127,8 @@ export async function tracingPart(counts: BenchCounts, progress: Progress): Prom
     const ratios = ms.on.map((x, i) => x / ms.off[i]!);
     return {
       part: 'tracing',
+      sampler,
+      protocol,
       offMs: median(ms.off),
       onMs: median(ms.on),
       ratio: median(ratios),
@@ -139,7 +155,7 @@ function median(xs: number[]): number {
 /** Human lines for the tracing part's result. */
 export function describeTracing(r: TracingResult): string {
   return [
-    `  tracing at 100% sampling (OTLP http/protobuf, ${r.spansPerAggregate.toFixed(1)} spans per aggregate, ${r.exports} exports): ${r.onMs.toFixed(2)} ms of broker CPU per aggregate vs ${r.offMs.toFixed(2)} ms off`,
+    `  tracing, sampler ${r.sampler}${r.sampler === 'always_on' ? ' (100%)' : ''} (OTLP ${r.protocol}, ${r.spansPerAggregate.toFixed(1)} spans per aggregate, ${r.exports} exports): ${r.onMs.toFixed(2)} ms of broker CPU per aggregate vs ${r.offMs.toFixed(2)} ms off`,
     `  on ÷ off = ${r.ratio.toFixed(3)}× (median of ${r.rounds} rounds of ${r.aggregates}, each ${r.minRatio.toFixed(3)}–${r.maxRatio.toFixed(3)}×; target ≤ 1.05×); p50 ${r.onP50Ms.toFixed(1)} ms on, ${r.offP50Ms.toFixed(1)} ms off`,
   ].join('\n');
 }
