@@ -206,6 +206,39 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
     expect(line).toMatchObject({ trace_id: traceId, span_id: entry.spanId });
   });
 
+  it("honours a caller's decision not to sample at every hop (no broker records a span of that aggregate)", async () => {
+    const ask = (flags: string) => {
+      const client = f.track(new AggregationServiceClient(f.broker('s1-p1-a').address, f.clientCredentials));
+      const md = new grpc.Metadata();
+      md.set(
+        'traceparent',
+        `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-${flags}`,
+      );
+      return new Promise<AggregateResponse>((resolve, reject) =>
+        client.aggregate(
+          AggregateRequest.fromPartial({ operation: 'echo' }),
+          md,
+          { deadline: Date.now() + 10_000 },
+          (e, r) => (e ? reject(e) : resolve(r!)),
+        ),
+      );
+    };
+    const servedFor = (correlationId: string) =>
+      receiver.spans.filter((s) => s.kind === 2 && s.attributes['wanas.correlation_id'] === correlationId);
+    const unsampled = await ask('00');
+    const sampled = await ask('01');
+    // Once every hop of the sampled one is exported, anything of the unsampled one would have been too.
+    await until(
+      'the sampled aggregate exported by every hop',
+      async () => servedFor(sampled.correlationId).length >= 5,
+      20_000,
+    );
+    expect(servedFor(unsampled.correlationId)).toEqual([]);
+    expect(
+      receiver.spans.filter((s) => s.attributes['wanas.correlation_id'] === unsampled.correlationId),
+    ).toEqual([]);
+  });
+
   it('starts a trace at the entry for a caller that sent none', async () => {
     const before = receiver.spans.length;
     const r = await f.aggregator('s1-p1-a')({ operation: 'echo' });

@@ -259,7 +259,9 @@ export function attemptSpan(
     },
     parent,
   );
-  if (span.isRecording()) propagation.inject(trace.setSpan(parent, span), md, metadataSetter);
+  // Also when not sampled: the peer must see the decision (flags 00), or it would start a trace of its own
+  // and sample that hop by itself (partial traces, rooted in the middle of an aggregate).
+  propagation.inject(trace.setSpan(parent, span), md, metadataSetter);
   return { done: (code, message) => endSpan(span, code, message) };
 }
 
