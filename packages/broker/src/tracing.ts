@@ -279,6 +279,7 @@ export async function inOperationSpan<T>(op: string, parent: Context, run: () =>
     },
     parent,
   );
+  if (!span.isRecording()) return run(); // not sampled: no wrapper around the operation
   try {
     return await run();
   } catch (e) {
