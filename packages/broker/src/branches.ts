@@ -152,9 +152,7 @@ export class Branches {
         const metadata = new Metadata({ waitForReady: mode.waitForReady });
         // Traced, the attempt's span goes into its metadata before the call starts, and ends with its
         // outcome; untraced, nothing is made or attached.
-        const span = tracingOn()
-          ? attemptSpan(a.trace, metadata, method, ep, mode.hedged)
-          : undefined;
+        const span = tracingOn() ? attemptSpan(a.trace, metadata, method, ep, mode.hedged) : undefined;
         const started = call(client, msToDuration(Math.max(1, left - trip)), {
           deadline,
           metadata,
