@@ -3,7 +3,7 @@
  * attempt timeout, a request can turn hedging off, and malformed hedging fields are refused.
  */
 import * as grpc from '@grpc/grpc-js';
-import { Hedging, msToDuration, type AggregateRequest } from '@wanas/proto';
+import { Hedging, durationToMs, msToDuration, type AggregateRequest } from '@wanas/proto';
 import { Federation } from './support/federation';
 
 const ATTEMPT_MS = 600;
@@ -78,9 +78,13 @@ describe('hedging (real processes)', () => {
     expect(pods.every((p) => p.answeredBy !== frozen)).toBe(true);
     // The frozen representative's attempt lost to a hedge and was cancelled; nothing waited for a timeout.
     const tried = pods[0]!.attempts;
-    expect(tried.find((a) => a.brokerId === frozen)?.code).toBe(grpc.status.CANCELLED);
+    const frozenAttempt = tried.find((a) => a.brokerId === frozen);
+    expect(frozenAttempt?.code).toBe(grpc.status.CANCELLED);
     expect(tried.some((a) => a.hedged && a.code === 0)).toBe(true);
-    expect(elapsedMs).toBeLessThan(ATTEMPT_MS);
+    // The frozen attempt was cancelled before its timeout, as the broker timed it (the caller's own
+    // clock also counts six requests queueing on a busy machine: 642 ms once in CI).
+    expect(durationToMs(frozenAttempt?.latency)).toBeLessThan(ATTEMPT_MS);
+    expect(elapsedMs).toBeLessThan(3 * ATTEMPT_MS);
   });
 
   it('refuses a hedging value it does not know, and a contradiction, naming the field', async () => {
