@@ -71,7 +71,9 @@ describe('hedging (real processes)', () => {
       tried.find((a) => a.brokerId === frozen)?.code,
     );
     expect(pods.some((p) => p.attempts.some((a) => a.hedged))).toBe(false);
-    expect(elapsedMs).toBeGreaterThanOrEqual(ATTEMPT_MS / 2);
+    // It waited: for the timeout or for keepalive (a ping unanswered for 500 ms: 546 ms once in CI), far
+    // longer than a hedge to a twin takes.
+    expect(elapsedMs).toBeGreaterThanOrEqual(300);
   });
 
   it('by default, a read is hedged to a twin long before the attempt timeout', async () => {
