@@ -4,13 +4,15 @@
  * caller's `traceparent`, yields one trace: the entry's server span (child of the caller's), an attempt
  * span per fan-out request, each peer's server span a child of the attempt that reached it, and the
  * operation's span in every pod. The answer's trailer carries the entry span's `traceparent`; log lines
- * carry `trace_id` and `span_id`.
+ * carry `trace_id` and `span_id`. A frozen or missing collector costs the brokers neither answers nor a
+ * clean, prompt exit.
  */
 import * as grpc from '@grpc/grpc-js';
 import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
 import { randomBytes } from 'node:crypto';
 import * as http from 'node:http';
-import { DevFederation } from '@wanas/devfed';
+import * as net from 'node:net';
+import { DevFederation, freePorts } from '@wanas/devfed';
 import { until } from './support/until';
 
 jest.setTimeout(90_000);
@@ -320,6 +322,48 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
       expect(new Set(mine().map((s) => s.service))).toEqual(new Set(['from-topology']));
     } finally {
       await fed.stop();
+    }
+  });
+});
+
+describe('tracing with a collector that fails (real processes across the emulated WAN)', () => {
+  it('keeps answering, and stops within its grace, when the collector is frozen or gone', async () => {
+    // A frozen collector: takes connections and never answers. A gone one: a port nothing listens on.
+    const frozen = net.createServer(() => undefined);
+    await new Promise<void>((r) => frozen.listen(0, '127.0.0.1', r));
+    const [gone] = await freePorts(1);
+    const collectors = [
+      `http://127.0.0.1:${(frozen.address() as net.AddressInfo).port}`,
+      `http://127.0.0.1:${gone}`,
+    ];
+    const feds = await Promise.all(
+      collectors.map((endpoint) =>
+        DevFederation.start({
+          spec: { s1: { p1: 1, p2: 1 }, s2: { p1: 1 } },
+          wanLatencyMs: 5,
+          tracing: { endpoint },
+          envFor: () => ({ OTEL_BSP_SCHEDULE_DELAY: '50' }),
+        }),
+      ),
+    );
+    try {
+      for (const fed of feds) {
+        for (let i = 0; i < 30; i++) {
+          const r = await fed.aggregator('s1-p1-a')({ operation: 'echo' });
+          expect(r.summary?.podsOk).toBe(3);
+        }
+        // SIGTERM: the broker drains and exits by itself (code 0), not by the harness's SIGKILL, though
+        // its last spans cannot be delivered.
+        const proc = fed.broker('s1-p1-a').proc!;
+        const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+        const t0 = Date.now();
+        proc.kill('SIGTERM');
+        expect(await exited).toBe(0);
+        expect(Date.now() - t0).toBeLessThan(4000);
+      }
+    } finally {
+      await Promise.all(feds.map((fed) => fed.stop()));
+      frozen.close();
     }
   });
 });

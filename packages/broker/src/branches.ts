@@ -32,7 +32,7 @@ import { podOrder } from './modes/first-fit';
 import { runOwnPod } from './own-pod';
 import type { PodStore } from './store/pod-store';
 import { podOf, type BrokerInfo, type Topology } from './topology';
-import { attemptSpan, tracingOn } from './tracing';
+import { attemptSpan } from './tracing';
 
 /** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
 const SITE_ATTEMPT_FACTOR = 2;
@@ -152,7 +152,7 @@ export class Branches {
         const metadata = new Metadata({ waitForReady: mode.waitForReady });
         // Traced, the attempt's span goes into its metadata before the call starts, and ends with its
         // outcome; untraced, nothing is made or attached.
-        const span = tracingOn() ? attemptSpan(a.trace, metadata, method, ep, mode.hedged) : undefined;
+        const span = attemptSpan(a.trace, metadata, method, ep, mode.hedged);
         const started = call(client, msToDuration(Math.max(1, left - trip)), {
           deadline,
           metadata,

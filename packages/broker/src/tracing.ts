@@ -6,7 +6,8 @@
  * exported). `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` (or `tracing.protocol`) chooses `http/protobuf` (the
  * default) or `http/json`; `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER(_ARG)` (or `tracing.serviceName`,
  * `tracing.sampler`, `tracing.samplerRatio`); `OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_HEADERS` are read by the
- * SDK. An environment variable a broker has wins over the topology. A caller's W3C `traceparent`/`tracestate` is continued; without one a trace starts at the entry.
+ * SDK. An environment variable a broker has wins over the topology. A caller's W3C
+ * `traceparent`/`tracestate` is continued; without one a trace starts at the entry.
  */
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -63,9 +64,9 @@ export function tracingSettings(
   return {
     on: !disabled && !!(envEndpoint || fromTopology || env.OTEL_TRACES_EXPORTER === 'otlp'),
     protocol:
-      env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ??
-      env.OTEL_EXPORTER_OTLP_PROTOCOL ??
-      config?.protocol ??
+      env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ||
+      env.OTEL_EXPORTER_OTLP_PROTOCOL ||
+      config?.protocol ||
       'http/protobuf',
     url: fromTopology && `${fromTopology.replace(/\/+$/, '')}/v1/traces`,
     endpoint: envEndpoint || fromTopology,
@@ -86,13 +87,7 @@ let starting: Promise<void> | undefined;
 let users = 0;
 /** The span of every call while tracing is off (one shared non-recording span: nothing is made per call). */
 export const OFF_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
-const OFF_ATTEMPT = { done: () => undefined };
 const OFF_CALL = { span: OFF_SPAN, ctx: ROOT_CONTEXT };
-
-/** True once this process traces (spans are recorded and exported). */
-export function tracingOn(): boolean {
-  return tracer !== undefined;
-}
 
 /**
  * Starts tracing for this process when the topology or the environment asks for it (see tracingSettings):
@@ -116,15 +111,35 @@ export async function startTracing(
     starting = undefined;
     throw e;
   }
-  return { shutdown: stopOne };
+  return { shutdown: () => stopOne(log) };
 }
 
-/** One broker of the process stops tracing: the last one flushes and shuts the provider down. */
-async function stopOne(): Promise<void> {
-  if (--users > 0) return provider?.forceFlush();
+/**
+ * How long a stopping broker waits for its last spans to reach the collector. Spans are best effort: a
+ * frozen collector (each export waits out its 10 s timeout) must not hold a broker past its grace or make
+ * it exit with an error.
+ */
+const FLUSH_LIMIT_MS = 2000;
+
+/** One broker of the process stops tracing: the last one flushes and shuts the provider down (bounded). */
+async function stopOne(log: Logger): Promise<void> {
   const last = provider;
-  provider = tracer = starting = undefined;
-  await last?.shutdown();
+  if (--users === 0) provider = tracer = starting = undefined;
+  // Settled to a value: an export that fails after the limit has passed cannot become an unhandled rejection.
+  const done = (users === 0 ? last?.shutdown() : last?.forceFlush())?.then(
+    () => 'ok' as const,
+    (e: Error) => e,
+  );
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), FLUSH_LIMIT_MS).unref()));
+  const outcome = await Promise.race([done ?? 'ok', limit]);
+  clearTimeout(timer);
+  if (outcome === 'late')
+    log.warn('tracing: the collector did not take the last spans in time; they are dropped', {
+      limitMs: FLUSH_LIMIT_MS,
+    });
+  else if (outcome instanceof Error)
+    log.warn('tracing: the last spans could not be exported', { error: outcome.message });
 }
 
 /** Loads the SDK and makes the process's provider, its exporter and the W3C propagator. */
@@ -233,6 +248,7 @@ export function endSpan(span: Span, code: number, message?: string): void {
 /**
  * A client span for one attempt of a fan-out request (a child of the current call's span), its context
  * injected into `md` so the peer's server span is its child. `done` ends it with the attempt's outcome.
+ * Undefined while tracing is off: the caller then attaches nothing to the attempt.
  * The correlation id is on the parent and on the peer's server span, not repeated here (every attribute
  * is encoded and exported once per span).
  */
@@ -242,8 +258,8 @@ export function attemptSpan(
   method: 'SiteRequest' | 'LocalRequest' | 'StreamSiteRequest',
   endpoint: { brokerId: string; address: string },
   hedged: boolean,
-): { done(code: number, message?: string): void } {
-  if (!tracer) return OFF_ATTEMPT;
+): { done(code: number, message?: string): void } | undefined {
+  if (!tracer) return undefined;
   const span = tracer.startSpan(
     `wanas.v1.FederationService/${method}`,
     {
