@@ -9,21 +9,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
+import { stopProcess } from '@wanas/devfed';
 import { freePorts } from './support/federation';
 import { startUp, wanas, type RunningUp } from './support/up';
 import { until } from './support/until';
 
 jest.setTimeout(150_000);
-
-/** Stops Prometheus: SIGINT, SIGKILL after 10 s. */
-async function stop(p: ChildProcess | undefined): Promise<void> {
-  if (!p || p.exitCode !== null || p.signalCode !== null) return;
-  const exited = new Promise((r) => p.once('exit', r));
-  p.kill('SIGINT');
-  const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(t);
-}
 
 interface Alert {
   labels: Record<string, string>;
@@ -95,7 +86,7 @@ describe('alerts in a real Prometheus scraping a wanas up federation', () => {
   });
 
   afterAll(async () => {
-    await stop(prometheus);
+    await stopProcess(prometheus, 10_000, 'SIGINT');
     await up?.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   });

@@ -1,6 +1,7 @@
 /** Running the `wanas` command from tests: one-shot commands, and a `wanas up` that keeps running. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as readline from 'node:readline';
+import { stopProcess } from '@wanas/devfed';
 import { WANAS_BIN } from './federation';
 
 /** Runs `wanas ARGS` to its end (at most 30 s): its status, stdout and stderr. */
@@ -33,13 +34,6 @@ export async function startUp(args: string[]): Promise<RunningUp> {
   return {
     proc,
     output: () => output,
-    stop: async (signal = 'SIGINT') => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill(signal);
-      const kill = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(kill);
-    },
+    stop: (signal = 'SIGINT') => stopProcess(proc, 10_000, signal),
   };
 }

@@ -12,7 +12,7 @@ import { DevFederation, stopProcess, type FederationSpec } from '@wanas/devfed';
 import type { BareEchoResult } from './bare-echo';
 import { bareCall, bareClients, type BareCall } from './bare-fanout';
 import { shape, timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
-import { summarize } from './stats';
+import { median, summarize } from './stats';
 import type { AggregateResponse } from '@wanas/proto';
 
 /** CPU per aggregate on one topology (medians over interleaved rounds). */
@@ -228,8 +228,6 @@ async function measureRound(
   );
   return { cpu, served, series };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
  * Sequential echo aggregates from the entry on one topology, in rounds interleaved with the bare echo (the

@@ -11,7 +11,7 @@ import * as protobuf from 'protobufjs';
 import { DevFederation } from '@wanas/devfed';
 import { processCpuMs } from './part-cpu';
 import { shape, timed, type BenchCounts, type Progress } from './parts';
-import { summarize } from './stats';
+import { median, summarize } from './stats';
 
 /** JSON of the tracing part. */
 export interface TracingResult {
@@ -97,6 +97,7 @@ export async function tracingPart(counts: BenchCounts, progress: Progress): Prom
     OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
     OTEL_TRACES_SAMPLER: sampler,
   });
+  let onStopped = false;
   try {
     const warm = counts.smoke ? 5 : 200;
     const ask = { off: off.aggregator(ENTRY), on: on.aggregator(ENTRY) };
@@ -123,7 +124,8 @@ export async function tracingPart(counts: BenchCounts, progress: Progress): Prom
       ms.off.push((cpu(off) - before.off) / aggregates);
       ms.on.push((cpu(on) - before.on) / aggregates);
     }
-    await on.stop(); // flushes every broker's spans
+    await on.stop(); // flushes every broker's spans before they are counted
+    onStopped = true;
     const ratios = ms.on.map((x, i) => x / ms.off[i]!);
     return {
       part: 'tracing',
@@ -142,14 +144,9 @@ export async function tracingPart(counts: BenchCounts, progress: Progress): Prom
       exports: sink.seen.exports,
     };
   } finally {
-    await Promise.all([off.stop(), on.stop()]);
+    await Promise.all([off.stop(), onStopped || on.stop()]);
     await sink.close();
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 /** Human lines for the tracing part's result. */

@@ -13,6 +13,11 @@ export function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
+/** The median of `xs` as one of its values (the upper of the middle two for an even count), so a caller can find the round it came from. */
+export function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+}
+
 /** p50 / p90 / p99 / max of a series, rounded to 0.1 ms. */
 export function summarize(values: number[]): LatencySummary {
   const s = [...values].sort((a, b) => a - b);

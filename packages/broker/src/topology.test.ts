@@ -72,6 +72,22 @@ describe('topology', () => {
     ]);
   });
 
+  it('names what is wrong in the tracing section', () => {
+    const issuesOf = (tracing: unknown) => issues({ ...good, tracing });
+    expect(issuesOf({ endpoint: 'ftp://collector:21' })).toEqual([
+      expect.stringMatching(/^tracing\.endpoint: must be an http:\/\/ or https:\/\/ URL/),
+    ]);
+    expect(issuesOf({ protocol: 'grpc' })).toEqual([expect.stringMatching(/^tracing\.protocol: /)]);
+    expect(issuesOf({ sampler: 'sometimes' })).toEqual([expect.stringMatching(/^tracing\.sampler: /)]);
+    expect(issuesOf({ sampler: 'always_on', samplerRatio: 0.5 })).toEqual([
+      'tracing.samplerRatio: only applies to the traceidratio samplers, not "always_on"',
+    ]);
+    expect(issuesOf({ samplerRatio: 2, sampler: 'traceidratio' })).toEqual([
+      expect.stringMatching(/^tracing\.samplerRatio: /),
+    ]);
+    expect(issuesOf({ headers: { authorization: 'x' } })).toEqual([expect.stringMatching(/headers/)]);
+  });
+
   it('reports unreadable files and YAML syntax errors', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-topo-'));
     expect(() => loadTopology(path.join(dir, 'missing.yaml'))).toThrow(/cannot read topology file/);

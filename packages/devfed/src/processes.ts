@@ -40,12 +40,19 @@ export async function waitServing(
   }
 }
 
-/** Stops a process: SIGCONT (it may be frozen), SIGTERM, SIGKILL after `graceMs`; resolves once it exited. */
-export async function stopProcess(proc: ChildProcess | undefined, graceMs = 5000): Promise<void> {
+/**
+ * Stops a process: SIGCONT (it may be frozen), `signal` (SIGTERM; `wanas up` stops its brokers in order on
+ * SIGINT), SIGKILL after `graceMs`; resolves once it exited.
+ */
+export async function stopProcess(
+  proc: ChildProcess | undefined,
+  graceMs = 5000,
+  signal: NodeJS.Signals = 'SIGTERM',
+): Promise<void> {
   if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGCONT');
-  proc.kill('SIGTERM');
+  proc.kill(signal);
   const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(t);
