@@ -7,133 +7,58 @@ import {
   type AggregateResponse,
   type GetStatusResponse,
 } from '@wanas/proto';
-import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import YAML from 'yaml';
-import { WanEmulator } from './wan-emulator';
-import { spawnBroker, stopProcess, waitServing } from './processes';
+import type { BrokerProcessOptions } from './processes';
+import { specTopology, type DevFederationOptions } from './spec';
+import { BrokerSupervisor, logTail, type DevBroker, type SupervisedRow } from './supervisor';
+import { WanEmulator, type WanLink } from './wan-emulator';
 
-/** One broker of a local federation. */
-export interface DevBroker {
-  id: string;
-  site: string;
-  pod: string;
-  address: string;
-  wanAddress: string;
-  proc: ChildProcess | undefined;
-}
-
-/** sites → pods → broker count, e.g. `{ 'us-east': { 'pod-1': 2 } }`; broker ids are `<site>-<pod>-<letter>`. */
-export type FederationSpec = Record<string, Record<string, number>>;
-
-/**
- * Shape and behaviour of a local federation: `spec`, or `sites` × `podsPerSite` × `brokersPerPod` named
- * s1…, p1… (broker `s1-p1-a`).
- */
-export interface DevFederationOptions {
-  spec?: FederationSpec;
-  sites?: number;
-  podsPerSite?: number;
-  brokersPerPod?: number;
-  /** One-way WAN delay, ms (0: no emulator delay, but traffic still crosses it). */
+/** How {@link DevFederation.open} runs the brokers of a topology file that exists. */
+export interface OpenOptions {
+  topologyFile: string;
+  /** The brokers that file lists. */
+  brokers: Iterable<Omit<DevBroker, 'proc'>>;
+  /** The federation's folder: logs in `logs/`. */
+  dir: string;
+  /** Remove `dir` at stop (a throwaway federation's temporary folder). */
+  removeDir: boolean;
+  /** One-way WAN delay and jitter, ms. */
   wanLatencyMs: number;
-  /**
-   * Security of the topology and the clients' credentials, made in the federation's folder before the
-   * brokers start (e.g. certificates and tokens); `tls` is the ready-made mTLS one.
-   */
-  prepare?: (
-    dir: string,
-    brokerIds: string[],
-  ) => Promise<{ security: Record<string, unknown>; credentials: grpc.ChannelCredentials }>;
-  /** Extra `wanas broker` flags for every broker (e.g. `--grace 2000`). */
-  brokerArgs?: string[];
-  settings?: Record<string, unknown>;
-  /** The topology's `tracing` section (OTLP endpoint, protocol, sampler, service name). */
-  tracing?: Record<string, unknown>;
-  /** Extra environment per broker (e.g. NODE_OPTIONS). */
-  envFor?: (b: DevBroker) => Record<string, string>;
-  /** Fault injection per broker: `RATIO:MS` of federation requests answered late (`wanas broker --inject-slow`). */
-  injectSlow?: (b: DevBroker) => string | undefined;
-  /** mTLS between brokers and from the clients (throwaway CA and certificates). */
-  tls?: boolean;
-  /** Brokers' log level (default `warn`; `info` logs every request, for parts that read the logs). */
-  logLevel?: 'warn' | 'info';
-  /** Desktops per pool a pod starts with (its topology's `pools`); undefined: the default pools. */
-  pools?: (site: string, pod: string) => Record<string, number> | undefined;
-}
-
-/** `sites` × `podsPerSite` × `brokersPerPod` named s1…, p1… */
-function numberedSpec(sites: number, podsPerSite: number, brokersPerPod: number): FederationSpec {
-  return Object.fromEntries(
-    Array.from({ length: sites }, (_, si) => [
-      `s${si + 1}`,
-      Object.fromEntries(Array.from({ length: podsPerSite }, (_, pi) => [`p${pi + 1}`, brokersPerPod])),
-    ]),
-  );
-}
-
-/** The first port of the kernel's ephemeral range (outgoing connections take ports from it). */
-function ephemeralStart(): number {
-  try {
-    const [lo] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/);
-    const n = Number(lo);
-    return Number.isInteger(n) && n > 12_000 ? n : 32_768;
-  } catch {
-    return 32_768;
-  }
-}
-
-/** Ports handed out by this process, never handed out twice. */
-const handedOut = new Set<number>();
-
-/** Whether a loopback port can be bound right now. */
-function bindable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/**
- * Free loopback ports for processes to listen on. They are chosen below the kernel's ephemeral range:
- * a port picked by binding to 0 comes from that range, and between release and the child's bind an
- * outgoing connection of any process (brokers dial each other constantly) can take it.
- */
-export async function freePorts(n: number): Promise<number[]> {
-  const hi = ephemeralStart() - 1;
-  const lo = Math.max(10_000, hi - 20_000);
-  const ports: number[] = [];
-  for (let tries = 0; ports.length < n; tries++) {
-    if (tries > n * 50 + 1000) throw new Error(`could not find ${n} free ports in ${lo}-${hi}`);
-    const p = lo + Math.floor(Math.random() * (hi - lo));
-    if (handedOut.has(p) || !(await bindable(p))) continue;
-    handedOut.add(p);
-    ports.push(p);
-  }
-  return ports;
+  jitterMs?: number;
+  /** Restart a broker that dies (`wanas up --restart`). */
+  restart?: boolean;
+  /** Credentials of a client, to wait for SERVING (default plaintext). */
+  clientCredentials?: grpc.ChannelCredentials;
+  /** More `spawnBroker` options per broker (flags, Node flags, environment, log level, process group). */
+  spawnOptions?: (b: DevBroker) => Partial<BrokerProcessOptions>;
+  /** Where brokers' deaths and restarts are told (default: silent). */
+  say?: (line: string) => void;
+  /** Called when a broker's process changes (a restart). */
+  changed?: () => void;
 }
 
 /**
  * A federation of real broker processes with the WAN emulator running in this process (keep this process
- * responsive: a blocking call stalls every emulated link), for the benchmarks and the multi-process tests.
- * Sites and pods from a spec (or `s1..sN` × `p1..pM`), brokers `<site>-<pod>-a`, …; each broker's log in
- * its own file in the federation's folder, which {@link stop} removes with everything started.
+ * responsive: a blocking call stalls every emulated link): `wanas up`, the benchmarks and the
+ * multi-process tests run brokers only through it. {@link start} makes one from a spec (sites and pods,
+ * brokers `<site>-<pod>-a`, …, in a temporary folder); {@link open} runs a topology file that exists.
+ * Each broker logs to its own file; {@link stop} ends everything started.
  */
 export class DevFederation {
-  readonly brokers: DevBroker[] = [];
-  readonly dir: string;
-  wan!: WanEmulator;
+  readonly brokers: DevBroker[];
+  readonly wan: WanEmulator;
+  /** Brokers whose `wanAddress` equals their `address`: no emulated link in front of them. */
+  readonly unemulated: string[];
   /** Credentials of a client (AggregationService, AdminService): plaintext, or the client certificate. */
-  clientCredentials = grpc.credentials.createInsecure();
+  clientCredentials: grpc.ChannelCredentials;
   /**
    * Credentials that call FederationService as broker `s1-p1-a` would (the flat alternatives fan out
    * as the entry broker): plaintext, or that broker's certificate.
    */
   brokerCredentials = grpc.credentials.createInsecure();
+  private readonly processes: BrokerSupervisor;
   private readonly clients: grpc.Client[] = [];
   /** What {@link logs} has read of each broker's log file. */
   private readonly logCache: Record<
@@ -141,117 +66,97 @@ export class DevFederation {
     { offset: number; partial: string; lines: Record<string, unknown>[] }
   > = {};
 
-  private constructor(readonly opts: DevFederationOptions) {
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-dev-'));
-    fs.mkdirSync(path.join(this.dir, 'logs'));
+  private constructor(private readonly opened: OpenOptions) {
+    this.brokers = [...opened.brokers].map((b) => ({ ...b, proc: undefined }));
+    this.clientCredentials = opened.clientCredentials ?? grpc.credentials.createInsecure();
+    fs.mkdirSync(path.join(opened.dir, 'logs'), { recursive: true });
+    const links: WanLink[] = this.brokers
+      .filter((b) => b.wanAddress !== b.address)
+      .map((b) => ({ brokerId: b.id, site: b.site, listen: b.wanAddress, target: b.address }));
+    this.unemulated = this.brokers.filter((b) => b.wanAddress === b.address).map((b) => b.id);
+    this.wan = new WanEmulator(links, { latencyMs: opened.wanLatencyMs, jitterMs: opened.jitterMs });
+    this.processes = new BrokerSupervisor({
+      topologyFile: opened.topologyFile,
+      logFile: (id) => this.logFile(id),
+      restart: opened.restart ?? false,
+      spawnOptions: opened.spawnOptions,
+      say: opened.say,
+      changed: opened.changed,
+    });
+    for (const b of this.brokers) this.processes.add(b);
   }
 
-  /** Starts every broker and waits until all are SERVING. */
-  static async start(opts: DevFederationOptions): Promise<DevFederation> {
+  /**
+   * Starts the WAN emulator and every broker of a topology file; does not wait for them to serve (see
+   * {@link waitAllServing}). Rejects, having started no broker, when the emulator cannot listen.
+   */
+  static async open(opts: OpenOptions): Promise<DevFederation> {
     const f = new DevFederation(opts);
-    const spec = opts.spec ?? numberedSpec(opts.sites ?? 1, opts.podsPerSite ?? 1, opts.brokersPerPod ?? 1);
-    const total = Object.values(spec).reduce(
-      (n, pods) => n + Object.values(pods).reduce((a, b) => a + b, 0),
-      0,
-    );
-    const ports = await freePorts(total * 2);
-    const doc: Record<string, unknown> = {
-      federation: 'dev',
-      settings: { dataDir: path.join(f.dir, 'data'), ...opts.settings },
-      ...(opts.tracing && { tracing: opts.tracing }),
-      sites: Object.entries(spec).map(([site, pods]) => ({
-        name: site,
-        pods: Object.entries(pods).map(([pod, n]) => ({
-          name: pod,
-          ...(opts.pools?.(site, pod) ? { pools: opts.pools(site, pod) } : {}),
-          brokers: Array.from({ length: n }, (_, bi) => {
-            const b: DevBroker = {
-              id: `${site}-${pod}-${String.fromCharCode(97 + bi)}`,
-              site,
-              pod,
-              address: `127.0.0.1:${ports.pop()}`,
-              wanAddress: `127.0.0.1:${ports.pop()}`,
-              proc: undefined,
-            };
-            f.brokers.push(b);
-            return { id: b.id, address: b.address, wanAddress: b.wanAddress };
-          }),
-        })),
-      })),
-    };
-    if (opts.prepare) {
-      const prepared = await opts.prepare(
-        f.dir,
-        f.brokers.map((b) => b.id),
-      );
-      doc.security = prepared.security;
-      f.clientCredentials = prepared.credentials;
-    }
-    if (opts.tls) await f.useTls(doc);
-    fs.writeFileSync(path.join(f.dir, 'topology.yaml'), YAML.stringify(doc));
-    f.wan = new WanEmulator(
-      f.brokers.map((b) => ({ brokerId: b.id, site: b.site, listen: b.wanAddress, target: b.address })),
-      { latencyMs: opts.wanLatencyMs },
-    );
     await f.wan.start();
+    for (const b of f.brokers) f.processes.start(b.id);
+    return f;
+  }
+
+  /** Makes a federation from a spec in a temporary folder, starts it and waits until all are SERVING. */
+  static async start(opts: DevFederationOptions): Promise<DevFederation> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-dev-'));
+    const made = await specTopology(dir, opts);
+    const f = await DevFederation.open({
+      topologyFile: made.topologyFile,
+      brokers: made.brokers,
+      dir,
+      removeDir: true,
+      wanLatencyMs: opts.wanLatencyMs,
+      clientCredentials: made.clientCredentials,
+      spawnOptions: (b) => ({
+        logLevel: opts.logLevel ?? 'warn',
+        args: [
+          ...(opts.injectSlow?.(b) ? ['--inject-slow', opts.injectSlow(b)!] : []),
+          ...(opts.brokerArgs ?? []),
+        ],
+        // Extra Node flags for every broker, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+        nodeArgs: process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean),
+        env: opts.envFor?.(b),
+      }),
+    });
+    if (made.brokerCredentials) f.brokerCredentials = made.brokerCredentials;
     // One broker failing to start stops the others (and the emulator): no process outlives the federation.
-    const started = await Promise.allSettled(f.brokers.map((b) => f.startBroker(b)));
-    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) {
+    const ready = await f.waitAllServing(60_000);
+    if (!ready.ok) {
       await f.stop();
-      throw failed.reason;
+      throw new Error(ready.message);
     }
     return f;
   }
 
-  /** Writes a throwaway CA and certificates, turns on mTLS in the topology `doc`, sets the credentials. */
-  private async useTls(doc: Record<string, unknown>): Promise<void> {
-    const { createTlsDir } = await import('./tls');
-    const files = await createTlsDir(
-      path.join(this.dir, 'tls'),
-      this.brokers.map((b) => b.id),
-    );
-    doc.security = { mode: 'mtls', caFile: files.ca, certFile: files.brokerCert, keyFile: files.brokerKey };
-    const read = (f: string) => fs.readFileSync(f);
-    this.clientCredentials = grpc.credentials.createSsl(
-      read(files.ca),
-      read(files.clientKey),
-      read(files.clientCert),
-    );
-    const entry = this.brokers[0]!.id;
-    this.brokerCredentials = grpc.credentials.createSsl(
-      read(files.ca),
-      read(files.brokerKey.replace('{id}', entry)),
-      read(files.brokerCert.replace('{id}', entry)),
-    );
-  }
-
-  /** Starts one broker process and waits for SERVING. */
-  async startBroker(b: DevBroker): Promise<void> {
-    b.proc = spawnBroker({
-      topologyFile: this.topologyFile,
-      id: b.id,
-      logFile: this.logFile(b.id),
-      logLevel: this.opts.logLevel ?? 'warn',
-      args: [
-        ...(this.opts.injectSlow?.(b) ? ['--inject-slow', this.opts.injectSlow(b)!] : []),
-        ...(this.opts.brokerArgs ?? []),
-      ],
-      // Extra Node flags for every broker, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-      nodeArgs: process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean),
-      env: this.opts.envFor?.(b),
-    });
-    await this.waitServing(b.id, 60_000);
+  /** (Re)starts one broker process and waits for SERVING. */
+  async startBroker(b: DevBroker | string): Promise<void> {
+    const id = typeof b === 'string' ? b : b.id;
+    this.processes.start(id);
+    await this.waitServing(id, 60_000);
   }
 
   /** Waits until a broker answers SERVING (it must be running); throws with its last log lines otherwise. */
-  async waitServing(id: string, timeoutMs: number): Promise<void> {
-    const b = this.broker(id);
-    await waitServing(b.address, b.proc!, {
-      timeoutMs,
-      credentials: this.clientCredentials,
-      describe: () => `broker ${b.id} did not start: ${this.logTail(b.id)}`,
-    });
+  waitServing(id: string, timeoutMs: number): Promise<void> {
+    return this.processes.waitServing(id, this.clientCredentials, timeoutMs);
+  }
+
+  /** Waits until every broker answers SERVING (or `cancelled()`); says which did not. */
+  waitAllServing(
+    timeoutMs: number,
+    cancelled?: () => boolean,
+  ): Promise<{ ok: true } | { ok: false; message: string }> {
+    return this.processes.waitAllServing(this.clientCredentials, timeoutMs, cancelled);
+  }
+
+  /** Every broker's row: where it listens, its pid while alive, its log (`wanas up`'s table). */
+  rows(): SupervisedRow[] {
+    return this.processes.rows();
+  }
+
+  /** The federation's folder (logs; for a spec's federation also topology, data and TLS material). */
+  get dir(): string {
+    return this.opened.dir;
   }
 
   /**
@@ -262,14 +167,9 @@ export class DevFederation {
     return path.join(this.dir, 'logs', `${id}.log`);
   }
 
-  /** The last lines of a broker's log, for an error message (the folder is removed at stop). */
+  /** The last lines of a broker's log, for an error message (a spec's folder is removed at stop). */
   logTail(id: string): string {
-    try {
-      const lines = fs.readFileSync(this.logFile(id), 'utf8').trim().split('\n');
-      return lines.slice(-5).join(' | ') || '(empty log)';
-    } catch {
-      return '(no log)';
-    }
+    return logTail(this.logFile(id));
   }
 
   /**
@@ -388,14 +288,14 @@ export class DevFederation {
 
   /** The topology file the brokers run with. */
   get topologyFile(): string {
-    return path.join(this.dir, 'topology.yaml');
+    return this.opened.topologyFile;
   }
 
-  /** Stops every broker and the emulator; removes the folder. */
-  async stop(): Promise<void> {
+  /** Stops every broker (SIGKILL after `graceMs`) and the emulator; removes a spec's folder. */
+  async stop(graceMs = 5000): Promise<void> {
     for (const c of this.clients) c.close();
-    await Promise.all([...new Set(this.brokers.map((b) => b.proc))].map((p) => stopProcess(p)));
+    await this.processes.stopAll(graceMs);
     await this.wan.close();
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    if (this.opened.removeDir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -4,10 +4,12 @@
  * material, the WAN emulator in front of every WAN address, log files, readiness and stop.
  */
 export * from './federation';
+export * from './ports';
 export * from './processes';
+export * from './spec';
+export * from './supervisor';
 export * from './text';
 export * from './tls';
-export * from './supervisor';
 export * from './up';
 export * from './up-control';
 export * from './up-metrics';

@@ -1,25 +1,36 @@
-import type { BrokerInfo } from '@wanas/broker';
 import * as grpc from '@grpc/grpc-js';
 import type { ChildProcess } from 'node:child_process';
-import * as path from 'node:path';
-import { spawnBroker, stopProcess, waitServing } from './processes';
+import * as fs from 'node:fs';
+import { spawnBroker, stopProcess, waitServing, type BrokerProcessOptions } from './processes';
 
 /** Delay before restarting a broker that died (with restarts on), ms. */
 const RESTART_DELAY_MS = 500;
 /** Most restarts of one broker per minute before the supervisor gives up on it. */
 const MAX_RESTARTS_PER_MINUTE = 5;
 
+/** One broker of a local federation: where it listens, and its process while one runs. */
+export interface DevBroker {
+  id: string;
+  site: string;
+  pod: string;
+  address: string;
+  wanAddress: string;
+  /** Where it serves /metrics and /status (undefined when off). */
+  metricsAddress?: string;
+  /** Its current process (set by the supervisor at every start). */
+  proc: ChildProcess | undefined;
+}
+
 /**
  * Where one supervised broker stands. `running`: its process is up (or starting). `restarting`: it died
- * and is started again after a short delay. `given-up`: it died too often (or restarts are off).
- * `stopped`: the supervisor stopped it.
+ * and is started again after a short delay. `given-up`: it died too often, or restarts are off (a test
+ * that killed it starts it again with {@link BrokerSupervisor.start}). `stopped`: the supervisor stopped it.
  */
 export type SupervisedState = 'running' | 'restarting' | 'given-up' | 'stopped';
 
-/** One broker process of `wanas up`. */
+/** One broker process under supervision. */
 interface Supervised {
-  info: BrokerInfo;
-  proc: ChildProcess | undefined;
+  broker: DevBroker;
   log: string;
   state: SupervisedState;
   restarts: number[];
@@ -32,107 +43,129 @@ export interface SupervisedRow {
   pod: string;
   address: string;
   wanAddress: string;
-  /** Where it serves /metrics and /status (undefined when off). */
   metricsAddress: string | undefined;
   pid: number | undefined;
   log: string;
 }
 
+/** How a {@link BrokerSupervisor} runs its brokers. */
+export interface SupervisorOptions {
+  topologyFile: string;
+  /** Each broker's log file (stdout and stderr appended). */
+  logFile: (id: string) => string;
+  /** Restart a broker that died (at most MAX_RESTARTS_PER_MINUTE a minute). */
+  restart: boolean;
+  /** More of `spawnBroker`'s options per broker (flags, Node flags, environment, log level, detached). */
+  spawnOptions?: (b: DevBroker) => Partial<BrokerProcessOptions>;
+  /** Where it says that a broker died or restarts (default: silent). */
+  say?: (line: string) => void;
+  /** Called when a broker's process changes (a restart). */
+  changed?: () => void;
+}
+
 /**
- * Runs every broker of a topology file as its own process (own process group: Ctrl-C reaches `up` only,
- * which stops them in order; the IPC channel makes a broker exit if `up` dies), each logging to its own
- * file, and restarts one that dies (at most MAX_RESTARTS_PER_MINUTE a minute) when asked to.
+ * Runs each broker of a federation as its own process, logging to its own file, and restarts one that
+ * dies when asked to: the one process runner behind `wanas up`, the benchmarks and the multi-process tests.
  */
 export class BrokerSupervisor {
   private readonly brokers = new Map<string, Supervised>();
 
-  constructor(
-    private readonly topologyFile: string,
-    private readonly logDir: string,
-    private readonly restart: boolean,
-    private readonly say: (line: string) => void,
-    /** Called when a broker's process changes (its pid is in the state file). */
-    private readonly changed: () => void,
-  ) {}
+  constructor(private readonly opts: SupervisorOptions) {}
 
-  /** Starts every broker. */
-  startAll(brokers: Iterable<BrokerInfo>): void {
-    for (const info of brokers) {
-      const s: Supervised = {
-        info,
-        proc: undefined,
-        log: path.join(this.logDir, `${info.id}.log`),
-        state: 'running',
-        restarts: [],
-      };
-      this.brokers.set(info.id, s);
-      this.spawn(s);
-    }
+  /** Puts `b` under supervision (not started yet). */
+  add(b: DevBroker): void {
+    this.brokers.set(b.id, { broker: b, log: this.opts.logFile(b.id), state: 'given-up', restarts: [] });
+  }
+
+  /** Starts (or starts again) one broker's process; does not wait for it to serve. */
+  start(id: string): void {
+    const s = this.get(id);
+    const proc = spawnBroker({
+      topologyFile: this.opts.topologyFile,
+      id,
+      logFile: s.log,
+      ...this.opts.spawnOptions?.(s.broker),
+    });
+    s.broker.proc = proc;
+    s.state = 'running';
+    proc.on('exit', (code, signal) => {
+      if (s.state === 'stopped' || s.broker.proc !== proc) return;
+      this.opts.say?.(`broker ${id} exited unexpectedly (${signal ?? `code ${code}`}); log: ${s.log}`);
+      this.handleExit(s);
+    });
   }
 
   /** Every broker's row: where it listens, its pid while alive, its log. */
   rows(): SupervisedRow[] {
-    return [...this.brokers.values()].map((s) => ({
-      id: s.info.id,
-      site: s.info.site,
-      pod: s.info.pod,
-      address: s.info.address,
-      wanAddress: s.info.wanAddress,
-      metricsAddress: s.info.metricsAddress,
-      pid: s.proc?.exitCode === null && s.proc.signalCode === null ? s.proc.pid : undefined,
-      log: s.log,
+    return [...this.brokers.values()].map(({ broker: b, log }) => ({
+      id: b.id,
+      site: b.site,
+      pod: b.pod,
+      address: b.address,
+      wanAddress: b.wanAddress,
+      metricsAddress: b.metricsAddress,
+      pid: b.proc?.exitCode === null && b.proc.signalCode === null ? b.proc.pid : undefined,
+      log,
     }));
   }
 
-  get size(): number {
-    return this.brokers.size;
-  }
-
-  /** Stops every broker (SIGTERM, SIGKILL after `graceMs`). */
+  /** Stops every broker (SIGCONT, SIGTERM, SIGKILL after `graceMs`). */
   async stopAll(graceMs: number): Promise<void> {
     for (const s of this.brokers.values()) s.state = 'stopped';
-    await Promise.all([...this.brokers.values()].map((s) => stopProcess(s.proc, graceMs)));
+    await Promise.all([...this.brokers.values()].map((s) => stopProcess(s.broker.proc, graceMs)));
+  }
+
+  /**
+   * Waits until one broker answers SERVING; throws when its process exits first or after `timeoutMs`,
+   * with the last lines of its log.
+   */
+  async waitServing(
+    id: string,
+    credentials: grpc.ChannelCredentials,
+    timeoutMs: number,
+    cancelled?: () => boolean,
+  ): Promise<void> {
+    const s = this.get(id);
+    await waitServing(s.broker.address, s.broker.proc!, {
+      timeoutMs,
+      credentials,
+      cancelled,
+      describe: () => `${logTail(s.log)}; log: ${s.log}`,
+    });
   }
 
   /** Waits until every broker answers SERVING; says which did not (exited, or not within `timeoutMs`). */
   async waitAllServing(
     credentials: grpc.ChannelCredentials,
     timeoutMs: number,
-    cancelled: () => boolean,
+    cancelled?: () => boolean,
   ): Promise<{ ok: true } | { ok: false; message: string }> {
-    const problems = (
-      await Promise.all(
-        [...this.brokers.values()].map((s) => problemStarting(s, credentials, timeoutMs, cancelled)),
-      )
-    ).filter((p): p is string => !!p);
-    return problems.length ? { ok: false, message: problems.join('\n') } : { ok: true };
+    const problems = await Promise.all(
+      [...this.brokers.keys()].map((id) =>
+        this.waitServing(id, credentials, timeoutMs, cancelled).then(
+          () => undefined,
+          (e: Error) => `broker ${id}: ${e.message}`,
+        ),
+      ),
+    );
+    const failed = problems.filter((p): p is string => !!p);
+    return failed.length ? { ok: false, message: failed.join('\n') } : { ok: true };
   }
 
-  private spawn(s: Supervised): void {
-    const proc = spawnBroker({
-      topologyFile: this.topologyFile,
-      id: s.info.id,
-      logFile: s.log,
-      args: ['--grace', '3000'],
-      detached: true,
-    });
-    s.proc = proc;
-    s.state = 'running';
-    proc.on('exit', (code, signal) => {
-      if (s.state === 'stopped' || s.proc !== proc) return;
-      this.say(`broker ${s.info.id} exited unexpectedly (${signal ?? `code ${code}`}); log: ${s.log}`);
-      this.handleExit(s);
-    });
+  private get(id: string): Supervised {
+    const s = this.brokers.get(id);
+    if (!s) throw new Error(`no broker ${id}`);
+    return s;
   }
 
   /** A broker died: restart it after a delay, unless restarts are off or it died too often this minute. */
   private handleExit(s: Supervised): void {
     const now = Date.now();
     s.restarts = s.restarts.filter((t) => now - t < 60_000);
-    if (!this.restart || s.restarts.length >= MAX_RESTARTS_PER_MINUTE) {
-      if (this.restart)
-        this.say(
-          `broker ${s.info.id} restarted ${MAX_RESTARTS_PER_MINUTE} times in a minute; not restarting it again`,
+    if (!this.opts.restart || s.restarts.length >= MAX_RESTARTS_PER_MINUTE) {
+      if (this.opts.restart)
+        this.opts.say?.(
+          `broker ${s.broker.id} restarted ${MAX_RESTARTS_PER_MINUTE} times in a minute; not restarting it again`,
         );
       s.state = 'given-up';
       return;
@@ -141,24 +174,19 @@ export class BrokerSupervisor {
     s.state = 'restarting';
     setTimeout(() => {
       if (s.state !== 'restarting') return;
-      this.say(`restarting broker ${s.info.id}`);
-      this.spawn(s);
-      this.changed();
+      this.opts.say?.(`restarting broker ${s.broker.id}`);
+      this.start(s.broker.id);
+      this.opts.changed?.();
     }, RESTART_DELAY_MS);
   }
 }
 
-/** Waits for one broker's SERVING; the problem, or undefined when it serves (or waiting was cancelled). */
-async function problemStarting(
-  s: Supervised,
-  credentials: grpc.ChannelCredentials,
-  timeoutMs: number,
-  cancelled: () => boolean,
-): Promise<string | undefined> {
+/** The last lines of a log file, for an error message. */
+export function logTail(file: string, lines = 5): string {
   try {
-    await waitServing(s.info.address, s.proc!, { timeoutMs, credentials, cancelled });
-    return undefined;
-  } catch (e) {
-    return `broker ${s.info.id}: ${(e as Error).message}; log: ${s.log}`;
+    const text = fs.readFileSync(file, 'utf8').trim().split('\n');
+    return text.slice(-lines).join(' | ') || '(empty log)';
+  } catch {
+    return '(no log)';
   }
 }

@@ -2,7 +2,7 @@ import { dataDirOf, loadTopology, type Topology } from '@wanas/broker';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { freePorts } from './federation';
+import { freePorts } from './ports';
 
 /** The shipped alerting and recording rules (docker/prometheus/wanas-rules.yml in the repository). */
 export const RULES_FILE = path.resolve(__dirname, '../../../docker/prometheus/wanas-rules.yml');

@@ -3,12 +3,12 @@ import { TopologyError, dataDirOf, loadTopology, type Topology } from '@wanas/br
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { BrokerSupervisor, type SupervisedRow } from './supervisor';
+import { DevFederation } from './federation';
+import type { SupervisedRow } from './supervisor';
 import { table } from './text';
 import { createTlsDir } from './tls';
 import { startUpControl } from './up-control';
 import { withMetrics } from './up-metrics';
-import { WanEmulator, type WanLink } from './wan-emulator';
 
 /** Time to wait for every broker to answer SERVING, ms. */
 export const READY_TIMEOUT_MS = 60_000;
@@ -71,9 +71,10 @@ export class UpError extends Error {
 }
 
 /**
- * `wanas up`: every broker of the topology as its own OS process, a WAN emulator at every `wanAddress`,
- * a control endpoint for cutting and healing sites; stops everything it started on SIGINT/SIGTERM.
- * Resolves when stopped; rejects with an {@link UpError} when it cannot start.
+ * `wanas up`: every broker of the topology as its own OS process, a WAN emulator at every `wanAddress`
+ * (a {@link DevFederation} on the user's file), a control endpoint for cutting and healing sites; stops
+ * everything it started on SIGINT/SIGTERM. Resolves when stopped; rejects with an {@link UpError} when it
+ * cannot start.
  */
 export async function runUp(opts: UpOptions): Promise<void> {
   const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -85,38 +86,32 @@ export async function runUp(opts: UpOptions): Promise<void> {
     say(`mTLS on: CA, broker and client certificates in ${path.resolve(opts.tlsDir)}`);
   }
   if (opts.metrics) {
-    const m = await withMetrics(topology, stateDir);
-    topology = m.topology;
+    topology = (await withMetrics(topology, stateDir)).topology;
     say(
       `metrics: every broker serves /metrics and /status; Prometheus config (every broker, the shipped rules): ` +
         `prometheus --config.file=${path.join(stateDir, 'prometheus.yml')}`,
     );
   }
-  const logDir = path.join(stateDir, 'logs');
-  fs.mkdirSync(logDir, { recursive: true });
-  const wan = await startWan(topology, opts, say);
-
   const stateFile = path.join(stateDir, 'up.json');
+  const federation = await openFederation(topology, stateDir, client, opts, say, () => writeState());
+  const sites = topology.sites.map((s) => s.name);
+  const control = await startUpControl(federation.wan, sites, () => federation.rows(), say);
   const writeState = () => {
     const state: UpState = {
       pid: process.pid,
       control: control.url,
       topology: topology.file!,
-      brokers: brokers.rows(),
+      brokers: federation.rows(),
     };
     fs.writeFileSync(stateFile, `${JSON.stringify(state, null, 2)}\n`);
   };
-  const brokers = new BrokerSupervisor(topology.file!, logDir, opts.restart, say, () => writeState());
-  const sites = topology.sites.map((s) => s.name);
-  const control = await startUpControl(wan, sites, () => brokers.rows(), say);
 
   let stopping = false;
   const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
-    say(`\n${why}: stopping ${brokers.size} brokers and the WAN emulator`);
-    await brokers.stopAll(STOP_GRACE_MS);
-    await wan.close();
+    say(`\n${why}: stopping ${federation.brokers.length} brokers and the WAN emulator`);
+    await federation.stop(STOP_GRACE_MS);
     await control.close();
     fs.rmSync(stateFile, { force: true });
     say('stopped');
@@ -125,16 +120,16 @@ export async function runUp(opts: UpOptions): Promise<void> {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void stop(sig).then(resolve));
   });
 
-  brokers.startAll(topology.brokers.values());
   writeState();
   const t0 = Date.now();
-  const ready = await brokers.waitAllServing(client.credentials, READY_TIMEOUT_MS, () => stopping);
+  const ready = await federation.waitAllServing(READY_TIMEOUT_MS, () => stopping);
   if (!ready.ok) {
     await stop('not ready');
     throw new UpError(ready.message, 1);
   }
   if (stopping) return stopped;
-  printReady(topology, opts, client, brokers, Date.now() - t0, { logDir, control: control.url }, say);
+  const where = { logDir: path.join(stateDir, 'logs'), control: control.url };
+  printReady(topology, opts, client, federation.rows(), Date.now() - t0, where, say);
   if (opts.onReady) {
     try {
       await opts.onReady(topology, client);
@@ -143,6 +138,42 @@ export async function runUp(opts: UpOptions): Promise<void> {
     }
   }
   return stopped;
+}
+
+/**
+ * The topology's brokers as a {@link DevFederation} in `stateDir` (logs under `logs/`, kept at stop): each
+ * in its own process group (Ctrl-C reaches `up` only, which stops them in order), restarted when it dies
+ * if asked.
+ */
+async function openFederation(
+  topology: Topology,
+  stateDir: string,
+  client: ClientChannel,
+  opts: UpOptions,
+  say: (line: string) => void,
+  changed: () => void,
+): Promise<DevFederation> {
+  let federation: DevFederation;
+  try {
+    federation = await DevFederation.open({
+      topologyFile: topology.file!,
+      brokers: topology.brokers.values(),
+      dir: stateDir,
+      removeDir: false,
+      wanLatencyMs: opts.wanLatencyMs,
+      jitterMs: opts.jitterMs,
+      restart: opts.restart,
+      clientCredentials: client.credentials,
+      spawnOptions: () => ({ args: ['--grace', '3000'], detached: true }),
+      say,
+      changed,
+    });
+  } catch (e) {
+    throw new UpError((e as Error).message, 1);
+  }
+  if (federation.unemulated.length)
+    say(`note: no WAN emulation for ${federation.unemulated.join(', ')} (wanAddress equals address)`);
+  return federation;
 }
 
 /** The topology `up` runs: valid, and listing its brokers (DNS pods are for Kubernetes). */
@@ -163,29 +194,12 @@ function loadUpTopology(file: string): Topology {
   return t;
 }
 
-/** The WAN emulator in front of every broker whose `wanAddress` differs from its `address`. */
-async function startWan(t: Topology, opts: UpOptions, say: (line: string) => void): Promise<WanEmulator> {
-  const all = [...t.brokers.values()];
-  const links: WanLink[] = all
-    .filter((b) => b.wanAddress !== b.address)
-    .map((b) => ({ brokerId: b.id, site: b.site, listen: b.wanAddress, target: b.address }));
-  const same = all.filter((b) => b.wanAddress === b.address).map((b) => b.id);
-  if (same.length) say(`note: no WAN emulation for ${same.join(', ')} (wanAddress equals address)`);
-  const wan = new WanEmulator(links, { latencyMs: opts.wanLatencyMs, jitterMs: opts.jitterMs });
-  try {
-    await wan.start();
-  } catch (e) {
-    throw new UpError((e as Error).message, 1);
-  }
-  return wan;
-}
-
 /** The ready banner: the brokers' table, where the logs and the control are, and commands to try. */
 function printReady(
   topology: Topology,
   opts: UpOptions,
   client: ClientChannel,
-  brokers: BrokerSupervisor,
+  rows: SupervisedRow[],
   tookMs: number,
   where: { logDir: string; control: string },
   say: (line: string) => void,
@@ -196,7 +210,6 @@ function printReady(
     `\nwanas up: ${topology.brokers.size} brokers in ${topology.sites.length} sites SERVING after ${tookMs} ms; ` +
       `WAN ${opts.wanLatencyMs} ms one way (${2 * opts.wanLatencyMs} ms round trip)${jitter}`,
   );
-  const rows = brokers.rows();
   const metrics = rows.some((b) => b.metricsAddress);
   say(
     table(
