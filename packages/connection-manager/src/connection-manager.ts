@@ -3,7 +3,8 @@ import { FederationServiceClient, isPeerFailure, type Endpoint, type TargetList 
 import type CircuitBreaker from 'opossum';
 import type { Logger } from 'winston';
 import winston from 'winston';
-import { createHealthProbe } from './health-probe';
+import { RTT_HEDGE_SLACK_MS, floorMs, p95Ms } from './latency-estimates';
+import { dropChannel, openChannel } from './peer-channel';
 import { EndpointHealth, REASON_REFUSED, logFields, viewOf, type Group } from './endpoint-health';
 import {
   MAX_RETRY_AFTER_MS,
@@ -22,17 +23,9 @@ import {
   type ManagerSettings,
 } from './options';
 import { downReason, type EndpointView } from './target-health';
-import type {
-  BreakerState,
-  Connectivity,
-  EndpointState,
-  HealthRow,
-  PeerEndpoint,
-  PeerGroup,
-  TargetHealth,
-} from './types';
+import type { BreakerState, EndpointState, HealthRow, PeerEndpoint, PeerGroup, TargetHealth } from './types';
 
-export { MAX_RETRY_AFTER_MS };
+export { MAX_RETRY_AFTER_MS, RTT_HEDGE_SLACK_MS };
 
 /**
  * A target down this briefly with every connection refused (a broker restarting, a start-up race) is still
@@ -40,16 +33,6 @@ export { MAX_RETRY_AFTER_MS };
  * Silence (a partition, a frozen process) fails fast at once: waiting is what it costs.
  */
 export const REFUSED_GRACE_MS = 1_500;
-/** What a hedge delay derived from a connect round trip adds for the peer's own work, ms. */
-export const RTT_HEDGE_SLACK_MS = 10;
-const CONNECTIVITY: Record<grpc.connectivityState, Connectivity> = {
-  [grpc.connectivityState.IDLE]: 'idle',
-  [grpc.connectivityState.CONNECTING]: 'connecting',
-  [grpc.connectivityState.READY]: 'ready',
-  [grpc.connectivityState.TRANSIENT_FAILURE]: 'transient-failure',
-  [grpc.connectivityState.SHUTDOWN]: 'shutdown',
-};
-
 function groupKey(site: string, pod: string): string {
   return `${site}/${pod}`;
 }
@@ -235,52 +218,24 @@ export class ConnectionManager {
     return [...this.groups.values()].map((g) => ({ ...g.health }));
   }
 
-  /**
-   * The endpoint's fastest usual answer in ms (the 5th percentile, or before a few answers the lowest
-   * moving average of its group; undefined before any): about one round trip to it, for a sender to keep
-   * back from the deadline it passes on.
-   */
+  /** The endpoint's fastest usual answer in ms (see {@link floorMs}): about one round trip to it. */
   latencyFloorMs(endpoint: Endpoint): number | undefined {
     const entry = this.entries.get(endpoint.address);
-    const own = entry?.latency.quantileMs(0.05);
-    if (own !== undefined || entry?.group === undefined) return own ?? entry?.latency.meanMs();
-    // Too few answers from this one for a percentile: the lowest average of its twins (same link).
-    let floor: number | undefined;
-    for (const a of this.groups.get(entry.group)?.addresses ?? []) {
-      const m = this.entries.get(a)?.latency.meanMs();
-      if (m !== undefined && (floor === undefined || m < floor)) floor = m;
-    }
-    return floor;
+    return entry && floorMs(entry, this.twins(entry));
   }
 
-  /**
-   * The endpoint's p95 latency in ms, the hedge delay: its own once it has answered a few calls; before
-   * that a twin's (same link, same work), else twice the round trip measured when its channel connected
-   * plus {@link RTT_HEDGE_SLACK_MS} (an answer is a round trip and the peer's work); undefined when
-   * nothing is known yet.
-   */
+  /** The endpoint's p95 latency in ms, the hedge delay (see {@link p95Ms}). */
   latencyP95Ms(endpoint: Endpoint): number | undefined {
     const entry = this.entries.get(endpoint.address);
-    if (!entry) return undefined;
-    const own = entry.latency.quantileMs(0.95);
-    if (own !== undefined) return own;
-    const group = entry.group === undefined ? undefined : this.groups.get(entry.group);
-    for (const a of group?.addresses ?? []) {
-      const twin = this.entries.get(a)?.latency.quantileMs(0.95);
-      if (twin !== undefined) return twin;
-    }
-    const rtt = entry.connectRttMs ?? this.groupRtt(group);
-    return rtt === undefined ? undefined : 2 * rtt + RTT_HEDGE_SLACK_MS;
+    return entry && p95Ms(entry, this.twins(entry));
   }
 
-  /** The smallest connect round trip measured to any endpoint of the group (the same link). */
-  private groupRtt(group: Group | undefined): number | undefined {
-    let best: number | undefined;
-    for (const a of group?.addresses ?? []) {
-      const rtt = this.entries.get(a)?.connectRttMs;
-      if (rtt !== undefined && (best === undefined || rtt < best)) best = rtt;
-    }
-    return best;
+  /** The other endpoints of the entry's group (same link, same work); none for one used on demand. */
+  private twins(entry: Entry): Entry[] {
+    const group = entry.group === undefined ? undefined : this.groups.get(entry.group);
+    return (group?.addresses ?? [])
+      .map((a) => this.entries.get(a))
+      .filter((e): e is Entry => e !== undefined && e !== entry);
   }
 
   /** Waits until every group has a ready warm channel, or `timeoutMs` passes; resolves true when all are ready. */
@@ -360,34 +315,16 @@ export class ConnectionManager {
   private ensureClient(entry: Entry): FederationServiceClient {
     if (this.closed) throw new Error('connection manager is closed');
     if (entry.client) return entry.client;
-    const client = new FederationServiceClient(grpcTarget(entry.endpoint.address), this.credentials, {
-      ...this.channelOptions,
-      ...this.channelOptionsFor(entry.endpoint),
-    });
-    entry.client = client;
     entry.createdAt = this.opts.now();
-    entry.probe = createHealthProbe(client.getChannel());
-    const channel = client.getChannel();
-    const watch = (state: grpc.connectivityState) => {
-      if (entry.client !== client) return; // a closed channel's last words say nothing of the endpoint
-      const next = CONNECTIVITY[state];
-      const prev = entry.connectivity;
-      if (next !== prev) {
-        entry.connectivity = next;
-        this.health.onConnectivity(entry, prev, next);
-      }
-      if (state === grpc.connectivityState.SHUTDOWN || entry.client !== client) return;
-      // A warm channel whose connection dropped reconnects now, not at the next request, and so does any
-      // channel that lost a live connection: the reconnect's verdict (ready, refused, or silent until the
-      // connect timeout) says whether the peer is still there before a request has to pay for it.
-      // (Asking to connect may change the state at once: that state is handled, not just watched from.)
-      const reconnect = next === 'idle' && (entry.warm || prev === 'ready');
-      const current = reconnect ? channel.getConnectivityState(true) : state;
-      if (current !== state) return watch(current);
-      channel.watchConnectivityState(state, Infinity, () => watch(channel.getConnectivityState(false)));
-    };
-    watch(channel.getConnectivityState(true));
-    return client;
+    return openChannel(
+      entry,
+      () =>
+        new FederationServiceClient(grpcTarget(entry.endpoint.address), this.credentials, {
+          ...this.channelOptions,
+          ...this.channelOptionsFor(entry.endpoint),
+        }),
+      (prev, next) => this.health.onConnectivity(entry, prev, next),
+    );
   }
 
   private closeEntry(entry: Entry): void {
@@ -395,24 +332,14 @@ export class ConnectionManager {
     entry.probeTimer = undefined;
     this.health.clearConnectTimer(entry);
     entry.breaker?.shutdown();
-    if (entry.client) {
-      entry.probe?.close();
-      entry.client.close();
-      entry.client = undefined;
-      entry.probe = undefined;
-      entry.connectivity = 'none';
-    }
+    dropChannel(entry);
   }
 
   private retireChannel(entry: Entry, why: string): void {
     if (!entry.client) return;
     this.log.info(`channel retired (${why})`, logFields(entry));
     this.health.clearConnectTimer(entry);
-    entry.probe?.close();
-    entry.client.close();
-    entry.client = undefined;
-    entry.probe = undefined;
-    entry.connectivity = 'none';
+    dropChannel(entry);
     // Nothing is known against an endpoint closed while usable: idle again. A down one stays down. One
     // that lost its connection and was reconnecting gets no verdict now (no channel, no connect timer): it
     // is down, probed in turn with the group's other failing endpoints — left "reconnecting", it kept its
