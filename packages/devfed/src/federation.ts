@@ -87,14 +87,18 @@ export class DevFederation {
   }
 
   /**
-   * Starts the WAN emulator and every broker of a topology file; does not wait for them to serve (see
-   * {@link waitAllServing}). Rejects, having started no broker, when the emulator cannot listen.
+   * Starts the WAN emulator in front of a topology file's brokers; {@link startAll} then starts them and
+   * {@link waitAllServing} waits for them. Rejects when the emulator cannot listen.
    */
   static async open(opts: OpenOptions): Promise<DevFederation> {
     const f = new DevFederation(opts);
     await f.wan.start();
-    for (const b of f.brokers) f.processes.start(b.id);
     return f;
+  }
+
+  /** Starts every broker's process; does not wait for them to serve. */
+  startAll(): void {
+    for (const b of this.brokers) this.processes.start(b.id);
   }
 
   /** Makes a federation from a spec in a temporary folder, starts it and waits until all are SERVING. */
@@ -120,6 +124,7 @@ export class DevFederation {
       }),
     });
     if (made.brokerCredentials) f.brokerCredentials = made.brokerCredentials;
+    f.startAll();
     // One broker failing to start stops the others (and the emulator): no process outlives the federation.
     const ready = await f.waitAllServing(60_000);
     if (!ready.ok) {

@@ -93,10 +93,12 @@ export async function runUp(opts: UpOptions): Promise<void> {
     );
   }
   const stateFile = path.join(stateDir, 'up.json');
+  // The state file is rewritten when a broker restarts: only after the brokers start (below), so the
+  // control it names exists by then.
   const federation = await openFederation(topology, stateDir, client, opts, say, () => writeState());
   const sites = topology.sites.map((s) => s.name);
   const control = await startUpControl(federation.wan, sites, () => federation.rows(), say);
-  const writeState = () => {
+  function writeState(): void {
     const state: UpState = {
       pid: process.pid,
       control: control.url,
@@ -104,7 +106,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
       brokers: federation.rows(),
     };
     fs.writeFileSync(stateFile, `${JSON.stringify(state, null, 2)}\n`);
-  };
+  }
 
   let stopping = false;
   const stop = async (why: string) => {
@@ -120,6 +122,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void stop(sig).then(resolve));
   });
 
+  federation.startAll();
   writeState();
   const t0 = Date.now();
   const ready = await federation.waitAllServing(READY_TIMEOUT_MS, () => stopping);
