@@ -285,6 +285,7 @@ export class ConnectionManager {
   close(): void {
     this.closed = true;
     if (this.maintenanceTimer) clearInterval(this.maintenanceTimer);
+    this.health.close();
     for (const e of this.entries.values()) this.closeEntry(e);
     this.entries.clear();
   }

@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { isPeerFailure, type FederationServiceClient } from '@wanas/proto';
+import { EventEmitter } from 'node:events';
 import CircuitBreaker from 'opossum';
 import type { Logger } from 'winston';
 import { noteSlow, type Entry } from './ordering';
@@ -13,6 +14,9 @@ export const REASON_REFUSED = 'connection failed (refused or unreachable)';
 const PROBE_JITTER = 0.2;
 /** A connect timeout doubles with each consecutive one, up to this many times the configured one. */
 const MAX_CONNECT_TIMEOUT_FACTOR = 8;
+/** opossum's rolling window (its defaults): 10 buckets of 1 s, the last 10 s of calls. */
+const BREAKER_WINDOW_MS = 10_000;
+const BREAKER_BUCKETS = 10;
 
 /** A target list the manager keeps warm: its addresses, rotation and health. */
 export interface Group {
@@ -52,13 +56,29 @@ export class EndpointHealth {
     failing: 0,
     down: 0,
   };
+  /**
+   * Turns every breaker's rolling window (opossum's `rotateBucketController`): one timer for the broker
+   * instead of two per breaker (a bucket rotation and a stats snapshot, each once a second per endpoint).
+   */
+  private readonly breakerWindows = new EventEmitter().setMaxListeners(0);
+  private readonly rotation: NodeJS.Timeout;
 
   constructor(
     private readonly opts: ManagerSettings,
     private readonly log: Logger,
     private readonly host: HealthHost,
     private readonly onTransition: ConnectionManagerOptions['onTransition'],
-  ) {}
+  ) {
+    this.rotation = setInterval(
+      () => this.breakerWindows.emit('rotate'),
+      BREAKER_WINDOW_MS / BREAKER_BUCKETS,
+    ).unref();
+  }
+
+  /** Stops the breakers' window rotation (the manager closes every breaker itself). */
+  close(): void {
+    clearInterval(this.rotation);
+  }
 
   /**
    * The one place an endpoint's state changes (like grpc-js's `subchannel.transitionToState`): records
@@ -233,6 +253,13 @@ export class EndpointHealth {
       resetTimeout: this.opts.resetTimeoutMs,
       errorThresholdPercentage: 50,
       volumeThreshold: 10,
+      rollingCountTimeout: BREAKER_WINDOW_MS,
+      rollingCountBuckets: BREAKER_BUCKETS,
+      rotateBucketController: this.breakerWindows,
+      // Latency is the LatencyWindow's (ordering, hedge delays); opossum's would sort every call of the
+      // window at each failure, and its once-a-second snapshot events have no listener.
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
       // Caller errors (INVALID_ARGUMENT, NOT_FOUND, ...) are answers, not peer failures.
       errorFilter: (err: { code?: number }) => err.code === undefined || !isPeerFailure(err.code),
     });
