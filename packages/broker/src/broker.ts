@@ -118,17 +118,17 @@ async function serveRpc(
     security: BrokerSecurity;
     topology: () => Topology;
     faults: BrokerOptions['faults'];
+    onCall: () => void;
   },
 ): Promise<number> {
-  createHandlers(
-    parts.dispatcher,
-    parts.log.child({ component: 'server' }),
-    parts.metrics,
-    parts.status,
-    parts.security,
-    () => parts.topology().settings,
-    parts.faults,
-  ).addTo(servers.grpc);
+  createHandlers(parts.dispatcher, parts.status, {
+    log: parts.log.child({ component: 'server' }),
+    metrics: parts.metrics,
+    security: parts.security,
+    limits: () => parts.topology().settings,
+    faults: parts.faults,
+    onCall: parts.onCall,
+  }).addTo(servers.grpc);
   addReflection(servers.grpc);
   return servers.listen(parts.security.serverCredentials);
 }
@@ -165,8 +165,7 @@ function siteRoundTripMs(t: Topology, cm: ConnectionManager, site: string): numb
 /** Starts one broker: gRPC server (aggregation, federation, health, reflection), warm peer channels, metrics. */
 export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const initial = opts.topology ?? loadTopology(requireFile(opts.topologyFile));
-  const whoAmI = (t: Topology): BrokerInfo =>
-    opts.pod ? dnsSelf(t, opts.pod.site, opts.pod.pod, opts.id, opts.listen) : findBroker(t, opts.id);
+  const whoAmI = selfFinder(opts);
   const info = whoAmI(initial);
   const log = (opts.logger ?? createLogger()).child({ broker: info.id, site: info.site, pod: info.pod });
   const started = Date.now();
@@ -179,8 +178,6 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const security = createSecurity(topology, info, log);
   const cm = connectionManagerFor(topology(), security, opts, log);
   const store = podStoreFor(topology(), info);
-  // No hedges while this broker is saturated: its answers are late from its own queueing, and a hedge
-  // would only add load (measured: default hedging cost ~9% of saturated throughput without this).
   const lag = saturationMonitor(log);
   const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
   const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
@@ -205,6 +202,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     security,
     topology,
     faults: opts.faults,
+    onCall: () => lag.busy(),
   }).catch((e: unknown) => {
     cm.close();
     store.close();
@@ -283,13 +281,24 @@ function podStoreFor(t: Topology, info: BrokerInfo): PodStore {
   );
 }
 
-/** Event-loop lag, logged when the broker becomes (or stops being) saturated; started once it serves. */
+/**
+ * Event-loop lag, logged when the broker becomes (or stops being) saturated; started once it serves, and
+ * measuring only while calls arrive (see {@link LoopLag.busy}). No hedges while the broker is saturated:
+ * its answers are late from its own queueing, and a hedge would only add load (measured: default hedging
+ * cost ~9% of saturated throughput without this).
+ */
 function saturationMonitor(log: Logger): LoopLag {
   return new LoopLag(undefined, (saturated, p90Ms) => {
     const fields = { eventLoopLagP90Ms: Math.round(p90Ms) };
     if (saturated) log.warn('broker saturated: hedging paused', fields);
     else log.info('broker no longer saturated: hedging resumed', fields);
   });
+}
+
+/** How this broker finds itself in a topology (and in each reload): by id, or as a DNS pod's replica. */
+function selfFinder(opts: BrokerOptions): (t: Topology) => BrokerInfo {
+  return (t) =>
+    opts.pod ? dnsSelf(t, opts.pod.site, opts.pod.pod, opts.id, opts.listen) : findBroker(t, opts.id);
 }
 
 function requireFile(file: string | undefined): string {

@@ -27,6 +27,8 @@ export interface RpcDeps {
   /** The in-flight limits in force (they follow topology reloads). */
   limits: () => { maxInFlightAggregates: number; maxInFlightFederation: number };
   faults?: FaultInjection;
+  /** Called as each call is admitted (the saturation monitor measures only while calls arrive). */
+  onCall?: () => void;
 }
 
 /** One RPC as the middleware sees it. */
@@ -169,6 +171,7 @@ export class Rpc {
       );
     }
     this.inFlight[need]++;
+    this.deps.onCall?.();
     return () => this.inFlight[need]--;
   }
 

@@ -16,11 +16,15 @@ import {
   type StreamAggregateRequest,
   type StreamAggregateResponse,
 } from '@wanas/proto';
-import type { Logger } from 'winston';
 import type { Dispatcher } from './dispatcher';
-import type { BrokerMetrics } from './metrics';
-import { MAX_MESSAGE_BYTES, Rpc, fillCorrelationId, type FaultInjection, type Route } from './rpc';
-import type { BrokerSecurity } from './security';
+import {
+  MAX_MESSAGE_BYTES,
+  Rpc,
+  fillCorrelationId,
+  type FaultInjection,
+  type Route,
+  type RpcDeps,
+} from './rpc';
 
 export { MAX_MESSAGE_BYTES, type FaultInjection };
 
@@ -111,16 +115,9 @@ function localFields(req: LocalRequest, res: LocalResponse): Record<string, unkn
  * The broker's gRPC services over a {@link Dispatcher}: thin handlers behind the {@link Rpc} middleware
  * (context, admission, faults, logs, metrics, errors), and AdminService/GetStatus for operators.
  */
-export function createHandlers(
-  dispatcher: Dispatcher,
-  log: Logger,
-  metrics: BrokerMetrics,
-  brokerStatus: () => GetStatusResponse,
-  security: BrokerSecurity,
-  limits: () => { maxInFlightAggregates: number; maxInFlightFederation: number },
-  faults?: FaultInjection,
-) {
-  const rpc = new Rpc({ log, metrics, security, limits, faults });
+export function createHandlers(dispatcher: Dispatcher, brokerStatus: () => GetStatusResponse, deps: RpcDeps) {
+  const rpc = new Rpc(deps);
+  const { metrics, security, log } = deps;
   const siteFields = (req: SiteRequest, res: SiteResponse) => ({ pods: res.pods.length, hops: req.hops });
 
   const aggregation = {
