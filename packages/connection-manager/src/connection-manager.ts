@@ -221,13 +221,13 @@ export class ConnectionManager {
   /** The endpoint's fastest usual answer in ms (see {@link floorMs}): about one round trip to it. */
   latencyFloorMs(endpoint: Endpoint): number | undefined {
     const entry = this.entries.get(endpoint.address);
-    return entry && floorMs(entry, this.twins(entry));
+    return entry && floorMs(entry, () => this.twins(entry));
   }
 
   /** The endpoint's p95 latency in ms, the hedge delay (see {@link p95Ms}). */
   latencyP95Ms(endpoint: Endpoint): number | undefined {
     const entry = this.entries.get(endpoint.address);
-    return entry && p95Ms(entry, this.twins(entry));
+    return entry && p95Ms(entry, () => this.twins(entry));
   }
 
   /** The other endpoints of the entry's group (same link, same work); none for one used on demand. */

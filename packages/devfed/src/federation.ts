@@ -134,9 +134,18 @@ export class DevFederation {
     return f;
   }
 
-  /** (Re)starts one broker process and waits for SERVING. */
+  /**
+   * (Re)starts one broker process and waits for SERVING. A process just sent a signal (a test's SIGKILL)
+   * is first given up to 5 s to exit; one still running is refused (see {@link BrokerSupervisor.start}).
+   */
   async startBroker(b: DevBroker | string): Promise<void> {
     const id = typeof b === 'string' ? b : b.id;
+    const old = this.broker(id).proc;
+    if (old?.killed && old.exitCode === null && old.signalCode === null)
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 5000);
+        old.once('exit', () => resolve(clearTimeout(t)));
+      });
     this.processes.start(id);
     await this.waitServing(id, 60_000);
   }

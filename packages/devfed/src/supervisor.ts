@@ -77,9 +77,17 @@ export class BrokerSupervisor {
     this.brokers.set(b.id, { broker: b, log: this.opts.logFile(b.id), state: 'given-up', restarts: [] });
   }
 
-  /** Starts (or starts again) one broker's process; does not wait for it to serve. */
+  /**
+   * Starts (or starts again) one broker's process; does not wait for it to serve. Refused while its
+   * process runs: a second one would fight for its ports and outlive {@link stopAll}, which stops the latest.
+   */
   start(id: string): void {
     const s = this.get(id);
+    const running = s.broker.proc;
+    if (running && running.exitCode === null && running.signalCode === null)
+      throw new Error(
+        `broker ${id} is already running (pid ${running.pid}); stop it before starting it again`,
+      );
     const proc = spawnBroker({
       topologyFile: this.opts.topologyFile,
       id,
