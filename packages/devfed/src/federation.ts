@@ -118,8 +118,7 @@ export class DevFederation {
           ...(opts.injectSlow?.(b) ? ['--inject-slow', opts.injectSlow(b)!] : []),
           ...(opts.brokerArgs ?? []),
         ],
-        // Extra Node flags for every broker, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
-        nodeArgs: process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean),
+        nodeArgs: benchNodeArgs(b.id),
         env: opts.envFor?.(b),
       }),
     });
@@ -312,4 +311,15 @@ export class DevFederation {
     await this.wan.close();
     if (this.opened.removeDir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Extra Node flags for a broker of a harness federation, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof
+ * --cpu-prof-dir=/tmp/prof': for every broker, or only those whose id matches the regular expression
+ * WANAS_BENCH_NODE_ARGS_FOR (`s2-p2-a`: profile one broker without slowing the other 23).
+ */
+function benchNodeArgs(brokerId: string): string[] | undefined {
+  const only = process.env.WANAS_BENCH_NODE_ARGS_FOR;
+  if (only && !new RegExp(only).test(brokerId)) return undefined;
+  return process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean);
 }
