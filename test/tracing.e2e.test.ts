@@ -3,7 +3,8 @@
  * OTLP/HTTP (http/json) to a real HTTP receiver in this test; one Aggregate across three sites, sent with a
  * caller's `traceparent`, yields one trace: the entry's server span (child of the caller's), an attempt
  * span per fan-out request, each peer's server span a child of the attempt that reached it, and the
- * operation's span in every pod. The answer's trailer carries the entry span's `traceparent`; log lines
+ * operation in every pod (its own span at the entry and the representatives; a LocalRequest's server span
+ * is its operation's). The answer's trailer carries the entry span's `traceparent`; log lines
  * carry `trace_id` and `span_id`. A frozen or missing collector costs the brokers neither answers nor a
  * clean, prompt exit.
  */
@@ -26,6 +27,8 @@ interface ReceivedSpan {
   kind: number;
   broker: string;
   attributes: Record<string, unknown>;
+  /** OTLP's status code (0 unset, 1 ok, 2 error) and message. */
+  status: { code: number; message: string };
   /** The resource's service.name. */
   service: string;
 }
@@ -66,6 +69,7 @@ async function otlpReceiver(): Promise<{
                 broker: String(broker),
                 service: String(service),
                 attributes: Object.fromEntries((s.attributes ?? []).map((a) => [a.key, valueOf(a.value)])),
+                status: { code: s.status?.code ?? 0, message: s.status?.message ?? '' },
               });
         }
       }
@@ -98,6 +102,7 @@ interface OtlpBody {
         name: string;
         kind: number;
         attributes?: { key: string; value: OtlpValue }[];
+        status?: { code?: number; message?: string };
       }[];
     }[];
   }[];
@@ -157,7 +162,7 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
         named('wanas.v1.AggregationService/Aggregate').length === 1 &&
         named('wanas.v1.FederationService/SiteRequest').filter((s) => s.kind === 2).length >= 2 &&
         named('wanas.v1.FederationService/LocalRequest').filter((s) => s.kind === 2).length >= 2 &&
-        named('operation echo').length >= 5,
+        named('operation echo').length >= 3,
       20_000,
     );
     const spans = inTrace();
@@ -191,10 +196,12 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
       expect(caller.kind).toBe(2);
       expect(caller.broker.slice(0, 2)).toBe(server.broker.slice(0, 2)); // a LocalRequest stays in its site
     }
-    // The operation ran once per pod, under the server span of the broker that ran it.
+    // The operation ran once per pod: under its own span, a child of the server span of the broker that
+    // ran it, where that call also fanned out; as the LocalRequest's server span where it did nothing else.
     const ops = named('operation echo');
-    expect(new Set(ops.map((o) => o.broker))).toEqual(new Set(f.brokers.map((b) => b.id)));
-    for (const op of ops) expect(byId.get(op.parentSpanId)?.broker).toBe(op.broker);
+    for (const op of ops) expect(byId.get(op.parentSpanId)).toMatchObject({ kind: 2, broker: op.broker });
+    for (const server of localServers) expect(server.attributes['wanas.operation']).toBe('echo');
+    expect([...ops, ...localServers].map((s) => s.broker).sort()).toEqual(f.brokers.map((b) => b.id).sort());
 
     // The answer says which trace it was: the entry span's traceparent in the trailer.
     expect(trailers?.get('traceparent')[0]).toBe(`00-${traceId}-${entry.spanId}-01`);
@@ -239,6 +246,27 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
     expect(
       receiver.spans.filter((s) => s.attributes['wanas.correlation_id'] === unsampled.correlationId),
     ).toEqual([]);
+  });
+
+  it("marks the LocalRequest's server span with the operation's error when the operation fails in its pod", async () => {
+    // s2/p2's echo is asked to sleep past its deadline: it answers DEADLINE_EXCEEDED in the pod's result.
+    const r = await f.aggregator('s1-p1-a')({
+      operation: 'echo',
+      params: { sleepMs: 20_000, sleepPod: 's2/p2' },
+      timeout: { seconds: 1, nanos: 0 },
+    });
+    expect(r.pods.find((p) => p.site === 's2' && p.pod === 'p2')?.code).not.toBe(grpc.status.OK);
+    const served = () =>
+      receiver.spans.find(
+        (s) =>
+          s.kind === 2 &&
+          s.broker === 's2-p2-a' &&
+          s.name === 'wanas.v1.FederationService/LocalRequest' &&
+          s.attributes['wanas.correlation_id'] === r.correlationId,
+      );
+    await until('s2/p2 exported its LocalRequest span', async () => served() !== undefined, 20_000);
+    expect(served()).toMatchObject({ attributes: { 'wanas.operation': 'echo' }, status: { code: 2 } });
+    expect(served()!.status.message).toMatch(/sleep|cancel/i);
   });
 
   it('starts a trace at the entry for a caller that sent none', async () => {

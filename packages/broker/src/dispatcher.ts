@@ -131,6 +131,7 @@ export class Dispatcher {
         return ctx.signal;
       },
       trace: ctx.trace,
+      inCallSpan: true,
     });
     this.deps.metrics.pods('local', [pod.code]);
     // The operation's own error (a full pool, a missing pool) travels in the answer, not as the call's

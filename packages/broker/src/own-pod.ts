@@ -30,6 +30,8 @@ export async function runOwnPod(
     signal: AbortSignal;
     /** The call's trace context: the operation's span is its child. */
     trace: Context;
+    /** The call does nothing but this operation (a LocalRequest): its server span is the operation's. */
+    inCallSpan?: boolean;
   },
 ): Promise<PodResult> {
   const { self, store, logger } = deps;
@@ -43,22 +45,26 @@ export async function runOwnPod(
     hedged: false,
   });
   try {
-    const result = await inOperationSpan(op.name, a.trace, () =>
-      op.execute(params, {
-        site: self.site,
-        pod: self.pod,
-        brokerId: self.id,
-        correlationId: a.correlationId,
-        headers: a.headers,
-        store,
-        idempotencyKey: a.idempotencyKey,
-        deadline: a.deadline,
-        // A getter: the caller's signal is made on first use (see the server's IncomingCall).
-        get signal() {
-          return a.signal;
-        },
-        logger,
-      }),
+    const result = await inOperationSpan(
+      op.name,
+      a.trace,
+      () =>
+        op.execute(params, {
+          site: self.site,
+          pod: self.pod,
+          brokerId: self.id,
+          correlationId: a.correlationId,
+          headers: a.headers,
+          store,
+          idempotencyKey: a.idempotencyKey,
+          deadline: a.deadline,
+          // A getter: the caller's signal is made on first use (see the server's IncomingCall).
+          get signal() {
+            return a.signal;
+          },
+          logger,
+        }),
+      a.inCallSpan,
     );
     return {
       site: self.site,

@@ -282,27 +282,35 @@ export function attemptSpan(
 }
 
 /**
- * Runs an operation in this pod under its own span (a child of the call's, `parent`). The site and pod
- * are the resource's (`wanas.site`, `wanas.pod`, set once per process).
+ * Runs an operation in this pod under a span: its own, a child of the call's (`parent`) — or, with
+ * `inCallSpan`, the call's server span itself, when the call does nothing but this operation (a
+ * LocalRequest): one span fewer per pod and the same information, since the server span then carries
+ * `wanas.operation` and the operation's error as its status. The site and pod are the resource's
+ * (`wanas.site`, `wanas.pod`, set once per process).
  */
-export async function inOperationSpan<T>(op: string, parent: Context, run: () => T | Promise<T>): Promise<T> {
+export async function inOperationSpan<T>(
+  op: string,
+  parent: Context,
+  run: () => T | Promise<T>,
+  inCallSpan = false,
+): Promise<T> {
   if (!tracer) return run();
-  const span = tracer.startSpan(
-    `operation ${op}`,
-    {
-      kind: SpanKind.INTERNAL,
-      attributes: { 'wanas.operation': op },
-    },
-    parent,
-  );
-  if (!span.isRecording()) return run(); // not sampled: no wrapper around the operation
+  const span = inCallSpan
+    ? trace.getSpan(parent)
+    : tracer.startSpan(
+        `operation ${op}`,
+        { kind: SpanKind.INTERNAL, attributes: { 'wanas.operation': op } },
+        parent,
+      );
+  if (!span?.isRecording()) return run(); // not sampled: no wrapper around the operation
+  if (inCallSpan) span.setAttribute('wanas.operation', op);
   try {
     return await run();
   } catch (e) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
     throw e;
   } finally {
-    span.end();
+    if (!inCallSpan) span.end(); // the call's span is ended by the server, with the call's status
   }
 }
 
