@@ -103,6 +103,7 @@ export class DevFederation {
 
   /** Makes a federation from a spec in a temporary folder, starts it and waits until all are SERVING. */
   static async start(opts: DevFederationOptions): Promise<DevFederation> {
+    const nodeArgs = benchNodeArgs();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-dev-'));
     const made = await specTopology(dir, opts);
     const f = await DevFederation.open({
@@ -118,7 +119,7 @@ export class DevFederation {
           ...(opts.injectSlow?.(b) ? ['--inject-slow', opts.injectSlow(b)!] : []),
           ...(opts.brokerArgs ?? []),
         ],
-        nodeArgs: benchNodeArgs(b.id),
+        nodeArgs: nodeArgs(b.id),
         env: opts.envFor?.(b),
       }),
     });
@@ -314,12 +315,23 @@ export class DevFederation {
 }
 
 /**
- * Extra Node flags for a broker of a harness federation, e.g. WANAS_BENCH_NODE_ARGS='--cpu-prof
- * --cpu-prof-dir=/tmp/prof': for every broker, or only those whose id matches the regular expression
- * WANAS_BENCH_NODE_ARGS_FOR (`s2-p2-a`: profile one broker without slowing the other 23).
+ * Extra Node flags for the brokers of a harness federation, from `env`: WANAS_BENCH_NODE_ARGS (e.g.
+ * '--cpu-prof --cpu-prof-dir=/tmp/prof') for every broker, or only for those whose id matches the regular
+ * expression WANAS_BENCH_NODE_ARGS_FOR (`s2-p2-a`: profile one broker without slowing the other 23).
+ * Read once; a bad expression throws an error naming the variable, before any broker starts.
  */
-function benchNodeArgs(brokerId: string): string[] | undefined {
-  const only = process.env.WANAS_BENCH_NODE_ARGS_FOR;
-  if (only && !new RegExp(only).test(brokerId)) return undefined;
-  return process.env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean);
+export function benchNodeArgs(
+  env: NodeJS.ProcessEnv = process.env,
+): (brokerId: string) => string[] | undefined {
+  const args = env.WANAS_BENCH_NODE_ARGS?.split(/\s+/).filter(Boolean);
+  const only = env.WANAS_BENCH_NODE_ARGS_FOR;
+  let match: RegExp | undefined;
+  try {
+    match = only ? new RegExp(only) : undefined;
+  } catch (e) {
+    throw new Error(
+      `WANAS_BENCH_NODE_ARGS_FOR: "${only}" is not a regular expression (${(e as Error).message})`,
+    );
+  }
+  return (brokerId) => (match && !match.test(brokerId) ? undefined : args);
 }
