@@ -249,22 +249,23 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
   });
 
   it("marks the LocalRequest's server span with the operation's error when the operation fails in its pod", async () => {
-    // s2/p2's echo is asked to sleep past its deadline: it answers DEADLINE_EXCEEDED in the pod's result.
+    // s1/p2 is asked to sleep past its deadline: it answers DEADLINE_EXCEEDED in the pod's result. (The
+    // entry always reaches it by a LocalRequest; a remote site's pod may be that site's representative.)
     const r = await f.aggregator('s1-p1-a')({
       operation: 'echo',
-      params: { sleepMs: 20_000, sleepPod: 's2/p2' },
+      params: { sleepMs: 20_000, sleepPod: 's1/p2' },
       timeout: { seconds: 1, nanos: 0 },
     });
-    expect(r.pods.find((p) => p.site === 's2' && p.pod === 'p2')?.code).not.toBe(grpc.status.OK);
+    expect(r.pods.find((p) => p.site === 's1' && p.pod === 'p2')?.code).not.toBe(grpc.status.OK);
     const served = () =>
       receiver.spans.find(
         (s) =>
           s.kind === 2 &&
-          s.broker === 's2-p2-a' &&
+          s.broker === 's1-p2-a' &&
           s.name === 'wanas.v1.FederationService/LocalRequest' &&
           s.attributes['wanas.correlation_id'] === r.correlationId,
       );
-    await until('s2/p2 exported its LocalRequest span', async () => served() !== undefined, 20_000);
+    await until('s1/p2 exported its LocalRequest span', async () => served() !== undefined, 20_000);
     expect(served()).toMatchObject({ attributes: { 'wanas.operation': 'echo' }, status: { code: 2 } });
     expect(served()!.status.message).toMatch(/sleep|cancel/i);
   });
