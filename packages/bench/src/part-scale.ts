@@ -18,8 +18,8 @@ export interface ScaleResult {
 }
 
 /**
- * Pods per site 1 → 4 → 16 (2 sites) and sites 2 → 4 → 8 → 16 (1 pod each), 25 ms one way; the brokers
- * of a site share one process. Then the RSS of one broker that loaded a 100-site × 10-pod topology
+ * Pods per site 1 → 4 → 16 (2 sites) and sites 2 → 4 → 8 → 16 (1 pod each), 25 ms one way; one process
+ * per broker (32 in the 16-pods case, on this machine's cores). Then the RSS of one broker that loaded a 100-site × 10-pod topology
  * (peers answering, then all gone).
  */
 export async function scalePart(counts: BenchCounts, progress: Progress): Promise<ScaleResult> {
