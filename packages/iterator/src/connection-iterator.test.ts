@@ -311,7 +311,9 @@ describe('ConnectionIterator against real grpc-js servers', () => {
     const acking = await peer({ kind: 'ok', delayMs: 300, ack: true });
     const twin = await peer();
     const budget = new HedgeBudget();
-    const hedge = { delayMs: 30, budget, onlyUnacknowledged: true };
+    // The hedge fires at 150 ms, half the peers' 300 ms answer: room for the acknowledgement of a first call on
+    // a new connection to arrive on a loaded machine (a fresh-check missed a 30 ms delay once).
+    const hedge = { delayMs: 150, budget, onlyUnacknowledged: true };
     const acked = await run(source, [acking.address, twin.address], { hedge });
     expect(acked.ok).toBe(true);
     expect(acked.attempts.map((a) => [a.brokerId, a.hedged])).toEqual([['b0', false]]);
