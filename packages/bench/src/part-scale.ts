@@ -19,8 +19,8 @@ export interface ScaleResult {
 
 /**
  * Pods per site 1 → 4 → 16 (2 sites) and sites 2 → 4 → 8 → 16 (1 pod each), 25 ms one way; one process
- * per broker (32 in the 16-pods case, on this machine's cores). Then the RSS of one broker that loaded a 100-site × 10-pod topology
- * (peers answering, then all gone).
+ * per broker (32 in the 16-pods case, on this machine's cores). Then the RSS of one broker that loaded a
+ * 100-site × 10-pod topology (peers answering, then all gone).
  */
 export async function scalePart(counts: BenchCounts, progress: Progress): Promise<ScaleResult> {
   const n = counts.smoke ? counts.requests : Math.max(50, Math.round(counts.requests / 4));

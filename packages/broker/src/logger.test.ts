@@ -56,7 +56,7 @@ describe('createLogger', () => {
     transport.close();
   });
 
-  it('writes straight to its stderr sink the same lines winston would, level-checked, until another transport is added', () => {
+  it('writes straight to its stderr sink the same lines winston would, level-checked, until another transport is added', async () => {
     const chunks: string[] = [];
     const out = { write: (c: string) => chunks.push(c) } as unknown as NodeJS.WritableStream;
     const log = createLogger({ level: 'info', format: 'json', out });
@@ -72,33 +72,31 @@ describe('createLogger', () => {
     const direct = chunks.join('').trim().split('\n');
     const { log: viaStream, lines } = capture('info');
     write(viaStream.child({ broker: 'b1' }).child({ component: 'server' }));
-    return flush().then(() => {
-      const noTime = (l: string) => ({ ...(JSON.parse(l) as object), timestamp: undefined });
-      expect(direct.map(noTime)).toEqual(lines.map(noTime));
-      expect(Object.keys(JSON.parse(direct[0]!) as object)).toEqual(
-        Object.keys(JSON.parse(lines[0]!) as object),
-      );
-      expect(direct).toHaveLength(2);
-      // Silent, a higher level: nothing; another transport: both get every line (winston's own path).
-      log.level = 'warn';
-      child.info('skipped');
-      log.level = 'info';
-      log.silent = true;
-      child.info('silenced');
-      log.silent = false;
-      const extra: string[] = [];
-      const stream = new PassThrough();
-      stream.on('data', (b: Buffer) => extra.push(b.toString()));
-      log.add(new winston.transports.Stream({ stream }));
-      child.info('to both');
-      return flush().then(() => {
-        sink.flush();
-        expect(chunks.join('')).not.toMatch(/skipped|silenced/);
-        expect(chunks.join('')).toMatch(/"to both"/);
-        expect(extra.join('')).toMatch(/"to both"/);
-        sink.close();
-      });
-    });
+    await flush();
+    const noTime = (l: string) => ({ ...(JSON.parse(l) as object), timestamp: undefined });
+    expect(direct.map(noTime)).toEqual(lines.map(noTime));
+    expect(Object.keys(JSON.parse(direct[0]!) as object)).toEqual(
+      Object.keys(JSON.parse(lines[0]!) as object),
+    );
+    expect(direct).toHaveLength(2);
+    // Silent, a higher level: nothing; another transport: both get every line (winston's own path).
+    log.level = 'warn';
+    child.info('skipped');
+    log.level = 'info';
+    log.silent = true;
+    child.info('silenced');
+    log.silent = false;
+    const extra: string[] = [];
+    const stream = new PassThrough();
+    stream.on('data', (b: Buffer) => extra.push(b.toString()));
+    log.add(new winston.transports.Stream({ stream }));
+    child.info('to both');
+    await flush();
+    sink.flush();
+    expect(chunks.join('')).not.toMatch(/skipped|silenced/);
+    expect(chunks.join('')).toMatch(/"to both"/);
+    expect(extra.join('')).toMatch(/"to both"/);
+    sink.close();
   });
 
   it('returns the logger from a skipped call, as winston does', () => {
