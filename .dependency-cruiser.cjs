@@ -5,7 +5,7 @@
  *   broker ← devfed ← bench, k8s                                    (development packages)
  * and the runtime packages never load a development package (the CLI loads them by name, on demand).
  */
-const runtime = '^packages/(proto|iterator|connection-manager|broker|cli)/src';
+const runtime = '^packages/(proto|iterator|operations|connection-manager|broker|cli)/src';
 const dev = '^packages/(devfed|bench|k8s)/';
 const notTests = '\\.test\\.ts$';
 
@@ -24,6 +24,13 @@ module.exports = {
       severity: 'error',
       from: { path: '^packages/proto/src', pathNot: notTests },
       to: { path: '^packages/(?!proto/)[^/]+/' },
+    },
+    {
+      name: 'operations-sdk-stands-alone',
+      comment: "a user's plug-in module depends on @wanas/operations alone",
+      severity: 'error',
+      from: { path: '^packages/operations/src', pathNot: notTests },
+      to: { path: '^packages/(?!operations/)[^/]+/' },
     },
     {
       name: 'iterator-and-connection-manager-on-proto-only',

@@ -9,11 +9,11 @@ import { Dispatcher } from './dispatcher';
 import { createLogger } from './logger';
 import { LoopLag } from './loop-lag';
 import { BrokerMetrics, startMetricsServer } from './metrics';
-import { builtinOperations } from './operations/builtin';
+import { listOperations, operationsCatalog } from './operations/catalog';
 import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './reflection';
 import { createSecurity, type BrokerSecurity } from './security';
-import { createHandlers, type FaultInjection } from './server';
+import { createHandlers, type AdminAnswers, type FaultInjection } from './server';
 import { PodStore } from './store/pod-store';
 import { TopologySource } from './topology-source';
 import { startTracing } from './tracing';
@@ -46,7 +46,7 @@ export interface BrokerOptions {
   watch?: boolean;
   /** Logger (default: winston to stderr, JSON unless on a terminal). */
   logger?: Logger;
-  /** Operations (default: the built-in ones). */
+  /** Operations beside the topology's configured ones and modules (default: the built-in ones). */
   operations?: OperationRegistry;
   /** Overrides of the connection manager's options. */
   connectionManager?: Omit<ConnectionManagerOptions, 'logger'>;
@@ -114,14 +114,14 @@ async function serveRpc(
     dispatcher: Dispatcher;
     log: Logger;
     metrics: BrokerMetrics;
-    status: () => GetStatusResponse;
+    admin: AdminAnswers;
     security: BrokerSecurity;
     topology: () => Topology;
     faults: BrokerOptions['faults'];
     onCall: () => void;
   },
 ): Promise<number> {
-  createHandlers(parts.dispatcher, parts.status, {
+  createHandlers(parts.dispatcher, parts.admin, {
     log: parts.log.child({ component: 'server' }),
     metrics: parts.metrics,
     security: parts.security,
@@ -181,11 +181,16 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const lag = saturationMonitor(log);
   const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
   const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
+  const catalog = await operationsCatalog(
+    { topology, site: info.site, pod: info.pod, brokerId: info.id, metrics: metrics.backendMetrics() },
+    opts.operations,
+  ).catch((e: unknown) => closeAndThrow(e, cm, store));
+  const { registry } = catalog;
   const dispatcher = new Dispatcher({
     self: info,
     topology,
     cm,
-    registry: opts.operations ?? builtinOperations(),
+    registry,
     store,
     logger: log,
     metrics,
@@ -198,17 +203,12 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     dispatcher,
     log,
     metrics,
-    status,
+    admin: { status, operations: () => listOperations(registry) },
     security,
     topology,
     faults: opts.faults,
     onCall: () => lag.busy(),
-  }).catch((e: unknown) => {
-    cm.close();
-    store.close();
-    lag.close();
-    throw e;
-  });
+  }).catch((e: unknown) => closeAndThrow(e, cm, catalog, store, lag));
   cm.setPeers(peerGroupsFor(topology(), info));
   const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
   const metricsServer = metricsAddress
@@ -216,12 +216,8 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     : undefined;
   servers.serving(true);
   lag.start();
-  log.info('broker serving', {
-    address: `${info.address.slice(0, info.address.lastIndexOf(':'))}:${port}`,
-    wanAddress: info.wanAddress,
-    federation: topology().federation,
-    metrics: metricsServer ? metricsAddress : undefined,
-  });
+  catalog.warm((message, fields) => log.warn(message, fields));
+  logServing(log, info, port, topology().federation, metricsServer ? metricsAddress : undefined);
   source.run((t) => cm.setPeers(peerGroupsFor(t, info)));
 
   let closing: Promise<void> | undefined;
@@ -232,6 +228,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       source.close();
       await servers.stop(graceMs);
       cm.close();
+      catalog.close();
       await metricsServer?.close();
       store.close();
       lag.close();
@@ -299,6 +296,22 @@ function saturationMonitor(log: Logger): LoopLag {
 function selfFinder(opts: BrokerOptions): (t: Topology) => BrokerInfo {
   return (t) =>
     opts.pod ? dnsSelf(t, opts.pod.site, opts.pod.pod, opts.id, opts.listen) : findBroker(t, opts.id);
+}
+
+/** The line that says a broker serves: where, in which federation, with which metrics listener. */
+function logServing(log: Logger, info: BrokerInfo, port: number, federation: string, metrics?: string): void {
+  log.info('broker serving', {
+    address: `${info.address.slice(0, info.address.lastIndexOf(':'))}:${port}`,
+    wanAddress: info.wanAddress,
+    federation,
+    metrics,
+  });
+}
+
+/** Closes what a failed start had opened, then rethrows its error. */
+function closeAndThrow(e: unknown, ...opened: { close(): void }[]): never {
+  for (const o of opened) o.close();
+  throw e;
 }
 
 function requireFile(file: string | undefined): string {

@@ -2,6 +2,7 @@ import type { ConnectionManager } from '@wanas/connection-manager';
 import { codeName } from '@wanas/proto';
 import * as http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BackendMetrics } from './operations/configured';
 
 /** Latency buckets in seconds: LAN (sub-ms) to slow WAN (seconds). */
 const LATENCY_BUCKETS_S = [
@@ -92,6 +93,56 @@ export class BrokerMetrics {
     });
     registerHealthGauges(this.registry, cm);
     if (more) registerBudgetAndDistance(this.registry, more);
+  }
+
+  /**
+   * The metrics of calls to the pod's backends (configured operations): calls by service and code, their
+   * time, calls in flight and the limit, and calls shed at the limit. Made on first use.
+   */
+  backendMetrics(): BackendMetrics {
+    const r = this.registry;
+    const called = new Counter({
+      name: 'wanas_backend_calls_total',
+      help: "Calls to this broker's pod backends (configured operations), by service and code.",
+      labelNames: ['service', 'grpc_code'],
+      registers: [r],
+    });
+    const seconds = new Histogram({
+      name: 'wanas_backend_call_seconds',
+      help: "Time of calls to this broker's pod backends, seconds.",
+      labelNames: ['service'],
+      buckets: LATENCY_BUCKETS_S,
+      registers: [r],
+    });
+    const inFlight = new Gauge({
+      name: 'wanas_backend_in_flight',
+      help: 'Calls to a pod backend in flight from this broker.',
+      labelNames: ['service'],
+      registers: [r],
+    });
+    const maxInFlight = new Gauge({
+      name: 'wanas_backend_max_in_flight',
+      help: "A service's per-broker limit of calls in flight (services.NAME.maxInFlight).",
+      labelNames: ['service'],
+      registers: [r],
+    });
+    const shed = new Counter({
+      name: 'wanas_backend_shed_total',
+      help: "Calls refused with RESOURCE_EXHAUSTED because the service's maxInFlight was reached.",
+      labelNames: ['service'],
+      registers: [r],
+    });
+    return {
+      called: (service, code, s) => {
+        called.inc({ service, grpc_code: codeName(code) });
+        seconds.observe({ service }, s);
+      },
+      inFlight: (service, now, max) => {
+        inFlight.set({ service }, now);
+        maxInFlight.set({ service }, max);
+      },
+      shed: (service) => shed.inc({ service }),
+    };
   }
 
   /** Records one RPC this broker served. */

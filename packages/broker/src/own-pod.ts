@@ -5,7 +5,8 @@ import type { Logger } from 'winston';
 import { toBrokerError } from './errors';
 import { failed } from './fan-out';
 import { asJsonObject } from './operations/json';
-import type { JsonObject, Operation } from './operations/types';
+import { runOnce } from './operations/once';
+import type { BrokerOperationContext, JsonObject, Operation } from './operations/types';
 import type { PodStore } from './store/pod-store';
 import { inOperationSpan } from './tracing';
 import type { BrokerInfo } from './topology';
@@ -17,24 +18,73 @@ export interface OwnPodDeps {
   logger: Logger;
 }
 
+/** The request an operation runs for in this pod. */
+export interface OwnPodRequest {
+  correlationId: string;
+  headers: Record<string, string>;
+  idempotencyKey: string;
+  deadline: number;
+  signal: AbortSignal;
+  /** The call's trace context: the operation's span is its child. */
+  trace: Context;
+  /** The call does nothing but this operation (a LocalRequest): its server span is the operation's. */
+  inCallSpan?: boolean;
+}
+
+/**
+ * What the operation sees: the request, the pod's store, a logger with the correlation id (made on first
+ * use), and `once` over the pod's idempotency ledger.
+ */
+function operationContext(
+  deps: OwnPodDeps,
+  op: Operation,
+  params: JsonObject,
+  a: OwnPodRequest,
+  traceparent: string | undefined,
+): BrokerOperationContext {
+  const { self, store, logger } = deps;
+  let opLogger: Logger | undefined;
+  return {
+    site: self.site,
+    pod: self.pod,
+    brokerId: self.id,
+    correlationId: a.correlationId,
+    headers: a.headers,
+    store,
+    idempotencyKey: a.idempotencyKey,
+    deadline: a.deadline,
+    // Getters: the caller's signal is made on first use (see the server's IncomingCall), the logger too.
+    get signal() {
+      return a.signal;
+    },
+    get logger() {
+      return (opLogger ??= logger.child({ correlationId: a.correlationId, operation: op.name }));
+    },
+    traceparent,
+    once: (action) =>
+      runOnce(
+        {
+          store,
+          brokerId: self.id,
+          operation: op.name,
+          params,
+          idempotencyKey: a.idempotencyKey,
+          deadline: a.deadline,
+          signal: a.signal,
+        },
+        action,
+      ),
+  };
+}
+
 /** Runs the operation in this broker's pod; never rejects: an error becomes the pod's result. */
 export async function runOwnPod(
   deps: OwnPodDeps,
   op: Operation,
   params: JsonObject,
-  a: {
-    correlationId: string;
-    headers: Record<string, string>;
-    idempotencyKey: string;
-    deadline: number;
-    signal: AbortSignal;
-    /** The call's trace context: the operation's span is its child. */
-    trace: Context;
-    /** The call does nothing but this operation (a LocalRequest): its server span is the operation's. */
-    inCallSpan?: boolean;
-  },
+  a: OwnPodRequest,
 ): Promise<PodResult> {
-  const { self, store, logger } = deps;
+  const { self, logger } = deps;
   const t0 = Date.now();
   const attempt = (code: number, message: string): Attempt => ({
     brokerId: self.id,
@@ -48,22 +98,7 @@ export async function runOwnPod(
     const result = await inOperationSpan(
       op.name,
       a.trace,
-      () =>
-        op.execute(params, {
-          site: self.site,
-          pod: self.pod,
-          brokerId: self.id,
-          correlationId: a.correlationId,
-          headers: a.headers,
-          store,
-          idempotencyKey: a.idempotencyKey,
-          deadline: a.deadline,
-          // A getter: the caller's signal is made on first use (see the server's IncomingCall).
-          get signal() {
-            return a.signal;
-          },
-          logger,
-        }),
+      (traceparent) => op.execute(params, operationContext(deps, op, params, a, traceparent)),
       a.inCallSpan,
     );
     return {

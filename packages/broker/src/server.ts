@@ -8,6 +8,7 @@ import {
   modeToJSON,
   type AggregateResponse,
   type GetStatusResponse,
+  type ListOperationsResponse,
   type LocalRequest,
   type LocalResponse,
   type SiteRequest,
@@ -111,11 +112,18 @@ function localFields(req: LocalRequest, res: LocalResponse): Record<string, unkn
   return { hops: req.hops, ...(podCode ? { podCode: codeName(podCode), error: res.pod?.message } : {}) };
 }
 
+/** What AdminService answers: this broker's view, and the operations it serves. */
+export interface AdminAnswers {
+  status: () => GetStatusResponse;
+  operations: () => ListOperationsResponse;
+}
+
 /**
  * The broker's gRPC services over a {@link Dispatcher}: thin handlers behind the {@link Rpc} middleware
- * (context, admission, faults, logs, metrics, errors), and AdminService/GetStatus for operators.
+ * (context, admission, faults, logs, metrics, errors), and AdminService (GetStatus, ListOperations) for
+ * operators.
  */
-export function createHandlers(dispatcher: Dispatcher, brokerStatus: () => GetStatusResponse, deps: RpcDeps) {
+export function createHandlers(dispatcher: Dispatcher, adminAnswers: AdminAnswers, deps: RpcDeps) {
   const rpc = new Rpc(deps);
   const { metrics, security, log } = deps;
   const siteFields = (req: SiteRequest, res: SiteResponse) => ({ pods: res.pods.length, hops: req.hops });
@@ -146,15 +154,13 @@ export function createHandlers(dispatcher: Dispatcher, brokerStatus: () => GetSt
     localRequest: rpc.unary(LOCAL, (req, ctx) => dispatcher.local(req, ctx), localFields),
   };
 
-  const admin = {
-    /** Clients only; no admission limit (it must answer when the broker is saturated); logged when refused. */
-    getStatus(
-      call: grpc.ServerUnaryCall<unknown, GetStatusResponse>,
-      cb: grpc.sendUnaryData<GetStatusResponse>,
-    ) {
+  /** Clients only; no admission limit (it must answer when the broker is saturated); logged when refused. */
+  const adminUnary =
+    <Res>(method: string, answer: () => Res) =>
+    (call: grpc.ServerUnaryCall<unknown, Res>, cb: grpc.sendUnaryData<Res>) => {
       const t0 = Date.now();
       const served = (code: number) =>
-        metrics.served('wanas.v1.AdminService', 'GetStatus', 'unary', code, (Date.now() - t0) / 1000);
+        metrics.served('wanas.v1.AdminService', method, 'unary', code, (Date.now() - t0) / 1000);
       try {
         security.authorize(call, 'client');
       } catch (e) {
@@ -162,6 +168,7 @@ export function createHandlers(dispatcher: Dispatcher, brokerStatus: () => GetSt
         served(err.code);
         log.warn('served', {
           kind: 'admin',
+          method,
           direction: 'in',
           peer: call.getPeer(),
           code: codeName(err.code),
@@ -169,10 +176,13 @@ export function createHandlers(dispatcher: Dispatcher, brokerStatus: () => GetSt
         });
         return cb(status);
       }
-      const res = brokerStatus();
+      const res = answer();
       served(grpc.status.OK);
       cb(null, res);
-    },
+    };
+  const admin = {
+    getStatus: adminUnary('GetStatus', adminAnswers.status),
+    listOperations: adminUnary('ListOperations', adminAnswers.operations),
   };
 
   return {

@@ -4,6 +4,7 @@
  * the lookups.
  */
 import { z } from 'zod';
+import { checkServices, operationEntrySchema, serviceSchema } from './topology-schema-operations';
 
 /** Names of federations, sites, pods and brokers: DNS-label-like, so they fit Kubernetes names too. */
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -68,6 +69,8 @@ const podSchema = z
         z.number().int('must be a whole number').min(0).max(10_000),
       )
       .optional(),
+    /** Where this pod's backends are, by service name: `host:port` or `dns:///name:port` (gRPC), a base URL (HTTP). */
+    services: z.record(z.string(), z.string().min(1)).optional(),
   })
   .superRefine((pod, ctx) => {
     if (typeof pod.brokers === 'string') return;
@@ -217,9 +220,14 @@ export const topologySchema = z
     settings: settingsSchema,
     security: securitySchema,
     tracing: tracingSchema,
+    /** Backends every pod runs, by name (see topology-schema-operations.ts). */
+    services: z.record(z.string(), serviceSchema).default({}),
+    /** Operations from configuration and plug-in modules, beside the built-in ones. */
+    operations: z.array(operationEntrySchema).max(1000).default([]),
     sites: z.array(siteSchema).min(1, 'a federation needs at least one site'),
   })
   .superRefine((t, ctx) => {
+    checkServices(t, ctx);
     const seen = {
       site: new Map<string, number>(),
       broker: new Map<string, string>(),

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'winston';
 import { DnsDiscovery } from './discovery';
+import { stableJson } from './store/pod-store';
 import { loadTopology, withDiscovered, type BrokerInfo, type Topology } from './topology';
 
 /** Debounce of topology file changes, ms. */
@@ -81,6 +82,12 @@ export class TopologySource {
       const { self } = this.opts;
       if (me.site !== self.site || me.pod !== self.pod || me.address !== self.address) {
         throw new Error(`broker ${self.id} moved (site/pod/address changed); restart it to apply that`);
+      }
+      // The operations are built once, at start (modules loaded, schemas read): a change to them would leave
+      // this broker serving other operations than its file says; refused whole, applied by a restart.
+      for (const section of ['services', 'operations'] as const) {
+        if (stableJson(next[section]) !== stableJson(this.file[section]))
+          throw new Error(`the ${section} section changed; restart the broker to apply that`);
       }
       if (JSON.stringify(next.settings.dnsServers) !== JSON.stringify(this.file.settings.dnsServers))
         log.warn('settings.dnsServers changed; that applies at the next restart');

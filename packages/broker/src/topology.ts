@@ -43,6 +43,8 @@ export interface PodInfo {
   dns: DnsPod | undefined;
   /** Desktops per pool to seed a new pod database with; undefined: the default pools. */
   pools: Record<string, number> | undefined;
+  /** Where the pod's backends are, by service name (see the topology's `services`). */
+  services: Record<string, string>;
 }
 
 /** A validated topology with lookups. */
@@ -52,6 +54,10 @@ export interface Topology {
   security: TopologyDoc['security'];
   /** Traces for the federation's brokers (the OTEL_* environment variables win). */
   tracing: TopologyDoc['tracing'];
+  /** Backends every pod runs, by name. */
+  services: TopologyDoc['services'];
+  /** Configured operations and plug-in modules, in file order. */
+  operations: TopologyDoc['operations'];
   /** Sites in file order, each with its pods in file order. */
   sites: { name: string; pods: PodInfo[] }[];
   /** Every broker by id. */
@@ -96,6 +102,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
           name: p.name,
           brokers: [],
           pools: p.pools,
+          services: p.services ?? {},
           dns: {
             host: host!,
             port: Number(port),
@@ -109,6 +116,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
         name: p.name,
         dns: undefined,
         pools: p.pools,
+        services: p.services ?? {},
         brokers: p.brokers.map((b) => {
           const info: BrokerInfo = {
             id: b.id,
@@ -131,6 +139,8 @@ export function parseTopology(doc: unknown, file?: string): Topology {
     settings: t.settings,
     security: t.security,
     tracing: t.tracing,
+    services: t.services,
+    operations: t.operations,
     sites,
     brokers,
     file,

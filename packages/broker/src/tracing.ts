@@ -291,10 +291,10 @@ export function attemptSpan(
 export async function inOperationSpan<T>(
   op: string,
   parent: Context,
-  run: () => T | Promise<T>,
+  run: (traceparent: string | undefined) => T | Promise<T>,
   inCallSpan = false,
 ): Promise<T> {
-  if (!tracer) return run();
+  if (!tracer) return run(undefined);
   const span = inCallSpan
     ? trace.getSpan(parent)
     : tracer.startSpan(
@@ -302,16 +302,23 @@ export async function inOperationSpan<T>(
         { kind: SpanKind.INTERNAL, attributes: { 'wanas.operation': op } },
         parent,
       );
-  if (!span?.isRecording()) return run(); // not sampled: no wrapper around the operation
+  if (!span?.isRecording()) return run(span ? traceparentOf(span) : undefined); // not sampled: no wrapper
   if (inCallSpan) span.setAttribute('wanas.operation', op);
   try {
-    return await run();
+    return await run(traceparentOf(span));
   } catch (e) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
     throw e;
   } finally {
     if (!inCallSpan) span.end(); // the call's span is ended by the server, with the call's status
   }
+}
+
+/** The W3C `traceparent` of a span (what an operation sends on to its backend); undefined for an invalid one. */
+function traceparentOf(span: Span): string | undefined {
+  const sc = span.spanContext();
+  if (!trace.isSpanContextValid(sc)) return undefined;
+  return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
 }
 
 /**

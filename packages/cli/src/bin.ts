@@ -4,6 +4,7 @@ import { registerAggregate } from './cmd-aggregate';
 import { registerBench } from './cmd-bench';
 import { registerBroker } from './cmd-broker';
 import { registerK8s } from './cmd-k8s';
+import { registerOps } from './cmd-ops';
 import { registerStatus } from './cmd-status';
 import { registerToken } from './cmd-token';
 import { registerUp } from './cmd-up';
@@ -17,6 +18,7 @@ export function createProgram(): Command {
   registerBroker(program);
   registerAggregate(program);
   registerStatus(program);
+  registerOps(program);
   registerUp(program);
   registerWan(program);
   registerToken(program);

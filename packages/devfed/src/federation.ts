@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { BrokerProcessOptions } from './processes';
 import { specTopology, type DevFederationOptions } from './spec';
+import { DevBackends } from './backends';
 import { BrokerSupervisor, logTail, type DevBroker, type SupervisedRow } from './supervisor';
 import { WanEmulator, type WanLink } from './wan-emulator';
 
@@ -58,6 +59,8 @@ export class DevFederation {
    * as the entry broker): plaintext, or that broker's certificate.
    */
   brokerCredentials = grpc.credentials.createInsecure();
+  /** The pods' development backends (the topology's `dev` commands); started by {@link startBackends}. */
+  readonly backends: DevBackends;
   private readonly processes: BrokerSupervisor;
   private readonly clients: grpc.Client[] = [];
   /** What {@link logs} has read of each broker's log file. */
@@ -84,6 +87,12 @@ export class DevFederation {
       changed: opened.changed,
     });
     for (const b of this.brokers) this.processes.add(b);
+    this.backends = new DevBackends(opened.topologyFile, path.join(opened.dir, 'logs'));
+  }
+
+  /** Starts the pods' development backends (none without `dev` commands) and waits until they listen. */
+  startBackends(): Promise<void> {
+    return this.backends.startAll();
   }
 
   /**
@@ -124,6 +133,10 @@ export class DevFederation {
       }),
     });
     if (made.brokerCredentials) f.brokerCredentials = made.brokerCredentials;
+    await f.startBackends().catch(async (e: unknown) => {
+      await f.stop();
+      throw e;
+    });
     f.startAll();
     // One broker failing to start stops the others (and the emulator): no process outlives the federation.
     const ready = await f.waitAllServing(60_000);
@@ -309,6 +322,7 @@ export class DevFederation {
   async stop(graceMs = 5000): Promise<void> {
     for (const c of this.clients) c.close();
     await this.processes.stopAll(graceMs);
+    await this.backends.stopAll();
     await this.wan.close();
     if (this.opened.removeDir) fs.rmSync(this.dir, { recursive: true, force: true });
   }

@@ -14,3 +14,4 @@ export * from './up';
 export * from './up-control';
 export * from './up-metrics';
 export * from './wan-emulator';
+export * from './backends';

@@ -42,6 +42,13 @@ export interface DevFederationOptions {
   logLevel?: 'warn' | 'info';
   /** Desktops per pool a pod starts with (its topology's `pools`); undefined: the default pools. */
   pools?: (site: string, pod: string) => Record<string, number> | undefined;
+  /**
+   * The topology's `services` section: every pod gets a free loopback port per service (`host:port` for
+   * gRPC, `http://host:port` for HTTP), and a service's `dev` command runs once per pod before the brokers.
+   */
+  services?: Record<string, { grpc?: object; http?: object; dev?: string; maxInFlight?: number }>;
+  /** The topology's `operations` section (configured operations and `module:` entries). */
+  operations?: unknown[];
 }
 
 /** `sites` × `podsPerSite` × `brokersPerPod` named s1…, p1… */
@@ -75,17 +82,26 @@ export async function specTopology(dir: string, opts: DevFederationOptions): Pro
     (n, pods) => n + Object.values(pods).reduce((sum, count) => sum + count, 0),
     0,
   );
-  const ports = await freePorts(total * 2);
+  const services = Object.entries(opts.services ?? {});
+  const pods = Object.values(spec).reduce((n, p) => n + Object.keys(p).length, 0);
+  const ports = await freePorts(total * 2 + pods * services.length);
   const brokers: SpecTopology['brokers'] = [];
   const doc: Record<string, unknown> = {
     federation: 'dev',
     settings: { dataDir: path.join(dir, 'data'), ...opts.settings },
     ...(opts.tracing && { tracing: opts.tracing }),
+    ...(opts.services && { services: opts.services }),
+    ...(opts.operations && { operations: opts.operations }),
     sites: Object.entries(spec).map(([site, pods]) => ({
       name: site,
       pods: Object.entries(pods).map(([pod, n]) => ({
         name: pod,
         ...(opts.pools?.(site, pod) ? { pools: opts.pools(site, pod) } : {}),
+        ...(services.length && {
+          services: Object.fromEntries(
+            services.map(([name, svc]) => [name, `${svc.http ? 'http://' : ''}127.0.0.1:${ports.pop()}`]),
+          ),
+        }),
         brokers: Array.from({ length: n }, (_, bi) => {
           const b = {
             id: `${site}-${pod}-${String.fromCharCode(97 + bi)}`,

@@ -112,7 +112,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
-    say(`\n${why}: stopping ${federation.brokers.length} brokers and the WAN emulator`);
+    say(`\n${why}: stopping ${federation.brokers.length} brokers, the pods' backends and the WAN emulator`);
     await federation.stop(STOP_GRACE_MS);
     await control.close();
     fs.rmSync(stateFile, { force: true });
@@ -122,9 +122,18 @@ export async function runUp(opts: UpOptions): Promise<void> {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void stop(sig).then(resolve));
   });
 
+  const t0 = Date.now();
+  if (federation.backends.backends.length) {
+    say(`starting ${federation.backends.backends.length} pod backends (the services' dev commands)`);
+    try {
+      await federation.startBackends();
+    } catch (e) {
+      await stop('a backend did not start');
+      throw new UpError((e as Error).message, 1);
+    }
+  }
   federation.startAll();
   writeState();
-  const t0 = Date.now();
   const ready = await federation.waitAllServing(READY_TIMEOUT_MS, () => stopping);
   if (!ready.ok) {
     await stop('not ready');

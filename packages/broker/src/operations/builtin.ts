@@ -1,11 +1,10 @@
 import { status } from '@grpc/grpc-js';
-import type { PodResult } from '@wanas/proto';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
 import { sleep } from './abortable';
 import { Refusal, StoreBusyError } from '../store/pod-store';
 import { OperationRegistry } from './registry';
-import type { JsonObject, Operation } from './types';
+import type { JsonObject, Operation, PodOutcome } from './types';
 
 const userName = z
   .string()
@@ -13,13 +12,14 @@ const userName = z
   .max(128, 'must be at most 128 characters')
   .regex(/^[A-Za-z0-9._@-]+$/, 'may hold letters, digits and . _ @ - only');
 
-function okResults(results: PodResult[]): PodResult[] {
+function okResults(results: PodOutcome[]): PodOutcome[] {
   return results.filter((r) => r.code === 0 && r.result);
 }
 
 /** `sessions.find {user}`: the user's desktops and sessions in each pod; reduced: the total and the list. */
 export const sessionsFind: Operation<{ user: string }> = {
   name: 'sessions.find',
+  info: { kind: 'builtin' },
   description: "a user's desktops and sessions in every pod",
   idempotent: true,
   params: z.strictObject({ user: userName }),
@@ -41,6 +41,7 @@ export const sessionsFind: Operation<{ user: string }> = {
 /** `pods.capacity {}`: desktops total / free / in use per pod; reduced: the federation's sums. */
 export const podsCapacity: Operation<Record<string, never>> = {
   name: 'pods.capacity',
+  info: { kind: 'builtin' },
   description: 'desktops total / free / in use per pod, and federation-wide',
   idempotent: true,
   params: z.strictObject({}),
@@ -64,6 +65,7 @@ export const podsCapacity: Operation<Record<string, never>> = {
  */
 export const desktopsProvision: Operation<{ user: string; pool: string }> = {
   name: 'desktops.provision',
+  info: { kind: 'builtin' },
   description: 'assign a free desktop of a pool to a user (state-changing; needs an idempotency key)',
   idempotent: false,
   params: z.strictObject({
@@ -120,6 +122,7 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
 /** `echo {}`: the params back with the answering site, pod and broker (for operators and tests). */
 export const echo: Operation<JsonObject> = {
   name: 'echo',
+  info: { kind: 'builtin' },
   description: 'the params back, with the answering site, pod and broker',
   idempotent: true,
   params: z.record(z.string(), z.unknown()).superRefine((p, ctx) => {

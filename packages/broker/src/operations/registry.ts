@@ -39,6 +39,19 @@ export class OperationRegistry {
     throw new BrokerError(status.INVALID_ARGUMENT, `${op.name}: ${problems.join('; ')}`);
   }
 
+  /** True when an operation of that name is registered. */
+  has(name: string): boolean {
+    return this.ops.has(name);
+  }
+
+  /** Where a registered operation came from, for messages: `built-in`, `module X`, or its service. */
+  originOf(name: string): string {
+    const info = this.ops.get(name)?.info;
+    if (!info || info.kind === 'builtin') return 'a built-in operation';
+    if (info.kind === 'module') return `module ${info.module}`;
+    return `service ${info.service}`;
+  }
+
   /** Every registered operation. */
   list(): Operation[] {
     return [...this.ops.values()];

@@ -42,6 +42,9 @@ const SCHEMA = `
       CREATE TABLE IF NOT EXISTS idempotency (
         key TEXT PRIMARY KEY, operation TEXT NOT NULL, params_hash TEXT NOT NULL,
         result TEXT NOT NULL, created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS idempotency_claims (
+        key TEXT PRIMARY KEY, operation TEXT NOT NULL, params_hash TEXT NOT NULL,
+        owner TEXT NOT NULL, lease_until INTEGER NOT NULL);
     `;
 
 /** True for SQLite's "another connection holds the lock" errors (SQLITE_BUSY and its extended codes). */
@@ -210,9 +213,7 @@ export class PodStore {
     action: () => Record<string, unknown>,
     windowMs = this.idempotencyWindowMs,
   ): OnceOutcome {
-    const paramsHash = createHash('sha256')
-      .update(`${operation}\0${stableJson(params)}`)
-      .digest('hex');
+    const paramsHash = paramsHashOf(operation, params);
     return this.db
       .transaction(() => {
         const now = Date.now();
@@ -279,6 +280,70 @@ export class PodStore {
     }
   }
 
+  /**
+   * The first step of an asynchronous exactly-once action (a call to a pod's backend, see
+   * `operations/once.ts`): the remembered outcome of the key (`replay`, or `conflict` for other params),
+   * else a claim on it for `owner` until `leaseUntil` (epoch ms). A claim another broker holds and whose
+   * lease has not ended is `pending`; an ended lease (its broker died or gave up mid-call) is taken over.
+   */
+  claim(key: string, operation: string, params: unknown, owner: string, leaseUntil: number): ClaimOutcome {
+    const paramsHash = paramsHashOf(operation, params);
+    return this.db
+      .transaction((): ClaimOutcome => {
+        const now = Date.now();
+        this.db.prepare(`DELETE FROM idempotency WHERE created_at < ?`).run(now - this.idempotencyWindowMs);
+        const prev = this.db
+          .prepare(`SELECT operation, params_hash AS paramsHash, result FROM idempotency WHERE key = ?`)
+          .get(key) as { operation: string; paramsHash: string; result: string } | undefined;
+        if (prev) {
+          const result = JSON.parse(prev.result) as Record<string, unknown>;
+          if (prev.paramsHash !== paramsHash)
+            return { conflict: { operation: prev.operation, paramsHash: prev.paramsHash, result } };
+          const refused = result[REFUSAL_FIELD] as Refusal | undefined;
+          if (refused) return { refused: new Refusal(refused.code, refused.message), replayed: true };
+          return { result, replayed: true };
+        }
+        const held = this.db
+          .prepare(`SELECT owner, lease_until AS leaseUntil FROM idempotency_claims WHERE key = ?`)
+          .get(key) as { owner: string; leaseUntil: number } | undefined;
+        if (held && held.leaseUntil > now && held.owner !== owner) return { pending: held };
+        this.db
+          .prepare(
+            `INSERT OR REPLACE INTO idempotency_claims (key, operation, params_hash, owner, lease_until) VALUES (?, ?, ?, ?, ?)`,
+          )
+          .run(key, operation, paramsHash, owner, leaseUntil);
+        return { claimed: true };
+      })
+      .immediate();
+  }
+
+  /**
+   * Ends a claim: remembers `outcome` (a result, or a {@link Refusal}) with the key, or with `undefined`
+   * forgets the claim (the outcome is not known: a resend may act again, with the same key).
+   */
+  settle(
+    key: string,
+    operation: string,
+    params: unknown,
+    outcome: Record<string, unknown> | Refusal | undefined,
+  ): void {
+    this.db
+      .transaction(() => {
+        this.db.prepare(`DELETE FROM idempotency_claims WHERE key = ?`).run(key);
+        if (outcome === undefined) return;
+        const stored =
+          outcome instanceof Refusal
+            ? { [REFUSAL_FIELD]: { code: outcome.code, message: outcome.message } }
+            : outcome;
+        this.db
+          .prepare(
+            `INSERT OR REPLACE INTO idempotency (key, operation, params_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`,
+          )
+          .run(key, operation, paramsHashOf(operation, params), JSON.stringify(stored), Date.now());
+      })
+      .immediate();
+  }
+
   /** Assigns a free desktop of `pool` to `user`; undefined when the pool has none free. Call inside {@link once}. */
   assignFreeDesktop(user: string, pool: string): Desktop | undefined {
     const d = this.db
@@ -325,6 +390,22 @@ export type OnceOutcome =
   | { result: Record<string, unknown>; replayed: boolean }
   | { refused: Refusal; replayed: boolean }
   | { conflict: RememberedResult };
+
+/** What {@link PodStore.claim} found: a remembered outcome, a conflict, a claim made, or one another broker holds. */
+export type ClaimOutcome =
+  OnceOutcome | { claimed: true } | { pending: { owner: string; leaseUntil: number } };
+
+/** The hash an idempotency key's params are remembered by (key order does not matter). */
+function paramsHashOf(operation: string, params: unknown): string {
+  return createHash('sha256')
+    .update(`${operation}\0${stableJson(params)}`)
+    .digest('hex');
+}
+
+/** True for SQLite's "another connection holds the lock" errors: the step did nothing and may be retried. */
+export function isStoreBusy(e: unknown): boolean {
+  return isBusy(e);
+}
 
 /** The pod's database stayed locked by another broker of the pod until the request's deadline. */
 export class StoreBusyError extends Error {

@@ -19,6 +19,45 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
+import { Struct } from "../../google/protobuf/struct";
+
+/** ListOperationsRequest has no fields. */
+export interface ListOperationsRequest {
+}
+
+/** OperationDescription is one operation a broker serves. */
+export interface OperationDescription {
+  /** What clients put in AggregateRequest.operation, e.g. "inventory.count". */
+  name: string;
+  /** One line on what it does. */
+  description: string;
+  /** builtin, grpc (a configured gRPC backend), http (a configured HTTP backend) or module (a plug-in module). */
+  kind: string;
+  /** The topology's service it calls (grpc and http). */
+  service: string;
+  /** The backend method: "pkg.Service/Method" or "VERB /path". */
+  method: string;
+  /** False for a write: it needs an idempotency key and runs once per key per pod. */
+  idempotent: boolean;
+  /** The reducer as configured, e.g. {"sum": "total"}; unset when the operation reduces in code or not at all. */
+  reduce:
+    | { [key: string]: any }
+    | undefined;
+  /** The params' JSON Schema; unset while it is not known yet (a gRPC backend read through reflection). */
+  paramsSchema:
+    | { [key: string]: any }
+    | undefined;
+  /** MODE_FIRST moves to the next pod on these codes of the operation's own answers, e.g. RESOURCE_EXHAUSTED. */
+  nextPodOn: string[];
+  /** The plug-in module it came from (module). */
+  module: string;
+}
+
+/** ListOperationsResponse lists the operations by name. */
+export interface ListOperationsResponse {
+  /** The operations, sorted by name. */
+  operations: OperationDescription[];
+}
 
 /** GetStatusRequest has no fields. */
 export interface GetStatusRequest {
@@ -135,6 +174,361 @@ export interface GetStatusResponse {
   /** Health of every target list this broker keeps channels to. */
   targets: TargetHealth[];
 }
+
+function createBaseListOperationsRequest(): ListOperationsRequest {
+  return {};
+}
+
+export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
+  encode(_: ListOperationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListOperationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListOperationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListOperationsRequest {
+    return {};
+  },
+
+  toJSON(_: ListOperationsRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListOperationsRequest>, I>>(base?: I): ListOperationsRequest {
+    return ListOperationsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListOperationsRequest>, I>>(_: I): ListOperationsRequest {
+    const message = createBaseListOperationsRequest();
+    return message;
+  },
+};
+
+function createBaseOperationDescription(): OperationDescription {
+  return {
+    name: "",
+    description: "",
+    kind: "",
+    service: "",
+    method: "",
+    idempotent: false,
+    reduce: undefined,
+    paramsSchema: undefined,
+    nextPodOn: [],
+    module: "",
+  };
+}
+
+export const OperationDescription: MessageFns<OperationDescription> = {
+  encode(message: OperationDescription, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(18).string(message.description);
+    }
+    if (message.kind !== "") {
+      writer.uint32(26).string(message.kind);
+    }
+    if (message.service !== "") {
+      writer.uint32(34).string(message.service);
+    }
+    if (message.method !== "") {
+      writer.uint32(42).string(message.method);
+    }
+    if (message.idempotent !== false) {
+      writer.uint32(48).bool(message.idempotent);
+    }
+    if (message.reduce !== undefined) {
+      Struct.encode(Struct.wrap(message.reduce), writer.uint32(58).fork()).join();
+    }
+    if (message.paramsSchema !== undefined) {
+      Struct.encode(Struct.wrap(message.paramsSchema), writer.uint32(66).fork()).join();
+    }
+    for (const v of message.nextPodOn) {
+      writer.uint32(74).string(v!);
+    }
+    if (message.module !== "") {
+      writer.uint32(82).string(message.module);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OperationDescription {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOperationDescription();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.idempotent = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.reduce = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.paramsSchema = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.nextPodOn.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.module = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OperationDescription {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      service: isSet(object.service) ? globalThis.String(object.service) : "",
+      method: isSet(object.method) ? globalThis.String(object.method) : "",
+      idempotent: isSet(object.idempotent) ? globalThis.Boolean(object.idempotent) : false,
+      reduce: isObject(object.reduce) ? object.reduce : undefined,
+      paramsSchema: isObject(object.paramsSchema)
+        ? object.paramsSchema
+        : isObject(object.params_schema)
+        ? object.params_schema
+        : undefined,
+      nextPodOn: globalThis.Array.isArray(object?.nextPodOn)
+        ? object.nextPodOn.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.next_pod_on)
+        ? object.next_pod_on.map((e: any) => globalThis.String(e))
+        : [],
+      module: isSet(object.module) ? globalThis.String(object.module) : "",
+    };
+  },
+
+  toJSON(message: OperationDescription): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    if (message.method !== "") {
+      obj.method = message.method;
+    }
+    if (message.idempotent !== false) {
+      obj.idempotent = message.idempotent;
+    }
+    if (message.reduce !== undefined) {
+      obj.reduce = message.reduce;
+    }
+    if (message.paramsSchema !== undefined) {
+      obj.paramsSchema = message.paramsSchema;
+    }
+    if (message.nextPodOn?.length) {
+      obj.nextPodOn = message.nextPodOn;
+    }
+    if (message.module !== "") {
+      obj.module = message.module;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OperationDescription>, I>>(base?: I): OperationDescription {
+    return OperationDescription.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OperationDescription>, I>>(object: I): OperationDescription {
+    const message = createBaseOperationDescription();
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.kind = object.kind ?? "";
+    message.service = object.service ?? "";
+    message.method = object.method ?? "";
+    message.idempotent = object.idempotent ?? false;
+    message.reduce = object.reduce ?? undefined;
+    message.paramsSchema = object.paramsSchema ?? undefined;
+    message.nextPodOn = object.nextPodOn?.map((e) => e) || [];
+    message.module = object.module ?? "";
+    return message;
+  },
+};
+
+function createBaseListOperationsResponse(): ListOperationsResponse {
+  return { operations: [] };
+}
+
+export const ListOperationsResponse: MessageFns<ListOperationsResponse> = {
+  encode(message: ListOperationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.operations) {
+      OperationDescription.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListOperationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListOperationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.operations.push(OperationDescription.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListOperationsResponse {
+    return {
+      operations: globalThis.Array.isArray(object?.operations)
+        ? object.operations.map((e: any) => OperationDescription.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListOperationsResponse): unknown {
+    const obj: any = {};
+    if (message.operations?.length) {
+      obj.operations = message.operations.map((e) => OperationDescription.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListOperationsResponse>, I>>(base?: I): ListOperationsResponse {
+    return ListOperationsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListOperationsResponse>, I>>(object: I): ListOperationsResponse {
+    const message = createBaseListOperationsResponse();
+    message.operations = object.operations?.map((e) => OperationDescription.fromPartial(e)) || [];
+    return message;
+  },
+};
 
 function createBaseGetStatusRequest(): GetStatusRequest {
   return {};
@@ -1203,11 +1597,25 @@ export const AdminServiceService = {
     responseSerialize: (value: GetStatusResponse): Buffer => Buffer.from(GetStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetStatusResponse => GetStatusResponse.decode(value),
   },
+  /** ListOperations returns the operations this broker serves: what a client can call, and with which params. */
+  listOperations: {
+    path: "/wanas.v1.AdminService/ListOperations" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListOperationsRequest): Buffer =>
+      Buffer.from(ListOperationsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListOperationsRequest => ListOperationsRequest.decode(value),
+    responseSerialize: (value: ListOperationsResponse): Buffer =>
+      Buffer.from(ListOperationsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListOperationsResponse => ListOperationsResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
   /** GetStatus returns this broker's identity, the topology in force, and its channels with their health. */
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
+  /** ListOperations returns the operations this broker serves: what a client can call, and with which params. */
+  listOperations: handleUnaryCall<ListOperationsRequest, ListOperationsResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -1226,6 +1634,22 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetStatusResponse) => void,
+  ): ClientUnaryCall;
+  /** ListOperations returns the operations this broker serves: what a client can call, and with which params. */
+  listOperations(
+    request: ListOperationsRequest,
+    callback: (error: ServiceError | null, response: ListOperationsResponse) => void,
+  ): ClientUnaryCall;
+  listOperations(
+    request: ListOperationsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListOperationsResponse) => void,
+  ): ClientUnaryCall;
+  listOperations(
+    request: ListOperationsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListOperationsResponse) => void,
   ): ClientUnaryCall;
 }
 
@@ -1260,6 +1684,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

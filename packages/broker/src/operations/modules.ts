@@ -1,0 +1,74 @@
+/**
+ * Plug-in modules (`- module: ./ops/geo.js` in the topology's `operations`): a CommonJS or ES module,
+ * by path relative to the topology file or by package name, that exports operations written against
+ * `@wanas/operations` — as its default export, an `operations` array, or named exports.
+ */
+import { operationProblem } from '@wanas/operations';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Operation } from './types';
+
+/** A module that failed to load or exports no valid operation: the start is refused with its name and cause. */
+export class ModuleLoadError extends Error {
+  constructor(
+    readonly module: string,
+    cause: string,
+  ) {
+    super(`operations module ${module}: ${cause}`);
+    this.name = 'ModuleLoadError';
+  }
+}
+
+/** `import()` as Node does it (TypeScript's CommonJS output would turn it into `require`). */
+const importModule = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<unknown>;
+
+/** Where a module entry points: a path (starts with `.` or `/`) relative to the topology's folder, or a package. */
+export function resolveModule(specifier: string, topologyDir: string): string {
+  const isPath = specifier.startsWith('.') || path.isAbsolute(specifier);
+  try {
+    return require.resolve(isPath ? path.resolve(topologyDir, specifier) : specifier, {
+      paths: [topologyDir],
+    });
+  } catch (e) {
+    throw new ModuleLoadError(specifier, `not found (${(e as Error).message.split('\n')[0]})`);
+  }
+}
+
+/** Loads one module and returns its operations, each checked; every problem names the module. */
+export async function loadModule(specifier: string, topologyDir: string): Promise<Operation[]> {
+  const file = resolveModule(specifier, topologyDir);
+  let exported: unknown;
+  try {
+    exported = await importModule(pathToFileURL(file).href);
+  } catch (e) {
+    throw new ModuleLoadError(specifier, `failed to load: ${(e as Error).stack ?? String(e)}`);
+  }
+  const candidates = operationsExported(exported);
+  if (candidates.length === 0)
+    throw new ModuleLoadError(
+      specifier,
+      'exports no operation (export defineOperation(...) values, an `operations` array, or a default export)',
+    );
+  return candidates.map((op) => {
+    const problem = operationProblem(op);
+    if (problem) throw new ModuleLoadError(specifier, problem);
+    const o = op as Operation;
+    return { ...o, info: { ...o.info, kind: 'module', module: specifier } };
+  });
+}
+
+/** The values a module offers as operations: default, `operations`, or every named export that looks like one. */
+function operationsExported(mod: unknown): unknown[] {
+  const m = (mod ?? {}) as Record<string, unknown>;
+  // An ES module's namespace; a CommonJS module's exports arrive as `default`.
+  const roots = [m, (m.default ?? {}) as Record<string, unknown>];
+  for (const root of roots) {
+    if (Array.isArray(root)) return root;
+    if (Array.isArray(root.operations)) return root.operations as unknown[];
+  }
+  const seen = new Set<unknown>();
+  for (const root of [m.default, ...Object.values(m), ...Object.values((m.default ?? {}) as object)]) {
+    if (root && typeof root === 'object' && 'execute' in root && 'name' in root) seen.add(root);
+  }
+  return [...seen];
+}
