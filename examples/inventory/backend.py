@@ -55,7 +55,7 @@ class Inventory:
         self.T = T
         self.stock = stock_of(args.site, args.pod)
         self.reservations = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.events = open(args.events, "a", buffering=1) if args.events else None
 
     def record(self, method, context, outcome, **more):

@@ -5,7 +5,14 @@
  * `<site>-<pod>-<letter>`, e.g. `us-east-pod-1-a`.
  */
 import * as grpc from '@grpc/grpc-js';
-import { DevFederation, freePorts, type DevBroker, type FederationSpec } from '@wanas/devfed';
+import {
+  DevFederation,
+  freePorts,
+  type DevBackends,
+  type DevBroker,
+  type DevFederationOptions,
+  type FederationSpec,
+} from '@wanas/devfed';
 import {
   AggregateRequest,
   AggregateResponse,
@@ -50,11 +57,13 @@ export class Federation {
       dir: string,
       brokerIds: string[],
     ) => Promise<{ security: Record<string, unknown>; credentials: grpc.ChannelCredentials }>,
+    more: Pick<DevFederationOptions, 'services' | 'operations'> = {},
   ): Promise<Federation> {
     const dev = await DevFederation.start({
       spec,
       settings,
       prepare,
+      ...more,
       wanLatencyMs: 0,
       logLevel: 'info',
       brokerArgs: ['--grace', '2000'],
@@ -65,6 +74,11 @@ export class Federation {
   /** The federation's folder: topology, logs, pod databases under `data/`, TLS material. */
   get dir(): string {
     return this.dev.dir;
+  }
+
+  /** The pods' development backends (the services' `dev` commands). */
+  get backends(): DevBackends {
+    return this.dev.backends;
   }
 
   /** Credentials of a client (a client certificate under mTLS). */
