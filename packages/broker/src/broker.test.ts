@@ -1,6 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
@@ -101,5 +103,73 @@ describe('a broker in process (real servers on 127.0.0.1)', () => {
     const res = await aggregate(`127.0.0.1:${pa}`, { operation: 'echo' });
     expect(res.pods.map((p) => p.pod)).toEqual(['p1', 'p2', 'p3']);
     expect(res.summary?.podsOk).toBe(3);
+  });
+
+  it('serves configured operations; a reload moves a backend but refuses a changed operations section', async () => {
+    const servers = await Promise.all(
+      ['one', 'two'].map(
+        (name) =>
+          new Promise<http.Server>((resolve) => {
+            const s = http.createServer((_q, res) => res.end(JSON.stringify({ from: name })));
+            s.listen(0, '127.0.0.1', () => resolve(s));
+          }),
+      ),
+    );
+    const url = (s: http.Server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+    const [p1] = await freePorts(1);
+    const file = path.join(dir, 'topology.yaml');
+    const doc = (backend: string, operation: object) =>
+      YAML.stringify({
+        federation: 'u',
+        settings: { dataDir: path.join(dir, 'data') },
+        services: { catalog: { http: {} } },
+        operations: [operation],
+        sites: [
+          {
+            name: 's',
+            pods: [
+              {
+                name: 'p',
+                services: { catalog: backend },
+                brokers: [{ id: 'a', address: `127.0.0.1:${p1}` }],
+              },
+            ],
+          },
+        ],
+      });
+    const search = { name: 'catalog.search', service: 'catalog', method: 'POST /v1/search' };
+    fs.writeFileSync(file, doc(url(servers[0]!), search));
+    const b = await startBroker({ id: 'a', topologyFile: file, logger, watch: false });
+    brokers.push(b);
+    const ask = async () =>
+      (await aggregate(`127.0.0.1:${p1}`, { operation: 'catalog.search' })).pods[0]!.result;
+    expect(await ask()).toEqual({ from: 'one' });
+
+    fs.writeFileSync(file, doc(url(servers[1]!), search));
+    expect(b.reload()).toBe(true);
+    expect(await ask()).toEqual({ from: 'two' });
+
+    fs.writeFileSync(file, doc(url(servers[1]!), { ...search, method: 'POST /v2/search' }));
+    expect(b.reload()).toBe(false);
+    expect(await ask()).toEqual({ from: 'two' });
+    for (const s of servers) s.close();
+  });
+
+  it('refuses to start when an operations module does not load, naming it and the cause', async () => {
+    const [p1] = await freePorts(1);
+    const file = path.join(dir, 'topology.yaml');
+    fs.writeFileSync(path.join(dir, 'bad.js'), 'throw new Error("cannot read config.json")');
+    fs.writeFileSync(
+      file,
+      YAML.stringify({
+        federation: 'u',
+        settings: { dataDir: path.join(dir, 'data') },
+        operations: [{ module: './bad.js' }],
+        sites: [{ name: 's', pods: [{ name: 'p', brokers: [{ id: 'a', address: `127.0.0.1:${p1}` }] }] }],
+      }),
+    );
+    await expect(startBroker({ id: 'a', topologyFile: file, logger, watch: false })).rejects.toThrow(
+      /operations module \.\/bad\.js: failed to load: Error: cannot read config\.json/,
+    );
   });
 });

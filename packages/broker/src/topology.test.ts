@@ -146,3 +146,86 @@ describe('topology: pods found by DNS', () => {
     expect(issues(doc).join()).toMatch(/identity "k8s-pod-1" of this DNS pod is also a broker id/);
   });
 });
+
+describe('topology: services and operations', () => {
+  const withOps = (services: object, operations: unknown[], podServices?: object) => ({
+    federation: 'f',
+    services,
+    operations,
+    sites: [
+      {
+        name: 's1',
+        pods: [{ name: 'p1', services: podServices, brokers: [{ id: 'a', address: '127.0.0.1:7001' }] }],
+      },
+    ],
+  });
+  const inv = { grpc: {} };
+  const count = { name: 'inventory.count', service: 'inventory', method: 'acme.v1.Inventory/Count' };
+
+  it('accepts gRPC and HTTP services, configured operations and modules, filling defaults', () => {
+    const t = parseTopology(
+      withOps(
+        { inventory: inv, catalog: { http: {} } },
+        [
+          { ...count, reduce: { sum: 'total' } },
+          { name: 'catalog.search', service: 'catalog', method: 'POST /v1/search', idempotent: false },
+          { module: './ops.js' },
+        ],
+        { inventory: 'dns:///inventory:9000', catalog: 'https://catalog.local' },
+      ),
+    );
+    expect(t.services.inventory!.maxInFlight).toBe(64);
+    expect(t.operations[0]).toMatchObject({ idempotent: true, nextPodOn: [] });
+    expect(t.sites[0]!.pods[0]!.services).toEqual({
+      inventory: 'dns:///inventory:9000',
+      catalog: 'https://catalog.local',
+    });
+  });
+
+  it('names every bad field of the services and operations sections', () => {
+    const problems = issues(
+      withOps({ inventory: inv, both: { grpc: {}, http: {} } }, [
+        { ...count, reduce: { sum: 'total', count: true } },
+        { name: 'inventory.avg', service: 'inventory', method: 'a.B/C', reduce: { avg: 'x' } },
+        { name: 'Bad Name', service: 'inventory', method: 'a.B/C' },
+        { name: 'inventory.next', service: 'inventory', method: 'a.B/C', nextPodOn: ['FULL'] },
+        { module: '' },
+      ]),
+    );
+    const has = (path: string, text: string) =>
+      expect(problems.filter((p) => p.startsWith(`${path}: `) && p.includes(text))).toHaveLength(1);
+    has('services.both', 'needs exactly one of grpc');
+    has(
+      'operations[0].reduce',
+      'needs exactly one of sum, min, max, count, concat, mergeSorted (got sum, count)',
+    );
+    has('operations[1].reduce', 'Unrecognized key: "avg"');
+    has('operations[2].name', 'dotted lower-case words');
+    has('operations[3].nextPodOn[0]', 'RESOURCE_EXHAUSTED');
+    has('operations[4].module', 'expected string to have >=1 characters');
+  });
+
+  it('then checks what ties the sections together: names, services, method forms, pod addresses', () => {
+    const problems = issues(
+      withOps(
+        { inventory: inv, Bad_Name: { http: {} } },
+        [count, { ...count, method: 'Count' }, { name: 'x.y', service: 'nope', method: 'GET /' }],
+        { inventory: 'http://x:1', other: '127.0.0.1:1' },
+      ),
+    );
+    expect(problems).toEqual([
+      `services.Bad_Name: service name must be lower-case letters, digits and '-', e.g. "inventory"`,
+      'operations[1].name: duplicate operation name "inventory.count"',
+      'operations[1].method: a gRPC method is "package.Service/Method", e.g. "acme.inventory.v1.Inventory/Count"',
+      'operations[2].service: unknown service "nope" (known: inventory, Bad_Name)',
+      'sites[0].pods[0].services.inventory: a gRPC backend is "host:port" or "dns:///name:port", e.g. "127.0.0.1:19101"',
+      'sites[0].pods[0].services.other: unknown service "other" (not in the services section)',
+    ]);
+  });
+
+  it('needs each pod to say where the services its operations call are', () => {
+    expect(issues(withOps({ inventory: inv }, [count]))).toEqual([
+      'sites[0].pods[0].services: pod s1/p1 needs the address of service "inventory" (an operation calls it)',
+    ]);
+  });
+});

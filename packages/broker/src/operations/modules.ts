@@ -22,6 +22,18 @@ export class ModuleLoadError extends Error {
 /** `import()` as Node does it (TypeScript's CommonJS output would turn it into `require`). */
 const importModule = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<unknown>;
 
+/** CommonJS through `require` (its errors keep their stack); an ES module (`.mjs`, `type: module`) through `import()`. */
+async function load(file: string): Promise<unknown> {
+  if (!file.endsWith('.mjs')) {
+    try {
+      return require(file) as unknown;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ERR_REQUIRE_ESM') throw e;
+    }
+  }
+  return importModule(pathToFileURL(file).href);
+}
+
 /** Where a module entry points: a path (starts with `.` or `/`) relative to the topology's folder, or a package. */
 export function resolveModule(specifier: string, topologyDir: string): string {
   const isPath = specifier.startsWith('.') || path.isAbsolute(specifier);
@@ -39,7 +51,7 @@ export async function loadModule(specifier: string, topologyDir: string): Promis
   const file = resolveModule(specifier, topologyDir);
   let exported: unknown;
   try {
-    exported = await importModule(pathToFileURL(file).href);
+    exported = await load(file);
   } catch (e) {
     throw new ModuleLoadError(specifier, `failed to load: ${(e as Error).stack ?? String(e)}`);
   }
