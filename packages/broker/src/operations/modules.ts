@@ -26,6 +26,8 @@ const importModule = new Function('specifier', 'return import(specifier)') as (s
 async function load(file: string): Promise<unknown> {
   if (!file.endsWith('.mjs')) {
     try {
+      // A user's module is found at run time by path: `require` is the loader meant for that.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
       return require(file) as unknown;
     } catch (e) {
       if ((e as { code?: string }).code !== 'ERR_REQUIRE_ESM') throw e;
