@@ -8,6 +8,7 @@ import { scalePart } from './part-scale';
 import { cpuPart, describeCpu } from './part-cpu';
 import { latencyPart } from './part-latency';
 import { describeTracing, tracingPart } from './part-tracing';
+import { describeUpstream, upstreamPart } from './part-upstream';
 import { failoverPart, tailPart, throughputPart, type BenchCounts, type Progress } from './parts';
 import { latencySvg } from './svg';
 
@@ -22,6 +23,7 @@ export const PARTS = [
   'tail',
   'throughput',
   'scale',
+  'upstream',
 ] as const;
 /** One part of the benchmark. */
 export type Part = (typeof PARTS)[number];
@@ -81,6 +83,7 @@ function describe(
     tail: describeTail,
     scale: describeScale,
     throughput: describeThroughput,
+    upstream: describeUpstream,
   };
   const describePart = byPart[r.part];
   return describePart ? describePart(r as never) : JSON.stringify(r);
@@ -246,6 +249,7 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
       tail: tailPart,
       throughput: throughputPart,
       scale: scalePart,
+      upstream: upstreamPart,
     }[part];
     const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
     progress.stop();
@@ -289,6 +293,7 @@ const SECTIONS: [string, string][] = [
   ['tail', 'tail'],
   ['throughput', 'throughput'],
   ['scale', 'scale'],
+  ['upstream', 'configured operations (upstream gRPC backend)'],
 ];
 
 function writeMarkdown(
