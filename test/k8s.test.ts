@@ -207,4 +207,34 @@ describe('wanas k8s', () => {
       expect(r.stderr).toMatch(msg);
     }
   });
+
+  it('passes configured operations through: services, pod addresses, and their files in the ConfigMap', () => {
+    const example = path.join(ROOT, 'examples/inventory');
+    const r = k8s('--topology', path.join(example, 'topology.yaml'), '--image', 'w:1');
+    expect(r.status).toBe(0);
+    const cm = r.docs.find((d) => d.kind === 'ConfigMap')!;
+    expect(() => new ConfigMap(cm).validate()).not.toThrow();
+    const t = parseTopology(YAML.parse(cm.data['topology.yaml'] as string));
+    // The descriptor set travels as binaryData, byte for byte; the module as text; both under the mount.
+    const descriptor = t.services.inventory!.grpc!.descriptorSet!;
+    expect(descriptor).toBe('/etc/wanas/topology/descriptor-inventory-inventory.binpb');
+    expect(Buffer.from(cm.binaryData[path.basename(descriptor)] as string, 'base64')).toEqual(
+      fs.readFileSync(path.join(example, 'inventory.binpb')),
+    );
+    const module = t.operations.find((o) => 'module' in o) as { module: string };
+    expect(module.module).toBe('/etc/wanas/topology/module-6-geo.js');
+    expect(cm.data['module-6-geo.js']).toBe(fs.readFileSync(path.join(example, 'ops/geo.js'), 'utf8'));
+    // dev commands are for wanas up only; the pods keep their backends' addresses.
+    expect(t.services.inventory!.dev).toBeUndefined();
+    expect(t.sites.find((s) => s.name === 'eu-west')!.pods[0]!.services).toEqual({
+      inventory: '127.0.0.1:19131',
+      catalog: 'http://127.0.0.1:19231',
+    });
+    expect(t.operations.filter((o) => !('module' in o)).map((o) => (o as { name: string }).name)).toContain(
+      'inventory.reserve',
+    );
+    // A module mounted from the ConfigMap resolves @wanas/operations from the image's packages.
+    const c = r.docs.find((d) => d.kind === 'Deployment')!.spec.template.spec.containers[0];
+    expect(c.env).toContainEqual({ name: 'NODE_PATH', value: '/app/node_modules' });
+  });
 });

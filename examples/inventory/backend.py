@@ -61,7 +61,7 @@ class Inventory:
     def record(self, method, context, outcome, **more):
         if not self.events:
             return
-        md = {k: v for k, v in context.invocation_metadata()}
+        md = {k: (v if isinstance(v, str) else v.hex()) for k, v in context.invocation_metadata()}
         line = {"method": method, "site": self.args.site, "pod": self.args.pod, "outcome": outcome,
                 "metadata": md, "timeRemaining": context.time_remaining(), **more}
         with self.lock:
@@ -107,7 +107,7 @@ class Inventory:
 
     def reserve(self, req, context):
         self.begin("Reserve", context)
-        key = dict(context.invocation_metadata()).get("idempotency-key", "")
+        key = str(dict(context.invocation_metadata()).get("idempotency-key", ""))
         with self.lock:
             if key and key in self.reservations:
                 self.record("Reserve", context, "replayed", key=key)

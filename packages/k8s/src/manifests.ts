@@ -10,6 +10,7 @@ import type { IService } from 'kubernetes-models/v1/Service';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
 import type { IProbe } from 'kubernetes-models/v1/Probe';
 import type { IContainer } from 'kubernetes-models/v1/Container';
+import { operationsFiles, type OperationsFiles } from './operations-files';
 
 /** Ports every broker container uses (the image's EXPOSE). */
 export const K8S_PORTS = { grpc: 7000, health: 7001, metrics: 9000 } as const;
@@ -101,11 +102,14 @@ export function k8sManifests(t: Topology, o: K8sOptions): K8sOutput {
       kind: 'Namespace',
       metadata: { name: o.namespace, labels: COMMON_LABELS },
     } satisfies INamespace);
+  const files = operationsFiles(t, PATHS.topologyDir);
   manifests.push({
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: b.meta('wanas-topology'),
-    data: { 'topology.yaml': '' }, // filled by the caller (YAML text)
+    // topology.yaml is filled by the caller (YAML text); descriptor sets and modules beside it.
+    data: { 'topology.yaml': '', ...files.data },
+    ...(Object.keys(files.binaryData).length ? { binaryData: files.binaryData } : {}),
   } satisfies IConfigMap);
   for (const s of t.sites) {
     if (o.sites.length && !o.sites.includes(s.name)) continue;
@@ -122,7 +126,7 @@ export function k8sManifests(t: Topology, o: K8sOptions): K8sOutput {
     }
   }
   checkUnique(manifests);
-  return { manifests, secrets, topology: k8sTopology(t, o) };
+  return { manifests, secrets, topology: k8sTopology(t, o, files) };
 }
 
 /** What every builder shares: the options, the shutdown timings and the metadata maker. */
@@ -169,7 +173,7 @@ function checkUnique(manifests: Manifest[]): void {
 }
 
 /** The topology the brokers run with: every pod found by DNS, every link over mTLS from the pod's Secret. */
-function k8sTopology(t: Topology, o: K8sOptions): Record<string, unknown> {
+function k8sTopology(t: Topology, o: K8sOptions, files: OperationsFiles): Record<string, unknown> {
   const hostOf = (site: string, pod: string) =>
     `${podObjectName(site, pod)}.${o.namespace}.svc.${o.clusterDomain}`;
   const { dnsServers: _dropped, ...settings } = t.settings;
@@ -186,10 +190,14 @@ function k8sTopology(t: Topology, o: K8sOptions): Record<string, unknown> {
       refreshIntervalMs: t.security.refreshIntervalMs,
       clientTokens: t.security.clientTokens,
     },
+    ...(Object.keys(files.services).length ? { services: files.services } : {}),
+    ...(files.operations.length ? { operations: files.operations } : {}),
     sites: t.sites.map((s) => ({
       name: s.name,
       pods: s.pods.map((p) => ({
         name: p.name,
+        ...(p.pools ? { pools: p.pools } : {}),
+        ...(Object.keys(p.services).length ? { services: p.services } : {}),
         brokers: `dns:///${hostOf(s.name, p.name)}:${K8S_PORTS.grpc}`,
         listen: `0.0.0.0:${K8S_PORTS.grpc}`,
         healthAddress: `0.0.0.0:${K8S_PORTS.health}`,
@@ -347,6 +355,8 @@ function brokerContainer(b: Builder, site: string, pod: string): IContainer {
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'WANAS_LOG_FORMAT', value: 'json' },
       { name: 'NODE_ENV', value: 'production' },
+      // A plug-in module mounted from the ConfigMap finds @wanas/operations in the image's packages.
+      { name: 'NODE_PATH', value: '/app/node_modules' },
     ],
     ports: [
       { name: 'grpc', containerPort: K8S_PORTS.grpc, protocol: 'TCP' },
