@@ -6,7 +6,7 @@
  * file each backend writes.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AggregateRequest, AggregationServiceClient, msToDuration, type PodResult } from '@wanas/proto';
+import { AggregateRequest, AggregationServiceClient, Mode, msToDuration, type PodResult } from '@wanas/proto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Federation, ROOT, WANAS_BIN } from './support/federation';
@@ -69,6 +69,8 @@ interface BackendEvent {
   metadata?: Record<string, string>;
   headers?: Record<string, string>;
   key?: string;
+  /** gRPC: the seconds left of the call's deadline when the backend got it. */
+  timeRemaining?: number;
 }
 
 describe('operations from configuration: gRPC and HTTP backends in every pod, and a plug-in module', () => {
@@ -219,6 +221,9 @@ describe('operations from configuration: gRPC and HTTP backends in every pod, an
     expect(seen.length).toBeGreaterThan(0);
     expect(seen[0]!.metadata!['x-team']).toBe('platform');
     expect(seen[0]!.metadata!['idempotency-key']).toBeUndefined();
+    // The pod attempt's deadline arrived as grpc-timeout: within the 4 s the caller gave.
+    expect(seen[0]!.timeRemaining).toBeGreaterThan(0);
+    expect(seen[0]!.timeRemaining).toBeLessThan(4);
     await f.aggregate(ENTRY, {
       correlationId: `${correlationId}-http`,
       operation: 'catalog.search',
@@ -276,6 +281,23 @@ describe('operations from configuration: gRPC and HTTP backends in every pod, an
       scope: { pods: ['s1/p1'] },
     });
     expect(other.pods[0]!.code).toBe(grpc.status.FAILED_PRECONDITION);
+  });
+
+  it('places a write in the first pod that can take it (MODE_FIRST, nextPodOn), asking the next pods only on those codes', async () => {
+    const place = (quantity: number, idempotencyKey: string) =>
+      f.aggregate(ENTRY, {
+        operation: 'inventory.reserve',
+        params: { sku: 'sprocket', quantity },
+        idempotencyKey,
+        mode: Mode.MODE_FIRST,
+        preferSites: ['s2'],
+      });
+    const one = await place(1, 'upstream-first-1');
+    expect(one.pods.map((p) => [`${p.site}/${p.pod}`, p.code])).toEqual([['s2/p1', 0]]);
+    const none = await place(1_000_000, 'upstream-first-2');
+    expect(none.pods).toHaveLength(4);
+    expect(none.pods.every((p) => p.code === grpc.status.RESOURCE_EXHAUSTED)).toBe(true);
+    expect(none.pods[0]!.site).toBe('s2');
   });
 
   it('runs a plug-in module written against @wanas/operations', async () => {

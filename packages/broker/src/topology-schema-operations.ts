@@ -52,6 +52,22 @@ export const serviceSchema = z
       .strictObject({
         /** A FileDescriptorSet (`buf build -o`, `protoc --descriptor_set_out --include_imports`), relative to the topology file; unset: server reflection. */
         descriptorSet: z.string().min(1).optional(),
+        /** TLS to the backend (files relative to the topology file): `caFile` (default: the system's roots), and a client certificate for mTLS. */
+        tls: z
+          .strictObject({
+            caFile: z.string().min(1).optional(),
+            certFile: z.string().min(1).optional(),
+            keyFile: z.string().min(1).optional(),
+          })
+          .superRefine((t, ctx) => {
+            if (!t.certFile !== !t.keyFile)
+              ctx.addIssue({
+                code: 'custom',
+                path: [],
+                message: 'certFile and keyFile go together (a client certificate and its key)',
+              });
+          })
+          .optional(),
       })
       .optional(),
     http: z.strictObject({}).optional(),

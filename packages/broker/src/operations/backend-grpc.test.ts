@@ -3,13 +3,26 @@ import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/pr
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
+import { createTlsDir } from '@wanas/devfed';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { GrpcBackend } from './backend-grpc';
 
 const EXAMPLE = path.resolve(__dirname, '../../../../examples/inventory');
 const DESCRIPTORS = path.join(EXAMPLE, 'inventory.binpb');
 const COUNT = 'acme.inventory.v1.Inventory/Count';
+
+/** What a test opened (servers, backends' channels): closed after it, passed or not. */
+const opened: (() => void)[] = [];
+afterEach(() => opened.splice(0).forEach((close) => close()));
+
+/** A backend whose channel is closed after the test. */
+function backend(...args: ConstructorParameters<typeof GrpcBackend>): GrpcBackend {
+  const b = new GrpcBackend(...args);
+  opened.push(() => b.close());
+  return b;
+}
 
 interface Seen {
   method: string;
@@ -21,7 +34,10 @@ interface Seen {
  * A real grpc-js Inventory server on 127.0.0.1:0 (with server reflection unless `reflection` is false);
  * Count answers at once unless the SKU is "slow" (never answers), Reserve answers NOT_FOUND.
  */
-async function inventoryServer(reflection = true) {
+async function inventoryServer(
+  reflection = true,
+  serverCredentials = grpc.ServerCredentials.createInsecure(),
+) {
   const def = protoLoader.loadSync(path.join(EXAMPLE, 'inventory.proto'), { longs: String, defaults: true });
   const pkg = grpc.loadPackageDefinition(def) as unknown as {
     acme: { inventory: { v1: { Inventory: grpc.ServiceClientConstructor } } };
@@ -57,10 +73,9 @@ async function inventoryServer(reflection = true) {
     new ReflectionService({ all: { fileDescriptorProtos } } as never).addToServer(server);
   }
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
+    server.bindAsync('127.0.0.1:0', serverCredentials, (e, p) => (e ? reject(e) : resolve(p))),
   );
+  opened.push(() => server.forceShutdown());
   return { address: `127.0.0.1:${port}`, seen, called, stop: () => server.forceShutdown() };
 }
 
@@ -77,7 +92,7 @@ const ctx = (over: Partial<Parameters<GrpcBackend['call']>[2]> = {}) => ({
 describe('GrpcBackend (a real grpc-js server)', () => {
   it('reads the schema through server reflection, then calls with proto3 JSON in and out', async () => {
     const s = await inventoryServer();
-    const b = new GrpcBackend('inventory', () => s.address, undefined);
+    const b = backend('inventory', () => s.address, undefined);
     expect(b.knownMethod(COUNT)).toBeUndefined();
     const out = await b.call(COUNT, { sku: 'widget' }, ctx(), false);
     // int64 as a string, exact; a field at its default (0) included.
@@ -94,7 +109,7 @@ describe('GrpcBackend (a real grpc-js server)', () => {
 
   it('sends the idempotency key with a write, and answers the backend status as the error', async () => {
     const s = await inventoryServer(false);
-    const b = new GrpcBackend('inventory', () => s.address, DESCRIPTORS);
+    const b = backend('inventory', () => s.address, DESCRIPTORS);
     const e = (await b
       .call('acme.inventory.v1.Inventory/Reserve', { sku: 'x', quantity: '2' }, ctx(), true)
       .catch((x: unknown) => x)) as { code: number; details: string };
@@ -105,7 +120,7 @@ describe('GrpcBackend (a real grpc-js server)', () => {
   });
 
   it('refuses params the request type cannot hold, naming the field', async () => {
-    const b = new GrpcBackend('inventory', () => '127.0.0.1:1', DESCRIPTORS);
+    const b = backend('inventory', () => '127.0.0.1:1', DESCRIPTORS);
     const e = (await b.call(COUNT, { sku: 12 }, ctx(), false).catch((x: unknown) => x)) as {
       code: number;
       details: string;
@@ -116,12 +131,12 @@ describe('GrpcBackend (a real grpc-js server)', () => {
   });
 
   it('names what is missing: a method the service lacks, a missing descriptor set', () => {
-    const b = new GrpcBackend('inventory', () => '127.0.0.1:1', DESCRIPTORS);
+    const b = backend('inventory', () => '127.0.0.1:1', DESCRIPTORS);
     expect(() => b.checkMethod('acme.inventory.v1.Inventory/Nope')).toThrow(
       'has no method Nope (it has: Count, List, Reserve)',
     );
     expect(() => b.checkMethod('acme.other.v1.Other/Count')).toThrow('has no service acme.other.v1.Other');
-    expect(() => new GrpcBackend('inventory', () => 'x:1', '/nonexistent.binpb')).toThrow(
+    expect(() => backend('inventory', () => 'x:1', '/nonexistent.binpb')).toThrow(
       'cannot read descriptor set /nonexistent.binpb',
     );
   });
@@ -129,7 +144,7 @@ describe('GrpcBackend (a real grpc-js server)', () => {
   it('answers UNAVAILABLE naming the service and address when the backend is down', async () => {
     const s = await inventoryServer(false);
     s.stop();
-    const b = new GrpcBackend('inventory', () => s.address, DESCRIPTORS);
+    const b = backend('inventory', () => s.address, DESCRIPTORS);
     const e = (await b.call(COUNT, { sku: 'a' }, ctx(), false).catch((x: unknown) => x)) as {
       code: number;
       details: string;
@@ -141,7 +156,7 @@ describe('GrpcBackend (a real grpc-js server)', () => {
 
   it('passes a cancel on: the backend sees its call cancelled, and the pod answers CANCELLED', async () => {
     const s = await inventoryServer(false);
-    const b = new GrpcBackend('inventory', () => s.address, DESCRIPTORS);
+    const b = backend('inventory', () => s.address, DESCRIPTORS);
     const ac = new AbortController();
     const p = b.call(COUNT, { sku: 'slow' }, ctx({ signal: ac.signal }), false).catch((x: unknown) => x);
     await s.called;
@@ -154,7 +169,7 @@ describe('GrpcBackend (a real grpc-js server)', () => {
 
   it('sends the deadline: a backend slower than it is DEADLINE_EXCEEDED', async () => {
     const s = await inventoryServer(false);
-    const b = new GrpcBackend('inventory', () => s.address, DESCRIPTORS);
+    const b = backend('inventory', () => s.address, DESCRIPTORS);
     const e = (await b
       .call(COUNT, { sku: 'slow' }, ctx({ deadline: Date.now() + 300 }), false)
       .catch((x: unknown) => x)) as { code: number; details: string };
@@ -166,12 +181,50 @@ describe('GrpcBackend (a real grpc-js server)', () => {
 
   it('says why when the backend has no server reflection and no descriptor set is given', async () => {
     const s = await inventoryServer(false);
-    const b = new GrpcBackend('inventory', () => s.address, undefined);
+    const b = backend('inventory', () => s.address, undefined);
     const e = (await b.call(COUNT, { sku: 'a' }, ctx(), false).catch((x: unknown) => x)) as {
       details: string;
     };
     expect(e.details).toMatch(/cannot read the schema of .*Count through server reflection/);
     b.close();
     s.stop();
+  });
+
+  it('calls a backend over mTLS with the configured CA and client certificate', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-backend-tls-'));
+    try {
+      await createTlsDir(dir, ['backend']);
+      const read = (f: string) => fs.readFileSync(path.join(dir, f));
+      const s = await inventoryServer(
+        true,
+        grpc.ServerCredentials.createSsl(
+          read('ca.crt'),
+          [{ private_key: read('backend.key'), cert_chain: read('backend.crt') }],
+          true,
+        ),
+      );
+      try {
+        const tls = grpc.credentials.createSsl(read('ca.crt'), read('client.key'), read('client.crt'));
+        const b = backend('inventory', () => s.address, undefined, tls);
+        expect(await b.call(COUNT, { sku: 'a' }, ctx(), false)).toMatchObject({ total: '9007199254740993' });
+        b.close();
+        // Without a client certificate the backend refuses the connection: the pod's UNAVAILABLE.
+        const noCert = backend(
+          'inventory',
+          () => s.address,
+          DESCRIPTORS,
+          grpc.credentials.createSsl(read('ca.crt')),
+        );
+        const e = (await noCert.call(COUNT, { sku: 'a' }, ctx(), false).catch((x: unknown) => x)) as {
+          code: number;
+        };
+        expect(e.code).toBe(grpc.status.UNAVAILABLE);
+        noCert.close();
+      } finally {
+        s.stop();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

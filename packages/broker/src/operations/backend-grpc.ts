@@ -44,6 +44,8 @@ export class GrpcBackend {
     private readonly address: () => string,
     /** An absolute path to a FileDescriptorSet; undefined: server reflection. */
     descriptorSet: string | undefined,
+    /** Plaintext (the default: a backend in the pod, on its own network) or TLS. */
+    private readonly credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
   ) {
     this.schemaState = descriptorSet
       ? { kind: 'file', registry: registryFromFile(descriptorSet) }
@@ -69,7 +71,7 @@ export class GrpcBackend {
     if (known) return known;
     if (this.schemaState.kind !== 'reflecting') {
       const symbol = fullMethod.slice(0, fullMethod.indexOf('/'));
-      const walk = registryFromReflection(this.address(), symbol, deadline);
+      const walk = registryFromReflection(this.address(), symbol, deadline, this.credentials);
       this.schemaState = { kind: 'reflecting', walk };
       walk.then(
         (registry) => (this.schemaState = { kind: 'reflected', registry }),
@@ -136,7 +138,7 @@ export class GrpcBackend {
     const address = this.address();
     if (!this.client || this.clientAddress !== address) {
       this.client?.close();
-      this.client = new grpc.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+      this.client = new grpc.Client(address, this.credentials, CHANNEL_OPTIONS);
       this.clientAddress = address;
     }
     return this.client;

@@ -3,6 +3,10 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HttpBackend } from './backend-http';
 
+/** Servers a test started: closed after it, passed or not. */
+const opened: (() => void)[] = [];
+afterEach(() => opened.splice(0).forEach((close) => close()));
+
 /** A real HTTP server on 127.0.0.1:0 whose answers a test scripts; what it saw is kept. */
 function server(handle: (req: http.IncomingMessage, body: string, res: http.ServerResponse) => void) {
   /** Each request, and whether its connection went before the answer was written (when it closes). */
@@ -18,6 +22,10 @@ function server(handle: (req: http.IncomingMessage, body: string, res: http.Serv
       onRequest();
       handle(req, body, res);
     });
+  });
+  opened.push(() => {
+    s.close();
+    s.closeAllConnections();
   });
   return new Promise<{ url: string; seen: typeof seen; received: Promise<void>; close: () => Promise<void> }>(
     (resolve) =>

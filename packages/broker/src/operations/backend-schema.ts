@@ -97,18 +97,25 @@ export async function registryFromReflection(
   address: string,
   symbol: string,
   deadline: number,
+  credentials: grpc.ChannelCredentials,
 ): Promise<FileRegistry> {
   try {
-    return await reflect('v1', address, symbol, deadline);
+    return await reflect('v1', address, symbol, deadline, credentials);
   } catch (e) {
     if ((e as { code?: number }).code !== grpc.status.UNIMPLEMENTED) throw e;
-    return reflect('v1alpha', address, symbol, deadline);
+    return reflect('v1alpha', address, symbol, deadline, credentials);
   }
 }
 
-async function reflect(version: 'v1' | 'v1alpha', address: string, symbol: string, deadline: number) {
+async function reflect(
+  version: 'v1' | 'v1alpha',
+  address: string,
+  symbol: string,
+  deadline: number,
+  credentials: grpc.ChannelCredentials,
+) {
   const Client = reflectionClientClass(version);
-  const client = new Client(address, grpc.credentials.createInsecure()) as unknown as ReflectionClient;
+  const client = new Client(address, credentials) as unknown as ReflectionClient;
   const files = new Map<string, FileDescriptorProto>();
   try {
     const call = client.ServerReflectionInfo(new grpc.Metadata(), { deadline });

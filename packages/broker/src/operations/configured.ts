@@ -5,8 +5,10 @@
  * call. Each service's calls are limited per broker (`maxInFlight`): calls past it are shed at once.
  */
 import { fromJson } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import { codeOf, type JsonObject } from '@wanas/operations';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
@@ -17,6 +19,9 @@ import { HttpBackend } from './backend-http';
 import { jsonSchemaOf } from './json-schema';
 import { reducerOf } from './reducers';
 import type { Operation } from './types';
+
+/** A gRPC service's `tls` section. */
+type TlsDoc = NonNullable<NonNullable<ServiceDoc['grpc']>['tls']>;
 
 /** What the broker counts of its backend calls (see metrics.ts). */
 export interface BackendMetrics {
@@ -108,6 +113,21 @@ export function configuredOperations(deps: ConfiguredDeps): ConfiguredOperations
       for (const b of backends.values()) b.grpc?.close();
     },
   };
+}
+
+/** The credentials of a gRPC backend's channel: plaintext, or TLS with the files named (read at start). */
+function backendCredentials(tls: TlsDoc | undefined, dir: string): grpc.ChannelCredentials {
+  if (!tls) return grpc.credentials.createInsecure();
+  const read = (field: keyof TlsDoc) => {
+    const file = tls[field];
+    if (!file) return null;
+    try {
+      return fs.readFileSync(path.resolve(dir, file));
+    } catch (e) {
+      throw new Error(`tls.${field}: cannot read ${file}: ${(e as Error).message}`);
+    }
+  };
+  return grpc.credentials.createSsl(read('caFile'), read('keyFile'), read('certFile'));
 }
 
 /** The address of a service in this broker's pod, from the topology in force. */
