@@ -242,7 +242,7 @@ describe('operations from configuration: gRPC and HTTP backends in every pod, an
       operation: 'inventory.reserve',
       params: { sku: 'widget', quantity: 1_000_000 },
       idempotencyKey: 'upstream-too-many',
-      scope: { pods: ['s1/p1'] },
+      scope: { sites: [], pods: ['s1/p1'] },
     });
     const [pod] = res.pods;
     expect(pod!.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
@@ -278,7 +278,7 @@ describe('operations from configuration: gRPC and HTTP backends in every pod, an
       operation: 'inventory.reserve',
       params: { sku: 'gadget', quantity: 3 },
       idempotencyKey: key,
-      scope: { pods: ['s1/p1'] },
+      scope: { sites: [], pods: ['s1/p1'] },
     });
     expect(other.pods[0]!.code).toBe(grpc.status.FAILED_PRECONDITION);
   });

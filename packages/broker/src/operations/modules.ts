@@ -55,7 +55,7 @@ export async function loadModule(specifier: string, topologyDir: string): Promis
   try {
     exported = await load(file);
   } catch (e) {
-    throw new ModuleLoadError(specifier, `failed to load: ${(e as Error).stack ?? String(e)}`);
+    throw new ModuleLoadError(specifier, `failed to load: ${loadFailure(e, file)}`);
   }
   const candidates = operationsExported(exported);
   if (candidates.length === 0)
@@ -69,6 +69,16 @@ export async function loadModule(specifier: string, topologyDir: string): Promis
     const o = op as Operation;
     return { ...o, info: { ...o.info, kind: 'module', module: specifier } };
   });
+}
+
+/** An error thrown while loading: its first line, and where in the module it was thrown when the stack says. */
+function loadFailure(e: unknown, file: string): string {
+  if (!(e instanceof Error)) return String(e);
+  const where = e.stack
+    ?.split('\n')
+    .find((l) => l.includes(file))
+    ?.trim();
+  return `${e.name}: ${e.message}${where ? ` (${where})` : ''}`;
 }
 
 /** The values a module offers as operations: default, `operations`, or every named export that looks like one. */
