@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput and scale and reports each as JSON', () => {
+  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput, scale and upstream and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
@@ -35,6 +35,7 @@ describe('wanas bench --smoke', () => {
         'tail',
         'throughput',
         'scale',
+        'upstream',
       ]);
       const part = (name: string) => json.find((j) => j.part === name)!;
       const latency = part('latency') as unknown as {
@@ -66,6 +67,15 @@ describe('wanas bench --smoke', () => {
         burst: { users: number; usersWithOneDesktop: number };
       };
       expect(placement.burst.usersWithOneDesktop).toBe(placement.burst.users);
+      // The upstream part ran both operations on a federation with a backend in every pod.
+      const upstream = part('upstream') as unknown as Record<
+        'echo' | 'upstream',
+        { cpuMsPerAggregate: number }
+      >;
+      expect([upstream.echo.cpuMsPerAggregate > 0, upstream.upstream.cpuMsPerAggregate > 0]).toEqual([
+        true,
+        true,
+      ]);
       for (const f of ['latency.json', 'latency.svg', 'placement.json', 'tail.svg', 'scale.json', 'cpu.json'])
         expect(fs.existsSync(path.join(out, f))).toBe(true);
     } finally {
