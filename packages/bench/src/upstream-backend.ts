@@ -6,6 +6,7 @@
  * JSON line: its own CPU per call (what calling the backend costs a caller with nothing else around it).
  */
 import * as grpc from '@grpc/grpc-js';
+import { identity } from './bare-echo';
 
 /** `Count` of the example's inventory.proto. */
 export const COUNT_METHOD = 'acme.inventory.v1.Inventory/Count';
@@ -20,12 +21,6 @@ function countResponse(): Buffer {
   return Buffer.concat([Buffer.from([0x08, 0xd3, 0x03, 0x10, 0x02, 0x19]), price]);
 }
 
-const identity = {
-  requestSerialize: (b: Buffer) => b,
-  requestDeserialize: (b: Buffer) => b,
-  responseSerialize: (b: Buffer) => b,
-  responseDeserialize: (b: Buffer) => b,
-};
 const SERVICE: grpc.ServiceDefinition = {
   Count: { path: `/${COUNT_METHOD}`, requestStream: false, responseStream: false, ...identity },
 };

@@ -1,7 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { AdminServiceClient, ListOperationsResponse, type OperationDescription } from '@wanas/proto';
+import { ListOperationsResponse, type OperationDescription } from '@wanas/proto';
 import type { Command } from 'commander';
-import { addConnectionFlags, clientChannel, type ConnectionFlags } from './credentials';
+import { adminCall, type AdminFlags } from './admin-call';
+import { addConnectionFlags } from './credentials';
 import { table } from './format';
 import { parseAddress } from './parse';
 
@@ -37,35 +38,13 @@ export function registerOps(program: Command): void {
     .requiredOption('-a, --address <host:port>', 'the broker', parseAddress)
     .option('--json', "print proto3 JSON (with each operation's params as JSON Schema)")
     .option('--timeout <ms>', 'deadline, ms', (v) => Number(v), 3000);
-  addConnectionFlags(cmd).action(
-    async (o: { address: string; json?: boolean; timeout: number } & ConnectionFlags) => {
-      let channel;
-      try {
-        channel = clientChannel(o);
-      } catch (e) {
-        program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
-      }
-      const client = new AdminServiceClient(o.address, channel.credentials, channel.options);
-      try {
-        const res = await new Promise<ListOperationsResponse>((resolve, reject) =>
-          client.listOperations({}, new grpc.Metadata(), { deadline: Date.now() + o.timeout }, (e, r) =>
-            e ? reject(e) : resolve(r),
-          ),
-        );
-        process.stdout.write(
-          o.json
-            ? `${JSON.stringify(ListOperationsResponse.toJSON(res), null, 2)}\n`
-            : `${formatOperations(res)}\n`,
-        );
-      } catch (e) {
-        const err = e as grpc.ServiceError;
-        process.stderr.write(
-          `error: cannot list the operations of ${o.address}: ${err.details || err.message}\n`,
-        );
-        process.exitCode = 1;
-      } finally {
-        client.close();
-      }
-    },
+  addConnectionFlags(cmd).action((o: AdminFlags) =>
+    adminCall<ListOperationsResponse>(
+      program,
+      o,
+      'list the operations',
+      (c, opts, cb) => c.listOperations({}, new grpc.Metadata(), opts, cb),
+      (res) => (o.json ? JSON.stringify(ListOperationsResponse.toJSON(res), null, 2) : formatOperations(res)),
+    ),
   );
 }

@@ -1,7 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { AdminServiceClient, GetStatusResponse, durationToMs } from '@wanas/proto';
+import { GetStatusResponse, durationToMs } from '@wanas/proto';
 import type { Command } from 'commander';
-import { addConnectionFlags, clientChannel, type ConnectionFlags } from './credentials';
+import { adminCall, type AdminFlags } from './admin-call';
+import { addConnectionFlags } from './credentials';
 import { table } from './format';
 import { parseAddress } from './parse';
 
@@ -59,31 +60,13 @@ export function registerStatus(program: Command): void {
     .requiredOption('-a, --address <host:port>', 'the broker', parseAddress)
     .option('--json', 'print proto3 JSON')
     .option('--timeout <ms>', 'deadline, ms', (v) => Number(v), 3000);
-  addConnectionFlags(cmd).action(
-    async (o: { address: string; json?: boolean; timeout: number } & ConnectionFlags) => {
-      let channel;
-      try {
-        channel = clientChannel(o);
-      } catch (e) {
-        program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
-      }
-      const client = new AdminServiceClient(o.address, channel.credentials, channel.options);
-      try {
-        const s = await new Promise<GetStatusResponse>((resolve, reject) =>
-          client.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + o.timeout }, (e, r) =>
-            e ? reject(e) : resolve(r),
-          ),
-        );
-        process.stdout.write(
-          o.json ? `${JSON.stringify(GetStatusResponse.toJSON(s), null, 2)}\n` : `${formatStatus(s)}\n`,
-        );
-      } catch (e) {
-        const err = e as grpc.ServiceError;
-        process.stderr.write(`error: cannot get status from ${o.address}: ${err.details || err.message}\n`);
-        process.exitCode = 1;
-      } finally {
-        client.close();
-      }
-    },
+  addConnectionFlags(cmd).action((o: AdminFlags) =>
+    adminCall<GetStatusResponse>(
+      program,
+      o,
+      'get status',
+      (c, opts, cb) => c.getStatus({}, new grpc.Metadata(), opts, cb),
+      (s) => (o.json ? JSON.stringify(GetStatusResponse.toJSON(s), null, 2) : formatStatus(s)),
+    ),
   );
 }

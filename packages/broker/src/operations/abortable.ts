@@ -1,5 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { DeadlineReached } from '@wanas/iterator';
+import { sleep as sdkSleep } from '@wanas/operations';
 import { BrokerError } from '../errors';
 
 /**
@@ -12,18 +13,9 @@ export function abortedError(signal: AbortSignal): BrokerError {
     : new BrokerError(status.CANCELLED, 'stopped: the request was cancelled');
 }
 
-/** Waits `ms`, or rejects with {@link abortedError} as soon as `signal` is aborted. */
+/** Waits `ms`, or rejects with {@link abortedError} as soon as `signal` is aborted (the SDK's sleep). */
 export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(abortedError(signal));
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(abortedError(signal));
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
+  return sdkSleep(ms, signal).catch((e: unknown) => {
+    throw signal.aborted ? abortedError(signal) : e;
   });
 }

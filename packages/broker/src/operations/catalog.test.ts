@@ -36,7 +36,7 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
     inFlight: (_s, now) => metrics.inFlight.push(now),
     shed: () => metrics.shed++,
   };
-  const topologyWith = (extra: object): Topology =>
+  const topologyWith = (extra: object, address = 'http://127.0.0.1:1'): Topology =>
     parseTopology(
       {
         federation: 'f',
@@ -47,7 +47,7 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
             pods: [
               {
                 name: 'p1',
-                ...('services' in extra && { services: { catalog: 'http://127.0.0.1:1' } }),
+                ...('services' in extra && { services: { catalog: address } }),
                 brokers: [{ id: 'a', address: '127.0.0.1:7001' }],
               },
             ],
@@ -113,6 +113,19 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
     fs.writeFileSync(path.join(dir, 'echo.js'), MODULE_CJS.replace('plug.hello', 'echo'));
     await expect(catalogOf(topologyWith({ operations: [{ module: './echo.js' }] }))).rejects.toThrow(
       'operations[0]: operation "echo" is already defined (by a built-in operation)',
+    );
+  });
+
+  it('refuses a gRPC service whose descriptor set or TLS files cannot be read, naming the field', async () => {
+    const grpcOp = [{ name: 'inv.count', service: 'catalog', method: 'a.B/C' }];
+    const withGrpc = (grpc: object) => {
+      return topologyWith({ services: { catalog: { grpc } }, operations: grpcOp }, '127.0.0.1:1');
+    };
+    await expect(catalogOf(withGrpc({ descriptorSet: './none.binpb' }))).rejects.toThrow(
+      `services.catalog.grpc: cannot read descriptor set ${dir}/none.binpb`,
+    );
+    await expect(catalogOf(withGrpc({ tls: { caFile: './ca.pem' } }))).rejects.toThrow(
+      `services.catalog.grpc: tls.caFile: cannot read ./ca.pem`,
     );
   });
 

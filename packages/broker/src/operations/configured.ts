@@ -77,9 +77,10 @@ export function configuredOperations(deps: ConfiguredDeps): ConfiguredOperations
           name,
           address,
           doc.grpc.descriptorSet && path.resolve(dir, doc.grpc.descriptorSet),
+          backendCredentials(doc.grpc.tls, dir),
         );
     } catch (e) {
-      throw new Error(`services.${name}.grpc.descriptorSet: ${(e as Error).message}`);
+      throw new Error(`services.${name}.grpc: ${(e as Error).message}`);
     }
     if (doc.http) b.http = new HttpBackend(name, address);
     backends.set(name, b);

@@ -3,7 +3,7 @@
  * operation's params): fields by their JSON names, int64 as a string or an integer, enums by name,
  * well-known types as their JSON forms.
  */
-import { ScalarType, type DescField, type DescMessage } from '@bufbuild/protobuf';
+import { ScalarType, type DescEnum, type DescField, type DescMessage } from '@bufbuild/protobuf';
 import type { JsonObject } from '@wanas/operations';
 
 /** Nesting depth at which a (recursive) message is described as any object. */
@@ -60,35 +60,42 @@ function message(m: DescMessage, depth: number): JsonObject {
   return { type: 'object', title: m.typeName, properties, additionalProperties: false };
 }
 
+/** A single value of a field, a list's item or a map's value: a scalar, an enum (by name) or a message. */
+function value(
+  v:
+    | { kind: 'scalar'; scalar: ScalarType }
+    | { kind: 'enum'; enum: DescEnum }
+    | { kind: 'message'; message: DescMessage },
+  depth: number,
+): JsonObject {
+  if (v.kind === 'scalar') return scalar(v.scalar);
+  if (v.kind === 'enum') return { type: 'string', enum: v.enum.values.map((x) => x.name) };
+  return message(v.message, depth);
+}
+
 function field(f: DescField, depth: number): JsonObject {
   switch (f.fieldKind) {
     case 'scalar':
-      return scalar(f.scalar);
+      return value({ kind: 'scalar', scalar: f.scalar }, depth);
     case 'enum':
-      return { type: 'string', enum: f.enum.values.map((v) => v.name) };
+      return value({ kind: 'enum', enum: f.enum }, depth);
     case 'message':
-      return message(f.message, depth);
+      return value({ kind: 'message', message: f.message }, depth);
     case 'list':
-      return {
-        type: 'array',
-        items:
-          f.listKind === 'scalar'
-            ? scalar(f.scalar)
-            : f.listKind === 'enum'
-              ? { type: 'string', enum: f.enum.values.map((v) => v.name) }
-              : message(f.message, depth),
-      };
+      return { type: 'array', items: value(elementOf(f.listKind, f), depth) };
     case 'map':
-      return {
-        type: 'object',
-        additionalProperties:
-          f.mapKind === 'scalar'
-            ? scalar(f.scalar)
-            : f.mapKind === 'enum'
-              ? { type: 'string', enum: f.enum.values.map((v) => v.name) }
-              : message(f.message, depth),
-      };
+      return { type: 'object', additionalProperties: value(elementOf(f.mapKind, f), depth) };
   }
+}
+
+/** What a list's items or a map's values are. */
+function elementOf(
+  kind: 'scalar' | 'enum' | 'message',
+  f: { scalar?: ScalarType; enum?: DescEnum; message?: DescMessage },
+): Parameters<typeof value>[0] {
+  if (kind === 'scalar') return { kind, scalar: f.scalar! };
+  if (kind === 'enum') return { kind, enum: f.enum! };
+  return { kind, message: f.message! };
 }
 
 /** The JSON Schema of a message's proto3 JSON form. */
