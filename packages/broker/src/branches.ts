@@ -30,7 +30,7 @@ import type { BrokerMetrics } from './metrics';
 import type { JsonObject, Operation } from './operations/types';
 import { podOrder } from './modes/first-fit';
 import { runOwnPod } from './own-pod';
-import type { PodStore } from './store/pod-store';
+import type { PodState } from './store/pod-state';
 import { podOf, type BrokerInfo, type Topology } from './topology';
 import { attemptSpan } from './tracing';
 
@@ -68,7 +68,7 @@ export interface BranchDeps {
   self: BrokerInfo;
   topology: () => Topology;
   cm: ConnectionManager;
-  store: PodStore;
+  store: PodState;
   logger: Logger;
   metrics: BrokerMetrics;
   hedgeBudget: HedgeBudget;

@@ -1,7 +1,6 @@
 import { ConnectionManager, type ConnectionManagerOptions, type PeerGroup } from '@wanas/connection-manager';
 import { HedgeBudget } from '@wanas/iterator';
 import { GetStatusResponse } from '@wanas/proto';
-import * as path from 'node:path';
 import type { Logger } from 'winston';
 import { BrokerServers } from './broker-servers';
 import { brokerStatus } from './broker-status';
@@ -14,18 +13,12 @@ import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './reflection';
 import { createSecurity, type BrokerSecurity } from './security';
 import { createHandlers, type AdminAnswers, type FaultInjection } from './server';
-import { PodStore } from './store/pod-store';
+import { openPodState } from './store/open-state';
+import type { PodState } from './store/pod-state';
+import { PostgresPodState, SchemaTooNewError } from './store/postgres-state';
 import { TopologySource } from './topology-source';
 import { startTracing } from './tracing';
-import {
-  dataDirOf,
-  dnsSelf,
-  findBroker,
-  loadTopology,
-  podOf,
-  type BrokerInfo,
-  type Topology,
-} from './topology';
+import { dnsSelf, findBroker, loadTopology, type BrokerInfo, type Topology } from './topology';
 
 /** Grace period for in-flight calls at shutdown, ms. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
@@ -177,7 +170,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const tracing = await startTracing(info, initial.tracing, log);
   const security = createSecurity(topology, info, log);
   const cm = connectionManagerFor(topology(), security, opts, log);
-  const store = podStoreFor(topology(), info);
+  const store = await podStateFor(topology(), info, log).catch((e: unknown) => closeAndThrow(e, cm));
   const lag = saturationMonitor(log);
   const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
   const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
@@ -230,7 +223,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       cm.close();
       catalog.close();
       await metricsServer?.close();
-      store.close();
+      await store.close();
       lag.close();
       await tracing.shutdown();
       log.info('broker stopped');
@@ -267,15 +260,31 @@ function connectionManagerFor(
   });
 }
 
-/** The pod's store, a SQLite file in the data directory shared with the pod's other brokers. */
-function podStoreFor(t: Topology, info: BrokerInfo): PodStore {
-  return new PodStore(
-    path.join(dataDirOf(t), `${info.site}.${info.pod}.sqlite`),
-    info.site,
-    info.pod,
-    t.settings.idempotencyWindowMs,
-    podOf(t, info.site, info.pod)?.pools,
-  );
+/**
+ * The pod's store (see `store/open-state.ts`): a SQLite file shared with the pod's other brokers, or the
+ * pod's PostgreSQL schema, migrated before serving when the database answers. A database newer than this
+ * broker refuses the start; one that does not answer is logged and tried again at the first call that
+ * needs it (its operations answer UNAVAILABLE meanwhile).
+ */
+async function podStateFor(t: Topology, info: BrokerInfo, log: Logger): Promise<PodState> {
+  const storeLog = log.child({ component: 'store' });
+  const state = openPodState(t, info, (e) => storeLog.warn('store connection lost', { error: e.message }));
+  if (state instanceof PostgresPodState) {
+    await state.migrate().then(
+      () => storeLog.info('store ready', { store: state.where }),
+      async (e: unknown) => {
+        if (e instanceof SchemaTooNewError) {
+          await state.close();
+          throw e;
+        }
+        storeLog.warn('store unreachable at start; tried again at the first call', {
+          store: state.where,
+          error: (e as Error).message,
+        });
+      },
+    );
+  }
+  return state;
 }
 
 /**

@@ -24,7 +24,7 @@ import { asJsonObject } from './operations/json';
 import type { JsonObject, Operation } from './operations/types';
 import { runOwnPod } from './own-pod';
 import { planAggregate, planLocal, planSite, type FanOutPlan } from './plan';
-import type { PodStore } from './store/pod-store';
+import type { PodState } from './store/pod-state';
 import type { BrokerInfo, Topology } from './topology';
 
 export { summarize };
@@ -36,7 +36,7 @@ export interface DispatcherDeps {
   topology: () => Topology;
   cm: ConnectionManager;
   registry: OperationRegistry;
-  store: PodStore;
+  store: PodState;
   logger: Logger;
   metrics: BrokerMetrics;
   hedgeBudget: HedgeBudget;

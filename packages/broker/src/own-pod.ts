@@ -7,14 +7,14 @@ import { failed } from './fan-out';
 import { asJsonObject } from './operations/json';
 import { runOnce } from './operations/once';
 import type { BrokerOperationContext, JsonObject, Operation } from './operations/types';
-import type { PodStore } from './store/pod-store';
+import type { PodState } from './store/pod-state';
 import { inOperationSpan } from './tracing';
 import type { BrokerInfo } from './topology';
 
 /** What running an operation in this broker's pod needs. */
 export interface OwnPodDeps {
   self: BrokerInfo;
-  store: PodStore;
+  store: PodState;
   logger: Logger;
 }
 

@@ -33,6 +33,22 @@ const brokerSchema = z.strictObject({
     .describe('plaintext grpc.health.v1 listener (Kubernetes probes); off when unset'),
 });
 
+/** A store URL: `sqlite:PATH` or a PostgreSQL connection URL. */
+const storeUrl = z
+  .string()
+  .regex(
+    /^(sqlite:.+|postgres(ql)?:\/\/.*)$/,
+    'must be sqlite:PATH or a postgres:// URL, e.g. "postgresql://db:5432/wanas?schema={site}-{pod}"',
+  )
+  .refine((s) => {
+    if (s.startsWith('sqlite:')) return true;
+    try {
+      return !new URL(s.replace(/\{(site|pod)\}/g, 'x')).password;
+    } catch {
+      return false;
+    }
+  }, 'must be a valid URL without a password (PGPASSWORD, from a Secret, gives it)');
+
 /** `dns:///NAME:PORT`: the pod's brokers are the addresses NAME resolves to (a headless Service), at PORT. */
 export const DNS_TARGET = /^dns:\/\/\/([A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):([0-9]{1,5})$/;
 const dnsTarget = z
@@ -71,6 +87,8 @@ const podSchema = z
       .optional(),
     /** Where this pod's backends are, by service name: `host:port` or `dns:///name:port` (gRPC), a base URL (HTTP). */
     services: z.record(z.string(), z.string().min(1)).optional(),
+    /** This pod's store URL, instead of `settings.store` (see there). */
+    store: storeUrl.optional(),
   })
   .superRefine((pod, ctx) => {
     if (typeof pod.brokers === 'string') return;
@@ -132,6 +150,12 @@ const settingsSchema = z
     dnsRefreshMs: z.number().int().min(100).max(3_600_000).default(5000),
     /** DNS servers (host:port) for pods given as `dns:///NAME:PORT`; default: the system's resolvers. */
     dnsServers: z.array(hostPort).max(8).optional(),
+    /**
+     * Where every pod keeps its shared state: `sqlite:PATH` (relative to the topology file) or a
+     * `postgres://`/`postgresql://` URL (`?schema=NAME`); `{site}` and `{pod}` are filled in. Unset: a
+     * SQLite file per pod in `dataDir`.
+     */
+    store: storeUrl.optional(),
     /** Directory of the pods' embedded databases (relative to the topology file). */
     dataDir: z.string().min(1).default('.wanas/data'),
   })

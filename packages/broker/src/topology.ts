@@ -45,6 +45,8 @@ export interface PodInfo {
   pools: Record<string, number> | undefined;
   /** Where the pod's backends are, by service name (see the topology's `services`). */
   services: Record<string, string>;
+  /** This pod's store URL, when it overrides `settings.store`. */
+  store: string | undefined;
 }
 
 /** A validated topology with lookups. */
@@ -103,6 +105,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
           brokers: [],
           pools: p.pools,
           services: p.services ?? {},
+          store: p.store,
           dns: {
             host: host!,
             port: Number(port),
@@ -117,6 +120,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
         dns: undefined,
         pools: p.pools,
         services: p.services ?? {},
+        store: p.store,
         brokers: p.brokers.map((b) => {
           const info: BrokerInfo = {
             id: b.id,

@@ -15,3 +15,4 @@ export * from './up-control';
 export * from './up-metrics';
 export * from './wan-emulator';
 export * from './backends';
+export * from './postgres';

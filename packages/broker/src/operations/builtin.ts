@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
 import { sleep } from './abortable';
-import { Refusal, StoreBusyError } from '../store/pod-store';
+import { StoreBusyError } from '../store/pod-store';
 import { OperationRegistry } from './registry';
 import type { JsonObject, Operation, PodOutcome } from './types';
 
@@ -23,8 +23,8 @@ export const sessionsFind: Operation<{ user: string }> = {
   description: "a user's desktops and sessions in every pod",
   idempotent: true,
   params: z.strictObject({ user: userName }),
-  execute: ({ user }, ctx) => {
-    const { desktops, sessions } = ctx.store.findUser(user);
+  execute: async ({ user }, ctx) => {
+    const { desktops, sessions } = await ctx.store.findUser(user, ctx.deadline);
     return { user, desktops, sessions, count: sessions.length } as unknown as JsonObject;
   },
   reduce: (results) => {
@@ -45,7 +45,7 @@ export const podsCapacity: Operation<Record<string, never>> = {
   description: 'desktops total / free / in use per pod, and federation-wide',
   idempotent: true,
   params: z.strictObject({}),
-  execute: (_p, ctx) => ctx.store.capacity() as unknown as JsonObject,
+  execute: async (_p, ctx) => (await ctx.store.capacity(ctx.deadline)) as unknown as JsonObject,
   reduce: (results) => {
     const sum = { total: 0, free: 0, inUse: 0, pods: 0 };
     for (const r of okResults(results)) {
@@ -77,30 +77,14 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
   }),
   execute: async (params, ctx) => {
     const out = await ctx.store
-      .onceWithin(
-        ctx.deadline,
-        ctx.idempotencyKey,
-        'desktops.provision',
-        params,
-        () => {
-          // Refusals are remembered with the key like results: a resend hears the same "not here".
-          if (!ctx.store.hasPool(params.pool)) {
-            throw new Refusal(
-              status.NOT_FOUND,
-              `params.pool: pod ${ctx.site}/${ctx.pod} has no pool "${params.pool}"`,
-            );
-          }
-          const d = ctx.store.assignFreeDesktop(params.user, params.pool);
-          if (!d) {
-            throw new Refusal(
-              status.RESOURCE_EXHAUSTED,
-              `pool "${params.pool}" of ${ctx.site}/${ctx.pod} has no free desktop`,
-            );
-          }
-          return { desktop: d as unknown as JsonObject, provisionedBy: ctx.brokerId };
-        },
-        ctx.signal,
-      )
+      .provisionOnce({
+        key: ctx.idempotencyKey,
+        user: params.user,
+        pool: params.pool,
+        brokerId: ctx.brokerId,
+        deadline: ctx.deadline,
+        signal: ctx.signal,
+      })
       .catch((e: unknown) => {
         // Nothing was written: the write is safe to send again (to this pod) once the lock is free.
         if (e instanceof StoreBusyError) throw new BrokerError(status.UNAVAILABLE, e.message);

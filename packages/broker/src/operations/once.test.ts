@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { BrokerError } from '../errors';
 import { PodStore } from '../store/pod-store';
+import { SqlitePodState } from '../store/pod-state';
 import { runOnce, type OnceRequest } from './once';
 
 /** Two brokers of one pod: two connections to one real SQLite file, as twins on one host have. */
@@ -23,7 +24,7 @@ describe('runOnce: a write reaches its backend once per key, across the brokers 
   });
 
   const req = (store: PodStore, brokerId: string, over: Partial<OnceRequest> = {}): OnceRequest => ({
-    store,
+    store: new SqlitePodState(store),
     brokerId,
     operation: 'inventory.reserve',
     params: { sku: 'w', quantity: 1 },

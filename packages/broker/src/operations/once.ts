@@ -1,7 +1,8 @@
 import { status } from '@grpc/grpc-js';
 import type { JsonObject } from '@wanas/operations';
 import { BrokerError, toBrokerError } from '../errors';
-import { isStoreBusy, Refusal, type PodStore } from '../store/pod-store';
+import type { PodState } from '../store/pod-state';
+import { Refusal } from '../store/pod-store';
 import { abortedError } from './abortable';
 
 /** How often a resend polls while a twin broker's call with the same key is in flight, ms. */
@@ -22,7 +23,7 @@ const UNKNOWN_OUTCOME_CODES: ReadonlySet<number> = new Set([
 
 /** Who runs a write and for how long: the broker, its pod's store and the request. */
 export interface OnceRequest {
-  store: PodStore;
+  store: PodState;
   brokerId: string;
   operation: string;
   params: JsonObject;
@@ -41,9 +42,7 @@ export async function runOnce(r: OnceRequest, action: () => Promise<JsonObject>)
   if (!r.idempotencyKey) return action();
   for (;;) {
     if (r.signal.aborted) throw abortedError(r.signal);
-    const claim = await whenFree(r, () =>
-      r.store.claim(r.idempotencyKey, r.operation, r.params, r.brokerId, r.deadline),
-    );
+    const claim = await r.store.claim(r.idempotencyKey, r.operation, r.params, r.brokerId, r.deadline);
     if ('result' in claim) return claim.replayed ? { ...claim.result } : claim.result;
     if ('refused' in claim) throw new BrokerError(claim.refused.code, claim.refused.message);
     if ('conflict' in claim) {
@@ -69,9 +68,7 @@ export async function runOnce(r: OnceRequest, action: () => Promise<JsonObject>)
 /** Runs the claimed action and records its outcome (or drops the claim when the outcome is not known). */
 async function settleWith(r: OnceRequest, action: () => Promise<JsonObject>): Promise<JsonObject> {
   const settle = (outcome: JsonObject | Refusal | undefined) =>
-    whenFree({ ...r, deadline: Date.now() + 5000 }, () =>
-      r.store.settle(r.idempotencyKey, r.operation, r.params, outcome),
-    );
+    r.store.settle(r.idempotencyKey, r.operation, r.params, outcome);
   let result: JsonObject;
   try {
     result = await action();
@@ -82,21 +79,4 @@ async function settleWith(r: OnceRequest, action: () => Promise<JsonObject>): Pr
   }
   await settle(result);
   return result;
-}
-
-/** Runs a store step, retrying off the event loop while a twin broker holds the database's write lock. */
-async function whenFree<T>(r: Pick<OnceRequest, 'store' | 'deadline'>, step: () => T): Promise<T> {
-  for (;;) {
-    try {
-      return step();
-    } catch (e) {
-      if (!isStoreBusy(e)) throw e;
-      if (Date.now() + PENDING_POLL_MS >= r.deadline)
-        throw new BrokerError(
-          status.UNAVAILABLE,
-          "the pod's store stayed locked by another broker of the pod",
-        );
-      await new Promise((res) => setTimeout(res, PENDING_POLL_MS));
-    }
-  }
 }

@@ -1,5 +1,5 @@
 import type { JsonObject, Operation as SdkOperation, OperationContext } from '@wanas/operations';
-import type { PodStore } from '../store/pod-store';
+import type { PodState } from '../store/pod-state';
 
 export type { JsonObject, OperationContext, OperationInfo, PodOutcome, ShapeTarget } from '@wanas/operations';
 
@@ -9,7 +9,7 @@ export type { JsonObject, OperationContext, OperationInfo, PodOutcome, ShapeTarg
  */
 export interface BrokerOperationContext extends OperationContext {
   /** The pod's store (shared by the pod's brokers). */
-  store: PodStore;
+  store: PodState;
 }
 
 /** An operation as the broker holds it: an SDK operation, run with the broker's context. */

@@ -2,17 +2,10 @@ import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { DEFAULT_POOLS, seedRows } from './seed';
 
-/** Desktops seeded per pool in every pod. */
-export const SEED_DESKTOPS_PER_POOL = 12;
-/** Pools seeded in every pod unless its topology says otherwise (`standard` is in every pod by design). */
-export const SEED_POOLS = ['standard', 'gpu'] as const;
-/** The default pools: {@link SEED_DESKTOPS_PER_POOL} desktops in each of {@link SEED_POOLS}. */
-const DEFAULT_POOLS: Record<string, number> = Object.fromEntries(
-  SEED_POOLS.map((p) => [p, SEED_DESKTOPS_PER_POOL]),
-);
-/** Demo users; each gets desktops in some pods, decided by a hash of (site, pod, user). */
-export const DEMO_USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi'] as const;
+export { DEMO_USERS, SEED_DESKTOPS_PER_POOL, SEED_POOLS } from './seed';
+
 /** How long a remembered idempotency key lasts by default: 24 h. */
 export const DEFAULT_IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
 /** How long opening (and seeding) waits for a pod twin's write lock, ms: start-up only. */
@@ -91,10 +84,6 @@ export interface RememberedResult {
   result: Record<string, unknown>;
 }
 
-function hash(s: string): number {
-  return createHash('sha256').update(s).digest().readUInt32BE(0);
-}
-
 /**
  * A pod's inventory of desktops and sessions, and its remembered idempotency keys, in one SQLite file
  * shared by the pod's brokers (WAL mode; writes take an immediate transaction, so twins never race).
@@ -128,35 +117,17 @@ export class PodStore {
     this.db
       .transaction(() => {
         if (this.db.prepare(`SELECT v FROM meta WHERE k = 'seeded'`).get()) return;
+        const rows = seedRows(this.site, this.pod, this.pools);
+        const insertPool = this.db.prepare(`INSERT INTO pools (name) VALUES (?)`);
+        for (const pool of rows.pools) insertPool.run(pool);
         const insertDesktop = this.db.prepare(
           `INSERT INTO desktops (id, pool, state, user) VALUES (?, ?, ?, ?)`,
         );
+        for (const d of rows.desktops) insertDesktop.run(d.id, d.pool, d.state, d.user);
         const insertSession = this.db.prepare(
           `INSERT INTO sessions (id, desktop_id, user, state, started_at) VALUES (?, ?, ?, ?, ?)`,
         );
-        const free: string[] = [];
-        const insertPool = this.db.prepare(`INSERT INTO pools (name) VALUES (?)`);
-        for (const [pool, size] of Object.entries(this.pools)) {
-          insertPool.run(pool);
-          for (let i = 1; i <= size; i++) {
-            const id = `${this.site}.${this.pod}.${pool}-${String(i).padStart(2, '0')}`;
-            insertDesktop.run(id, pool, 'free', null);
-            if (pool === 'standard') free.push(id);
-          }
-        }
-        // Each demo user has a desktop in roughly half of the pods, decided by a stable hash.
-        let n = 0;
-        for (const user of DEMO_USERS) {
-          const h = hash(`${this.site}/${this.pod}/${user}`);
-          if (h % 2 !== 0 || free.length === 0) continue;
-          const desktopId = free.shift()!;
-          this.db
-            .prepare(`UPDATE desktops SET state = 'assigned', user = ? WHERE id = ?`)
-            .run(user, desktopId);
-          const state = (h >> 1) % 3 === 0 ? 'disconnected' : 'connected';
-          const started = new Date(Date.UTC(2026, 0, 1, 8, (h >> 3) % 600)).toISOString();
-          insertSession.run(`${this.site}.${this.pod}.s${++n}`, desktopId, user, state, started);
-        }
+        for (const x of rows.sessions) insertSession.run(x.id, x.desktopId, x.user, x.state, x.startedAt);
         this.db.prepare(`INSERT INTO meta (k, v) VALUES ('seeded', ?)`).run(new Date().toISOString());
       })
       .immediate();

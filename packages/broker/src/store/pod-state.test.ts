@@ -1,0 +1,227 @@
+/**
+ * One store suite, run against both stores a pod may keep its state in: a SQLite file (two connections,
+ * as two brokers on one host) and a real PostgreSQL server (a private one, started for this file; two
+ * pools, as two brokers on two nodes). Then what only a server can do: be down, restart, be newer.
+ */
+import { status } from '@grpc/grpc-js';
+import { PrivatePostgres } from '@wanas/devfed';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pg from 'pg';
+import { PodStore, Refusal, SEED_DESKTOPS_PER_POOL, SEED_POOLS, DEMO_USERS } from './pod-store';
+import { SqlitePodState, type PodState } from './pod-state';
+import { PostgresPodState, POSTGRES_SCHEMA_VERSION } from './postgres-state';
+
+let server: PrivatePostgres;
+let dir: string;
+let n = 0;
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-state-'));
+  server = await PrivatePostgres.start();
+}, 60_000);
+afterAll(async () => {
+  await server?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const soon = () => Date.now() + 5000;
+const quiet = () => undefined;
+
+/** Two brokers' handles on one new pod store of `kind`. */
+function twins(kind: 'sqlite' | 'postgres', pools?: Record<string, number>): [PodState, PodState] {
+  const id = `pod-${++n}`;
+  if (kind === 'sqlite') {
+    const file = path.join(dir, `${id}.sqlite`);
+    return [0, 1].map(
+      () => new SqlitePodState(new PodStore(file, 's1', id, undefined, pools)),
+    ) as unknown as [PodState, PodState];
+  }
+  return [0, 1].map(
+    (): PodState =>
+      new PostgresPodState({
+        connectionString: server.url(),
+        schema: `wanas-s1-${id}`,
+        site: 's1',
+        pod: id,
+        idempotencyWindowMs: 86_400_000,
+        pools,
+        onError: quiet,
+      }),
+  ) as unknown as [PodState, PodState];
+}
+
+describe.each(['sqlite', 'postgres'] as const)('the %s store', (kind) => {
+  let a: PodState;
+  let b: PodState;
+  beforeEach(() => ([a, b] = twins(kind)));
+  afterEach(async () => {
+    await a.close();
+    await b.close();
+  });
+
+  it('seeds the demo inventory once, the same on every store', async () => {
+    const [capA, capB] = await Promise.all([a.capacity(soon()), b.capacity(soon())]);
+    expect(capA.total).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL);
+    expect(capB).toEqual(capA);
+    let assigned = 0;
+    for (const u of DEMO_USERS) assigned += (await a.findUser(u, soon())).desktops.length;
+    expect(capA.inUse).toBe(assigned);
+  });
+
+  it('provisions once per key across brokers, replays the first outcome, and refuses the key with other params', async () => {
+    const r = { key: 'k1', user: 'zoe', pool: 'standard', deadline: soon() };
+    const first = await a.provisionOnce({ ...r, brokerId: 'a' });
+    const again = await b.provisionOnce({ ...r, brokerId: 'b' });
+    expect(first).toMatchObject({ replayed: false, result: { provisionedBy: 'a' } });
+    expect(again).toEqual({ result: (first as { result: unknown }).result, replayed: true });
+    expect((await b.findUser('zoe', soon())).desktops).toHaveLength(1);
+    expect(await b.provisionOnce({ ...r, pool: 'gpu', brokerId: 'b' })).toHaveProperty('conflict');
+  });
+
+  it('assigns one desktop when both brokers get the same key at once, and distinct desktops for distinct keys', async () => {
+    const same = await Promise.all(
+      [a, b, a, b].map((s, i) =>
+        s.provisionOnce({ key: 'race', user: 'yan', pool: 'standard', brokerId: `b${i}`, deadline: soon() }),
+      ),
+    );
+    expect(new Set(same.map((o) => JSON.stringify((o as { result: unknown }).result))).size).toBe(1);
+    expect((await a.findUser('yan', soon())).desktops).toHaveLength(1);
+    const many = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        (i % 2 ? a : b).provisionOnce({
+          key: `k-${i}`,
+          user: `u${i}`,
+          pool: 'gpu',
+          brokerId: 'x',
+          deadline: soon(),
+        }),
+      ),
+    );
+    const ids = many.map((o) => (o as unknown as { result: { desktop: { id: string } } }).result.desktop.id);
+    expect(new Set(ids).size).toBe(6);
+  });
+
+  it('remembers a refusal: a missing pool and a full pool answer the same to a resend', async () => {
+    const [c] = twins(kind, { standard: 1, gpu: 0 });
+    try {
+      const r = { user: 'zoe', brokerId: 'a', deadline: soon() };
+      expect(await c.provisionOnce({ ...r, key: 'p1', pool: 'fpga' })).toMatchObject({
+        refused: { code: status.NOT_FOUND },
+      });
+      const full = await c.provisionOnce({ ...r, key: 'p2', pool: 'gpu' });
+      expect(full).toMatchObject({ refused: { code: status.RESOURCE_EXHAUSTED }, replayed: false });
+      expect(await c.provisionOnce({ ...r, key: 'p2', pool: 'gpu' })).toMatchObject({ replayed: true });
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('keeps the ledger of asynchronous writes: claim, pending for the twin, settle, replay', async () => {
+    const lease = soon();
+    expect(await a.claim('w1', 'op', { x: 1 }, 'a', lease)).toEqual({ claimed: true });
+    expect(await b.claim('w1', 'op', { x: 1 }, 'b', lease)).toEqual({
+      pending: { owner: 'a', leaseUntil: lease },
+    });
+    await a.settle('w1', 'op', { x: 1 }, { ok: 1 });
+    expect(await b.claim('w1', 'op', { x: 1 }, 'b', lease)).toEqual({ result: { ok: 1 }, replayed: true });
+    // A refusal is remembered; an unknown outcome is forgotten (the twin may claim again).
+    await a.claim('w2', 'op', {}, 'a', lease);
+    await a.settle('w2', 'op', {}, new Refusal(status.NOT_FOUND, 'no'));
+    expect(await b.claim('w2', 'op', {}, 'b', lease)).toMatchObject({ refused: { code: status.NOT_FOUND } });
+    await a.claim('w3', 'op', {}, 'a', lease);
+    await a.settle('w3', 'op', {}, undefined);
+    expect(await b.claim('w3', 'op', {}, 'b', lease)).toEqual({ claimed: true });
+    // An ended lease is taken over.
+    await a.claim('w4', 'op', {}, 'a', Date.now() + 30);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(await b.claim('w4', 'op', {}, 'b', lease)).toEqual({ claimed: true });
+  });
+});
+
+describe('the PostgreSQL store, where only a server can fail', () => {
+  const store = (connectionString: string, schema: string) =>
+    new PostgresPodState({
+      connectionString,
+      schema,
+      site: 's1',
+      pod: 'p1',
+      idempotencyWindowMs: 86_400_000,
+      pools: undefined,
+      onError: quiet,
+    });
+
+  it('runs each migration once when replicas start together', async () => {
+    const replicas = Array.from({ length: 4 }, () => store(server.url(), 'wanas-together'));
+    await Promise.all(replicas.map((r) => r.migrate()));
+    const c = new pg.Client({ connectionString: server.url() });
+    await c.connect();
+    const v = await c.query('SELECT version FROM "wanas-together".wanas_schema');
+    const d = await c.query('SELECT count(*)::int AS n FROM "wanas-together".desktops');
+    await c.end();
+    expect(v.rows).toEqual([{ version: POSTGRES_SCHEMA_VERSION }]);
+    expect(d.rows[0].n).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL);
+    await Promise.all(replicas.map((r) => r.close()));
+  });
+
+  it('refuses a database whose schema is newer than this broker, naming both versions', async () => {
+    const s = store(server.url(), 'wanas-newer');
+    await s.migrate();
+    const c = new pg.Client({ connectionString: server.url() });
+    await c.connect();
+    await c.query('INSERT INTO "wanas-newer".wanas_schema (version) VALUES (99)');
+    await c.end();
+    const older = store(server.url(), 'wanas-newer');
+    await expect(older.migrate()).rejects.toThrow(
+      `has schema version 99; this broker knows up to ${POSTGRES_SCHEMA_VERSION}`,
+    );
+    await Promise.all([s.close(), older.close()]);
+  });
+
+  it('answers UNAVAILABLE within the deadline when the database cannot be reached', async () => {
+    const down = store('postgresql://postgres@127.0.0.1:1/postgres', 'wanas-down');
+    const t0 = Date.now();
+    const e = (await down.capacity(Date.now() + 3000).catch((x: unknown) => x)) as {
+      code: number;
+      details: string;
+    };
+    expect(e.code).toBe(status.UNAVAILABLE);
+    expect(e.details).toMatch(/^store unreachable: /);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    await down.close();
+  });
+
+  it('answers again after the server restarts, without a new store; nothing acknowledged is lost', async () => {
+    const s = store(server.url(), 'wanas-restart');
+    const done = await s.provisionOnce({
+      key: 'before',
+      user: 'ria',
+      pool: 'standard',
+      brokerId: 'a',
+      deadline: soon(),
+    });
+    await server.stopServer('immediate');
+    const e = (await s.capacity(soon()).catch((x: unknown) => x)) as { code: number };
+    expect(e.code).toBe(status.UNAVAILABLE);
+    await server.startServer();
+    const t0 = Date.now();
+    let cap;
+    for (let i = 0; i < 50 && !cap; i++)
+      cap = await s.capacity(soon()).catch(() => new Promise((r) => setTimeout(r, 100)));
+    expect(cap).toBeDefined();
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(
+      await s.provisionOnce({
+        key: 'before',
+        user: 'ria',
+        pool: 'standard',
+        brokerId: 'b',
+        deadline: soon(),
+      }),
+    ).toEqual({
+      ...(done as object),
+      replayed: true,
+    });
+    await s.close();
+  }, 60_000);
+});

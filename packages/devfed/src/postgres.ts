@@ -1,0 +1,132 @@
+/**
+ * A private PostgreSQL server for development and tests: Debian's `postgresql` binaries (`initdb`,
+ * `pg_ctl`), a data folder of its own, a free loopback port, its socket in the same folder; stopped (and the
+ * folder removed) by {@link PrivatePostgres.stop}. No system service is used. As root, the server runs as the
+ * `postgres` user (PostgreSQL refuses to run as root).
+ */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { freePorts } from './ports';
+
+/** Where Debian puts the server's programs. */
+const PG_BIN_DIRS = [
+  '/usr/lib/postgresql/17/bin',
+  '/usr/lib/postgresql/16/bin',
+  '/usr/lib/postgresql/15/bin',
+];
+/** How long `pg_ctl start` may take, s. */
+const START_TIMEOUT_S = 30;
+
+/** Runs a PostgreSQL program (as `postgres` when this process is root); rejects with its output. */
+function runPg(bin: string, args: string[], asPostgres: boolean): Promise<string> {
+  const [cmd, argv] = asPostgres ? ['runuser', ['-u', 'postgres', '--', bin, ...args]] : [bin, args];
+  return new Promise((resolve, reject) =>
+    execFile(cmd, argv, { encoding: 'utf8', timeout: 60_000 }, (e, stdout, stderr) =>
+      e
+        ? reject(new Error(`${path.basename(bin)} failed: ${stderr || stdout || e.message}`))
+        : resolve(stdout),
+    ),
+  );
+}
+
+/** The folder of the server's programs; an Error saying what to install when there is none. */
+export function postgresBinDir(): string {
+  const dir = PG_BIN_DIRS.find((d) => fs.existsSync(path.join(d, 'pg_ctl')));
+  if (!dir)
+    throw new Error(
+      `no PostgreSQL server here (looked for pg_ctl in ${PG_BIN_DIRS.join(', ')}): install Debian's postgresql package`,
+    );
+  return dir;
+}
+
+/** A running private server. */
+export class PrivatePostgres {
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+    private readonly bin: string,
+    private readonly asPostgres: boolean,
+  ) {}
+
+  /** A connection URL for a database of this server (`postgres` by default), as the `postgres` superuser. */
+  url(database = 'postgres'): string {
+    return `postgresql://postgres@127.0.0.1:${this.port}/${database}`;
+  }
+
+  /** initdb in a new folder (under `parent`, default the system's temp folder), then start on a free port. */
+  static async start(parent = os.tmpdir()): Promise<PrivatePostgres> {
+    const bin = postgresBinDir();
+    const asPostgres = process.getuid?.() === 0;
+    const dir = fs.mkdtempSync(path.join(parent, 'wanas-pg-'));
+    fs.chmodSync(dir, 0o700);
+    if (asPostgres) {
+      const { uid, gid } = await postgresIds();
+      fs.chownSync(dir, uid, gid);
+    }
+    const [port] = await freePorts(1);
+    const pg = new PrivatePostgres(dir, port!, bin, asPostgres);
+    const data = path.join(dir, 'data');
+    try {
+      await runPg(
+        path.join(bin, 'initdb'),
+        ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8'],
+        asPostgres,
+      );
+      await pg.startServer();
+    } catch (e) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    return pg;
+  }
+
+  /** `pg_ctl` on this server's data folder. */
+  ctl(args: string[]): Promise<string> {
+    return runPg(
+      path.join(this.bin, 'pg_ctl'),
+      ['-D', path.join(this.dir, 'data'), ...args],
+      this.asPostgres,
+    );
+  }
+
+  /** Stops the server now (`-m immediate`: a crash, as a failure test wants) or cleanly. */
+  async stopServer(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    await this.ctl(['stop', '-w', '-m', mode]);
+  }
+
+  /** Starts the server (again: on the same port, with the same socket folder). */
+  async startServer(): Promise<void> {
+    const options = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+    await this.ctl([
+      'start',
+      '-w',
+      '-t',
+      String(START_TIMEOUT_S),
+      '-l',
+      path.join(this.dir, 'server.log'),
+      '-o',
+      options,
+    ]);
+  }
+
+  /** Stops the server and removes its folder. */
+  async stop(): Promise<void> {
+    await this.stopServer('immediate').catch(() => undefined); // already stopped: nothing to do
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The `postgres` user's ids (the server's files must be its). */
+async function postgresIds(): Promise<{ uid: number; gid: number }> {
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile('id', ['postgres'], { encoding: 'utf8' }, (e, stdout) =>
+      e ? reject(new Error("no postgres user: install Debian's postgresql package")) : resolve(stdout),
+    ),
+  );
+  const uid = /uid=(\d+)/.exec(out);
+  const gid = /gid=(\d+)/.exec(out);
+  if (!uid || !gid) throw new Error(`cannot read the postgres user's ids from "${out.trim()}"`);
+  return { uid: Number(uid[1]), gid: Number(gid[1]) };
+}
