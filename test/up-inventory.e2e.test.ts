@@ -1,7 +1,8 @@
 /**
- * The inventory example under `wanas up`, as its README walks through it: `up` starts every pod's backends
- * (the services' `dev` commands: Python gRPC, Node HTTP) before the brokers, the operations answer through
- * the CLI, and Ctrl-C stops the backends with the brokers. The example's topology is used as written, but
+ * The inventory example under `wanas up --store postgres`, as its README walks through it: `up` starts a
+ * private PostgreSQL server and every pod's backends (the services' `dev` commands: Python gRPC, Node HTTP)
+ * before the brokers, the operations answer through the CLI, and Ctrl-C stops the backends and the
+ * database with the brokers. The example's topology is used as written, but
  * on free ports and with its files named by absolute path (the test's copy lives in a temporary folder).
  */
 import * as fs from 'node:fs';
@@ -72,7 +73,7 @@ describe('the inventory example under wanas up', () => {
     const topology = path.join(dir, 'topology.yaml');
     fs.writeFileSync(topology, YAML.stringify(doc));
     entry = brokers[0]!.address;
-    up = await startUp(['--topology', topology, '--wan-latency-ms', '5']);
+    up = await startUp(['--topology', topology, '--wan-latency-ms', '5', '--store', 'postgres']);
   }, 120_000);
 
   afterAll(async () => {
@@ -93,6 +94,29 @@ describe('the inventory example under wanas up', () => {
       'backend-inventory-us-east-pod-1.log',
       'backend-inventory-us-east-pod-2.log',
     ]);
+  });
+
+  it('keeps the pods state in the private PostgreSQL server: a placement is answered from it', () => {
+    expect(up!.output()).toMatch(/store: a private PostgreSQL at 127\.0\.0\.1:\d+ .*one schema per pod/);
+    const args = [
+      '--op',
+      'desktops.provision',
+      '--param',
+      'user=ivy',
+      '--idempotency-key',
+      'ivy-1',
+      '--first',
+    ];
+    const first = wanas('aggregate', '--address', entry, ...args, '--json');
+    expect(first.status).toBe(0);
+    const again = wanas('aggregate', '--address', entry, ...args, '--json');
+    const won = (out: string) =>
+      (
+        JSON.parse(out) as { pods: { code?: number; result?: { desktop: unknown; replayed: boolean } }[] }
+      ).pods.find((p) => !p.code)!.result!;
+    expect(won(again.stdout).replayed).toBe(true);
+    expect(won(again.stdout).desktop).toEqual(won(first.stdout).desktop);
+    expect(fs.existsSync(path.join(dir, 'data'))).toBe(false); // no SQLite file was made
   });
 
   it('answers the configured operations and the module federation-wide through the CLI', () => {
@@ -131,10 +155,11 @@ describe('the inventory example under wanas up', () => {
     expect(geo.stdout).toContain('reduced: {"nearest":"eu-west/pod-1"');
   });
 
-  it('stops every backend with the brokers on Ctrl-C', async () => {
-    for (const port of backendPorts) expect(await listening(port)).toBe(true);
+  it('stops every backend and the database with the brokers on Ctrl-C', async () => {
+    const dbPort = Number(/PostgreSQL at 127\.0\.0\.1:(\d+)/.exec(up!.output())![1]);
+    for (const port of [...backendPorts, dbPort]) expect(await listening(port)).toBe(true);
     await up!.stop('SIGINT');
     up = undefined;
-    for (const port of backendPorts) expect(await listening(port)).toBe(false);
+    for (const port of [...backendPorts, dbPort]) expect(await listening(port)).toBe(false);
   });
 });

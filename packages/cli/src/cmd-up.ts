@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { AggregateRequest, AggregationServiceClient, Mode, type AggregateResponse } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { formatAggregate } from './format';
 import { parsePositiveInt } from './parse';
 import type { ClientChannel } from '@wanas/devfed';
@@ -15,6 +15,7 @@ interface UpFlags {
   restart?: boolean;
   tlsDir?: string;
   metrics?: boolean;
+  store: 'sqlite' | 'postgres';
   demoQuery?: boolean;
 }
 
@@ -76,6 +77,14 @@ export function registerUp(program: Command): void {
       'make a throwaway CA and certificates here; run with mTLS and authorization on',
     )
     .option('--metrics', 'give every broker a /metrics address and write a Prometheus config for them')
+    .addOption(
+      new Option(
+        '--store <kind>',
+        "where the pods keep their state: the topology's own (sqlite: a file per pod), or postgres (a private PostgreSQL server, one schema per pod)",
+      )
+        .choices(['sqlite', 'postgres'])
+        .default('sqlite'),
+    )
     .option(
       '--demo-query',
       "once ready, find alice's sessions and place a GPU desktop for her (home site first); print both",
@@ -90,6 +99,7 @@ export function registerUp(program: Command): void {
           restart: !!o.restart,
           tlsDir: o.tlsDir,
           metrics: !!o.metrics,
+          store: o.store,
           onReady: o.demoQuery ? demoQuery : undefined,
         });
       } catch (e) {

@@ -47,6 +47,8 @@ export class DevBackends {
   constructor(
     private readonly topologyFile: string,
     private readonly logDir: string,
+    /** Where the commands run (default: the topology file's folder). */
+    private readonly workDir = path.dirname(path.resolve(topologyFile)),
   ) {
     const t = loadTopology(topologyFile);
     for (const [service, doc] of Object.entries(t.services)) {
@@ -111,7 +113,7 @@ export class DevBackends {
     const out = fs.openSync(b.log, 'a');
     const command = [b.command, ...extraArgs.map(shellQuote)].join(' ');
     b.proc = spawn('/bin/sh', ['-c', `exec ${command}`], {
-      cwd: path.dirname(path.resolve(this.topologyFile)),
+      cwd: this.workDir,
       stdio: ['ignore', out, out],
       detached: true,
     });

@@ -38,6 +38,8 @@ export interface OpenOptions {
   say?: (line: string) => void;
   /** Called when a broker's process changes (a restart). */
   changed?: () => void;
+  /** Where the services' `dev` commands run (default: the topology file's folder). */
+  workDir?: string;
 }
 
 /**
@@ -87,7 +89,7 @@ export class DevFederation {
       changed: opened.changed,
     });
     for (const b of this.brokers) this.processes.add(b);
-    this.backends = new DevBackends(opened.topologyFile, path.join(opened.dir, 'logs'));
+    this.backends = new DevBackends(opened.topologyFile, path.join(opened.dir, 'logs'), opened.workDir);
   }
 
   /** Starts the pods' development backends (none without `dev` commands) and waits until they listen. */

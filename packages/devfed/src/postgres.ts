@@ -59,7 +59,9 @@ export class PrivatePostgres {
   static async start(parent = os.tmpdir()): Promise<PrivatePostgres> {
     const bin = postgresBinDir();
     const asPostgres = process.getuid?.() === 0;
-    const dir = fs.mkdtempSync(path.join(parent, 'wanas-pg-'));
+    // The server runs as `postgres`: its folder must be reachable by that user (a 0700 parent is not).
+    const base = asPostgres && !othersCanReach(parent) ? os.tmpdir() : parent;
+    const dir = fs.mkdtempSync(path.join(base, 'wanas-pg-'));
     fs.chmodSync(dir, 0o700);
     if (asPostgres) {
       const { uid, gid } = await postgresIds();
@@ -115,6 +117,14 @@ export class PrivatePostgres {
   async stop(): Promise<void> {
     await this.stopServer('immediate').catch(() => undefined); // already stopped: nothing to do
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** True when every folder from the root to `dir` lets other users through (o+x). */
+function othersCanReach(dir: string): boolean {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if ((fs.statSync(d).mode & 0o001) === 0) return false;
+    if (path.dirname(d) === d) return true;
   }
 }
 

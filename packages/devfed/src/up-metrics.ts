@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { freePorts } from './ports';
+import { withAbsolutePaths } from './topology-paths';
 
 /** The shipped alerting and recording rules (docker/prometheus/wanas-rules.yml in the repository). */
 export const RULES_FILE = path.resolve(__dirname, '../../../docker/prometheus/wanas-rules.yml');
@@ -22,13 +23,11 @@ export interface UpMetrics {
  * to `dir/prometheus.yml` that scrapes them all every 5 s and loads the shipped rules.
  */
 export async function withMetrics(t: Topology, dir: string): Promise<UpMetrics> {
-  const doc = YAML.parse(fs.readFileSync(t.file!, 'utf8')) as TopologyDoc;
+  const doc = withAbsolutePaths(
+    YAML.parse(fs.readFileSync(t.file!, 'utf8')) as Record<string, unknown>,
+    path.dirname(t.file!),
+  ) as TopologyDoc;
   doc.settings = { ...doc.settings, dataDir: dataDirOf(t) };
-  const base = path.dirname(t.file!);
-  for (const f of ['caFile', 'certFile', 'keyFile'] as const) {
-    const v = doc.security?.[f];
-    if (typeof v === 'string') doc.security![f] = path.resolve(base, v);
-  }
   const brokers = (doc.sites ?? []).flatMap((s) => (s.pods ?? []).flatMap((p) => p.brokers ?? []));
   const ports = await freePorts(brokers.filter((b) => !b.metricsAddress).length);
   for (const b of brokers) b.metricsAddress ??= `127.0.0.1:${ports.pop()}`;
@@ -53,6 +52,5 @@ export async function withMetrics(t: Topology, dir: string): Promise<UpMetrics> 
 /** The parts of a topology file `withMetrics` rewrites. */
 interface TopologyDoc {
   settings?: Record<string, unknown>;
-  security?: Partial<Record<'caFile' | 'certFile' | 'keyFile', unknown>>;
   sites?: { pods?: { brokers?: { id: string; metricsAddress?: string }[] }[] }[];
 }

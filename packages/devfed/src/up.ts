@@ -6,7 +6,9 @@ import YAML from 'yaml';
 import { DevFederation } from './federation';
 import type { SupervisedRow } from './supervisor';
 import { table } from './text';
+import { PrivatePostgres } from './postgres';
 import { createTlsDir } from './tls';
+import { withAbsolutePaths } from './topology-paths';
 import { startUpControl } from './up-control';
 import { withMetrics } from './up-metrics';
 
@@ -25,6 +27,12 @@ export interface UpOptions {
   tlsDir?: string;
   /** Give every broker a metrics address and write a Prometheus config for them (`.wanas/prometheus.yml`). */
   metrics?: boolean;
+  /**
+   * Where the pods keep their state: `sqlite` (the topology's own setting, by default a file per pod) or
+   * `postgres` (a private PostgreSQL server for this federation, data under the state folder, one schema
+   * per pod; stopped with `up`).
+   */
+  store?: 'sqlite' | 'postgres';
   /** Called once every broker is SERVING (e.g. to run the demo query), with client channel settings. */
   onReady?: (t: Topology, client: ClientChannel) => Promise<void>;
 }
@@ -92,10 +100,17 @@ export async function runUp(opts: UpOptions): Promise<void> {
         `prometheus --config.file=${path.join(stateDir, 'prometheus.yml')}`,
     );
   }
+  const store = opts.store === 'postgres' ? await withPrivatePostgres(topology, stateDir, say) : undefined;
+  if (store) topology = store.topology;
   const stateFile = path.join(stateDir, 'up.json');
   // The state file is rewritten when a broker restarts: only after the brokers start (below), so the
   // control it names exists by then.
-  const federation = await openFederation(topology, stateDir, client, opts, say, () => writeState());
+  const federation = await openFederation(topology, stateDir, client, opts, say, () => writeState()).catch(
+    async (e: unknown) => {
+      await store?.server.stop();
+      throw e;
+    },
+  );
   const sites = topology.sites.map((s) => s.name);
   const control = await startUpControl(federation.wan, sites, () => federation.rows(), say);
   function writeState(): void {
@@ -114,6 +129,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
     stopping = true;
     say(`\n${why}: stopping ${federation.brokers.length} brokers, the pods' backends and the WAN emulator`);
     await federation.stop(STOP_GRACE_MS);
+    await store?.server.stop();
     await control.close();
     fs.rmSync(stateFile, { force: true });
     say('stopped');
@@ -179,6 +195,7 @@ async function openFederation(
       spawnOptions: () => ({ args: ['--grace', '3000'], detached: true }),
       say,
       changed,
+      workDir: path.dirname(path.resolve(opts.topology)),
     });
   } catch (e) {
     throw new UpError((e as Error).message, 1);
@@ -186,6 +203,33 @@ async function openFederation(
   if (federation.unemulated.length)
     say(`note: no WAN emulation for ${federation.unemulated.join(', ')} (wanAddress equals address)`);
   return federation;
+}
+
+/**
+ * `--store postgres`: a private PostgreSQL server under the state folder (a free port), and the topology
+ * the brokers run with — the user's, with `settings.store` pointing every pod at its own schema there.
+ */
+async function withPrivatePostgres(
+  t: Topology,
+  stateDir: string,
+  say: (line: string) => void,
+): Promise<{ topology: Topology; server: PrivatePostgres }> {
+  fs.mkdirSync(stateDir, { recursive: true });
+  let server: PrivatePostgres;
+  try {
+    server = await PrivatePostgres.start(stateDir);
+  } catch (e) {
+    throw new UpError(`--store postgres: ${(e as Error).message}`, 1);
+  }
+  const doc = withAbsolutePaths(
+    YAML.parse(fs.readFileSync(t.file!, 'utf8')) as Record<string, unknown>,
+    path.dirname(t.file!),
+  );
+  doc.settings = { ...(doc.settings as object), store: `${server.url()}?schema=wanas-{site}-{pod}` };
+  const file = path.join(stateDir, 'topology.postgres.yaml');
+  fs.writeFileSync(file, YAML.stringify(doc));
+  say(`store: a private PostgreSQL at 127.0.0.1:${server.port} (data in ${server.dir}), one schema per pod`);
+  return { topology: loadTopology(file), server };
 }
 
 /** The topology `up` runs: valid, and listing its brokers (DNS pods are for Kubernetes). */
@@ -261,7 +305,10 @@ function printReady(
  */
 async function withTls(t: Topology, dir: string): Promise<{ topology: Topology; client: ClientChannel }> {
   const files = await createTlsDir(dir, [...t.brokers.keys()]);
-  const doc = YAML.parse(fs.readFileSync(t.file!, 'utf8')) as Record<string, unknown>;
+  const doc = withAbsolutePaths(
+    YAML.parse(fs.readFileSync(t.file!, 'utf8')) as Record<string, unknown>,
+    path.dirname(t.file!),
+  );
   doc.settings = { ...(doc.settings as object), dataDir: dataDirOf(t) };
   doc.security = {
     ...(doc.security as object),
