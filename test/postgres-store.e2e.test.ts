@@ -84,6 +84,13 @@ describe('pods on PostgreSQL', () => {
       expect(p.code).toBe(grpc.status.UNAVAILABLE);
       expect(p.message).toMatch(/^store unreachable: /);
     }
+    const st = await f.status(ENTRY);
+    expect(st.store).toMatchObject({
+      kind: 'postgres',
+      state: 'unreachable',
+      where: expect.stringContaining('(schema wanas-s1-p1)'),
+    });
+    expect(st.store!.where).not.toMatch(/password/);
     // What does not need the store still answers.
     expect((await f.aggregate(ENTRY, { operation: 'echo' })).summary?.podsOk).toBe(3);
     await server.startServer();
@@ -91,5 +98,6 @@ describe('pods on PostgreSQL', () => {
       const r = await f.aggregate(ENTRY, { operation: 'pods.capacity' });
       return r.summary?.podsOk === 3;
     });
+    expect((await f.status(ENTRY)).store?.state).toBe('up');
   }, 60_000);
 });

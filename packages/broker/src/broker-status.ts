@@ -1,6 +1,7 @@
 import type { ConnectionManager } from '@wanas/connection-manager';
 import type { HedgeBudget } from '@wanas/iterator';
 import { msToDuration, type GetStatusResponse } from '@wanas/proto';
+import type { PodState } from './store/pod-state';
 import type { BrokerInfo, Topology } from './topology';
 
 /** What a broker's status is made of. */
@@ -11,11 +12,28 @@ export interface StatusSources {
   hedgeBudget: HedgeBudget;
   /** Epoch ms the broker started. */
   started: number;
+  /** The pod's store. */
+  store: PodState;
 }
 
 /** A broker's view (AdminService/GetStatus, `wanas status`, /status): identity, topology, channels and targets with their health. */
-export function brokerStatus({ info, topology, cm, hedgeBudget, started }: StatusSources): GetStatusResponse {
+export function brokerStatus({
+  info,
+  topology,
+  cm,
+  hedgeBudget,
+  started,
+  store,
+}: StatusSources): GetStatusResponse {
+  const health = store.health();
   return {
+    store: {
+      kind: store.kind,
+      where: store.where,
+      state: health.state,
+      stateAge: msToDuration(Date.now() - health.since),
+      reason: health.reason,
+    },
     broker: {
       id: info.id,
       site: info.site,

@@ -174,6 +174,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const lag = saturationMonitor(log);
   const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
   const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
+  metrics.storeUp(store.kind, () => store.health().state === 'up');
   const catalog = await operationsCatalog(
     { topology, site: info.site, pod: info.pod, brokerId: info.id, metrics: metrics.backendMetrics() },
     opts.operations,
@@ -189,7 +190,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     metrics,
     hedgeBudget,
   });
-  const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started });
+  const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started, store });
 
   const servers = new BrokerServers(info, log);
   const port = await serveRpc(servers, {

@@ -145,6 +145,19 @@ export class BrokerMetrics {
     };
   }
 
+  /** `wanas_store_up{kind}`: 1 while the pod's store answers (as its last use found it), 0 when not. */
+  storeUp(kind: string, up: () => boolean): void {
+    new Gauge({
+      name: 'wanas_store_up',
+      help: "1 while this broker's pod store answers (its last use reached it), 0 when it could not be reached.",
+      labelNames: ['kind'],
+      registers: [this.registry],
+      collect() {
+        this.set({ kind }, up() ? 1 : 0);
+      },
+    });
+  }
+
   /** Records one RPC this broker served. */
   served(
     service: string,

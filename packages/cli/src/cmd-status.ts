@@ -12,6 +12,11 @@ export function formatStatus(s: GetStatusResponse): string {
   const head = [
     `broker ${b?.id} (site ${b?.site}, pod ${b?.pod}) at ${b?.address}${b?.wanAddress !== b?.address ? `, WAN ${b?.wanAddress}` : ''}`,
     `federation ${s.federation}, up ${((durationToMs(s.uptime) ?? 0) / 1000).toFixed(0)} s, hedges ${s.hedges}/${s.hedgeRequests} requests`,
+    ...(s.store
+      ? [
+          `store: ${s.store.kind} ${s.store.where}: ${s.store.state} for ${((durationToMs(s.store.stateAge) ?? 0) / 1000).toFixed(0)} s${s.store.reason ? ` (${s.store.reason})` : ''}`,
+        ]
+      : []),
     `topology: ${s.sites.map((site) => `${site.name}[${site.pods.map((p) => `${p.name}:${p.brokerIds.length}`).join(' ')}]`).join('  ')}`,
   ];
   const ago = (d: Parameters<typeof durationToMs>[0]) => `${((durationToMs(d) ?? 0) / 1000).toFixed(1)} s`;

@@ -187,6 +187,10 @@ describe('the PostgreSQL store, where only a server can fail', () => {
     };
     expect(e.code).toBe(status.UNAVAILABLE);
     expect(e.details).toMatch(/^store unreachable: /);
+    expect(down.health()).toMatchObject({
+      state: 'unreachable',
+      reason: expect.stringContaining('ECONNREFUSED'),
+    });
     expect(Date.now() - t0).toBeLessThan(3000);
     await down.close();
   });
@@ -209,6 +213,7 @@ describe('the PostgreSQL store, where only a server can fail', () => {
     for (let i = 0; i < 50 && !cap; i++)
       cap = await s.capacity(soon()).catch(() => new Promise((r) => setTimeout(r, 100)));
     expect(cap).toBeDefined();
+    expect(s.health().state).toBe('up');
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(
       await s.provisionOnce({

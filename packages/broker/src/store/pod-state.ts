@@ -40,6 +40,17 @@ export interface ProvisionRequest {
   signal?: AbortSignal;
 }
 
+/**
+ * Whether a store answers, as its last use found it. `up`: the last use succeeded (or there was none yet).
+ * `unreachable`: the last use could not reach it (refused, timed out, connection lost); `reason` says how.
+ */
+export interface StoreHealth {
+  state: 'up' | 'unreachable';
+  /** Epoch ms it entered the state. */
+  since: number;
+  reason: string;
+}
+
 /** A pod's state: inventory and idempotency ledger, shared by the pod's brokers. */
 export interface PodState {
   /** `sqlite` or `postgres`. */
@@ -71,6 +82,8 @@ export interface PodState {
     params: unknown,
     outcome: Record<string, unknown> | Refusal | undefined,
   ): Promise<void>;
+  /** Whether it answers (for status and metrics). */
+  health(): StoreHealth;
   close(): Promise<void>;
 }
 
@@ -140,6 +153,13 @@ export class SqlitePodState implements PodState {
     outcome: Record<string, unknown> | Refusal | undefined,
   ) {
     return whenFree(this.store, Date.now() + 5000, () => this.store.settle(key, operation, params, outcome));
+  }
+
+  private readonly opened = Date.now();
+
+  /** A file this broker has open: always up (a twin's lock is waited out, not a failure of the store). */
+  health(): StoreHealth {
+    return { state: 'up', since: this.opened, reason: '' };
   }
 
   close(): Promise<void> {

@@ -16,7 +16,7 @@ import {
   type OnceOutcome,
   type Session,
 } from './pod-store';
-import type { Capacity, PodState, ProvisionRequest } from './pod-state';
+import type { Capacity, PodState, ProvisionRequest, StoreHealth } from './pod-state';
 import { provisionRefusal } from './pod-state';
 import { createHash } from 'node:crypto';
 import { seedRows } from './seed';
@@ -102,6 +102,7 @@ export class PostgresPodState implements PodState {
   /** The schema, quoted for SQL. */
   private readonly s: string;
   private migrated: Promise<void> | undefined;
+  private healthNow: StoreHealth = { state: 'up', since: Date.now(), reason: '' };
 
   constructor(private readonly o: PostgresOptions) {
     if (!/^[A-Za-z_][A-Za-z0-9_-]{0,62}$/.test(o.schema))
@@ -208,6 +209,7 @@ export class PostgresPodState implements PodState {
       await client.query(`SET LOCAL statement_timeout = ${Math.max(1, leftMs)}`);
       const out = await fn(client);
       await client.query('COMMIT');
+      this.transition('up');
       return out;
     } catch (e) {
       if (isUnreachable(e)) broken = e as Error;
@@ -218,13 +220,27 @@ export class PostgresPodState implements PodState {
     }
   }
 
+  /** Whether the database answers, as the last use found it. */
+  health(): StoreHealth {
+    return this.healthNow;
+  }
+
+  /** The one place the health changes: to `up` on a use that reached the database, else `unreachable`. */
+  private transition(state: StoreHealth['state'], reason = ''): void {
+    if (state === this.healthNow.state && reason === this.healthNow.reason) return;
+    if (state !== this.healthNow.state) this.healthNow = { state, since: Date.now(), reason };
+    else this.healthNow = { ...this.healthNow, reason };
+  }
+
   /** What a store error is for the pod's answer. */
   private failure(e: unknown): unknown {
     if (e instanceof BrokerError || e instanceof Refusal || e instanceof SchemaTooNewError) return e;
     if ((e as { code?: unknown }).code === '57014')
       return new BrokerError(status.DEADLINE_EXCEEDED, 'the pod store did not answer within the deadline', e);
-    if (isUnreachable(e))
+    if (isUnreachable(e)) {
+      this.transition('unreachable', (e as Error).message);
       return new BrokerError(status.UNAVAILABLE, `store unreachable: ${(e as Error).message}`, e);
+    }
     return e;
   }
 

@@ -173,6 +173,24 @@ export interface GetStatusResponse {
   hedges: number;
   /** Health of every target list this broker keeps channels to. */
   targets: TargetHealth[];
+  /** Where this broker's pod keeps its state, and whether it answers. */
+  store: StoreHealth | undefined;
+}
+
+/** StoreHealth is the state of a pod's store as one broker sees it. */
+export interface StoreHealth {
+  /** sqlite or postgres. */
+  kind: string;
+  /** Where it is (a file, or a PostgreSQL host, database and schema; never a password). */
+  where: string;
+  /** up (its last use succeeded, or none yet) or unreachable (its last use could not reach it). */
+  state: string;
+  /** Time in that state. */
+  stateAge:
+    | Duration
+    | undefined;
+  /** For unreachable: why. */
+  reason: string;
 }
 
 function createBaseListOperationsRequest(): ListOperationsRequest {
@@ -1392,6 +1410,7 @@ function createBaseGetStatusResponse(): GetStatusResponse {
     hedgeRequests: 0,
     hedges: 0,
     targets: [],
+    store: undefined,
   };
 }
 
@@ -1420,6 +1439,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     for (const v of message.targets) {
       TargetHealth.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.store !== undefined) {
+      StoreHealth.encode(message.store, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -1501,6 +1523,14 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.targets.push(TargetHealth.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.store = StoreHealth.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1531,6 +1561,7 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
       targets: globalThis.Array.isArray(object?.targets)
         ? object.targets.map((e: any) => TargetHealth.fromJSON(e))
         : [],
+      store: isSet(object.store) ? StoreHealth.fromJSON(object.store) : undefined,
     };
   },
 
@@ -1560,6 +1591,9 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     if (message.targets?.length) {
       obj.targets = message.targets.map((e) => TargetHealth.toJSON(e));
     }
+    if (message.store !== undefined) {
+      obj.store = StoreHealth.toJSON(message.store);
+    }
     return obj;
   },
 
@@ -1580,6 +1614,148 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.hedgeRequests = object.hedgeRequests ?? 0;
     message.hedges = object.hedges ?? 0;
     message.targets = object.targets?.map((e) => TargetHealth.fromPartial(e)) || [];
+    message.store = (object.store !== undefined && object.store !== null)
+      ? StoreHealth.fromPartial(object.store)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStoreHealth(): StoreHealth {
+  return { kind: "", where: "", state: "", stateAge: undefined, reason: "" };
+}
+
+export const StoreHealth: MessageFns<StoreHealth> = {
+  encode(message: StoreHealth, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.where !== "") {
+      writer.uint32(18).string(message.where);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.stateAge !== undefined) {
+      Duration.encode(message.stateAge, writer.uint32(34).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StoreHealth {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStoreHealth();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.where = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.stateAge = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StoreHealth {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      where: isSet(object.where) ? globalThis.String(object.where) : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      stateAge: isSet(object.stateAge)
+        ? Duration.fromJSON(object.stateAge)
+        : isSet(object.state_age)
+        ? Duration.fromJSON(object.state_age)
+        : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: StoreHealth): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.where !== "") {
+      obj.where = message.where;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.stateAge !== undefined) {
+      obj.stateAge = Duration.toJSON(message.stateAge);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StoreHealth>, I>>(base?: I): StoreHealth {
+    return StoreHealth.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StoreHealth>, I>>(object: I): StoreHealth {
+    const message = createBaseStoreHealth();
+    message.kind = object.kind ?? "";
+    message.where = object.where ?? "";
+    message.state = object.state ?? "";
+    message.stateAge = (object.stateAge !== undefined && object.stateAge !== null)
+      ? Duration.fromPartial(object.stateAge)
+      : undefined;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
