@@ -60,7 +60,7 @@ describe('wanas k8s', () => {
     expect(() => new Deployment(bad).validate()).toThrow(/replicas/);
   });
 
-  it('emits one Deployment (replicas = brokers), headless Service, PDB and claim per pod', () => {
+  it('emits one Deployment (replicas = brokers), headless Service and PDB per pod, its state in PostgreSQL', () => {
     expect(of('Deployment')).toHaveLength(pods.length);
     for (const p of pods) {
       const name = `wanas-${p.site}-${p.pod}`;
@@ -103,9 +103,45 @@ describe('wanas k8s', () => {
       const vol = (n: string) => spec.volumes.find((v: Obj) => v.name === n);
       expect(vol('tls').secret.secretName).toBe(`${name}-tls`);
       for (const m of c.volumeMounts) expect(vol(m.name)).toBeDefined();
-      expect(
-        of('PersistentVolumeClaim').find((d) => d.metadata.name === `${name}-data`)!.spec.accessModes,
-      ).toEqual(['ReadWriteMany']);
+      // The pod's state is in PostgreSQL (no shared file volume): the connection from the database Secret.
+      expect(c.env).toContainEqual({
+        name: 'PGPASSWORD',
+        valueFrom: { secretKeyRef: { name: 'wanas-db-app', key: 'password' } },
+      });
+      expect(vol('data').emptyDir).toBeDefined();
+    }
+    expect(of('PersistentVolumeClaim')).toEqual([]);
+    const t = parseTopology(YAML.parse(of('ConfigMap')[0]!.data['topology.yaml'] as string));
+    expect(t.settings.store).toBe('postgresql:///?schema=wanas-{site}-{pod}');
+    expect(run.stdout).toContain(
+      '# Pods keep their state in PostgreSQL, one schema per pod: the Secret wanas-db-app',
+    );
+  });
+
+  it('runs --store sqlite only with one replica per pod, its file on a ReadWriteOnce claim', () => {
+    const refused = k8s('--topology', DEMO, '--image', 'w:1', '--store', 'sqlite');
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toMatch(/--store sqlite needs one replica per pod .* us-east\/pod-1 \(2\)/);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-k8s-sqlite-'));
+    try {
+      const file = path.join(dir, 'one.yaml');
+      fs.writeFileSync(
+        file,
+        YAML.stringify({
+          federation: 'one',
+          sites: [{ name: 's', pods: [{ name: 'p', brokers: [{ id: 'a', address: '127.0.0.1:7000' }] }] }],
+        }),
+      );
+      const r = k8s('--topology', file, '--image', 'w:1', '--store', 'sqlite');
+      expect(r.status).toBe(0);
+      const claim = r.docs.find((d) => d.kind === 'PersistentVolumeClaim')!;
+      expect(claim.spec.accessModes).toEqual(['ReadWriteOnce']);
+      const c = r.docs.find((d) => d.kind === 'Deployment')!.spec.template.spec.containers[0];
+      expect(c.env.find((e: Obj) => e.name === 'PGPASSWORD')).toBeUndefined();
+      const t = parseTopology(YAML.parse(r.docs.find((d) => d.kind === 'ConfigMap')!.data['topology.yaml']));
+      expect(t.settings.store).toBeUndefined();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
@@ -193,6 +229,7 @@ describe('wanas k8s', () => {
       [['--topology', DEMO, '--image', 'w:1', '--namespace', 'Bad_NS'], /"Bad_NS" is not a namespace name/],
       [['--topology', DEMO, '--image', 'w:1', '--site', 'mars'], /--site mars: not in the topology/],
       [['--topology', DEMO, '--image', 'w:1', '--data', 'nfs'], /--data must be pvc or emptydir/],
+      [['--topology', DEMO, '--image', 'w:1', '--store', 'mysql'], /--store must be postgres or sqlite/],
       [['--topology', DEMO, '--image', 'w:1', '--cpu', 'lots'], /"lots" is not a quantity/],
       [['--topology', '/nonexistent.yaml', '--image', 'w:1'], /cannot read topology file/],
     ];

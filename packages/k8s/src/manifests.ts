@@ -50,7 +50,14 @@ export interface K8sOptions {
   cpuRequest: string;
   memoryRequest: string;
   memoryLimit: string;
-  /** Where a pod's embedded database lives: a ReadWriteMany claim its replicas share, or per-replica emptyDir. */
+  /**
+   * Where a pod's brokers keep their shared state: `postgres` (the production shape: a database server, its
+   * connection from the `dbSecret` Secret) or `sqlite` (a file: one replica per pod only).
+   */
+  store: 'postgres' | 'sqlite';
+  /** The Secret with the database connection (keys host, port, username, password, dbname: CloudNativePG's `<cluster>-app`). */
+  dbSecret: string;
+  /** `sqlite` only: the file on a ReadWriteOnce claim, or on the replica's emptyDir (lost with it). */
   data: 'pvc' | 'emptydir';
   dataSize: string;
   storageClass: string | undefined;
@@ -87,6 +94,7 @@ export class K8sError extends Error {}
  */
 export function k8sManifests(t: Topology, o: K8sOptions): K8sOutput {
   checkNames(t, o);
+  checkStore(t, o);
   const preStopS = Math.ceil(t.settings.dnsRefreshMs / 1000) + CLUSTER_DNS_TTL_S + 1;
   const b: Builder = {
     o,
@@ -159,6 +167,20 @@ function checkNames(t: Topology, o: K8sOptions): void {
     }
 }
 
+/** `--store sqlite` runs one replica per pod: a file is not a database that replicas on two nodes can share. */
+function checkStore(t: Topology, o: K8sOptions): void {
+  if (o.store !== 'sqlite') return;
+  const many = t.sites.flatMap((s) =>
+    s.pods
+      .filter((p) => (p.dns ? o.replicas : p.brokers.length) > 1)
+      .map((p) => `${s.name}/${p.name} (${p.dns ? o.replicas : p.brokers.length})`),
+  );
+  if (many.length)
+    throw new K8sError(
+      `--store sqlite needs one replica per pod (SQLite's file locks are not reliable on a volume shared by nodes); these pods have more: ${many.join(', ')}. Use --store postgres`,
+    );
+}
+
 /** Refuses two objects of a kind with one name (two sites or pods whose names join to the same). */
 function checkUnique(manifests: Manifest[]): void {
   const seen = new Set<string>();
@@ -180,7 +202,7 @@ function k8sTopology(t: Topology, o: K8sOptions, files: OperationsFiles): Record
   void _dropped;
   return {
     federation: t.federation,
-    settings: { ...settings, dataDir: PATHS.data },
+    settings: { ...settings, dataDir: PATHS.data, store: storeOf(t, o) },
     tracing: t.tracing,
     security: {
       mode: 'mtls',
@@ -197,6 +219,7 @@ function k8sTopology(t: Topology, o: K8sOptions, files: OperationsFiles): Record
       pods: s.pods.map((p) => ({
         name: p.name,
         ...(p.pools ? { pools: p.pools } : {}),
+        ...(o.store === 'postgres' && p.store?.startsWith('postgres') ? { store: p.store } : {}),
         ...(Object.keys(p.services).length ? { services: p.services } : {}),
         brokers: `dns:///${hostOf(s.name, p.name)}:${K8S_PORTS.grpc}`,
         listen: `0.0.0.0:${K8S_PORTS.grpc}`,
@@ -205,6 +228,25 @@ function k8sTopology(t: Topology, o: K8sOptions, files: OperationsFiles): Record
       })),
     })),
   };
+}
+
+/** The libpq variables the PostgreSQL store reads what its URL leaves out from, each from the Secret. */
+function databaseEnv(secret: string) {
+  const key = (name: string, k: string) => ({ name, valueFrom: { secretKeyRef: { name: secret, key: k } } });
+  return [
+    key('PGHOST', 'host'),
+    key('PGPORT', 'port'),
+    key('PGUSER', 'username'),
+    key('PGPASSWORD', 'password'),
+    key('PGDATABASE', 'dbname'),
+  ];
+}
+
+/** The store URL the brokers run with: the topology's own PostgreSQL URL, or one the Secret's variables complete. */
+function storeOf(t: Topology, o: K8sOptions): string | undefined {
+  if (o.store === 'sqlite') return undefined;
+  const own = t.settings.store;
+  return own?.startsWith('postgres') ? own : 'postgresql:///?schema=wanas-{site}-{pod}';
 }
 
 const siteLabelsOf = (site: string) => ({ [LABEL.name]: 'wanas', [LABEL.site]: site });
@@ -238,14 +280,14 @@ function podObjects(b: Builder, site: string, pod: string, replicas: number, sec
       },
     } satisfies IService,
   ];
-  if (o.data === 'pvc')
+  if (o.store === 'sqlite' && o.data === 'pvc')
     objects.push({
       apiVersion: 'v1',
       kind: 'PersistentVolumeClaim',
       metadata: b.meta(`${name}-data`, labels),
       spec: {
-        // The pod's replicas share one embedded database (idempotency keys, inventory).
-        accessModes: ['ReadWriteMany'],
+        // The pod's one replica keeps its database here (SQLite's locks are not for a volume shared by nodes).
+        accessModes: ['ReadWriteOnce'],
         resources: { requests: { storage: o.dataSize } },
         ...(o.storageClass ? { storageClassName: o.storageClass } : {}),
       },
@@ -273,7 +315,7 @@ function deployment(
     { name: 'topology', configMap: { name: 'wanas-topology' } },
     { name: 'tls', secret: { secretName: secret, defaultMode: 0o440 } },
     { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
-    b.o.data === 'pvc'
+    b.o.store === 'sqlite' && b.o.data === 'pvc'
       ? { name: 'data', persistentVolumeClaim: { claimName: `${name}-data` } }
       : { name: 'data', emptyDir: { sizeLimit: b.o.dataSize } },
   ];
@@ -357,6 +399,7 @@ function brokerContainer(b: Builder, site: string, pod: string): IContainer {
       { name: 'NODE_ENV', value: 'production' },
       // A plug-in module mounted from the ConfigMap finds @wanas/operations in the image's packages.
       { name: 'NODE_PATH', value: '/app/node_modules' },
+      ...(o.store === 'postgres' ? databaseEnv(o.dbSecret) : []),
     ],
     ports: [
       { name: 'grpc', containerPort: K8S_PORTS.grpc, protocol: 'TCP' },
