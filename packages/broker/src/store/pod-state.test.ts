@@ -229,4 +229,61 @@ describe('the PostgreSQL store, where only a server can fail', () => {
     });
     await s.close();
   }, 60_000);
+
+  it('restarted mid-write: every acknowledged write is there once, none doubled, and resends replay it', async () => {
+    const s = new PostgresPodState({
+      connectionString: server.url(),
+      schema: 'wanas-midwrite',
+      site: 's1',
+      pod: 'p1',
+      idempotencyWindowMs: 86_400_000,
+      pools: { standard: 60 },
+      onError: quiet,
+    });
+    await s.migrate();
+    const acked = new Map<string, string>(); // key -> desktop id, for every write answered OK
+    const write = async (i: number) => {
+      const out = await s
+        .provisionOnce({
+          key: `mid-${i}`,
+          user: `m${i}`,
+          pool: 'standard',
+          brokerId: 'a',
+          deadline: Date.now() + 2000,
+        })
+        .catch(() => undefined); // UNAVAILABLE while the server is down: not acknowledged
+      const id = (out as { result?: { desktop?: { id: string } } } | undefined)?.result?.desktop?.id;
+      if (id) acked.set(`mid-${i}`, id);
+    };
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 40; i++) {
+      writes.push(write(i));
+      if (i === 15) writes.push(server.stopServer('immediate').then(() => server.startServer()));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await Promise.all(writes);
+    // Every key again, now that the server is back: an acknowledged one replays its desktop, the rest act once.
+    for (let i = 0; i < 40; i++) {
+      const out = (await s.provisionOnce({
+        key: `mid-${i}`,
+        user: `m${i}`,
+        pool: 'standard',
+        brokerId: 'b',
+        deadline: Date.now() + 5000,
+      })) as { result: { desktop: { id: string } }; replayed: boolean };
+      const before = acked.get(`mid-${i}`);
+      if (before) expect([out.replayed, out.result.desktop.id]).toEqual([true, before]);
+    }
+    const c = new pg.Client({ connectionString: server.url() });
+    await c.connect();
+    const rows = await c.query<{ user: string; n: number }>(
+      'SELECT "user", count(*)::int AS n FROM "wanas-midwrite".desktops WHERE "user" LIKE $1 GROUP BY "user"',
+      ['m%'],
+    );
+    await c.end();
+    expect(rows.rows).toHaveLength(40); // every user placed (acknowledged before, or on the resend)
+    expect(rows.rows.every((r) => r.n === 1)).toBe(true); // never twice
+    expect(acked.size).toBeGreaterThan(0);
+    await s.close();
+  }, 60_000);
 });
