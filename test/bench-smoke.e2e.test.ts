@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput, scale and upstream and reports each as JSON', () => {
+  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput, scale, upstream and store and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
@@ -36,6 +36,7 @@ describe('wanas bench --smoke', () => {
         'throughput',
         'scale',
         'upstream',
+        'store',
       ]);
       const part = (name: string) => json.find((j) => j.part === name)!;
       const latency = part('latency') as unknown as {
@@ -76,6 +77,12 @@ describe('wanas bench --smoke', () => {
         true,
         true,
       ]);
+      // The store part measured both stores, and the replay answered.
+      const store = part('store') as unknown as {
+        stores: { store: string; writesPerSecond: number; replayP50Ms: number }[];
+      };
+      expect(store.stores.map((s) => s.store)).toEqual(['sqlite', 'postgres']);
+      for (const s of store.stores) expect([s.writesPerSecond > 0, s.replayP50Ms > 0]).toEqual([true, true]);
       for (const f of ['latency.json', 'latency.svg', 'placement.json', 'tail.svg', 'scale.json', 'cpu.json'])
         expect(fs.existsSync(path.join(out, f))).toBe(true);
     } finally {

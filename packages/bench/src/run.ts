@@ -8,6 +8,7 @@ import { scalePart } from './part-scale';
 import { cpuPart, describeCpu } from './part-cpu';
 import { latencyPart } from './part-latency';
 import { describeTracing, tracingPart } from './part-tracing';
+import { describeStore, storePart } from './part-store';
 import { describeUpstream, upstreamPart } from './part-upstream';
 import { failoverPart, tailPart, throughputPart, type BenchCounts, type Progress } from './parts';
 import { latencySvg } from './svg';
@@ -24,6 +25,7 @@ export const PARTS = [
   'throughput',
   'scale',
   'upstream',
+  'store',
 ] as const;
 /** One part of the benchmark. */
 export type Part = (typeof PARTS)[number];
@@ -84,6 +86,7 @@ function describe(
     scale: describeScale,
     throughput: describeThroughput,
     upstream: describeUpstream,
+    store: describeStore,
   };
   const describePart = byPart[r.part];
   return describePart ? describePart(r as never) : JSON.stringify(r);
@@ -250,6 +253,7 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
       throughput: throughputPart,
       scale: scalePart,
       upstream: upstreamPart,
+      store: storePart,
     }[part];
     const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
     progress.stop();
@@ -294,6 +298,7 @@ const SECTIONS: [string, string][] = [
   ['throughput', 'throughput'],
   ['scale', 'scale'],
   ['upstream', 'configured operations (upstream gRPC backend)'],
+  ['store', 'pod store: SQLite and PostgreSQL'],
 ];
 
 function writeMarkdown(
@@ -324,7 +329,7 @@ function writeMarkdown(
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
     '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`cpu`, `tracing`, `failover`, `failure`, `placement`, `tail`,',
-    '`throughput`, `scale`, `upstream`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
+    '`throughput`, `scale`, `upstream`, `store`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
     '`npm run bench -- latency --tls`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',
     'within one run, not absolute numbers across runs.',
