@@ -303,4 +303,53 @@ describe('the PostgreSQL store, where only a server can fail', () => {
     expect((await s.capacity(soon())).total).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL);
     await s.close();
   });
+
+  it('answers UNAVAILABLE when its connection is killed inside a transaction, and nothing of it stays', async () => {
+    const s = store(server.url(), 'wanas-killed-mid-tx');
+    await s.migrate();
+    // Another session inserts the same key first and holds it uncommitted: our write waits at its INSERT.
+    const other = new pg.Client({ connectionString: server.url() });
+    await other.connect();
+    await other.query('BEGIN');
+    await other.query(
+      `INSERT INTO "wanas-killed-mid-tx".idempotency (key, operation, params_hash, result, created_at) VALUES ('held', 'x', 'x', '{}', 0)`,
+    );
+    const write = s.provisionOnce({
+      key: 'held',
+      user: 'kim',
+      pool: 'standard',
+      brokerId: 'a',
+      deadline: soon(),
+    });
+    const killer = new pg.Client({ connectionString: server.url() });
+    await killer.connect();
+    await until(async () => {
+      const r = await killer.query(
+        `SELECT pid FROM pg_stat_activity WHERE application_name = 'wanas s1/p1' AND wait_event_type = 'Lock'`,
+      );
+      if (!r.rowCount) return false;
+      await killer.query('SELECT pg_terminate_backend($1)', [r.rows[0].pid]);
+      return true;
+    });
+    const e = (await write.catch((x: unknown) => x)) as { code: number };
+    expect(e.code).toBe(status.UNAVAILABLE);
+    await other.query('ROLLBACK');
+    await Promise.all([other.end(), killer.end()]);
+    // The killed transaction left nothing: kim has no desktop; the key acts once when sent again.
+    expect((await s.findUser('kim', soon())).desktops).toHaveLength(0);
+    expect(
+      await s.provisionOnce({ key: 'held', user: 'kim', pool: 'standard', brokerId: 'b', deadline: soon() }),
+    ).toMatchObject({
+      replayed: false,
+    });
+    await s.close();
+  });
 });
+
+/** Polls `cond` every 20 ms, at most 5 s. */
+async function until(cond: () => Promise<boolean>): Promise<void> {
+  for (const end = Date.now() + 5000; !(await cond());) {
+    if (Date.now() > end) throw new Error('condition not met within 5 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -141,6 +141,9 @@ export class PostgresPodState implements PodState {
 
   private async runMigrations(): Promise<void> {
     const client = await this.pool.connect();
+    let broken: Error | undefined;
+    const onError = (e: Error) => (broken = e); // see tx(): a client's own error while checked out
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`wanas:${this.o.schema}`]);
@@ -161,10 +164,11 @@ export class PostgresPodState implements PodState {
       await this.seed(client);
       await client.query('COMMIT');
     } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined); // the connection may be gone: nothing to undo
+      await client.query('ROLLBACK').catch((r: unknown) => (broken ??= r as Error)); // gone: nothing to undo
       throw e;
     } finally {
-      client.release();
+      client.off('error', onError);
+      client.release(broken);
     }
   }
 
@@ -204,6 +208,10 @@ export class PostgresPodState implements PodState {
       throw this.failure(e);
     }
     let broken: Error | undefined;
+    // A connection that dies while checked out emits 'error' on its client (the pool listens only while it
+    // is idle): unheard, that would end the broker. The query in flight rejects as well; the client is dropped.
+    const onError = (e: Error) => (broken = e);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       await client.query(`SET LOCAL statement_timeout = ${Math.max(1, leftMs)}`);
@@ -216,6 +224,7 @@ export class PostgresPodState implements PodState {
       else await client.query('ROLLBACK').catch((r: unknown) => (broken = r as Error));
       throw this.failure(e);
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }
