@@ -2,6 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
 import { sleep } from './abortable';
+import { keyConflict } from './once';
 import { StoreBusyError } from '../store/pod-store';
 import { OperationRegistry } from './registry';
 import type { JsonObject, Operation, PodOutcome } from './types';
@@ -91,12 +92,7 @@ export const desktopsProvision: Operation<{ user: string; pool: string }> = {
         throw e;
       });
     if ('refused' in out) throw new BrokerError(out.refused.code, out.refused.message);
-    if ('conflict' in out) {
-      throw new BrokerError(
-        status.FAILED_PRECONDITION,
-        `idempotency_key was already used with different params (${out.conflict.operation}); use a new key`,
-      );
-    }
+    if ('conflict' in out) throw keyConflict(out.conflict.operation);
     return { ...out.result, replayed: out.replayed };
   },
   reduce: (results) => ({ provisioned: okResults(results).length }),

@@ -136,7 +136,10 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const t = topologyWith({
       services: { catalog: { http: {}, maxInFlight: 1 } },
-      operations: [{ name: 'catalog.search', service: 'catalog', method: 'POST /v1/search' }],
+      operations: [
+        { name: 'catalog.search', service: 'catalog', method: 'POST /v1/search' },
+        { name: 'catalog.order', service: 'catalog', method: 'POST /v1/order', idempotent: false },
+      ],
     });
     t.sites[0]!.pods[0]!.services.catalog = url;
     const c = await catalogOf(t);
@@ -154,14 +157,25 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
       traceparent: undefined,
       logger: console,
       store,
-      once: (f: () => Promise<Record<string, unknown>>) => f(),
+      once: (f: () => Promise<Record<string, unknown>>) => {
+        keysClaimed++;
+        return f();
+      },
     } as unknown as BrokerOperationContext;
+    let keysClaimed = 0;
     const first = Promise.resolve(op.execute({ q: 'a' }, ctx));
     await new Promise<void>((r) => server.once('request', () => r()));
     const second = await Promise.resolve(op.execute({ q: 'b' }, ctx)).catch((e: unknown) => e);
     expect((second as { code: number }).code).toBe(status.RESOURCE_EXHAUSTED);
     expect((second as { details: string }).details).toContain('services.catalog.maxInFlight');
     expect(metrics.shed).toBe(1);
+    // A write shed at the limit never reaches the ledger: its key is not claimed, so a resend runs.
+    const write = c.registry.get('catalog.order');
+    const shedWrite = await Promise.resolve(write.execute({ n: 1 }, { ...ctx, idempotencyKey: 'w1' })).catch(
+      (e: unknown) => e,
+    );
+    expect((shedWrite as { code: number }).code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(keysClaimed).toBe(0);
     pending[0]!.end('{"items":[]}');
     expect(await first).toEqual({ items: [] });
     expect(metrics.inFlight.slice(-2)).toEqual([1, 0]);

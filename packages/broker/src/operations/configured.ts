@@ -149,18 +149,22 @@ function addressOf(deps: ConfiguredDeps, service: string): string {
 /** One configured operation. */
 function operationOf(doc: ConfiguredOperationDoc, backend: ServiceBackend, deps: ConfiguredDeps): Operation {
   const g = backend.grpc;
-  const call = (params: JsonObject, ctx: Parameters<Operation['execute']>[1]) =>
-    limited(backend, deps.metrics, () => {
-      if (g) return g.call(doc.method, params, ctx, !doc.idempotent);
-      const [, verb, route] = HTTP_METHOD.exec(doc.method)!;
-      return backend.http!.call(verb!, route!, params, ctx, !doc.idempotent);
-    });
+  const call = (params: JsonObject, ctx: Parameters<Operation['execute']>[1]) => {
+    if (g) return g.call(doc.method, params, ctx, !doc.idempotent);
+    const [, verb, route] = HTTP_METHOD.exec(doc.method)!;
+    return backend.http!.call(verb!, route!, params, ctx, !doc.idempotent);
+  };
   return {
     name: doc.name,
     description: doc.description ?? `${doc.method} of service ${doc.service}`,
     idempotent: doc.idempotent,
     params: g ? grpcParams(g, doc.method) : (z.record(z.string(), z.unknown()) as z.ZodType<JsonObject>),
-    execute: (params, ctx) => (doc.idempotent ? call(params, ctx) : ctx.once(() => call(params, ctx))),
+    // The limit is taken before the ledger: a shed write never claimed its key, so a resend is not
+    // answered with this broker's momentary "busy" but runs.
+    execute: (params, ctx) =>
+      limited(backend, deps.metrics, () =>
+        doc.idempotent ? call(params, ctx) : ctx.once(() => call(params, ctx)),
+      ),
     reduce: doc.reduce ? reducerOf(doc.reduce) : undefined,
     nextPodOn: doc.nextPodOn.map((n) => codeOf(n)!),
     info: {

@@ -21,6 +21,14 @@ const UNKNOWN_OUTCOME_CODES: ReadonlySet<number> = new Set([
   status.INTERNAL,
 ]);
 
+/** FAILED_PRECONDITION for an idempotency key first used with other params (by `operation`). */
+export function keyConflict(operation: string): BrokerError {
+  return new BrokerError(
+    status.FAILED_PRECONDITION,
+    `idempotency_key was already used with different params (${operation}); use a new key`,
+  );
+}
+
 /** Who runs a write and for how long: the broker, its pod's store and the request. */
 export interface OnceRequest {
   store: PodState;
@@ -45,12 +53,7 @@ export async function runOnce(r: OnceRequest, action: () => Promise<JsonObject>)
     const claim = await r.store.claim(r.idempotencyKey, r.operation, r.params, r.brokerId, r.deadline);
     if ('result' in claim) return claim.replayed ? { ...claim.result } : claim.result;
     if ('refused' in claim) throw new BrokerError(claim.refused.code, claim.refused.message);
-    if ('conflict' in claim) {
-      throw new BrokerError(
-        status.FAILED_PRECONDITION,
-        `idempotency_key was already used with different params (${claim.conflict.operation}); use a new key`,
-      );
-    }
+    if ('conflict' in claim) throw keyConflict(claim.conflict.operation);
     if ('pending' in claim) {
       if (Date.now() + PENDING_POLL_MS >= r.deadline) {
         throw new BrokerError(
