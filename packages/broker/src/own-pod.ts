@@ -40,7 +40,7 @@ function operationContext(
   op: Operation,
   params: JsonObject,
   a: OwnPodRequest,
-  traceparent: string | undefined,
+  traceparent: () => string | undefined,
 ): BrokerOperationContext {
   const { self, store, logger } = deps;
   let opLogger: Logger | undefined;
@@ -60,7 +60,10 @@ function operationContext(
     get logger() {
       return (opLogger ??= logger.child({ correlationId: a.correlationId, operation: op.name }));
     },
-    traceparent,
+    // Formatted only for an operation that sends it on (a backend call).
+    get traceparent() {
+      return traceparent();
+    },
     once: (action) =>
       runOnce(
         {

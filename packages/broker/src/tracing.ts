@@ -291,10 +291,10 @@ export function attemptSpan(
 export async function inOperationSpan<T>(
   op: string,
   parent: Context,
-  run: (traceparent: string | undefined) => T | Promise<T>,
+  run: (traceparent: () => string | undefined) => T | Promise<T>,
   inCallSpan = false,
 ): Promise<T> {
-  if (!tracer) return run(undefined);
+  if (!tracer) return run(() => undefined);
   const span = inCallSpan
     ? trace.getSpan(parent)
     : tracer.startSpan(
@@ -302,10 +302,10 @@ export async function inOperationSpan<T>(
         { kind: SpanKind.INTERNAL, attributes: { 'wanas.operation': op } },
         parent,
       );
-  if (!span?.isRecording()) return run(span ? traceparentOf(span) : undefined); // not sampled: no wrapper
+  if (!span?.isRecording()) return run(() => (span ? traceparentOf(span) : undefined)); // not sampled: no wrapper
   if (inCallSpan) span.setAttribute('wanas.operation', op);
   try {
-    return await run(traceparentOf(span));
+    return await run(() => traceparentOf(span));
   } catch (e) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
     throw e;
@@ -314,11 +314,11 @@ export async function inOperationSpan<T>(
   }
 }
 
-/** The W3C `traceparent` of a span (what an operation sends on to its backend); undefined for an invalid one. */
+/** The W3C `traceparent` of a span as the propagator writes it (what an operation sends on to its backend). */
 function traceparentOf(span: Span): string | undefined {
-  const sc = span.spanContext();
-  if (!trace.isSpanContextValid(sc)) return undefined;
-  return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
+  const carrier: Record<string, string> = {};
+  propagation.inject(trace.setSpan(ROOT_CONTEXT, span), carrier);
+  return carrier.traceparent;
 }
 
 /**

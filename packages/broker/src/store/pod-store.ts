@@ -192,17 +192,7 @@ export class PodStore {
         const prev = this.db
           .prepare(`SELECT operation, params_hash AS paramsHash, result FROM idempotency WHERE key = ?`)
           .get(key) as { operation: string; paramsHash: string; result: string } | undefined;
-        if (prev) {
-          const remembered = {
-            operation: prev.operation,
-            paramsHash: prev.paramsHash,
-            result: JSON.parse(prev.result),
-          };
-          if (prev.paramsHash !== paramsHash) return { conflict: remembered };
-          const refused = remembered.result[REFUSAL_FIELD] as Refusal | undefined;
-          if (refused) return { refused: new Refusal(refused.code, refused.message), replayed: true };
-          return { result: remembered.result, replayed: true };
-        }
+        if (prev) return replayOf(prev, paramsHash);
         const remember = (outcome: Record<string, unknown>) =>
           this.db
             .prepare(
@@ -266,14 +256,7 @@ export class PodStore {
         const prev = this.db
           .prepare(`SELECT operation, params_hash AS paramsHash, result FROM idempotency WHERE key = ?`)
           .get(key) as { operation: string; paramsHash: string; result: string } | undefined;
-        if (prev) {
-          const result = JSON.parse(prev.result) as Record<string, unknown>;
-          if (prev.paramsHash !== paramsHash)
-            return { conflict: { operation: prev.operation, paramsHash: prev.paramsHash, result } };
-          const refused = result[REFUSAL_FIELD] as Refusal | undefined;
-          if (refused) return { refused: new Refusal(refused.code, refused.message), replayed: true };
-          return { result, replayed: true };
-        }
+        if (prev) return replayOf(prev, paramsHash);
         const held = this.db
           .prepare(`SELECT owner, lease_until AS leaseUntil FROM idempotency_claims WHERE key = ?`)
           .get(key) as { owner: string; leaseUntil: number } | undefined;
@@ -302,15 +285,11 @@ export class PodStore {
       .transaction(() => {
         this.db.prepare(`DELETE FROM idempotency_claims WHERE key = ?`).run(key);
         if (outcome === undefined) return;
-        const stored =
-          outcome instanceof Refusal
-            ? { [REFUSAL_FIELD]: { code: outcome.code, message: outcome.message } }
-            : outcome;
         this.db
           .prepare(
             `INSERT OR REPLACE INTO idempotency (key, operation, params_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`,
           )
-          .run(key, operation, paramsHashOf(operation, params), JSON.stringify(stored), Date.now());
+          .run(key, operation, paramsHashOf(operation, params), storedOutcome(outcome), Date.now());
       })
       .immediate();
   }
@@ -341,6 +320,28 @@ export class PodStore {
 /** Where a remembered {@link Refusal} is kept in the idempotency table's result column. */
 const REFUSAL_FIELD = '$refused';
 
+/** What the ledger keeps for an outcome (JSON text; a refusal under {@link REFUSAL_FIELD}), on every store. */
+export function storedOutcome(outcome: Record<string, unknown> | Refusal): string {
+  return JSON.stringify(
+    outcome instanceof Refusal
+      ? { [REFUSAL_FIELD]: { code: outcome.code, message: outcome.message } }
+      : outcome,
+  );
+}
+
+/** A key's ledger row as a resend hears it: the first outcome replayed, or a conflict for other params. */
+export function replayOf(
+  row: { operation: string; paramsHash: string; result: string },
+  paramsHash: string,
+): OnceOutcome {
+  const result = JSON.parse(row.result) as Record<string, unknown>;
+  if (row.paramsHash !== paramsHash)
+    return { conflict: { operation: row.operation, paramsHash: row.paramsHash, result } };
+  const refused = result[REFUSAL_FIELD] as { code: number; message: string } | undefined;
+  if (refused) return { refused: new Refusal(refused.code, refused.message), replayed: true };
+  return { result, replayed: true };
+}
+
 /**
  * An action's definitive "no" that changed nothing (a full pool, a missing pool): thrown inside
  * {@link PodStore.once}, remembered with the key like a result, and replayed to a resend.
@@ -367,7 +368,7 @@ export type ClaimOutcome =
   OnceOutcome | { claimed: true } | { pending: { owner: string; leaseUntil: number } };
 
 /** The hash an idempotency key's params are remembered by (key order does not matter). */
-function paramsHashOf(operation: string, params: unknown): string {
+export function paramsHashOf(operation: string, params: unknown): string {
   return createHash('sha256')
     .update(`${operation}\0${stableJson(params)}`)
     .digest('hex');

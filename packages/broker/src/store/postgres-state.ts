@@ -10,7 +10,9 @@ import pg from 'pg';
 import { BrokerError } from '../errors';
 import {
   Refusal,
-  stableJson,
+  paramsHashOf,
+  replayOf,
+  storedOutcome,
   type ClaimOutcome,
   type Desktop,
   type OnceOutcome,
@@ -18,15 +20,12 @@ import {
 } from './pod-store';
 import type { Capacity, PodState, ProvisionRequest, StoreHealth } from './pod-state';
 import { provisionRefusal } from './pod-state';
-import { createHash } from 'node:crypto';
 import { seedRows } from './seed';
 
 /** Connections one broker keeps to its pod's database at most. */
 const POOL_MAX = 10;
 /** How long getting a connection may take when the request leaves more, ms. */
 const CONNECT_TIMEOUT_MS = 2000;
-/** Where a remembered refusal is kept in a stored result (as in the SQLite store). */
-const REFUSAL_FIELD = '$refused';
 /** Pause while the only free desktops are held by twins' transactions, ms. */
 const HELD_DESKTOP_WAIT_MS = 10;
 /** Tries of a transaction that lost a race on a key to a twin broker (it then sees the twin's row). */
@@ -73,12 +72,6 @@ function isUnreachable(e: unknown): boolean {
       (e as Error).message ?? '',
     )
   );
-}
-
-function paramsHashOf(operation: string, params: unknown): string {
-  return createHash('sha256')
-    .update(`${operation}\0${stableJson(params)}`)
-    .digest('hex');
 }
 
 /** Options of a {@link PostgresPodState}. */
@@ -300,19 +293,12 @@ export class PostgresPodState implements PodState {
     await c.query(`DELETE FROM ${this.s}.idempotency WHERE created_at < $1`, [
       Date.now() - this.o.idempotencyWindowMs,
     ]);
-    const prev = await c.query<{ operation: string; params_hash: string; result: string }>(
-      `SELECT operation, params_hash, result FROM ${this.s}.idempotency WHERE key = $1`,
+    // Kept as JSON text (not jsonb): a replay has the first answer's very key order.
+    const prev = await c.query<{ operation: string; paramsHash: string; result: string }>(
+      `SELECT operation, params_hash AS "paramsHash", result FROM ${this.s}.idempotency WHERE key = $1`,
       [key],
     );
-    const stored = prev.rows[0];
-    if (!stored) return undefined;
-    // Kept as JSON text (not jsonb): a replay has the first answer's very key order.
-    const row = { ...stored, result: JSON.parse(stored.result) as Record<string, unknown> };
-    if (row.params_hash !== paramsHash)
-      return { conflict: { operation: row.operation, paramsHash: row.params_hash, result: row.result } };
-    const refused = row.result[REFUSAL_FIELD] as { code: number; message: string } | undefined;
-    if (refused) return { refused: new Refusal(refused.code, refused.message), replayed: true };
-    return { result: row.result, replayed: true };
+    return prev.rows[0] && replayOf(prev.rows[0], paramsHash);
   }
 
   private remember(
@@ -322,13 +308,9 @@ export class PostgresPodState implements PodState {
     paramsHash: string,
     outcome: Record<string, unknown> | Refusal,
   ) {
-    const stored =
-      outcome instanceof Refusal
-        ? { [REFUSAL_FIELD]: { code: outcome.code, message: outcome.message } }
-        : outcome;
     return c.query(
       `INSERT INTO ${this.s}.idempotency (key, operation, params_hash, result, created_at) VALUES ($1, $2, $3, $4, $5)`,
-      [key, operation, paramsHash, JSON.stringify(stored), Date.now()],
+      [key, operation, paramsHash, storedOutcome(outcome), Date.now()],
     );
   }
 
