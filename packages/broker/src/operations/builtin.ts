@@ -25,7 +25,7 @@ export const sessionsFind: Operation<{ user: string }> = {
   idempotent: true,
   params: z.strictObject({ user: userName }),
   execute: async ({ user }, ctx) => {
-    const { desktops, sessions } = await ctx.store.findUser(user, ctx.deadline);
+    const { desktops, sessions } = await ctx.store.findUser(user, ctx.deadline, ctx.signal);
     return { user, desktops, sessions, count: sessions.length } as unknown as JsonObject;
   },
   reduce: (results) => {
@@ -46,7 +46,7 @@ export const podsCapacity: Operation<Record<string, never>> = {
   description: 'desktops total / free / in use per pod, and federation-wide',
   idempotent: true,
   params: z.strictObject({}),
-  execute: async (_p, ctx) => (await ctx.store.capacity(ctx.deadline)) as unknown as JsonObject,
+  execute: async (_p, ctx) => (await ctx.store.capacity(ctx.deadline, ctx.signal)) as unknown as JsonObject,
   reduce: (results) => {
     const sum = { total: 0, free: 0, inUse: 0, pods: 0 };
     for (const r of okResults(results)) {

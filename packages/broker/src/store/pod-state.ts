@@ -57,10 +57,14 @@ export interface PodState {
   readonly kind: 'sqlite' | 'postgres';
   /** Where it is, for logs and status (never with a password). */
   readonly where: string;
-  /** A user's desktops and sessions in this pod. */
-  findUser(user: string, deadline: number): Promise<{ desktops: Desktop[]; sessions: Session[] }>;
+  /** A user's desktops and sessions in this pod (`signal`: the request's cancel stops the read). */
+  findUser(
+    user: string,
+    deadline: number,
+    signal?: AbortSignal,
+  ): Promise<{ desktops: Desktop[]; sessions: Session[] }>;
   /** Desktops total / free / in use. */
-  capacity(deadline: number): Promise<Capacity>;
+  capacity(deadline: number, signal?: AbortSignal): Promise<Capacity>;
   /**
    * Assigns a free desktop of the pool to the user once per key: the first outcome — the desktop, or the
    * refusal (NOT_FOUND no such pool, RESOURCE_EXHAUSTED none free) — is stored with the key in the same
