@@ -198,28 +198,28 @@ export class PostgresPodState implements PodState {
   }
 
   /**
-   * Round one: the key's record and, in the same round trip, a free desktop of the pool locked; round two:
-   * the assignment and its record, with the commit.
+   * Round one: the key's record (a replay ends here, having locked nothing: a lock would make its commit
+   * write). Round two: a free desktop locked and assigned in one statement; round three: its record and
+   * the commit.
    */
   provisionOnce(r: ProvisionRequest): Promise<OnceOutcome> {
     const op = 'desktops.provision';
     const hash = paramsHashOf(op, { user: r.user, pool: r.pool });
     const { site, pod } = this.o;
     return this.keyed(r, async (tx) => {
-      const [prev, free] = await Promise.all([
-        this.remembered(tx, r.key, hash),
-        this.freeDesktop(tx, r.pool),
-      ]);
+      const prev = await this.remembered(tx, r.key, hash);
       if (prev) return prev;
-      let refusal: Refusal | undefined;
-      let desktop: Desktop | undefined;
-      const id = free.id ?? (free.anyFree ? await this.heldDesktop(tx, r.pool, r.deadline) : undefined);
-      if (!free.pool) refusal = provisionRefusal.noPool(site, pod, r.pool);
-      else if (!id) refusal = provisionRefusal.full(site, pod, r.pool);
-      else {
-        tx.send(`UPDATE ${this.s}.desktops SET state = 'assigned', "user" = $1 WHERE id = $2`, [r.user, id]);
-        desktop = { id, pool: r.pool, state: 'assigned', user: r.user };
-      }
+      const assigned = await this.assign(tx, r.user, r.pool, r.deadline);
+      const refusal =
+        assigned === 'no-pool'
+          ? provisionRefusal.noPool(site, pod, r.pool)
+          : assigned === 'none-free'
+            ? provisionRefusal.full(site, pod, r.pool)
+            : undefined;
+      const desktop: Desktop | undefined =
+        typeof assigned === 'object'
+          ? { id: assigned.id, pool: r.pool, state: 'assigned', user: r.user }
+          : undefined;
       const result = { desktop: desktop as unknown as Record<string, unknown>, provisionedBy: r.brokerId };
       this.remember(tx, r.key, op, hash, refusal ?? result);
       return refusal ? { refused: refusal, replayed: false } : { result, replayed: false };
@@ -227,30 +227,32 @@ export class PostgresPodState implements PodState {
   }
 
   /**
-   * Whether the pool exists, a free desktop of it locked (skipping those a twin's transaction holds), and
-   * whether free desktops are left at all (held ones, when none could be locked).
+   * Assigns a free desktop of the pool to the user, skipping those a twin's transaction holds; when only
+   * held ones are left, waits for their transactions to end (they may roll back) before saying none is free.
    */
-  private async freeDesktop(tx: Tx, pool: string): Promise<{ pool: boolean; id?: string; anyFree: boolean }> {
-    const r = await tx.query<{ pool: boolean; id: string | null; any_free: boolean }>(
-      `SELECT EXISTS (SELECT 1 FROM ${this.s}.pools WHERE name = $1) AS pool,
-         (SELECT id FROM ${this.s}.desktops WHERE pool = $1 AND state = 'free' ORDER BY id LIMIT 1
-          FOR UPDATE SKIP LOCKED) AS id,
-         EXISTS (SELECT 1 FROM ${this.s}.desktops WHERE pool = $1 AND state = 'free') AS any_free`,
-      [pool],
-    );
-    const row = r.rows[0]!;
-    return { pool: row.pool, id: row.id ?? undefined, anyFree: row.any_free };
-  }
-
-  /**
-   * When the only free desktops are held by twins' transactions: waits for those to end (they may roll
-   * back) and locks one, or says none is free.
-   */
-  private async heldDesktop(tx: Tx, pool: string, deadline: number): Promise<string | undefined> {
+  private async assign(
+    tx: Tx,
+    user: string,
+    pool: string,
+    deadline: number,
+  ): Promise<{ id: string } | 'no-pool' | 'none-free'> {
     while (Date.now() < deadline) {
-      const free = await this.freeDesktop(tx, pool);
-      if (free.id) return free.id;
-      if (!free.anyFree) return undefined;
+      const r = await tx.query<{ pool: boolean; id: string | null; any_free: boolean }>(
+        `WITH picked AS (
+           SELECT id FROM ${this.s}.desktops WHERE pool = $2 AND state = 'free' ORDER BY id LIMIT 1
+           FOR UPDATE SKIP LOCKED),
+         assigned AS (
+           UPDATE ${this.s}.desktops d SET state = 'assigned', "user" = $1 FROM picked
+           WHERE d.id = picked.id RETURNING d.id)
+         SELECT EXISTS (SELECT 1 FROM ${this.s}.pools WHERE name = $2) AS pool,
+           (SELECT id FROM assigned) AS id,
+           EXISTS (SELECT 1 FROM ${this.s}.desktops WHERE pool = $2 AND state = 'free') AS any_free`,
+        [user, pool],
+      );
+      const row = r.rows[0]!;
+      if (row.id) return { id: row.id };
+      if (!row.pool) return 'no-pool';
+      if (!row.any_free) return 'none-free';
       await new Promise((res) => setTimeout(res, HELD_DESKTOP_WAIT_MS));
     }
     throw new BrokerError(
