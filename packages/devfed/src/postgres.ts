@@ -48,7 +48,14 @@ export class PrivatePostgres {
     readonly port: number,
     private readonly bin: string,
     private readonly asPostgres: boolean,
+    /** Whether it listens on 127.0.0.1 as well as on its socket (a standby on the same port does not). */
+    private readonly tcp = true,
   ) {}
+
+  /** The folder of its socket (`.s.PGSQL.<port>`): a connection URL's host may name it, or a link to it. */
+  get socketDir(): string {
+    return this.dir;
+  }
 
   /** A connection URL for a database of this server (`postgres` by default), as the `postgres` superuser. */
   url(database = 'postgres'): string {
@@ -57,6 +64,54 @@ export class PrivatePostgres {
 
   /** initdb in a new folder (under `parent`, default the system's temp folder), then start on a free port. */
   static async start(parent = os.tmpdir()): Promise<PrivatePostgres> {
+    const [port] = await freePorts(1);
+    const pg = await PrivatePostgres.inNewDir(parent, port!, true);
+    await pg.create([
+      path.join(pg.bin, 'initdb'),
+      ['-D', pg.data, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8'],
+    ]);
+    return pg;
+  }
+
+  /**
+   * A streaming standby of this server (pg_basebackup), on the same port number but only on a socket in its
+   * own folder — so that a link naming "the database" can be moved from one to the other, as a DNS name is
+   * in a real failover. `synchronous`: the primary's commits wait for it, so a promotion loses nothing
+   * acknowledged.
+   */
+  async startStandby(synchronous: boolean): Promise<PrivatePostgres> {
+    const standby = await PrivatePostgres.inNewDir(path.dirname(this.dir), this.port, false);
+    await standby.create([
+      path.join(this.bin, 'pg_basebackup'),
+      ['-D', standby.data, '-h', this.dir, '-p', String(this.port), '-U', 'postgres', '-R', '-X', 'stream'],
+    ]);
+    if (synchronous) {
+      await runPg(
+        path.join(this.bin, 'psql'),
+        [
+          '-h',
+          this.dir,
+          '-p',
+          String(this.port),
+          '-U',
+          'postgres',
+          '-c',
+          "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        ],
+        this.asPostgres,
+      );
+      await this.ctl(['reload']);
+    }
+    return standby;
+  }
+
+  /** Makes a standby the primary (`pg_ctl promote`), waiting until it accepts writes. */
+  async promote(): Promise<void> {
+    await this.ctl(['promote', '-w', '-t', String(START_TIMEOUT_S)]);
+  }
+
+  /** A new instance in its own folder (reachable by `postgres`, owned by it when root); not created yet. */
+  private static async inNewDir(parent: string, port: number, tcp: boolean): Promise<PrivatePostgres> {
     const bin = postgresBinDir();
     const asPostgres = process.getuid?.() === 0;
     // The server runs as `postgres`: its folder must be reachable by that user (a 0700 parent is not).
@@ -67,30 +122,27 @@ export class PrivatePostgres {
       const { uid, gid } = await postgresIds();
       fs.chownSync(dir, uid, gid);
     }
-    const [port] = await freePorts(1);
-    const pg = new PrivatePostgres(dir, port!, bin, asPostgres);
-    const data = path.join(dir, 'data');
+    return new PrivatePostgres(dir, port, bin, asPostgres, tcp);
+  }
+
+  /** Fills the data folder with `program`, then starts; removes the folder when either fails. */
+  private async create([program, args]: [string, string[]]): Promise<void> {
     try {
-      await runPg(
-        path.join(bin, 'initdb'),
-        ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8'],
-        asPostgres,
-      );
-      await pg.startServer();
+      await runPg(program, args, this.asPostgres);
+      await this.startServer();
     } catch (e) {
-      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(this.dir, { recursive: true, force: true });
       throw e;
     }
-    return pg;
+  }
+
+  private get data(): string {
+    return path.join(this.dir, 'data');
   }
 
   /** `pg_ctl` on this server's data folder. */
   ctl(args: string[]): Promise<string> {
-    return runPg(
-      path.join(this.bin, 'pg_ctl'),
-      ['-D', path.join(this.dir, 'data'), ...args],
-      this.asPostgres,
-    );
+    return runPg(path.join(this.bin, 'pg_ctl'), ['-D', this.data, ...args], this.asPostgres);
   }
 
   /** Stops the server now (`-m immediate`: a crash, as a failure test wants) or cleanly. */
@@ -100,7 +152,8 @@ export class PrivatePostgres {
 
   /** Starts the server (again: on the same port, with the same socket folder). */
   async startServer(): Promise<void> {
-    const options = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+    const listen = this.tcp ? '127.0.0.1' : "''";
+    const options = `-p ${this.port} -k ${this.dir} -c listen_addresses=${listen} -c fsync=off`;
     await this.ctl([
       'start',
       '-w',

@@ -49,6 +49,7 @@ export function isUnreachable(e: unknown): boolean {
     code === '57P01' ||
     code === '57P02' ||
     code === '57P03' || // shutting down, crash, cannot connect now
+    code === '25006' || // read-only: a standby (a failover not finished, or a name not moved yet)
     /timeout exceeded when trying to connect|Connection terminated|connection timeout|not queryable/i.test(
       (e as Error).message ?? '',
     )
