@@ -161,16 +161,33 @@ export class PostgresPodState implements PodState {
 
   /** Sends the ledger's lookup of a key (after dropping expired entries): a replay or a conflict, if any. */
   private remembered(tx: Tx, key: string, paramsHash: string): Promise<OnceOutcome | undefined> {
-    tx.send(`DELETE FROM ${this.s}.idempotency WHERE created_at < $1`, [
-      Date.now() - this.o.idempotencyWindowMs,
-    ]);
+    const oldest = Date.now() - this.o.idempotencyWindowMs;
+    tx.send(`DELETE FROM ${this.s}.idempotency WHERE created_at < $1`, [oldest]);
+    return this.lookup(tx, key, paramsHash, oldest);
+  }
+
+  /** The key's record within the window, read as a replay or a conflict. */
+  private async lookup(
+    tx: Tx,
+    key: string,
+    paramsHash: string,
+    oldest = Date.now() - this.o.idempotencyWindowMs,
+  ): Promise<OnceOutcome | undefined> {
     // Kept as JSON text (not jsonb): a replay has the first answer's very key order.
-    return tx
-      .query<{ operation: string; paramsHash: string; result: string }>(
-        `SELECT operation, params_hash AS "paramsHash", result FROM ${this.s}.idempotency WHERE key = $1`,
-        [key],
-      )
-      .then((prev) => prev.rows[0] && replayOf(prev.rows[0], paramsHash));
+    const prev = await tx.query<{ operation: string; paramsHash: string; result: string }>(
+      `SELECT operation, params_hash AS "paramsHash", result FROM ${this.s}.idempotency
+       WHERE key = $1 AND created_at >= $2`,
+      [key, oldest],
+    );
+    return prev.rows[0] && replayOf(prev.rows[0], paramsHash);
+  }
+
+  /**
+   * A resend answered from the ledger in one round trip (a read), before the write's own transaction —
+   * which looks again, under its locks, since a twin may commit the key in between.
+   */
+  private replay(b: Bounds, key: string, paramsHash: string): Promise<OnceOutcome | undefined> {
+    return this.tx(b, (tx) => this.lookup(tx, key, paramsHash), true);
   }
 
   private remember(
@@ -198,14 +215,16 @@ export class PostgresPodState implements PodState {
   }
 
   /**
-   * Round one: the key's record (a replay ends here, having locked nothing: a lock would make its commit
-   * write). Round two: a free desktop locked and assigned in one statement; round three: its record and
-   * the commit.
+   * A resend is answered by {@link replay} (one round trip, nothing locked). A new key: round one, its
+   * record looked up again; round two, a free desktop locked and assigned in one statement; round three,
+   * the desktop's record and the commit.
    */
-  provisionOnce(r: ProvisionRequest): Promise<OnceOutcome> {
+  async provisionOnce(r: ProvisionRequest): Promise<OnceOutcome> {
     const op = 'desktops.provision';
     const hash = paramsHashOf(op, { user: r.user, pool: r.pool });
     const { site, pod } = this.o;
+    const prev = await this.replay(r, r.key, hash);
+    if (prev) return prev;
     return this.keyed(r, async (tx) => {
       const prev = await this.remembered(tx, r.key, hash);
       if (prev) return prev;
@@ -261,7 +280,7 @@ export class PostgresPodState implements PodState {
     );
   }
 
-  claim(
+  async claim(
     key: string,
     operation: string,
     params: unknown,
@@ -269,6 +288,8 @@ export class PostgresPodState implements PodState {
     leaseUntil: number,
   ): Promise<ClaimOutcome> {
     const hash = paramsHashOf(operation, params);
+    const prev = await this.replay({ deadline: leaseUntil }, key, hash);
+    if (prev) return prev;
     return this.keyed({ deadline: leaseUntil }, async (tx): Promise<ClaimOutcome> => {
       const [prev, held] = await Promise.all([
         this.remembered(tx, key, hash),
