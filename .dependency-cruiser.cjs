@@ -1,6 +1,7 @@
 /**
- * The architecture, checked by `npm run lint` (dependency-cruiser): runtime dependencies only (type-only
- * imports are erased), source files only (tests may use the dev packages). Direction:
+ * The architecture, checked by `npm run lint` (dependency-cruiser), on source files (tests may use the dev
+ * packages). Cycles count type-only imports too (`tsPreCompilationDeps`); the layering rules look at what
+ * is loaded at run time (a type-only import is erased). Direction:
  *   proto ← iterator, connection-manager ← broker ← cli            (what the broker image holds)
  *   broker ← devfed ← bench, k8s                                    (development packages)
  * and the runtime packages never load a development package (the CLI loads them by name, on demand).
@@ -17,7 +18,7 @@ module.exports = {
       comment: 'the broker image holds the runtime packages only',
       severity: 'error',
       from: { path: runtime, pathNot: notTests },
-      to: { path: dev },
+      to: { path: dev, dependencyTypesNot: ['type-only', 'type-import'] },
     },
     {
       name: 'proto-is-the-base',
@@ -45,6 +46,21 @@ module.exports = {
       to: { path: '^packages/(cli|devfed|bench|k8s)/' },
     },
     {
+      name: 'engine-below-the-server',
+      comment:
+        'the engine plans and runs requests; the gRPC server and the broker process use it, not the reverse',
+      severity: 'error',
+      from: { path: '^packages/broker/src/engine/', pathNot: notTests },
+      to: { path: '^packages/broker/src/(server|rpc|broker|broker-servers|broker-status|reflection)\\.ts$' },
+    },
+    {
+      name: 'engine-model-stands-alone',
+      comment: "the engine's vocabulary: every engine file may use it, it uses none of them",
+      severity: 'error',
+      from: { path: '^packages/broker/src/engine/model\\.ts$' },
+      to: { path: '^packages/broker/src/(?!operations/types)' },
+    },
+    {
       name: 'dev-packages-not-on-the-cli',
       severity: 'error',
       from: { path: dev, pathNot: notTests },
@@ -54,7 +70,7 @@ module.exports = {
   options: {
     doNotFollow: { path: 'node_modules' },
     exclude: { path: '(^|/)dist/|/gen/' },
-    tsPreCompilationDeps: false,
+    tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
     enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['require', 'node', 'default'] },
   },

@@ -4,7 +4,7 @@ import { GetStatusResponse } from '@wanas/proto';
 import type { Logger } from 'winston';
 import { BrokerServers } from './broker-servers';
 import { brokerStatus } from './broker-status';
-import { Dispatcher } from './dispatcher';
+import { Dispatcher } from './engine/dispatcher';
 import { createLogger } from './logger';
 import { LoopLag } from './loop-lag';
 import { BrokerMetrics, startMetricsServer } from './metrics';

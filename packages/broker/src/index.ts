@@ -3,7 +3,8 @@
  * (SiteRequest, LocalRequest), operations, topology, health, reflection, metrics and logs.
  */
 export * from './broker';
-export * from './dispatcher';
+export * from './engine/dispatcher';
+export { MAX_HOPS } from './engine/checks';
 export * from './errors';
 export * from './logger';
 export * from './metrics';

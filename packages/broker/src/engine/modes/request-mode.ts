@@ -1,16 +1,7 @@
 import { Mode, type AggregateRequest } from '@wanas/proto';
-import { invalidArgument } from '../errors';
-import type { PodRef } from '../fan-out';
-import { MAX_SCOPE_ENTRIES } from '../request-limits';
-
-/**
- * How an Aggregate asks its pods. `all`: every pod at once; with `minOk` > 0 it answers once that many
- * are OK, and every pod of `requiredSites` must be OK or the call fails. `first`: one pod after another
- * in preference order until one answers OK (placement).
- */
-export type RequestMode =
-  | { kind: 'all'; minOk: number; requiredSites: ReadonlySet<string> }
-  | { kind: 'first'; preferSites: readonly string[] };
+import { invalidArgument } from '../../errors';
+import type { PodRef, RequestMode } from '../model';
+import { MAX_SCOPE_ENTRIES } from '../../request-limits';
 
 /**
  * Reads and checks the mode fields of an Aggregate against the topology's sites and the pods in scope;

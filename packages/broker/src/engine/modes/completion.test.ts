@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
-import { failed } from '../fan-out';
+import { failed } from '../model';
 import { completionRule, type Tally } from './completion';
 
 const tally = (o: Partial<Tally>): Tally => ({

@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { AggregateResponse, RpcStatus, codeName, type PodResult } from '@wanas/proto';
-import { BrokerError } from '../errors';
-import { key } from '../fan-out';
+import { BrokerError } from '../../errors';
+import { key } from '../model';
 
 /** The type URL of the partial answer carried in a failed call's google.rpc.Status details. */
 export const AGGREGATE_RESPONSE_TYPE_URL = 'type.googleapis.com/wanas.v1.AggregateResponse';

@@ -1,6 +1,14 @@
+/**
+ * Runs requests: each is planned first (`plan.ts`: a pure function of the request, the topology and the
+ * measured distances), then its plan executed (`executor.ts`), its legs run by `legs.ts`. Aggregate: the
+ * own pod, one LocalRequest per other pod of the own site, one SiteRequest per remote site — all at once
+ * (MODE_ALL) or one after another (MODE_FIRST) — under one overall deadline. SiteRequest: the own pod plus
+ * LocalRequests to the site's other pods. LocalRequest: the own pod only.
+ */
 import type { ConnectionManager } from '@wanas/connection-manager';
 import type { HedgeBudget } from '@wanas/iterator';
 import {
+  codeName,
   msToDuration,
   type AggregateRequest,
   type AggregateResponse,
@@ -12,23 +20,19 @@ import {
 } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
-import { Branches } from './branches';
-import type { CallContext } from './call-context';
-import { collect, summarize, type Leg } from './fan-out';
-import type { BrokerMetrics } from './metrics';
-import { completionRule, type CompletionRule } from './modes/completion';
-import { firstFit } from './modes/first-fit';
+import type { CallContext } from '../call-context';
+import type { BrokerMetrics } from '../metrics';
+import { asJsonObject } from '../operations/json';
+import type { OperationRegistry } from '../operations/registry';
+import type { JsonObject, Operation } from '../operations/types';
+import type { PodState } from '../store/pod-state';
+import type { BrokerInfo, Topology } from '../topology';
+import { execute } from './executor';
+import { LegRunner } from './legs';
+import type { AggregatePlan, Plan } from './model';
 import { requiredSitesFailure } from './modes/required-sites';
-import type { OperationRegistry } from './operations/registry';
-import { asJsonObject } from './operations/json';
-import type { JsonObject, Operation } from './operations/types';
 import { runOwnPod } from './own-pod';
-import { planAggregate, planLocal, planSite, type FanOutPlan } from './plan';
-import type { PodState } from './store/pod-state';
-import type { BrokerInfo, Topology } from './topology';
-
-export { summarize };
-export { MAX_HOPS, hedgingOf } from './plan';
+import { planAggregate, planLocal, planSite, type PlanContext } from './plan';
 
 /** Everything the dispatcher works with. */
 export interface DispatcherDeps {
@@ -42,20 +46,26 @@ export interface DispatcherDeps {
   hedgeBudget: HedgeBudget;
 }
 
-/**
- * Runs requests: each is planned first (see `plan.ts`: a pure function of the request, the topology and
- * the measured distances), then its plan executed. Aggregate: the own pod, one LocalRequest per other pod
- * of the own site, one SiteRequest per remote site — all at once (MODE_ALL) or one after another
- * (MODE_FIRST) — under one overall deadline. SiteRequest: the own pod plus LocalRequests to the site's
- * other pods. LocalRequest: the own pod only.
- */
+/** Plans and runs the requests of one broker. */
 export class Dispatcher {
   private readonly log: Logger;
-  private readonly branches: Branches;
+  private readonly legs: LegRunner;
 
   constructor(private readonly deps: DispatcherDeps) {
     this.log = deps.logger;
-    this.branches = new Branches(deps);
+    this.legs = new LegRunner(deps);
+  }
+
+  /**
+   * The plan an Aggregate would run now (for `Explain`, and for {@link aggregate}): refuses bad input as the
+   * Aggregate would (a BrokerError naming the field).
+   */
+  planAggregate(req: AggregateRequest, ctx: Pick<CallContext, 'deadline'>, streaming = false): AggregatePlan {
+    return planAggregate(
+      // The server has filled the correlation id; a direct caller may not have.
+      req.correlationId ? req : { ...req, correlationId: randomUUID() },
+      this.planContext(ctx.deadline, streaming),
+    );
   }
 
   /**
@@ -70,36 +80,22 @@ export class Dispatcher {
     ctx: CallContext,
     onPod?: (pod: PodResult) => void,
   ): Promise<AggregateResponse> {
-    const { self } = this.deps;
-    const plan = planAggregate(
-      // The server has filled the correlation id; a direct caller may not have.
-      req.correlationId ? req : { ...req, correlationId: randomUUID() },
-      {
-        self,
-        topology: this.deps.topology(),
-        registry: this.deps.registry,
-        now: Date.now(),
-        callDeadline: ctx.deadline,
-        streaming: onPod !== undefined,
-        siteDistanceMs: (site) => this.siteDistanceMs(site),
-      },
-    );
-    const { mode } = plan;
-    const rule = mode.kind === 'all' ? completionRule(mode.minOk, mode.requiredSites) : undefined;
-    const results = await this.execute(plan, ctx, onPod, rule);
+    const plan = this.planAggregate(req, ctx, onPod !== undefined);
+    const results = await this.execute(plan, ctx, onPod);
     const response: AggregateResponse = {
       correlationId: plan.correlationId,
       pods: results,
       summary: summarize(results),
       reduced: plan.op.reduce ? safeReduce(plan.op, results, this.log, plan.correlationId) : undefined,
       latency: msToDuration(Date.now() - plan.started),
-      answeredBy: self.id,
+      answeredBy: this.deps.self.id,
     };
     this.deps.metrics.pods(
       'aggregate',
       results.map((r) => r.code),
     );
-    const failure = mode.kind === 'all' ? requiredSitesFailure(response, mode.requiredSites) : undefined;
+    const failure =
+      plan.mode.kind === 'all' ? requiredSitesFailure(response, plan.mode.requiredSites) : undefined;
     if (failure) throw failure;
     return response;
   }
@@ -139,32 +135,25 @@ export class Dispatcher {
     return { correlationId: req.correlationId, pod };
   }
 
-  /**
-   * Executes a plan: its legs all at once ({@link collect}, which may answer early by `rule`), or
-   * first-fit one after another ({@link firstFit}); each leg's result carries the time since the start.
-   */
-  private execute(
-    plan: FanOutPlan,
-    ctx: CallContext,
-    onPod?: (pod: PodResult) => void,
-    rule?: CompletionRule,
-  ): Promise<PodResult[]> {
-    const { deadline, started } = plan;
-    const { signal } = ctx;
-    const legArgs = { ...plan, trace: ctx.trace };
-    if (!plan.first) {
-      const branches = plan.legs.map((leg) => this.branches.forLeg(leg, legArgs));
-      return collect(this.log, branches, { deadline, started, signal, onPod, rule });
-    }
-    const run = async (leg: Leg) => {
-      const results = await this.branches.forLeg(leg, legArgs).run(signal, () => undefined);
-      const latency = msToDuration(Date.now() - started);
-      return results.map((r) => ({ ...r, latency }));
-    };
-    return firstFit(plan.legs, { op: plan.op, run, deadline, signal, onPod });
+  /** Executes a plan for the call `ctx`, its legs run by the leg runner. */
+  private execute(plan: Plan, ctx: CallContext, onPod?: (pod: PodResult) => void): Promise<PodResult[]> {
+    return execute(plan, {
+      runLeg: (leg, signal, report) => this.legs.run(plan, ctx.trace, leg, signal, report),
+      signal: ctx.signal,
+      onPod,
+      onLegError: (e) => this.log.error('fan-out leg failed', { error: String(e) }),
+    });
   }
 
-  private federationContext(ctx: CallContext) {
+  private planContext(callDeadline: number | undefined, streaming: boolean): PlanContext {
+    return {
+      ...this.federationContext({ deadline: callDeadline }),
+      streaming,
+      siteDistanceMs: (site) => this.siteDistanceMs(site),
+    };
+  }
+
+  private federationContext(ctx: Pick<CallContext, 'deadline'>) {
     const { self, registry } = this.deps;
     return { self, topology: this.deps.topology(), registry, now: Date.now(), callDeadline: ctx.deadline };
   }
@@ -183,6 +172,17 @@ export class Dispatcher {
     }
     return best;
   }
+}
+
+/** Pods asked / ok / failed, and failures by code name. */
+export function summarize(results: PodResult[]): AggregateResponse['summary'] {
+  const failedByCode: Record<string, number> = {};
+  let ok = 0;
+  for (const r of results) {
+    if (r.code === 0) ok++;
+    else failedByCode[codeName(r.code)] = (failedByCode[codeName(r.code)] ?? 0) + 1;
+  }
+  return { podsAsked: results.length, podsOk: ok, podsFailed: results.length - ok, failedByCode };
 }
 
 /** The operation's reduction of the pods' results; an error in it is logged and reported, not thrown. */

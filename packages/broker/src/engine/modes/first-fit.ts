@@ -1,8 +1,8 @@
 import { status } from '@grpc/grpc-js';
 import { neverReachedPeer } from '@wanas/iterator';
 import type { PodResult } from '@wanas/proto';
-import { key, type Leg, type PodRef } from '../fan-out';
-import type { Operation } from '../operations/types';
+import { key, type Leg } from '../model';
+import type { Operation } from '../../operations/types';
 
 /**
  * The order a first-fit search walks one site's pods, asked from a broker of pod `own`: a read starts with
@@ -16,38 +16,6 @@ export function podOrder<P extends { pod: string }>(
 ): P[] {
   if (!idempotent || own === undefined) return [...pods];
   return [...pods.filter((p) => p.pod === own), ...pods.filter((p) => p.pod !== own)];
-}
-
-/**
- * The order of a first-fit search from the entry broker `self` over the pods in scope: the preferred
- * sites in the order given, then the entry's own site, then every other site nearest first (by
- * `distanceMs`, the measured latency to a site; unmeasured sites last, then in topology order). Within
- * the entry's site, see {@link podOrder}.
- */
-export function searchSteps(
-  self: PodRef,
-  scoped: readonly PodRef[],
-  preferSites: readonly string[],
-  distanceMs: (site: string) => number | undefined,
-  idempotent: boolean,
-): Leg[] {
-  const sites = [...new Set(scoped.map((p) => p.site))];
-  const rest = sites
-    .filter((s) => s !== self.site && !preferSites.includes(s))
-    .map((s, i) => ({ s, i, d: distanceMs(s) ?? Infinity }))
-    .sort((a, b) => a.d - b.d || a.i - b.i)
-    .map((x) => x.s);
-  const ordered = [...preferSites, ...(preferSites.includes(self.site) ? [] : [self.site]), ...rest];
-  return ordered.flatMap((site): Leg[] => {
-    const pods = scoped.filter((p) => p.site === site);
-    if (pods.length === 0) return [];
-    if (site !== self.site) return [{ via: 'site', site, pods }];
-    return podOrder(pods, self.pod, idempotent).map((p): Leg => ({
-      via: p.pod === self.pod ? 'own' : 'local',
-      site,
-      pods: [p],
-    }));
-  });
 }
 
 /**
@@ -98,8 +66,8 @@ export interface FirstFitOptions {
   deadline: number;
   /** The caller's cancel. */
   signal: AbortSignal;
-  /** Each pod's result once the step that asked it is over. */
-  onPod?: (pod: PodResult) => void;
+  /** A step's pods' results once the step is over (final: every round's attempts, the verdict's note). */
+  onStep?: (results: PodResult[]) => void;
   now?: () => number;
 }
 
@@ -126,7 +94,7 @@ export async function firstFit(steps: readonly Leg[], o: FirstFitOptions): Promi
         message: r.message ? `${r.message}; ${OUTCOME_UNKNOWN}` : OUTCOME_UNKNOWN,
       });
     }
-    for (const r of results) o.onPod?.(tried.get(key(r))!);
+    o.onStep?.(results.map((r) => tried.get(key(r))!));
     if (verdict !== 'next' && verdict !== 'unreached') break;
   }
   return [...tried.values()];

@@ -1,33 +1,5 @@
 import { status } from '@grpc/grpc-js';
-import type { PodResult } from '@wanas/proto';
-import { key, type PodRef } from '../fan-out';
-
-/** The pods of a fan-out so far: counted by {@link collect} as each pod's result becomes final. */
-export interface Tally {
-  /** Pods asked. */
-  total: number;
-  ok: number;
-  failed: number;
-  /** Pods of required sites still without a final result. */
-  requiredLeft: number;
-  /** The first pod of a required site that failed, if any. */
-  requiredFailed: PodResult | undefined;
-}
-
-/** Why a fan-out answers before every pod has: the status given to the pods still running (cancelled). */
-export interface EarlyAnswer {
-  code: number;
-  message: string;
-}
-
-/**
- * When a MODE_ALL fan-out may answer before every pod has. `required` says which pods count as required;
- * `check` looks at the tally after each final result.
- */
-export interface CompletionRule {
-  required(pod: PodRef): boolean;
-  check(tally: Tally): EarlyAnswer | undefined;
-}
+import { key, type CompletionRule } from '../model';
 
 /**
  * The rule for `min_ok` and `required_sites` (undefined when neither is set: wait for every pod). A failed

@@ -2,14 +2,14 @@ import { status } from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
 import { msToDuration, type Attempt, type PodResult } from '@wanas/proto';
 import type { Logger } from 'winston';
-import { toBrokerError } from './errors';
-import { failed } from './fan-out';
-import { asJsonObject } from './operations/json';
-import { runOnce } from './operations/once';
-import type { BrokerOperationContext, JsonObject, Operation } from './operations/types';
-import type { PodState } from './store/pod-state';
-import { inOperationSpan } from './tracing';
-import type { BrokerInfo } from './topology';
+import { toBrokerError } from '../errors';
+import { failed } from './model';
+import { asJsonObject } from '../operations/json';
+import { runOnce } from '../operations/once';
+import type { BrokerOperationContext, JsonObject, Operation } from '../operations/types';
+import type { PodState } from '../store/pod-state';
+import { inOperationSpan } from '../tracing';
+import type { BrokerInfo } from '../topology';
 
 /** What running an operation in this broker's pod needs. */
 export interface OwnPodDeps {

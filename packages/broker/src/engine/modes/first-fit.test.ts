@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
-import { failed, key, type Leg, type PodRef } from '../fan-out';
-import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN, firstFit, podOrder, searchSteps, verdictOf } from './first-fit';
+import { failed, key, type Leg, type PodRef } from '../model';
+import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN, firstFit, podOrder, verdictOf } from './first-fit';
 
 const pods: PodRef[] = [
   { site: 'us', pod: 'p1' },
@@ -22,36 +22,6 @@ const attempt = (code: number, message: string) => ({
 });
 const write = { idempotent: false, nextPodOn: [status.RESOURCE_EXHAUSTED, status.NOT_FOUND] };
 const read = { idempotent: true };
-
-describe('searchSteps', () => {
-  const self = { site: 'us', pod: 'p2' };
-  const distance = (site: string) => ({ eu: 80, ap: 20 })[site];
-
-  it('tries the preferred sites in order, then the own site (own pod first), then the nearest others', () => {
-    const steps = searchSteps(self, pods, ['eu'], distance, true);
-    expect(steps.map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
-      'site:eu/p1,eu/p2',
-      'own:us/p2',
-      'local:us/p1',
-      'site:ap/p1',
-      'site:sa/p1', // never measured: last
-    ]);
-  });
-
-  it('keeps the topology order within the own site for a write, whichever broker of the site is the entry', () => {
-    const steps = searchSteps(self, pods, [], distance, false);
-    expect(steps.slice(0, 2).map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
-      'local:us/p1',
-      'own:us/p2',
-    ]);
-  });
-
-  it('keeps the own site at its preferred place and skips sites out of scope', () => {
-    const scoped = pods.filter((p) => p.site !== 'ap');
-    const steps = searchSteps(self, scoped, ['sa', 'us'], distance, true);
-    expect(steps.map((s) => s.pods.map(key).join(','))).toEqual(['sa/p1', 'us/p2', 'us/p1', 'eu/p1,eu/p2']);
-  });
-});
 
 describe('podOrder', () => {
   const site = [{ pod: 'p1' }, { pod: 'p2' }, { pod: 'p3' }];
@@ -107,7 +77,7 @@ describe('firstFit', () => {
       ...opts,
       op: write,
       run: r.run,
-      onPod: (p) => streamed.push(key(p)),
+      onStep: (prs) => streamed.push(...prs.map(key)),
     });
     expect(out.map((x) => [key(x), x.code])).toEqual([
       ['us/p1', status.RESOURCE_EXHAUSTED],

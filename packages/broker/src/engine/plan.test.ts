@@ -1,8 +1,8 @@
 import { AggregateRequest, Hedging, LocalRequest, Mode, SiteRequest, msToDuration } from '@wanas/proto';
-import { key } from './fan-out';
-import { builtinOperations } from './operations/builtin';
+import { key } from './model';
+import { builtinOperations } from '../operations/builtin';
 import { planAggregate, planLocal, planSite, type PlanContext } from './plan';
-import { parseTopology } from './topology';
+import { parseTopology } from '../topology';
 
 /** 3 sites: us (3 pods), eu (2), ap (1); one broker a pod. */
 const topology = parseTopology({

@@ -1,0 +1,184 @@
+/**
+ * Planning: a pure function from a request, the topology and the measured distances to everything the
+ * request will do (see `model.ts`). The executor then only sends, collects and settles; `Explain` shows a
+ * plan without running it.
+ */
+import { status } from '@grpc/grpc-js';
+import type { AggregateRequest, LocalRequest, SiteRequest } from '@wanas/proto';
+import { workDeadline } from '../call-context';
+import { BrokerError, invalidArgument } from '../errors';
+import type { OperationRegistry } from '../operations/registry';
+import type { JsonObject, Operation } from '../operations/types';
+import { checkCorrelationId, positiveMs } from '../request-limits';
+import type { Topology } from '../topology';
+import { carried, checkFederationRequest, hedgingOf, parseOperation, resolveScope } from './checks';
+import { completionRule } from './modes/completion';
+import { podOrder } from './modes/first-fit';
+import { parseMode } from './modes/request-mode';
+import type { AggregatePlan, Plan, PodRef } from './model';
+import { allAtOnce, podLeg, searchSteps, type LegContext } from './plan-legs';
+
+/** What planning needs besides the request: where this broker is, the topology, the time, the measured distances. */
+export interface PlanContext {
+  self: PodRef;
+  topology: Topology;
+  registry: OperationRegistry;
+  /** Epoch ms now. */
+  now: number;
+  /** The caller's gRPC deadline, epoch ms (undefined: none). */
+  callDeadline: number | undefined;
+  /** The caller streams the answer (StreamAggregate). */
+  streaming: boolean;
+  /** Latency measured to a site (first-fit tries the nearest first); undefined before any. */
+  siteDistanceMs(site: string): number | undefined;
+}
+
+/**
+ * Plans an Aggregate: the checks (INVALID_ARGUMENT naming the field, or DEADLINE_EXCEEDED when the
+ * caller's deadline has passed), the pods in scope, the mode, the budgets, hedging, and the legs whole, in
+ * the order they run.
+ */
+export function planAggregate(req: AggregateRequest, c: PlanContext): AggregatePlan {
+  const settings = c.topology.settings;
+  checkCorrelationId(req.correlationId);
+  const { op, params } = parseOperation(c.registry, req);
+  const timeoutMs = positiveMs(req.timeout, 'timeout', settings.defaultTimeoutMs, settings.maxTimeoutMs);
+  const attemptTimeoutMs = positiveMs(
+    req.attemptTimeout,
+    'attempt_timeout',
+    settings.attemptTimeoutMs,
+    settings.maxTimeoutMs,
+  );
+  const pods = resolveScope(c.topology, req.scope);
+  const end = Math.min(c.now + timeoutMs, c.callDeadline ?? Infinity);
+  if (end - c.now <= 0) {
+    throw new BrokerError(status.DEADLINE_EXCEEDED, 'the call deadline has already passed; nothing was sent');
+  }
+  const mode = parseMode(
+    req,
+    c.topology.sites.map((s) => s.name),
+    pods,
+  );
+  const first = mode.kind === 'first';
+  // Remote pods come back one by one when the answer may come before all of them, or is streamed.
+  const stream = mode.kind === 'all' && (mode.minOk > 0 || mode.requiredSites.size > 0 || c.streaming);
+  const legContext: LegContext = {
+    self: c.self,
+    topology: c.topology,
+    op,
+    params,
+    attemptTimeoutMs,
+    first,
+    stream,
+  };
+  return {
+    ...carried(req, op, params),
+    started: c.now,
+    deadline: workDeadline(end, c.now),
+    attemptTimeoutMs,
+    hops: 1,
+    // By default only reads hedge; a keyed write hedges when the request asks (the pod store dedups it).
+    // A first-fit write never does: one search, one pod at a time.
+    hedge: hedgingOf(req, settings.hedge && op.idempotent) && (!first || op.idempotent),
+    first,
+    pods,
+    mode,
+    stream,
+    legs: first
+      ? searchSteps(legContext, pods, mode.preferSites, c.siteDistanceMs)
+      : allAtOnce(legContext, pods),
+    schedule: first
+      ? { kind: 'first' }
+      : { kind: 'all', rule: completionRule(mode.minOk, mode.requiredSites) },
+  };
+}
+
+/** What planning a federation request needs: this broker, the topology, the time, the caller's deadline. */
+export interface FederationPlanContext {
+  self: PodRef;
+  topology: Topology;
+  registry: OperationRegistry;
+  now: number;
+  callDeadline: number | undefined;
+}
+
+/**
+ * Plans a SiteRequest at its representative: the checks (it is for this site, from another site, names
+ * only this site's brokers and pods, has not travelled too far), then this site's pods asked — all at once,
+ * or first-fit (a read starting with this broker's own pod; a write in the order given, or the topology's,
+ * the same on every representative) — to a deadline a margin before the one given.
+ */
+export function planSite(req: SiteRequest, c: FederationPlanContext): Plan {
+  const { self, topology: t } = c;
+  const settings = t.settings;
+  checkCorrelationId(req.correlationId);
+  checkFederationRequest(t, self, 'SiteRequest', req.target, req.hops, req.sourceSite);
+  if (req.target?.pod) throw invalidArgument('target.pod', 'must be empty for a SiteRequest');
+  if (req.sourceSite === self.site) {
+    throw new BrokerError(
+      status.FAILED_PRECONDITION,
+      `SiteRequest from this broker's own site "${self.site}" refused: same-site peers use LocalRequest`,
+    );
+  }
+  const { op, params } = parseOperation(c.registry, req, 'broker');
+  const attemptTimeoutMs = positiveMs(
+    req.attemptTimeout,
+    'attempt_timeout',
+    settings.attemptTimeoutMs,
+    settings.maxTimeoutMs,
+  );
+  const given = Math.min(
+    c.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
+    c.callDeadline ?? Infinity,
+  );
+  const sitePods = (t.sites.find((s) => s.name === self.site)?.pods ?? []).map((p) => p.name);
+  req.pods.forEach((p, i) => {
+    if (!sitePods.includes(p)) throw invalidArgument(`pods[${i}]`, `site "${self.site}" has no pod "${p}"`);
+    if (req.pods.indexOf(p) !== i) throw invalidArgument(`pods[${i}]`, `pod "${p}" is listed twice`);
+  });
+  const named = (req.pods.length ? req.pods : sitePods).map((pod) => ({ site: self.site, pod }));
+  // A first-fit read starts here (no LAN hop); a write keeps the order it was given.
+  const asked = req.first ? podOrder(named, self.pod, op.idempotent) : named;
+  const legContext: LegContext = {
+    self,
+    topology: t,
+    op,
+    params,
+    attemptTimeoutMs,
+    first: false,
+    stream: false,
+  };
+  return {
+    ...carried(req, op, params),
+    started: c.now,
+    deadline: workDeadline(given, c.now),
+    attemptTimeoutMs,
+    hops: req.hops + 1,
+    hedge: req.hedge,
+    first: req.first,
+    legs: asked.map((p) => podLeg(legContext, p)),
+    schedule: req.first ? { kind: 'first' } : { kind: 'all', rule: undefined },
+  };
+}
+
+/** Plans a LocalRequest: the checks, then this broker's own pod, to the deadline given. */
+export function planLocal(
+  req: LocalRequest,
+  c: FederationPlanContext,
+): { op: Operation; params: JsonObject; deadline: number } {
+  checkCorrelationId(req.correlationId);
+  checkFederationRequest(c.topology, c.self, 'LocalRequest', req.target, req.hops);
+  if (req.target?.pod !== c.self.pod) {
+    throw new BrokerError(
+      status.FAILED_PRECONDITION,
+      `LocalRequest for pod "${req.target?.site}/${req.target?.pod}" reached a broker of ${c.self.site}/${c.self.pod}`,
+    );
+  }
+  const { op, params } = parseOperation(c.registry, req, 'broker');
+  const settings = c.topology.settings;
+  const deadline = Math.min(
+    c.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
+    c.callDeadline ?? Infinity,
+  );
+  return { op, params, deadline };
+}
