@@ -10,6 +10,7 @@ well-known types from libprotobuf-dev) and grpc_python_plugin (protobuf-compiler
   /usr/bin/python3 examples/clients/python/client.py --address 127.0.0.1:7111 \
       --op desktops.provision --param user=zoe --param pool=gpu --first --prefer-site eu-west
   ... --op echo --min-ok 5 --require-site us-east
+  ... --op sessions.find --param user=alice --explain   (the plan the broker would run; nothing is sent)
 
 A call that fails because a required site failed carries the partial answer as a google.rpc.Status
 detail (trailer grpc-status-details-bin); it is printed after the error.
@@ -24,14 +25,14 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "proto"))
 GEN = os.path.join(HERE, "gen")
-PROTOS = ["wanas/v1/common.proto", "wanas/v1/aggregation.proto", "google/rpc/status.proto"]
+PROTOS = ["wanas/v1/common.proto", "wanas/v1/aggregation.proto", "wanas/v1/admin.proto", "google/rpc/status.proto"]
 # google/protobuf/*.proto (well-known types) from Debian's libprotobuf-dev.
 WKT_DIR = "/usr/include"
 
 
 def generate_stubs():
     """Runs protoc once; regenerates when a .proto is newer than the stubs."""
-    marker = os.path.join(GEN, "wanas", "v1", "aggregation_pb2_grpc.py")
+    marker = os.path.join(GEN, "wanas", "v1", "admin_pb2_grpc.py")
     newest = max(os.path.getmtime(os.path.join(PROTO_DIR, p)) for p in PROTOS)
     if os.path.exists(marker) and os.path.getmtime(marker) >= newest:
         return
@@ -75,6 +76,26 @@ def partial_response(error, aggregation_pb2):
     return None
 
 
+def explain(grpc, json_format, admin_pb2, admin_pb2_grpc, args, req):
+    """Prints the plan the broker would run for `req` (AdminService.Explain): one line per leg, or JSON."""
+    with grpc.insecure_channel(args.address) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        try:
+            plan = stub.Explain(admin_pb2.ExplainRequest(request=req), timeout=3)
+        except grpc.RpcError as e:
+            print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json_format.MessageToJson(plan))
+        return 0
+    print(f"{plan.operation} planned by {plan.planned_by}: mode {plan.mode}, {len(plan.pods)} pod(s) in scope")
+    for i, leg in enumerate(plan.legs, 1):
+        brokers = " ".join(f"{e.broker_id}({e.state})" for e in leg.endpoints) or "(in-process)"
+        note = f"  SKIPPED: {leg.skipped}" if leg.skipped else ""
+        print(f"{i:3} {leg.via:6} {','.join(leg.pods):24} {leg.method:18} {brokers}{note}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="Aggregate across a wanas federation")
     ap.add_argument("--address", required=True, help="a broker, host:port")
@@ -89,13 +110,14 @@ def main():
     ap.add_argument("--min-ok", type=int, default=0, help="answer once this many pods are OK")
     ap.add_argument("--require-site", action="append", default=[], help="fail if a pod of this site fails")
     ap.add_argument("--json", action="store_true", help="print the response as proto3 JSON")
+    ap.add_argument("--explain", action="store_true", help="print the plan (AdminService.Explain); nothing is sent")
     args = ap.parse_args()
 
     generate_stubs()
     sys.path.insert(0, GEN)
     import grpc
     from google.protobuf import json_format
-    from wanas.v1 import aggregation_pb2, aggregation_pb2_grpc, common_pb2
+    from wanas.v1 import admin_pb2, admin_pb2_grpc, aggregation_pb2, aggregation_pb2_grpc, common_pb2
 
     req = aggregation_pb2.AggregateRequest(
         operation=args.op,
@@ -109,6 +131,8 @@ def main():
     req.timeout.FromMilliseconds(int(args.timeout * 1000))
     req.scope.CopyFrom(common_pb2.Scope(sites=args.scope_site, pods=args.scope_pod))
 
+    if args.explain:
+        return explain(grpc, json_format, admin_pb2, admin_pb2_grpc, args, req)
     with grpc.insecure_channel(args.address) as channel:
         stub = aggregation_pb2_grpc.AggregationServiceStub(channel)
         try:

@@ -18,7 +18,7 @@ export interface MetricSources {
 }
 
 /** The kind of request a line or metric is about. */
-export type RequestKind = 'aggregate' | 'site' | 'local';
+export type RequestKind = 'aggregate' | 'site' | 'local' | 'admin';
 
 /**
  * A broker's Prometheus metrics, in its own registry (several brokers may share a process in tests).

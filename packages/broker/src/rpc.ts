@@ -40,6 +40,8 @@ export interface Route<Req> {
   kind: RequestKind;
   /** Who may call it: a client, or a broker of the topology. */
   caller: CallerKind;
+  /** Never refused for the in-flight limit (AdminService: it must answer when the broker is saturated). */
+  unlimited?: boolean;
   /** The request's correlation id; a client request without one gets a UUID here. */
   correlationId(req: Req): string;
   operation(req: Req): string;
@@ -61,7 +63,7 @@ const CANCELLED_BY_CALLER = new Error('the caller cancelled the call');
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
 /**
- * The server's middleware: every RPC of AggregationService and FederationService goes through it, so each
+ * The server's middleware: every RPC of AggregationService, FederationService and AdminService goes through it, so each
  * concern is said once — a {@link CallContext} per call, authorization then admission (in-flight limits),
  * injected faults, the acknowledgement, one log line and one metric per call, and the mapping of any
  * error to a gRPC status (with rich details when the error carries them). Handlers stay thin.
@@ -138,7 +140,7 @@ export class Rpc {
     ctx.trace = traced.ctx;
     let release: (() => void) | undefined;
     try {
-      release = this.admit(call, route.caller);
+      release = this.admit(call, route.caller, !route.unlimited);
       const delay = route.caller === 'broker' ? this.injectedDelay() : undefined;
       if (delay) await delay;
       if (route.acknowledge && !call.cancelled) call.sendMetadata(new grpc.Metadata());
@@ -160,8 +162,9 @@ export class Rpc {
    * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and a broker
    * at its in-flight limit answers RESOURCE_EXHAUSTED at once, before any work. Returns the release.
    */
-  private admit(call: AnyCall, need: CallerKind): () => void {
+  private admit(call: AnyCall, need: CallerKind, limited: boolean): () => void {
     this.deps.security.authorize(call, need);
+    if (!limited) return () => undefined;
     const limits = this.deps.limits();
     const max = need === 'client' ? limits.maxInFlightAggregates : limits.maxInFlightFederation;
     if (this.inFlight[need] >= max) {

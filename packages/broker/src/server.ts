@@ -7,6 +7,7 @@ import {
   codeName,
   modeToJSON,
   type AggregateResponse,
+  type ExplainRequest,
   type GetStatusResponse,
   type ListOperationsResponse,
   type LocalRequest,
@@ -118,14 +119,34 @@ export interface AdminAnswers {
   operations: () => ListOperationsResponse;
 }
 
+/** An AdminService route: clients only, never refused for the in-flight limit. */
+function adminRoute<Req>(method: string, operation: (req: Req) => string = () => ''): Route<Req> {
+  return {
+    service: 'wanas.v1.AdminService',
+    method,
+    type: 'unary',
+    kind: 'admin',
+    caller: 'client',
+    unlimited: true,
+    correlationId: () => '',
+    operation,
+  };
+}
+/** The Aggregate an Explain carries (an empty one when it sent none, refused as the Aggregate would be). */
+const explainedOf = (req: ExplainRequest): AggregateRequest =>
+  (req.request ??= AggregateRequest.fromPartial({}));
+const EXPLAIN: Route<ExplainRequest> = {
+  ...adminRoute<ExplainRequest>('Explain', (req) => explainedOf(req).operation),
+  correlationId: (req) => fillCorrelationId(explainedOf(req)),
+};
+
 /**
  * The broker's gRPC services over a {@link Dispatcher}: thin handlers behind the {@link Rpc} middleware
- * (context, admission, faults, logs, metrics, errors), and AdminService (GetStatus, ListOperations) for
- * operators.
+ * (context, admission, faults, logs, metrics, errors), AdminService (GetStatus, ListOperations, Explain)
+ * for operators included.
  */
 export function createHandlers(dispatcher: Dispatcher, adminAnswers: AdminAnswers, deps: RpcDeps) {
   const rpc = new Rpc(deps);
-  const { metrics, security, log } = deps;
   const siteFields = (req: SiteRequest, res: SiteResponse) => ({ pods: res.pods.length, hops: req.hops });
 
   const aggregation = {
@@ -154,35 +175,10 @@ export function createHandlers(dispatcher: Dispatcher, adminAnswers: AdminAnswer
     localRequest: rpc.unary(LOCAL, (req, ctx) => dispatcher.local(req, ctx), localFields),
   };
 
-  /** Clients only; no admission limit (it must answer when the broker is saturated); logged when refused. */
-  const adminUnary =
-    <Res>(method: string, answer: () => Res) =>
-    (call: grpc.ServerUnaryCall<unknown, Res>, cb: grpc.sendUnaryData<Res>) => {
-      const t0 = Date.now();
-      const served = (code: number) =>
-        metrics.served('wanas.v1.AdminService', method, 'unary', code, (Date.now() - t0) / 1000);
-      try {
-        security.authorize(call, 'client');
-      } catch (e) {
-        const { err, status } = rpc.status(e, '');
-        served(err.code);
-        log.warn('served', {
-          kind: 'admin',
-          method,
-          direction: 'in',
-          peer: call.getPeer(),
-          code: codeName(err.code),
-          error: err.details,
-        });
-        return cb(status);
-      }
-      const res = answer();
-      served(grpc.status.OK);
-      cb(null, res);
-    };
   const admin = {
-    getStatus: adminUnary('GetStatus', adminAnswers.status),
-    listOperations: adminUnary('ListOperations', adminAnswers.operations),
+    getStatus: rpc.unary(adminRoute('GetStatus'), () => Promise.resolve(adminAnswers.status())),
+    listOperations: rpc.unary(adminRoute('ListOperations'), () => Promise.resolve(adminAnswers.operations())),
+    explain: rpc.unary(EXPLAIN, (req, ctx) => Promise.resolve(dispatcher.explain(explainedOf(req), ctx))),
   };
 
   return {

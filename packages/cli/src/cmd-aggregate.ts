@@ -6,16 +6,21 @@ import {
   AggregateRequest,
   AggregateResponse,
   AggregationServiceClient,
+  ExplainResponse,
   StreamAggregateResponse,
   codeName,
   msToDuration,
 } from '@wanas/proto';
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
+import { adminCall } from './admin-call';
 import { addConnectionFlags, clientChannel, type ConnectionFlags } from './credentials';
+import { formatExplain } from './format-explain';
 import { POD_HEADER, StreamTable, formatAggregate, podRow, summaryLines } from './format';
 import { collect, collectParam, parseAddress, parseDurationMs, parsePositiveInt } from './parse';
 
+/** How long an Explain may take, ms (it only plans). */
+const EXPLAIN_TIMEOUT_MS = 3000;
 /** Extra time the client's gRPC deadline allows past the request's timeout, so the partial answer arrives. */
 const CLIENT_DEADLINE_SLACK_MS = 2000;
 
@@ -38,6 +43,7 @@ interface AggregateOptions {
   preferSite?: string[];
   minOk?: number;
   requireSite?: string[];
+  explain?: boolean;
 }
 
 function buildRequest(o: AggregateOptions): AggregateRequest {
@@ -131,6 +137,10 @@ export function registerAggregate(program: Command): void {
     .option('--min-ok <n>', 'answer once this many pods are OK; cancel the rest', parsePositiveInt)
     .option('--require-site <site>', 'fail the call if a pod of this site fails (repeatable)', collect)
     .option('--stream', 'print pods as they arrive (StreamAggregate)')
+    .option(
+      '--explain',
+      'print the plan the broker would run now (AdminService.Explain): legs, brokers and their state; nothing is sent',
+    )
     .option('--json', 'print the response as proto3 JSON');
   addConnectionFlags(cmd).action(async (o: AggregateOptions & ConnectionFlags) => {
     let req: AggregateRequest;
@@ -145,6 +155,7 @@ export function registerAggregate(program: Command): void {
     } catch (e) {
       program.error(`error: ${(e as Error).message}`, { exitCode: 2 });
     }
+    if (o.explain) return explainPlan(program, o, req);
     const client = new AggregationServiceClient(o.address, channel.credentials, channel.options);
     const deadline = Date.now() + (o.timeout ?? 5000) + CLIENT_DEADLINE_SLACK_MS;
     try {
@@ -185,4 +196,15 @@ async function stream(
     call.on('end', resolve);
     call.on('error', reject);
   });
+}
+
+/** `--explain`: the plan, through AdminService.Explain (a table, or proto3 JSON with --json). */
+function explainPlan(program: Command, o: AggregateOptions & ConnectionFlags, req: AggregateRequest) {
+  return adminCall<ExplainResponse>(
+    program,
+    { ...o, timeout: EXPLAIN_TIMEOUT_MS },
+    'explain the request',
+    (c, opts, cb) => c.explain({ request: req }, new grpc.Metadata(), opts, cb),
+    (res) => (o.json ? JSON.stringify(ExplainResponse.toJSON(res), null, 2) : formatExplain(res)),
+  );
 }

@@ -2,12 +2,11 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { codeName, isFailoverCode, type Endpoint, type TargetList } from '@wanas/proto';
 import type { CancellableCall } from './calls';
 import {
-  DEFAULT_HEDGE_DELAY_MS,
   DeadlineReached,
   MAX_HEDGES_PER_REQUEST,
-  MIN_HEDGE_DELAY_MS,
   RECONNECT_WAIT_MS,
   SILENT_SLACK_MS,
+  hedgeDelayMs,
   neverReachedPeer,
   type AttemptRecord,
   type ConnectionIteratorOptions,
@@ -246,11 +245,7 @@ export class AttemptLoop<C, R> {
     if (!this.hedging || this.hedges >= MAX_HEDGES_PER_REQUEST || this.next >= this.order.length) return;
     if (this.hedgeTimer) return;
     const delay =
-      opts.hedge!.delayMs ??
-      Math.max(
-        MIN_HEDGE_DELAY_MS,
-        Math.min(opts.source.latencyP95Ms?.(endpoint) ?? DEFAULT_HEDGE_DELAY_MS, opts.attemptTimeoutMs / 2),
-      );
+      opts.hedge!.delayMs ?? hedgeDelayMs(opts.source.latencyP95Ms?.(endpoint), opts.attemptTimeoutMs);
     this.hedgeTimer = setTimeout(() => this.handleHedgeDelay(), delay);
   }
 

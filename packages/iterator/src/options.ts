@@ -8,6 +8,14 @@ import type { HedgeBudget } from './hedge-budget';
 export const DEFAULT_HEDGE_DELAY_MS = 50;
 /** Lower bound of a p95-derived hedge delay, so a very fast peer is not hedged on noise. */
 export const MIN_HEDGE_DELAY_MS = 2;
+/**
+ * When a hedge backs up an attempt: the endpoint's p95 latency (or {@link DEFAULT_HEDGE_DELAY_MS} before
+ * any), never more than half the attempt timeout (a p95 inflated by a few old outliers would leave a frozen
+ * endpoint unhedged until it times out), never less than {@link MIN_HEDGE_DELAY_MS}.
+ */
+export function hedgeDelayMs(p95Ms: number | undefined, attemptTimeoutMs: number): number {
+  return Math.max(MIN_HEDGE_DELAY_MS, Math.min(p95Ms ?? DEFAULT_HEDGE_DELAY_MS, attemptTimeoutMs / 2));
+}
 /** Hedges one request may send (each backs up the attempt before it), budget permitting. */
 export const MAX_HEDGES_PER_REQUEST = 2;
 /**

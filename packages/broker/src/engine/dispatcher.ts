@@ -12,6 +12,7 @@ import {
   msToDuration,
   type AggregateRequest,
   type AggregateResponse,
+  type ExplainResponse,
   type LocalRequest,
   type LocalResponse,
   type PodResult,
@@ -28,6 +29,7 @@ import type { JsonObject, Operation } from '../operations/types';
 import type { PodState } from '../store/pod-state';
 import type { BrokerInfo, Topology } from '../topology';
 import { execute } from './executor';
+import { explain } from './explain';
 import { LegRunner } from './legs';
 import type { AggregatePlan, Plan } from './model';
 import { requiredSitesFailure } from './modes/required-sites';
@@ -66,6 +68,12 @@ export class Dispatcher {
       req.correlationId ? req : { ...req, correlationId: randomUUID() },
       this.planContext(ctx.deadline, streaming),
     );
+  }
+
+  /** `Explain`: the plan an Aggregate would run now, with each leg's brokers and their state; nothing is sent. */
+  explain(req: AggregateRequest, ctx: Pick<CallContext, 'deadline'>): ExplainResponse {
+    const plan = this.planAggregate(req, ctx);
+    return explain(plan, { cm: this.deps.cm, brokerId: this.deps.self.id, now: Date.now() });
   }
 
   /**

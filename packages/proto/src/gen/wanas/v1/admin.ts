@@ -20,6 +20,7 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
 import { Struct } from "../../google/protobuf/struct";
+import { AggregateRequest } from "./aggregation";
 
 /** ListOperationsRequest has no fields. */
 export interface ListOperationsRequest {
@@ -191,6 +192,101 @@ export interface StoreHealth {
     | undefined;
   /** For unreachable: why. */
   reason: string;
+}
+
+/** ExplainRequest holds the Aggregate to explain (as StreamAggregateRequest does for StreamAggregate). */
+export interface ExplainRequest {
+  /** The request exactly as it would be sent to Aggregate. */
+  request: AggregateRequest | undefined;
+}
+
+/** ExplainResponse is the plan an Aggregate would run now on the broker asked, without running it. */
+export interface ExplainResponse {
+  /** The correlation id the plan was made under (the request's, or a new one). */
+  correlationId: string;
+  /** The operation. */
+  operation: string;
+  /** all (every leg at once) or first (one leg after another until a pod answers OK). */
+  mode: string;
+  /** How long from now the entry would wait: a margin before the earlier of timeout and the caller's deadline. */
+  deadline:
+    | Duration
+    | undefined;
+  /** Whether its attempts would hedge. */
+  hedge: boolean;
+  /** MODE_ALL: answer once this many pods are OK (0: wait for every pod). */
+  minOk: number;
+  /** MODE_ALL: sites whose pods must all be OK. */
+  requiredSites: string[];
+  /** MODE_FIRST: the sites tried first, in order. */
+  preferSites: string[];
+  /** Every pod in scope, in topology order, as site/pod. */
+  pods: string[];
+  /** The legs, in the order they would run. */
+  legs: ExplainedLeg[];
+  /** The broker that made the plan. */
+  plannedBy: string;
+}
+
+/** ExplainedLeg is one leg of a plan: where it goes, through which brokers, and what it would cost. */
+export interface ExplainedLeg {
+  /**
+   * own (this broker's pod, in-process), local (a LocalRequest to a pod of this site) or site (a SiteRequest
+   * to a remote site's representative, which asks the site's pods over its LAN).
+   */
+  via: string;
+  /** The site it goes to. */
+  site: string;
+  /** The pods it answers for, in the order asked, as site/pod. */
+  pods: string[];
+  /** in-process, LocalRequest, SiteRequest or StreamSiteRequest. */
+  method: string;
+  /** The target's state now: up, degraded or down (empty for the own pod). */
+  targetState: string;
+  /** Set when the leg would fail at once, sending nothing: its target is known down, since when and why. */
+  skipped: string;
+  /** The brokers its attempts would try, best first, as the connection manager ranks them now. */
+  endpoints: ExplainedEndpoint[];
+  /** Each attempt's timeout. */
+  attemptTimeout:
+    | Duration
+    | undefined;
+  /** The first broker's fastest usual answer (about one round trip); unset before any was measured. */
+  expectedLatency:
+    | Duration
+    | undefined;
+  /** When a hedge would back up the first attempt (unset when the plan does not hedge). */
+  hedgeDelay:
+    | Duration
+    | undefined;
+  /** The deadline the next hop would be given (a SiteRequest: what the attempt leaves, minus a round trip). */
+  hopDeadline:
+    | Duration
+    | undefined;
+  /** The params it would send (shaped for its site or pod). */
+  params:
+    | { [key: string]: any }
+    | undefined;
+  /** A SiteRequest's pods field: the pods named, in the order to ask them (empty: every pod of the site). */
+  sitePods: string[];
+}
+
+/** ExplainedEndpoint is one broker a leg may try. */
+export interface ExplainedEndpoint {
+  /** The broker's id. */
+  brokerId: string;
+  /** The address dialled. */
+  address: string;
+  /** Its health: idle, connecting, ready, reconnecting, failing or down. */
+  state: string;
+  /** Why it entered that state. */
+  stateReason: string;
+  /** Its fastest usual answer (unset before any). */
+  latencyFloor:
+    | Duration
+    | undefined;
+  /** Its p95 latency, the hedge delay (unset before any). */
+  latencyP95: Duration | undefined;
 }
 
 function createBaseListOperationsRequest(): ListOperationsRequest {
@@ -1760,6 +1856,816 @@ export const StoreHealth: MessageFns<StoreHealth> = {
   },
 };
 
+function createBaseExplainRequest(): ExplainRequest {
+  return { request: undefined };
+}
+
+export const ExplainRequest: MessageFns<ExplainRequest> = {
+  encode(message: ExplainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.request !== undefined) {
+      AggregateRequest.encode(message.request, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplainRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.request = AggregateRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplainRequest {
+    return { request: isSet(object.request) ? AggregateRequest.fromJSON(object.request) : undefined };
+  },
+
+  toJSON(message: ExplainRequest): unknown {
+    const obj: any = {};
+    if (message.request !== undefined) {
+      obj.request = AggregateRequest.toJSON(message.request);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplainRequest>, I>>(base?: I): ExplainRequest {
+    return ExplainRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplainRequest>, I>>(object: I): ExplainRequest {
+    const message = createBaseExplainRequest();
+    message.request = (object.request !== undefined && object.request !== null)
+      ? AggregateRequest.fromPartial(object.request)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseExplainResponse(): ExplainResponse {
+  return {
+    correlationId: "",
+    operation: "",
+    mode: "",
+    deadline: undefined,
+    hedge: false,
+    minOk: 0,
+    requiredSites: [],
+    preferSites: [],
+    pods: [],
+    legs: [],
+    plannedBy: "",
+  };
+}
+
+export const ExplainResponse: MessageFns<ExplainResponse> = {
+  encode(message: ExplainResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.correlationId !== "") {
+      writer.uint32(10).string(message.correlationId);
+    }
+    if (message.operation !== "") {
+      writer.uint32(18).string(message.operation);
+    }
+    if (message.mode !== "") {
+      writer.uint32(26).string(message.mode);
+    }
+    if (message.deadline !== undefined) {
+      Duration.encode(message.deadline, writer.uint32(34).fork()).join();
+    }
+    if (message.hedge !== false) {
+      writer.uint32(40).bool(message.hedge);
+    }
+    if (message.minOk !== 0) {
+      writer.uint32(48).uint32(message.minOk);
+    }
+    for (const v of message.requiredSites) {
+      writer.uint32(58).string(v!);
+    }
+    for (const v of message.preferSites) {
+      writer.uint32(66).string(v!);
+    }
+    for (const v of message.pods) {
+      writer.uint32(74).string(v!);
+    }
+    for (const v of message.legs) {
+      ExplainedLeg.encode(v!, writer.uint32(82).fork()).join();
+    }
+    if (message.plannedBy !== "") {
+      writer.uint32(90).string(message.plannedBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplainResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.correlationId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.mode = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.deadline = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.hedge = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.minOk = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.requiredSites.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.preferSites.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.pods.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.legs.push(ExplainedLeg.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.plannedBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplainResponse {
+    return {
+      correlationId: isSet(object.correlationId)
+        ? globalThis.String(object.correlationId)
+        : isSet(object.correlation_id)
+        ? globalThis.String(object.correlation_id)
+        : "",
+      operation: isSet(object.operation) ? globalThis.String(object.operation) : "",
+      mode: isSet(object.mode) ? globalThis.String(object.mode) : "",
+      deadline: isSet(object.deadline) ? Duration.fromJSON(object.deadline) : undefined,
+      hedge: isSet(object.hedge) ? globalThis.Boolean(object.hedge) : false,
+      minOk: isSet(object.minOk)
+        ? globalThis.Number(object.minOk)
+        : isSet(object.min_ok)
+        ? globalThis.Number(object.min_ok)
+        : 0,
+      requiredSites: globalThis.Array.isArray(object?.requiredSites)
+        ? object.requiredSites.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.required_sites)
+        ? object.required_sites.map((e: any) => globalThis.String(e))
+        : [],
+      preferSites: globalThis.Array.isArray(object?.preferSites)
+        ? object.preferSites.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.prefer_sites)
+        ? object.prefer_sites.map((e: any) => globalThis.String(e))
+        : [],
+      pods: globalThis.Array.isArray(object?.pods) ? object.pods.map((e: any) => globalThis.String(e)) : [],
+      legs: globalThis.Array.isArray(object?.legs) ? object.legs.map((e: any) => ExplainedLeg.fromJSON(e)) : [],
+      plannedBy: isSet(object.plannedBy)
+        ? globalThis.String(object.plannedBy)
+        : isSet(object.planned_by)
+        ? globalThis.String(object.planned_by)
+        : "",
+    };
+  },
+
+  toJSON(message: ExplainResponse): unknown {
+    const obj: any = {};
+    if (message.correlationId !== "") {
+      obj.correlationId = message.correlationId;
+    }
+    if (message.operation !== "") {
+      obj.operation = message.operation;
+    }
+    if (message.mode !== "") {
+      obj.mode = message.mode;
+    }
+    if (message.deadline !== undefined) {
+      obj.deadline = Duration.toJSON(message.deadline);
+    }
+    if (message.hedge !== false) {
+      obj.hedge = message.hedge;
+    }
+    if (message.minOk !== 0) {
+      obj.minOk = Math.round(message.minOk);
+    }
+    if (message.requiredSites?.length) {
+      obj.requiredSites = message.requiredSites;
+    }
+    if (message.preferSites?.length) {
+      obj.preferSites = message.preferSites;
+    }
+    if (message.pods?.length) {
+      obj.pods = message.pods;
+    }
+    if (message.legs?.length) {
+      obj.legs = message.legs.map((e) => ExplainedLeg.toJSON(e));
+    }
+    if (message.plannedBy !== "") {
+      obj.plannedBy = message.plannedBy;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplainResponse>, I>>(base?: I): ExplainResponse {
+    return ExplainResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplainResponse>, I>>(object: I): ExplainResponse {
+    const message = createBaseExplainResponse();
+    message.correlationId = object.correlationId ?? "";
+    message.operation = object.operation ?? "";
+    message.mode = object.mode ?? "";
+    message.deadline = (object.deadline !== undefined && object.deadline !== null)
+      ? Duration.fromPartial(object.deadline)
+      : undefined;
+    message.hedge = object.hedge ?? false;
+    message.minOk = object.minOk ?? 0;
+    message.requiredSites = object.requiredSites?.map((e) => e) || [];
+    message.preferSites = object.preferSites?.map((e) => e) || [];
+    message.pods = object.pods?.map((e) => e) || [];
+    message.legs = object.legs?.map((e) => ExplainedLeg.fromPartial(e)) || [];
+    message.plannedBy = object.plannedBy ?? "";
+    return message;
+  },
+};
+
+function createBaseExplainedLeg(): ExplainedLeg {
+  return {
+    via: "",
+    site: "",
+    pods: [],
+    method: "",
+    targetState: "",
+    skipped: "",
+    endpoints: [],
+    attemptTimeout: undefined,
+    expectedLatency: undefined,
+    hedgeDelay: undefined,
+    hopDeadline: undefined,
+    params: undefined,
+    sitePods: [],
+  };
+}
+
+export const ExplainedLeg: MessageFns<ExplainedLeg> = {
+  encode(message: ExplainedLeg, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.via !== "") {
+      writer.uint32(10).string(message.via);
+    }
+    if (message.site !== "") {
+      writer.uint32(18).string(message.site);
+    }
+    for (const v of message.pods) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.method !== "") {
+      writer.uint32(34).string(message.method);
+    }
+    if (message.targetState !== "") {
+      writer.uint32(42).string(message.targetState);
+    }
+    if (message.skipped !== "") {
+      writer.uint32(50).string(message.skipped);
+    }
+    for (const v of message.endpoints) {
+      ExplainedEndpoint.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.attemptTimeout !== undefined) {
+      Duration.encode(message.attemptTimeout, writer.uint32(66).fork()).join();
+    }
+    if (message.expectedLatency !== undefined) {
+      Duration.encode(message.expectedLatency, writer.uint32(74).fork()).join();
+    }
+    if (message.hedgeDelay !== undefined) {
+      Duration.encode(message.hedgeDelay, writer.uint32(82).fork()).join();
+    }
+    if (message.hopDeadline !== undefined) {
+      Duration.encode(message.hopDeadline, writer.uint32(90).fork()).join();
+    }
+    if (message.params !== undefined) {
+      Struct.encode(Struct.wrap(message.params), writer.uint32(98).fork()).join();
+    }
+    for (const v of message.sitePods) {
+      writer.uint32(106).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainedLeg {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplainedLeg();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.via = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.site = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pods.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.targetState = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.skipped = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.endpoints.push(ExplainedEndpoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.attemptTimeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.expectedLatency = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.hedgeDelay = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.hopDeadline = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.params = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.sitePods.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplainedLeg {
+    return {
+      via: isSet(object.via) ? globalThis.String(object.via) : "",
+      site: isSet(object.site) ? globalThis.String(object.site) : "",
+      pods: globalThis.Array.isArray(object?.pods) ? object.pods.map((e: any) => globalThis.String(e)) : [],
+      method: isSet(object.method) ? globalThis.String(object.method) : "",
+      targetState: isSet(object.targetState)
+        ? globalThis.String(object.targetState)
+        : isSet(object.target_state)
+        ? globalThis.String(object.target_state)
+        : "",
+      skipped: isSet(object.skipped) ? globalThis.String(object.skipped) : "",
+      endpoints: globalThis.Array.isArray(object?.endpoints)
+        ? object.endpoints.map((e: any) => ExplainedEndpoint.fromJSON(e))
+        : [],
+      attemptTimeout: isSet(object.attemptTimeout)
+        ? Duration.fromJSON(object.attemptTimeout)
+        : isSet(object.attempt_timeout)
+        ? Duration.fromJSON(object.attempt_timeout)
+        : undefined,
+      expectedLatency: isSet(object.expectedLatency)
+        ? Duration.fromJSON(object.expectedLatency)
+        : isSet(object.expected_latency)
+        ? Duration.fromJSON(object.expected_latency)
+        : undefined,
+      hedgeDelay: isSet(object.hedgeDelay)
+        ? Duration.fromJSON(object.hedgeDelay)
+        : isSet(object.hedge_delay)
+        ? Duration.fromJSON(object.hedge_delay)
+        : undefined,
+      hopDeadline: isSet(object.hopDeadline)
+        ? Duration.fromJSON(object.hopDeadline)
+        : isSet(object.hop_deadline)
+        ? Duration.fromJSON(object.hop_deadline)
+        : undefined,
+      params: isObject(object.params) ? object.params : undefined,
+      sitePods: globalThis.Array.isArray(object?.sitePods)
+        ? object.sitePods.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.site_pods)
+        ? object.site_pods.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ExplainedLeg): unknown {
+    const obj: any = {};
+    if (message.via !== "") {
+      obj.via = message.via;
+    }
+    if (message.site !== "") {
+      obj.site = message.site;
+    }
+    if (message.pods?.length) {
+      obj.pods = message.pods;
+    }
+    if (message.method !== "") {
+      obj.method = message.method;
+    }
+    if (message.targetState !== "") {
+      obj.targetState = message.targetState;
+    }
+    if (message.skipped !== "") {
+      obj.skipped = message.skipped;
+    }
+    if (message.endpoints?.length) {
+      obj.endpoints = message.endpoints.map((e) => ExplainedEndpoint.toJSON(e));
+    }
+    if (message.attemptTimeout !== undefined) {
+      obj.attemptTimeout = Duration.toJSON(message.attemptTimeout);
+    }
+    if (message.expectedLatency !== undefined) {
+      obj.expectedLatency = Duration.toJSON(message.expectedLatency);
+    }
+    if (message.hedgeDelay !== undefined) {
+      obj.hedgeDelay = Duration.toJSON(message.hedgeDelay);
+    }
+    if (message.hopDeadline !== undefined) {
+      obj.hopDeadline = Duration.toJSON(message.hopDeadline);
+    }
+    if (message.params !== undefined) {
+      obj.params = message.params;
+    }
+    if (message.sitePods?.length) {
+      obj.sitePods = message.sitePods;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplainedLeg>, I>>(base?: I): ExplainedLeg {
+    return ExplainedLeg.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplainedLeg>, I>>(object: I): ExplainedLeg {
+    const message = createBaseExplainedLeg();
+    message.via = object.via ?? "";
+    message.site = object.site ?? "";
+    message.pods = object.pods?.map((e) => e) || [];
+    message.method = object.method ?? "";
+    message.targetState = object.targetState ?? "";
+    message.skipped = object.skipped ?? "";
+    message.endpoints = object.endpoints?.map((e) => ExplainedEndpoint.fromPartial(e)) || [];
+    message.attemptTimeout = (object.attemptTimeout !== undefined && object.attemptTimeout !== null)
+      ? Duration.fromPartial(object.attemptTimeout)
+      : undefined;
+    message.expectedLatency = (object.expectedLatency !== undefined && object.expectedLatency !== null)
+      ? Duration.fromPartial(object.expectedLatency)
+      : undefined;
+    message.hedgeDelay = (object.hedgeDelay !== undefined && object.hedgeDelay !== null)
+      ? Duration.fromPartial(object.hedgeDelay)
+      : undefined;
+    message.hopDeadline = (object.hopDeadline !== undefined && object.hopDeadline !== null)
+      ? Duration.fromPartial(object.hopDeadline)
+      : undefined;
+    message.params = object.params ?? undefined;
+    message.sitePods = object.sitePods?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseExplainedEndpoint(): ExplainedEndpoint {
+  return { brokerId: "", address: "", state: "", stateReason: "", latencyFloor: undefined, latencyP95: undefined };
+}
+
+export const ExplainedEndpoint: MessageFns<ExplainedEndpoint> = {
+  encode(message: ExplainedEndpoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.brokerId !== "") {
+      writer.uint32(10).string(message.brokerId);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.stateReason !== "") {
+      writer.uint32(34).string(message.stateReason);
+    }
+    if (message.latencyFloor !== undefined) {
+      Duration.encode(message.latencyFloor, writer.uint32(42).fork()).join();
+    }
+    if (message.latencyP95 !== undefined) {
+      Duration.encode(message.latencyP95, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainedEndpoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplainedEndpoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.brokerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.stateReason = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.latencyFloor = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.latencyP95 = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplainedEndpoint {
+    return {
+      brokerId: isSet(object.brokerId)
+        ? globalThis.String(object.brokerId)
+        : isSet(object.broker_id)
+        ? globalThis.String(object.broker_id)
+        : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      stateReason: isSet(object.stateReason)
+        ? globalThis.String(object.stateReason)
+        : isSet(object.state_reason)
+        ? globalThis.String(object.state_reason)
+        : "",
+      latencyFloor: isSet(object.latencyFloor)
+        ? Duration.fromJSON(object.latencyFloor)
+        : isSet(object.latency_floor)
+        ? Duration.fromJSON(object.latency_floor)
+        : undefined,
+      latencyP95: isSet(object.latencyP95)
+        ? Duration.fromJSON(object.latencyP95)
+        : isSet(object.latency_p95)
+        ? Duration.fromJSON(object.latency_p95)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ExplainedEndpoint): unknown {
+    const obj: any = {};
+    if (message.brokerId !== "") {
+      obj.brokerId = message.brokerId;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.stateReason !== "") {
+      obj.stateReason = message.stateReason;
+    }
+    if (message.latencyFloor !== undefined) {
+      obj.latencyFloor = Duration.toJSON(message.latencyFloor);
+    }
+    if (message.latencyP95 !== undefined) {
+      obj.latencyP95 = Duration.toJSON(message.latencyP95);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplainedEndpoint>, I>>(base?: I): ExplainedEndpoint {
+    return ExplainedEndpoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplainedEndpoint>, I>>(object: I): ExplainedEndpoint {
+    const message = createBaseExplainedEndpoint();
+    message.brokerId = object.brokerId ?? "";
+    message.address = object.address ?? "";
+    message.state = object.state ?? "";
+    message.stateReason = object.stateReason ?? "";
+    message.latencyFloor = (object.latencyFloor !== undefined && object.latencyFloor !== null)
+      ? Duration.fromPartial(object.latencyFloor)
+      : undefined;
+    message.latencyP95 = (object.latencyP95 !== undefined && object.latencyP95 !== null)
+      ? Duration.fromPartial(object.latencyP95)
+      : undefined;
+    return message;
+  },
+};
+
 /** AdminService is for operators: a broker's own view of the federation (`wanas status`). */
 export type AdminServiceService = typeof AdminServiceService;
 export const AdminServiceService = {
@@ -1785,6 +2691,21 @@ export const AdminServiceService = {
       Buffer.from(ListOperationsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListOperationsResponse => ListOperationsResponse.decode(value),
   },
+  /**
+   * Explain returns the plan this broker would run for an AggregateRequest now, without running it: the
+   * legs in order, the brokers each would try and their state, what is known down and why, expected
+   * latencies from measured round trips, hedge delays and each hop's deadline. Bad input is refused as the
+   * Aggregate would refuse it.
+   */
+  explain: {
+    path: "/wanas.v1.AdminService/Explain" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ExplainRequest): Buffer => Buffer.from(ExplainRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExplainRequest => ExplainRequest.decode(value),
+    responseSerialize: (value: ExplainResponse): Buffer => Buffer.from(ExplainResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExplainResponse => ExplainResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -1792,6 +2713,13 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   getStatus: handleUnaryCall<GetStatusRequest, GetStatusResponse>;
   /** ListOperations returns the operations this broker serves: what a client can call, and with which params. */
   listOperations: handleUnaryCall<ListOperationsRequest, ListOperationsResponse>;
+  /**
+   * Explain returns the plan this broker would run for an AggregateRequest now, without running it: the
+   * legs in order, the brokers each would try and their state, what is known down and why, expected
+   * latencies from measured round trips, hedge delays and each hop's deadline. Bad input is refused as the
+   * Aggregate would refuse it.
+   */
+  explain: handleUnaryCall<ExplainRequest, ExplainResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -1826,6 +2754,27 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListOperationsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Explain returns the plan this broker would run for an AggregateRequest now, without running it: the
+   * legs in order, the brokers each would try and their state, what is known down and why, expected
+   * latencies from measured round trips, hedge delays and each hop's deadline. Bad input is refused as the
+   * Aggregate would refuse it.
+   */
+  explain(
+    request: ExplainRequest,
+    callback: (error: ServiceError | null, response: ExplainResponse) => void,
+  ): ClientUnaryCall;
+  explain(
+    request: ExplainRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExplainResponse) => void,
+  ): ClientUnaryCall;
+  explain(
+    request: ExplainRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExplainResponse) => void,
   ): ClientUnaryCall;
 }
 

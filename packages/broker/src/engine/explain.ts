@@ -1,0 +1,99 @@
+/**
+ * `Explain`: the plan an Aggregate would run now, shown without running it — the legs in order, the
+ * brokers each would try (ranked by the connection manager as a request would see them) and their state,
+ * what would fail at once as known down and why, expected latencies from measured round trips, hedge
+ * delays and the deadline each hop would be given.
+ */
+import type { ConnectionManager } from '@wanas/connection-manager';
+import { hedgeDelayMs } from '@wanas/iterator';
+import { msToDuration, type Duration, type ExplainResponse, type ExplainedLeg } from '@wanas/proto';
+import { key, type AggregatePlan, type Leg } from './model';
+
+/** What explaining reads: the connection manager's view of every target, and the time. */
+export interface ExplainDeps {
+  cm: ConnectionManager;
+  brokerId: string;
+  now: number;
+}
+
+const ms = (x: number | undefined): Duration | undefined => (x === undefined ? undefined : msToDuration(x));
+
+/** The plan as an operator reads it. */
+export function explain(plan: AggregatePlan, d: ExplainDeps): ExplainResponse {
+  const { mode } = plan;
+  return {
+    correlationId: plan.correlationId,
+    operation: plan.op.name,
+    mode: mode.kind,
+    deadline: msToDuration(Math.max(0, plan.deadline - d.now)),
+    hedge: plan.hedge,
+    minOk: mode.kind === 'all' ? mode.minOk : 0,
+    requiredSites: mode.kind === 'all' ? [...mode.requiredSites] : [],
+    preferSites: mode.kind === 'first' ? [...mode.preferSites] : [],
+    pods: plan.pods.map(key),
+    legs: plan.legs.map((leg) => explainLeg(plan, leg, d)),
+    plannedBy: d.brokerId,
+  };
+}
+
+/** One leg: where it goes, through which brokers in which order, and what it would cost. */
+function explainLeg(plan: AggregatePlan, leg: Leg, d: ExplainDeps): ExplainedLeg {
+  const base = {
+    via: leg.via,
+    site: leg.site,
+    pods: leg.pods.map(key),
+    method: leg.method,
+    attemptTimeout: msToDuration(leg.attemptTimeoutMs),
+    params: leg.params,
+    sitePods: leg.sitePods,
+  };
+  const left = Math.max(0, plan.deadline - d.now);
+  if (!leg.target)
+    return {
+      ...base,
+      targetState: '',
+      skipped: '',
+      endpoints: [],
+      expectedLatency: undefined,
+      hedgeDelay: undefined,
+      hopDeadline: msToDuration(left),
+    };
+  const { cm } = d;
+  const rows = new Map(cm.snapshot().map((r) => [r.address, r]));
+  const prefer = leg.preferBrokers.length
+    ? (ep: { brokerId: string }) => leg.preferBrokers.includes(ep.brokerId)
+    : undefined;
+  const ordered = cm.order(leg.target, prefer);
+  const endpoints = ordered.map((ep) => {
+    const row = rows.get(ep.address);
+    return {
+      brokerId: ep.brokerId,
+      address: ep.address,
+      state: row?.state ?? 'idle',
+      stateReason: row?.stateReason ?? '',
+      latencyFloor: ms(cm.latencyFloorMs(ep)),
+      latencyP95: ms(cm.latencyP95Ms(ep)),
+    };
+  });
+  const first = ordered[0];
+  const floor = first && cm.latencyFloorMs(first);
+  const down = cm.targetDown(leg.target);
+  const group = cm.targets().find((t) => t.site === leg.target!.site && t.pod === leg.target!.pod);
+  // A SiteRequest's representative works to what the attempt leaves minus about one round trip.
+  const attemptLeft = Math.min(left, leg.attemptTimeoutMs);
+  const trip = leg.via === 'site' ? Math.min(floor ?? 0, attemptLeft / 4) : 0;
+  return {
+    ...base,
+    targetState: group?.state ?? 'up',
+    skipped: down
+      ? `known down for ${Math.round(d.now - down.since)} ms (${down.reason}): would answer UNAVAILABLE at once, sending nothing`
+      : '',
+    endpoints,
+    expectedLatency: ms(floor),
+    hedgeDelay:
+      plan.hedge && first
+        ? msToDuration(hedgeDelayMs(cm.latencyP95Ms(first), leg.attemptTimeoutMs))
+        : undefined,
+    hopDeadline: msToDuration(Math.max(1, attemptLeft - trip)),
+  };
+}
