@@ -3,10 +3,11 @@
  * packages). Cycles count type-only imports too (`tsPreCompilationDeps`); the layering rules look at what
  * is loaded at run time (a type-only import is erased). Direction:
  *   proto ← iterator, connection-manager ← broker ← cli            (what the broker image holds)
- *   broker ← devfed ← bench, k8s                                    (development packages)
+ *   topology ← broker, cli, devfed, k8s                              (the topology, without the broker runtime)
+ *   topology ← devfed ← bench, k8s                                  (development packages: never the broker)
  * and the runtime packages never load a development package (the CLI loads them by name, on demand).
  */
-const runtime = '^packages/(proto|iterator|operations|connection-manager|broker|cli)/src';
+const runtime = '^packages/(proto|iterator|operations|topology|connection-manager|broker|cli)/src';
 const dev = '^packages/(devfed|bench|k8s)/';
 const notTests = '\\.test\\.ts$';
 
@@ -34,6 +35,20 @@ module.exports = {
       to: { path: '^packages/(?!operations/)[^/]+/' },
     },
     {
+      name: 'topology-stands-alone',
+      comment: 'tools read a topology without loading the broker runtime',
+      severity: 'error',
+      from: { path: '^packages/topology/src', pathNot: notTests },
+      to: { path: '^packages/(?!topology/)[^/]+/' },
+    },
+    {
+      name: 'dev-packages-not-on-the-broker',
+      comment: 'devfed, bench and k8s run brokers as processes; they read topologies through @wanas/topology',
+      severity: 'error',
+      from: { path: dev, pathNot: notTests },
+      to: { path: '^packages/broker/' },
+    },
+    {
       name: 'iterator-and-connection-manager-on-proto-only',
       severity: 'error',
       from: { path: '^packages/(iterator|connection-manager)/src', pathNot: notTests },
@@ -51,7 +66,21 @@ module.exports = {
         'the engine plans and runs requests; the gRPC server and the broker process use it, not the reverse',
       severity: 'error',
       from: { path: '^packages/broker/src/engine/', pathNot: notTests },
-      to: { path: '^packages/broker/src/(server|rpc|broker|broker-servers|broker-status|reflection)\\.ts$' },
+      to: { path: '^packages/broker/src/(server/|broker\\.ts|broker-status\\.ts)' },
+    },
+    {
+      name: 'telemetry-below-everything',
+      comment: 'logs, metrics and traces are told what happens; they decide nothing and call nothing back',
+      severity: 'error',
+      from: { path: '^packages/broker/src/telemetry/', pathNot: notTests },
+      to: { path: '^packages/broker/src/(engine|server|operations|store)/|^packages/broker/src/broker' },
+    },
+    {
+      name: 'operations-and-store-below-the-engine',
+      comment: 'the built-in operations and the pod store know nothing of how requests are planned or served',
+      severity: 'error',
+      from: { path: '^packages/broker/src/(operations|store)/', pathNot: notTests },
+      to: { path: '^packages/broker/src/(engine|server)/|^packages/broker/src/broker' },
     },
     {
       name: 'engine-model-stands-alone',

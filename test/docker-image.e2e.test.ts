@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
-import { loadTopology } from '@wanas/broker';
+import { loadTopology } from '@wanas/topology';
 import { waitServing } from '@wanas/devfed';
 import { K8S_PORTS } from '@wanas/k8s';
 import { ROOT, freePorts } from './support/federation';

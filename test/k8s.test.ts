@@ -3,7 +3,7 @@
  * Kubernetes OpenAPI schema (kubernetes-models), then checks what the schema cannot: that the pieces fit
  * together (selectors, probes, ports, the topology in the ConfigMap, grace periods, security).
  */
-import { parseTopology } from '@wanas/broker';
+import { parseTopology } from '@wanas/topology';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';

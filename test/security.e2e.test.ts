@@ -16,7 +16,7 @@ import {
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { hashToken } from '@wanas/broker';
+import { hashToken } from '@wanas/topology';
 import { createTlsDir, reissueCertificate } from '@wanas/devfed';
 import { Federation } from './support/federation';
 

@@ -2,7 +2,7 @@ import type { ConnectionManager } from '@wanas/connection-manager';
 import type { HedgeBudget } from '@wanas/iterator';
 import { msToDuration, type GetStatusResponse } from '@wanas/proto';
 import type { PodState } from './store/pod-state';
-import type { BrokerInfo, Topology } from './topology';
+import type { BrokerInfo, Topology } from '@wanas/topology';
 
 /** What a broker's status is made of. */
 export interface StatusSources {

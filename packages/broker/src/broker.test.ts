@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { freePorts } from '@wanas/devfed';
 import { startBroker, type BrokerHandle } from './broker';
-import { createLogger } from './logger';
+import { createLogger } from './telemetry/logger';
 
 const logger = createLogger({ silent: true });
 

@@ -2,23 +2,23 @@ import { ConnectionManager, type ConnectionManagerOptions, type PeerGroup } from
 import { HedgeBudget } from '@wanas/iterator';
 import { GetStatusResponse } from '@wanas/proto';
 import type { Logger } from 'winston';
-import { BrokerServers } from './broker-servers';
+import { BrokerServers } from './server/broker-servers';
 import { brokerStatus } from './broker-status';
 import { Dispatcher } from './engine/dispatcher';
-import { createLogger } from './logger';
-import { LoopLag } from './loop-lag';
-import { BrokerMetrics, startMetricsServer } from './metrics';
+import { createLogger } from './telemetry/logger';
+import { LoopLag } from './telemetry/loop-lag';
+import { BrokerMetrics, startMetricsServer } from './telemetry/metrics';
 import { listOperations, operationsCatalog } from './operations/catalog';
 import type { OperationRegistry } from './operations/registry';
-import { addReflection } from './reflection';
-import { createSecurity, type BrokerSecurity } from './security';
-import { createHandlers, type AdminAnswers, type FaultInjection } from './server';
+import { addReflection } from './server/reflection';
+import { createSecurity, type BrokerSecurity } from './server/security';
+import { createHandlers, type AdminAnswers, type FaultInjection } from './server/server';
 import { openPodState } from './store/open-state';
 import type { PodState } from './store/pod-state';
 import { PostgresPodState, SchemaTooNewError } from './store/postgres-state';
-import { TopologySource } from './topology-source';
-import { startTracing } from './tracing';
-import { dnsSelf, findBroker, loadTopology, type BrokerInfo, type Topology } from './topology';
+import { TopologySource } from '@wanas/topology';
+import { startTracing } from './telemetry/tracing';
+import { dnsSelf, findBroker, loadTopology, type BrokerInfo, type Topology } from '@wanas/topology';
 
 /** Grace period for in-flight calls at shutdown, ms. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;

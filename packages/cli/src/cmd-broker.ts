@@ -1,12 +1,11 @@
 import {
-  TopologyError,
   createLogger,
-  loadTopology,
   startBroker,
   type BrokerHandle,
   type FaultInjection,
   type LogFormat,
 } from '@wanas/broker';
+import { TopologyError, loadTopology } from '@wanas/topology';
 import { InvalidArgumentError, type Command } from 'commander';
 import * as os from 'node:os';
 import { parseAddress, parsePositiveInt } from './parse';

@@ -1,4 +1,4 @@
-import { TopologyError, loadTopology } from '@wanas/broker';
+import { TopologyError, loadTopology } from '@wanas/topology';
 import type { K8sOptions } from '@wanas/k8s';
 import { InvalidArgumentError, type Command } from 'commander';
 import * as path from 'node:path';

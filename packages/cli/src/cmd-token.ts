@@ -1,4 +1,4 @@
-import { hashToken } from '@wanas/broker';
+import { hashToken } from '@wanas/topology';
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 

@@ -6,7 +6,7 @@ import { formatAggregate } from './format';
 import { parsePositiveInt } from './parse';
 import type { ClientChannel } from '@wanas/devfed';
 import { loadDevPackage } from './dev-packages';
-import type { Topology } from '@wanas/broker';
+import type { Topology } from '@wanas/topology';
 
 interface UpFlags {
   topology: string;

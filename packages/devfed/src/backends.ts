@@ -5,7 +5,7 @@
  * starts stop together), logs to `logs/backend-SERVICE-SITE-POD.log`, and counts as started once its
  * port accepts connections.
  */
-import { loadTopology } from '@wanas/broker';
+import { loadTopology } from '@wanas/topology';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';

@@ -1,4 +1,4 @@
-import { dataDirOf, loadTopology, type Topology } from '@wanas/broker';
+import { dataDirOf, loadTopology, type Topology } from '@wanas/topology';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { TopologyError, dataDirOf, loadTopology, type Topology } from '@wanas/broker';
+import { TopologyError, dataDirOf, loadTopology, type Topology } from '@wanas/topology';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';

@@ -1,4 +1,4 @@
-import { dnsPodIdentity, type Topology } from '@wanas/broker';
+import { dnsPodIdentity, type Topology } from '@wanas/topology';
 // Types only (a dev dependency): object literals below are checked against the Kubernetes API types at
 // compile time, and the tests validate the output against the OpenAPI schema with the same package.
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';

@@ -4,7 +4,7 @@
  * beside `topology.yaml`, and the sections are rewritten to point there. `dev` commands (`wanas up` only)
  * are dropped: in a cluster the backends are the user's own Deployments and Services.
  */
-import type { Topology } from '@wanas/broker';
+import type { Topology } from '@wanas/topology';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 

@@ -15,7 +15,7 @@ import {
   checkIdempotencyKey,
   checkParamsShape,
 } from '../request-limits';
-import { isBrokerOfSite, type Topology } from '../topology';
+import { isBrokerOfSite, type Topology } from '@wanas/topology';
 import { key, type PodRef } from './model';
 
 /** Most hops a request may travel: entry → site representative → pod. */

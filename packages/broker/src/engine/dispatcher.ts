@@ -22,12 +22,12 @@ import {
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { CallContext } from '../call-context';
-import type { BrokerMetrics } from '../metrics';
+import type { BrokerMetrics } from '../telemetry/metrics';
 import { asJsonObject } from '../operations/json';
 import type { OperationRegistry } from '../operations/registry';
 import type { JsonObject, Operation } from '../operations/types';
 import type { PodState } from '../store/pod-state';
-import type { BrokerInfo, Topology } from '../topology';
+import type { BrokerInfo, Topology } from '@wanas/topology';
 import { execute } from './executor';
 import { explain } from './explain';
 import { LegRunner } from './legs';

@@ -13,12 +13,12 @@ import { completionRule } from './modes/completion';
 import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN } from './modes/first-fit';
 
 const T0 = 1_000_000;
-const read = { name: 'echo', idempotent: true } as Operation;
+const read = { name: 'echo', idempotent: true } as unknown as Operation;
 const write = {
   name: 'desktops.provision',
   idempotent: false,
   nextPodOn: [status.RESOURCE_EXHAUSTED],
-} as Operation;
+} as unknown as Operation;
 
 const pod = (name: string): PodRef => ({ site: name.split('/')[0]!, pod: name.split('/')[1]! });
 const leg = (...pods: string[]): Leg => ({

@@ -28,10 +28,10 @@ import {
   type TargetList,
 } from '@wanas/proto';
 import type { Logger } from 'winston';
-import type { BrokerMetrics } from '../metrics';
+import type { BrokerMetrics } from '../telemetry/metrics';
 import type { PodState } from '../store/pod-state';
-import type { BrokerInfo } from '../topology';
-import { attemptSpan } from '../tracing';
+import type { BrokerInfo } from '@wanas/topology';
+import { attemptSpan } from '../telemetry/tracing';
 import { attemptToProto, failed, key, type Leg, type Plan } from './model';
 import { runOwnPod } from './own-pod';
 import { siteCall } from './site-call';

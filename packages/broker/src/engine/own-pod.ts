@@ -8,8 +8,8 @@ import { asJsonObject } from '../operations/json';
 import { runOnce } from '../operations/once';
 import type { BrokerOperationContext, JsonObject, Operation } from '../operations/types';
 import type { PodState } from '../store/pod-state';
-import { inOperationSpan } from '../tracing';
-import type { BrokerInfo } from '../topology';
+import { inOperationSpan } from '../telemetry/tracing';
+import type { BrokerInfo } from '@wanas/topology';
 
 /** What running an operation in this broker's pod needs. */
 export interface OwnPodDeps {

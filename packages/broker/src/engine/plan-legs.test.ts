@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { builtinOperations } from '../operations/builtin';
-import { parseTopology } from '../topology';
+import { parseTopology } from '@wanas/topology';
 import { key, type PodRef } from './model';
 import { searchSteps, siteLeg, podLeg, type LegContext } from './plan-legs';
 

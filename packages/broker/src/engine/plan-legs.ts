@@ -5,7 +5,7 @@
  */
 import type { Endpoint } from '@wanas/proto';
 import type { JsonObject, Operation } from '../operations/types';
-import { podOf, type Topology } from '../topology';
+import { podOf, type Topology } from '@wanas/topology';
 import { podOrder } from './modes/first-fit';
 import type { Leg, PodRef } from './model';
 

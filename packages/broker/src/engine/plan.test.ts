@@ -2,7 +2,7 @@ import { AggregateRequest, Hedging, LocalRequest, Mode, SiteRequest, msToDuratio
 import { key } from './model';
 import { builtinOperations } from '../operations/builtin';
 import { planAggregate, planLocal, planSite, type PlanContext } from './plan';
-import { parseTopology } from '../topology';
+import { parseTopology } from '@wanas/topology';
 
 /** 3 sites: us (3 pods), eu (2), ap (1); one broker a pod. */
 const topology = parseTopology({

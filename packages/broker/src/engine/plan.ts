@@ -10,7 +10,7 @@ import { BrokerError, invalidArgument } from '../errors';
 import type { OperationRegistry } from '../operations/registry';
 import type { JsonObject, Operation } from '../operations/types';
 import { checkCorrelationId, positiveMs } from '../request-limits';
-import type { Topology } from '../topology';
+import type { Topology } from '@wanas/topology';
 import { carried, checkFederationRequest, hedgingOf, parseOperation, resolveScope } from './checks';
 import { completionRule } from './modes/completion';
 import { podOrder } from './modes/first-fit';

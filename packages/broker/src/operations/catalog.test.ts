@@ -6,9 +6,9 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PodStore } from '../store/pod-store';
-import { parseTopology, type Topology } from '../topology';
+import { parseTopology, type Topology } from '@wanas/topology';
 import { listOperations, operationsCatalog } from './catalog';
-import type { BackendMetrics } from './configured';
+import type { BackendMetrics } from '../telemetry/metrics';
 import type { BrokerOperationContext } from './types';
 
 const MODULE_CJS = `

@@ -12,26 +12,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
-import type { Topology } from '../topology';
-import { HTTP_METHOD, type ConfiguredOperationDoc, type ServiceDoc } from '../topology-schema-operations';
+import type { Topology } from '@wanas/topology';
+import { HTTP_METHOD, type ConfiguredOperationDoc, type ServiceDoc } from '@wanas/topology';
 import { GrpcBackend } from './backend-grpc';
 import { HttpBackend } from './backend-http';
 import { jsonSchemaOf } from './json-schema';
 import { reducerOf } from './reducers';
 import type { Operation } from './types';
+import type { BackendMetrics } from '../telemetry/metrics';
 
 /** A gRPC service's `tls` section. */
 type TlsDoc = NonNullable<NonNullable<ServiceDoc['grpc']>['tls']>;
-
-/** What the broker counts of its backend calls (see metrics.ts). */
-export interface BackendMetrics {
-  /** A call ended: its code and time. */
-  called(service: string, code: number, seconds: number): void;
-  /** Calls in flight now, and the limit. */
-  inFlight(service: string, now: number, max: number): void;
-  /** A call refused because the service's limit was reached. */
-  shed(service: string): void;
-}
 
 /** Where this broker's configured operations find their backends. */
 export interface ConfiguredDeps {

@@ -3,7 +3,7 @@
  * concat and mergeSorted over a dotted field of every OK pod's result. The reduction is named after the
  * field's last segment (`{ total: "…" }` for `sum: stats.total`), or `count`.
  */
-import type { ReduceDoc } from '../topology-schema-operations';
+import type { ReduceDoc } from '@wanas/topology';
 import type { JsonObject, PodOutcome } from './types';
 
 /** A reducer made from its declaration. */

@@ -7,7 +7,7 @@
  * PGPASSWORD, PGDATABASE, PGSSLMODE, …) — a password belongs in a Secret, not in the topology.
  */
 import * as path from 'node:path';
-import { dataDirOf, podOf, type BrokerInfo, type Topology } from '../topology';
+import { dataDirOf, podOf, type BrokerInfo, type Topology } from '@wanas/topology';
 import { PodStore } from './pod-store';
 import { SqlitePodState, type PodState } from './pod-state';
 import { PostgresPodState } from './postgres-state';

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DEFAULT_POOLS, seedRows } from './seed';
+import { stableJson } from '@wanas/topology';
 
 export { DEMO_USERS, SEED_DESKTOPS_PER_POOL, SEED_POOLS } from './seed';
 
@@ -389,17 +390,4 @@ export class StoreBusyError extends Error {
     super(`the database of pod ${site}/${pod} stayed locked by another broker of the pod for ${waitedMs} ms`);
     this.name = 'StoreBusyError';
   }
-}
-
-/** JSON with object keys sorted, so equal params hash equally whatever their key order. */
-export function stableJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
-  if (v && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
 }

@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
-import { failed } from '../model';
-import { completionRule, type Tally } from './completion';
+import { failed, type Tally } from '../model';
+import { completionRule } from './completion';
 
 const tally = (o: Partial<Tally>): Tally => ({
   total: 5,

@@ -53,7 +53,17 @@ describe('verdictOf', () => {
 });
 
 describe('firstFit', () => {
-  const steps: Leg[] = pods.slice(0, 3).map((p) => ({ via: 'local', site: p.site, pods: [p] }));
+  const steps: Leg[] = pods.slice(0, 3).map((p) => ({
+    via: 'local',
+    site: p.site,
+    pods: [p],
+    params: {},
+    method: 'LocalRequest',
+    target: undefined,
+    sitePods: [],
+    attemptTimeoutMs: 100,
+    preferBrokers: [],
+  }));
   const run = (answers: Record<string, PodResult[]>) => {
     const asked: string[] = [];
     return {

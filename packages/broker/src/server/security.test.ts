@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import winston from 'winston';
-import { createSecurity, hashToken } from './security';
-import { parseTopology } from './topology';
+import { hashToken, parseTopology } from '@wanas/topology';
+import { createSecurity } from './security';
 
 const log = winston.createLogger({ silent: true });
 const topo = (address: string, security: Record<string, unknown> = {}) =>

@@ -1,9 +1,12 @@
 import { TestDnsServer } from '../../../test/support/dns-server';
 import { DnsDiscovery } from './discovery';
-import { createLogger } from './logger';
+import winston from 'winston';
 import { parseTopology, withDiscovered, isBrokerOfSite, brokerIdentities } from './topology';
 
-const log = createLogger({ level: 'error' });
+const log = winston.createLogger({
+  level: 'error',
+  transports: [new winston.transports.Console({ silent: true })],
+});
 
 describe('DnsDiscovery (against a real DNS server on 127.0.0.1)', () => {
   const dns = new TestDnsServer();

@@ -3,12 +3,12 @@ import { codeName } from '@wanas/proto';
 import { ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
-import type { CallContext } from './call-context';
-import { BrokerError, toBrokerError } from './errors';
-import type { BrokerMetrics, RequestKind } from './metrics';
-import { isValidCorrelationId } from './request-limits';
+import type { CallContext } from '../call-context';
+import { BrokerError, toBrokerError } from '../errors';
+import type { BrokerMetrics, RequestKind } from '../telemetry/metrics';
+import { isValidCorrelationId } from '../request-limits';
 import type { BrokerSecurity, CallerKind } from './security';
-import { OFF_SPAN, endSpan, injectTraceparent, logIds, serverSpan } from './tracing';
+import { OFF_SPAN, endSpan, injectTraceparent, logIds, serverSpan } from '../telemetry/tracing';
 
 /**
  * Faults a broker injects on purpose, for tests and benchmarks only (`wanas broker --inject-slow`):

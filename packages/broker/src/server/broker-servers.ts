@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'winston';
 import { SERVER_OPTIONS } from './server';
-import type { BrokerInfo } from './topology';
+import type { BrokerInfo } from '@wanas/topology';
 
 /** The services whose health a broker reports (the empty name is the whole server). */
 const HEALTH_SERVICES = ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'];

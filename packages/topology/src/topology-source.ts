@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from 'winston';
 import { DnsDiscovery } from './discovery';
-import { stableJson } from './store/pod-store';
+import { stableJson } from './stable-json';
 import { loadTopology, withDiscovered, type BrokerInfo, type Topology } from './topology';
 
 /** Debounce of topology file changes, ms. */

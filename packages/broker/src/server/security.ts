@@ -2,8 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Logger } from 'winston';
-import { BrokerError } from './errors';
-import { brokerIdentities, topologyPath, type BrokerInfo, type Topology } from './topology';
+import { BrokerError } from '../errors';
+import { brokerIdentities, topologyPath, type BrokerInfo, type Topology } from '@wanas/topology';
 
 /** Who may call a method: any authenticated client, or only a broker of this federation. */
 export type CallerKind = 'client' | 'broker';
@@ -37,11 +37,6 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[?::1\]?)$/;
 
 function hostOf(address: string): string {
   return address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-}
-
-/** SHA-256 hex of a token (what the topology's `clientTokens` keep). */
-export function hashToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
 const identityCache = new WeakMap<Topology, Set<string>>();

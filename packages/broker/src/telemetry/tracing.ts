@@ -26,7 +26,7 @@ import {
 import type { BasicTracerProvider, Sampler, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { codeName } from '@wanas/proto';
 import type { Logger } from 'winston';
-import type { BrokerInfo, SAMPLERS, Topology } from './topology';
+import type { BrokerInfo, SAMPLERS, Topology } from '@wanas/topology';
 
 const TRACER = 'wanas';
 

@@ -18,7 +18,7 @@ import {
   type StreamAggregateRequest,
   type StreamAggregateResponse,
 } from '@wanas/proto';
-import type { Dispatcher } from './engine/dispatcher';
+import type { Dispatcher } from '../engine/dispatcher';
 import {
   MAX_MESSAGE_BYTES,
   Rpc,

@@ -1,4 +1,4 @@
-import { parseTopology } from './topology';
+import { parseTopology } from '@wanas/topology';
 import { tracingSettings } from './tracing';
 
 const sites = [{ name: 's1', pods: [{ name: 'p1', brokers: [{ id: 'a', address: '127.0.0.1:7101' }] }] }];

@@ -2,7 +2,6 @@ import type { ConnectionManager } from '@wanas/connection-manager';
 import { codeName } from '@wanas/proto';
 import * as http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { BackendMetrics } from './operations/configured';
 
 /** Latency buckets in seconds: LAN (sub-ms) to slow WAN (seconds). */
 const LATENCY_BUCKETS_S = [
@@ -15,6 +14,16 @@ export interface MetricSources {
   /** The measured round trip to a remote site, ms (undefined before any answer). */
   siteRoundTripMs(site: string): number | undefined;
   remoteSites(): string[];
+}
+
+/** What the broker counts of its backend calls (configured operations). */
+export interface BackendMetrics {
+  /** A call ended: its code and time. */
+  called(service: string, code: number, seconds: number): void;
+  /** Calls in flight now, and the limit. */
+  inFlight(service: string, now: number, max: number): void;
+  /** A call refused because the service's limit was reached. */
+  shed(service: string): void;
 }
 
 /** The kind of request a line or metric is about. */
