@@ -9,7 +9,7 @@
  * clean, prompt exit.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
+import { AggregateRequest, AggregationServiceClient, Hedging, type AggregateResponse } from '@wanas/proto';
 import { randomBytes } from 'node:crypto';
 import * as http from 'node:http';
 import * as net from 'node:net';
@@ -145,7 +145,13 @@ describe('OpenTelemetry traces through every hop (real processes, a real OTLP/HT
     let trailers: grpc.Metadata | undefined;
     const res = await new Promise<AggregateResponse>((resolve, reject) => {
       const call = client.aggregate(
-        AggregateRequest.fromPartial({ operation: 'echo', params: { hello: 'trace' } }),
+        // No hedging: a hedged SiteRequest (its representative slow to acknowledge on a loaded machine)
+        // would rightly run a site's pods twice, and this test counts each pod's operation once.
+        AggregateRequest.fromPartial({
+          operation: 'echo',
+          params: { hello: 'trace' },
+          hedging: Hedging.HEDGING_OFF,
+        }),
         md,
         { deadline: Date.now() + 10_000 },
         (e, r) => (e ? reject(e) : resolve(r!)),

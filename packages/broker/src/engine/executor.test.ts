@@ -10,7 +10,7 @@ import type { Operation } from '../operations/types';
 import { execute, type RunLeg } from './executor';
 import { failed, key, type Leg, type Plan, type PodRef, type Schedule } from './model';
 import { completionRule } from './modes/completion';
-import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN } from './modes/first-fit';
+import { MAX_LEG_RETRIES, OUTCOME_UNKNOWN } from './modes/first-fit';
 
 const T0 = 1_000_000;
 const read = { name: 'echo', idempotent: true } as unknown as Operation;
@@ -256,11 +256,11 @@ describe('the executor, first-fit', () => {
       'a/p2': { ms: 10, answer: ok },
     });
     const run = start(planOf([leg('a/p1'), leg('a/p2')], { kind: 'first' }, write), s.runLeg);
-    await jest.advanceTimersByTimeAsync(10 * (MAX_STEP_RETRIES + 1));
+    await jest.advanceTimersByTimeAsync(10 * (MAX_LEG_RETRIES + 1));
     const rs = run.state()!;
     expect(summary(rs)).toEqual([`a/p1:${status.DEADLINE_EXCEEDED}`]);
     expect(rs[0]!.message).toContain(OUTCOME_UNKNOWN);
-    expect(s.runs).toEqual(Array(MAX_STEP_RETRIES + 1).fill('a/p1'));
+    expect(s.runs).toEqual(Array(MAX_LEG_RETRIES + 1).fill('a/p1'));
   });
 
   it('takes the answer a resend learns: unknown, then OK (the pod replays its outcome)', async () => {

@@ -37,8 +37,8 @@ export interface ExecuteOptions {
  * caller's reason and the pods still waiting are CANCELLED. When the completion rule decides early, the
  * legs still running are cancelled and their pods get the rule's status.
  */
-export function execute(plan: Plan, o: ExecuteOptions): Promise<PodResult[]> {
-  return new Execution(plan, o).run();
+export function execute(plan: Plan, opts: ExecuteOptions): Promise<PodResult[]> {
+  return new Execution(plan, opts).run();
 }
 
 /**
@@ -53,30 +53,30 @@ const NOT_NEEDED = new Error('the answer was decided without this leg');
 /** One {@link execute}: its phase (changed only by `transition`), the pods asked, their results and tally. */
 class Execution {
   private phase: ExecutionPhase = 'running';
-  /** Pods in the order asked: every leg's at once (all), or as each step's results come (first). */
+  /** Pods in the order asked: every leg's at once (all), or as each leg's results come (first). */
   private readonly asked: PodRef[] = [];
   private readonly results = new Map<string, PodResult>();
   private readonly tally: Tally = { total: 0, ok: 0, failed: 0, requiredLeft: 0, requiredFailed: undefined };
   private readonly ac = new AbortController();
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
-  /** First-fit: the step running now. */
+  /** First-fit: the leg running now. */
   private inFlight: Leg | undefined;
   private resolve!: (results: PodResult[]) => void;
   private readonly onAbort = () => this.handleCancel();
 
   constructor(
     private readonly plan: Plan,
-    private readonly o: ExecuteOptions,
+    private readonly opts: ExecuteOptions,
   ) {
-    this.now = o.now ?? Date.now;
+    this.now = opts.now ?? Date.now;
   }
 
   run(): Promise<PodResult[]> {
     return new Promise((resolve) => {
       this.resolve = resolve;
-      if (this.o.signal.aborted) return this.handleCancel();
-      this.o.signal.addEventListener('abort', this.onAbort, { once: true });
+      if (this.opts.signal.aborted) return this.handleCancel();
+      this.opts.signal.addEventListener('abort', this.onAbort, { once: true });
       this.timer = setTimeout(() => this.handleDeadline(), Math.max(0, this.plan.deadline - this.now()));
       if (this.plan.schedule.kind === 'all') this.runAll();
       else this.runFirst();
@@ -103,8 +103,8 @@ class Execution {
   }
 
   /**
-   * One leg after another (see `modes/first-fit.ts`); each step's pods are final when the step is over, and
-   * listed as they come: a remote site's step lists the pods its representative tried, not every pod named.
+   * One leg after another (see `modes/first-fit.ts`); each leg's pods are final when the leg is over, and
+   * listed as they come: a remote site's leg lists the pods its representative tried, not every pod named.
    */
   private runFirst(): void {
     const run = (leg: Leg) =>
@@ -121,7 +121,7 @@ class Execution {
       deadline: this.plan.deadline,
       signal: this.ac.signal,
       now: this.now,
-      onStep: (prs) => {
+      onLegDone: (prs) => {
         if (this.phase === 'done') return;
         for (const p of prs) if (!this.results.has(key(p))) this.asked.push(p);
         this.record(prs);
@@ -131,12 +131,12 @@ class Execution {
 
   /** Starts a leg; `done` gets its results (a leg that rejects has its pods reported, not lost). */
   private start(leg: Leg, done: (results: PodResult[]) => void): void {
-    this.o
+    this.opts
       .runLeg(leg, this.ac.signal, (prs) => {
         if (this.phase !== 'done' && this.plan.schedule.kind === 'all') this.record(prs);
       })
       .then(done, (e: unknown) => {
-        this.o.onLegError?.(e);
+        this.opts.onLegError?.(e);
         done(
           leg.pods.map((p) =>
             failed(p, status.INTERNAL, 'internal error in the fan-out (see the broker log)'),
@@ -150,7 +150,7 @@ class Execution {
     this.phase = to;
     if (to !== 'done') return;
     clearTimeout(this.timer);
-    this.o.signal.removeEventListener('abort', this.onAbort);
+    this.opts.signal.removeEventListener('abort', this.onAbort);
   }
 
   private handleDeadline(): void {
@@ -163,7 +163,7 @@ class Execution {
   }
 
   private handleCancel(): void {
-    this.ac.abort(this.o.signal.reason);
+    this.ac.abort(this.opts.signal.reason);
     this.settle((p) => failed(p, status.CANCELLED, 'the caller cancelled the request'));
   }
 
@@ -179,7 +179,7 @@ class Execution {
       if (this.results.has(key(pr))) continue;
       const r = { ...pr, latency };
       this.results.set(key(pr), r);
-      this.o.onPod?.(r);
+      this.opts.onPod?.(r);
       if (r.code === 0) this.tally.ok++;
       else this.tally.failed++;
       if (rule?.required(r)) {
@@ -196,7 +196,7 @@ class Execution {
 
   /**
    * Answers once: every pod asked, in order, `missing` filling the pods without a result (first-fit: the
-   * pods of a step cut off before it could say anything).
+   * pods of a leg cut off before it could say anything).
    */
   private settle(missing: (p: PodRef) => PodResult): void {
     if (this.phase === 'done') return;
@@ -208,7 +208,7 @@ class Execution {
         const r = this.results.get(key(p));
         if (r) return r;
         const m = missing(p);
-        this.o.onPod?.(m);
+        this.opts.onPod?.(m);
         return m;
       }),
     );

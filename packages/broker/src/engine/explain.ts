@@ -19,25 +19,25 @@ export interface ExplainDeps {
 const ms = (x: number | undefined): Duration | undefined => (x === undefined ? undefined : msToDuration(x));
 
 /** The plan as an operator reads it. */
-export function explain(plan: AggregatePlan, d: ExplainDeps): ExplainResponse {
+export function explain(plan: AggregatePlan, deps: ExplainDeps): ExplainResponse {
   const { mode } = plan;
   return {
     correlationId: plan.correlationId,
     operation: plan.op.name,
     mode: mode.kind,
-    deadline: msToDuration(Math.max(0, plan.deadline - d.now)),
+    deadline: msToDuration(Math.max(0, plan.deadline - deps.now)),
     hedge: plan.hedge,
     minOk: mode.kind === 'all' ? mode.minOk : 0,
     requiredSites: mode.kind === 'all' ? [...mode.requiredSites] : [],
     preferSites: mode.kind === 'first' ? [...mode.preferSites] : [],
     pods: plan.pods.map(key),
-    legs: plan.legs.map((leg) => explainLeg(plan, leg, d)),
-    plannedBy: d.brokerId,
+    legs: plan.legs.map((leg) => explainLeg(plan, leg, deps)),
+    plannedBy: deps.brokerId,
   };
 }
 
 /** One leg: where it goes, through which brokers in which order, and what it would cost. */
-function explainLeg(plan: AggregatePlan, leg: Leg, d: ExplainDeps): ExplainedLeg {
+function explainLeg(plan: AggregatePlan, leg: Leg, deps: ExplainDeps): ExplainedLeg {
   const base = {
     via: leg.via,
     site: leg.site,
@@ -47,7 +47,7 @@ function explainLeg(plan: AggregatePlan, leg: Leg, d: ExplainDeps): ExplainedLeg
     params: leg.params,
     sitePods: leg.sitePods,
   };
-  const left = Math.max(0, plan.deadline - d.now);
+  const left = Math.max(0, plan.deadline - deps.now);
   if (!leg.target)
     return {
       ...base,
@@ -58,7 +58,7 @@ function explainLeg(plan: AggregatePlan, leg: Leg, d: ExplainDeps): ExplainedLeg
       hedgeDelay: undefined,
       hopDeadline: msToDuration(left),
     };
-  const { cm } = d;
+  const { cm } = deps;
   const rows = new Map(cm.snapshot().map((r) => [r.address, r]));
   const prefer = leg.preferBrokers.length
     ? (ep: { brokerId: string }) => leg.preferBrokers.includes(ep.brokerId)
@@ -86,7 +86,7 @@ function explainLeg(plan: AggregatePlan, leg: Leg, d: ExplainDeps): ExplainedLeg
     ...base,
     targetState: group?.state ?? 'up',
     skipped: down
-      ? `known down for ${Math.round(d.now - down.since)} ms (${down.reason}): would answer UNAVAILABLE at once, sending nothing`
+      ? `known down for ${Math.round(deps.now - down.since)} ms (${down.reason}): would answer UNAVAILABLE at once, sending nothing`
       : '',
     endpoints,
     expectedLatency: ms(floor),

@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { builtinOperations } from '../operations/builtin';
 import { parseTopology } from '@wanas/topology';
 import { key, type PodRef } from './model';
-import { searchSteps, siteLeg, podLeg, type LegContext } from './plan-legs';
+import { firstFitLegs, siteLeg, podLeg, type LegContext } from './plan-legs';
 
 /** us (2 pods), eu (2), ap (1), sa (1); two brokers a pod. */
 const topology = parseTopology({
@@ -41,11 +41,11 @@ const context = (op = read, o: Partial<LegContext> = {}): LegContext => ({
   ...o,
 });
 
-describe('searchSteps', () => {
+describe('firstFitLegs', () => {
   const distance = (site: string) => ({ eu: 80, ap: 20 })[site];
 
   it('tries the preferred sites in order, then the own site (own pod first), then the nearest others', () => {
-    const steps = searchSteps(context(read), pods, ['eu'], distance);
+    const steps = firstFitLegs(context(read), pods, ['eu'], distance);
     expect(steps.map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
       'site:eu/p1,eu/p2',
       'own:us/p2',
@@ -56,7 +56,7 @@ describe('searchSteps', () => {
   });
 
   it('keeps the topology order within the own site for a write, whichever broker of the site is the entry', () => {
-    const steps = searchSteps(context(write), pods, [], distance);
+    const steps = firstFitLegs(context(write), pods, [], distance);
     expect(steps.slice(0, 2).map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
       'local:us/p1',
       'own:us/p2',
@@ -65,7 +65,7 @@ describe('searchSteps', () => {
 
   it('keeps the own site at its preferred place and skips sites out of scope', () => {
     const scoped = pods.filter((p) => p.site !== 'ap');
-    const steps = searchSteps(context(read), scoped, ['sa', 'us'], distance);
+    const steps = firstFitLegs(context(read), scoped, ['sa', 'us'], distance);
     expect(steps.map((s) => s.pods.map(key).join(','))).toEqual(['sa/p1', 'us/p2', 'us/p1', 'eu/p1,eu/p2']);
   });
 });

@@ -27,20 +27,20 @@ export interface LegContext {
 }
 
 /** A leg to one pod of this broker's site: the own pod in-process, another over one LocalRequest. */
-export function podLeg(c: LegContext, p: PodRef): Leg {
-  const own = p.pod === c.self.pod;
-  const brokers = podOf(c.topology, p.site, p.pod)?.brokers ?? [];
+export function podLeg(ctx: LegContext, p: PodRef): Leg {
+  const own = p.pod === ctx.self.pod;
+  const brokers = podOf(ctx.topology, p.site, p.pod)?.brokers ?? [];
   return {
     via: own ? 'own' : 'local',
     site: p.site,
     pods: [p],
-    params: c.op.shape?.(c.params, p) ?? c.params,
+    params: ctx.op.shape?.(ctx.params, p) ?? ctx.params,
     method: own ? 'in-process' : 'LocalRequest',
     target: own
       ? undefined
       : { site: p.site, pod: p.pod, endpoints: brokers.map((b) => ({ brokerId: b.id, address: b.address })) },
     sitePods: [],
-    attemptTimeoutMs: c.attemptTimeoutMs,
+    attemptTimeoutMs: ctx.attemptTimeoutMs,
     preferBrokers: [],
   };
 }
@@ -52,22 +52,22 @@ export function podLeg(c: LegContext, p: PodRef): Leg {
  * a read's representative starts with its own pod; a write prefers a representative in the pod it starts
  * with, which saves that search a LAN hop.
  */
-export function siteLeg(c: LegContext, site: string, pods: PodRef[]): Leg {
-  const sitePods = c.topology.sites.find((s) => s.name === site)?.pods ?? [];
+export function siteLeg(ctx: LegContext, site: string, pods: PodRef[]): Leg {
+  const sitePods = ctx.topology.sites.find((s) => s.name === site)?.pods ?? [];
   const endpoints: Endpoint[] = sitePods
     .flatMap((p) => p.brokers)
     .map((b) => ({ brokerId: b.id, address: b.wanAddress }));
-  const everyPod = !c.first && sitePods.length === pods.length;
-  const startsIn = c.first && !c.op.idempotent ? pods[0]?.pod : undefined;
+  const everyPod = !ctx.first && sitePods.length === pods.length;
+  const startsIn = ctx.first && !ctx.op.idempotent ? pods[0]?.pod : undefined;
   return {
     via: 'site',
     site,
     pods,
-    params: c.op.shape?.(c.params, { site }) ?? c.params,
-    method: c.first || c.stream ? 'StreamSiteRequest' : 'SiteRequest',
+    params: ctx.op.shape?.(ctx.params, { site }) ?? ctx.params,
+    method: ctx.first || ctx.stream ? 'StreamSiteRequest' : 'SiteRequest',
     target: { site, pod: '', endpoints },
     sitePods: everyPod ? [] : pods.map((p) => p.pod),
-    attemptTimeoutMs: c.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
+    attemptTimeoutMs: ctx.attemptTimeoutMs * SITE_ATTEMPT_FACTOR,
     preferBrokers: startsIn
       ? (sitePods.find((p) => p.name === startsIn)?.brokers ?? []).map((b) => b.id)
       : [],
@@ -75,27 +75,27 @@ export function siteLeg(c: LegContext, site: string, pods: PodRef[]): Leg {
 }
 
 /** MODE_ALL's legs: the own pod, a LocalRequest per other pod of this site, a SiteRequest per remote site. */
-export function allAtOnce(c: LegContext, pods: readonly PodRef[]): Leg[] {
+export function allAtOnce(ctx: LegContext, pods: readonly PodRef[]): Leg[] {
   const bySite = new Map<string, PodRef[]>();
   for (const p of pods) bySite.set(p.site, [...(bySite.get(p.site) ?? []), p]);
   return [...bySite].flatMap(([site, sitePods]): Leg[] =>
-    site === c.self.site ? sitePods.map((p) => podLeg(c, p)) : [siteLeg(c, site, sitePods)],
+    site === ctx.self.site ? sitePods.map((p) => podLeg(ctx, p)) : [siteLeg(ctx, site, sitePods)],
   );
 }
 
 /**
- * The steps of a first-fit search from this broker over the pods in scope: the preferred sites in the
+ * The legs of a first-fit search from this broker over the pods in scope: the preferred sites in the
  * order given, then this broker's own site, then every other site nearest first (by `distanceMs`, the
  * measured latency to a site; unmeasured sites last, then in topology order). Within this broker's site,
  * see {@link podOrder}.
  */
-export function searchSteps(
-  c: LegContext,
+export function firstFitLegs(
+  ctx: LegContext,
   scoped: readonly PodRef[],
   preferSites: readonly string[],
   distanceMs: (site: string) => number | undefined,
 ): Leg[] {
-  const { self } = c;
+  const { self } = ctx;
   const sites = [...new Set(scoped.map((p) => p.site))];
   const rest = sites
     .filter((s) => s !== self.site && !preferSites.includes(s))
@@ -106,7 +106,7 @@ export function searchSteps(
   return ordered.flatMap((site): Leg[] => {
     const pods = scoped.filter((p) => p.site === site);
     if (pods.length === 0) return [];
-    if (site !== self.site) return [siteLeg(c, site, pods)];
-    return podOrder(pods, self.pod, c.op.idempotent).map((p) => podLeg(c, p));
+    if (site !== self.site) return [siteLeg(ctx, site, pods)];
+    return podOrder(pods, self.pod, ctx.op.idempotent).map((p) => podLeg(ctx, p));
   });
 }

@@ -16,7 +16,7 @@ import { completionRule } from './modes/completion';
 import { podOrder } from './modes/first-fit';
 import { parseMode } from './modes/request-mode';
 import type { AggregatePlan, Plan, PodRef } from './model';
-import { allAtOnce, podLeg, searchSteps, type LegContext } from './plan-legs';
+import { allAtOnce, podLeg, firstFitLegs, type LegContext } from './plan-legs';
 
 /** What planning needs besides the request: where this broker is, the topology, the time, the measured distances. */
 export interface PlanContext {
@@ -38,10 +38,10 @@ export interface PlanContext {
  * caller's deadline has passed), the pods in scope, the mode, the budgets, hedging, and the legs whole, in
  * the order they run.
  */
-export function planAggregate(req: AggregateRequest, c: PlanContext): AggregatePlan {
-  const settings = c.topology.settings;
+export function planAggregate(req: AggregateRequest, ctx: PlanContext): AggregatePlan {
+  const settings = ctx.topology.settings;
   checkCorrelationId(req.correlationId);
-  const { op, params } = parseOperation(c.registry, req);
+  const { op, params } = parseOperation(ctx.registry, req);
   const timeoutMs = positiveMs(req.timeout, 'timeout', settings.defaultTimeoutMs, settings.maxTimeoutMs);
   const attemptTimeoutMs = positiveMs(
     req.attemptTimeout,
@@ -49,22 +49,22 @@ export function planAggregate(req: AggregateRequest, c: PlanContext): AggregateP
     settings.attemptTimeoutMs,
     settings.maxTimeoutMs,
   );
-  const pods = resolveScope(c.topology, req.scope);
-  const end = Math.min(c.now + timeoutMs, c.callDeadline ?? Infinity);
-  if (end - c.now <= 0) {
+  const pods = resolveScope(ctx.topology, req.scope);
+  const end = Math.min(ctx.now + timeoutMs, ctx.callDeadline ?? Infinity);
+  if (end - ctx.now <= 0) {
     throw new BrokerError(status.DEADLINE_EXCEEDED, 'the call deadline has already passed; nothing was sent');
   }
   const mode = parseMode(
     req,
-    c.topology.sites.map((s) => s.name),
+    ctx.topology.sites.map((s) => s.name),
     pods,
   );
   const first = mode.kind === 'first';
   // Remote pods come back one by one when the answer may come before all of them, or is streamed.
-  const stream = mode.kind === 'all' && (mode.minOk > 0 || mode.requiredSites.size > 0 || c.streaming);
+  const stream = mode.kind === 'all' && (mode.minOk > 0 || mode.requiredSites.size > 0 || ctx.streaming);
   const legContext: LegContext = {
-    self: c.self,
-    topology: c.topology,
+    self: ctx.self,
+    topology: ctx.topology,
     op,
     params,
     attemptTimeoutMs,
@@ -73,8 +73,8 @@ export function planAggregate(req: AggregateRequest, c: PlanContext): AggregateP
   };
   return {
     ...carried(req, op, params),
-    started: c.now,
-    deadline: workDeadline(end, c.now),
+    started: ctx.now,
+    deadline: workDeadline(end, ctx.now),
     attemptTimeoutMs,
     hops: 1,
     // By default only reads hedge; a keyed write hedges when the request asks (the pod store dedups it).
@@ -85,7 +85,7 @@ export function planAggregate(req: AggregateRequest, c: PlanContext): AggregateP
     mode,
     stream,
     legs: first
-      ? searchSteps(legContext, pods, mode.preferSites, c.siteDistanceMs)
+      ? firstFitLegs(legContext, pods, mode.preferSites, ctx.siteDistanceMs)
       : allAtOnce(legContext, pods),
     schedule: first
       ? { kind: 'first' }
@@ -108,8 +108,8 @@ export interface FederationPlanContext {
  * or first-fit (a read starting with this broker's own pod; a write in the order given, or the topology's,
  * the same on every representative) — to a deadline a margin before the one given.
  */
-export function planSite(req: SiteRequest, c: FederationPlanContext): Plan {
-  const { self, topology: t } = c;
+export function planSite(req: SiteRequest, ctx: FederationPlanContext): Plan {
+  const { self, topology: t } = ctx;
   const settings = t.settings;
   checkCorrelationId(req.correlationId);
   checkFederationRequest(t, self, 'SiteRequest', req.target, req.hops, req.sourceSite);
@@ -120,7 +120,7 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): Plan {
       `SiteRequest from this broker's own site "${self.site}" refused: same-site peers use LocalRequest`,
     );
   }
-  const { op, params } = parseOperation(c.registry, req, 'broker');
+  const { op, params } = parseOperation(ctx.registry, req, 'broker');
   const attemptTimeoutMs = positiveMs(
     req.attemptTimeout,
     'attempt_timeout',
@@ -128,8 +128,8 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): Plan {
     settings.maxTimeoutMs,
   );
   const given = Math.min(
-    c.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
-    c.callDeadline ?? Infinity,
+    ctx.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
+    ctx.callDeadline ?? Infinity,
   );
   const sitePods = (t.sites.find((s) => s.name === self.site)?.pods ?? []).map((p) => p.name);
   req.pods.forEach((p, i) => {
@@ -150,8 +150,8 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): Plan {
   };
   return {
     ...carried(req, op, params),
-    started: c.now,
-    deadline: workDeadline(given, c.now),
+    started: ctx.now,
+    deadline: workDeadline(given, ctx.now),
     attemptTimeoutMs,
     hops: req.hops + 1,
     hedge: req.hedge,
@@ -164,21 +164,21 @@ export function planSite(req: SiteRequest, c: FederationPlanContext): Plan {
 /** Plans a LocalRequest: the checks, then this broker's own pod, to the deadline given. */
 export function planLocal(
   req: LocalRequest,
-  c: FederationPlanContext,
+  ctx: FederationPlanContext,
 ): { op: Operation; params: JsonObject; deadline: number } {
   checkCorrelationId(req.correlationId);
-  checkFederationRequest(c.topology, c.self, 'LocalRequest', req.target, req.hops);
-  if (req.target?.pod !== c.self.pod) {
+  checkFederationRequest(ctx.topology, ctx.self, 'LocalRequest', req.target, req.hops);
+  if (req.target?.pod !== ctx.self.pod) {
     throw new BrokerError(
       status.FAILED_PRECONDITION,
-      `LocalRequest for pod "${req.target?.site}/${req.target?.pod}" reached a broker of ${c.self.site}/${c.self.pod}`,
+      `LocalRequest for pod "${req.target?.site}/${req.target?.pod}" reached a broker of ${ctx.self.site}/${ctx.self.pod}`,
     );
   }
-  const { op, params } = parseOperation(c.registry, req, 'broker');
-  const settings = c.topology.settings;
+  const { op, params } = parseOperation(ctx.registry, req, 'broker');
+  const settings = ctx.topology.settings;
   const deadline = Math.min(
-    c.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
-    c.callDeadline ?? Infinity,
+    ctx.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
+    ctx.callDeadline ?? Infinity,
   );
   return { op, params, deadline };
 }

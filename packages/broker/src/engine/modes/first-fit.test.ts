@@ -1,7 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import type { PodResult } from '@wanas/proto';
 import { failed, key, type Leg, type PodRef } from '../model';
-import { MAX_STEP_RETRIES, OUTCOME_UNKNOWN, firstFit, podOrder, verdictOf } from './first-fit';
+import { MAX_LEG_RETRIES, OUTCOME_UNKNOWN, firstFit, podOrder, verdictOf } from './first-fit';
 
 const pods: PodRef[] = [
   { site: 'us', pod: 'p1' },
@@ -87,7 +87,7 @@ describe('firstFit', () => {
       ...opts,
       op: write,
       run: r.run,
-      onStep: (prs) => streamed.push(...prs.map(key)),
+      onLegDone: (prs) => streamed.push(...prs.map(key)),
     });
     expect(out.map((x) => [key(x), x.code])).toEqual([
       ['us/p1', status.RESOURCE_EXHAUSTED],
@@ -106,18 +106,18 @@ describe('firstFit', () => {
     expect(out[0]).toMatchObject({ code: 0 });
     expect(out[0]!.attempts).toHaveLength(2); // the attempts of every round, on one line
 
-    const stuck = run({ 'us/p1': Array.from({ length: MAX_STEP_RETRIES + 1 }, () => ({ ...cut })) });
+    const stuck = run({ 'us/p1': Array.from({ length: MAX_LEG_RETRIES + 1 }, () => ({ ...cut })) });
     const gaveUp = await firstFit(steps, { ...opts, op: write, run: stuck.run });
-    expect(stuck.asked).toHaveLength(MAX_STEP_RETRIES + 1);
+    expect(stuck.asked).toHaveLength(MAX_LEG_RETRIES + 1);
     expect(gaveUp.map((x) => [key(x), x.code])).toEqual([['us/p1', status.DEADLINE_EXCEEDED]]);
   });
 
   it('keeps doubting a pod whose outcome was unknown even once it is found down, and says why it stopped', async () => {
     const cut = failed(pods[0]!, status.DEADLINE_EXCEEDED, 'cut off', [attempt(4, 'timed out')]);
     const down = failed(pods[0]!, status.UNAVAILABLE, 'us is down since …');
-    const r = run({ 'us/p1': [cut, ...Array.from({ length: MAX_STEP_RETRIES }, () => ({ ...down }))] });
+    const r = run({ 'us/p1': [cut, ...Array.from({ length: MAX_LEG_RETRIES }, () => ({ ...down }))] });
     const out = await firstFit(steps, { ...opts, op: write, run: r.run });
-    expect(r.asked).toEqual(Array(MAX_STEP_RETRIES + 1).fill('us/p1'));
+    expect(r.asked).toEqual(Array(MAX_LEG_RETRIES + 1).fill('us/p1'));
     expect(out).toHaveLength(1);
     expect(out[0]!.message).toBe(`us is down since …; ${OUTCOME_UNKNOWN}`);
   });

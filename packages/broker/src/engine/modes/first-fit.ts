@@ -52,40 +52,40 @@ export function verdictOf(r: PodResult, op: Pick<Operation, 'idempotent' | 'next
 export const OUTCOME_UNKNOWN =
   'outcome unknown (it may have acted): the search stopped here so that the request acts in at most one pod; resend with the same idempotency_key to learn the outcome';
 
-/** Most times one step is asked again while its outcome stays unknown. */
-export const MAX_STEP_RETRIES = 3;
-/** A step is asked again only with at least this much time left, ms. */
+/** Most times one leg is asked again while its outcome stays unknown. */
+export const MAX_LEG_RETRIES = 3;
+/** A leg is asked again only with at least this much time left, ms. */
 const MIN_RETRY_TIME_MS = 20;
 
 /** How {@link firstFit} runs. */
 export interface FirstFitOptions {
   op: Pick<Operation, 'idempotent' | 'nextPodOn'>;
-  /** Runs one step; resolves with the results of the pods it asked, in the order asked (never rejects). */
-  run(step: Leg): Promise<PodResult[]>;
+  /** Runs one leg; resolves with the results of the pods it asked, in the order asked (never rejects). */
+  run(leg: Leg): Promise<PodResult[]>;
   /** Epoch ms of the overall deadline. */
   deadline: number;
   /** The caller's cancel. */
   signal: AbortSignal;
-  /** A step's pods' results once the step is over (final: every round's attempts, the verdict's note). */
-  onStep?: (results: PodResult[]) => void;
+  /** A leg's pods' results once the leg is over (final: every round's attempts, the verdict's note). */
+  onLegDone?: (results: PodResult[]) => void;
   now?: () => number;
 }
 
 /**
- * Runs a first-fit search: the steps one after another until a pod answers OK. A step whose outcome is
- * unknown is asked again, with the same idempotency key, up to {@link MAX_STEP_RETRIES} times while time is
- * left (pods store every outcome under the key, so the resend replays, never acts twice). Once a step's
+ * Runs a first-fit search: the legs one after another until a pod answers OK. A leg whose outcome is
+ * unknown is asked again, with the same idempotency key, up to {@link MAX_LEG_RETRIES} times while time is
+ * left (pods store every outcome under the key, so the resend replays, never acts twice). Once a leg's
  * outcome has been unknown, a later round that reaches nothing (its site found down meanwhile) does not
  * clear the doubt. If it stays unknown the search stops there, saying so ({@link OUTCOME_UNKNOWN}), rather
  * than risk acting in a second pod. Resolves with every pod asked, once, in the order first asked; the
  * winner, if any, is last.
  */
-export async function firstFit(steps: readonly Leg[], o: FirstFitOptions): Promise<PodResult[]> {
-  const now = o.now ?? Date.now;
+export async function firstFit(legs: readonly Leg[], opts: FirstFitOptions): Promise<PodResult[]> {
+  const now = opts.now ?? Date.now;
   const tried = new Map<string, PodResult>();
-  for (const step of steps) {
-    if (o.signal.aborted) break;
-    const { verdict, results } = await askStep(step, o, tried, now);
+  for (const leg of legs) {
+    if (opts.signal.aborted) break;
+    const { verdict, results } = await askLeg(leg, opts, tried, now);
     const last = results.at(-1);
     if (verdict === 'unknown' && last) {
       const r = tried.get(key(last))!;
@@ -94,32 +94,32 @@ export async function firstFit(steps: readonly Leg[], o: FirstFitOptions): Promi
         message: r.message ? `${r.message}; ${OUTCOME_UNKNOWN}` : OUTCOME_UNKNOWN,
       });
     }
-    o.onStep?.(results.map((r) => tried.get(key(r))!));
+    opts.onLegDone?.(results.map((r) => tried.get(key(r))!));
     if (verdict !== 'next' && verdict !== 'unreached') break;
   }
   return [...tried.values()];
 }
 
-/** Asks one step until its outcome is known (or the retries or the time run out); records every pod in `tried`. */
-async function askStep(
-  step: Leg,
-  o: FirstFitOptions,
+/** Asks one leg until its outcome is known (or the retries or the time run out); records every pod in `tried`. */
+async function askLeg(
+  leg: Leg,
+  opts: FirstFitOptions,
   tried: Map<string, PodResult>,
   now: () => number,
 ): Promise<{ verdict: Verdict; results: PodResult[] }> {
   let doubt = false;
   for (let round = 0; ; round++) {
-    const results = await o.run(step);
+    const results = await opts.run(leg);
     for (const r of results) {
       const before = tried.get(key(r));
       // One line per pod, with every attempt made to it across rounds.
       tried.set(key(r), before ? { ...r, attempts: [...before.attempts, ...r.attempts] } : r);
     }
     const last = results.at(-1);
-    let verdict: Verdict = last ? verdictOf(last, o.op) : 'unreached';
+    let verdict: Verdict = last ? verdictOf(last, opts.op) : 'unreached';
     if (verdict === 'unreached' && doubt) verdict = 'unknown';
     doubt ||= verdict === 'unknown';
-    const out = o.deadline - now() < MIN_RETRY_TIME_MS || o.signal.aborted;
-    if (verdict !== 'unknown' || round >= MAX_STEP_RETRIES || out) return { verdict, results };
+    const out = opts.deadline - now() < MIN_RETRY_TIME_MS || opts.signal.aborted;
+    if (verdict !== 'unknown' || round >= MAX_LEG_RETRIES || out) return { verdict, results };
   }
 }
