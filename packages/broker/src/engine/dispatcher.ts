@@ -146,7 +146,7 @@ export class Dispatcher {
   /** Executes a plan for the call `ctx`, its legs run by the leg runner. */
   private execute(plan: Plan, ctx: CallContext, onPod?: (pod: PodResult) => void): Promise<PodResult[]> {
     return execute(plan, {
-      runLeg: (leg, signal, report) => this.legs.run(plan, ctx.trace, leg, signal, report),
+      runLeg: (leg, signal, report) => this.legs.run({ plan, trace: ctx.trace, leg, signal, report }),
       signal: ctx.signal,
       onPod,
       onLegError: (e) => this.log.error('fan-out leg failed', { error: String(e) }),

@@ -46,30 +46,35 @@ export interface LegDeps {
   hedgeBudget: HedgeBudget;
 }
 
-/** Runs the legs of one plan, for the call whose trace context is `trace`. */
+/** One leg to run: of which plan, for the call whose trace context is `trace`, its cancel and early reports. */
+export interface LegCall {
+  plan: Plan;
+  trace: Context;
+  leg: Leg;
+  /** Aborted when the leg is no longer needed (the deadline, an early answer, the caller's cancel). */
+  signal: AbortSignal;
+  /** Some pods' results before the leg is over (a streamed SiteRequest). */
+  report: (results: PodResult[]) => void;
+}
+
+/** Runs the legs of plans. */
 export class LegRunner {
   constructor(private readonly deps: LegDeps) {}
 
-  /** Runs a leg of `plan`; never rejects (a failure is its pods' result). */
-  run(
-    plan: Plan,
-    trace: Context,
-    leg: Leg,
-    signal: AbortSignal,
-    report: (results: PodResult[]) => void,
-  ): Promise<PodResult[]> {
-    switch (leg.via) {
+  /** Runs one leg; never rejects (a failure is its pods' result). */
+  run(call: LegCall): Promise<PodResult[]> {
+    switch (call.leg.via) {
       case 'own':
-        return this.ownPod(plan, trace, leg, signal);
+        return this.ownPod(call);
       case 'local':
-        return this.local(plan, trace, leg, signal);
+        return this.local(call);
       case 'site':
-        return this.site(plan, trace, leg, signal, report);
+        return this.site(call);
     }
   }
 
   /** The own pod: the operation runs in this process. */
-  private async ownPod(plan: Plan, trace: Context, leg: Leg, signal: AbortSignal): Promise<PodResult[]> {
+  private async ownPod({ plan, trace, leg, signal }: LegCall): Promise<PodResult[]> {
     return [
       await runOwnPod(this.deps, plan.op, leg.params, {
         correlationId: plan.correlationId,
@@ -83,11 +88,12 @@ export class LegRunner {
   }
 
   /** A LocalRequest to another pod of this site, through a connection iterator over the pod's brokers. */
-  private async local(plan: Plan, trace: Context, leg: Leg, signal: AbortSignal): Promise<PodResult[]> {
+  private async local(call: LegCall): Promise<PodResult[]> {
+    const { plan, leg } = call;
     const { self } = this.deps;
     const pod = leg.pods[0]!;
     const target = leg.target!;
-    const { outcome, attempts } = await this.send(plan, trace, leg, signal, (client, remaining, options) => {
+    const { outcome, attempts } = await this.send(call, (client, remaining, options) => {
       const req: LocalRequest = {
         correlationId: plan.correlationId,
         operation: plan.op.name,
@@ -119,19 +125,14 @@ export class LegRunner {
    * every resend, so a first-fit write walks the same pods, which replay their remembered outcomes). Streamed,
    * its pods are reported one by one as each finishes; first-fit, the result lists the pods tried.
    */
-  private async site(
-    plan: Plan,
-    trace: Context,
-    leg: Leg,
-    signal: AbortSignal,
-    report: (results: PodResult[]) => void,
-  ): Promise<PodResult[]> {
+  private async site(call: LegCall): Promise<PodResult[]> {
+    const { plan, leg, report } = call;
     const { self } = this.deps;
     const asked = new Set(leg.pods.map(key));
     /** A pod result from the site, if it is one of the pods asked. */
     const valid = (r: PodResult) => r.site === leg.site && asked.has(key(r));
     const how = plan.first ? 'first' : leg.method === 'StreamSiteRequest' ? 'stream' : 'unary';
-    const { outcome, attempts } = await this.send(plan, trace, leg, signal, (client, remaining, options) => {
+    const { outcome, attempts } = await this.send(call, (client, remaining, options) => {
       const req: SiteRequest = {
         correlationId: plan.correlationId,
         operation: plan.op.name,
@@ -172,10 +173,7 @@ export class LegRunner {
    * attempt span's context).
    */
   private async send<Res>(
-    plan: Plan,
-    trace: Context,
-    leg: Leg,
-    signal: AbortSignal,
+    { plan, trace, leg, signal }: LegCall,
     call: (
       client: FederationServiceClient,
       remaining: Duration,
