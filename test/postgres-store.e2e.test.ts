@@ -3,7 +3,7 @@
  * schema per pod) instead of SQLite files: the built-in operations answer from it, a write resent through
  * the pod's twin broker is answered from the ledger, concurrent placements never double a desktop, and a
  * database that goes away is each pod's UNAVAILABLE while the brokers keep serving — and used again as soon as
- * it is back, without restarting a broker.
+ * it is back, without restarting a broker; a frozen one costs its pods their deadline, never a hang.
  */
 import * as grpc from '@grpc/grpc-js';
 import { PrivatePostgres } from '@wanas/devfed';
@@ -104,5 +104,25 @@ describe('pods on PostgreSQL', () => {
     });
     expect(write.pods.filter((p) => p.code === 0)).toHaveLength(1);
     expect((await f.status(ENTRY)).store?.state).toBe('up');
+  }, 60_000);
+
+  it('answers in time while the database is frozen (its pods cut off at the deadline, the rest as usual), and at once after it thaws', async () => {
+    await f.aggregate(ENTRY, { operation: 'pods.capacity' }); // every broker holds pooled connections
+    server.freeze();
+    try {
+      const t0 = Date.now();
+      const frozen = await f.aggregate(ENTRY, {
+        operation: 'pods.capacity',
+        timeout: { seconds: 1, nanos: 500_000_000 },
+      });
+      expect(Date.now() - t0).toBeLessThan(5000); // answered, not hung (the call's own deadline is 15 s)
+      expect(frozen.summary?.podsOk).toBe(0);
+      for (const p of frozen.pods) expect(p.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+      expect((await f.aggregate(ENTRY, { operation: 'echo' })).summary?.podsOk).toBe(3);
+    } finally {
+      server.freeze(false);
+    }
+    // The brokers gave up their stuck connections: the first call after the thaw is answered in full.
+    expect((await f.aggregate(ENTRY, { operation: 'pods.capacity' })).summary?.podsOk).toBe(3);
   }, 60_000);
 });

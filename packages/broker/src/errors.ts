@@ -1,4 +1,5 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { DeadlineReached } from '@wanas/iterator';
 import { codeName } from '@wanas/proto';
 
 /**
@@ -37,4 +38,14 @@ export function toBrokerError(e: unknown): BrokerError {
     return new BrokerError(code, (e as { details?: string }).details ?? (e as Error).message, e);
   }
   return new BrokerError(status.INTERNAL, 'internal error (see the broker log)', e);
+}
+
+/**
+ * The error for work whose signal was aborted (an operation, a store statement): DEADLINE_EXCEEDED when the overall deadline was
+ * reached, CANCELLED otherwise (the caller gave up, or a hedge twin answered first).
+ */
+export function abortedError(signal: AbortSignal): BrokerError {
+  return signal.reason instanceof DeadlineReached
+    ? new BrokerError(status.DEADLINE_EXCEEDED, 'stopped: the overall deadline was reached')
+    : new BrokerError(status.CANCELLED, 'stopped: the request was cancelled');
 }

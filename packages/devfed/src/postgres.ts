@@ -145,6 +145,15 @@ export class PrivatePostgres {
     return runPg(path.join(this.bin, 'pg_ctl'), ['-D', this.data, ...args], this.asPostgres);
   }
 
+  /**
+   * Freezes the server (SIGSTOP to the postmaster and every backend; `false`: SIGCONT): connections stay
+   * open and are never answered, as with a hung host or a partition.
+   */
+  freeze(frozen = true): void {
+    const pid = Number(fs.readFileSync(path.join(this.data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    for (const p of [pid, ...childrenOf(pid)]) process.kill(p, frozen ? 'SIGSTOP' : 'SIGCONT');
+  }
+
   /** Stops the server now (`-m immediate`: a crash, as a failure test wants) or cleanly. */
   async stopServer(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
     await this.ctl(['stop', '-w', '-m', mode]);
@@ -171,6 +180,23 @@ export class PrivatePostgres {
     await this.stopServer('immediate').catch(() => undefined); // already stopped: nothing to do
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The processes whose parent is `pid` (from /proc: Linux). */
+function childrenOf(pid: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        // pid (comm) state ppid …: comm may hold spaces, so read after its closing parenthesis.
+        const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
 }
 
 /** True when every folder from the root to `dir` lets other users through (o+x). */

@@ -4,10 +4,11 @@
  * what would fail at once as known down and why, expected latencies from measured round trips, hedge
  * delays and the deadline each hop would be given.
  */
-import type { ConnectionManager } from '@wanas/connection-manager';
+import type { ConnectionManager, HealthRow, TargetHealth } from '@wanas/connection-manager';
 import { hedgeDelayMs } from '@wanas/iterator';
 import { msToDuration, type Duration, type ExplainResponse, type ExplainedLeg } from '@wanas/proto';
 import { key, type AggregatePlan, type Leg } from './model';
+import { hopDeadlineMs } from './plan-legs';
 
 /** What explaining reads: the connection manager's view of every target, and the time. */
 export interface ExplainDeps {
@@ -21,6 +22,12 @@ const ms = (x: number | undefined): Duration | undefined => (x === undefined ? u
 /** The plan as an operator reads it. */
 export function explain(plan: AggregatePlan, deps: ExplainDeps): ExplainResponse {
   const { mode } = plan;
+  // The connection manager's tables, read once for every leg.
+  const view: View = {
+    ...deps,
+    rows: new Map(deps.cm.snapshot().map((r) => [r.address, r])),
+    targets: deps.cm.targets(),
+  };
   return {
     correlationId: plan.correlationId,
     operation: plan.op.name,
@@ -31,13 +38,19 @@ export function explain(plan: AggregatePlan, deps: ExplainDeps): ExplainResponse
     requiredSites: mode.kind === 'all' ? [...mode.requiredSites] : [],
     preferSites: mode.kind === 'first' ? [...mode.preferSites] : [],
     pods: plan.pods.map(key),
-    legs: plan.legs.map((leg) => explainLeg(plan, leg, deps)),
+    legs: plan.legs.map((leg) => explainLeg(plan, leg, view)),
     plannedBy: deps.brokerId,
   };
 }
 
+/** What explaining a leg reads: the deps, the endpoint rows by address and the target states. */
+interface View extends ExplainDeps {
+  rows: Map<string, HealthRow>;
+  targets: TargetHealth[];
+}
+
 /** One leg: where it goes, through which brokers in which order, and what it would cost. */
-function explainLeg(plan: AggregatePlan, leg: Leg, deps: ExplainDeps): ExplainedLeg {
+function explainLeg(plan: AggregatePlan, leg: Leg, deps: View): ExplainedLeg {
   const base = {
     via: leg.via,
     site: leg.site,
@@ -58,8 +71,7 @@ function explainLeg(plan: AggregatePlan, leg: Leg, deps: ExplainDeps): Explained
       hedgeDelay: undefined,
       hopDeadline: msToDuration(left),
     };
-  const { cm } = deps;
-  const rows = new Map(cm.snapshot().map((r) => [r.address, r]));
+  const { cm, rows } = deps;
   const prefer = leg.preferBrokers.length
     ? (ep: { brokerId: string }) => leg.preferBrokers.includes(ep.brokerId)
     : undefined;
@@ -78,10 +90,7 @@ function explainLeg(plan: AggregatePlan, leg: Leg, deps: ExplainDeps): Explained
   const first = ordered[0];
   const floor = first && cm.latencyFloorMs(first);
   const down = cm.targetDown(leg.target);
-  const group = cm.targets().find((t) => t.site === leg.target!.site && t.pod === leg.target!.pod);
-  // A SiteRequest's representative works to what the attempt leaves minus about one round trip.
-  const attemptLeft = Math.min(left, leg.attemptTimeoutMs);
-  const trip = leg.via === 'site' ? Math.min(floor ?? 0, attemptLeft / 4) : 0;
+  const group = deps.targets.find((t) => t.site === leg.target!.site && t.pod === leg.target!.pod);
   return {
     ...base,
     targetState: group?.state ?? 'up',
@@ -94,6 +103,6 @@ function explainLeg(plan: AggregatePlan, leg: Leg, deps: ExplainDeps): Explained
       plan.hedge && first
         ? msToDuration(hedgeDelayMs(cm.latencyP95Ms(first), leg.attemptTimeoutMs))
         : undefined,
-    hopDeadline: msToDuration(Math.max(1, attemptLeft - trip)),
+    hopDeadline: msToDuration(hopDeadlineMs(leg.via, Math.min(left, leg.attemptTimeoutMs), floor)),
   };
 }

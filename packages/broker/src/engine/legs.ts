@@ -34,6 +34,7 @@ import type { BrokerInfo } from '@wanas/topology';
 import { attemptSpan } from '../telemetry/tracing';
 import { attemptToProto, failed, key, type Leg, type Plan } from './model';
 import { runOwnPod } from './own-pod';
+import { hopDeadlineMs } from './plan-legs';
 import { siteCall } from './site-call';
 
 /** What running legs needs: this broker, the connection manager, the pod's store, logs and metrics. */
@@ -198,15 +199,13 @@ export class LegRunner {
       signal,
       attempt: (client, ep, deadline, mode) => {
         const left = deadline.getTime() - Date.now();
-        // The deadline a representative works to is what the attempt has left minus about one round trip
-        // (its fastest usual answer, at most a quarter of the time): the gRPC timeout is relative, so its
-        // clock starts a one-way trip late, and its answer needs another one to come back in time.
-        const trip = kind === 'site' ? Math.min(this.deps.cm.latencyFloorMs(ep) ?? 0, left / 4) : 0;
+        const floor = leg.via === 'site' ? this.deps.cm.latencyFloorMs(ep) : undefined; // a LAN hop needs none
+        const hop = hopDeadlineMs(leg.via, left, floor);
         const metadata = new Metadata({ waitForReady: mode.waitForReady });
         // Traced, the attempt's span goes into its metadata before the call starts, and ends with its
         // outcome; untraced, nothing is made or attached.
         const span = attemptSpan(trace, metadata, method, ep, mode.hedged);
-        const started = call(client, msToDuration(Math.max(1, left - trip)), {
+        const started = call(client, msToDuration(hop), {
           deadline,
           metadata,
           endpoint: ep,

@@ -1,4 +1,3 @@
-import { status } from '@grpc/grpc-js';
 import { builtinOperations } from '../operations/builtin';
 import { parseTopology } from '@wanas/topology';
 import { key, type PodRef } from './model';
@@ -129,6 +128,5 @@ describe('the legs, whole before they run', () => {
       at: { site: 'eu' },
     });
     expect(podLeg(context(shaped), pods[0]!).params).toEqual({ user: 'zoe', at: { site: 'us', pod: 'p1' } });
-    expect(status.OK).toBe(0);
   });
 });

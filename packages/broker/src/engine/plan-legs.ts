@@ -12,6 +12,17 @@ import type { Leg, PodRef } from './model';
 /** A SiteRequest's attempt timeout is this many LAN attempt timeouts (room for one LAN failover there). */
 export const SITE_ATTEMPT_FACTOR = 2;
 
+/**
+ * The deadline the next hop is given, ms, from what the attempt has left: a representative's (a SiteRequest)
+ * is that minus about one round trip — its fastest usual answer (`floorMs`), at most a quarter of the time —
+ * since a gRPC timeout is relative (its clock starts a one-way trip late) and the answer needs another trip
+ * back in time; a pod's (a LocalRequest, on the LAN) is what is left.
+ */
+export function hopDeadlineMs(via: Leg['via'], leftMs: number, floorMs: number | undefined): number {
+  const trip = via === 'site' ? Math.min(floorMs ?? 0, leftMs / 4) : 0;
+  return Math.max(1, leftMs - trip);
+}
+
 /** What building a plan's legs takes. */
 export interface LegContext {
   self: PodRef;

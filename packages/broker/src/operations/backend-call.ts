@@ -6,7 +6,7 @@
 import { status } from '@grpc/grpc-js';
 import type { OperationContext } from '@wanas/operations';
 import { BrokerError } from '../errors';
-import { abortedError } from './abortable';
+import { abortedError } from '../errors';
 
 /** The request's context a backend call needs. */
 export type BackendCallContext = Pick<

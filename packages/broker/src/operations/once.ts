@@ -3,7 +3,7 @@ import type { JsonObject } from '@wanas/operations';
 import { BrokerError, toBrokerError } from '../errors';
 import type { PodState } from '../store/pod-state';
 import { Refusal } from '../store/pod-store';
-import { abortedError } from './abortable';
+import { abortedError } from '../errors';
 
 /** How often a resend polls while a twin broker's call with the same key is in flight, ms. */
 const PENDING_POLL_MS = 25;

@@ -303,6 +303,38 @@ describe('the PostgreSQL store, where only a server can fail', () => {
     await s.close();
   });
 
+  it('answers within the deadline while the server is frozen (never a hang), and again once it thaws', async () => {
+    const s = store(server.url(), 'wanas-frozen');
+    await s.migrate();
+    await Promise.all([0, 1, 2].map(() => s.capacity(soon()))); // pooled connections to a live server
+    const fresh = store(server.url(), 'wanas-frozen'); // one with no connection yet: its connect hangs
+    server.freeze();
+    try {
+      const stuck = await Promise.all([
+        s.capacity(Date.now() + 300).catch((x: unknown) => x),
+        s
+          .provisionOnce({
+            key: 'frozen',
+            user: 'fay',
+            pool: 'standard',
+            brokerId: 'a',
+            deadline: Date.now() + 300,
+          })
+          .catch((x: unknown) => x),
+        fresh.capacity(Date.now() + 300).catch((x: unknown) => x),
+      ]);
+      // A write cut off so has an unknown outcome: DEADLINE_EXCEEDED, resent with its key below.
+      for (const e of stuck) expect(e).toMatchObject({ code: status.DEADLINE_EXCEEDED });
+    } finally {
+      server.freeze(false);
+    }
+    expect((await s.capacity(soon())).total).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL);
+    expect((await fresh.capacity(soon())).total).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL);
+    await s.provisionOnce({ key: 'frozen', user: 'fay', pool: 'standard', brokerId: 'b', deadline: soon() });
+    expect((await s.findUser('fay', soon())).desktops).toHaveLength(1);
+    await Promise.all([s.close(), fresh.close()]);
+  });
+
   /** Another session inserts `key` into the store's ledger and holds it uncommitted: a write of it waits. */
   async function holdKey(schema: string, key: string): Promise<pg.Client> {
     const other = new pg.Client({ connectionString: server.url() });

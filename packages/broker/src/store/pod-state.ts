@@ -17,6 +17,8 @@ import {
   type Session,
 } from './pod-store';
 
+/** How long settling a ledger entry may take, ms (it runs after its request has been answered). */
+export const SETTLE_TIMEOUT_MS = 5000;
 /** Pause between tries while a twin broker holds SQLite's write lock, ms. */
 const BUSY_RETRY_MS = 25;
 
@@ -156,7 +158,9 @@ export class SqlitePodState implements PodState {
     params: unknown,
     outcome: Record<string, unknown> | Refusal | undefined,
   ) {
-    return whenFree(this.store, Date.now() + 5000, () => this.store.settle(key, operation, params, outcome));
+    return whenFree(this.store, Date.now() + SETTLE_TIMEOUT_MS, () =>
+      this.store.settle(key, operation, params, outcome),
+    );
   }
 
   private readonly opened = Date.now();

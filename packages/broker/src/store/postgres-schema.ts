@@ -3,7 +3,7 @@
  * so replicas of one pod starting together apply each one once, and the demo inventory seeded in the same
  * transaction. A broker older than its pod's database refuses to start, naming both versions.
  */
-import type pg from 'pg';
+import type { Tx } from './postgres-tx';
 import { seedRows } from './seed';
 
 /** The schema's migrations, in order: index + 1 is the version. `s` is the quoted schema name. */
@@ -47,10 +47,10 @@ export interface SchemaTarget {
 }
 
 /**
- * Brings the pod's schema to {@link POSTGRES_SCHEMA_VERSION} and seeds it once, in one transaction on `c`
- * (the caller begins and ends it) under an advisory lock on the schema's name.
+ * Brings the pod's schema to {@link POSTGRES_SCHEMA_VERSION} and seeds it once, in the caller's
+ * transaction `c`, under an advisory lock on the schema's name.
  */
-export async function migrateSchema(c: pg.ClientBase, t: SchemaTarget): Promise<void> {
+export async function migrateSchema(c: Pick<Tx, 'query'>, t: SchemaTarget): Promise<void> {
   const s = `"${t.schema}"`;
   await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`wanas:${t.schema}`]);
   await c.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
@@ -69,7 +69,7 @@ export async function migrateSchema(c: pg.ClientBase, t: SchemaTarget): Promise<
 }
 
 /** The demo inventory, once per schema. */
-async function seed(c: pg.ClientBase, s: string, t: SchemaTarget): Promise<void> {
+async function seed(c: Pick<Tx, 'query'>, s: string, t: SchemaTarget): Promise<void> {
   const done = await c.query(`SELECT 1 FROM ${s}.meta WHERE k = 'seeded'`);
   if (done.rowCount) return;
   const rows = seedRows(t.site, t.pod, t.pools);

@@ -18,9 +18,9 @@ import {
   type Session,
 } from './pod-store';
 import type { Capacity, PodState, ProvisionRequest, StoreHealth } from './pod-state';
-import { provisionRefusal } from './pod-state';
+import { SETTLE_TIMEOUT_MS, provisionRefusal } from './pod-state';
 import { migrateSchema } from './postgres-schema';
-import { PgTransactions, type Bounds, type Tx } from './postgres-tx';
+import { PgTransactions, within, type Bounds, type Tx } from './postgres-tx';
 
 export { POSTGRES_SCHEMA_VERSION, SchemaTooNewError } from './postgres-schema';
 
@@ -28,8 +28,8 @@ export { POSTGRES_SCHEMA_VERSION, SchemaTooNewError } from './postgres-schema';
 const HELD_DESKTOP_WAIT_MS = 10;
 /** Tries of a transaction that lost a race on a key to a twin broker (it then sees the twin's row). */
 const MAX_KEY_RACES = 5;
-/** How long settling a ledger entry may take, ms (it runs after its request has been answered). */
-const SETTLE_TIMEOUT_MS = 5000;
+/** How long the migrations may take at most (a twin may hold their lock meanwhile), ms. */
+const MIGRATION_TIMEOUT_MS = 30_000;
 
 /** Options of a {@link PostgresPodState}. */
 export interface PostgresOptions {
@@ -80,31 +80,16 @@ export class PostgresPodState implements PodState {
     return this.migrated;
   }
 
-  private async runMigrations(): Promise<void> {
-    const client = await this.db.connect();
-    let broken: Error | undefined;
-    const onError = (e: Error) => (broken = e); // see PgTransactions: a client's own error while checked out
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      await migrateSchema(client, { ...this.o, where: this.where });
-      await client.query('COMMIT');
-    } catch (e) {
-      await client.query('ROLLBACK').catch((r: unknown) => (broken ??= r as Error)); // gone: nothing to undo
-      throw e;
-    } finally {
-      if (!broken) client.off('error', onError); // see PgTransactions: a broken client keeps it
-      client.release(broken);
-    }
+  /** The migrations in one bounded transaction (see {@link PgTransactions.run}). */
+  private runMigrations(): Promise<void> {
+    return this.db.run({ deadline: Date.now() + MIGRATION_TIMEOUT_MS }, (tx) =>
+      migrateSchema(tx, { ...this.o, where: this.where }),
+    );
   }
 
-  /** `fn` in one transaction within `b`, once the schema is there. */
+  /** `fn` in one transaction within `b`, once the schema is there (waited for within `b` too). */
   private async tx<T>(b: Bounds, fn: (tx: Tx) => Promise<T>, oneRound = false): Promise<T> {
-    try {
-      await this.migrate();
-    } catch (e) {
-      throw this.db.unreachableOn(e);
-    }
+    await within(b, 'the pod store migrating', () => this.migrate());
     return this.db.run(b, fn, oneRound);
   }
 

@@ -10,9 +10,8 @@
  */
 import { status } from '@grpc/grpc-js';
 import pg from 'pg';
-import { BrokerError } from '../errors';
+import { BrokerError, abortedError } from '../errors';
 import { Refusal } from './pod-store';
-import { SchemaTooNewError } from './postgres-schema';
 import type { StoreHealth } from './pod-state';
 
 /** Connections one broker keeps to its pod's database at most. */
@@ -82,11 +81,6 @@ export class PgTransactions {
     this.cancels.on('error', onError);
   }
 
-  /** A client for work outside a request (migrations); the caller releases it. */
-  connect(): Promise<pg.PoolClient> {
-    return this.pool.connect();
-  }
-
   /**
    * Runs `fn` in one transaction within `b`, once more on a fresh connection if the first was lost.
    * `oneRound`: `fn` sends every statement before it first waits, and the commit goes with them (a read in
@@ -100,19 +94,26 @@ export class PgTransactions {
         return out;
       } catch (e) {
         const retry = run < MAX_RUNS && isUnreachable(e) && !b.signal?.aborted && Date.now() < b.deadline;
-        if (!retry) throw this.failure(e, b);
+        if (!retry) throw this.failure(e);
       }
     }
   }
 
   private async runOnce<T>(b: Bounds, fn: (tx: Tx) => Promise<T>, oneRound: boolean): Promise<T> {
-    const client = await this.connectWithin(b);
+    const client = await within(
+      b,
+      'connecting to the pod store',
+      () => this.pool.connect(),
+      (c) => c.release(),
+    );
     let broken: Error | boolean | undefined;
     // A connection that dies while checked out emits 'error' on its client (the pool listens only while it
     // is idle): unheard, that would end the broker. The statements in flight reject as well.
     const onError = (e: Error) => (broken = e);
     client.on('error', onError);
-    const cancel = this.armCancel(client, b);
+    // At the request's deadline or cancel: the running statement is cancelled on the server, and the
+    // transaction given up at once — a frozen or unreachable server would never answer the cancel either.
+    const bound = boundsOf(b, 'the pod store', () => this.cancelOn(client));
     const sent: Promise<unknown>[] = [];
     const tx: Tx = {
       query: (text, values) => client.query(text, values),
@@ -127,87 +128,35 @@ export class PgTransactions {
       );
       const running = fn(tx);
       const commit = oneRound ? later(client.query('COMMIT')) : undefined;
-      const out = await running;
-      if (cancel.fired()) throw cancel.reason();
-      await Promise.all([...sent, commit ?? client.query('COMMIT')]);
+      const out = await Promise.race([running, bound.stopped]);
+      await Promise.race([Promise.all([...sent, commit ?? client.query('COMMIT')]), bound.stopped]);
       return out;
     } catch (e) {
-      if (cancel.fired())
-        broken = true; // a late cancel must not reach the next user of this connection
+      if (bound.reason()) broken = true;
       else if (isUnreachable(e)) broken = e as Error;
       else await client.query('ROLLBACK').catch((r: unknown) => (broken = r as Error));
-      throw cancel.fired() ? cancel.reason() : e;
+      throw bound.reason() ?? e;
     } finally {
-      cancel.disarm();
+      bound.disarm();
       // A broken client may still report its end after this: it keeps the listener until it is gone.
       if (!broken) client.off('error', onError);
       client.release(broken);
     }
   }
 
-  /** A pooled client, or the request's deadline or cancel if they come first. */
-  private async connectWithin(b: Bounds): Promise<pg.PoolClient> {
-    if (b.signal?.aborted) throw new BrokerError(status.CANCELLED, 'cancelled before the pod store');
-    const leftMs = b.deadline - Date.now();
-    if (leftMs <= 0) throw new BrokerError(status.DEADLINE_EXCEEDED, 'no time left for the pod store');
-    const connecting = this.pool.connect();
-    let timer: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
-    const stop = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new BrokerError(status.DEADLINE_EXCEEDED, 'no connection to the pod store within the deadline'),
-          ),
-        leftMs,
-      );
-      onAbort = () =>
-        reject(new BrokerError(status.CANCELLED, 'cancelled while connecting to the pod store'));
-      b.signal?.addEventListener('abort', onAbort, { once: true });
-    });
-    try {
-      return await Promise.race([connecting, stop]);
-    } catch (e) {
-      connecting.then(
-        (c) => c.release(),
-        () => undefined,
-      ); // came too late: back to the pool
-      throw e;
-    } finally {
-      clearTimeout(timer);
-      if (onAbort) b.signal?.removeEventListener('abort', onAbort);
-    }
-  }
-
   /**
-   * Cancels the client's running statement when the request is cancelled or its deadline passes (a
-   * statement waiting for a twin's row lock, say); the transaction then fails with the request's reason.
+   * Cancels the client's running statement on the server (from a connection of its own: this one is
+   * busy), and ends the connection: the transaction was given up, and a late cancel must not reach the
+   * next user of the connection.
    */
-  private armCancel(client: pg.PoolClient, b: Bounds) {
-    let why: BrokerError | undefined;
-    const fire = (reason: BrokerError) => {
-      if (why) return;
-      why = reason;
-      const pid = (client as unknown as { processID: number | null }).processID;
-      if (pid) this.cancels.query('SELECT pg_cancel_backend($1)', [pid]).catch(() => undefined);
+  private cancelOn(client: pg.PoolClient): void {
+    const { processID, connection } = client as unknown as {
+      processID: number | null;
+      connection?: { stream?: { destroy(): void } };
     };
-    const onAbort = () =>
-      fire(new BrokerError(status.CANCELLED, 'cancelled: the pod store statement was stopped'));
-    const timer = setTimeout(
-      () =>
-        fire(new BrokerError(status.DEADLINE_EXCEEDED, 'the pod store did not answer within the deadline')),
-      Math.max(0, b.deadline - Date.now()),
-    );
-    if (b.signal?.aborted) onAbort();
-    else b.signal?.addEventListener('abort', onAbort, { once: true });
-    return {
-      fired: () => why !== undefined,
-      reason: () => why!,
-      disarm: () => {
-        clearTimeout(timer);
-        b.signal?.removeEventListener('abort', onAbort);
-      },
-    };
+    if (processID) this.cancels.query('SELECT pg_cancel_backend($1)', [processID]).catch(() => undefined);
+    // Released with an error, a pipelined client would wait for its statements before closing: close now.
+    connection?.stream?.destroy();
   }
 
   /** Whether the database answers, as the last use found it. */
@@ -223,12 +172,11 @@ export class PgTransactions {
   }
 
   /** What a store error is for the pod's answer. */
-  private failure(e: unknown, b: Bounds): unknown {
-    if (e instanceof BrokerError || e instanceof Refusal || e instanceof SchemaTooNewError) return e;
+  private failure(e: unknown): unknown {
+    if (e instanceof BrokerError || e instanceof Refusal) return e; // (a SchemaTooNewError passes as it is too)
+    // The server's own statement timeout (this broker's cancel comes with the request's reason instead).
     if ((e as { code?: unknown }).code === '57014')
-      return b.signal?.aborted
-        ? new BrokerError(status.CANCELLED, 'cancelled: the pod store statement was stopped', e)
-        : new BrokerError(status.DEADLINE_EXCEEDED, 'the pod store did not answer within the deadline', e);
+      return new BrokerError(status.DEADLINE_EXCEEDED, 'the pod store did not answer within the deadline', e);
     if (isUnreachable(e)) {
       this.transition('unreachable', (e as Error).message);
       return new BrokerError(status.UNAVAILABLE, `store unreachable: ${(e as Error).message}`, e);
@@ -236,12 +184,64 @@ export class PgTransactions {
     return e;
   }
 
-  /** Marks the store unreachable when `e` says so (for work outside {@link run}, such as migrations). */
-  unreachableOn(e: unknown): unknown {
-    return this.failure(e, { deadline: 0 });
-  }
-
   async close(): Promise<void> {
     await Promise.all([this.pool.end(), this.cancels.end()]);
+  }
+}
+
+/**
+ * Watches a request's bounds while it uses the store: `stopped` rejects with the request's reason
+ * (DEADLINE_EXCEEDED at its deadline, CANCELLED at its cancel) and `onStop` runs once then.
+ */
+function boundsOf(b: Bounds, what: string, onStop: () => void = () => undefined) {
+  let why: BrokerError | undefined;
+  let stop!: (e: BrokerError) => void;
+  const stopped = new Promise<never>((_, reject) => (stop = reject));
+  stopped.catch(() => undefined); // seen by whoever races it
+  const fire = (reason: BrokerError) => {
+    if (why) return;
+    why = reason;
+    onStop();
+    stop(reason);
+  };
+  // Aborted at the overall deadline (DEADLINE_EXCEEDED) or by a cancel (CANCELLED): as any aborted work.
+  const onAbort = () => fire(abortedError(b.signal!));
+  const timer = setTimeout(
+    () => fire(new BrokerError(status.DEADLINE_EXCEEDED, `${what}: no answer within the deadline`)),
+    Math.max(0, b.deadline - Date.now()),
+  );
+  if (b.signal?.aborted) onAbort();
+  else b.signal?.addEventListener('abort', onAbort, { once: true });
+  return {
+    stopped,
+    reason: () => why,
+    disarm: () => {
+      clearTimeout(timer);
+      b.signal?.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+/**
+ * What `start` yields, or the request's reason if its deadline or cancel comes first (nothing is started
+ * when they already have); what comes too late goes to `late` (a connection back to the pool).
+ */
+export async function within<T>(
+  b: Bounds,
+  what: string,
+  start: () => Promise<T>,
+  late: (value: T) => void = () => undefined,
+): Promise<T> {
+  if (b.signal?.aborted) throw abortedError(b.signal);
+  if (b.deadline <= Date.now()) throw new BrokerError(status.DEADLINE_EXCEEDED, `${what}: no time left`);
+  const bound = boundsOf(b, what);
+  const work = start();
+  try {
+    return await Promise.race([work, bound.stopped]);
+  } catch (e) {
+    if (bound.reason()) work.then(late, () => undefined);
+    throw e;
+  } finally {
+    bound.disarm();
   }
 }
