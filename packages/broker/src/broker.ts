@@ -192,7 +192,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   });
   const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started, store });
 
-  const servers = new BrokerServers(info, log);
+  const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes);
   const port = await serveRpc(servers, {
     dispatcher,
     log,
@@ -256,6 +256,10 @@ function connectionManagerFor(
     connectTimeoutMs: settings.connectTimeoutMs,
     credentials: security.channelCredentials,
     channelOptionsFor: (ep) => security.peerChannelOptions(ep.brokerId),
+    channelOptions: {
+      'grpc.max_receive_message_length': settings.maxMessageBytes,
+      'grpc.max_send_message_length': settings.maxMessageBytes,
+    },
     ...opts.connectionManager,
     logger: log,
   });

@@ -42,6 +42,8 @@ export interface DevFederationOptions {
   logLevel?: 'warn' | 'info';
   /** Desktops per pool a pod starts with (its topology's `pools`); undefined: the default pools. */
   pools?: (site: string, pod: string) => Record<string, number> | undefined;
+  /** Sessions a pod's store is seeded with besides the demo users' (its topology's `sessions`). */
+  sessions?: (site: string, pod: string) => number;
   /**
    * The topology's `services` section: every pod gets a free loopback port per service (`host:port` for
    * gRPC, `http://host:port` for HTTP), and a service's `dev` command runs once per pod before the brokers.
@@ -97,6 +99,7 @@ export async function specTopology(dir: string, opts: DevFederationOptions): Pro
       pods: Object.entries(pods).map(([pod, n]) => ({
         name: pod,
         ...(opts.pools?.(site, pod) ? { pools: opts.pools(site, pod) } : {}),
+        ...(opts.sessions?.(site, pod) ? { sessions: opts.sessions(site, pod) } : {}),
         ...(services.length && {
           services: Object.fromEntries(
             services.map(([name, svc]) => [name, `${svc.http ? 'http://' : ''}127.0.0.1:${ports.pop()}`]),

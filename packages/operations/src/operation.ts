@@ -40,6 +40,28 @@ export interface OperationContext {
    * runs it again, with the same key). A state-changing operation wraps its change in it.
    */
   once(action: () => Promise<JsonObject>): Promise<JsonObject>;
+  /**
+   * Set for a pageable operation (one with `page`): return the items whose order key is `after` or later
+   * (byte order; "" = from the start), in that order, at most `limit` of them (0: no limit). The broker
+   * drops what was listed already, and cuts the rest to the page and the message limit.
+   */
+  page?: PageRequest | undefined;
+}
+
+/** The part of a listing a pageable operation's pod is asked for (see {@link OperationContext.page}). */
+export interface PageRequest {
+  after: string;
+  limit: number;
+}
+
+/**
+ * How a pageable operation's result lists its items in one federation-wide order: `items` names the result
+ * field holding them (a list of objects), `key` the item field that orders them (a string, unique within a
+ * pod; ties across pods are ordered by pod). The entry broker merges the pods' lists in that order.
+ */
+export interface PageSpec {
+  items: string;
+  key: string;
 }
 
 /** Where a request is going, for operations that shape it per level. */
@@ -81,6 +103,12 @@ export interface Operation<P extends JsonObject = JsonObject, C extends Operatio
    * (and when a pod was surely never reached); an idempotent one moves on after any failure.
    */
   nextPodOn?: readonly number[];
+  /**
+   * A pageable operation (a listing): `AggregateRequest.page_size` and `page_token` page through its items
+   * in federation-wide order, and an answer too large for one message is cut at an item, never refused.
+   * Its `reduce` is not used: the merged page is the reduction.
+   */
+  page?: PageSpec;
   /** How `wanas ops` and `ListOperations` describe it (default: `module`). */
   info?: OperationInfo;
 }
@@ -113,6 +141,8 @@ export function defineOperation<P extends JsonObject, C extends OperationContext
   return op;
 }
 
+const isName = (v: unknown): boolean => typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(v);
+
 /** Operation names: dotted lower-case words, e.g. `inventory.count`. */
 export const OPERATION_NAME = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/;
 
@@ -129,6 +159,8 @@ export function operationProblem(v: unknown): string | undefined {
   if (typeof op.execute !== 'function') return `${op.name}: execute: must be a function`;
   if (op.reduce !== undefined && typeof op.reduce !== 'function')
     return `${op.name}: reduce: must be a function`;
+  if (op.page !== undefined && !(isName(op.page.items) && isName(op.page.key)))
+    return `${op.name}: page: must be { items: '<result field>', key: '<item field>' }`;
   if (op.nextPodOn !== undefined && !(Array.isArray(op.nextPodOn) && op.nextPodOn.every(Number.isInteger)))
     return `${op.name}: nextPodOn: must be a list of gRPC code numbers (use Code.RESOURCE_EXHAUSTED)`;
   return undefined;

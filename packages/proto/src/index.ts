@@ -7,7 +7,7 @@ export * from './gen/wanas/v1/aggregation';
 export * from './gen/wanas/v1/federation';
 export * from './gen/wanas/v1/admin';
 export { Duration } from './gen/google/protobuf/duration';
-export { Struct } from './gen/google/protobuf/struct';
+export { Struct, Value } from './gen/google/protobuf/struct';
 export * from './duration';
 export * from './codes';
 export * from './descriptor-set';

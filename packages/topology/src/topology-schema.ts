@@ -85,6 +85,11 @@ const podSchema = z
         z.number().int('must be a whole number').min(0).max(10_000),
       )
       .optional(),
+    /**
+     * Sessions seeded the first time the pod's database is created, besides the demo users' (default 0):
+     * deterministic, spread over users and desktops, for listings at scale (`sessions.list`).
+     */
+    sessions: z.number().int('must be a whole number').min(0).max(250_000).optional(),
     /** Where this pod's backends are, by service name: `host:port` or `dns:///name:port` (gRPC), a base URL (HTTP). */
     services: z.record(z.string(), z.string().min(1)).optional(),
     /** This pod's store URL, instead of `settings.store` (see there). */
@@ -117,6 +122,17 @@ const settingsSchema = z
     maxTimeoutMs: z.number().int().min(1).max(3_600_000).default(60_000),
     /** Aggregates (unary + streaming) a broker serves at once; more are refused with RESOURCE_EXHAUSTED. */
     maxInFlightAggregates: z.number().int().min(1).max(1_000_000).default(512),
+    /**
+     * Largest message a broker sends or accepts, bytes (default 4 MiB, gRPC's usual limit). An answer that
+     * would be larger is cut at an item of a pageable operation (with the token to go on), never refused by
+     * the transport. Read at start for the transport; a reload changes how answers are cut.
+     */
+    maxMessageBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(64 * 1024 * 1024)
+      .default(4 * 1024 * 1024),
     /** SiteRequests + LocalRequests a broker serves at once; more are refused with RESOURCE_EXHAUSTED. */
     maxInFlightFederation: z.number().int().min(1).max(1_000_000).default(2048),
     /** How long a pod remembers an idempotency key and its first result, ms (default 24 h). */

@@ -43,6 +43,8 @@ export interface PodInfo {
   dns: DnsPod | undefined;
   /** Desktops per pool to seed a new pod database with; undefined: the default pools. */
   pools: Record<string, number> | undefined;
+  /** Sessions to seed a new pod database with besides the demo users' (the topology's `sessions`). */
+  sessions: number;
   /** Where the pod's backends are, by service name (see the topology's `services`). */
   services: Record<string, string>;
   /** This pod's store URL, when it overrides `settings.store`. */
@@ -104,6 +106,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
           name: p.name,
           brokers: [],
           pools: p.pools,
+          sessions: p.sessions ?? 0,
           services: p.services ?? {},
           store: p.store,
           dns: {
@@ -119,6 +122,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
         name: p.name,
         dns: undefined,
         pools: p.pools,
+        sessions: p.sessions ?? 0,
         services: p.services ?? {},
         store: p.store,
         brokers: p.brokers.map((b) => {

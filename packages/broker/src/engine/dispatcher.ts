@@ -8,16 +8,16 @@
 import type { ConnectionManager } from '@wanas/connection-manager';
 import type { HedgeBudget } from '@wanas/iterator';
 import {
+  AggregateResponse,
+  LocalResponse,
+  SiteResponse,
   codeName,
   msToDuration,
   type AggregateRequest,
-  type AggregateResponse,
   type ExplainResponse,
   type LocalRequest,
-  type LocalResponse,
   type PodResult,
   type SiteRequest,
-  type SiteResponse,
 } from '@wanas/proto';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
@@ -33,8 +33,13 @@ import { explain } from './explain';
 import { LegRunner } from './legs';
 import type { AggregatePlan, Plan } from './model';
 import { requiredSitesFailure } from './modes/required-sites';
+import { pagedAnswer, type PagedFields } from './paging/answer';
+import { fitPods } from './paging/fit';
 import { runOwnPod } from './own-pod';
 import { planAggregate, planLocal, planSite, type PlanContext } from './plan';
+
+/** Bytes of the message limit kept for gRPC's framing. */
+const MESSAGE_SLACK_BYTES = 64;
 
 /** Everything the dispatcher works with. */
 export interface DispatcherDeps {
@@ -90,22 +95,61 @@ export class Dispatcher {
   ): Promise<AggregateResponse> {
     const plan = this.planAggregate(req, ctx, onPod !== undefined);
     const results = await this.execute(plan, ctx, onPod);
-    const response: AggregateResponse = {
-      correlationId: plan.correlationId,
-      pods: results,
-      summary: summarize(results),
-      reduced: plan.op.reduce ? safeReduce(plan.op, results, this.log, plan.correlationId) : undefined,
-      latency: msToDuration(Date.now() - plan.started),
-      answeredBy: this.deps.self.id,
-    };
     this.deps.metrics.pods(
       'aggregate',
       results.map((r) => r.code),
+    );
+    const respond = (fields: PagedFields): AggregateResponse => ({
+      correlationId: plan.correlationId,
+      summary: summarize(fields.pods),
+      latency: msToDuration(Date.now() - plan.started),
+      answeredBy: this.deps.self.id,
+      ...fields,
+    });
+    if (plan.paging) return respond(pagedAnswer(plan.paging, results, respond));
+    const response = fitPods(
+      results,
+      this.maxMessageBytes(),
+      (pods) =>
+        respond({
+          pods,
+          reduced: plan.op.reduce ? safeReduce(plan.op, pods, this.log, plan.correlationId) : undefined,
+          nextPageToken: '',
+          truncated: false,
+        }),
+      (m) => AggregateResponse.encode(m).finish().length,
     );
     const failure =
       plan.mode.kind === 'all' ? requiredSitesFailure(response, plan.mode.requiredSites) : undefined;
     if (failure) throw failure;
     return response;
+  }
+
+  /** Whether the request's operation pages (a listing); false for an unknown one (its Aggregate says so). */
+  pageable(req: AggregateRequest): boolean {
+    return this.deps.registry.has(req.operation) && !!this.deps.registry.get(req.operation).page;
+  }
+
+  /**
+   * A listing, page after page from `req.page_token` to its end, each given to `send` as soon as it is
+   * merged (the `timeout` counts per page; the call's deadline and cancel stop it between or within pages).
+   * Resolves with the last page.
+   */
+  async pages(
+    req: AggregateRequest,
+    ctx: CallContext,
+    send: (page: AggregateResponse) => Promise<void>,
+  ): Promise<AggregateResponse> {
+    let page = await this.aggregate(req, ctx);
+    await send(page);
+    while (page.nextPageToken && !ctx.signal.aborted) {
+      page = await this.aggregate(
+        { ...req, correlationId: page.correlationId, pageToken: page.nextPageToken },
+        ctx,
+      );
+      await send(page);
+    }
+    return page;
   }
 
   /**
@@ -119,12 +163,17 @@ export class Dispatcher {
       'site',
       pods.map((r) => r.code),
     );
-    return { correlationId: req.correlationId, answeredBy: this.deps.self.id, pods };
+    return fitPods(
+      pods,
+      this.maxMessageBytes(),
+      (fitted) => ({ correlationId: req.correlationId, answeredBy: this.deps.self.id, pods: fitted }),
+      (m) => SiteResponse.encode(m).finish().length,
+    );
   }
 
   /** Serves a LocalRequest: the own pod only; never fans out. The operation stops when the source cancels. */
   async local(req: LocalRequest, ctx: CallContext): Promise<LocalResponse> {
-    const { op, params, deadline } = planLocal(req, this.federationContext(ctx));
+    const { op, params, deadline, page } = planLocal(req, this.federationContext(ctx));
     const pod = await runOwnPod(this.deps, op, params, {
       correlationId: req.correlationId,
       headers: req.headers,
@@ -136,11 +185,22 @@ export class Dispatcher {
       },
       trace: ctx.trace,
       inCallSpan: true,
+      page,
     });
     this.deps.metrics.pods('local', [pod.code]);
     // The operation's own error (a full pool, a missing pool) travels in the answer, not as the call's
     // status: it is the pod's answer, which asking the pod's twin would only repeat.
-    return { correlationId: req.correlationId, pod };
+    return fitPods(
+      [pod],
+      this.maxMessageBytes(),
+      ([fitted]) => ({ correlationId: req.correlationId, pod: fitted }),
+      (m) => LocalResponse.encode(m).finish().length,
+    );
+  }
+
+  /** The message limit less room for the transport's framing. */
+  private maxMessageBytes(): number {
+    return this.deps.topology().settings.maxMessageBytes - MESSAGE_SLACK_BYTES;
   }
 
   /** Executes a plan for the call `ctx`, its legs run by the leg runner. */

@@ -84,6 +84,7 @@ export class LegRunner {
         deadline: plan.deadline,
         signal,
         trace,
+        page: plan.page,
       }),
     ];
   }
@@ -106,6 +107,7 @@ export class LegRunner {
         hops: plan.hops,
         sourceSite: self.site,
         sourceBroker: self.id,
+        page: plan.page,
       };
       return unaryCall<LocalResponse>((cb) =>
         client.localRequest(req, options.metadata, { deadline: options.deadline }, cb),
@@ -149,6 +151,7 @@ export class LegRunner {
         sourceBroker: self.id,
         hedge: plan.hedge,
         first: plan.first,
+        page: plan.page,
       };
       return siteCall(client, req, options.metadata, options.deadline, how, (pod) => {
         if (valid(pod)) report([pod]);

@@ -4,7 +4,8 @@
  * sent — who is asked, through which brokers, with what params, for how long — and the executor only
  * sends, collects and settles. Types and tiny helpers only: this file imports nothing of the engine.
  */
-import { msToDuration, type Attempt, type PodResult, type TargetList } from '@wanas/proto';
+import type { PageSpec } from '@wanas/operations';
+import { msToDuration, type Attempt, type PageWindow, type PodResult, type TargetList } from '@wanas/proto';
 import type { AttemptRecord } from '@wanas/iterator';
 import type { JsonObject, Operation } from '../operations/types';
 
@@ -106,6 +107,42 @@ export interface Plan {
   first: boolean;
   legs: Leg[];
   schedule: Schedule;
+  /** A pageable operation's window, which its legs carry and its own pod is cut to (undefined: not paged). */
+  page: PageWindow | undefined;
+}
+
+/** Where a listing stands after a page (what its page token holds). */
+export interface PageCursor {
+  /** Order key of the last item listed ('' at the start). */
+  after: string;
+  /** Its pod, as site/pod. */
+  afterPod: string;
+  /** Indexes (in the scope's pod list) of the pods with nothing after the cursor: not asked again. */
+  done: number[];
+}
+
+/** What a page token is bound to: a token made for one listing is refused for any other. */
+export interface PageBinding {
+  federation: string;
+  operation: string;
+  params: unknown;
+  /** The scope as the request gave it. */
+  scope: unknown;
+  /** The pods it selected, as site/pod in topology order. */
+  pods: string[];
+}
+
+/** How an Aggregate of a pageable operation pages (see `paging/`). */
+export interface Paging {
+  spec: PageSpec;
+  /** Items a page holds at most (0: as many as fit in one message). */
+  pageSize: number;
+  /** What its token is bound to. */
+  binding: PageBinding;
+  /** Where the listing stands (the start, or the token's). */
+  cursor: PageCursor;
+  /** Bytes the page's items may use in the answer. */
+  maxBytes: number;
 }
 
 /** An Aggregate's plan: every pod in scope and the request mode too. */
@@ -115,6 +152,8 @@ export interface AggregatePlan extends Plan {
   mode: RequestMode;
   /** Remote pods come back one by one (StreamSiteRequest), so the answer may come before all of them. */
   stream: boolean;
+  /** A pageable operation's listing; `pods` are then those still to ask (not exhausted). */
+  paging: Paging | undefined;
 }
 
 /** A pod's result when it has none of its own: the code, the message and the attempts made. */
@@ -128,6 +167,8 @@ export function failed(p: PodRef, code: number, message: string, attempts: Attem
     answeredBy: '',
     attempts,
     latency: undefined,
+    truncated: false,
+    cursor: '',
   };
 }
 

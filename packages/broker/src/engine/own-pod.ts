@@ -1,9 +1,10 @@
 import { status } from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
-import { msToDuration, type Attempt, type PodResult } from '@wanas/proto';
+import { msToDuration, type Attempt, type PageWindow, type PodResult } from '@wanas/proto';
 import type { Logger } from 'winston';
 import { toBrokerError } from '../errors';
 import { failed } from './model';
+import { cutPodPage, pageRequestOf } from './paging/pod-page';
 import { asJsonObject } from '../operations/json';
 import { runOnce } from '../operations/once';
 import type { BrokerOperationContext, JsonObject, Operation } from '../operations/types';
@@ -29,6 +30,8 @@ export interface OwnPodRequest {
   trace: Context;
   /** The call does nothing but this operation (a LocalRequest): its server span is the operation's. */
   inCallSpan?: boolean;
+  /** A pageable operation's window: what it is asked for, and what its answer is cut to. */
+  page?: PageWindow | undefined;
 }
 
 /**
@@ -64,6 +67,7 @@ function operationContext(
     get traceparent() {
       return traceparent();
     },
+    page: a.page && op.page ? pageRequestOf(a.page) : undefined,
     once: (action) =>
       runOnce(
         {
@@ -104,15 +108,21 @@ export async function runOwnPod(
       (traceparent) => op.execute(params, operationContext(deps, op, params, a, traceparent)),
       a.inCallSpan,
     );
+    const page =
+      op.page && a.page
+        ? cutPodPage(op.page, asJsonObject(result), a.page, `${self.site}/${self.pod}`)
+        : { result: asJsonObject(result), truncated: false, cursor: '' };
     return {
       site: self.site,
       pod: self.pod,
       code: 0,
       message: '',
-      result: asJsonObject(result),
+      result: page.result,
       answeredBy: self.id,
       attempts: [attempt(0, '')],
       latency: msToDuration(Date.now() - t0),
+      truncated: page.truncated,
+      cursor: page.cursor,
     };
   } catch (e) {
     const err = toBrokerError(e);

@@ -4,7 +4,7 @@
  * plan without running it.
  */
 import { status } from '@grpc/grpc-js';
-import type { AggregateRequest, LocalRequest, SiteRequest } from '@wanas/proto';
+import type { AggregateRequest, LocalRequest, PageWindow, SiteRequest } from '@wanas/proto';
 import { workDeadline } from '../call-context';
 import { BrokerError, invalidArgument } from '../errors';
 import type { OperationRegistry } from '../operations/registry';
@@ -16,6 +16,7 @@ import { completionRule } from './modes/completion';
 import { podOrder } from './modes/first-fit';
 import { parseMode } from './modes/request-mode';
 import type { AggregatePlan, Plan, PodRef } from './model';
+import { planPaging, podsToAsk, shareOf, windowOf } from './paging/paging';
 import { allAtOnce, podLeg, firstFitLegs, type LegContext } from './plan-legs';
 
 /** What planning needs besides the request: where this broker is, the topology, the time, the measured distances. */
@@ -49,7 +50,10 @@ export function planAggregate(req: AggregateRequest, ctx: PlanContext): Aggregat
     settings.attemptTimeoutMs,
     settings.maxTimeoutMs,
   );
-  const pods = resolveScope(ctx.topology, req.scope);
+  const scopePods = resolveScope(ctx.topology, req.scope);
+  const paging = planPaging(req, op, params, scopePods, ctx.topology);
+  // A listing asks only the pods that still have items after its cursor.
+  const pods = podsToAsk(paging, scopePods);
   const end = Math.min(ctx.now + timeoutMs, ctx.callDeadline ?? Infinity);
   if (end - ctx.now <= 0) {
     throw new BrokerError(status.DEADLINE_EXCEEDED, 'the call deadline has already passed; nothing was sent');
@@ -90,6 +94,8 @@ export function planAggregate(req: AggregateRequest, ctx: PlanContext): Aggregat
     schedule: first
       ? { kind: 'first' }
       : { kind: 'all', rule: completionRule(mode.minOk, mode.requiredSites) },
+    page: paging ? windowOf(paging) : undefined,
+    paging,
   };
 }
 
@@ -158,6 +164,8 @@ export function planSite(req: SiteRequest, ctx: FederationPlanContext): Plan {
     first: req.first,
     legs: asked.map((p) => podLeg(legContext, p)),
     schedule: req.first ? { kind: 'first' } : { kind: 'all', rule: undefined },
+    // Each pod's answer rides in this one SiteResponse: each gets an equal share of its bytes.
+    page: req.page ? shareOf(req.page, asked.length) : undefined,
   };
 }
 
@@ -165,7 +173,7 @@ export function planSite(req: SiteRequest, ctx: FederationPlanContext): Plan {
 export function planLocal(
   req: LocalRequest,
   ctx: FederationPlanContext,
-): { op: Operation; params: JsonObject; deadline: number } {
+): { op: Operation; params: JsonObject; deadline: number; page: PageWindow | undefined } {
   checkCorrelationId(req.correlationId);
   checkFederationRequest(ctx.topology, ctx.self, 'LocalRequest', req.target, req.hops);
   if (req.target?.pod !== ctx.self.pod) {
@@ -180,5 +188,5 @@ export function planLocal(
     ctx.now + positiveMs(req.deadline, 'deadline', settings.defaultTimeoutMs, settings.maxTimeoutMs),
     ctx.callDeadline ?? Infinity,
   );
-  return { op, params, deadline };
+  return { op, params, deadline, page: req.page };
 }

@@ -39,6 +39,30 @@ export const sessionsFind: Operation<{ user: string }> = {
   },
 };
 
+/**
+ * `sessions.list {user?, state?}`: every session of the federation (or of a scope), paged in session id
+ * order (`page_size`, `page_token`); its `reduced` holds the page's sessions with their site and pod.
+ */
+export const sessionsList: Operation<{
+  user?: string | undefined;
+  state?: 'connected' | 'disconnected' | undefined;
+}> = {
+  name: 'sessions.list',
+  info: { kind: 'builtin' },
+  description: 'every session, paged in session id order (page_size, page_token)',
+  idempotent: true,
+  params: z.strictObject({
+    user: userName.optional(),
+    state: z.enum(['connected', 'disconnected']).optional(),
+  }),
+  page: { items: 'sessions', key: 'id' },
+  execute: async ({ user, state }, ctx) => {
+    const page = ctx.page ?? { after: '', limit: 0 };
+    const sessions = await ctx.store.listSessions({ ...page, user, state }, ctx.deadline, ctx.signal);
+    return { sessions } as unknown as JsonObject;
+  },
+};
+
 /** `pods.capacity {}`: desktops total / free / in use per pod; reduced: the federation's sums. */
 export const podsCapacity: Operation<Record<string, never>> = {
   name: 'pods.capacity',
@@ -136,6 +160,7 @@ export const echo: Operation<JsonObject> = {
 export function builtinOperations(): OperationRegistry {
   return new OperationRegistry()
     .register(sessionsFind)
+    .register(sessionsList)
     .register(podsCapacity)
     .register(desktopsProvision)
     .register(echo);

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'winston';
-import { SERVER_OPTIONS } from './server';
+import { MAX_MESSAGE_BYTES, serverOptions } from './server';
 import type { BrokerInfo } from '@wanas/topology';
 
 /** The services whose health a broker reports (the empty name is the whole server). */
@@ -13,7 +13,7 @@ const HEALTH_SERVICES = ['', 'wanas.v1.AggregationService', 'wanas.v1.Federation
  */
 export class BrokerServers {
   /** The gRPC server: add services to it before {@link listen}. */
-  readonly grpc = new grpc.Server(SERVER_OPTIONS);
+  readonly grpc: grpc.Server;
   private readonly health = new HealthImplementation(
     Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])),
   );
@@ -22,7 +22,10 @@ export class BrokerServers {
   constructor(
     private readonly info: BrokerInfo,
     private readonly log: Logger,
+    /** Largest message it sends or accepts (the topology's `maxMessageBytes`). */
+    maxMessageBytes = MAX_MESSAGE_BYTES,
   ) {
+    this.grpc = new grpc.Server(serverOptions(maxMessageBytes));
     this.health.addToServer(this.grpc);
   }
 

@@ -93,18 +93,39 @@ export class Rpc {
   /** A server-streaming handler: `handle` writes through `write` and resolves with what the log line reports. */
   serverStream<Req, Out, Res>(
     route: Route<Req>,
-    handle: (req: Req, ctx: CallContext, write: (msg: Out) => void) => Promise<Res>,
+    handle: (
+      req: Req,
+      ctx: CallContext,
+      write: (msg: Out) => void,
+      flushed: () => Promise<void>,
+    ) => Promise<Res>,
     fields?: (req: Req, res: Res) => Record<string, unknown>,
   ): grpc.handleServerStreamingCall<Req, Out> {
     return (call) => {
+      let backlog = false;
       const write = (msg: Out) => {
-        if (!call.cancelled) call.write(msg);
+        if (!call.cancelled) backlog = !call.write(msg) || backlog;
       };
+      // Resolves once what was written has gone to the transport (or the call is over): a long stream
+      // waits for its reader instead of buffering everything in memory.
+      const flushed = () =>
+        !backlog || call.cancelled
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => {
+              const done = () => {
+                backlog = false;
+                call.off('drain', done);
+                call.off('cancelled', done);
+                resolve();
+              };
+              call.on('drain', done);
+              call.on('cancelled', done);
+            });
       this.serve(
         call as AnyCall,
         route,
         call.request,
-        (ctx) => handle(call.request, ctx, write),
+        (ctx) => handle(call.request, ctx, write, flushed),
         fields,
       ).then(
         ([, ctx]) => {

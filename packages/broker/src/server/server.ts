@@ -30,8 +30,17 @@ import {
 
 export { MAX_MESSAGE_BYTES, type FaultInjection };
 
+/** grpc-js server options with a message limit of `maxMessageBytes` (the topology's `maxMessageBytes`). */
+export function serverOptions(maxMessageBytes: number): grpc.ServerOptions {
+  return {
+    ...SERVER_OPTIONS,
+    'grpc.max_receive_message_length': maxMessageBytes,
+    'grpc.max_send_message_length': maxMessageBytes,
+  };
+}
+
 /**
- * grpc-js server options: message limits, and keepalive that permits our peers' pings (every 600 ms by
+ * grpc-js server options: message limits (the default's), and keepalive that permits our peers' pings (every 600 ms by
  * default, with or without calls: that is how a partition is noticed within ~1.1 s).
  */
 export const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -153,8 +162,19 @@ export function createHandlers(dispatcher: Dispatcher, adminAnswers: AdminAnswer
     aggregate: rpc.unary(AGGREGATE, (req, ctx) => dispatcher.aggregate(req, ctx), aggregateFields),
     streamAggregate: rpc.serverStream<StreamAggregateRequest, StreamAggregateResponse, AggregateResponse>(
       STREAM_AGGREGATE,
-      async (req, ctx, write) => {
-        const res = await dispatcher.aggregate(aggregateOf(req), ctx, (pod) =>
+      async (req, ctx, write, flushed) => {
+        const request = aggregateOf(req);
+        if (dispatcher.pageable(request)) {
+          // A listing streams its pages, one after another, each as soon as it is merged; the last
+          // message is the last page's summary (its items were in the page).
+          const last = await dispatcher.pages(request, ctx, async (page) => {
+            write({ event: { $case: 'page', page } });
+            await flushed();
+          });
+          write({ event: { $case: 'done', done: { ...last, pods: [], reduced: undefined } } });
+          return last;
+        }
+        const res = await dispatcher.aggregate(request, ctx, (pod) =>
           write({ event: { $case: 'pod', pod } }),
         );
         // The last message: summary and reduced result; the pods were streamed.

@@ -25,10 +25,11 @@ export function storeUrlOf(t: Topology, site: string, pod: string): string {
 export function openPodState(t: Topology, info: BrokerInfo, onError: (e: Error) => void): PodState {
   const url = storeUrlOf(t, info.site, info.pod);
   const pools = podOf(t, info.site, info.pod)?.pools;
+  const sessions = podOf(t, info.site, info.pod)?.sessions ?? 0;
   const windowMs = t.settings.idempotencyWindowMs;
   if (url.startsWith('sqlite:')) {
     const file = path.resolve(t.file ? path.dirname(t.file) : process.cwd(), url.slice('sqlite:'.length));
-    return new SqlitePodState(new PodStore(file, info.site, info.pod, windowMs, pools));
+    return new SqlitePodState(new PodStore(file, info.site, info.pod, windowMs, pools, sessions));
   }
   const u = new URL(url);
   const schema = u.searchParams.get('schema') ?? `wanas-${info.site}-${info.pod}`;
@@ -40,6 +41,7 @@ export function openPodState(t: Topology, info: BrokerInfo, onError: (e: Error) 
     pod: info.pod,
     idempotencyWindowMs: windowMs,
     pools,
+    sessions,
     onError,
   });
 }

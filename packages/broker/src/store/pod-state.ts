@@ -17,6 +17,8 @@ import {
   type Session,
 } from './pod-store';
 
+export type { Session };
+
 /** How long settling a ledger entry may take, ms (it runs after its request has been answered). */
 export const SETTLE_TIMEOUT_MS = 5000;
 /** Pause between tries while a twin broker holds SQLite's write lock, ms. */
@@ -28,6 +30,17 @@ export interface Capacity {
   free: number;
   inUse: number;
   pools: Record<string, { total: number; free: number; inUse: number }>;
+}
+
+/**
+ * A page of a session listing: sessions whose id is `after` or later in byte order (SQL's `COLLATE "C"`),
+ * in that order, at most `limit` (0: no limit), optionally of one user or in one state.
+ */
+export interface SessionQuery {
+  after: string;
+  limit: number;
+  user?: string | undefined;
+  state?: Session['state'] | undefined;
 }
 
 /** A desktop assignment asked once per key. */
@@ -67,6 +80,8 @@ export interface PodState {
   ): Promise<{ desktops: Desktop[]; sessions: Session[] }>;
   /** Desktops total / free / in use. */
   capacity(deadline: number, signal?: AbortSignal): Promise<Capacity>;
+  /** Sessions in id order from a point (a page of `sessions.list`). */
+  listSessions(q: SessionQuery, deadline: number, signal?: AbortSignal): Promise<Session[]>;
   /**
    * Assigns a free desktop of the pool to the user once per key: the first outcome — the desktop, or the
    * refusal (NOT_FOUND no such pool, RESOURCE_EXHAUSTED none free) — is stored with the key in the same
@@ -120,6 +135,10 @@ export class SqlitePodState implements PodState {
 
   capacity(): Promise<Capacity> {
     return Promise.resolve(this.store.capacity());
+  }
+
+  listSessions(q: SessionQuery): Promise<Session[]> {
+    return Promise.resolve(this.store.listSessions(q));
   }
 
   provisionOnce(r: ProvisionRequest): Promise<OnceOutcome> {

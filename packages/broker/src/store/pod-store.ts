@@ -101,6 +101,8 @@ export class PodStore {
     readonly idempotencyWindowMs = DEFAULT_IDEMPOTENCY_WINDOW_MS,
     /** Desktops per pool seeded into a new database. */
     private readonly pools: Record<string, number> = DEFAULT_POOLS,
+    /** Sessions seeded besides the demo users' (see `seedRows`). */
+    private readonly sessions = 0,
   ) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: OPEN_BUSY_TIMEOUT_MS });
@@ -118,7 +120,7 @@ export class PodStore {
     this.db
       .transaction(() => {
         if (this.db.prepare(`SELECT v FROM meta WHERE k = 'seeded'`).get()) return;
-        const rows = seedRows(this.site, this.pod, this.pools);
+        const rows = seedRows(this.site, this.pod, this.pools, this.sessions);
         const insertPool = this.db.prepare(`INSERT INTO pools (name) VALUES (?)`);
         for (const pool of rows.pools) insertPool.run(pool);
         const insertDesktop = this.db.prepare(
@@ -145,6 +147,27 @@ export class PodStore {
       )
       .all(user) as Session[];
     return { desktops, sessions };
+  }
+
+  /** Sessions from `q.after` in id order (SQLite compares TEXT byte by byte), at most `q.limit` (0: all). */
+  listSessions(q: {
+    after: string;
+    limit: number;
+    user?: string | undefined;
+    state?: string | undefined;
+  }): Session[] {
+    return this.db
+      .prepare(
+        `SELECT id, desktop_id AS desktopId, user, state, started_at AS startedAt FROM sessions
+         WHERE id >= @after AND (@user IS NULL OR user = @user) AND (@state IS NULL OR state = @state)
+         ORDER BY id LIMIT @limit`,
+      )
+      .all({
+        after: q.after,
+        user: q.user ?? null,
+        state: q.state ?? null,
+        limit: q.limit || -1,
+      }) as Session[];
   }
 
   /** Desktops total / free / in use, overall and per pool. */

@@ -17,7 +17,7 @@ import {
   type OnceOutcome,
   type Session,
 } from './pod-store';
-import type { Capacity, PodState, ProvisionRequest, StoreHealth } from './pod-state';
+import type { Capacity, PodState, ProvisionRequest, SessionQuery, StoreHealth } from './pod-state';
 import { SETTLE_TIMEOUT_MS, provisionRefusal } from './pod-state';
 import { migrateSchema } from './postgres-schema';
 import { PgTransactions, within, type Bounds, type Tx } from './postgres-tx';
@@ -41,6 +41,8 @@ export interface PostgresOptions {
   pod: string;
   idempotencyWindowMs: number;
   pools: Record<string, number> | undefined;
+  /** Sessions seeded besides the demo users' (see `seedRows`). */
+  sessions?: number;
   /** Where a connection's own errors (an idle client the server dropped) are told. */
   onError: (e: Error) => void;
 }
@@ -118,6 +120,22 @@ export class PostgresPodState implements PodState {
         ]);
         return { desktops: desktops.rows, sessions: sessions.rows };
       },
+      true,
+    );
+  }
+
+  listSessions(q: SessionQuery, deadline: number, signal?: AbortSignal): Promise<Session[]> {
+    return this.tx(
+      { deadline, signal },
+      async (tx) =>
+        (
+          await tx.query<Session>(
+            `SELECT id, desktop_id AS "desktopId", "user", state, started_at AS "startedAt" FROM ${this.s}.sessions
+             WHERE id COLLATE "C" >= $1 AND ($2::text IS NULL OR "user" = $2) AND ($3::text IS NULL OR state = $3)
+             ORDER BY id COLLATE "C" LIMIT $4`,
+            [q.after, q.user ?? null, q.state ?? null, q.limit || null],
+          )
+        ).rows,
       true,
     );
   }

@@ -33,8 +33,23 @@ function hash(s: string): number {
   return createHash('sha256').update(s).digest().readUInt32BE(0);
 }
 
-/** The seed of pod `site`/`pod` with `pools` (desktops per pool). */
-export function seedRows(site: string, pod: string, pools: Record<string, number> = DEFAULT_POOLS): SeedRows {
+/** The pool of the desktops that the topology's `sessions: N` seeds (one desktop a session). */
+export const SEEDED_SESSIONS_POOL = 'seeded';
+/** Users the seeded sessions are spread over. */
+export const SEEDED_USERS = 10_000;
+
+/**
+ * The seed of pod `site`/`pod` with `pools` (desktops per pool) and `sessions` more sessions (the
+ * topology's `sessions: N`, for listings at scale). Those are deterministic and spread: user `user-NNNN` of
+ * {@link SEEDED_USERS}, each on its own desktop of pool {@link SEEDED_SESSIONS_POOL}, with ids `s-<16 hex>`
+ * from a hash of site, pod and number, so that every pod's ids interleave in the federation-wide order.
+ */
+export function seedRows(
+  site: string,
+  pod: string,
+  pools: Record<string, number> = DEFAULT_POOLS,
+  sessions = 0,
+): SeedRows {
   const rows: SeedRows = { pools: [], desktops: [], sessions: [] };
   const free: SeedRows['desktops'] = [];
   for (const [pool, size] of Object.entries(pools)) {
@@ -61,5 +76,24 @@ export function seedRows(site: string, pod: string, pools: Record<string, number
     const startedAt = new Date(Date.UTC(2026, 0, 1, 8, (h >> 3) % 600)).toISOString();
     rows.sessions.push({ id: `${site}.${pod}.s${++n}`, desktopId: d.id, user, state, startedAt });
   }
+  if (sessions > 0) seedSessions(rows, site, pod, sessions);
   return rows;
+}
+
+function seedSessions(rows: SeedRows, site: string, pod: string, count: number): void {
+  rows.pools.push(SEEDED_SESSIONS_POOL);
+  for (let i = 1; i <= count; i++) {
+    const digest = createHash('sha256').update(`${site}/${pod}/session/${i}`).digest();
+    const h = digest.readUInt32BE(8);
+    const user = `user-${String(h % SEEDED_USERS).padStart(4, '0')}`;
+    const desktopId = `${site}.${pod}.${SEEDED_SESSIONS_POOL}-${String(i).padStart(6, '0')}`;
+    rows.desktops.push({ id: desktopId, pool: SEEDED_SESSIONS_POOL, state: 'assigned', user });
+    rows.sessions.push({
+      id: `s-${digest.subarray(0, 8).toString('hex')}`,
+      desktopId,
+      user,
+      state: (h >> 16) % 3 === 0 ? 'disconnected' : 'connected',
+      startedAt: new Date(Date.UTC(2026, 0, 1, 8, 0, (h >> 4) % 36_000)).toISOString(),
+    });
+  }
 }

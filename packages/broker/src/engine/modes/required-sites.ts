@@ -21,16 +21,21 @@ export function requiredSitesFailure(
   if (requiredSites.size === 0) return undefined;
   const failedPods = response.pods.filter((p) => requiredSites.has(p.site) && p.code !== status.OK);
   if (failedPods.length === 0) return undefined;
+  return podsFailure(response, failedPods, `required site(s) ${[...requiredSites].join(', ')}`);
+}
+
+/**
+ * The error for an Aggregate that needed the pods `failedPods` and did not get them (`what` says why they
+ * were needed). Its code is theirs when they agree, UNAVAILABLE otherwise.
+ */
+export function podsFailure(response: AggregateResponse, failedPods: PodResult[], what: string): BrokerError {
   const decisive = failedPods.filter((p) => p.code !== status.CANCELLED);
   const counted = decisive.length ? decisive : failedPods;
   const codes = new Set(counted.map((p) => p.code));
   const code = codes.size === 1 ? counted[0]!.code : status.UNAVAILABLE;
   const named = counted.slice(0, MAX_NAMED).map(describe).join('; ');
   const more = counted.length > MAX_NAMED ? `; and ${counted.length - MAX_NAMED} more` : '';
-  const err = new BrokerError(
-    code,
-    `required site(s) ${[...requiredSites].join(', ')}: ${counted.length} pod(s) failed: ${named}${more}`,
-  );
+  const err = new BrokerError(code, `${what}: ${counted.length} pod(s) failed: ${named}${more}`);
   err.statusDetails = RpcStatus.encode({
     code,
     message: err.details,

@@ -170,6 +170,18 @@ export interface AggregateRequest {
    * google.rpc.Status detail (grpc-status-details-bin). Other sites stay optional.
    */
   requiredSites: string[];
+  /**
+   * Pageable operations (e.g. sessions.list): answer with at most this many items, the first after
+   * `page_token` in the operation's federation-wide order; 0 = as many as fit in one message. See the
+   * README, "Paged listings". Every pod in scope that still has items must answer, or the call fails
+   * (UNAVAILABLE) and the same page_token may be sent again.
+   */
+  pageSize: number;
+  /**
+   * The next_page_token of the previous page ("" for the first). Opaque and signed: any broker of the
+   * federation continues it; one altered, or from another operation, params or scope, is INVALID_ARGUMENT.
+   */
+  pageToken: string;
 }
 
 export interface AggregateRequest_HeadersEntry {
@@ -197,6 +209,13 @@ export interface AggregateResponse {
     | undefined;
   /** Broker id of the entry broker. */
   answeredBy: string;
+  /** Pageable operations: the page_token of the next page; empty when the listing is complete. */
+  nextPageToken: string;
+  /**
+   * True when the answer was cut to fit one message (max_message_bytes): more items follow after it, and
+   * next_page_token goes on from there.
+   */
+  truncated: boolean;
 }
 
 /** StreamAggregateRequest is an Aggregate whose results are streamed. */
@@ -215,6 +234,12 @@ export interface StreamAggregateResponse {
     | //
     /** The last message: summary and reduced result (its `pods` list is empty; they were streamed). */
     { $case: "done"; done: AggregateResponse }
+    | //
+    /**
+     * With page_size: one merged page (its `reduced` holds the page's items), sent as soon as it is
+     * merged; the pages follow one another to the end of the listing, then `done` (summary of the last).
+     */
+    { $case: "page"; page: AggregateResponse }
     | undefined;
 }
 
@@ -234,6 +259,8 @@ function createBaseAggregateRequest(): AggregateRequest {
     preferSites: [],
     minOk: 0,
     requiredSites: [],
+    pageSize: 0,
+    pageToken: "",
   };
 }
 
@@ -280,6 +307,12 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     }
     for (const v of message.requiredSites) {
       writer.uint32(114).string(v!);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(120).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(130).string(message.pageToken);
     }
     return writer;
   },
@@ -412,6 +445,22 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
             message.requiredSites.push(reader.string());
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -477,6 +526,16 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
         : globalThis.Array.isArray(object?.required_sites)
         ? object.required_sites.map((e: any) => globalThis.String(e))
         : [],
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -530,6 +589,12 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     if (message.requiredSites?.length) {
       obj.requiredSites = message.requiredSites;
     }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -564,6 +629,8 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     message.preferSites = object.preferSites?.map((e) => e) || [];
     message.minOk = object.minOk ?? 0;
     message.requiredSites = object.requiredSites?.map((e) => e) || [];
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
@@ -656,7 +723,16 @@ export const AggregateRequest_HeadersEntry: MessageFns<AggregateRequest_HeadersE
 };
 
 function createBaseAggregateResponse(): AggregateResponse {
-  return { correlationId: "", pods: [], summary: undefined, reduced: undefined, latency: undefined, answeredBy: "" };
+  return {
+    correlationId: "",
+    pods: [],
+    summary: undefined,
+    reduced: undefined,
+    latency: undefined,
+    answeredBy: "",
+    nextPageToken: "",
+    truncated: false,
+  };
 }
 
 export const AggregateResponse: MessageFns<AggregateResponse> = {
@@ -678,6 +754,12 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
     }
     if (message.answeredBy !== "") {
       writer.uint32(50).string(message.answeredBy);
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(58).string(message.nextPageToken);
+    }
+    if (message.truncated !== false) {
+      writer.uint32(64).bool(message.truncated);
     }
     return writer;
   },
@@ -743,6 +825,22 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
             message.answeredBy = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -771,6 +869,12 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
         : isSet(object.answered_by)
         ? globalThis.String(object.answered_by)
         : "",
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
     };
   },
 
@@ -794,6 +898,12 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
     if (message.answeredBy !== "") {
       obj.answeredBy = message.answeredBy;
     }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
     return obj;
   },
 
@@ -812,6 +922,8 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
       ? Duration.fromPartial(object.latency)
       : undefined;
     message.answeredBy = object.answeredBy ?? "";
+    message.nextPageToken = object.nextPageToken ?? "";
+    message.truncated = object.truncated ?? false;
     return message;
   },
 };
@@ -898,6 +1010,9 @@ export const StreamAggregateResponse: MessageFns<StreamAggregateResponse> = {
       case "done":
         AggregateResponse.encode(message.event.done, writer.uint32(18).fork()).join();
         break;
+      case "page":
+        AggregateResponse.encode(message.event.page, writer.uint32(26).fork()).join();
+        break;
     }
     return writer;
   },
@@ -931,6 +1046,14 @@ export const StreamAggregateResponse: MessageFns<StreamAggregateResponse> = {
             message.event = { $case: "done", done: AggregateResponse.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.event = { $case: "page", page: AggregateResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -949,6 +1072,8 @@ export const StreamAggregateResponse: MessageFns<StreamAggregateResponse> = {
         ? { $case: "pod", pod: PodResult.fromJSON(object.pod) }
         : isSet(object.done)
         ? { $case: "done", done: AggregateResponse.fromJSON(object.done) }
+        : isSet(object.page)
+        ? { $case: "page", page: AggregateResponse.fromJSON(object.page) }
         : undefined,
     };
   },
@@ -959,6 +1084,8 @@ export const StreamAggregateResponse: MessageFns<StreamAggregateResponse> = {
       obj.pod = PodResult.toJSON(message.event.pod);
     } else if (message.event?.$case === "done") {
       obj.done = AggregateResponse.toJSON(message.event.done);
+    } else if (message.event?.$case === "page") {
+      obj.page = AggregateResponse.toJSON(message.event.page);
     }
     return obj;
   },
@@ -978,6 +1105,12 @@ export const StreamAggregateResponse: MessageFns<StreamAggregateResponse> = {
       case "done": {
         if (object.event?.done !== undefined && object.event?.done !== null) {
           message.event = { $case: "done", done: AggregateResponse.fromPartial(object.event.done) };
+        }
+        break;
+      }
+      case "page": {
+        if (object.event?.page !== undefined && object.event?.page !== null) {
+          message.event = { $case: "page", page: AggregateResponse.fromPartial(object.event.page) };
         }
         break;
       }

@@ -78,7 +78,31 @@ export interface PodResult {
   /** Every attempt made to reach this pod (or its site's representative), in order. */
   attempts: Attempt[];
   /** Time from the entry broker starting the fan-out to this pod's result. */
-  latency: Duration | undefined;
+  latency:
+    | Duration
+    | undefined;
+  /**
+   * A pageable operation: the pod has more items after those in `result` (cut by the page's size or by
+   * its share of the message limit); `cursor` is the order key of its last item, where to go on.
+   */
+  truncated: boolean;
+  /** The order key of the last item in `result` (set with truncated). */
+  cursor: string;
+}
+
+/**
+ * PageWindow is what a pageable operation's pods are asked for: at most `limit` items after `after` in the
+ * operation's order, in at most `max_bytes` for all the pods this request answers for.
+ */
+export interface PageWindow {
+  /** Order key of the last item already listed ("" = from the start). */
+  after: string;
+  /** The pod that item came from, as site/pod (ties on the key are broken by pod). */
+  afterPod: string;
+  /** Most items each pod returns (the page size + 1: one more tells whether there are more). */
+  limit: number;
+  /** Bytes the answer may use for its pods' items, all pods together. */
+  maxBytes: number;
 }
 
 /** Summary counts the pods of an Aggregate, like Elasticsearch's `_clusters` block. */
@@ -540,6 +564,8 @@ function createBasePodResult(): PodResult {
     answeredBy: "",
     attempts: [],
     latency: undefined,
+    truncated: false,
+    cursor: "",
   };
 }
 
@@ -568,6 +594,12 @@ export const PodResult: MessageFns<PodResult> = {
     }
     if (message.latency !== undefined) {
       Duration.encode(message.latency, writer.uint32(66).fork()).join();
+    }
+    if (message.truncated !== false) {
+      writer.uint32(72).bool(message.truncated);
+    }
+    if (message.cursor !== "") {
+      writer.uint32(82).string(message.cursor);
     }
     return writer;
   },
@@ -649,6 +681,22 @@ export const PodResult: MessageFns<PodResult> = {
             message.latency = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.cursor = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -675,6 +723,8 @@ export const PodResult: MessageFns<PodResult> = {
         : "",
       attempts: globalThis.Array.isArray(object?.attempts) ? object.attempts.map((e: any) => Attempt.fromJSON(e)) : [],
       latency: isSet(object.latency) ? Duration.fromJSON(object.latency) : undefined,
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
+      cursor: isSet(object.cursor) ? globalThis.String(object.cursor) : "",
     };
   },
 
@@ -704,6 +754,12 @@ export const PodResult: MessageFns<PodResult> = {
     if (message.latency !== undefined) {
       obj.latency = Duration.toJSON(message.latency);
     }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
+    if (message.cursor !== "") {
+      obj.cursor = message.cursor;
+    }
     return obj;
   },
 
@@ -722,6 +778,133 @@ export const PodResult: MessageFns<PodResult> = {
     message.latency = (object.latency !== undefined && object.latency !== null)
       ? Duration.fromPartial(object.latency)
       : undefined;
+    message.truncated = object.truncated ?? false;
+    message.cursor = object.cursor ?? "";
+    return message;
+  },
+};
+
+function createBasePageWindow(): PageWindow {
+  return { after: "", afterPod: "", limit: 0, maxBytes: 0 };
+}
+
+export const PageWindow: MessageFns<PageWindow> = {
+  encode(message: PageWindow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.after !== "") {
+      writer.uint32(10).string(message.after);
+    }
+    if (message.afterPod !== "") {
+      writer.uint32(18).string(message.afterPod);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(24).uint32(message.limit);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(32).uint32(message.maxBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PageWindow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePageWindow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.after = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.afterPod = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxBytes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PageWindow {
+    return {
+      after: isSet(object.after) ? globalThis.String(object.after) : "",
+      afterPod: isSet(object.afterPod)
+        ? globalThis.String(object.afterPod)
+        : isSet(object.after_pod)
+        ? globalThis.String(object.after_pod)
+        : "",
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      maxBytes: isSet(object.maxBytes)
+        ? globalThis.Number(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? globalThis.Number(object.max_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: PageWindow): unknown {
+    const obj: any = {};
+    if (message.after !== "") {
+      obj.after = message.after;
+    }
+    if (message.afterPod !== "") {
+      obj.afterPod = message.afterPod;
+    }
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    if (message.maxBytes !== 0) {
+      obj.maxBytes = Math.round(message.maxBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PageWindow>, I>>(base?: I): PageWindow {
+    return PageWindow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PageWindow>, I>>(object: I): PageWindow {
+    const message = createBasePageWindow();
+    message.after = object.after ?? "";
+    message.afterPod = object.afterPod ?? "";
+    message.limit = object.limit ?? 0;
+    message.maxBytes = object.maxBytes ?? 0;
     return message;
   },
 };

@@ -22,7 +22,7 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration";
 import { Struct } from "../../google/protobuf/struct";
-import { PodResult, TargetList } from "./common";
+import { PageWindow, PodResult, TargetList } from "./common";
 
 /** SiteRequest asks a remote site for the results of all its pods in scope. */
 export interface SiteRequest {
@@ -66,6 +66,8 @@ export interface SiteRequest {
    * tried, in order.
    */
   first: boolean;
+  /** A pageable operation's window (unset: not paged). */
+  page: PageWindow | undefined;
 }
 
 export interface SiteRequest_HeadersEntry {
@@ -117,6 +119,8 @@ export interface LocalRequest {
   sourceSite: string;
   /** Broker id of the sender. */
   sourceBroker: string;
+  /** A pageable operation's window (unset: not paged). */
+  page: PageWindow | undefined;
 }
 
 export interface LocalRequest_HeadersEntry {
@@ -148,6 +152,7 @@ function createBaseSiteRequest(): SiteRequest {
     sourceBroker: "",
     hedge: false,
     first: false,
+    page: undefined,
   };
 }
 
@@ -194,6 +199,9 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     }
     if (message.first !== false) {
       writer.uint32(112).bool(message.first);
+    }
+    if (message.page !== undefined) {
+      PageWindow.encode(message.page, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -326,6 +334,14 @@ export const SiteRequest: MessageFns<SiteRequest> = {
             message.first = reader.bool();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.page = PageWindow.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -389,6 +405,7 @@ export const SiteRequest: MessageFns<SiteRequest> = {
         : "",
       hedge: isSet(object.hedge) ? globalThis.Boolean(object.hedge) : false,
       first: isSet(object.first) ? globalThis.Boolean(object.first) : false,
+      page: isSet(object.page) ? PageWindow.fromJSON(object.page) : undefined,
     };
   },
 
@@ -442,6 +459,9 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     if (message.first !== false) {
       obj.first = message.first;
     }
+    if (message.page !== undefined) {
+      obj.page = PageWindow.toJSON(message.page);
+    }
     return obj;
   },
 
@@ -478,6 +498,9 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     message.sourceBroker = object.sourceBroker ?? "";
     message.hedge = object.hedge ?? false;
     message.first = object.first ?? false;
+    message.page = (object.page !== undefined && object.page !== null)
+      ? PageWindow.fromPartial(object.page)
+      : undefined;
     return message;
   },
 };
@@ -755,6 +778,7 @@ function createBaseLocalRequest(): LocalRequest {
     hops: 0,
     sourceSite: "",
     sourceBroker: "",
+    page: undefined,
   };
 }
 
@@ -789,6 +813,9 @@ export const LocalRequest: MessageFns<LocalRequest> = {
     }
     if (message.sourceBroker !== "") {
       writer.uint32(82).string(message.sourceBroker);
+    }
+    if (message.page !== undefined) {
+      PageWindow.encode(message.page, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -889,6 +916,14 @@ export const LocalRequest: MessageFns<LocalRequest> = {
             message.sourceBroker = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.page = PageWindow.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -942,6 +977,7 @@ export const LocalRequest: MessageFns<LocalRequest> = {
         : isSet(object.source_broker)
         ? globalThis.String(object.source_broker)
         : "",
+      page: isSet(object.page) ? PageWindow.fromJSON(object.page) : undefined,
     };
   },
 
@@ -983,6 +1019,9 @@ export const LocalRequest: MessageFns<LocalRequest> = {
     if (message.sourceBroker !== "") {
       obj.sourceBroker = message.sourceBroker;
     }
+    if (message.page !== undefined) {
+      obj.page = PageWindow.toJSON(message.page);
+    }
     return obj;
   },
 
@@ -1013,6 +1052,9 @@ export const LocalRequest: MessageFns<LocalRequest> = {
     message.hops = object.hops ?? 0;
     message.sourceSite = object.sourceSite ?? "";
     message.sourceBroker = object.sourceBroker ?? "";
+    message.page = (object.page !== undefined && object.page !== null)
+      ? PageWindow.fromPartial(object.page)
+      : undefined;
     return message;
   },
 };
