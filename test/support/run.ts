@@ -13,8 +13,12 @@ export interface RunResult {
  */
 export function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, { encoding: 'utf8', timeout: timeoutMs }, (err, stdout, stderr) =>
-      resolve({ status: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+    const child = execFile(
+      cmd,
+      args,
+      { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) =>
+        resolve({ status: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
     );
     child.stdin?.end();
   });

@@ -11,6 +11,8 @@ well-known types from libprotobuf-dev) and grpc_python_plugin (protobuf-compiler
       --op desktops.provision --param user=zoe --param pool=gpu --first --prefer-site eu-west
   ... --op echo --min-ok 5 --require-site us-east
   ... --op sessions.find --param user=alice --explain   (the plan the broker would run; nothing is sent)
+  ... --op sessions.list --page-size 1000 [--page-token T]   (one page of a listing, and the next token)
+  ... --op sessions.list --page-size 1000 --all-pages [--stream]   (every page: one item a line)
 
 A call that fails because a required site failed carries the partial answer as a google.rpc.Status
 detail (trailer grpc-status-details-bin); it is printed after the error.
@@ -111,6 +113,10 @@ def main():
     ap.add_argument("--require-site", action="append", default=[], help="fail if a pod of this site fails")
     ap.add_argument("--json", action="store_true", help="print the response as proto3 JSON")
     ap.add_argument("--explain", action="store_true", help="print the plan (AdminService.Explain); nothing is sent")
+    ap.add_argument("--page-size", type=int, default=0, help="a listing: items a page (sessions.list)")
+    ap.add_argument("--page-token", default="", help="a listing: go on from this next_page_token")
+    ap.add_argument("--all-pages", action="store_true", help="a listing: follow next_page_token to the end")
+    ap.add_argument("--stream", action="store_true", help="with --all-pages: StreamAggregate sends the pages")
     args = ap.parse_args()
 
     generate_stubs()
@@ -126,6 +132,8 @@ def main():
         prefer_sites=args.prefer_site,
         min_ok=args.min_ok,
         required_sites=args.require_site,
+        page_size=args.page_size,
+        page_token=args.page_token,
     )
     req.params.update(dict(args.param))
     req.timeout.FromMilliseconds(int(args.timeout * 1000))
@@ -133,6 +141,8 @@ def main():
 
     if args.explain:
         return explain(grpc, json_format, admin_pb2, admin_pb2_grpc, args, req)
+    if args.all_pages:
+        return all_pages(grpc, json_format, aggregation_pb2, aggregation_pb2_grpc, args, req)
     with grpc.insecure_channel(args.address) as channel:
         stub = aggregation_pb2_grpc.AggregationServiceStub(channel)
         try:
@@ -152,7 +162,48 @@ def main():
         print(f"{p.site:10} {p.pod:8} {code:6} {p.answered_by:10} {result}")
     s = res.summary
     print(f"pods asked {s.pods_asked}, ok {s.pods_ok}, failed {s.pods_failed}; correlation id {res.correlation_id}")
+    if res.next_page_token or args.page_size:
+        print(f"page: {int(res.reduced['count'])} item(s); next_page_token: {res.next_page_token or '(end)'}")
     return 0
+
+
+def page_items(json_format, page):
+    """The items of a listing's page (its reduced holds one list, e.g. sessions)."""
+    reduced = json_format.MessageToDict(page.reduced)
+    return next((v for v in reduced.values() if isinstance(v, list)), [])
+
+
+def all_pages(grpc, json_format, aggregation_pb2, aggregation_pb2_grpc, args, req):
+    """Every page of a listing, following next_page_token (or streamed): one item a line, as JSON."""
+    pages = items = 0
+    with grpc.insecure_channel(args.address) as channel:
+        stub = aggregation_pb2_grpc.AggregationServiceStub(channel)
+        try:
+            if args.stream:
+                stream = stub.StreamAggregate(aggregation_pb2.StreamAggregateRequest(request=req), timeout=600)
+                listed = (m.page for m in stream if m.WhichOneof("event") == "page")
+            else:
+                listed = follow(stub, req, args.timeout + 2)
+            for page in listed:
+                pages += 1
+                for item in page_items(json_format, page):
+                    items += 1
+                    print(json.dumps(item, sort_keys=True))
+        except grpc.RpcError as e:
+            print(f"error after {pages} page(s): {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    print(f"listed {items} item(s) in {pages} page(s)", file=sys.stderr)
+    return 0
+
+
+def follow(stub, req, timeout):
+    """Aggregate page after page until next_page_token is empty."""
+    while True:
+        page = stub.Aggregate(req, timeout=timeout)
+        yield page
+        if not page.next_page_token:
+            return
+        req.page_token = page.next_page_token
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import { collect, collectParam, parseAddress, parseDurationMs, parsePositiveInt 
 const EXPLAIN_TIMEOUT_MS = 3000;
 /** Extra time the client's gRPC deadline allows past the request's timeout, so the partial answer arrives. */
 const CLIENT_DEADLINE_SLACK_MS = 2000;
+/** How long a streamed listing (--stream with --page-size) may take in all, ms. */
+const STREAMED_LISTING_MS = 10 * 60_000;
 
 interface AggregateOptions {
   address: string;
@@ -44,6 +46,8 @@ interface AggregateOptions {
   minOk?: number;
   requireSite?: string[];
   explain?: boolean;
+  pageSize?: number;
+  pageToken?: string;
 }
 
 function buildRequest(o: AggregateOptions): AggregateRequest {
@@ -74,6 +78,8 @@ function buildRequest(o: AggregateOptions): AggregateRequest {
     preferSites: o.preferSite ?? [],
     minOk: o.minOk ?? 0,
     requiredSites: o.requireSite ?? [],
+    pageSize: o.pageSize ?? 0,
+    pageToken: o.pageToken ?? '',
     hedging:
       o.hedge === undefined
         ? Hedging.HEDGING_UNSPECIFIED
@@ -136,7 +142,12 @@ export function registerAggregate(program: Command): void {
     .option('--prefer-site <site>', 'with --first: try this site first (repeatable, in order)', collect)
     .option('--min-ok <n>', 'answer once this many pods are OK; cancel the rest', parsePositiveInt)
     .option('--require-site <site>', 'fail the call if a pod of this site fails (repeatable)', collect)
-    .option('--stream', 'print pods as they arrive (StreamAggregate)')
+    .option('--page-size <n>', 'a listing (e.g. sessions.list): items a page', parsePositiveInt)
+    .option('--page-token <token>', "a listing: go on from a page's next page token")
+    .option(
+      '--stream',
+      'print pods as they arrive (StreamAggregate); a listing: every page, one after another',
+    )
     .option(
       '--explain',
       'print the plan the broker would run now (AdminService.Explain): legs, brokers and their state; nothing is sent',
@@ -157,7 +168,9 @@ export function registerAggregate(program: Command): void {
     }
     if (o.explain) return explainPlan(program, o, req);
     const client = new AggregationServiceClient(o.address, channel.credentials, channel.options);
-    const deadline = Date.now() + (o.timeout ?? 5000) + CLIENT_DEADLINE_SLACK_MS;
+    // A streamed listing runs page after page (the timeout counts per page): it gets time for many.
+    const budget = o.stream && o.pageSize ? STREAMED_LISTING_MS : (o.timeout ?? 5000);
+    const deadline = Date.now() + budget + CLIENT_DEADLINE_SLACK_MS;
     try {
       if (o.stream) await stream(client, req, deadline, !!o.json);
       else {
@@ -191,6 +204,7 @@ async function stream(
     call.on('data', (msg: StreamAggregateResponse) => {
       if (json) process.stdout.write(`${JSON.stringify(StreamAggregateResponse.toJSON(msg))}\n`);
       else if (msg.event?.$case === 'pod') process.stdout.write(`${rows.row(podRow(msg.event.pod))}\n`);
+      else if (msg.event?.$case === 'page') process.stdout.write(`${summaryLines(msg.event.page)}\n`);
       else if (msg.event?.$case === 'done') process.stdout.write(`\n${summaryLines(msg.event.done)}\n`);
     });
     call.on('end', resolve);

@@ -92,6 +92,8 @@ export function summaryLines(res: AggregateResponse): string {
     `pods asked ${s?.podsAsked ?? 0}, ok ${s?.podsOk ?? 0}, failed ${s?.podsFailed ?? 0}${failed}; ${ms(res.latency)} at ${res.answeredBy}; correlation id ${res.correlationId}`,
   ];
   if (res.reduced) lines.push(`reduced: ${JSON.stringify(res.reduced)}`);
+  if (res.truncated) lines.push('truncated: the answer was cut to fit one message; the next page goes on');
+  if (res.nextPageToken) lines.push(`next page: --page-token ${res.nextPageToken}`);
   return lines.join('\n');
 }
 

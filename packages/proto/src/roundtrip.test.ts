@@ -52,6 +52,8 @@ const podResult = {
     },
   ],
   latency: msToDuration(4.25),
+  truncated: false,
+  cursor: '',
 };
 
 describe('wanas.v1 contract over a real grpc-js server', () => {
@@ -74,6 +76,8 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
           reduced: { total: 1 },
           latency: msToDuration(12),
           answeredBy: 'use-1a',
+          nextPageToken: 'next.page',
+          truncated: true,
         });
       },
       streamAggregate: (
@@ -137,12 +141,15 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       preferSites: ['eu-west', 'us-east'],
       minOk: 2,
       requiredSites: ['us-east'],
+      pageSize: 1000,
+      pageToken: 'token.sig',
     };
     const res = await unary<AggregateRequest, AggregateResponse>(client.aggregate.bind(client), req);
     expect(seen.at(-1)).toEqual(req);
     expect(res.pods[0]).toEqual(podResult);
     expect(res.summary?.failedByCode).toEqual({ UNAVAILABLE: 1 });
     expect(res.reduced).toEqual({ total: 1 });
+    expect(res).toMatchObject({ nextPageToken: 'next.page', truncated: true });
     expect(durationToMs(res.latency)).toBe(12);
     expect(durationToMs(res.pods[0]?.attempts[0]?.latency)).toBeCloseTo(1.5);
     client.close();
@@ -179,6 +186,7 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       sourceBroker: 'euw-1a',
       hedge: false,
       first: true,
+      page: { after: 's-42', afterPod: 'us-east/pod-1', limit: 1000, maxBytes: 4_000_000 },
     };
     const siteRes = await unary<SiteRequest, SiteResponse>(client.siteRequest.bind(client), site);
     expect(seen.at(-1)).toEqual(site);
@@ -195,6 +203,7 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       hops: 2,
       sourceSite: 'us-east',
       sourceBroker: 'use-1b',
+      page: undefined,
     };
     const localRes = await unary<LocalRequest, LocalResponse>(client.localRequest.bind(client), local);
     expect(seen.at(-1)).toEqual(local);

@@ -29,12 +29,16 @@ const soon = () => Date.now() + 5000;
 const quiet = () => undefined;
 
 /** Two brokers' handles on one new pod store of `kind`. */
-function twins(kind: 'sqlite' | 'postgres', pools?: Record<string, number>): [PodState, PodState] {
+function twins(
+  kind: 'sqlite' | 'postgres',
+  pools?: Record<string, number>,
+  sessions = 0,
+): [PodState, PodState] {
   const id = `pod-${++n}`;
   if (kind === 'sqlite') {
     const file = path.join(dir, `${id}.sqlite`);
     return [0, 1].map(
-      () => new SqlitePodState(new PodStore(file, 's1', id, undefined, pools)),
+      () => new SqlitePodState(new PodStore(file, 's1', id, undefined, pools, sessions)),
     ) as unknown as [PodState, PodState];
   }
   return [0, 1].map(
@@ -46,6 +50,7 @@ function twins(kind: 'sqlite' | 'postgres', pools?: Record<string, number>): [Po
         pod: id,
         idempotencyWindowMs: 86_400_000,
         pools,
+        sessions,
         onError: quiet,
       }),
   ) as unknown as [PodState, PodState];
@@ -67,6 +72,27 @@ describe.each(['sqlite', 'postgres'] as const)('the %s store', (kind) => {
     let assigned = 0;
     for (const u of DEMO_USERS) assigned += (await a.findUser(u, soon())).desktops.length;
     expect(capA.inUse).toBe(assigned);
+  });
+
+  it('lists sessions from a point in byte order, a page at a time, of one user or state', async () => {
+    const [x, y] = twins(kind, undefined, 2000);
+    try {
+      const all = await x.listSessions({ after: '', limit: 0 }, soon());
+      expect(all.length).toBe(2000 + (await x.capacity(soon())).pools.standard!.inUse);
+      const ids = all.map((s) => s.id);
+      expect(ids).toEqual([...ids].sort((p, q) => Buffer.compare(Buffer.from(p), Buffer.from(q))));
+      // From a point (inclusive), at most `limit`, the same through the twin.
+      const page = await y.listSessions({ after: ids[100]!, limit: 50 }, soon());
+      expect(page.map((s) => s.id)).toEqual(ids.slice(100, 150));
+      const mine = await x.listSessions(
+        { after: '', limit: 0, user: all[0]!.user, state: all[0]!.state },
+        soon(),
+      );
+      expect(mine.every((s) => s.user === all[0]!.user && s.state === all[0]!.state)).toBe(true);
+      expect(mine.map((s) => s.id)).toContain(all[0]!.id);
+    } finally {
+      await Promise.all([x.close(), y.close()]);
+    }
   });
 
   it('provisions once per key across brokers, replays the first outcome, and refuses the key with other params', async () => {

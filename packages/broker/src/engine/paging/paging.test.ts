@@ -1,0 +1,189 @@
+import { AggregateRequest, Mode, type PodResult } from '@wanas/proto';
+import { parseTopology } from '@wanas/topology';
+import { sessionsList } from '../../operations/builtin';
+import type { PageBinding } from '../model';
+import { pagedAnswer } from './answer';
+import { mergePage } from './merge';
+import { planPaging, podsToAsk } from './paging';
+import { cutPodPage, pageRequestOf } from './pod-page';
+import { decodePageToken, encodePageToken } from './token';
+
+const spec = { items: 'sessions', key: 'id' };
+const binding: PageBinding = {
+  federation: 'f',
+  operation: 'sessions.list',
+  params: { state: 'connected' },
+  scope: { sites: [], pods: [] },
+  pods: ['a/p1', 'a/p2', 'b/p1'],
+};
+const sessions = (...ids: string[]) => ids.map((id) => ({ id, user: 'u' }));
+const pod = (site: string, name: string, ids: string[], truncated = false): PodResult => ({
+  site,
+  pod: name,
+  code: 0,
+  message: '',
+  result: { sessions: sessions(...ids) },
+  answeredBy: '',
+  attempts: [],
+  latency: undefined,
+  truncated,
+  cursor: ids[ids.length - 1] ?? '',
+});
+
+describe('page token', () => {
+  const cursor = { after: 's-42', afterPod: 'a/p2', done: [0, 2] };
+
+  it('gives back the cursor it was made with', () => {
+    expect(decodePageToken(encodePageToken(binding, cursor), binding)).toEqual(cursor);
+  });
+
+  it.each([
+    ['another operation', { operation: 'sessions.find' }, 'made for operation "sessions.list"'],
+    ['other params', { params: { state: 'disconnected' } }, 'made for other params'],
+    ['another scope', { scope: { sites: ['a'], pods: [] } }, 'made for another scope'],
+    ['pods gone from the topology', { pods: ['a/p1', 'b/p1'] }, 'the pods in scope changed'],
+    ['another federation', { federation: 'g' }, 'its signature does not match'],
+  ])('is refused for %s, naming why', (_what, change, why) => {
+    const token = encodePageToken(binding, cursor);
+    expect(() => decodePageToken(token, { ...binding, ...change })).toThrow(why);
+  });
+
+  it('is refused when altered by a byte, truncated, or not a token', () => {
+    const token = encodePageToken(binding, cursor);
+    const body = JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()) as { a: string };
+    body.a = 's-00';
+    const forged = `${Buffer.from(JSON.stringify(body)).toString('base64url')}.${token.split('.')[1]}`;
+    expect(() => decodePageToken(forged, binding)).toThrow('INVALID_ARGUMENT: page_token: altered');
+    expect(() => decodePageToken(token.slice(0, -2), binding)).toThrow('altered');
+    expect(() => decodePageToken('hello', binding)).toThrow('not a page token');
+    expect(() => decodePageToken('x'.repeat(5000), binding)).toThrow('longer than 4096');
+  });
+});
+
+describe('a pod cut to its window', () => {
+  const result = { sessions: sessions('s-5', 's-1', 's-3', 's-4', 's-2') };
+
+  it('keeps the items after the cursor in order, at most the page, and says it has more', () => {
+    const w = { after: 's-2', afterPod: 'a/p1', limit: 2, maxBytes: 0 };
+    const page = cutPodPage(spec, result, w, 'a/p1');
+    expect((page.result.sessions as { id: string }[]).map((s) => s.id)).toEqual(['s-3', 's-4']);
+    expect(page).toMatchObject({ truncated: true, cursor: 's-4' });
+    // The operation is asked for one more than the page, and one more again for the cursor's own item.
+    expect(pageRequestOf(w)).toEqual({ after: 's-2', limit: 4 });
+  });
+
+  it("keeps an item with the cursor's key from a pod after the cursor's", () => {
+    const page = cutPodPage(spec, result, { after: 's-2', afterPod: 'a/p1', limit: 0, maxBytes: 0 }, 'b/p1');
+    expect((page.result.sessions as { id: string }[]).map((s) => s.id)).toEqual(['s-2', 's-3', 's-4', 's-5']);
+    expect(page.truncated).toBe(false);
+  });
+
+  it('cuts at an item to fit its bytes; a single item too large is RESOURCE_EXHAUSTED', () => {
+    const page = cutPodPage(spec, result, { after: '', afterPod: '', limit: 0, maxBytes: 50 }, 'a/p1');
+    expect((page.result.sessions as unknown[]).length).toBeGreaterThan(0);
+    expect((page.result.sessions as unknown[]).length).toBeLessThan(5);
+    expect(page.truncated).toBe(true);
+    expect(() =>
+      cutPodPage(spec, result, { after: '', afterPod: '', limit: 0, maxBytes: 5 }, 'a/p1'),
+    ).toThrow('RESOURCE_EXHAUSTED: item "s-1" is');
+  });
+
+  it('refuses a result that breaks the contract (no list, an item without its key) as INTERNAL', () => {
+    const w = { after: '', afterPod: '', limit: 0, maxBytes: 0 };
+    expect(() => cutPodPage(spec, { other: [] }, w, 'a/p1')).toThrow('INTERNAL: the result has no list');
+    expect(() => cutPodPage(spec, { sessions: [{ id: 1 }] }, w, 'a/p1')).toThrow('has no string "id"');
+  });
+});
+
+describe('the merge of a page', () => {
+  it('merges k lists in order and stops where a pod that has more ends', () => {
+    const page = mergePage(
+      spec,
+      [
+        pod('a', 'p1', ['s-1', 's-4', 's-7'], true),
+        pod('a', 'p2', ['s-2', 's-5']),
+        pod('b', 'p1', ['s-3', 's-9']),
+      ],
+      10,
+      0,
+    );
+    // Nothing after s-7 may be listed: a/p1 may hold s-8.
+    expect(page.items.map((s) => s.id)).toEqual(['s-1', 's-2', 's-3', 's-4', 's-5', 's-7']);
+    expect(page.items[1]).toMatchObject({ site: 'a', pod: 'p2' });
+    expect([...page.exhausted]).toEqual(['a/p2']);
+    expect(page).toMatchObject({ after: 's-7', afterPod: 'a/p1', more: true });
+  });
+
+  it('ends at the page size; ties on a key are ordered by pod', () => {
+    const page = mergePage(spec, [pod('b', 'p1', ['s-1', 's-2']), pod('a', 'p1', ['s-1', 's-3'])], 3, 0);
+    expect(page.items.map((s) => `${String(s.site)}:${String(s.id)}`)).toEqual(['a:s-1', 'b:s-1', 'b:s-2']);
+    expect([...page.exhausted]).toEqual(['b/p1']);
+    expect(page.more).toBe(true);
+  });
+
+  it('ends at the byte budget, and says so', () => {
+    const page = mergePage(spec, [pod('a', 'p1', ['s-1', 's-2', 's-3'])], 0, 100);
+    expect(page.items.length).toBeLessThan(3);
+    expect(page).toMatchObject({ cutByBytes: true, more: true });
+  });
+});
+
+describe('a listing planned and answered', () => {
+  const topology = parseTopology({
+    federation: 'f',
+    sites: ['a', 'b'].map((site) => ({
+      name: site,
+      pods: [
+        { name: 'p1', brokers: [{ id: `${site}-1`, address: `127.0.0.1:${site === 'a' ? 7001 : 7002}` }] },
+      ],
+    })),
+  });
+  const scopePods = [
+    { site: 'a', pod: 'p1' },
+    { site: 'b', pod: 'p1' },
+  ];
+  const plan = (o: Partial<AggregateRequest>) =>
+    planPaging(
+      AggregateRequest.fromPartial({ operation: 'sessions.list', ...o }),
+      sessionsList,
+      {},
+      scopePods,
+      topology,
+    );
+
+  it('goes on from its token, asking only the pods that still have items', () => {
+    const first = plan({ pageSize: 2 })!;
+    const answer = pagedAnswer(first, [pod('a', 'p1', ['s-1']), pod('b', 'p1', ['s-2', 's-3'], true)], (f) =>
+      AggregateResponse(f),
+    );
+    expect(answer.reduced).toMatchObject({ count: 2 });
+    expect(answer.pods.map((p) => p.result)).toEqual([{ listed: 1 }, { listed: 1 }]);
+    const next = plan({ pageSize: 2, pageToken: answer.nextPageToken })!;
+    expect(podsToAsk(next, scopePods)).toEqual([{ site: 'b', pod: 'p1' }]);
+    expect(next.cursor).toMatchObject({ after: 's-2', afterPod: 'b/p1' });
+  });
+
+  it('fails a page whose pod failed (the same token may be sent again)', () => {
+    const first = plan({ pageSize: 2 })!;
+    const down = { ...pod('b', 'p1', []), code: 14, message: 'site b: unreachable', result: undefined };
+    expect(() => pagedAnswer(first, [pod('a', 'p1', ['s-1']), down], (f) => AggregateResponse(f))).toThrow(
+      'UNAVAILABLE: a listing needs every pod that still has items (send the same page_token again): 1 pod(s) failed: b/p1',
+    );
+  });
+
+  it('refuses paging an operation that does not page, a listing in MODE_FIRST or with min_ok', () => {
+    const echo = { ...sessionsList, name: 'echo', page: undefined };
+    const req = AggregateRequest.fromPartial({ operation: 'echo', pageSize: 5 });
+    expect(() => planPaging(req, echo, {}, scopePods, topology)).toThrow(
+      'page_size: operation "echo" is not pageable',
+    );
+    expect(() => plan({ mode: Mode.MODE_FIRST })).toThrow('mode: a listing asks every pod');
+    expect(() => plan({ minOk: 1 })).toThrow('min_ok:');
+    expect(() => plan({ pageSize: 10_001 })).toThrow('page_size: at most 10000');
+  });
+});
+
+/** A whole response around the paged fields (what the dispatcher makes). */
+function AggregateResponse(f: object) {
+  return { correlationId: 'c', summary: undefined, latency: undefined, answeredBy: 'x', ...f } as never;
+}
