@@ -13,6 +13,7 @@ interface UpFlags {
   wanLatencyMs: number;
   jitterMs: number;
   restart?: boolean;
+  brokersPerProcess?: number;
   tlsDir?: string;
   metrics?: boolean;
   store: 'sqlite' | 'postgres';
@@ -73,6 +74,12 @@ export function registerUp(program: Command): void {
     .option('--jitter-ms <n>', 'random extra delay per chunk, 0..n ms', parsePositiveInt, 0)
     .option('--restart', 'restart brokers that die')
     .option(
+      '--brokers-per-process <n>',
+      "run up to n brokers of a site in one process (each its own servers, channels and store): a federation at the product's limits on a few cores; a process that dies takes its brokers with it",
+      parsePositiveInt,
+      1,
+    )
+    .option(
       '--tls-dir <dir>',
       'make a throwaway CA and certificates here; run with mTLS and authorization on',
     )
@@ -97,6 +104,7 @@ export function registerUp(program: Command): void {
           wanLatencyMs: o.wanLatencyMs,
           jitterMs: o.jitterMs,
           restart: !!o.restart,
+          brokersPerProcess: o.brokersPerProcess,
           tlsDir: o.tlsDir,
           metrics: !!o.metrics,
           store: o.store,

@@ -30,6 +30,8 @@ export interface OpenOptions {
   jitterMs?: number;
   /** Restart a broker that dies (`wanas up --restart`). */
   restart?: boolean;
+  /** Brokers of one site per process (default 1; see `SupervisorOptions.brokersPerProcess`). */
+  brokersPerProcess?: number;
   /** Credentials of a client, to wait for SERVING (default plaintext). */
   clientCredentials?: grpc.ChannelCredentials;
   /** More `spawnBroker` options per broker (flags, Node flags, environment, log level, process group). */
@@ -87,8 +89,9 @@ export class DevFederation {
       spawnOptions: opened.spawnOptions,
       say: opened.say,
       changed: opened.changed,
+      brokersPerProcess: opened.brokersPerProcess,
     });
-    for (const b of this.brokers) this.processes.add(b);
+    this.processes.addAll(this.brokers);
     this.backends = new DevBackends(opened.topologyFile, path.join(opened.dir, 'logs'), opened.workDir);
   }
 
@@ -109,7 +112,7 @@ export class DevFederation {
 
   /** Starts every broker's process; does not wait for them to serve. */
   startAll(): void {
-    for (const b of this.brokers) this.processes.start(b.id);
+    this.processes.startAll();
   }
 
   /** Makes a federation from a spec in a temporary folder, starts it and waits until all are SERVING. */
@@ -124,6 +127,7 @@ export class DevFederation {
       removeDir: true,
       wanLatencyMs: opts.wanLatencyMs,
       clientCredentials: made.clientCredentials,
+      brokersPerProcess: opts.brokersPerProcess,
       spawnOptions: (b) => ({
         logLevel: opts.logLevel ?? 'warn',
         args: [

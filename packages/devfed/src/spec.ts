@@ -42,6 +42,8 @@ export interface DevFederationOptions {
   logLevel?: 'warn' | 'info';
   /** Desktops per pool a pod starts with (its topology's `pools`); undefined: the default pools. */
   pools?: (site: string, pod: string) => Record<string, number> | undefined;
+  /** Brokers of one site per process (default 1: a process each). */
+  brokersPerProcess?: number;
   /** Sessions a pod's store is seeded with besides the demo users' (its topology's `sessions`). */
   sessions?: (site: string, pod: string) => number;
   /**

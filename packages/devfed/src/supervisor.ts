@@ -28,9 +28,9 @@ export interface DevBroker {
  */
 export type SupervisedState = 'running' | 'restarting' | 'given-up' | 'stopped';
 
-/** One broker process under supervision. */
+/** One process under supervision, and the brokers it runs (one, or a site's several: `brokersPerProcess`). */
 interface Supervised {
-  broker: DevBroker;
+  brokers: DevBroker[];
   log: string;
   state: SupervisedState;
   restarts: number[];
@@ -61,6 +61,12 @@ export interface SupervisorOptions {
   say?: (line: string) => void;
   /** Called when a broker's process changes (a restart). */
   changed?: () => void;
+  /**
+   * Brokers of one site that share a process (default 1): each still has its own servers, channels and
+   * store, but they share one event loop and heap (`wanas broker --id a,b,c`), so that a federation at the
+   * product's limits runs on a few cores. A process that dies takes all of its brokers with it.
+   */
+  brokersPerProcess?: number;
 }
 
 /**
@@ -68,13 +74,24 @@ export interface SupervisorOptions {
  * dies when asked to: the one process runner behind `wanas up`, the benchmarks and the multi-process tests.
  */
 export class BrokerSupervisor {
+  /** The supervised processes, by each of their brokers' ids. */
   private readonly brokers = new Map<string, Supervised>();
+  private readonly processes: Supervised[] = [];
 
   constructor(private readonly opts: SupervisorOptions) {}
 
-  /** Puts `b` under supervision (not started yet). */
-  add(b: DevBroker): void {
-    this.brokers.set(b.id, { broker: b, log: this.opts.logFile(b.id), state: 'given-up', restarts: [] });
+  /** Puts every broker under supervision (not started yet), grouped into processes by {@link processGroups}. */
+  addAll(brokers: DevBroker[]): void {
+    for (const group of processGroups(brokers, this.opts.brokersPerProcess ?? 1)) {
+      const s: Supervised = {
+        brokers: group,
+        log: this.opts.logFile(group[0]!.id),
+        state: 'given-up',
+        restarts: [],
+      };
+      this.processes.push(s);
+      for (const b of group) this.brokers.set(b.id, s);
+    }
   }
 
   /**
@@ -83,44 +100,53 @@ export class BrokerSupervisor {
    */
   start(id: string): void {
     const s = this.get(id);
-    const running = s.broker.proc;
+    const first = s.brokers[0]!;
+    const running = first.proc;
     if (running && running.exitCode === null && running.signalCode === null)
       throw new Error(
         `broker ${id} is already running (pid ${running.pid}); stop it before starting it again`,
       );
+    const ids = s.brokers.map((b) => b.id).join(',');
     const proc = spawnBroker({
       topologyFile: this.opts.topologyFile,
-      id,
+      id: ids,
       logFile: s.log,
-      ...this.opts.spawnOptions?.(s.broker),
+      ...this.opts.spawnOptions?.(first),
     });
-    s.broker.proc = proc;
+    for (const b of s.brokers) b.proc = proc;
     s.state = 'running';
     proc.on('exit', (code, signal) => {
-      if (s.state === 'stopped' || s.broker.proc !== proc) return;
-      this.opts.say?.(`broker ${id} exited unexpectedly (${signal ?? `code ${code}`}); log: ${s.log}`);
+      if (s.state === 'stopped' || first.proc !== proc) return;
+      this.opts.say?.(`broker ${ids} exited unexpectedly (${signal ?? `code ${code}`}); log: ${s.log}`);
       this.handleExit(s);
     });
   }
 
+  /** Starts every process (each runs its brokers); does not wait for them to serve. */
+  startAll(): void {
+    for (const s of this.processes) this.start(s.brokers[0]!.id);
+  }
+
   /** Every broker's row: where it listens, its pid while alive, its log. */
   rows(): SupervisedRow[] {
-    return [...this.brokers.values()].map(({ broker: b, log }) => ({
-      id: b.id,
-      site: b.site,
-      pod: b.pod,
-      address: b.address,
-      wanAddress: b.wanAddress,
-      metricsAddress: b.metricsAddress,
-      pid: b.proc?.exitCode === null && b.proc.signalCode === null ? b.proc.pid : undefined,
-      log,
-    }));
+    return this.processes
+      .flatMap(({ brokers, log }) => brokers.map((b) => ({ b, log })))
+      .map(({ b, log }) => ({
+        id: b.id,
+        site: b.site,
+        pod: b.pod,
+        address: b.address,
+        wanAddress: b.wanAddress,
+        metricsAddress: b.metricsAddress,
+        pid: b.proc?.exitCode === null && b.proc.signalCode === null ? b.proc.pid : undefined,
+        log,
+      }));
   }
 
   /** Stops every broker (SIGCONT, SIGTERM, SIGKILL after `graceMs`). */
   async stopAll(graceMs: number): Promise<void> {
-    for (const s of this.brokers.values()) s.state = 'stopped';
-    await Promise.all([...this.brokers.values()].map((s) => stopProcess(s.broker.proc, graceMs)));
+    for (const s of this.processes) s.state = 'stopped';
+    await Promise.all(this.processes.map((s) => stopProcess(s.brokers[0]!.proc, graceMs)));
   }
 
   /**
@@ -134,7 +160,8 @@ export class BrokerSupervisor {
     cancelled?: () => boolean,
   ): Promise<void> {
     const s = this.get(id);
-    await waitServing(s.broker.address, s.broker.proc!, {
+    const b = s.brokers.find((x) => x.id === id)!;
+    await waitServing(b.address, b.proc!, {
       timeoutMs,
       credentials,
       cancelled,
@@ -173,7 +200,7 @@ export class BrokerSupervisor {
     if (!this.opts.restart || s.restarts.length >= MAX_RESTARTS_PER_MINUTE) {
       if (this.opts.restart)
         this.opts.say?.(
-          `broker ${s.broker.id} restarted ${MAX_RESTARTS_PER_MINUTE} times in a minute; not restarting it again`,
+          `broker ${s.brokers[0]!.id} restarted ${MAX_RESTARTS_PER_MINUTE} times in a minute; not restarting it again`,
         );
       s.state = 'given-up';
       return;
@@ -182,11 +209,31 @@ export class BrokerSupervisor {
     s.state = 'restarting';
     setTimeout(() => {
       if (s.state !== 'restarting') return;
-      this.opts.say?.(`restarting broker ${s.broker.id}`);
-      this.start(s.broker.id);
+      this.opts.say?.(`restarting broker ${s.brokers[0]!.id}`);
+      this.start(s.brokers[0]!.id);
       this.opts.changed?.();
     }, RESTART_DELAY_MS);
   }
+}
+
+/**
+ * The brokers grouped into processes of at most `n`, each of one site. Twins are kept apart: a process
+ * holds the first brokers of some of a site's pods, or their second ones, never two brokers of one pod (a
+ * process that dies is then a broker of each of its pods lost, not a pod).
+ */
+export function processGroups(brokers: DevBroker[], n: number): DevBroker[][] {
+  const groups: DevBroker[][] = [];
+  const sites = [...new Set(brokers.map((b) => b.site))];
+  for (const site of sites) {
+    const ofSite = brokers.filter((b) => b.site === site);
+    const rank = (b: DevBroker) => ofSite.filter((x) => x.pod === b.pod).indexOf(b);
+    const ranks = [...new Set(ofSite.map(rank))].sort((a, b) => a - b);
+    for (const r of ranks) {
+      const ofRank = ofSite.filter((b) => rank(b) === r);
+      for (let i = 0; i < ofRank.length; i += n) groups.push(ofRank.slice(i, i + n));
+    }
+  }
+  return groups;
 }
 
 /** The last lines of a log file, for an error message. */

@@ -23,6 +23,8 @@ export interface UpOptions {
   wanLatencyMs: number;
   jitterMs: number;
   restart: boolean;
+  /** Brokers of one site per process (default 1). */
+  brokersPerProcess?: number;
   /** Make a throwaway CA and certificates here and run the federation with mTLS and authorization on. */
   tlsDir?: string;
   /** Give every broker a metrics address and write a Prometheus config for them (`.wanas/prometheus.yml`). */
@@ -191,6 +193,7 @@ async function openFederation(
       wanLatencyMs: opts.wanLatencyMs,
       jitterMs: opts.jitterMs,
       restart: opts.restart,
+      brokersPerProcess: opts.brokersPerProcess,
       clientCredentials: client.credentials,
       spawnOptions: () => ({ args: ['--grace', '3000'], detached: true }),
       say,
