@@ -384,7 +384,7 @@ async function bareEcho(calls: number, bytes: number): Promise<BareEchoResult> {
 }
 
 /** The first line a child prints on stdout (rejects if it exits first). */
-function firstLine(p: ChildProcess): Promise<string> {
+export function firstLine(p: ChildProcess): Promise<string> {
   return new Promise((resolve, reject) => {
     const lines = readline.createInterface({ input: p.stdout! });
     lines.once('line', (l) => {

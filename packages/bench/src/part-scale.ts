@@ -1,73 +1,262 @@
+/**
+ * The `scale` part: wanas at the product's published limits — 50 pods in 15 sites, 2 brokers a pod (a
+ * site's brokers share processes, `brokersPerProcess`), 250,000 sessions — on this machine: idle CPU,
+ * sessions.find against one warm WAN call and the same call graph in bare grpc-js, growth 1 → 16 → 50 pods,
+ * every session listed page by page (and again through a killed broker process and a partitioned site),
+ * and the RSS of one broker holding the full 350-broker topology.
+ */
+import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DevFederation, freePorts, spawnBroker } from '@wanas/devfed';
-import { timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
-import { summarize } from './stats';
+import { DevFederation, freePorts, spawnBroker, type FederationSpec } from '@wanas/devfed';
+import {
+  AdminServiceClient,
+  FederationServiceClient,
+  LocalRequest,
+  type GetStatusResponse,
+} from '@wanas/proto';
+import { FIND, SEC5, timed, unary, untilAllAnswer, type BenchCounts, type Progress } from './parts';
+import { processCpuMs } from './part-cpu';
+import { listAll, type ListingResult } from './scale-listing';
+import { productSpec, startBareWan } from './scale-shape';
+import { summarize, type LatencySummary } from './stats';
+
+/** One-way WAN delay of every federation of the part, ms. */
+const WAN_MS = 25;
 
 /** JSON of the scale part. */
 export interface ScaleResult {
   part: 'scale';
-  podsPerSite: { pods: number; p50Ms: number; p99Ms: number }[];
-  sites: { sites: number; p50Ms: number; p99Ms: number }[];
-  /** RSS of a broker holding a 100-site × 10-pod topology, its peers answering. */
-  bigTopologyRssMb: number;
-  /** The same broker once every peer is gone (every channel reconnecting). */
-  bigTopologyDeadPeersRssMb: number;
+  shape: { sites: number; pods: number; brokers: number; processes: number; sessionsPerPod: number };
+  /** Idle CPU, % of one core: per broker and per process, over `seconds`. */
+  idle: { seconds: number; perBrokerPct: number; perProcessPct: number };
+  /** One warm WAN call (a LocalRequest sessions.find to a remote pod). */
+  limit: LatencySummary;
+  /** sessions.find for one user over every pod. */
+  find: LatencySummary;
+  /** The same call graph in bare grpc-js over the same emulated WAN. */
+  bare: LatencySummary;
+  /** CPU per pod asked, ms (every process, idle taken out): wanas, and bare grpc-js. */
+  cpuPerPodMs: { wanas: number; bare: number };
+  growth: { pods: number; sites: number; p50Ms: number; p99Ms: number }[];
+  listing: ListingResult;
+  /** One pod's page of 1000 read through a LocalRequest over the LAN (the pods' read cost). */
+  podPage: LatencySummary;
+  listingWithFaults: ListingResult;
+  /** RSS of a broker holding the 350-broker topology, its peers answering, and its channels. */
+  bigTopology: {
+    brokers: number;
+    rssMb: number;
+    deadPeersRssMb: number;
+    channels: number;
+    warmChannels: number;
+  };
+  series: Record<string, number[]>;
 }
 
-/**
- * Pods per site 1 → 4 → 16 (2 sites) and sites 2 → 4 → 8 → 16 (1 pod each), 25 ms one way; one process
- * per broker (32 in the 16-pods case, on this machine's cores). Then the RSS of one broker that loaded a
- * 100-site × 10-pod topology (peers answering, then all gone).
- */
+/** The part's sizes: the product's, or tiny ones in smoke mode. */
+function sizes(counts: BenchCounts) {
+  return counts.smoke
+    ? { pods: 4, sites: 2, perProcess: 2, sessions: 100, page: 100, growth: [[1, 1]], idleMs: 1000 }
+    : {
+        pods: 50,
+        sites: 15,
+        perProcess: 4,
+        sessions: 5000,
+        page: 1000,
+        growth: [
+          [1, 1],
+          [16, 5],
+        ],
+        idleMs: 10_000,
+      };
+}
+
+/** Every process of a federation (a process may run several brokers). */
+function processesOf(f: DevFederation): number[] {
+  return [...new Set(f.brokers.map((b) => b.proc?.pid).filter((p): p is number => p !== undefined))];
+}
+
+const cpuOf = (pids: number[]) => pids.reduce((n, pid) => n + processCpuMs(pid), 0);
+
+/** Idle CPU of a federation's processes over `ms`, % of a core. */
+async function idleCpu(
+  f: DevFederation,
+  ms: number,
+): Promise<{ perBrokerPct: number; perProcessPct: number; pctPerMs: number }> {
+  const pids = processesOf(f);
+  const before = cpuOf(pids);
+  await new Promise((r) => setTimeout(r, ms));
+  const pct = ((cpuOf(pids) - before) / ms) * 100;
+  return { perBrokerPct: pct / f.brokers.length, perProcessPct: pct / pids.length, pctPerMs: pct / 100 };
+}
+
+/** p50/p99 of sessions.find on a federation of `spec`, and the series. */
+async function findOn(spec: FederationSpec, n: number, progress: Progress, label: string): Promise<number[]> {
+  const f = await DevFederation.start({ spec, wanLatencyMs: WAN_MS });
+  try {
+    const aggregate = f.aggregator('s1-p1-a');
+    const pods = Object.values(spec).reduce((k, p) => k + Object.keys(p).length, 0);
+    await untilAllAnswer(aggregate, pods);
+    await timed(Math.min(30, n), progress, `${label}: warm-up`, () => aggregate(FIND));
+    return await timed(n, progress, label, () => aggregate(FIND));
+  } finally {
+    await f.stop();
+  }
+}
+
+/** A LocalRequest client to one pod's broker (`address`), as a broker of s1 would call it. */
+function localCaller(f: DevFederation, address: string, req: Partial<LocalRequest>) {
+  const c = f.track(new FederationServiceClient(address, f.brokerCredentials));
+  return () =>
+    unary((cb) =>
+      c.localRequest(
+        LocalRequest.fromPartial({ hops: 1, sourceSite: 's1', deadline: SEC5, ...req }),
+        new grpc.Metadata(),
+        { deadline: Date.now() + 5000 },
+        cb,
+      ),
+    );
+}
+
+/** The product-shape federation's measures (idle, limit, find and its CPU, both listings). */
+async function atTheLimits(counts: BenchCounts, progress: Progress, n: number) {
+  const z = sizes(counts);
+  const spec = productSpec(z.pods, z.sites, 2);
+  const f = await DevFederation.start({
+    spec,
+    wanLatencyMs: WAN_MS,
+    brokersPerProcess: z.perProcess,
+    sessions: () => z.sessions,
+  });
+  try {
+    const aggregate = f.aggregator('s1-p1-a');
+    await untilAllAnswer(aggregate, z.pods);
+    await timed(counts.smoke ? 3 : 50, progress, 'scale: warm-up', () => aggregate(FIND));
+    const idle = await idleCpu(f, z.idleMs);
+    const remote = f.broker('s2-p1-a');
+    const target = { site: 's2', pod: 'p1', endpoints: [] };
+    const limit = await timed(
+      n,
+      progress,
+      'scale: limit (1 warm WAN call)',
+      localCaller(f, remote.wanAddress, { ...FIND, target }),
+    );
+    const podPage = await timed(
+      Math.min(n, 50),
+      progress,
+      'scale: one pod reads a page (LAN)',
+      localCaller(f, remote.address, {
+        operation: 'sessions.list',
+        target,
+        page: { after: '', afterPod: '', limit: z.page, maxBytes: 4_000_000 },
+      }),
+    );
+    const pids = processesOf(f);
+    const cpu0 = cpuOf(pids);
+    const t0 = performance.now();
+    const find = await timed(n, progress, `scale: sessions.find over ${z.pods} pods`, () => aggregate(FIND));
+    const busy = cpuOf(pids) - cpu0 - idle.pctPerMs * (performance.now() - t0);
+    const listing = await listAll(f, ['s1-p1-a'], z.page, progress);
+    const listingWithFaults = await listAll(f, ['s1-p1-a', 's1-p2-b', 's1-p1-b'], z.page, progress, [
+      {
+        beforePage: 3,
+        what: 'SIGKILL the process of s2-p1-a (the a-brokers of s2)',
+        act: () => f.signal('s2-p1-a', 'SIGKILL'),
+      },
+      {
+        beforePage: 6,
+        what: 'partition site s3 for 5 s',
+        act: () => {
+          f.wan.cut('s3');
+          setTimeout(() => f.wan.heal('s3'), 5000);
+          return Promise.resolve();
+        },
+      },
+    ]);
+    const shape = {
+      sites: z.sites,
+      pods: z.pods,
+      brokers: f.brokers.length,
+      processes: pids.length,
+      sessionsPerPod: z.sessions,
+    };
+    return {
+      shape,
+      idle: { seconds: z.idleMs / 1000, ...idle },
+      limit,
+      podPage,
+      find,
+      cpuPerPodMs: busy / n / z.pods,
+      listing,
+      listingWithFaults,
+      spec,
+    };
+  } finally {
+    await f.stop();
+  }
+}
+
+/** The bare grpc-js federation of `spec`: latency and CPU per pod. */
+async function bareOn(spec: FederationSpec, pods: number, n: number, progress: Progress) {
+  // About a sessions.find answer's size.
+  const bare = await startBareWan(spec, WAN_MS, 'x'.repeat(300));
+  try {
+    await timed(Math.min(50, n), progress, 'scale: bare grpc-js warm-up', () => bare.aggregate());
+    const cpu0 = bare.cpuMs();
+    const lat = await timed(n, progress, `scale: bare grpc-js over ${pods} pods`, () => bare.aggregate());
+    return { lat, cpuPerPodMs: (bare.cpuMs() - cpu0) / n / pods };
+  } finally {
+    await bare.stop();
+  }
+}
+
 export async function scalePart(counts: BenchCounts, progress: Progress): Promise<ScaleResult> {
-  const n = counts.smoke ? counts.requests : Math.max(50, Math.round(counts.requests / 4));
-  const measure = async (sites: number, podsPerSite: number, label: string) => {
-    const f = await DevFederation.start({
-      sites,
-      podsPerSite,
-      brokersPerPod: 1,
-      wanLatencyMs: 25,
-    });
-    try {
-      const aggregate = f.aggregator('s1-p1-a');
-      await timed(counts.smoke ? 3 : 30, progress, `${label}: warm-up`, () =>
-        aggregate({ operation: 'echo' }),
-      );
-      await untilAllAnswer(aggregate, sites * podsPerSite);
-      let ok = 0;
-      const lat = await timed(n, progress, label, async () => {
-        ok += (await aggregate({ operation: 'echo' })).summary?.podsOk ?? 0;
-      });
-      if (ok !== n * sites * podsPerSite)
-        throw new Error(`${label}: ${n * sites * podsPerSite - ok} pods did not answer`);
-      return summarize(lat);
-    } finally {
-      await f.stop();
-    }
+  const n = counts.smoke ? counts.requests : Math.max(50, Math.round(counts.requests / 2));
+  const z = sizes(counts);
+  const limits = await atTheLimits(counts, progress, n);
+  const bare = await bareOn(limits.spec, z.pods, n, progress);
+  const series: Record<string, number[]> = {
+    '1 warm WAN call': limits.limit,
+    'bare grpc-js, all pods': bare.lat,
   };
-  const podsPerSite = [];
-  for (const pods of counts.smoke ? [1, 2] : [1, 4, 16]) {
-    const s = await measure(2, pods, `scale: 2 sites × ${pods} pods`);
-    podsPerSite.push({ pods, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
+  const growth = [];
+  for (const [pods, sites] of z.growth) {
+    const lat = await findOn(
+      productSpec(pods!, sites!, 2),
+      n,
+      progress,
+      `scale: sessions.find over ${pods} pods`,
+    );
+    series[`wanas, ${pods} pod(s) in ${sites} site(s)`] = lat;
+    growth.push({ pods: pods!, sites: sites!, ...pick(summarize(lat)) });
   }
-  const sites = [];
-  for (const count of counts.smoke ? [2, 3] : [2, 4, 8, 16]) {
-    const s = await measure(count, 1, `scale: ${count} sites × 1 pod`);
-    sites.push({ sites: count, p50Ms: s.p50Ms, p99Ms: s.p99Ms });
-  }
+  series[`wanas, ${z.pods} pods in ${z.sites} sites`] = limits.find;
+  growth.push({ pods: z.pods, sites: z.sites, ...pick(summarize(limits.find)) });
   return {
     part: 'scale',
-    podsPerSite,
-    sites,
-    ...(await bigTopologyRss(progress, counts.smoke ? 1000 : 5000).then((r) => ({
-      bigTopologyRssMb: r.live,
-      bigTopologyDeadPeersRssMb: r.dead,
-    }))),
+    shape: limits.shape,
+    idle: {
+      seconds: limits.idle.seconds,
+      perBrokerPct: limits.idle.perBrokerPct,
+      perProcessPct: limits.idle.perProcessPct,
+    },
+    limit: summarize(limits.limit),
+    find: summarize(limits.find),
+    bare: summarize(bare.lat),
+    cpuPerPodMs: { wanas: limits.cpuPerPodMs, bare: bare.cpuPerPodMs },
+    growth,
+    listing: limits.listing,
+    podPage: summarize(limits.podPage),
+    listingWithFaults: limits.listingWithFaults,
+    bigTopology: await bigTopology(progress, counts.smoke ? 1000 : 5000),
+    series,
   };
 }
+
+const pick = (s: LatencySummary) => ({ p50Ms: s.p50Ms, p99Ms: s.p99Ms });
 
 /** A peer farm: one process listening on every given port, answering grpc.health.v1 SERVING. */
 const FARM = `
@@ -81,26 +270,44 @@ Promise.all(ports.map((p) => new Promise((resolve, reject) =>
   .then(() => console.log('ready'), (e) => { console.error(e.message); process.exit(1); });
 `;
 
-/**
- * RSS of one broker of a 100-site × 10-pod topology: first with every other broker answering (a peer
- * farm process listens on their 999 addresses), then after the farm is gone (every peer dead: the
- * worst case, every channel reconnecting). Each read after `settleMs`.
- */
-async function bigTopologyRss(progress: Progress, settleMs = 5000): Promise<{ live: number; dead: number }> {
-  progress.start('scale: 100 sites × 10 pods topology, RSS', 2);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-big-'));
-  const ports = await freePorts(1000);
-  const lines = ['federation: big', `settings: { dataDir: ${path.join(dir, 'data')} }`, 'sites:'];
+/** The 350-broker topology of the product's limits: 50 pods in 15 sites, 7 brokers a pod, on `ports`. */
+function bigTopologyYaml(dataDir: string, ports: number[]): string {
+  const lines = ['federation: big', `settings: { dataDir: ${dataDir} }`, 'sites:'];
   let i = 0;
-  for (let s = 1; s <= 100; s++) {
-    lines.push(`  - name: s${s}`, '    pods:');
-    for (let p = 1; p <= 10; p++)
-      lines.push(
-        `      - name: p${p}`,
-        `        brokers: [{ id: s${s}-p${p}, address: "127.0.0.1:${ports[i++]}" }]`,
-      );
+  for (const [site, pods] of Object.entries(productSpec(50, 15, 7))) {
+    lines.push(`  - name: ${site}`, '    pods:');
+    for (const [pod, brokers] of Object.entries(pods)) {
+      lines.push(`      - name: ${pod}`, '        brokers:');
+      for (let b = 0; b < brokers; b++)
+        lines.push(`          - { id: ${site}-${pod}-${b}, address: "127.0.0.1:${ports[i++]}" }`);
+    }
   }
-  fs.writeFileSync(path.join(dir, 'topology.yaml'), `${lines.join('\n')}\n`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** A broker's channels and how many it keeps warm (GetStatus). */
+async function channelsOf(address: string): Promise<{ channels: number; warm: number }> {
+  const c = new AdminServiceClient(address, grpc.credentials.createInsecure());
+  try {
+    const st = await unary<GetStatusResponse>((cb) =>
+      c.getStatus({}, new grpc.Metadata(), { deadline: Date.now() + 5000 }, cb),
+    );
+    return { channels: st.channels.length, warm: st.channels.filter((x) => x.warm).length };
+  } finally {
+    c.close();
+  }
+}
+
+/**
+ * RSS of one broker of the 350-broker topology (50 pods in 15 sites, 7 brokers a pod): first with every
+ * other broker answering (a peer farm process listens on their 349 addresses), then after the farm is gone
+ * (every peer dead: the worst case, every channel reconnecting). Each read after `settleMs`.
+ */
+async function bigTopology(progress: Progress, settleMs = 5000): Promise<ScaleResult['bigTopology']> {
+  progress.start('scale: 350-broker topology, RSS', 2);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-big-'));
+  const ports = await freePorts(350);
+  fs.writeFileSync(path.join(dir, 'topology.yaml'), bigTopologyYaml(path.join(dir, 'data'), ports));
   const farm = spawn(process.execPath, ['-e', FARM], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: {
@@ -121,16 +328,17 @@ async function bigTopologyRss(progress: Progress, settleMs = 5000): Promise<{ li
       farm.once('exit', (code) => reject(new Error(`peer farm exited with ${code}`)));
     });
     // As every harness starts a broker (with BROKER_NODE_FLAGS, what the image runs too).
-    proc = spawnBroker({ topologyFile: path.join(dir, 'topology.yaml'), id: 's1-p1', logLevel: 'error' });
+    proc = spawnBroker({ topologyFile: path.join(dir, 'topology.yaml'), id: 's1-p1-0', logLevel: 'error' });
     proc.stderr?.resume();
     await new Promise((r) => setTimeout(r, settleMs));
-    const live = rssMb();
+    const rss = rssMb();
+    const { channels, warm } = await channelsOf(`127.0.0.1:${ports[0]}`);
     progress.tick();
     farm.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, settleMs));
     const dead = rssMb();
     progress.tick();
-    return { live, dead };
+    return { brokers: 350, rssMb: rss, deadPeersRssMb: dead, channels, warmChannels: warm };
   } finally {
     proc?.kill('SIGKILL');
     farm.kill('SIGKILL');

@@ -5,6 +5,7 @@ import { table } from '@wanas/devfed';
 import { describeFailure, failurePart, type FailureResult } from './part-failure';
 import { describePlacement, placementPart, type PlacementResult } from './part-placement';
 import { scalePart } from './part-scale';
+import { describeScale } from './scale-describe';
 import { cpuPart, describeCpu } from './part-cpu';
 import { latencyPart } from './part-latency';
 import { describeTracing, tracingPart } from './part-tracing';
@@ -136,32 +137,6 @@ function describeTail(t: Awaited<ReturnType<typeof tailPart>>): string {
       ],
     ),
     `hedged p99 / healthy p99 = ${ratio(t.hedgingOn.p99Ms, t.healthy.p99Ms)} (target ≤ 1.3×); extra requests ${(t.extraRequestsShare * 100).toFixed(1)}% (target ≤ 10%)`,
-  ].join('\n');
-}
-
-function describeScale(sc: Awaited<ReturnType<typeof scalePart>>): string {
-  const base = sc.podsPerSite[0]!.p50Ms;
-  const baseSites = sc.sites[0]!.p50Ms;
-  return [
-    table(
-      ['SCALE', 'P50 (ms)', 'P99 (ms)', 'P50 vs first'],
-      [
-        ...sc.podsPerSite.map((x) => [
-          `2 sites × ${x.pods} pods per site`,
-          String(x.p50Ms),
-          String(x.p99Ms),
-          ratio(x.p50Ms, base),
-        ]),
-        ...sc.sites.map((x) => [
-          `${x.sites} sites × 1 pod`,
-          String(x.p50Ms),
-          String(x.p99Ms),
-          ratio(x.p50Ms, baseSites),
-        ]),
-      ],
-    ),
-    `p50 growth 1 → 16 pods per site: ${((sc.podsPerSite.at(-1)!.p50Ms / base - 1) * 100).toFixed(1)}% (target ≤ 15%); 2 → 16 sites: ${((sc.sites.at(-1)!.p50Ms / baseSites - 1) * 100).toFixed(1)}% (target: flat)`,
-    `RSS of a broker holding a 100-site × 10-pod topology: ${sc.bigTopologyRssMb} MB with its peers answering (target ≤ 100 MB); ${sc.bigTopologyDeadPeersRssMb} MB once every peer is gone`,
   ].join('\n');
 }
 
