@@ -24,7 +24,7 @@ export function formatOperations(res: ListOperationsResponse): string {
     op.kind,
     op.idempotent ? 'read' : 'write',
     op.service ? `${op.service} ${op.method}` : op.module,
-    op.reduce ? JSON.stringify(op.reduce) : '',
+    op.reduce ? JSON.stringify(op.reduce) : op.pageKey ? `pages: ${op.pageItems} by ${op.pageKey}` : '',
     paramsLine(op),
   ]);
   return table(['OPERATION', 'KIND', 'READ/WRITE', 'CALLS', 'REDUCE', 'PARAMS'], rows);

@@ -119,6 +119,11 @@ export interface PageCursor {
   afterPod: string;
   /** Indexes (in the scope's pod list) of the pods with nothing after the cursor: not asked again. */
   done: number[];
+  /**
+   * Items asked of each pod, as a multiple of its even share of the page (see `paging/paging.ts`): grows
+   * when a page came out short because one pod's items ran ahead of the others'.
+   */
+  fanout: number;
 }
 
 /** What a page token is bound to: a token made for one listing is refused for any other. */

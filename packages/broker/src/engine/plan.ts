@@ -94,7 +94,7 @@ export function planAggregate(req: AggregateRequest, ctx: PlanContext): Aggregat
     schedule: first
       ? { kind: 'first' }
       : { kind: 'all', rule: completionRule(mode.minOk, mode.requiredSites) },
-    page: paging ? windowOf(paging) : undefined,
+    page: paging ? windowOf(paging, pods.length) : undefined,
     paging,
   };
 }

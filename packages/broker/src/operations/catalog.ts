@@ -74,6 +74,8 @@ export function listOperations(registry: OperationRegistry): ListOperationsRespo
       paramsSchema: paramsSchemaOf(op),
       nextPodOn: (op.nextPodOn ?? []).map(nameOfCode),
       module: op.info?.module ?? '',
+      pageItems: op.page?.items ?? '',
+      pageKey: op.page?.key ?? '',
     }))
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { operations };

@@ -4,7 +4,7 @@ import { sessionsList } from '../../operations/builtin';
 import type { PageBinding } from '../model';
 import { pagedAnswer } from './answer';
 import { mergePage } from './merge';
-import { planPaging, podsToAsk } from './paging';
+import { perPodLimit, planPaging, podsToAsk } from './paging';
 import { cutPodPage, pageRequestOf } from './pod-page';
 import { decodePageToken, encodePageToken } from './token';
 
@@ -31,7 +31,7 @@ const pod = (site: string, name: string, ids: string[], truncated = false): PodR
 });
 
 describe('page token', () => {
-  const cursor = { after: 's-42', afterPod: 'a/p2', done: [0, 2] };
+  const cursor = { after: 's-42', afterPod: 'a/p2', done: [0, 2], fanout: 4 };
 
   it('gives back the cursor it was made with', () => {
     expect(decodePageToken(encodePageToken(binding, cursor), binding)).toEqual(cursor);
@@ -161,6 +161,25 @@ describe('a listing planned and answered', () => {
     const next = plan({ pageSize: 2, pageToken: answer.nextPageToken })!;
     expect(podsToAsk(next, scopePods)).toEqual([{ site: 'b', pod: 'p1' }]);
     expect(next.cursor).toMatchObject({ after: 's-2', afterPod: 'b/p1' });
+  });
+
+  it('asks each pod for its share of the page times the fan-out, the whole page at most', () => {
+    const first = plan({ pageSize: 1000 })!;
+    expect(perPodLimit(first, 50)).toBe(40);
+    expect(perPodLimit({ ...first, cursor: { ...first.cursor, fanout: 64 } }, 50)).toBe(1000);
+    expect(perPodLimit({ ...first, pageSize: 0 }, 50)).toBe(0);
+  });
+
+  it('doubles the fan-out after a page cut short by a pod that ran ahead', () => {
+    const first = plan({ pageSize: 4 })!;
+    const narrow = { ...first, cursor: { ...first.cursor, fanout: 1 } };
+    const answer = pagedAnswer(
+      narrow,
+      [pod('a', 'p1', ['s-1'], true), pod('b', 'p1', ['s-2', 's-3'], true)],
+      (f) => AggregateResponse(f),
+    );
+    expect(answer.reduced).toMatchObject({ count: 1 });
+    expect(plan({ pageSize: 4, pageToken: answer.nextPageToken })!.cursor.fanout).toBe(2);
   });
 
   it('fails a page whose pod failed (the same token may be sent again)', () => {

@@ -12,6 +12,13 @@ import { decodePageToken } from './token';
 
 /** Largest `page_size`. */
 export const MAX_PAGE_SIZE = 10_000;
+/**
+ * The first page asks each of n pods for FIRST_FANOUT × page_size / n items (+1), not page_size: with
+ * keys spread over the pods (as session ids are), a page still fills, and the pods read and send about
+ * FIRST_FANOUT pages' worth in all instead of n. A page cut short because one pod's items ran ahead of the
+ * others' (they bound the page) doubles it for the next, up to every pod asked for the whole page.
+ */
+export const FIRST_FANOUT = 2;
 /** Bytes of a message kept for everything but the items (summary, ids, reduced's other fields). */
 const MESSAGE_RESERVE_BYTES = 64 * 1024;
 /** Bytes kept per pod for its PodResult's own fields (codes, attempts, latency). */
@@ -56,7 +63,7 @@ export function planPaging(
   };
   const cursor = req.pageToken
     ? decodePageToken(req.pageToken, binding)
-    : { after: '', afterPod: '', done: [] };
+    : { after: '', afterPod: '', done: [], fanout: FIRST_FANOUT };
   return {
     spec: op.page,
     pageSize: req.pageSize,
@@ -73,12 +80,18 @@ export function podsToAsk(paging: Paging | undefined, scopePods: PodRef[]): PodR
   return scopePods.filter((_, i) => !done.has(i));
 }
 
-/** The window the entry's legs carry: the cursor, the page size, the whole item budget. */
-export function windowOf(paging: Paging): PageWindow {
+/** Items each of `pods` pods is asked for: its share of the page times the fan-out (0: unpaged). */
+export function perPodLimit(paging: Paging, pods: number): number {
+  if (paging.pageSize === 0) return 0;
+  return Math.min(paging.pageSize, Math.ceil((paging.pageSize * paging.cursor.fanout) / Math.max(1, pods)));
+}
+
+/** The window the entry's legs carry: the cursor, each pod's limit, the whole item budget. */
+export function windowOf(paging: Paging, pods: number): PageWindow {
   return {
     after: paging.cursor.after,
     afterPod: paging.cursor.afterPod,
-    limit: paging.pageSize,
+    limit: perPodLimit(paging, pods),
     maxBytes: paging.maxBytes,
   };
 }

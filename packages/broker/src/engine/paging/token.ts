@@ -27,6 +27,8 @@ interface Payload {
   ap: string;
   /** Exhausted pods: a bitset over the scope's pods, hex. */
   d: string;
+  /** The fan-out factor. */
+  f: number;
 }
 
 const digest = (v: unknown): string =>
@@ -53,6 +55,7 @@ export function encodePageToken(b: PageBinding, c: PageCursor): string {
     a: c.after,
     ap: c.afterPod,
     d: bits.toString('hex'),
+    f: c.fanout,
   };
   const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
   return `${body}.${sign(b.federation, body)}`;
@@ -82,5 +85,7 @@ export function decodePageToken(token: string, b: PageBinding): PageCursor {
   const bits = Buffer.from(p.d, 'hex');
   const done: number[] = [];
   for (let i = 0; i < b.pods.length; i++) if ((bits[i >> 3] ?? 0) & (1 << (i & 7))) done.push(i);
-  return { after: p.a, afterPod: p.ap, done };
+  if (!(typeof p.f === 'number' && p.f >= 1 && p.f <= 1e6))
+    throw refuse('its fan-out is not a number from 1');
+  return { after: p.a, afterPod: p.ap, done, fanout: p.f };
 }

@@ -52,6 +52,13 @@ export interface OperationDescription {
   nextPodOn: string[];
   /** The plug-in module it came from (module). */
   module: string;
+  /**
+   * A pageable operation (a listing: page_size, page_token): the result field holding its items, e.g.
+   * "sessions"; empty when it does not page.
+   */
+  pageItems: string;
+  /** A pageable operation: the item field that orders the listing federation-wide, e.g. "id". */
+  pageKey: string;
 }
 
 /** ListOperationsResponse lists the operations by name. */
@@ -353,6 +360,8 @@ function createBaseOperationDescription(): OperationDescription {
     paramsSchema: undefined,
     nextPodOn: [],
     module: "",
+    pageItems: "",
+    pageKey: "",
   };
 }
 
@@ -387,6 +396,12 @@ export const OperationDescription: MessageFns<OperationDescription> = {
     }
     if (message.module !== "") {
       writer.uint32(82).string(message.module);
+    }
+    if (message.pageItems !== "") {
+      writer.uint32(90).string(message.pageItems);
+    }
+    if (message.pageKey !== "") {
+      writer.uint32(98).string(message.pageKey);
     }
     return writer;
   },
@@ -484,6 +499,22 @@ export const OperationDescription: MessageFns<OperationDescription> = {
             message.module = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.pageItems = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.pageKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -516,6 +547,16 @@ export const OperationDescription: MessageFns<OperationDescription> = {
         ? object.next_pod_on.map((e: any) => globalThis.String(e))
         : [],
       module: isSet(object.module) ? globalThis.String(object.module) : "",
+      pageItems: isSet(object.pageItems)
+        ? globalThis.String(object.pageItems)
+        : isSet(object.page_items)
+        ? globalThis.String(object.page_items)
+        : "",
+      pageKey: isSet(object.pageKey)
+        ? globalThis.String(object.pageKey)
+        : isSet(object.page_key)
+        ? globalThis.String(object.page_key)
+        : "",
     };
   },
 
@@ -551,6 +592,12 @@ export const OperationDescription: MessageFns<OperationDescription> = {
     if (message.module !== "") {
       obj.module = message.module;
     }
+    if (message.pageItems !== "") {
+      obj.pageItems = message.pageItems;
+    }
+    if (message.pageKey !== "") {
+      obj.pageKey = message.pageKey;
+    }
     return obj;
   },
 
@@ -569,6 +616,8 @@ export const OperationDescription: MessageFns<OperationDescription> = {
     message.paramsSchema = object.paramsSchema ?? undefined;
     message.nextPodOn = object.nextPodOn?.map((e) => e) || [];
     message.module = object.module ?? "";
+    message.pageItems = object.pageItems ?? "";
+    message.pageKey = object.pageKey ?? "";
     return message;
   },
 };

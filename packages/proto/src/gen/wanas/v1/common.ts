@@ -99,7 +99,7 @@ export interface PageWindow {
   after: string;
   /** The pod that item came from, as site/pod (ties on the key are broken by pod). */
   afterPod: string;
-  /** Most items each pod returns (the page size + 1: one more tells whether there are more). */
+  /** Most items each pod returns: the page size (0: no limit but the bytes). */
   limit: number;
   /** Bytes the answer may use for its pods' items, all pods together. */
   maxBytes: number;
