@@ -35,6 +35,7 @@ const text = fc.oneof(
     '',
     ' ',
     'sessions.find',
+    'sessions.list',
     'pods.capacity',
     'desktops.provision',
     'echo',
@@ -81,6 +82,9 @@ const headers = fc.dictionary(
   fc.string({ maxLength: 50 }),
   { maxKeys: 80 },
 );
+const window = fc.option(fc.record({ after: text, afterPod: text, limit: fc.nat(), maxBytes: fc.nat() }), {
+  nil: undefined,
+});
 const endpoints = fc.array(fc.record({ brokerId: text, address: text }), { maxLength: 5 });
 
 describe('fuzz (real broker process)', () => {
@@ -129,6 +133,8 @@ describe('fuzz (real broker process)', () => {
             }),
             idempotencyKey: text,
             hedge: fc.boolean(),
+            pageSize: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 20_000 })),
+            pageToken: fc.oneof(text, fc.constant('eyJ2IjoxfQ.c2ln')),
           }),
           async (req) =>
             check(
@@ -155,6 +161,7 @@ describe('fuzz (real broker process)', () => {
             sourceSite: text,
             sourceBroker: text,
             hedge: fc.boolean(),
+            page: window,
           }),
           async (req) =>
             check(
@@ -182,6 +189,7 @@ describe('fuzz (real broker process)', () => {
             hops: fc.integer({ min: 0, max: 4 }),
             sourceSite: text,
             sourceBroker: text,
+            page: window,
           }),
           async (req) =>
             check(

@@ -59,6 +59,12 @@ const operations = [
     method: 'POST /v1/search',
     reduce: { concat: { field: 'items', limit: 7 } },
   },
+  {
+    name: 'catalog.products',
+    service: 'catalog',
+    method: 'POST /v1/products',
+    page: { items: 'products', key: 'sku' },
+  },
   { module: path.join(EXAMPLE, 'ops/geo.js') },
 ];
 
@@ -71,6 +77,9 @@ interface BackendEvent {
   key?: string;
   /** gRPC: the seconds left of the call's deadline when the backend got it. */
   timeRemaining?: number;
+  /** A listing's window, as the backend got it. */
+  after?: string;
+  limit?: number;
 }
 
 describe('operations from configuration: gRPC and HTTP backends in every pod, and a plug-in module', () => {
@@ -204,6 +213,32 @@ describe('operations from configuration: gRPC and HTTP backends in every pod, an
     });
     expect(ops.find((o) => o.name === 'geo.where')).toMatchObject({ kind: 'module' });
     expect(ops.find((o) => o.name === 'sessions.find')).toMatchObject({ kind: 'builtin' });
+    expect(ops.find((o) => o.name === 'catalog.products')).toMatchObject({
+      pageItems: 'products',
+      pageKey: 'sku',
+    });
+  });
+
+  it("pages an HTTP backend's listing across every pod in sku order, each product once", async () => {
+    const listed: { sku: string; site: string; pod: string }[] = [];
+    let token = '';
+    for (let page = 0; page < 30; page++) {
+      const r = await f.aggregate(TWIN, { operation: 'catalog.products', pageSize: 15, pageToken: token });
+      const products = r.reduced!.products as { sku: string; site: string; pod: string }[];
+      expect(products.length).toBeLessThanOrEqual(15);
+      listed.push(...products);
+      token = r.nextPageToken;
+      if (!token) break;
+    }
+    expect(token).toBe('');
+    // 40 products in each of the 4 pods, once each, in sku order.
+    expect(listed).toHaveLength(160);
+    expect(new Set(listed.map((p) => `${p.site}/${p.pod}/${p.sku}`)).size).toBe(160);
+    expect(listed.map((p) => p.sku)).toEqual(listed.map((p) => p.sku).sort());
+    // The backend got the window in the fields the topology names: a page's share, from the cursor on.
+    const asked = events('catalog', 's2', 'p1').filter((e) => e.method === 'POST /v1/products');
+    expect(asked[0]).toMatchObject({ after: '', limit: expect.any(Number) });
+    expect(asked.some((e) => (e as { after?: string }).after !== '')).toBe(true);
   });
 
   it('passes the correlation id, forwarded headers and the deadline to the backend', async () => {

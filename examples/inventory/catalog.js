@@ -5,6 +5,8 @@
  *   node examples/inventory/catalog.js --port 19201 --site eu-west --pod dub-a [--delay-ms 0] [--events FILE]
  *
  * POST /v1/search {"q": "wid", "limit": 5} → {"items": [{"name", "score", "price"}], "matched": N}
+ * POST /v1/products {"after": "", "limit": 100} → {"products": [{"sku", "name", "price"}]}: the pod's 40
+ *   products in sku order, from `after` (inclusive), at most `limit` (0: all) — a listing wanas pages
  * GET /v1/health → {"ok": true}
  * A missing q is HTTP 400 with {"message": ...}; --delay-ms makes every answer slow (a slow pod), and a
  * request whose client goes away is logged as cancelled; --events appends one JSON line per request.
@@ -53,6 +55,30 @@ function send(res, status, body) {
   res.end(JSON.stringify(body));
 }
 
+/** The pod's products: 40, with skus spread by a hash so that every pod's interleave in sku order. */
+const PRODUCTS = Array.from({ length: 40 }, (_, i) => {
+  const name = `${NAMES[i % NAMES.length]}-${Math.floor(i / NAMES.length) + 1}`;
+  const sku = crypto
+    .createHash('sha256')
+    .update(`${args.site}/${args.pod}/${name}`)
+    .digest('hex')
+    .slice(0, 12);
+  return { sku, name, price: Math.round(score(name + '$') * 10000) / 100 };
+}).sort((a, b) => (a.sku < b.sku ? -1 : 1));
+
+function products(req, res, body) {
+  let q;
+  try {
+    q = JSON.parse(body || '{}');
+  } catch {
+    return send(res, 400, { message: 'the body is not JSON' });
+  }
+  const after = typeof q.after === 'string' ? q.after : '';
+  const limit = Number.isInteger(q.limit) && q.limit > 0 ? q.limit : PRODUCTS.length;
+  record(req, 'ok', { after, limit });
+  send(res, 200, { products: PRODUCTS.filter((p) => p.sku >= after).slice(0, limit) });
+}
+
 const server = http.createServer((req, res) => {
   let body = '';
   req.setEncoding('utf8');
@@ -60,6 +86,7 @@ const server = http.createServer((req, res) => {
   req.on('end', () => {
     record(req, 'received');
     if (req.method === 'GET' && req.url === '/v1/health') return send(res, 200, { ok: true });
+    if (req.method === 'POST' && req.url === '/v1/products') return products(req, res, body);
     if (req.method !== 'POST' || req.url !== '/v1/search')
       return send(res, 404, { message: `no route ${req.method} ${req.url}` });
     let q;

@@ -45,6 +45,9 @@ async function progressBar(): Promise<Progress & { stop(): void }> {
   let running = false;
   return {
     start(label, total) {
+      // Off a terminal the bar does not draw: WANAS_BENCH_VERBOSE=1 says each step on a line of its own.
+      if (process.env.WANAS_BENCH_VERBOSE === '1')
+        process.stderr.write(`${new Date().toISOString()} ${label}\n`);
       if (running) bar.stop();
       bar.start(total || 1, 0, { label: label.padEnd(44) });
       if (!total) bar.setTotal(1_000_000);

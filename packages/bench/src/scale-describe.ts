@@ -20,7 +20,7 @@ export function describeScale(sc: ScaleResult): string {
   const lat = (name: string, l: { p50Ms: number; p99Ms: number }) => [name, String(l.p50Ms), String(l.p99Ms)];
   return [
     `${s.pods} pods in ${s.sites} sites, ${s.brokers} brokers in ${s.processes} processes, ${s.sessionsPerPod} sessions a pod; 25 ms one way`,
-    `idle CPU: ${sc.idle.perBrokerPct.toFixed(2)}% of a core per broker, ${sc.idle.perProcessPct.toFixed(2)}% per process (over ${sc.idle.seconds} s)`,
+    `idle CPU: ${sc.idle.perBrokerPct.toFixed(2)}% of a core per broker, ${sc.idle.perProcessPct.toFixed(2)}% per process (over ${sc.idle.seconds} s; keepalive 5 s); with the default keepalive (600 ms): ${sc.idleDefaults.perBrokerPct.toFixed(2)}% per broker, ${sc.idleDefaults.perProcessPct.toFixed(2)}% per process`,
     table(
       ['SCALE (ms)', 'P50', 'P99'],
       [

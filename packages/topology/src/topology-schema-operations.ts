@@ -43,6 +43,7 @@ export const DEFAULT_SERVICE_MAX_IN_FLIGHT = 64;
 const fieldPath = z
   .string()
   .regex(FIELD_PATH, 'must be a field name or a dotted path, e.g. "total" or "stats.total"');
+const fieldName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a field name, e.g. "items"');
 const limit = z.number().int('must be a whole number').min(1).max(100_000);
 
 /** A backend every pod runs: gRPC (schema from a descriptor set or server reflection) or JSON over HTTP. */
@@ -120,6 +121,19 @@ const configuredOperationSchema = z.strictObject({
   reduce: reduceSchema.optional(),
   /** The backend codes that send a MODE_FIRST search on to the next pod. */
   nextPodOn: z.array(z.enum(CODE_NAMES)).max(16).default([]),
+  /**
+   * A listing (page_size, page_token): `items` is the result field holding the list, `key` the item field
+   * that orders it (a string, unique in a pod); the broker sets the request's `after` field (items from this
+   * key on, inclusive; "" = from the start) and `limit` field (at most this many; 0 = all).
+   */
+  page: z
+    .strictObject({
+      items: fieldName,
+      key: fieldName,
+      after: fieldName.default('after'),
+      limit: fieldName.default('limit'),
+    })
+    .optional(),
 });
 
 /** Plug-in operations: a module (path relative to the topology file, or a package name). */
@@ -177,6 +191,13 @@ export function checkServices(t: ServicesDoc, ctx: z.RefinementCtx): void {
       return;
     }
     used.add(op.service);
+    if (op.page && !op.idempotent)
+      issue(['operations', i, 'page'], 'a listing reads: only an idempotent operation pages');
+    if (op.page && op.reduce)
+      issue(
+        ['operations', i, 'reduce'],
+        "a listing's reduction is its merged page: leave reduce out with page",
+      );
     if (svc.grpc && !GRPC_METHOD.test(op.method))
       issue(
         ['operations', i, 'method'],

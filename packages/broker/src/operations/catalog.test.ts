@@ -68,6 +68,7 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
       'plug.hello',
       'pods.capacity',
       'sessions.find',
+      'sessions.list',
     ]);
     expect(ops.find((o) => o.name === 'plug.hello')).toMatchObject({ kind: 'module', module: './hello.js' });
     expect(ops.find((o) => o.name === 'sessions.find')!.paramsSchema).toMatchObject({
@@ -126,6 +127,76 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
     );
     await expect(catalogOf(withGrpc({ tls: { caFile: './ca.pem' } }))).rejects.toThrow(
       `services.catalog.grpc: tls.caFile: cannot read ./ca.pem`,
+    );
+  });
+
+  it('pages a configured listing: the window goes to the backend in the fields it names', async () => {
+    const seen: unknown[] = [];
+    const ids = ['a', 'b', 'c', 'd', 'e'];
+    const server = http.createServer((q, res) => {
+      let body = '';
+      q.on('data', (c: Buffer) => (body += c.toString()));
+      q.on('end', () => {
+        const req = JSON.parse(body) as { from: string; max: number };
+        seen.push(req);
+        const items = ids.filter((id) => id >= req.from).slice(0, req.max || undefined);
+        res.end(JSON.stringify({ rows: items.map((id) => ({ id })) }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const t = topologyWith(
+      {
+        services: { catalog: { http: {} } },
+        operations: [
+          {
+            name: 'catalog.list',
+            service: 'catalog',
+            method: 'POST /v1/list',
+            page: { items: 'rows', key: 'id', after: 'from', limit: 'max' },
+          },
+        ],
+      },
+      `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    );
+    const c = await catalogOf(t);
+    try {
+      const op = c.registry.get('catalog.list');
+      expect(op.page).toEqual({ items: 'rows', key: 'id' });
+      expect(listOperations(c.registry).operations.find((o) => o.name === 'catalog.list')).toMatchObject({
+        pageItems: 'rows',
+        pageKey: 'id',
+      });
+      const ctx = { deadline: Date.now() + 5000, signal: new AbortController().signal, headers: {} };
+      const page = await op.execute({ tenant: 't1' }, {
+        ...ctx,
+        page: { after: 'b', limit: 2 },
+      } as unknown as BrokerOperationContext);
+      expect(page).toEqual({ rows: [{ id: 'b' }, { id: 'c' }] });
+      expect(seen).toEqual([{ tenant: 't1', from: 'b', max: 2 }]);
+    } finally {
+      c.close();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('refuses a listing that writes or reduces, naming the field', () => {
+    const op = {
+      name: 'catalog.list',
+      service: 'catalog',
+      method: 'POST /v1/list',
+      page: { items: 'rows', key: 'id' },
+    };
+    const bad = (o: object) => () =>
+      topologyWith({ services: { catalog: { http: {} } }, operations: [{ ...op, ...o }] });
+    expect(bad({ idempotent: false })).toThrow(
+      'operations[0].page: a listing reads: only an idempotent operation pages',
+    );
+    expect(bad({ reduce: { count: true } })).toThrow(
+      "operations[0].reduce: a listing's reduction is its merged page",
+    );
+    expect(bad({ page: { items: 'a.b', key: 'id' } })).toThrow(
+      'operations[0].page.items: must be a field name',
     );
   });
 

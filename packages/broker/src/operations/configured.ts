@@ -140,7 +140,12 @@ function addressOf(deps: ConfiguredDeps, service: string): string {
 /** One configured operation. */
 function operationOf(doc: ConfiguredOperationDoc, backend: ServiceBackend, deps: ConfiguredDeps): Operation {
   const g = backend.grpc;
-  const call = (params: JsonObject, ctx: Parameters<Operation['execute']>[1]) => {
+  const call = (asked: JsonObject, ctx: Parameters<Operation['execute']>[1]) => {
+    // A listing's window goes to the backend in the request fields it names.
+    const params =
+      doc.page && ctx.page
+        ? { ...asked, [doc.page.after]: ctx.page.after, [doc.page.limit]: ctx.page.limit }
+        : asked;
     if (g) return g.call(doc.method, params, ctx, !doc.idempotent);
     const [, verb, route] = HTTP_METHOD.exec(doc.method)!;
     return backend.http!.call(verb!, route!, params, ctx, !doc.idempotent);
@@ -157,6 +162,7 @@ function operationOf(doc: ConfiguredOperationDoc, backend: ServiceBackend, deps:
         doc.idempotent ? call(params, ctx) : ctx.once(() => call(params, ctx)),
       ),
     reduce: doc.reduce ? reducerOf(doc.reduce) : undefined,
+    page: doc.page ? { items: doc.page.items, key: doc.page.key } : undefined,
     nextPodOn: doc.nextPodOn.map((n) => codeOf(n)!),
     info: {
       kind: g ? 'grpc' : 'http',
