@@ -53,6 +53,7 @@ export interface ScaleResult {
   listing: ListingResult;
   /** One pod's page of 1000 read through a LocalRequest over the LAN (the pods' read cost). */
   podPage: LatencySummary;
+  /** The listing through a killed broker process and a partitioned site (on the 16-pod federation). */
   listingWithFaults: ListingResult;
   /** RSS of a broker holding the 350-broker topology, its peers answering, and its channels. */
   bigTopology: {
@@ -68,7 +69,16 @@ export interface ScaleResult {
 /** The part's sizes: the product's, or tiny ones in smoke mode. */
 function sizes(counts: BenchCounts) {
   return counts.smoke
-    ? { pods: 4, sites: 2, perProcess: 2, sessions: 100, page: 100, growth: [[1, 1]], idleMs: 1000 }
+    ? {
+        pods: 4,
+        sites: 2,
+        perProcess: 2,
+        sessions: 100,
+        page: 100,
+        growth: [[1, 1]],
+        faults: [4, 2],
+        idleMs: 1000,
+      }
     : {
         pods: 50,
         sites: 15,
@@ -79,6 +89,7 @@ function sizes(counts: BenchCounts) {
           [1, 1],
           [16, 5],
         ],
+        faults: [16, 5],
         idleMs: 10_000,
       };
 }
@@ -102,9 +113,14 @@ async function idleCpu(
   return { perBrokerPct: pct / f.brokers.length, perProcessPct: pct / pids.length, pctPerMs: pct / 100 };
 }
 
-/** p50/p99 of sessions.find on a federation of `spec`, and the series. */
+/** sessions.find's latencies on a federation of `spec` (settings and processes as the product shape's). */
 async function findOn(spec: FederationSpec, n: number, progress: Progress, label: string): Promise<number[]> {
-  const f = await DevFederation.start({ spec, wanLatencyMs: WAN_MS });
+  const f = await DevFederation.start({
+    spec,
+    wanLatencyMs: WAN_MS,
+    brokersPerProcess: 4,
+    settings: DENSE_SETTINGS,
+  });
   try {
     const aggregate = f.aggregator('s1-p1-a');
     const pods = Object.values(spec).reduce((k, p) => k + Object.keys(p).length, 0);
@@ -170,22 +186,6 @@ async function atTheLimits(counts: BenchCounts, progress: Progress, n: number) {
     const find = await timed(n, progress, `scale: sessions.find over ${z.pods} pods`, () => aggregate(FIND));
     const busy = cpuOf(pids) - cpu0 - idle.pctPerMs * (performance.now() - t0);
     const listing = await listAll(f, ['s1-p1-a'], z.page, progress);
-    const listingWithFaults = await listAll(f, ['s1-p1-a', 's1-p2-b', 's1-p1-b'], z.page, progress, [
-      {
-        beforePage: 3,
-        what: 'SIGKILL the process of s2-p1-a (the a-brokers of s2)',
-        act: () => f.signal('s2-p1-a', 'SIGKILL'),
-      },
-      {
-        beforePage: 6,
-        what: 'partition site s3 for 5 s',
-        act: () => {
-          f.wan.cut('s3');
-          setTimeout(() => f.wan.heal('s3'), 5000);
-          return Promise.resolve();
-        },
-      },
-    ]);
     const shape = {
       sites: z.sites,
       pods: z.pods,
@@ -201,9 +201,50 @@ async function atTheLimits(counts: BenchCounts, progress: Progress, n: number) {
       find,
       cpuPerPodMs: busy / n / z.pods,
       listing,
-      listingWithFaults,
       spec,
     };
+  } finally {
+    await f.stop();
+  }
+}
+
+/**
+ * The listing through faults, on a federation of `spec` (2 brokers a pod, 2 a process): the process of
+ * s2-p1-a killed (s2-p1-a and s2-p2-a) before page 3, the last site partitioned for 5 s before page 6;
+ * each fault moves the listing to the next entry broker. Not on the 100-broker federation: on 2 cores the
+ * reconnects of 99 brokers to the killed ones took it past its limits (see BENCHMARKS.md).
+ */
+async function listingThroughFaults(
+  spec: FederationSpec,
+  sessions: number,
+  page: number,
+  progress: Progress,
+) {
+  const f = await DevFederation.start({
+    spec,
+    wanLatencyMs: WAN_MS,
+    brokersPerProcess: 2,
+    sessions: () => sessions,
+    settings: DENSE_SETTINGS,
+  });
+  const last = `s${Object.keys(spec).length}`;
+  try {
+    await untilAllAnswer(
+      f.aggregator('s1-p1-a'),
+      Object.values(spec).reduce((k, p) => k + Object.keys(p).length, 0),
+    );
+    return await listAll(f, ['s1-p1-a', 's1-p1-b'], page, progress, [
+      { beforePage: 3, what: 'SIGKILL the process of s2-p1-a', act: () => f.signal('s2-p1-a', 'SIGKILL') },
+      {
+        beforePage: 6,
+        what: `partition site ${last} for 5 s`,
+        act: () => {
+          f.wan.cut(last);
+          setTimeout(() => f.wan.heal(last), 5000);
+          return Promise.resolve();
+        },
+      },
+    ]);
   } finally {
     await f.stop();
   }
@@ -265,6 +306,13 @@ export async function scalePart(counts: BenchCounts, progress: Progress): Promis
     growth.push({ pods: pods!, sites: sites!, ...pick(summarize(lat)) });
   }
   series[`wanas, ${z.pods} pods in ${z.sites} sites`] = limits.find;
+  const [faultPods, faultSites] = z.faults;
+  const listingWithFaults = await listingThroughFaults(
+    productSpec(faultPods!, faultSites!, 2),
+    z.sessions,
+    z.page,
+    progress,
+  );
   growth.push({ pods: z.pods, sites: z.sites, ...pick(summarize(limits.find)) });
   return {
     part: 'scale',
@@ -282,7 +330,7 @@ export async function scalePart(counts: BenchCounts, progress: Progress): Promis
     growth,
     listing: limits.listing,
     podPage: summarize(limits.podPage),
-    listingWithFaults: limits.listingWithFaults,
+    listingWithFaults,
     bigTopology: await bigTopology(progress, counts.smoke ? 1000 : 5000),
     series,
   };
