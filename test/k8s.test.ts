@@ -259,8 +259,8 @@ describe('wanas k8s', () => {
       fs.readFileSync(path.join(example, 'inventory.binpb')),
     );
     const module = t.operations.find((o) => 'module' in o) as { module: string };
-    expect(module.module).toBe('/etc/wanas/topology/module-6-geo.js');
-    expect(cm.data['module-6-geo.js']).toBe(fs.readFileSync(path.join(example, 'ops/geo.js'), 'utf8'));
+    expect(module.module).toBe('/etc/wanas/topology/module-7-geo.js');
+    expect(cm.data['module-7-geo.js']).toBe(fs.readFileSync(path.join(example, 'ops/geo.js'), 'utf8'));
     // dev commands are for wanas up only; the pods keep their backends' addresses.
     expect(t.services.inventory!.dev).toBeUndefined();
     expect(t.sites.find((s) => s.name === 'eu-west')!.pods[0]!.services).toEqual({

@@ -118,6 +118,17 @@ describe('paged listings (real processes, emulated WAN)', () => {
       30_000,
     );
     expect(items(second!)).toEqual(expected.slice(PAGE, 2 * PAGE));
+    // The next tests' entry has every pod back too (its channels to s3 reconnect after the heal).
+    await until(
+      's1-p2-a answers from every pod again',
+      async () =>
+        ((
+          await f
+            .aggregator('s1-p2-a')({ operation: 'echo' })
+            .catch(() => undefined)
+        )?.summary?.podsOk ?? 0) === 6,
+      30_000,
+    );
   }, 60_000);
 
   it('refuses a tampered token, or one sent with other params, naming why', async () => {
