@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DevFederation, freePorts, spawnBroker, type FederationSpec } from '@wanas/devfed';
+import { DevFederation, freePorts, spawnBroker, waitServing, type FederationSpec } from '@wanas/devfed';
 import {
   AdminServiceClient,
   FederationServiceClient,
@@ -410,6 +410,8 @@ async function bigTopology(progress: Progress, settleMs = 5000): Promise<ScaleRe
     // As every harness starts a broker (with BROKER_NODE_FLAGS, what the image runs too).
     proc = spawnBroker({ topologyFile: path.join(dir, 'topology.yaml'), id: 's1-p1-0', logLevel: 'error' });
     proc.stderr?.resume();
+    // Serving first (a loaded machine takes a while to load 350 brokers), then settled.
+    await waitServing(`127.0.0.1:${ports[0]}`, proc, { timeoutMs: 60_000 });
     await new Promise((r) => setTimeout(r, settleMs));
     const rss = rssMb();
     const { channels, warm } = await channelsOf(`127.0.0.1:${ports[0]}`);
