@@ -135,6 +135,18 @@ describe('Explain (real processes, emulated WAN)', () => {
     );
   });
 
+  it("shows a listing's page window: from the start, then from the token's cursor", async () => {
+    const first = await explain({ operation: 'sessions.list', pageSize: 30 });
+    // Each of the 6 pods is asked for its share of the page, twice over: 2 × 30 / 6.
+    expect(first.page).toMatchObject({ after: '', afterPod: '', limit: 10 });
+    expect(first.page!.maxBytes).toBeGreaterThan(4_000_000);
+    const page = await aggregate({ operation: 'sessions.list', pageSize: 5 });
+    const last = (page.reduced!.sessions as { id: string; site: string; pod: string }[]).at(-1)!;
+    const next = await explain({ operation: 'sessions.list', pageSize: 5, pageToken: page.nextPageToken });
+    expect(next.page).toMatchObject({ after: last.id, afterPod: `${last.site}/${last.pod}` });
+    expect((await explain({ operation: 'echo' })).page).toBeUndefined();
+  });
+
   it('refuses bad input as the Aggregate would, naming the field', async () => {
     const e = (await explain({ operation: 'nope' }).catch((x: unknown) => x)) as grpc.ServiceError;
     expect(e.code).toBe(grpc.status.INVALID_ARGUMENT);

@@ -25,6 +25,11 @@ export function formatExplain(res: ExplainResponse): string {
     `${res.operation} planned by ${res.plannedBy}: ${res.pods.length} pod(s) in scope, ${how}`,
     `works to ${ms(res.deadline)} from now; hedging ${res.hedge ? 'on' : 'off'}`,
   ];
+  if (res.page) {
+    const from = res.page.after ? `after ${res.page.after} (${res.page.afterPod})` : 'from the start';
+    const each = res.page.limit ? `${res.page.limit} item(s)` : 'every item';
+    head.push(`a listing's page ${from}: each pod asked for ${each} in at most ${res.page.maxBytes} bytes`);
+  }
   const rows = res.legs.map((leg, i) => [
     String(i + 1),
     leg.via,

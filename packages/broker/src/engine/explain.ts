@@ -40,6 +40,7 @@ export function explain(plan: AggregatePlan, deps: ExplainDeps): ExplainResponse
     pods: plan.pods.map(key),
     legs: plan.legs.map((leg) => explainLeg(plan, leg, view)),
     plannedBy: deps.brokerId,
+    page: plan.page,
   };
 }
 

@@ -21,6 +21,7 @@ import {
 import { Duration } from "../../google/protobuf/duration";
 import { Struct } from "../../google/protobuf/struct";
 import { AggregateRequest } from "./aggregation";
+import { PageWindow } from "./common";
 
 /** ListOperationsRequest has no fields. */
 export interface ListOperationsRequest {
@@ -233,6 +234,12 @@ export interface ExplainResponse {
   legs: ExplainedLeg[];
   /** The broker that made the plan. */
   plannedBy: string;
+  /**
+   * A listing's page (page_size, page_token): the window each leg carries — the cursor, the items each pod
+   * is asked for, the bytes its answer may use. Unset for an operation that does not page. `pods` then lists
+   * only the pods the token says still have items.
+   */
+  page: PageWindow | undefined;
 }
 
 /** ExplainedLeg is one leg of a plan: where it goes, through which brokers, and what it would cost. */
@@ -1987,6 +1994,7 @@ function createBaseExplainResponse(): ExplainResponse {
     pods: [],
     legs: [],
     plannedBy: "",
+    page: undefined,
   };
 }
 
@@ -2024,6 +2032,9 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
     }
     if (message.plannedBy !== "") {
       writer.uint32(90).string(message.plannedBy);
+    }
+    if (message.page !== undefined) {
+      PageWindow.encode(message.page, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -2129,6 +2140,14 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
             message.plannedBy = reader.string();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.page = PageWindow.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2174,6 +2193,7 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
         : isSet(object.planned_by)
         ? globalThis.String(object.planned_by)
         : "",
+      page: isSet(object.page) ? PageWindow.fromJSON(object.page) : undefined,
     };
   },
 
@@ -2212,6 +2232,9 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
     if (message.plannedBy !== "") {
       obj.plannedBy = message.plannedBy;
     }
+    if (message.page !== undefined) {
+      obj.page = PageWindow.toJSON(message.page);
+    }
     return obj;
   },
 
@@ -2233,6 +2256,9 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
     message.pods = object.pods?.map((e) => e) || [];
     message.legs = object.legs?.map((e) => ExplainedLeg.fromPartial(e)) || [];
     message.plannedBy = object.plannedBy ?? "";
+    message.page = (object.page !== undefined && object.page !== null)
+      ? PageWindow.fromPartial(object.page)
+      : undefined;
     return message;
   },
 };
