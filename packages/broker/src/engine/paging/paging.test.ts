@@ -5,7 +5,8 @@ import type { PageBinding } from '../model';
 import { pagedAnswer } from './answer';
 import { mergePage } from './merge';
 import { perPodLimit, planPaging, podsToAsk } from './paging';
-import { cutPodPage, pageRequestOf } from './pod-page';
+import { compareBytes, cutPodPage, pageRequestOf } from './pod-page';
+import { createHash, createHmac } from 'node:crypto';
 import { decodePageToken, encodePageToken } from './token';
 
 const spec = { items: 'sessions', key: 'id' };
@@ -57,6 +58,44 @@ describe('page token', () => {
     expect(() => decodePageToken(token.slice(0, -2), binding)).toThrow('altered');
     expect(() => decodePageToken('hello', binding)).toThrow('not a page token');
     expect(() => decodePageToken('x'.repeat(5000), binding)).toThrow('longer than 4096');
+  });
+});
+
+describe('a signed token that is not a payload', () => {
+  // Without WANAS_PAGE_TOKEN_KEY the key comes from the federation's name: anyone may sign a body.
+  const forge = (payload: unknown) => {
+    const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
+    const key = createHash('sha256').update('wanas page token\0f\0').digest();
+    return `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`;
+  };
+  const good = JSON.parse(
+    Buffer.from(
+      encodePageToken(binding, { after: 'a', afterPod: 'a/p1', done: [], fanout: 2 }).split('.')[0]!,
+      'base64url',
+    ).toString(),
+  ) as Record<string, unknown>;
+
+  it('is refused as INVALID_ARGUMENT naming the field, never an internal error', () => {
+    expect(decodePageToken(forge(good), binding).after).toBe('a');
+    expect(() => decodePageToken(forge({ ...good, a: 42 }), binding)).toThrow(
+      'INVALID_ARGUMENT: page_token: malformed: "a" is missing or not a string',
+    );
+    expect(() => decodePageToken(forge({ ...good, f: undefined }), binding)).toThrow('malformed: "f"');
+    expect(() => decodePageToken(forge({ ...good, f: 0.5 }), binding)).toThrow('malformed: its fan-out');
+    expect(() => decodePageToken(forge({ ...good, d: 'zz' }), binding)).toThrow(
+      'malformed: its exhausted pods',
+    );
+    expect(() => decodePageToken(forge([1]), binding)).toThrow('malformed: "v"');
+    expect(() => decodePageToken(forge(null), binding)).toThrow('malformed: its body is not an object');
+  });
+});
+
+describe('byte order of keys', () => {
+  it('orders strings as their UTF-8 bytes do, surrogates after the rest of the BMP', () => {
+    const keys = ['b', 'a', 'ab', '', 'Z', '\u00e9', '\uffff', '\u{1f600}', '\ue000', 's-0', 's.1', 's-00'];
+    const bytes = [...keys].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    expect([...keys].sort(compareBytes)).toEqual(bytes);
+    expect(compareBytes('abc', 'abc')).toBe(0);
   });
 });
 

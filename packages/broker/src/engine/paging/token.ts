@@ -63,6 +63,39 @@ export function encodePageToken(b: PageBinding, c: PageCursor): string {
 
 const refuse = (why: string) => invalidArgument('page_token', why);
 
+const FIELDS: Record<keyof Payload, 'string' | 'number'> = {
+  v: 'number',
+  o: 'string',
+  p: 'string',
+  s: 'string',
+  t: 'string',
+  a: 'string',
+  ap: 'string',
+  d: 'string',
+  f: 'number',
+};
+
+/**
+ * The payload of a signed body, every field of its type. The signature proves only who made it (with the
+ * default key, anyone who knows the federation's name can sign): a body that is not a payload is refused.
+ */
+function payloadOf(body: string): Payload {
+  let p: unknown;
+  try {
+    p = JSON.parse(Buffer.from(body, 'base64url').toString());
+  } catch {
+    throw refuse('malformed: its body is not JSON');
+  }
+  if (!p || typeof p !== 'object') throw refuse('malformed: its body is not an object');
+  const bad = Object.entries(FIELDS).find(([k, t]) => typeof (p as Record<string, unknown>)[k] !== t);
+  if (bad) throw refuse(`malformed: "${bad[0]}" is missing or not a ${bad[1]}`);
+  const q = p as Payload;
+  if (!/^([0-9a-f]{2})*$/.test(q.d)) throw refuse('malformed: its exhausted pods are not hex');
+  if (!(Number.isInteger(q.f) && q.f >= 1 && q.f <= 1e6))
+    throw refuse('malformed: its fan-out is not a whole number from 1');
+  return q;
+}
+
 /** The cursor a token holds; INVALID_ARGUMENT naming why for one that is not this listing's. */
 export function decodePageToken(token: string, b: PageBinding): PageCursor {
   if (token.length > MAX_PAGE_TOKEN_CHARS) throw refuse(`longer than ${MAX_PAGE_TOKEN_CHARS} characters`);
@@ -73,7 +106,7 @@ export function decodePageToken(token: string, b: PageBinding): PageCursor {
   const given = Buffer.from(mac);
   if (given.length !== expected.length || !timingSafeEqual(given, expected))
     throw refuse('altered, or made by another federation: its signature does not match');
-  const p = JSON.parse(Buffer.from(body, 'base64url').toString()) as Payload;
+  const p = payloadOf(body);
   if (p.v !== VERSION) throw refuse(`version ${p.v} is not known to this broker (it knows ${VERSION})`);
   if (p.o !== b.operation) throw refuse(`made for operation "${p.o}", not "${b.operation}"`);
   if (p.p !== digest(b.params)) throw refuse('made for other params: send the same params on every page');
@@ -85,7 +118,5 @@ export function decodePageToken(token: string, b: PageBinding): PageCursor {
   const bits = Buffer.from(p.d, 'hex');
   const done: number[] = [];
   for (let i = 0; i < b.pods.length; i++) if ((bits[i >> 3] ?? 0) & (1 << (i & 7))) done.push(i);
-  if (!(typeof p.f === 'number' && p.f >= 1 && p.f <= 1e6))
-    throw refuse('its fan-out is not a number from 1');
   return { after: p.a, afterPod: p.ap, done, fanout: p.f };
 }
