@@ -167,29 +167,60 @@ describe('paged listings (real processes, emulated WAN)', () => {
     expect(items(rest)[0]).toEqual(expected[got.length]);
   });
 
-  it('streams every page of a listing (StreamAggregate)', async () => {
-    const client = f.track(new AggregationServiceClient(f.broker('s2-p1-b').address, f.clientCredentials));
-    const listed: Listed[] = [];
-    let pages = 0;
-    let done: AggregateResponse | undefined;
-    await new Promise<void>((resolve, reject) => {
+  /** A StreamAggregate listing from `entry` to its end, or until it fails (its error then). */
+  const streamListing = (entry: string, pageSize: number, deadlineMs: number) => {
+    const client = f.track(new AggregationServiceClient(f.broker(entry).address, f.clientCredentials));
+    const got = { listed: [] as Listed[], pages: 0, done: undefined as AggregateResponse | undefined };
+    return new Promise<typeof got & { error?: grpc.ServiceError }>((resolve) => {
       const stream = client.streamAggregate(
-        { request: AggregateRequest.fromPartial({ operation: 'sessions.list', pageSize: 2500 }) },
+        { request: AggregateRequest.fromPartial({ operation: 'sessions.list', pageSize }) },
         new grpc.Metadata(),
-        { deadline: Date.now() + 60_000 },
+        { deadline: Date.now() + deadlineMs },
       );
       stream.on('data', (m: StreamAggregateResponse) => {
         if (m.event?.$case === 'page') {
-          pages++;
-          listed.push(...items(m.event.page));
-        } else if (m.event?.$case === 'done') done = m.event.done;
+          got.pages++;
+          got.listed.push(...items(m.event.page));
+        } else if (m.event?.$case === 'done') got.done = m.event.done;
       });
-      stream.on('end', resolve);
-      stream.on('error', reject);
+      stream.on('end', () => resolve(got));
+      stream.on('error', (error: grpc.ServiceError) => resolve({ ...got, error }));
     });
-    expect(pages).toBe(Math.ceil(expected.length / 2500));
-    expect(listed).toEqual(expected);
-    expect(done?.nextPageToken).toBe('');
+  };
+
+  it('streams every page of a listing (StreamAggregate)', async () => {
+    const got = await streamListing('s2-p1-b', 2500, 60_000);
+    expect(got.error).toBeUndefined();
+    expect(got.pages).toBe(Math.ceil(expected.length / 2500));
+    expect(got.listed).toEqual(expected);
+    expect(got.done?.nextPageToken).toBe('');
+  }, 60_000);
+
+  it("ends a streamed listing at the caller's deadline, with what it sent a prefix in order", async () => {
+    // 10 a page: thousands of pages, far more than 1.5 s allows.
+    const got = await streamListing('s1-p2-a', 10, 1500);
+    expect(got.error?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect(got.pages).toBeGreaterThan(0);
+    expect(got.listed.length).toBeLessThan(expected.length);
+    expect(got.listed).toEqual(expected.slice(0, got.listed.length));
+  }, 30_000);
+
+  it('lists through a frozen broker (SIGSTOP): its twin answers, every session once and in order', async () => {
+    const frozen = f.broker('s3-p2-a').proc!;
+    frozen.kill('SIGSTOP');
+    try {
+      const listed: Listed[] = [];
+      let token = '';
+      for (let page = 0; page < 3; page++) {
+        const r = await call('s1-p2-a', { pageSize: PAGE, pageToken: token });
+        expect(r.summary).toMatchObject({ podsFailed: 0 });
+        listed.push(...items(r));
+        token = r.nextPageToken;
+      }
+      expect(listed).toEqual(expected.slice(0, 3 * PAGE));
+    } finally {
+      frozen.kill('SIGCONT');
+    }
   }, 60_000);
 
   it('lists through the Python client (every page) and buf curl (one page)', async () => {
