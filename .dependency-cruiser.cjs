@@ -69,6 +69,14 @@ module.exports = {
       to: { path: '^packages/broker/src/(server/|broker\\.ts|broker-status\\.ts)' },
     },
     {
+      name: 'sessions-are-transport',
+      comment:
+        'federation sessions carry requests as frames, both ways; they know nothing of how requests are planned or served',
+      severity: 'error',
+      from: { path: '^packages/broker/src/session/', pathNot: notTests },
+      to: { path: '^packages/broker/src/(engine|server|operations|store)/|^packages/broker/src/broker' },
+    },
+    {
       name: 'telemetry-below-everything',
       comment: 'logs, metrics and traces are told what happens; they decide nothing and call nothing back',
       severity: 'error',

@@ -162,6 +162,35 @@ describe('mTLS federation (real processes)', () => {
     };
     await expect(stream(f.credentials)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
     await expect(stream(withToken(TOKEN))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+
+    // A client can never open a federation session: refused before any frame is read; a broker can.
+    const session = (creds: grpc.ChannelCredentials) => {
+      const c = new FederationServiceClient(entry(), creds);
+      const s = c.session(new grpc.Metadata(), { deadline: Date.now() + 3000 });
+      s.write({ id: 1, frame: { $case: 'local', local }, stream: false, timeoutMs: 2000, traceparent: '' });
+      return new Promise<unknown>((resolve, reject) => {
+        s.on('data', (answer: unknown) => {
+          s.cancel();
+          c.close();
+          resolve(answer);
+        });
+        s.on('error', (e) => {
+          c.close();
+          reject(e);
+        });
+      });
+    };
+    await expect(session(f.credentials)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(session(withToken(TOKEN))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    await expect(session(grpc.credentials.createSsl(read('ca.crt')))).rejects.toMatchObject({
+      code: grpc.status.UNAUTHENTICATED,
+    });
+    const brokerCreds = grpc.credentials.createSsl(
+      read('ca.crt'),
+      read('east-pod-1-b.key'),
+      read('east-pod-1-b.crt'),
+    );
+    await expect(session(brokerCreds)).resolves.toMatchObject({ id: 1 });
   });
 
   it('does not take a certificate from another CA as an identity, not even one naming a broker', async () => {

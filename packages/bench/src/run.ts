@@ -187,6 +187,20 @@ export interface BenchFlags {
   tls?: boolean;
   out: string;
   markdown: boolean;
+  /**
+   * Federation sessions of the brokers each part starts: `on`, `off` (unary calls only), or `both` (each
+   * part runs twice in this run, sessions on then off: their figures side by side). Default: the brokers'
+   * default (on), or `WANAS_SESSIONS`.
+   */
+  sessions?: 'on' | 'off' | 'both';
+}
+
+/** The sessions settings each part runs with: the brokers' own default (undefined), or on and/or off. */
+function sessionModes(o: BenchFlags): ('on' | 'off' | undefined)[] {
+  if (o.sessions === undefined) return [undefined];
+  if (o.sessions === 'both') return ['on', 'off'];
+  if (o.sessions === 'on' || o.sessions === 'off') return [o.sessions];
+  throw new BenchUsageError(`--sessions must be on, off or both, not "${String(o.sessions)}"`);
 }
 
 /** A bad part name or flag (the CLI says it and exits 2). */
@@ -219,7 +233,10 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
     describe(r, describeFailure, describePlacement);
   const results: (Record<string, unknown> & { part: Part })[] = [];
   const started = new Date();
-  for (const part of chosen) {
+  const modes = sessionModes(o);
+  for (const [part, sessions] of chosen.flatMap((p) => modes.map((m) => [p, m] as const))) {
+    // The brokers a part starts read it from their environment (inherited).
+    if (sessions) process.env.WANAS_SESSIONS = sessions;
     const fn = {
       latency: latencyPart,
       cpu: cpuPart,
@@ -234,6 +251,7 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
       store: storePart,
     }[part];
     const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
+    if (sessions) r.sessions = sessions;
     progress.stop();
     results.push(r);
     const { series, ...summary } = r as { series?: Record<string, number[]> };
@@ -260,7 +278,8 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
 
 /** Where a result is saved and shown: its part, or `latency_mtls` for a latency run over mTLS (kept beside the plaintext one). */
 function sectionOf(r: Record<string, unknown> & { part: Part }): string {
-  return r.part === 'latency' && r.transport === 'mtls' ? 'latency_mtls' : r.part;
+  const base = r.part === 'latency' && r.transport === 'mtls' ? 'latency_mtls' : r.part;
+  return r.sessions === 'off' ? `${base}_unary` : base;
 }
 
 /** Markdown sections in order, with their headings. */
@@ -312,14 +331,19 @@ function writeMarkdown(
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',
     'within one run, not absolute numbers across runs.',
     '',
-    ...SECTIONS.filter(([p]) => sections.has(p)).flatMap(([p, heading]) => [
-      `## ${heading}`,
-      '',
-      `<!-- part:${p} -->`,
-      sections.get(p)!.trimEnd(),
-      '<!-- /part -->',
-      '',
-    ]),
+    ...SECTIONS.flatMap(([p, heading]): [string, string][] => [
+      [p, heading],
+      [`${p}_unary`, `${heading}, sessions off (unary calls)`],
+    ])
+      .filter(([p]) => sections.has(p))
+      .flatMap(([p, heading]) => [
+        `## ${heading}`,
+        '',
+        `<!-- part:${p} -->`,
+        sections.get(p)!.trimEnd(),
+        '<!-- /part -->',
+        '',
+      ]),
   ].join('\n');
   // Hand-written analysis below "## Notes" survives reruns.
   const previous = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';

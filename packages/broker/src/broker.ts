@@ -13,6 +13,7 @@ import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './server/reflection';
 import { createSecurity, type BrokerSecurity } from './server/security';
 import { createHandlers, type AdminAnswers, type FaultInjection } from './server/server';
+import { SESSION_RETRY_AFTER_MS, SessionPool } from './session/session-pool';
 import { openPodState } from './store/open-state';
 import type { PodState } from './store/pod-state';
 import { PostgresPodState, SchemaTooNewError } from './store/postgres-state';
@@ -47,6 +48,11 @@ export interface BrokerOptions {
   metricsAddress?: string;
   /** Faults to inject on purpose (tests and benchmarks only; the broker logs a warning). */
   faults?: FaultInjection;
+  /**
+   * Open and serve federation sessions (default: `WANAS_SESSIONS` when set to on/off, else the topology's
+   * `settings.sessions`). Off, the broker calls its peers and is called unary only, as an older version.
+   */
+  sessions?: boolean;
 }
 
 /** A running broker. */
@@ -112,18 +118,55 @@ async function serveRpc(
     topology: () => Topology;
     faults: BrokerOptions['faults'];
     onCall: () => void;
+    sessions: SessionPool | undefined;
   },
 ): Promise<number> {
-  createHandlers(parts.dispatcher, parts.admin, {
-    log: parts.log.child({ component: 'server' }),
-    metrics: parts.metrics,
-    security: parts.security,
-    limits: () => parts.topology().settings,
-    faults: parts.faults,
-    onCall: parts.onCall,
-  }).addTo(servers.grpc);
+  const handlers = createHandlers(
+    parts.dispatcher,
+    parts.admin,
+    {
+      log: parts.log.child({ component: 'server' }),
+      metrics: parts.metrics,
+      security: parts.security,
+      limits: () => parts.topology().settings,
+      faults: parts.faults,
+      onCall: parts.onCall,
+    },
+    { sessions: parts.sessions !== undefined },
+  );
+  handlers.addTo(servers.grpc);
+  const { sessions } = parts;
+  if (sessions)
+    parts.metrics.sessionGauges(
+      () => sessions.stats(),
+      () => handlers.sessions?.size ?? 0,
+    );
   addReflection(servers.grpc);
+  servers.sessions = handlers.sessions;
   return servers.listen(parts.security.serverCredentials);
+}
+
+/**
+ * Whether a broker opens and serves federation sessions: its option, else `WANAS_SESSIONS` (on/off),
+ * else the topology's `settings.sessions`. Throws naming the variable for any other value.
+ */
+export function sessionsWanted(opts: BrokerOptions, t: Topology): boolean {
+  if (opts.sessions !== undefined) return opts.sessions;
+  const env = process.env.WANAS_SESSIONS;
+  if (env === undefined || env === '') return t.settings.sessions;
+  if (env === 'on' || env === 'off') return env === 'on';
+  throw new Error(`WANAS_SESSIONS must be "on" or "off", not "${env}"`);
+}
+
+/** The sessions a broker opens to its peers, with the topology's bounds; undefined when sessions are off. */
+function sessionPoolFor(on: boolean, t: Topology, log: Logger): SessionPool | undefined {
+  if (!on) return undefined;
+  return new SessionPool({
+    perPeer: t.settings.sessionsPerPeer,
+    maxInFlight: t.settings.sessionMaxInFlight,
+    retryAfterMs: SESSION_RETRY_AFTER_MS,
+    log: log.child({ component: 'sessions' }),
+  });
 }
 
 /** The broker's metrics: calls, the connection manager's health, the hedge budget, the sites' round trips. */
@@ -174,22 +217,15 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const lag = saturationMonitor(log);
   const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
   const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
+  const sessions = sessionPoolFor(sessionsWanted(opts, initial), initial, log);
   metrics.storeUp(store.kind, () => store.health().state === 'up');
   const catalog = await operationsCatalog(
     { topology, site: info.site, pod: info.pod, brokerId: info.id, metrics: metrics.backendMetrics() },
     opts.operations,
   ).catch((e: unknown) => closeAndThrow(e, cm, store));
   const { registry } = catalog;
-  const dispatcher = new Dispatcher({
-    self: info,
-    topology,
-    cm,
-    registry,
-    store,
-    logger: log,
-    metrics,
-    hedgeBudget,
-  });
+  const deps = { self: info, topology, cm, registry, store, logger: log, metrics, hedgeBudget, sessions };
+  const dispatcher = new Dispatcher(deps);
   const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started, store });
 
   const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes);
@@ -202,6 +238,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     topology,
     faults: opts.faults,
     onCall: () => lag.busy(),
+    sessions,
   }).catch((e: unknown) => closeAndThrow(e, cm, catalog, store, lag));
   cm.setPeers(peerGroupsFor(topology(), info));
   const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
@@ -221,6 +258,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       log.info('broker stopping', { graceMs });
       source.close();
       await servers.stop(graceMs);
+      sessions?.close();
       cm.close();
       catalog.close();
       await metricsServer?.close();

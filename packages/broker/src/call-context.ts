@@ -4,7 +4,23 @@
  * server and passed through the dispatcher to every fan-out and operation.
  */
 
+import type * as grpc from '@grpc/grpc-js';
 import type { Context } from '@opentelemetry/api';
+
+/**
+ * What the middleware reads of an incoming call: a grpc-js server call, or one request of a federation
+ * session (a frame, which acts as a call of its own: see `session/served-frame.ts`). The server's middleware
+ * (`server/rpc.ts`) serves either.
+ */
+export interface ServedCall {
+  readonly metadata: grpc.Metadata;
+  readonly cancelled: boolean;
+  getDeadline(): grpc.Deadline;
+  getPeer(): string;
+  getAuthContext(): ReturnType<grpc.ServerUnaryCall<unknown, unknown>['getAuthContext']>;
+  sendMetadata(md: grpc.Metadata): void;
+  on(event: 'cancelled', listener: () => void): unknown;
+}
 
 /** What the dispatcher knows of one incoming call. */
 export interface CallContext {

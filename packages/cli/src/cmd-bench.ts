@@ -28,6 +28,10 @@ export function registerBench(program: Command): void {
       "brokers run with settings.hedge false in the failover part (default: the broker's default, on)",
     )
     .option('--tls', 'run the latency part over mTLS (brokers, the limit and every alternative)')
+    .option(
+      '--sessions <mode>',
+      "brokers' federation sessions: on, off (unary calls), or both (each part twice, on then off, side by side)",
+    )
     .option('--out <dir>', 'where to save results and the chart', 'bench/results')
     .option('--no-markdown', 'do not rewrite BENCHMARKS.md')
     .action(async (parts: string[], o: BenchFlags) => {

@@ -20,6 +20,13 @@ interface BrokerFlags {
   logLevel: string;
   grace: number;
   injectSlow?: FaultInjection['slowFederation'];
+  sessions?: boolean;
+}
+
+/** Parses `--sessions on|off`. */
+function parseOnOff(text: string): boolean {
+  if (text !== 'on' && text !== 'off') throw new InvalidArgumentError(`"${text}" is not on or off`);
+  return text === 'on';
 }
 
 /** Parses `--inject-slow RATIO:MS`, e.g. 0.05:500. */
@@ -65,6 +72,11 @@ export function registerBroker(program: Command): void {
     .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
     .option('--log-level <level>', 'error, warn, info, debug', 'info')
     .option('--grace <ms>', 'shutdown grace period for in-flight calls, ms', parsePositiveInt, 10_000)
+    .option(
+      '--sessions <on|off>',
+      "federation sessions: requests to peers as frames on long-lived streams (default: WANAS_SESSIONS, else the topology's settings.sessions)",
+      parseOnOff,
+    )
     .option(
       '--inject-slow <ratio:ms>',
       'tests and benchmarks only: delay this share of federation requests by MS before working on them',
@@ -150,6 +162,7 @@ async function startAll(
           logger,
           metricsAddress: o.metricsAddress,
           faults: o.injectSlow ? { slowFederation: o.injectSlow } : undefined,
+          sessions: o.sessions,
         }),
       );
     }

@@ -174,6 +174,17 @@ const settingsSchema = z
     store: storeUrl.optional(),
     /** Directory of the pods' embedded databases (relative to the topology file). */
     dataDir: z.string().min(1).default('.wanas/data'),
+    /**
+     * Federation sessions: SiteRequests and LocalRequests travel as frames on long-lived streams between
+     * brokers (far less CPU than a call each), falling back to unary calls for a peer without them. Off: a
+     * broker neither opens nor serves sessions (as an older version). Read at start; the environment's
+     * `WANAS_SESSIONS=on|off` (or `wanas broker --sessions`) overrides it.
+     */
+    sessions: z.boolean().default(true),
+    /** Sessions a broker keeps per peer channel, at most (more spread a burst of large answers). */
+    sessionsPerPeer: z.number().int().min(1).max(16).default(1),
+    /** Requests in flight on one session, at most; more wait for a turn (back-pressure). */
+    sessionMaxInFlight: z.number().int().min(1).max(100_000).default(1024),
   })
   .prefault({});
 

@@ -31,6 +31,7 @@ import type { BrokerInfo, Topology } from '@wanas/topology';
 import { execute } from './executor';
 import { explain } from './explain';
 import { LegRunner } from './legs';
+import type { SessionPool } from '../session/session-pool';
 import type { AggregatePlan, Plan } from './model';
 import { requiredSitesFailure } from './modes/required-sites';
 import { pagedAnswer, type PagedFields } from './paging/answer';
@@ -51,6 +52,8 @@ export interface DispatcherDeps {
   logger: Logger;
   metrics: BrokerMetrics;
   hedgeBudget: HedgeBudget;
+  /** Sessions to peers (undefined: every request is a unary call). */
+  sessions?: SessionPool;
 }
 
 /** Plans and runs the requests of one broker. */

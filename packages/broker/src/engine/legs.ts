@@ -9,7 +9,6 @@ import type { Context } from '@opentelemetry/api';
 import type { ConnectionManager } from '@wanas/connection-manager';
 import {
   ConnectionIterator,
-  unaryCall,
   type CancellableCall,
   type HedgeBudget,
   type IteratorOutcome,
@@ -22,7 +21,6 @@ import {
   type Endpoint,
   type FederationServiceClient,
   type LocalRequest,
-  type LocalResponse,
   type PodResult,
   type SiteRequest,
   type TargetList,
@@ -35,7 +33,8 @@ import { attemptSpan } from '../telemetry/tracing';
 import { attemptToProto, failed, key, type Leg, type Plan } from './model';
 import { runOwnPod } from './own-pod';
 import { hopDeadlineMs } from './plan-legs';
-import { siteCall } from './site-call';
+import { localCall, siteCall } from './site-call';
+import type { SessionPool } from '../session/session-pool';
 
 /** What running legs needs: this broker, the connection manager, the pod's store, logs and metrics. */
 export interface LegDeps {
@@ -45,6 +44,8 @@ export interface LegDeps {
   logger: Logger;
   metrics: BrokerMetrics;
   hedgeBudget: HedgeBudget;
+  /** Sessions to peers: a request goes as a frame on one when it is open (else as a unary call). */
+  sessions?: SessionPool;
 }
 
 /** One leg to run: of which plan, for the call whose trace context is `trace`, its cancel and early reports. */
@@ -109,9 +110,7 @@ export class LegRunner {
         sourceBroker: self.id,
         page: plan.page,
       };
-      return unaryCall<LocalResponse>((cb) =>
-        client.localRequest(req, options.metadata, { deadline: options.deadline }, cb),
-      );
+      return localCall(client, req, options.metadata, options.deadline, this.deps.sessions?.pick(client));
     });
     if (!outcome.ok) return [failed(pod, outcome.code, outcome.message, attempts)];
     const answer = outcome.value.pod ?? failed(pod, status.INTERNAL, 'LocalResponse without a pod result');
@@ -153,9 +152,18 @@ export class LegRunner {
         first: plan.first,
         page: plan.page,
       };
-      return siteCall(client, req, options.metadata, options.deadline, how, (pod) => {
-        if (valid(pod)) report([pod]);
-      });
+      const session = this.deps.sessions?.pick(client);
+      return siteCall(
+        client,
+        req,
+        options.metadata,
+        options.deadline,
+        how,
+        (pod) => {
+          if (valid(pod)) report([pod]);
+        },
+        session,
+      );
     });
     if (!outcome.ok)
       return leg.pods.map((p) => failed(p, outcome.code, `site ${leg.site}: ${outcome.message}`, attempts));

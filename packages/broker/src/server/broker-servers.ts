@@ -3,6 +3,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'winston';
 import { MAX_MESSAGE_BYTES, serverOptions } from './server';
 import type { BrokerInfo } from '@wanas/topology';
+import type { SessionServer } from '../session/session-server';
 
 /** The services whose health a broker reports (the empty name is the whole server). */
 const HEALTH_SERVICES = ['', 'wanas.v1.AggregationService', 'wanas.v1.FederationService'];
@@ -18,6 +19,8 @@ export class BrokerServers {
     Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])),
   );
   private healthServer: grpc.Server | undefined;
+  /** The federation sessions served, drained first at {@link stop}. */
+  sessions: SessionServer | undefined;
 
   constructor(
     private readonly info: BrokerInfo,
@@ -52,9 +55,13 @@ export class BrokerServers {
     for (const svc of HEALTH_SERVICES) this.health.setStatus(svc, on ? 'SERVING' : 'NOT_SERVING');
   }
 
-  /** NOT_SERVING, no new calls; calls in flight get `graceMs` to finish, then are cancelled. */
+  /**
+   * NOT_SERVING, no new calls; calls in flight get `graceMs` to finish, then are cancelled. Each session
+   * takes no new request and ends once its requests in flight are answered.
+   */
   async stop(graceMs: number): Promise<void> {
     this.serving(false);
+    this.sessions?.drain();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         this.log.warn('grace period over; cancelling calls still in flight');

@@ -3,7 +3,7 @@ import { codeName } from '@wanas/proto';
 import { ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
-import type { CallContext } from '../call-context';
+import type { CallContext, ServedCall } from '../call-context';
 import { BrokerError, toBrokerError } from '../errors';
 import type { BrokerMetrics, RequestKind } from '../telemetry/metrics';
 import { isValidCorrelationId } from '../request-limits';
@@ -60,7 +60,7 @@ const LOG_FIELD_CHARS = 128;
 /** One shared reason: `abort()` without one builds a DOMException (with a stack trace) on every call. */
 const CANCELLED_BY_CALLER = new Error('the caller cancelled the call');
 
-type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+type AnyCall = ServedCall;
 
 /**
  * The server's middleware: every RPC of AggregationService, FederationService and AdminService goes through it, so each
@@ -145,8 +145,11 @@ export class Rpc {
     return { err, status: { code: err.code, details: err.details, metadata } };
   }
 
-  /** Context, admission, faults, acknowledgement, the handler, then one log line and metric; rejects with the status to send. */
-  private async serve<Req, Res>(
+  /**
+   * Context, admission, faults, acknowledgement, the handler, then one log line and metric; rejects with
+   * the status to send. Public for the requests that come as session frames, served as calls of their own.
+   */
+  async serve<Req, Res>(
     call: AnyCall,
     route: Route<Req>,
     req: Req,

@@ -3,7 +3,6 @@ import {
   AdminServiceService,
   AggregateRequest,
   AggregationServiceService,
-  FederationServiceService,
   codeName,
   modeToJSON,
   type AggregateResponse,
@@ -19,6 +18,7 @@ import {
   type StreamAggregateResponse,
 } from '@wanas/proto';
 import type { Dispatcher } from '../engine/dispatcher';
+import { FEDERATION_SERVICE, SessionServer, type SessionHandlers } from '../session/session-server';
 import {
   MAX_MESSAGE_BYTES,
   Rpc,
@@ -154,7 +154,12 @@ const EXPLAIN: Route<ExplainRequest> = {
  * (context, admission, faults, logs, metrics, errors), AdminService (GetStatus, ListOperations, Explain)
  * for operators included.
  */
-export function createHandlers(dispatcher: Dispatcher, adminAnswers: AdminAnswers, deps: RpcDeps) {
+export function createHandlers(
+  dispatcher: Dispatcher,
+  adminAnswers: AdminAnswers,
+  deps: RpcDeps,
+  opts: { sessions: boolean },
+) {
   const rpc = new Rpc(deps);
   const siteFields = (req: SiteRequest, res: SiteResponse) => ({ pods: res.pods.length, hops: req.hops });
 
@@ -185,7 +190,9 @@ export function createHandlers(dispatcher: Dispatcher, adminAnswers: AdminAnswer
     ),
   };
 
+  const sessions = opts.sessions ? sessionServer(rpc, dispatcher, deps) : undefined;
   const federation = {
+    ...(sessions ? { session: sessions.handle } : {}),
     siteRequest: rpc.unary(SITE, (req, ctx) => dispatcher.site(req, ctx), siteFields),
     streamSiteRequest: rpc.serverStream<SiteRequest, SiteStreamEvent, SiteResponse>(
       STREAM_SITE,
@@ -207,8 +214,47 @@ export function createHandlers(dispatcher: Dispatcher, adminAnswers: AdminAnswer
         AggregationServiceService,
         aggregation as unknown as grpc.UntypedServiceImplementation,
       );
-      server.addService(FederationServiceService, federation as unknown as grpc.UntypedServiceImplementation);
+      // Without sessions, FederationService/Session answers UNIMPLEMENTED, as a broker of an older version does.
+      server.addService(FEDERATION_SERVICE, federation as unknown as grpc.UntypedServiceImplementation);
       server.addService(AdminServiceService, admin as unknown as grpc.UntypedServiceImplementation);
     },
+    /** The sessions served (undefined when sessions are off). */
+    sessions,
   };
+}
+
+/** A session's requests, served as the unary calls they stand for (the same routes: logs, metrics, limits). */
+function sessionServer(rpc: Rpc, dispatcher: Dispatcher, deps: RpcDeps): SessionServer {
+  const via = { via: 'session' };
+  const handlers: SessionHandlers = {
+    site: (call, req, onPod) =>
+      rpc
+        .serve(
+          call,
+          onPod ? STREAM_SITE : SITE,
+          req,
+          (ctx) => dispatcher.site(req, ctx, onPod),
+          (r, res) => ({
+            pods: res.pods.length,
+            hops: r.hops,
+            ...via,
+          }),
+        )
+        .then(([res]) => res),
+    local: (call, req) =>
+      rpc
+        .serve(
+          call,
+          LOCAL,
+          req,
+          (ctx) => dispatcher.local(req, ctx),
+          (r, res) => ({ ...localFields(r, res), ...via }),
+        )
+        .then(([res]) => res),
+  };
+  return new SessionServer({
+    handlers,
+    authorize: (call) => deps.security.authorize(call, 'broker'),
+    log: deps.log,
+  });
 }

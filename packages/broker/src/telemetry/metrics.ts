@@ -105,6 +105,33 @@ export class BrokerMetrics {
   }
 
   /**
+   * Gauges of federation sessions, read at scrape time: sessions open to peers (`out`, and `opening`) and
+   * from peers (`in`), and requests in flight on this broker's sessions (waiting their turn included).
+   */
+  sessionGauges(out: () => { open: number; opening: number; inFlight: number }, served: () => number): void {
+    new Gauge({
+      name: 'wanas_sessions',
+      help: 'Federation sessions: to peers open (direction out, state open) or opening, and from peers (direction in).',
+      labelNames: ['direction', 'state'],
+      registers: [this.registry],
+      collect() {
+        const o = out();
+        this.set({ direction: 'out', state: 'open' }, o.open);
+        this.set({ direction: 'out', state: 'opening' }, o.opening);
+        this.set({ direction: 'in', state: 'open' }, served());
+      },
+    });
+    new Gauge({
+      name: 'wanas_session_requests_in_flight',
+      help: "Requests in flight on this broker's sessions to peers (waiting for a turn included).",
+      registers: [this.registry],
+      collect() {
+        this.set(out().inFlight);
+      },
+    });
+  }
+
+  /**
    * The metrics of calls to the pod's backends (configured operations): calls by service and code, their
    * time, calls in flight and the limit, and calls shed at the limit. Made on first use.
    */

@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -23,6 +25,86 @@ import {
 import { Duration } from "../../google/protobuf/duration";
 import { Struct } from "../../google/protobuf/struct";
 import { PageWindow, PodResult, TargetList } from "./common";
+
+/** SessionFrame is one frame from the calling broker: a request, or the cancel of one in flight. */
+export interface SessionFrame {
+  /** The request's id, unique in its session while in flight. */
+  id: number;
+  /** What the frame carries. */
+  frame:
+    | //
+    /** A SiteRequest, answered whole (site) or pod by pod (pod events, then site) when `stream` is set. */
+    { $case: "site"; site: SiteRequest }
+    | //
+    /** A LocalRequest, answered by a local frame. */
+    { $case: "local"; local: LocalRequest }
+    | //
+    /** The caller gave up on request `id`: the peer stops its work and answers nothing more. */
+    { $case: "cancel"; cancel: SessionCancel }
+    | undefined;
+  /** Site: report each pod as it finishes, as StreamSiteRequest does. */
+  stream: boolean;
+  /** Time the request may take from its arrival, ms (its deadline on the peer, as a unary call's timeout). */
+  timeoutMs: number;
+  /** W3C trace context of the sender's attempt span (as the `traceparent` header of a unary call). */
+  traceparent: string;
+}
+
+/** SessionCancel ends one request of a session. */
+export interface SessionCancel {
+}
+
+/** SessionAck says the peer took up a request and is working on it (a unary call's response headers). */
+export interface SessionAck {
+}
+
+/** SessionAnswer is one frame from the peer, for request `id`. */
+export interface SessionAnswer {
+  /** The id of the request it answers. */
+  id: number;
+  /** What the frame carries; every kind but ack and pod ends the request. */
+  answer:
+    | //
+    /** The request was taken up (see SessionAck). */
+    { $case: "ack"; ack: SessionAck }
+    | //
+    /** One pod's final result of a streamed SiteRequest. */
+    { $case: "pod"; pod: PodResult }
+    | //
+    /** A SiteRequest's answer. */
+    { $case: "site"; site: SiteResponse }
+    | //
+    /** A LocalRequest's answer. */
+    { $case: "local"; local: LocalResponse }
+    | //
+    /** The request failed, as a unary call's status would say. */
+    { $case: "status"; status: SessionStatus }
+    | //
+    /**
+     * A piece of a large answer: the pieces of one answer, joined, are the encoding of its SessionAnswer.
+     * Large answers are sent in pieces so that the answers beside them are not held up behind them.
+     */
+    { $case: "part"; part: SessionPart }
+    | undefined;
+}
+
+/** SessionStatus is a failed request's gRPC status. */
+export interface SessionStatus {
+  /** gRPC status code number. */
+  code: number;
+  /** The status message. */
+  message: string;
+  /** Encoded google.rpc.Status (as the grpc-status-details-bin trailer), when the error has details. */
+  details: Buffer;
+}
+
+/** SessionPart is one piece of an answer sent in pieces. */
+export interface SessionPart {
+  /** The piece's bytes. */
+  data: Buffer;
+  /** The answer's last piece. */
+  last: boolean;
+}
 
 /** SiteRequest asks a remote site for the results of all its pods in scope. */
 export interface SiteRequest {
@@ -135,6 +217,687 @@ export interface LocalResponse {
   /** The pod's result (code 0 with a result, or the operation's error). */
   pod: PodResult | undefined;
 }
+
+function createBaseSessionFrame(): SessionFrame {
+  return { id: 0, frame: undefined, stream: false, timeoutMs: 0, traceparent: "" };
+}
+
+export const SessionFrame: MessageFns<SessionFrame> = {
+  encode(message: SessionFrame, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    switch (message.frame?.$case) {
+      case "site":
+        SiteRequest.encode(message.frame.site, writer.uint32(18).fork()).join();
+        break;
+      case "local":
+        LocalRequest.encode(message.frame.local, writer.uint32(26).fork()).join();
+        break;
+      case "cancel":
+        SessionCancel.encode(message.frame.cancel, writer.uint32(34).fork()).join();
+        break;
+    }
+    if (message.stream !== false) {
+      writer.uint32(40).bool(message.stream);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(48).uint32(message.timeoutMs);
+    }
+    if (message.traceparent !== "") {
+      writer.uint32(58).string(message.traceparent);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionFrame {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionFrame();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.frame = { $case: "site", site: SiteRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.frame = { $case: "local", local: LocalRequest.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.frame = { $case: "cancel", cancel: SessionCancel.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.stream = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionFrame {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      frame: isSet(object.site)
+        ? { $case: "site", site: SiteRequest.fromJSON(object.site) }
+        : isSet(object.local)
+        ? { $case: "local", local: LocalRequest.fromJSON(object.local) }
+        : isSet(object.cancel)
+        ? { $case: "cancel", cancel: SessionCancel.fromJSON(object.cancel) }
+        : undefined,
+      stream: isSet(object.stream) ? globalThis.Boolean(object.stream) : false,
+      timeoutMs: isSet(object.timeoutMs)
+        ? globalThis.Number(object.timeoutMs)
+        : isSet(object.timeout_ms)
+        ? globalThis.Number(object.timeout_ms)
+        : 0,
+      traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : "",
+    };
+  },
+
+  toJSON(message: SessionFrame): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.frame?.$case === "site") {
+      obj.site = SiteRequest.toJSON(message.frame.site);
+    } else if (message.frame?.$case === "local") {
+      obj.local = LocalRequest.toJSON(message.frame.local);
+    } else if (message.frame?.$case === "cancel") {
+      obj.cancel = SessionCancel.toJSON(message.frame.cancel);
+    }
+    if (message.stream !== false) {
+      obj.stream = message.stream;
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    if (message.traceparent !== "") {
+      obj.traceparent = message.traceparent;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionFrame>, I>>(base?: I): SessionFrame {
+    return SessionFrame.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionFrame>, I>>(object: I): SessionFrame {
+    const message = createBaseSessionFrame();
+    message.id = object.id ?? 0;
+    switch (object.frame?.$case) {
+      case "site": {
+        if (object.frame?.site !== undefined && object.frame?.site !== null) {
+          message.frame = { $case: "site", site: SiteRequest.fromPartial(object.frame.site) };
+        }
+        break;
+      }
+      case "local": {
+        if (object.frame?.local !== undefined && object.frame?.local !== null) {
+          message.frame = { $case: "local", local: LocalRequest.fromPartial(object.frame.local) };
+        }
+        break;
+      }
+      case "cancel": {
+        if (object.frame?.cancel !== undefined && object.frame?.cancel !== null) {
+          message.frame = { $case: "cancel", cancel: SessionCancel.fromPartial(object.frame.cancel) };
+        }
+        break;
+      }
+    }
+    message.stream = object.stream ?? false;
+    message.timeoutMs = object.timeoutMs ?? 0;
+    message.traceparent = object.traceparent ?? "";
+    return message;
+  },
+};
+
+function createBaseSessionCancel(): SessionCancel {
+  return {};
+}
+
+export const SessionCancel: MessageFns<SessionCancel> = {
+  encode(_: SessionCancel, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionCancel {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionCancel();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): SessionCancel {
+    return {};
+  },
+
+  toJSON(_: SessionCancel): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionCancel>, I>>(base?: I): SessionCancel {
+    return SessionCancel.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionCancel>, I>>(_: I): SessionCancel {
+    const message = createBaseSessionCancel();
+    return message;
+  },
+};
+
+function createBaseSessionAck(): SessionAck {
+  return {};
+}
+
+export const SessionAck: MessageFns<SessionAck> = {
+  encode(_: SessionAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): SessionAck {
+    return {};
+  },
+
+  toJSON(_: SessionAck): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionAck>, I>>(base?: I): SessionAck {
+    return SessionAck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionAck>, I>>(_: I): SessionAck {
+    const message = createBaseSessionAck();
+    return message;
+  },
+};
+
+function createBaseSessionAnswer(): SessionAnswer {
+  return { id: 0, answer: undefined };
+}
+
+export const SessionAnswer: MessageFns<SessionAnswer> = {
+  encode(message: SessionAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    switch (message.answer?.$case) {
+      case "ack":
+        SessionAck.encode(message.answer.ack, writer.uint32(18).fork()).join();
+        break;
+      case "pod":
+        PodResult.encode(message.answer.pod, writer.uint32(26).fork()).join();
+        break;
+      case "site":
+        SiteResponse.encode(message.answer.site, writer.uint32(34).fork()).join();
+        break;
+      case "local":
+        LocalResponse.encode(message.answer.local, writer.uint32(42).fork()).join();
+        break;
+      case "status":
+        SessionStatus.encode(message.answer.status, writer.uint32(50).fork()).join();
+        break;
+      case "part":
+        SessionPart.encode(message.answer.part, writer.uint32(58).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.answer = { $case: "ack", ack: SessionAck.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.answer = { $case: "pod", pod: PodResult.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.answer = { $case: "site", site: SiteResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.answer = { $case: "local", local: LocalResponse.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.answer = { $case: "status", status: SessionStatus.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.answer = { $case: "part", part: SessionPart.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionAnswer {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      answer: isSet(object.ack)
+        ? { $case: "ack", ack: SessionAck.fromJSON(object.ack) }
+        : isSet(object.pod)
+        ? { $case: "pod", pod: PodResult.fromJSON(object.pod) }
+        : isSet(object.site)
+        ? { $case: "site", site: SiteResponse.fromJSON(object.site) }
+        : isSet(object.local)
+        ? { $case: "local", local: LocalResponse.fromJSON(object.local) }
+        : isSet(object.status)
+        ? { $case: "status", status: SessionStatus.fromJSON(object.status) }
+        : isSet(object.part)
+        ? { $case: "part", part: SessionPart.fromJSON(object.part) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: SessionAnswer): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.answer?.$case === "ack") {
+      obj.ack = SessionAck.toJSON(message.answer.ack);
+    } else if (message.answer?.$case === "pod") {
+      obj.pod = PodResult.toJSON(message.answer.pod);
+    } else if (message.answer?.$case === "site") {
+      obj.site = SiteResponse.toJSON(message.answer.site);
+    } else if (message.answer?.$case === "local") {
+      obj.local = LocalResponse.toJSON(message.answer.local);
+    } else if (message.answer?.$case === "status") {
+      obj.status = SessionStatus.toJSON(message.answer.status);
+    } else if (message.answer?.$case === "part") {
+      obj.part = SessionPart.toJSON(message.answer.part);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionAnswer>, I>>(base?: I): SessionAnswer {
+    return SessionAnswer.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionAnswer>, I>>(object: I): SessionAnswer {
+    const message = createBaseSessionAnswer();
+    message.id = object.id ?? 0;
+    switch (object.answer?.$case) {
+      case "ack": {
+        if (object.answer?.ack !== undefined && object.answer?.ack !== null) {
+          message.answer = { $case: "ack", ack: SessionAck.fromPartial(object.answer.ack) };
+        }
+        break;
+      }
+      case "pod": {
+        if (object.answer?.pod !== undefined && object.answer?.pod !== null) {
+          message.answer = { $case: "pod", pod: PodResult.fromPartial(object.answer.pod) };
+        }
+        break;
+      }
+      case "site": {
+        if (object.answer?.site !== undefined && object.answer?.site !== null) {
+          message.answer = { $case: "site", site: SiteResponse.fromPartial(object.answer.site) };
+        }
+        break;
+      }
+      case "local": {
+        if (object.answer?.local !== undefined && object.answer?.local !== null) {
+          message.answer = { $case: "local", local: LocalResponse.fromPartial(object.answer.local) };
+        }
+        break;
+      }
+      case "status": {
+        if (object.answer?.status !== undefined && object.answer?.status !== null) {
+          message.answer = { $case: "status", status: SessionStatus.fromPartial(object.answer.status) };
+        }
+        break;
+      }
+      case "part": {
+        if (object.answer?.part !== undefined && object.answer?.part !== null) {
+          message.answer = { $case: "part", part: SessionPart.fromPartial(object.answer.part) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseSessionStatus(): SessionStatus {
+  return { code: 0, message: "", details: Buffer.alloc(0) };
+}
+
+export const SessionStatus: MessageFns<SessionStatus> = {
+  encode(message: SessionStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    if (message.details.length !== 0) {
+      writer.uint32(26).bytes(message.details);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.details = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionStatus {
+    return {
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      details: isSet(object.details) ? Buffer.from(bytesFromBase64(object.details)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: SessionStatus): unknown {
+    const obj: any = {};
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.details.length !== 0) {
+      obj.details = base64FromBytes(message.details);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionStatus>, I>>(base?: I): SessionStatus {
+    return SessionStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionStatus>, I>>(object: I): SessionStatus {
+    const message = createBaseSessionStatus();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    message.details = object.details ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseSessionPart(): SessionPart {
+  return { data: Buffer.alloc(0), last: false };
+}
+
+export const SessionPart: MessageFns<SessionPart> = {
+  encode(message: SessionPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.last !== false) {
+      writer.uint32(16).bool(message.last);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.last = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionPart {
+    return {
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      last: isSet(object.last) ? globalThis.Boolean(object.last) : false,
+    };
+  },
+
+  toJSON(message: SessionPart): unknown {
+    const obj: any = {};
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.last !== false) {
+      obj.last = message.last;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionPart>, I>>(base?: I): SessionPart {
+    return SessionPart.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionPart>, I>>(object: I): SessionPart {
+    const message = createBaseSessionPart();
+    message.data = object.data ?? Buffer.alloc(0);
+    message.last = object.last ?? false;
+    return message;
+  },
+};
 
 function createBaseSiteRequest(): SiteRequest {
   return {
@@ -1272,6 +2035,21 @@ export const FederationServiceService = {
     responseSerialize: (value: LocalResponse): Buffer => Buffer.from(LocalResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LocalResponse => LocalResponse.decode(value),
   },
+  /**
+   * Session is a long-lived stream a broker keeps open to a peer it talks to: SiteRequests and
+   * LocalRequests travel on it as frames with a request id (far cheaper than a call each), answered by
+   * frames of the same id. The peer sends its response headers at once (the session is open). A broker
+   * that does not offer sessions answers UNIMPLEMENTED and is called the unary way. Brokers only.
+   */
+  session: {
+    path: "/wanas.v1.FederationService/Session" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: SessionFrame): Buffer => Buffer.from(SessionFrame.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SessionFrame => SessionFrame.decode(value),
+    responseSerialize: (value: SessionAnswer): Buffer => Buffer.from(SessionAnswer.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SessionAnswer => SessionAnswer.decode(value),
+  },
 } as const;
 
 export interface FederationServiceServer extends UntypedServiceImplementation {
@@ -1287,6 +2065,13 @@ export interface FederationServiceServer extends UntypedServiceImplementation {
   streamSiteRequest: handleServerStreamingCall<SiteRequest, SiteStreamEvent>;
   /** LocalRequest goes over the LAN to one broker of a pod, which runs the operation for its pod only. */
   localRequest: handleUnaryCall<LocalRequest, LocalResponse>;
+  /**
+   * Session is a long-lived stream a broker keeps open to a peer it talks to: SiteRequests and
+   * LocalRequests travel on it as frames with a request id (far cheaper than a call each), answered by
+   * frames of the same id. The peer sends its response headers at once (the session is open). A broker
+   * that does not offer sessions answers UNIMPLEMENTED and is called the unary way. Brokers only.
+   */
+  session: handleBidiStreamingCall<SessionFrame, SessionAnswer>;
 }
 
 export interface FederationServiceClient extends Client {
@@ -1335,6 +2120,15 @@ export interface FederationServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LocalResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Session is a long-lived stream a broker keeps open to a peer it talks to: SiteRequests and
+   * LocalRequests travel on it as frames with a request id (far cheaper than a call each), answered by
+   * frames of the same id. The peer sends its response headers at once (the session is open). A broker
+   * that does not offer sessions answers UNIMPLEMENTED and is called the unary way. Brokers only.
+   */
+  session(): ClientDuplexStream<SessionFrame, SessionAnswer>;
+  session(options: Partial<CallOptions>): ClientDuplexStream<SessionFrame, SessionAnswer>;
+  session(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<SessionFrame, SessionAnswer>;
 }
 
 export const FederationServiceClient = makeGenericClientConstructor(
@@ -1345,6 +2139,14 @@ export const FederationServiceClient = makeGenericClientConstructor(
   service: typeof FederationServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
@@ -1358,6 +2160,17 @@ type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isObject(value: any): boolean {
   return typeof value === "object" && value !== null;
