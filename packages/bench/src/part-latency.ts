@@ -39,6 +39,8 @@ export interface LatencyResult {
   podsAnswered: { wanas: number; flat: number };
   /** Transport of every call measured: `mtls` or `plaintext`. */
   transport: 'mtls' | 'plaintext';
+  /** p50 of an Aggregate to a remote site of 1 pod and of `pods` pods (one broker each), ms. */
+  growth: { pods: number; onePodP50Ms: number; manyPodsP50Ms: number };
   series: Record<string, number[]>;
 }
 
@@ -216,6 +218,7 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
       wanBytesPerAggregate: { wanas: Math.round(wanas.bytes), flat: Math.round(flatWarm.bytes) },
       podsAnswered: { wanas: wanas.okShare, flat: flatWarm.okShare },
       transport: counts.tls ? 'mtls' : 'plaintext',
+      growth: await growthInSite(counts, progress),
       series: {
         limit,
         wanas: wanas.series,
@@ -227,4 +230,27 @@ export async function latencyPart(counts: BenchCounts, progress: Progress): Prom
   } finally {
     await f.stop();
   }
+}
+
+/** p50 of an Aggregate from s1 to a remote site s2 of `podsInSite` pods, one broker each, 25 ms one way. */
+async function siteP50(podsInSite: number, n: number, progress: Progress): Promise<number> {
+  const s2 = Object.fromEntries(Array.from({ length: podsInSite }, (_, i) => [`p${i + 1}`, 1]));
+  const f = await DevFederation.start({ spec: { s1: { p1: 1 }, s2 }, wanLatencyMs: 25 });
+  try {
+    const ask = f.aggregator('s1-p1-a');
+    await untilAllAnswer(ask, podsInSite + 1);
+    await timed(Math.min(50, n), progress, `latency: growth warm-up (${podsInSite} pods)`, () => ask(FIND));
+    const label = `latency: growth, ${podsInSite} pod(s) in a site`;
+    return summarize(await timed(n, progress, label, () => ask(FIND))).p50Ms;
+  } finally {
+    await f.stop();
+  }
+}
+
+/** How the p50 grows from 1 pod to 16 (2 in smoke mode) in a remote site. */
+async function growthInSite(counts: BenchCounts, progress: Progress): Promise<LatencyResult['growth']> {
+  const pods = counts.smoke ? 2 : 16;
+  const n = Math.max(10, Math.round(counts.requests / 2));
+  const onePodP50Ms = await siteP50(1, n, progress);
+  return { pods, onePodP50Ms, manyPodsP50Ms: await siteP50(pods, n, progress) };
 }

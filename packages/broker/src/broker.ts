@@ -297,6 +297,10 @@ function connectionManagerFor(
     channelOptions: {
       'grpc.max_receive_message_length': settings.maxMessageBytes,
       'grpc.max_send_message_length': settings.maxMessageBytes,
+      // HTTP/2 flow control lets a peer send this much before it waits for a window update: one round
+      // trip. At the default 64 KiB, an answer of a few hundred KiB (a session's stream, or one call) would
+      // take several WAN round trips; a whole message fits now.
+      'grpc-node.flow_control_window': settings.maxMessageBytes,
     },
     ...opts.connectionManager,
     logger: log,

@@ -7,7 +7,13 @@
  * the iterator moves on; a write's outcome is then unknown, as for a unary call. At most `maxInFlight`
  * requests are in flight; more wait their turn (back-pressure), their deadlines running.
  */
-import { status, type ClientDuplexStream, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import {
+  connectivityState,
+  status,
+  type ClientDuplexStream,
+  type ServiceError,
+  type StatusObject,
+} from '@grpc/grpc-js';
 import type { CancellableCall } from '@wanas/iterator';
 import type { FederationServiceClient, PodResult, SessionAnswer, SessionFrame } from '@wanas/proto';
 import { PartJoiner, sessionError } from './frames';
@@ -62,6 +68,7 @@ export class PeerSession {
     this.stream.on('metadata', () => this.transition('open'));
     this.stream.on('data', (answer: SessionAnswer) => this.take(answer));
     this.stream.on('error', () => undefined); // the status says it, below
+    this.closeWithChannel(client.getChannel());
     this.stream.on('status', (st: StatusObject) =>
       this.broken(
         st.code === status.OK
@@ -120,6 +127,19 @@ export class PeerSession {
     this.closing = true;
     this.broken(sessionError(status.CANCELLED, 'the session was closed'));
     this.stream.cancel();
+  }
+
+  /**
+   * A channel closed (retired or dropped by the connection manager) may keep its connection for the
+   * streams still on it: the session goes with its channel.
+   */
+  private closeWithChannel(channel: ReturnType<FederationServiceClient['getChannel']>): void {
+    const watch = (state: connectivityState) => {
+      if (this.stateNow === 'closed') return;
+      if (state === connectivityState.SHUTDOWN) return this.close();
+      channel.watchConnectivityState(state, Infinity, () => watch(channel.getConnectivityState(false)));
+    };
+    watch(channel.getConnectivityState(false));
   }
 
   /** The one place the state changes. */

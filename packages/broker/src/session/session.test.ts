@@ -266,6 +266,19 @@ describe('federation sessions (real grpc-js server and channel)', () => {
     expect(pool.pick(client)).toBeUndefined();
   });
 
+  it('goes with its channel: a channel the connection manager closes takes its session (and its requests) along', async () => {
+    const { client, backend } = await started();
+    const pool = newPool();
+    const session = await sessionTo(pool, client);
+    const call = session.request(local('stall'), inSec(30));
+    await until('worked on', () => backend.working.get('stall')?.length === 1);
+    client.close();
+    await expect(call.promise).rejects.toMatchObject({ code: grpc.status.CANCELLED });
+    expect(session.state).toBe('closed');
+    await until('the peer stopped the work', () => backend.cancelled.includes('stall'));
+    expect(pool.stats()).toEqual({ open: 0, opening: 0, inFlight: 0 });
+  });
+
   it('calls a peer without sessions (an older version) or one that refuses them the unary way', async () => {
     for (const opts of [{ sessions: false }, { refuse: true }]) {
       const { client } = await started(opts);
