@@ -329,7 +329,7 @@ function writeMarkdown(
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
     '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`cpu`, `tracing`, `failover`, `failure`, `placement`, `tail`,',
     '`throughput`, `scale`, `upstream`, `store`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
-    '`npm run bench -- latency --tls`. Results (with every sample) are saved in',
+    '`npm run bench -- latency --tls`, sessions on and off side by side with `--sessions both`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',
     'within one run, not absolute numbers across runs.',
     '',
