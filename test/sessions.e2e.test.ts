@@ -37,6 +37,28 @@ describe('federation sessions (real processes, emulated WAN)', () => {
     ...more,
   });
   const pods = (r: AggregateResponse) => r.pods.map((p) => `${p.site}/${p.pod}:${p.code}`).sort();
+  /**
+   * Every broker sees every peer usable again: no target down or degraded, no endpoint down (one that
+   * failed lately may stay `failing` until it is next used: it is still tried).
+   * After a fault, the entry answering is not enough: another broker may still hold a restarted peer down
+   * until its probe answers, and the next test's fault would then leave that pod without a twin.
+   */
+  let lastBad = '';
+  const healed = async () => {
+    for (const b of f.brokers) {
+      const s = await f.status(b.id).catch(() => undefined);
+      if (!s) return false;
+      const bad = [
+        ...s.targets.filter((t) => t.state && t.state !== 'up').map((t) => `${t.site}/${t.pod} ${t.state}`),
+        ...s.channels.filter((c) => c.state === 'down').map((c) => `${c.brokerId} ${c.state}`),
+      ];
+      if (bad.length) {
+        lastBad = `${b.id}: ${bad.join(', ')}`;
+        return false;
+      }
+    }
+    return allAnswer();
+  };
   const served = (id: string) =>
     f.logs(id).filter((l) => l.message === 'served' && (l.kind === 'site' || l.kind === 'local'));
 
@@ -93,7 +115,9 @@ describe('federation sessions (real processes, emulated WAN)', () => {
     } finally {
       await f.startBroker(rep);
     }
-    await until('every pod answers', allAnswer, 20_000);
+    await until('every broker sees every peer usable', healed, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}; last seen: ${lastBad}`);
+    });
   });
 
   it('a representative frozen mid-flight (SIGSTOP): keepalive breaks its session, its twin answers', async () => {
@@ -109,7 +133,9 @@ describe('federation sessions (real processes, emulated WAN)', () => {
     } finally {
       f.broker(rep).proc!.kill('SIGCONT');
     }
-    await until('every pod answers', allAnswer, 20_000);
+    await until('every broker sees every peer usable', healed, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}; last seen: ${lastBad}`);
+    });
   });
 
   it('a write in flight on a session that breaks (SIGSTOP) acts once: resent with its key, it replays', async () => {
@@ -129,7 +155,9 @@ describe('federation sessions (real processes, emulated WAN)', () => {
     } finally {
       f.broker(rep).proc!.kill('SIGCONT');
     }
-    await until('every pod answers', allAnswer, 20_000);
+    await until('every broker sees every peer usable', healed, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}; last seen: ${lastBad}`);
+    });
     // Whatever the first answer said (won elsewhere, or outcome unknown), the key's resend says the same
     // desktop, and the user has exactly one.
     const again = await write();
@@ -155,7 +183,9 @@ describe('federation sessions (real processes, emulated WAN)', () => {
     } finally {
       f.wan.heal('s3');
     }
-    await until('every pod answers', allAnswer, 20_000);
+    await until('every broker sees every peer usable', healed, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}; last seen: ${lastBad}`);
+    });
   });
 
   it('interleaved cancels: the cancelled Aggregates end at every hop, the others answer in full', async () => {
