@@ -46,6 +46,17 @@ describe('Explain (real processes, emulated WAN)', () => {
     });
     admin = f.track(new AdminServiceClient(f.broker(ENTRY).address, grpc.credentials.createInsecure()));
     for (let i = 0; i < 10; i++) await aggregate({ operation: 'echo' });
+    // The plan test expects every target up: an attempt of the warm-up that failed on a loaded machine
+    // leaves its target degraded until its endpoint answers again (traffic and probes bring it back).
+    await until(
+      'the entry sees every target up',
+      async () => {
+        await aggregate({ operation: 'echo' });
+        const s = await f.status(ENTRY);
+        return s.targets.every((t) => !t.state || t.state === 'up');
+      },
+      30_000,
+    );
   }, 90_000);
   afterAll(async () => {
     await f?.stop();
