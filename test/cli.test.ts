@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnBroker } from '@wanas/devfed';
-import { freePorts } from './support/federation';
+import { spawnSync } from 'node:child_process';
+import { WANAS_BIN, freePorts } from './support/federation';
 import { wanas } from './support/up';
 
 describe('wanas CLI input errors', () => {
@@ -33,6 +34,24 @@ describe('wanas CLI input errors', () => {
     const r = wanas('broker', '--topology', file, '--id', 'zz');
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('broker id "zz" is not in the topology; known ids: a');
+  });
+
+  it('refuses a bad sessions setting, from the flag or the environment', () => {
+    const file = path.join(dir, 'sessions.yaml');
+    fs.writeFileSync(
+      file,
+      'federation: demo\nsites:\n  - name: us-east\n    pods:\n      - name: pod-1\n        brokers:\n          - { id: a, address: "127.0.0.1:1" }\n',
+    );
+    const flag = wanas('broker', '--topology', file, '--id', 'a', '--sessions', 'maybe');
+    expect(flag.status).not.toBe(0);
+    expect(flag.stderr).toContain('"maybe" is not on or off');
+    const env = spawnSync(process.execPath, [WANAS_BIN, 'broker', '--topology', file, '--id', 'a'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { ...process.env, WANAS_SESSIONS: 'maybe' },
+    });
+    expect(env.status).toBe(2);
+    expect(env.stderr).toContain('WANAS_SESSIONS must be "on" or "off", not "maybe"');
   });
 
   it('refuses malformed flags', () => {

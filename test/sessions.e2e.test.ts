@@ -9,12 +9,14 @@
 import * as grpc from '@grpc/grpc-js';
 import { DevFederation } from '@wanas/devfed';
 import {
+  AdminServiceClient,
   AggregateRequest,
   AggregationServiceClient,
   Mode,
   durationToMs,
   msToDuration,
   type AggregateResponse,
+  type ExplainResponse,
   type PodResult,
 } from '@wanas/proto';
 import { until } from './support/until';
@@ -139,16 +141,18 @@ describe('federation sessions (real processes, emulated WAN)', () => {
   });
 
   it('a write in flight on a session that breaks (SIGSTOP) acts once: resent with its key, it replays', async () => {
-    const rep = await representativeOf('s2');
+    const req: Partial<AggregateRequest> = {
+      operation: 'desktops.provision',
+      params: { user: 'sam', pool: 'standard' },
+      mode: Mode.MODE_FIRST,
+      preferSites: ['s2'],
+      idempotencyKey: 'k-sam-session',
+    };
+    // The broker the write goes to first, as the entry plans it now (Explain runs nothing): frozen, its
+    // session stays open until keepalive finds it, so the write is sent on it and left in flight.
+    const rep = (await explainAt(ENTRY, req)).legs.find((l) => l.site === 's2')!.endpoints[0]!.brokerId;
     f.broker(rep).proc!.kill('SIGSTOP');
-    const write = (): Promise<AggregateResponse> =>
-      ask({
-        operation: 'desktops.provision',
-        params: { user: 'sam', pool: 'standard' },
-        mode: Mode.MODE_FIRST,
-        preferSites: ['s2'],
-        idempotencyKey: 'k-sam-session',
-      });
+    const write = (): Promise<AggregateResponse> => ask(req);
     let first: AggregateResponse;
     try {
       first = await write();
@@ -158,12 +162,16 @@ describe('federation sessions (real processes, emulated WAN)', () => {
     await until('every broker sees every peer usable', healed, 30_000).catch((e: Error) => {
       throw new Error(`${e.message}; last seen: ${lastBad}`);
     });
-    // Whatever the first answer said (won elsewhere, or outcome unknown), the key's resend says the same
-    // desktop, and the user has exactly one.
+    // The write went to the frozen representative, on its session, and failed there.
+    expect(attemptsAt(first!, rep).some((a) => a.code !== 0)).toBe(true);
+    // Whatever the first answer said (won through another broker, or outcome unknown), the key's resend says
+    // the same desktop, and the user has exactly one.
     const again = await write();
     const won = (r: AggregateResponse) => r.pods.find((p) => p.code === 0);
     expect(won(again)).toBeDefined();
-    if (won(first)) expect(won(again)!.result).toMatchObject({ desktop: won(first)!.result!.desktop });
+    const firstWon = won(first!);
+    if (firstWon) expect(won(again)!.result).toMatchObject({ desktop: firstWon.result!.desktop });
+    else expect(first!.pods.some((p) => /outcome unknown/.test(p.message))).toBe(true);
     const found = await ask({ operation: 'sessions.find', params: { user: 'sam' } });
     const desktops = found.pods.flatMap((p) => (p.result?.desktops as unknown[]) ?? []);
     expect(desktops).toHaveLength(1);
@@ -243,6 +251,19 @@ describe('federation sessions (real processes, emulated WAN)', () => {
     const listed = f.brokers.filter((b) => b.site !== 's1').flatMap((b) => served(b.id));
     expect(listed.some((l) => l.operation === 'sessions.list' && l.via === 'session')).toBe(true);
   });
+
+  /** AdminService/Explain at broker `id`: the plan it would run for `req` now. */
+  function explainAt(id: string, req: Partial<AggregateRequest>): Promise<ExplainResponse> {
+    const admin = f.track(new AdminServiceClient(f.broker(id).address, grpc.credentials.createInsecure()));
+    return new Promise((resolve, reject) =>
+      admin.explain(
+        { request: AggregateRequest.fromPartial(req) },
+        new grpc.Metadata(),
+        { deadline: Date.now() + 5000 },
+        (e, r) => (e ? reject(e) : resolve(r)),
+      ),
+    );
+  }
 
   /** The broker of `site` the entry asks first (its representative), from a warm Aggregate's attempts. */
   async function representativeOf(site: string): Promise<string> {

@@ -150,7 +150,7 @@ async function serveRpc(
  * Whether a broker opens and serves federation sessions: its option, else `WANAS_SESSIONS` (on/off),
  * else the topology's `settings.sessions`. Throws naming the variable for any other value.
  */
-export function sessionsWanted(opts: BrokerOptions, t: Topology): boolean {
+function sessionsWanted(opts: BrokerOptions, t: Topology): boolean {
   if (opts.sessions !== undefined) return opts.sessions;
   const env = process.env.WANAS_SESSIONS;
   if (env === undefined || env === '') return t.settings.sessions;
@@ -205,6 +205,8 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const info = whoAmI(initial);
   const log = (opts.logger ?? createLogger()).child({ broker: info.id, site: info.site, pod: info.pod });
   const started = Date.now();
+  // Read before anything is opened: a bad WANAS_SESSIONS refuses the start with nothing to close.
+  const sessions = sessionPoolFor(sessionsWanted(opts, initial), initial, log);
   // Pods given as dns:///NAME:PORT are resolved once before serving, then kept fresh (see TopologySource).
   const source = new TopologySource({ initial, self: info, whoAmI, watch: opts.watch !== false, log });
   await source.resolve();
@@ -217,7 +219,6 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const lag = saturationMonitor(log);
   const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
   const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
-  const sessions = sessionPoolFor(sessionsWanted(opts, initial), initial, log);
   metrics.storeUp(store.kind, () => store.health().state === 'up');
   const catalog = await operationsCatalog(
     { topology, site: info.site, pod: info.pod, brokerId: info.id, metrics: metrics.backendMetrics() },

@@ -63,7 +63,12 @@ function siteFrame(
     streamed.push(pod);
     onPod(pod);
   });
-  return { ...call, promise: call.promise.then((a) => (stream ? streamed : answerOf(a, 'site').site.pods)) };
+  const promise = call.promise.then((a) => {
+    const { site } = answerOf(a, 'site');
+    // Streamed, the last frame is the site's answer without its pods: they came one by one.
+    return stream ? streamed : site.pods;
+  });
+  return { ...call, promise };
 }
 
 /**

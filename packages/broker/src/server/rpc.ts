@@ -60,8 +60,6 @@ const LOG_FIELD_CHARS = 128;
 /** One shared reason: `abort()` without one builds a DOMException (with a stack trace) on every call. */
 const CANCELLED_BY_CALLER = new Error('the caller cancelled the call');
 
-type AnyCall = ServedCall;
-
 /**
  * The server's middleware: every RPC of AggregationService, FederationService and AdminService goes through it, so each
  * concern is said once — a {@link CallContext} per call, authorization then admission (in-flight limits),
@@ -83,7 +81,7 @@ export class Rpc {
     fields?: (req: Req, res: Res) => Record<string, unknown>,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
-      this.serve(call as AnyCall, route, call.request, (ctx) => handle(call.request, ctx), fields).then(
+      this.serve(call, route, call.request, (ctx) => handle(call.request, ctx), fields).then(
         ([res, ctx]) => callback(null, res, this.trailer(route, ctx)),
         (status: grpc.StatusObject) => callback(status),
       );
@@ -121,13 +119,7 @@ export class Rpc {
               call.on('drain', done);
               call.on('cancelled', done);
             });
-      this.serve(
-        call as AnyCall,
-        route,
-        call.request,
-        (ctx) => handle(call.request, ctx, write, flushed),
-        fields,
-      ).then(
+      this.serve(call, route, call.request, (ctx) => handle(call.request, ctx, write, flushed), fields).then(
         ([, ctx]) => {
           if (!call.cancelled) call.end(this.trailer(route, ctx));
         },
@@ -150,7 +142,7 @@ export class Rpc {
    * the status to send. Public for the requests that come as session frames, served as calls of their own.
    */
   async serve<Req, Res>(
-    call: AnyCall,
+    call: ServedCall,
     route: Route<Req>,
     req: Req,
     handle: (ctx: CallContext) => Promise<Res>,
@@ -186,7 +178,7 @@ export class Rpc {
    * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and a broker
    * at its in-flight limit answers RESOURCE_EXHAUSTED at once, before any work. Returns the release.
    */
-  private admit(call: AnyCall, need: CallerKind, limited: boolean): () => void {
+  private admit(call: ServedCall, need: CallerKind, limited: boolean): () => void {
     this.deps.security.authorize(call, need);
     if (!limited) return () => undefined;
     const limits = this.deps.limits();
@@ -275,7 +267,7 @@ class IncomingCall implements CallContext {
   private finished = false;
 
   constructor(
-    private readonly call: AnyCall,
+    private readonly call: ServedCall,
     readonly correlationId: string,
     private readonly source: string | undefined,
   ) {

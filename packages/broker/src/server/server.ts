@@ -116,6 +116,9 @@ function aggregateFields(req: AggregateRequest, res: AggregateResponse): Record<
   };
 }
 
+/** What a SiteRequest's log line adds: the pods answered, the hops travelled. */
+const siteFields = (req: SiteRequest, res: SiteResponse) => ({ pods: res.pods.length, hops: req.hops });
+
 /** What a LocalRequest's log line adds: the pod's own failure, when its operation answered one. */
 function localFields(req: LocalRequest, res: LocalResponse): Record<string, unknown> {
   const podCode = res.pod?.code ?? 0;
@@ -161,7 +164,6 @@ export function createHandlers(
   opts: { sessions: boolean },
 ) {
   const rpc = new Rpc(deps);
-  const siteFields = (req: SiteRequest, res: SiteResponse) => ({ pods: res.pods.length, hops: req.hops });
 
   const aggregation = {
     aggregate: rpc.unary(AGGREGATE, (req, ctx) => dispatcher.aggregate(req, ctx), aggregateFields),
@@ -234,11 +236,7 @@ function sessionServer(rpc: Rpc, dispatcher: Dispatcher, deps: RpcDeps): Session
           onPod ? STREAM_SITE : SITE,
           req,
           (ctx) => dispatcher.site(req, ctx, onPod),
-          (r, res) => ({
-            pods: res.pods.length,
-            hops: r.hops,
-            ...via,
-          }),
+          (r, res) => ({ ...siteFields(r, res), ...via }),
         )
         .then(([res]) => res),
     local: (call, req) =>
@@ -252,9 +250,5 @@ function sessionServer(rpc: Rpc, dispatcher: Dispatcher, deps: RpcDeps): Session
         )
         .then(([res]) => res),
   };
-  return new SessionServer({
-    handlers,
-    authorize: (call) => deps.security.authorize(call, 'broker'),
-    log: deps.log,
-  });
+  return new SessionServer({ handlers, authorize: (call) => deps.security.authorize(call, 'broker') });
 }

@@ -45,8 +45,8 @@ interface Pending {
 export interface PeerSessionOptions {
   /** Requests in flight at most; more wait. */
   maxInFlight: number;
-  /** Called once when the session closes: `err` is why (undefined: the peer ended it cleanly). */
-  onClosed(session: PeerSession, err: ServiceError | undefined): void;
+  /** Called once when the session closes: `err` is why (a clean end by the peer is UNAVAILABLE too). */
+  onClosed(session: PeerSession, err: ServiceError): void;
 }
 
 /** One session to a peer broker. */

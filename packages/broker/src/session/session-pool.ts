@@ -20,8 +20,6 @@ export interface SessionPoolOptions {
   log: Logger;
 }
 
-/** Default requests in flight per session. */
-export const SESSION_MAX_IN_FLIGHT = 1024;
 /** Default time before a peer that refused sessions is asked again, ms (a rolling upgrade moves on). */
 export const SESSION_RETRY_AFTER_MS = 30_000;
 
@@ -90,10 +88,10 @@ export class SessionPool {
     client: FederationServiceClient,
     peer: PeerSessions,
     session: PeerSession,
-    err: ServiceError | undefined,
+    err: ServiceError,
   ): void {
     peer.sessions = peer.sessions.filter((s) => s !== session);
-    if (err && REFUSED.has(err.code)) {
+    if (REFUSED.has(err.code)) {
       peer.refusedUntil = Date.now() + this.opts.retryAfterMs;
       this.opts.log.info('peer does not take sessions; calling it unary', {
         peer: client.getChannel().getTarget(),

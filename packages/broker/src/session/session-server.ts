@@ -15,7 +15,6 @@ import {
   type SiteRequest,
   type SiteResponse,
 } from '@wanas/proto';
-import type { Logger } from 'winston';
 import { toBrokerError } from '../errors';
 import { answerFrames } from './frames';
 import { ServedFrame, type FrameSession } from './served-frame';
@@ -31,7 +30,6 @@ export interface SessionServerDeps {
   handlers: SessionHandlers;
   /** Throws (a BrokerError) unless the caller is a broker of the federation. */
   authorize(call: grpc.ServerDuplexStream<SessionFrame, unknown>): void;
-  log: Logger;
   /** Largest piece of an answer in one frame (default: frames.ts's PART_BYTES). */
   partBytes?: number;
 }
@@ -42,7 +40,7 @@ export const FEDERATION_SERVICE = {
   session: { ...FederationServiceService.session, responseSerialize: (v: Buffer) => v },
 } as unknown as grpc.ServiceDefinition;
 
-/** A session's stream as served: answers are written pre-encoded (see `sessionServiceDefinition`). */
+/** A session's stream as served: answers are written pre-encoded (see {@link FEDERATION_SERVICE}). */
 export type SessionStream = grpc.ServerDuplexStream<SessionFrame, Buffer>;
 
 /** The sessions a broker serves. */
@@ -141,6 +139,7 @@ class ServedSession implements FrameSession {
     }
     const served = new ServedFrame(this, frame);
     this.inFlight.set(frame.id, served);
+    // The handlers reject with the status a unary call would end with (the middleware maps every error).
     this.serve(served).then(
       (answer) => this.finish(served, answer),
       (st: grpc.StatusObject) =>

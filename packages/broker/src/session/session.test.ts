@@ -98,7 +98,6 @@ async function serve(opts: { sessions?: boolean; refuse?: boolean; partBytes?: n
     authorize: () => {
       if (opts.refuse) throw new BrokerError(grpc.status.PERMISSION_DENIED, 'not a broker');
     },
-    log,
     partBytes: opts.partBytes,
   });
   const unary = {
