@@ -1,7 +1,17 @@
 #!/usr/bin/env node
-// Runs every jest test, then the multi-process tests again with federation sessions off (every broker
-// calls and is called the unary way, as an older version: both must hold), and ends with the plain line CI
-// reads: `N passed, N failed`. WANAS_TEST_PASSES=sessions (or unary) runs one pass only.
+// The test tiers, one command each, ending with the plain line CI reads: `N passed, N failed`.
+//
+//   node scripts/run-tests.js          every tier (npm test; what CI runs)
+//   node scripts/run-tests.js unit     tests that start no process: seconds, for every change (npm run test:unit)
+//   node scripts/run-tests.js e2e      the rest: real broker processes, PostgreSQL, the CLI, promtool, buf,
+//                                      then the transport pass (npm run test:e2e)
+//
+// The transport pass runs the multi-process tests whose paths differ between the two federation
+// transports again with sessions off (every broker calls and is called the unary way, as an older version
+// does): failures (kill, freeze, partition), deadlines, cancels, hedges, streaming and paging, request modes,
+// authorization per request, trace context, overload. Tests that do not touch the transport (the CLI,
+// configuration, Explain, the image, the manifests, DNS discovery, the stores, Prometheus) run once.
+// More arguments go to jest (e.g. a path). WANAS_TEST_PASSES=sessions (or unary) runs one of the two passes.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -9,13 +19,38 @@ const os = require('node:os');
 const path = require('node:path');
 
 const jest = require.resolve('jest/bin/jest');
-const args = process.argv.slice(2);
+const argv = process.argv.slice(2);
+const TIERS = ['unit', 'e2e', 'all'];
+const tier = TIERS.includes(argv[0]) ? argv.shift() : 'all';
+const args = argv;
+
+/** Unit tests beside the code that start a process (a PostgreSQL server, a Node child): e2e tier. */
+const PROCESS_UNIT_TESTS = [
+  'store/pod-state\\.test',
+  'store/postgres-failover\\.test',
+  'store/pod-store\\.test',
+  'operations/catalog\\.test',
+];
+/** Multi-process tests run again with sessions off (see the comment at the top). */
+const TRANSPORT_TESTS = [
+  'broker\\.e2e',
+  'failure-paths\\.e2e',
+  'first-fit-partition\\.e2e',
+  'hedging\\.e2e',
+  'listing\\.e2e',
+  'request-modes\\.e2e',
+  'security\\.e2e',
+  'tracing\\.e2e',
+  'overload\\.e2e',
+  'chaos/chaos\\.e2e',
+  'mixed-versions',
+];
 
 /** One jest run; its counts (a run whose results cannot be read counts as failed). */
 function pass(name, env, extra) {
   const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-jest-')), 'results.json');
   console.log(`\n== tests: ${name} ==`);
-  const r = spawnSync(process.execPath, [jest, '--json', `--outputFile=${out}`, ...args, ...extra], {
+  const r = spawnSync(process.execPath, [jest, '--json', `--outputFile=${out}`, ...extra, ...args], {
     stdio: 'inherit',
     env: { ...process.env, ...env },
   });
@@ -29,19 +64,37 @@ function pass(name, env, extra) {
   }
 }
 
-const only = process.env.WANAS_TEST_PASSES;
+const ignore = (patterns) => ['--testPathIgnorePatterns', '/node_modules/', '/dist/', ...patterns];
 const results = [];
-if (only !== 'unary') results.push(pass('every test, federation sessions on (the default)', {}, []));
-if (only !== 'sessions') {
-  // The multi-process tests only (unit tests set what they test themselves); the bench smoke has its own
-  // --sessions flag, and the sessions tests choose per broker.
-  const ignore = ['/node_modules/', '/dist/', '/packages/', 'bench-smoke', 'sessions\\.e2e'];
-  results.push(
-    pass('multi-process tests, federation sessions off (unary calls)', { WANAS_SESSIONS: 'off' }, [
-      '--testPathIgnorePatterns',
-      ...ignore,
-    ]),
-  );
+const only = process.env.WANAS_TEST_PASSES;
+if (tier === 'unit')
+  results.push(pass('unit: no process started', {}, ['packages', ...ignore(PROCESS_UNIT_TESTS)]));
+else if (tier === 'e2e') {
+  if (only !== 'unary')
+    results.push(
+      pass('e2e: processes, federation sessions on (the default)', {}, [
+        '--testPathPatterns',
+        '/test/',
+        ...PROCESS_UNIT_TESTS,
+      ]),
+    );
+  if (only !== 'sessions')
+    results.push(
+      pass('e2e: the transport pass, federation sessions off (unary calls)', { WANAS_SESSIONS: 'off' }, [
+        '--testPathPatterns',
+        ...TRANSPORT_TESTS,
+      ]),
+    );
+} else {
+  // Everything in one jest run (one start-up), then the transport pass.
+  if (only !== 'unary') results.push(pass('every test, federation sessions on (the default)', {}, []));
+  if (only !== 'sessions')
+    results.push(
+      pass('the transport pass, federation sessions off (unary calls)', { WANAS_SESSIONS: 'off' }, [
+        '--testPathPatterns',
+        ...TRANSPORT_TESTS,
+      ]),
+    );
 }
 const passed = results.reduce((n, r) => n + r.passed, 0);
 const failed = results.reduce((n, r) => n + r.failed, 0);

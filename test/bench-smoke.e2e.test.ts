@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput, scale, upstream and store and reports each as JSON', () => {
+  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput, scale, upstream, store and overload and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
@@ -37,6 +37,7 @@ describe('wanas bench --smoke', () => {
         'scale',
         'upstream',
         'store',
+        'overload',
       ]);
       const part = (name: string) => json.find((j) => j.part === name)!;
       const latency = part('latency') as unknown as {
@@ -83,6 +84,12 @@ describe('wanas bench --smoke', () => {
       };
       expect(store.stores.map((s) => s.store)).toEqual(['sqlite', 'postgres']);
       for (const s of store.stores) expect([s.writesPerSecond > 0, s.replayP50Ms > 0]).toEqual([true, true]);
+      // The overload part drove its six phases and answered the phases below capacity.
+      const overload = part('overload') as unknown as {
+        runs: { phases: { multiple: number; goodputPerSecond: number; internal: number }[] }[];
+      };
+      expect(overload.runs[0]!.phases.map((p) => p.multiple)).toEqual([0.25, 0.5, 1, 2, 4, 0.25]);
+      expect(overload.runs[0]!.phases[0]!.goodputPerSecond).toBeGreaterThan(0);
       for (const f of ['latency.json', 'latency.svg', 'placement.json', 'tail.svg', 'scale.json', 'cpu.json'])
         expect(fs.existsSync(path.join(out, f))).toBe(true);
     } finally {

@@ -13,6 +13,7 @@ import { describeStore, storePart } from './part-store';
 import { describeUpstream, upstreamPart } from './part-upstream';
 import { failoverPart, tailPart, throughputPart, type BenchCounts, type Progress } from './parts';
 import { latencySvg } from './svg';
+import { describeOverload, overloadPart } from './part-overload';
 
 /** The parts of `wanas bench`, in the order they run. */
 export const PARTS = [
@@ -27,6 +28,7 @@ export const PARTS = [
   'scale',
   'upstream',
   'store',
+  'overload',
 ] as const;
 /** One part of the benchmark. */
 export type Part = (typeof PARTS)[number];
@@ -91,6 +93,7 @@ function describe(
     throughput: describeThroughput,
     upstream: describeUpstream,
     store: describeStore,
+    overload: describeOverload,
   };
   const describePart = byPart[r.part];
   return describePart ? describePart(r as never) : JSON.stringify(r);
@@ -251,6 +254,7 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
       scale: scalePart,
       upstream: upstreamPart,
       store: storePart,
+      overload: overloadPart,
     }[part];
     const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
     if (sessions) r.sessions = sessions;
@@ -298,6 +302,7 @@ const SECTIONS: [string, string][] = [
   ['scale', 'scale'],
   ['upstream', 'configured operations (upstream gRPC backend)'],
   ['store', 'pod store: SQLite and PostgreSQL'],
+  ['overload', 'overload (open loop, 0.25× to 4× capacity and back)'],
 ];
 
 function writeMarkdown(
@@ -328,7 +333,7 @@ function writeMarkdown(
     '',
     "Real broker processes on loopback behind the WAN emulator (`wanas up`'s delaying TCP proxy). Rerun all with",
     '`npm run bench` (about 20 minutes on 2 cores), one part with `npm run bench -- latency` (`cpu`, `tracing`, `failover`, `failure`, `placement`, `tail`,',
-    '`throughput`, `scale`, `upstream`, `store`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
+    '`throughput`, `scale`, `upstream`, `store`, `overload`), a fast look with `npm run bench -- --quick`, the latency part over mTLS with',
     '`npm run bench -- latency --tls`, sessions on and off side by side with `--sessions both`. Results (with every sample) are saved in',
     '`bench/results/`; `--json` prints one JSON object per part. This machine is shared and noisy: compare ratios',
     'within one run, not absolute numbers across runs.',

@@ -3,6 +3,8 @@ import { HedgeBudget } from '@wanas/iterator';
 import { GetStatusResponse } from '@wanas/proto';
 import type { Logger } from 'winston';
 import { BrokerServers } from './server/broker-servers';
+import type { Admission } from './server/admission/admission';
+import { admissionFor } from './server/admission/broker-admission';
 import { brokerStatus } from './broker-status';
 import { Dispatcher } from './engine/dispatcher';
 import { createLogger } from './telemetry/logger';
@@ -119,6 +121,7 @@ async function serveRpc(
     faults: BrokerOptions['faults'];
     onCall: () => void;
     sessions: SessionPool | undefined;
+    admission: Admission;
   },
 ): Promise<number> {
   const handlers = createHandlers(
@@ -128,7 +131,7 @@ async function serveRpc(
       log: parts.log.child({ component: 'server' }),
       metrics: parts.metrics,
       security: parts.security,
-      limits: () => parts.topology().settings,
+      admission: parts.admission,
       faults: parts.faults,
       onCall: parts.onCall,
     },
@@ -229,7 +232,8 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const dispatcher = new Dispatcher(deps);
   const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started, store });
 
-  const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes);
+  const { admission, interceptor } = admissionFor(topology, metrics, security, log);
+  const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes, [interceptor]);
   const port = await serveRpc(servers, {
     dispatcher,
     log,
@@ -240,7 +244,8 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     faults: opts.faults,
     onCall: () => lag.busy(),
     sessions,
-  }).catch((e: unknown) => closeAndThrow(e, cm, catalog, store, lag));
+    admission,
+  }).catch((e: unknown) => closeAndThrow(e, cm, catalog, store, lag, admission));
   cm.setPeers(peerGroupsFor(topology(), info));
   const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
   const metricsServer = metricsAddress
@@ -250,7 +255,10 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   lag.start();
   catalog.warm((message, fields) => log.warn(message, fields));
   logServing(log, info, port, topology().federation, metricsServer ? metricsAddress : undefined);
-  source.run((t) => cm.setPeers(peerGroupsFor(t, info)));
+  source.run((t) => {
+    cm.setPeers(peerGroupsFor(t, info));
+    admission.configureClients(t.clients);
+  });
 
   let closing: Promise<void> | undefined;
   /** Health NOT_SERVING, no new calls, in-flight ones get `graceMs`, then everything closes. Once. */
@@ -265,6 +273,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
       await metricsServer?.close();
       await store.close();
       lag.close();
+      admission.close();
       await tracing.shutdown();
       log.info('broker stopped');
     })());

@@ -34,6 +34,8 @@ export interface CallContext {
   peer: string;
   /** The call's trace context (its server span): the parent of the spans its work makes (see tracing.ts). */
   trace: Context;
+  /** The call's admission: an Aggregate sets its cost (the pods its plan asks) here once planned. */
+  admitted?: { setCost(pods: number): void };
 }
 
 /** Share of the time left that a hop keeps back, so its (partial) answer reaches its caller in time. */

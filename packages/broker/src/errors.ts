@@ -9,6 +9,8 @@ import { codeName } from '@wanas/proto';
 export class BrokerError extends Error {
   /** A serialized google.rpc.Status sent as the `grpc-status-details-bin` trailer (rich error details). */
   statusDetails: Uint8Array | undefined;
+  /** A load refusal's retry pushback, sent as the `grpc-retry-pushback-ms` trailer (gRPC A6). */
+  pushbackMs: number | undefined;
 
   constructor(
     readonly code: status,
@@ -23,6 +25,16 @@ export class BrokerError extends Error {
   toServiceError(): Partial<ServiceError> {
     return { code: this.code, details: this.details, metadata: new Metadata() };
   }
+}
+
+/** Header of a refusal's retry pushback (gRPC A6): a client waits this long, ms, before trying again. */
+export const PUSHBACK_HEADER = 'grpc-retry-pushback-ms';
+
+/** RESOURCE_EXHAUSTED for load, with the retry pushback a well-behaved client honours. */
+export function overloaded(message: string, pushbackMs: number): BrokerError {
+  const err = new BrokerError(status.RESOURCE_EXHAUSTED, message);
+  err.pushbackMs = pushbackMs;
+  return err;
 }
 
 /** INVALID_ARGUMENT naming the bad field. */

@@ -1,13 +1,14 @@
 import { status } from '@grpc/grpc-js';
 
 /**
- * Codes that say something about the peer (it is down, overloaded, too slow or broken), as opposed to
- * the caller's own mistakes. Breakers count these as failures; caller errors count as successes.
+ * Codes that say something about the peer (it is down, too slow or broken), as opposed to the caller's
+ * own mistakes. Breakers count these as failures; caller errors count as successes. RESOURCE_EXHAUSTED is
+ * not one: a peer that refuses work for load is busy, not broken (it answered at once), and counting it
+ * opened breakers and sent the refused work to its twins, more load where there was too much.
  */
 const PEER_FAILURE_CODES: ReadonlySet<number> = new Set([
   status.UNAVAILABLE,
   status.DEADLINE_EXCEEDED,
-  status.RESOURCE_EXHAUSTED,
   status.INTERNAL,
   status.UNKNOWN,
 ]);

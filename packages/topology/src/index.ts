@@ -10,3 +10,4 @@ export * from './topology-source';
 export * from './discovery';
 export * from './stable-json';
 export * from './token';
+export * from './topology-schema-admission';

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { checkServices, operationEntrySchema, serviceSchema } from './topology-schema-operations';
+import { admissionSchema, clientsSchema } from './topology-schema-admission';
 
 /** Names of federations, sites, pods and brokers: DNS-label-like, so they fit Kubernetes names too. */
 const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -185,6 +186,8 @@ const settingsSchema = z
     sessionsPerPeer: z.number().int().min(1).max(16).default(1),
     /** Requests in flight on one session, at most; more wait for a turn (back-pressure). */
     sessionMaxInFlight: z.number().int().min(1).max(100_000).default(1024),
+    /** Admission by measured delay at every hop (see topology-schema-admission.ts and the README's "Overload"). */
+    admission: admissionSchema,
   })
   .prefault({});
 
@@ -275,6 +278,8 @@ export const topologySchema = z
     services: z.record(z.string(), serviceSchema).default({}),
     /** Operations from configuration and plug-in modules, beside the built-in ones. */
     operations: z.array(operationEntrySchema).max(1000).default([]),
+    /** Client identities' weights and hard quotas at a busy broker; unlisted clients weigh 1. */
+    clients: clientsSchema,
     sites: z.array(siteSchema).min(1, 'a federation needs at least one site'),
   })
   .superRefine((t, ctx) => {

@@ -229,3 +229,46 @@ describe('topology: services and operations', () => {
     ]);
   });
 });
+
+describe('topology: admission and clients', () => {
+  it('fills admission defaults and takes clients with weights and quotas', () => {
+    const t = parseTopology({
+      ...good,
+      clients: [
+        { name: 'token:portal', weight: 3 },
+        { name: 'reports', maxInFlight: 5, ratePerSecond: 20 },
+      ],
+    });
+    expect(t.settings.admission).toEqual({
+      adaptive: true,
+      targetDelayMs: 10,
+      latencyTolerance: 2,
+      initialPods: 512,
+      minPods: 16,
+    });
+    expect(t.clients).toEqual([
+      { name: 'token:portal', weight: 3 },
+      { name: 'reports', weight: 1, maxInFlight: 5, ratePerSecond: 20 },
+    ]);
+  });
+
+  it('names every bad field of admission and clients', () => {
+    const found = issues({
+      ...good,
+      settings: { admission: { targetDelayMs: 0, latencyTolerance: 1, fairness: true } },
+      clients: [{ name: 'a b' }, { name: 'x', weight: 0 }, { name: 'x' }, { name: 'y', maxInFlight: 0.5 }],
+    });
+    const has = (path: string, text: string) =>
+      expect(found.some((i) => i.startsWith(`${path}: `) && i.includes(text))).toBe(true);
+    has('settings.admission', 'Unrecognized key: "fairness"');
+    has('settings.admission.targetDelayMs', '>=1');
+    has('settings.admission.latencyTolerance', '>=1.1');
+    has('clients[0].name', 'letters, digits');
+    has('clients[1].weight', '>=0.01');
+    has('clients[3].maxInFlight', 'int');
+    // Duplicates are named once the entries themselves are valid.
+    expect(issues({ ...good, clients: [{ name: 'x' }, { name: 'x' }] })).toEqual([
+      'clients[1].name: duplicate client "x"',
+    ]);
+  });
+});

@@ -62,6 +62,8 @@ export interface Topology {
   services: TopologyDoc['services'];
   /** Configured operations and plug-in modules, in file order. */
   operations: TopologyDoc['operations'];
+  /** Client identities' weights and quotas at a busy broker (unlisted clients weigh 1). */
+  clients: TopologyDoc['clients'];
   /** Sites in file order, each with its pods in file order. */
   sites: { name: string; pods: PodInfo[] }[];
   /** Every broker by id. */
@@ -148,6 +150,7 @@ export function parseTopology(doc: unknown, file?: string): Topology {
     security: t.security,
     tracing: t.tracing,
     services: t.services,
+    clients: t.clients,
     operations: t.operations,
     sites,
     brokers,

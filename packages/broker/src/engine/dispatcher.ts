@@ -97,6 +97,8 @@ export class Dispatcher {
     onPod?: (pod: PodResult) => void,
   ): Promise<AggregateResponse> {
     const plan = this.planAggregate(req, ctx, onPod !== undefined);
+    // Admitted at the federation's size before it was decoded; its real weight is the pods it asks.
+    ctx.admitted?.setCost(plan.pods.length);
     const results = await this.execute(plan, ctx, onPod);
     this.deps.metrics.pods(
       'aggregate',

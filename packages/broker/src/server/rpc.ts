@@ -4,9 +4,12 @@ import { ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
 import type { CallContext, ServedCall } from '../call-context';
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError, PUSHBACK_HEADER, overloaded, toBrokerError } from '../errors';
+import { isRefusal, type Admission, type Ticket } from './admission/admission';
+import { ticketOf } from './admission/interceptor';
 import type { BrokerMetrics, RequestKind } from '../telemetry/metrics';
 import { isValidCorrelationId } from '../request-limits';
+import { LogSampler } from '../telemetry/log-sampler';
 import type { BrokerSecurity, CallerKind } from './security';
 import { OFF_SPAN, endSpan, injectTraceparent, logIds, serverSpan } from '../telemetry/tracing';
 
@@ -24,8 +27,11 @@ export interface RpcDeps {
   log: Logger;
   metrics: BrokerMetrics;
   security: BrokerSecurity;
-  /** The in-flight limits in force (they follow topology reloads). */
-  limits: () => { maxInFlightAggregates: number; maxInFlightFederation: number };
+  /**
+   * Admission (adaptive limits, fair shares, deadlines, the fixed caps). Client calls arrive admitted by the
+   * server's interceptor (see `admission/interceptor.ts`); federation requests are admitted here.
+   */
+  admission: Admission;
   faults?: FaultInjection;
   /** Called as each call is admitted (the saturation monitor measures only while calls arrive). */
   onCall?: () => void;
@@ -67,8 +73,7 @@ const CANCELLED_BY_CALLER = new Error('the caller cancelled the call');
  * error to a gRPC status (with rich details when the error carries them). Handlers stay thin.
  */
 export class Rpc {
-  private readonly inFlight: Record<CallerKind, number> = { client: 0, broker: 0 };
-
+  private readonly sampler = new LogSampler();
   constructor(private readonly deps: RpcDeps) {
     const slow = deps.faults?.slowFederation;
     if (slow) deps.log.warn('FAULT INJECTION: delaying some federation requests on purpose', slow);
@@ -134,6 +139,7 @@ export class Rpc {
     if (err.cause) this.deps.log.error('request failed', { correlationId, error: String(err.cause) });
     const metadata = correlationMetadata(correlationId);
     if (err.statusDetails) metadata.set('grpc-status-details-bin', Buffer.from(err.statusDetails));
+    if (err.pushbackMs !== undefined) metadata.set(PUSHBACK_HEADER, String(err.pushbackMs));
     return { err, status: { code: err.code, details: err.details, metadata } };
   }
 
@@ -156,7 +162,7 @@ export class Rpc {
     ctx.trace = traced.ctx;
     let release: (() => void) | undefined;
     try {
-      release = this.admit(call, route.caller, !route.unlimited);
+      release = this.admit(call, route, ctx);
       const delay = route.caller === 'broker' ? this.injectedDelay() : undefined;
       if (delay) await delay;
       if (route.acknowledge && !call.cancelled) call.sendMetadata(new grpc.Metadata());
@@ -175,23 +181,29 @@ export class Rpc {
   }
 
   /**
-   * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and a broker
-   * at its in-flight limit answers RESOURCE_EXHAUSTED at once, before any work. Returns the release.
+   * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and work the
+   * broker cannot take now RESOURCE_EXHAUSTED with a reason and a retry pushback, before any work. A client
+   * call comes admitted by the interceptor (its ticket on the metadata). Returns the release.
    */
-  private admit(call: ServedCall, need: CallerKind, limited: boolean): () => void {
-    this.deps.security.authorize(call, need);
-    if (!limited) return () => undefined;
-    const limits = this.deps.limits();
-    const max = need === 'client' ? limits.maxInFlightAggregates : limits.maxInFlightFederation;
-    if (this.inFlight[need] >= max) {
-      throw new BrokerError(
-        grpc.status.RESOURCE_EXHAUSTED,
-        `broker at its limit of ${max} in-flight ${need === 'client' ? 'aggregates' : 'federation requests'}; retry later or on another broker`,
-      );
-    }
-    this.inFlight[need]++;
+  private admit<Req>(call: ServedCall, route: Route<Req>, ctx: IncomingCall): () => void {
+    this.deps.security.authorize(call, route.caller);
+    if (route.unlimited) return () => undefined;
     this.deps.onCall?.();
-    return () => this.inFlight[need]--;
+    let ticket: Ticket | undefined = route.caller === 'client' ? ticketOf(call.metadata) : undefined;
+    if (!ticket) {
+      const cls = route.caller === 'client' ? 'aggregate' : 'federation';
+      const decision = this.deps.admission.admit(
+        cls,
+        ctx.peer,
+        ctx.deadline,
+        cls === 'federation' ? 1 : undefined,
+      );
+      if (isRefusal(decision)) throw overloaded(decision.message, decision.pushbackMs);
+      ticket = decision;
+    }
+    ctx.admitted = ticket;
+    const admitted = ticket;
+    return () => admitted.release();
   }
 
   /** Resolves at once, or late on purpose for the share of federation requests fault injection slows. */
@@ -220,7 +232,11 @@ export class Rpc {
     this.deps.metrics.served(route.service, route.method, route.type, code, latencyMs / 1000);
     const level = code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN ? 'error' : 'info';
     if (!this.deps.log.isLevelEnabled(level)) return;
+    // Info lines are sampled past a budget a second (each written one counts those left out before it).
+    const sampledOut = level === 'info' ? this.sampler.take() : 0;
+    if (sampledOut === false) return;
     this.deps.log.log(level, 'served', {
+      ...(sampledOut ? { sampledOut } : {}),
       correlationId: clip(ctx.correlationId),
       operation: clip(route.operation(req)),
       kind: route.kind,
@@ -263,6 +279,8 @@ class IncomingCall implements CallContext {
   span: Span = OFF_SPAN;
   /** The context holding {@link span}, for the spans the call's work makes. */
   trace: Context = ROOT_CONTEXT;
+  /** The call's admission (undefined for calls admission does not limit). */
+  admitted: Ticket | undefined;
   private controller: AbortController | undefined;
   private finished = false;
 

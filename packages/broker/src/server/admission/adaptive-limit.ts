@@ -1,0 +1,189 @@
+/**
+ * A concurrency limit that follows measured delay (the idea of Netflix's Gradient2 and Envoy's adaptive
+ * concurrency, with CoDel's "standing queue" test): once per interval it looks at two signals —
+ * the broker's own queueing delay (how late its event loop ran, the least of the interval: a queue that
+ * did not drain) and the latency of the work it admitted, against that latency unloaded — and lowers the
+ * limit multiplicatively when either says work waits, or raises it additively when the limit was in use
+ * and nothing waits. Pure: the clock and the delay reading are injected, so tests run on virtual time.
+ */
+
+/** How often the limit is re-evaluated, ms. */
+export const LIMIT_INTERVAL_MS = 100;
+/**
+ * Smallest factor applied to the limit when work waits (one step per interval): the step is the ratio of
+ * the tolerated to the measured delay (or latency), so a queue just past its target trims the limit a
+ * little and a long one cuts it by up to this much. Measured on the 2-core bench: a fixed ×0.85 step on
+ * every noisy interval kept the limit at a third of what the federation could do.
+ */
+export const DECREASE_FACTOR = 0.5;
+/** Share of the limit added per interval when the limit was in use and nothing waited (at least 1). */
+export const INCREASE_SHARE = 0.1;
+/** The limit counts as in use when the peak in flight in an interval reached this share of it. */
+export const IN_USE_SHARE = 0.6;
+/** The unloaded latency is the least interval median seen in this window, ms (it forgets slowly). */
+export const BASELINE_WINDOW_MS = 30_000;
+/** Most the baseline may grow when its window expires (a federation that became slower is learnt in steps). */
+export const BASELINE_GROWTH = 1.25;
+/**
+ * The limit is lowered only when the interval's peak in flight was at least this many times its minimum:
+ * below, the broker's own work is too little to be why it waits (measured on the 2-core bench: at a quarter
+ * of capacity, a busy machine's scheduler alone made the loop late and the limit refused light load).
+ */
+export const OWN_LOAD_FACTOR = 2;
+/**
+ * An interval's latency counts (for the baseline and as a signal) only with at least this many answers: a
+ * lucky one or two set a baseline no loaded interval could meet, and one slow request lowered the limit.
+ */
+export const MIN_BASELINE_SAMPLES = 5;
+/** Latency samples kept per interval, at most (the median of a reservoir). */
+const MAX_SAMPLES = 256;
+
+/**
+ * What the limit did in its last interval. `idle`: nothing admitted, unchanged. `steady`: unchanged (in use
+ * below the limit, or latency between halfway to its tolerance and the tolerance). `raised`: in use near the limit with no queueing: one step up. `lowered`: queueing delay
+ * above target or latency above tolerance: one step down.
+ */
+export type LimitVerdict = 'idle' | 'steady' | 'raised' | 'lowered';
+
+/** Settings of an {@link AdaptiveLimit}. */
+export interface AdaptiveLimitOptions {
+  /** The limit before anything is measured. */
+  initial: number;
+  /** The limit never falls below this. */
+  min: number;
+  /** The limit never rises above this (the fixed hard cap). */
+  max: () => number;
+  /** Queueing delay tolerated before the limit falls, ms. */
+  targetDelayMs: number;
+  /** Latency may grow to this many times its unloaded level before the limit falls. */
+  latencyTolerance: number;
+  /** The clock, ms. */
+  now: () => number;
+  /** The least queueing delay seen since the last call, ms (reset by the call). */
+  queueDelayMs: () => number;
+  /** Work in flight now (an interval with work still in flight is not idle). */
+  inFlight?: () => number;
+}
+
+/** An adaptive limit on work in flight (see the file's comment). */
+export class AdaptiveLimit {
+  private limitValue: number;
+  private intervalStart: number;
+  private samples: number[] = [];
+  private peakInFlight = 0;
+  /** The least interval median seen, with when it was seen (forgotten after {@link BASELINE_WINDOW_MS}). */
+  private baseline: { ms: number; at: number } | undefined;
+  /** What the last evaluation decided, with its inputs (for metrics and tests). */
+  last: { verdict: LimitVerdict; queueDelayMs: number; latencyMs: number | undefined } = {
+    verdict: 'idle',
+    queueDelayMs: 0,
+    latencyMs: undefined,
+  };
+
+  constructor(private readonly opts: AdaptiveLimitOptions) {
+    this.limitValue = Math.max(opts.min, Math.min(opts.initial, opts.max()));
+    this.intervalStart = opts.now();
+  }
+
+  /** The limit in force now (whole units of work). */
+  get limit(): number {
+    this.maybeEvaluate();
+    return Math.floor(this.limitValue);
+  }
+
+  /** The unloaded latency it compares with, ms (undefined before the first measured interval). */
+  get baselineMs(): number | undefined {
+    return this.baseline?.ms;
+  }
+
+  /** Work in flight now (after an admission): tracks the interval's peak. */
+  noteInFlight(inFlight: number): void {
+    if (inFlight > this.peakInFlight) this.peakInFlight = inFlight;
+  }
+
+  /** An admitted unit of work finished after `latencyMs`. */
+  sample(latencyMs: number): void {
+    if (this.samples.length < MAX_SAMPLES) this.samples.push(latencyMs);
+    else this.samples[Math.floor(Math.random() * MAX_SAMPLES)] = latencyMs;
+    this.maybeEvaluate();
+  }
+
+  /** Re-evaluates once an interval has passed (called on every read and sample; no timer of its own). */
+  private maybeEvaluate(): void {
+    const now = this.opts.now();
+    if (now - this.intervalStart < LIMIT_INTERVAL_MS) return;
+    this.evaluate(now);
+  }
+
+  /** The one place the limit changes. */
+  private evaluate(now: number): void {
+    const queueDelayMs = this.opts.queueDelayMs();
+    // A median of a few answers says more about those requests (a slow operation, a client's long timeout)
+    // than about the broker: latency speaks only with enough of them.
+    const latencyMs = this.samples.length >= MIN_BASELINE_SAMPLES ? median(this.samples) : undefined;
+    const base = this.updateBaseline(latencyMs, now);
+    const tolerated = base === undefined ? undefined : base * this.opts.latencyTolerance;
+    // How far each signal is past what is tolerated: 1 when within it.
+    const factor = Math.max(
+      DECREASE_FACTOR,
+      Math.min(
+        1,
+        queueDelayMs > this.opts.targetDelayMs ? this.opts.targetDelayMs / queueDelayMs : 1,
+        latencyMs !== undefined && tolerated !== undefined && latencyMs > tolerated
+          ? tolerated / latencyMs
+          : 1,
+      ),
+    );
+    // Work this small is not what makes the broker wait (another process, a GC): lowering would only refuse.
+    const waits = factor < 1 && this.peakInFlight >= this.opts.min * OWN_LOAD_FACTOR;
+    const inUse = this.peakInFlight >= this.limitValue * IN_USE_SHARE;
+    // A band between raising and lowering: latency already past halfway to its tolerance holds the limit
+    // (the signal lags by a round trip, and raising into it overshot into missed deadlines).
+    const roomToGrow =
+      latencyMs === undefined ||
+      base === undefined ||
+      latencyMs <= base * (1 + (this.opts.latencyTolerance - 1) / 2);
+    let verdict: LimitVerdict;
+    if (this.samples.length === 0 && this.peakInFlight === 0) verdict = 'idle';
+    else if (waits) {
+      verdict = 'lowered';
+      // From what was in flight, not from the limit: a generous limit far above the load would otherwise
+      // take several intervals to bind while the queue grows.
+      this.limitValue = Math.max(this.opts.min, Math.min(this.limitValue, this.peakInFlight) * factor);
+    } else if (inUse && roomToGrow) {
+      verdict = 'raised';
+      this.limitValue = Math.min(
+        this.opts.max(),
+        this.limitValue + Math.max(1, this.limitValue * INCREASE_SHARE),
+      );
+    } else if (!inUse && this.limitValue < this.opts.initial) {
+      // Nothing waits and the load is light: relax back towards the initial limit, so a burst after a busy
+      // spell is not refused for a limit the busy spell set.
+      verdict = 'raised';
+      this.limitValue = Math.min(this.opts.initial, this.limitValue * (1 + INCREASE_SHARE));
+    } else verdict = 'steady';
+    this.limitValue = Math.min(this.limitValue, this.opts.max());
+    this.last = { verdict, queueDelayMs, latencyMs };
+    this.samples = [];
+    this.peakInFlight = this.opts.inFlight?.() ?? 0;
+    this.intervalStart = now;
+  }
+
+  /**
+   * The unloaded latency: the least interval median, kept for {@link BASELINE_WINDOW_MS}; then the next
+   * interval's median replaces it, at most {@link BASELINE_GROWTH} times the old (a new site far away is learnt).
+   */
+  private updateBaseline(latencyMs: number | undefined, now: number): number | undefined {
+    if (latencyMs === undefined) return this.baseline?.ms;
+    if (!this.baseline || latencyMs <= this.baseline.ms) this.baseline = { ms: latencyMs, at: now };
+    else if (now - this.baseline.at > BASELINE_WINDOW_MS)
+      // Forgets slowly: a loaded median cannot become the baseline at once and let the limit creep up.
+      this.baseline = { ms: Math.min(latencyMs, this.baseline.ms * BASELINE_GROWTH), at: now };
+    return this.baseline.ms;
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}

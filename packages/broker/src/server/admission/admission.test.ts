@@ -1,0 +1,296 @@
+import { AdaptiveLimit, DECREASE_FACTOR, LIMIT_INTERVAL_MS } from './adaptive-limit';
+import { Admission, isRefusal, type Refusal, type Ticket } from './admission';
+import { QueueDelay, PROBE_INTERVAL_MS, IDLE_AFTER_MS } from './queue-delay';
+
+/** A virtual clock with timers, for the queue-delay monitor. */
+function virtualClock() {
+  let now = 0;
+  const timers: { at: number; fn: () => void }[] = [];
+  return {
+    now: () => now,
+    setTimeout: (fn: () => void, ms: number) => {
+      timers.push({ at: now + ms, fn });
+      return {};
+    },
+    /** Advances to `to`; each timer fires `lateMs` after it was due (a busy loop). */
+    advance(by: number, lateMs = 0) {
+      const end = now + by;
+      for (;;) {
+        timers.sort((a, b) => a.at - b.at);
+        const t = timers[0];
+        if (!t || t.at + lateMs > end) break;
+        timers.shift();
+        now = t.at + lateMs;
+        t.fn();
+      }
+      now = end;
+    },
+    pending: () => timers.length,
+  };
+}
+
+const SETTINGS = {
+  adaptive: true,
+  targetDelayMs: 5,
+  latencyTolerance: 2,
+  initialPods: 60,
+  minPods: 6,
+};
+
+function admissionOn(clock: { now: () => number }, delay: { ms: number }, settings = SETTINGS) {
+  return new Admission({
+    settings: () => settings,
+    hardCaps: () => ({ aggregates: 512, federation: 2048 }),
+    defaultCost: () => 6,
+    clients: [
+      { name: 'vip', weight: 3 },
+      { name: 'capped', weight: 1, maxInFlight: 2 },
+    ],
+    now: clock.now,
+    queueDelay: {
+      busy: () => undefined,
+      read: () => delay.ms,
+      close: () => undefined,
+    } as unknown as QueueDelay,
+  });
+}
+
+describe('AdaptiveLimit (virtual time)', () => {
+  const make = (delay: { ms: number }, clock: { t: number }) =>
+    new AdaptiveLimit({
+      initial: 100,
+      min: 10,
+      max: () => 1000,
+      targetDelayMs: 5,
+      latencyTolerance: 2,
+      now: () => clock.t,
+      queueDelayMs: () => delay.ms,
+    });
+
+  it('falls by a step per interval while the queueing delay stays above target, never below its minimum', () => {
+    const clock = { t: 0 };
+    const delay = { ms: 20 };
+    const l = make(delay, clock);
+    const seen: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      l.noteInFlight(l.limit); // work keeps the limit full
+      clock.t += LIMIT_INTERVAL_MS;
+      l.sample(50);
+      seen.push(l.limit);
+    }
+    // 20 ms against a 5 ms target: the largest step down each interval.
+    expect(seen[0]).toBe(Math.floor(100 * DECREASE_FACTOR));
+    expect(seen[1]).toBe(Math.floor(100 * DECREASE_FACTOR * DECREASE_FACTOR));
+    // Down to where its own work is too little to be the cause (twice the minimum of 10), never below 10.
+    expect(seen[29]).toBeGreaterThanOrEqual(10);
+    expect(seen[29]).toBeLessThan(20);
+  });
+
+  it('is not lowered by one slow answer: latency speaks only with five answers in an interval', () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 0 }, clock);
+    l.noteInFlight(100);
+    for (let i = 0; i < 5; i++) l.sample(50);
+    clock.t += LIMIT_INTERVAL_MS;
+    l.sample(50);
+    const before = l.limit;
+    l.noteInFlight(100);
+    clock.t += LIMIT_INTERVAL_MS;
+    l.sample(1000); // a request whose own operation took a second
+    expect(l.limit).toBeGreaterThanOrEqual(before);
+  });
+
+  it('steps down from what is in flight, not from a limit far above it', () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 50 }, clock);
+    l.noteInFlight(40);
+    clock.t += LIMIT_INTERVAL_MS;
+    l.sample(50);
+    expect(l.limit).toBe(Math.floor(40 * DECREASE_FACTOR));
+  });
+
+  it('steps down in proportion to how far the delay is past its target', () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 6 }, clock);
+    l.noteInFlight(100);
+    clock.t += LIMIT_INTERVAL_MS;
+    l.sample(50);
+    expect(l.limit).toBe(Math.floor((100 * 5) / 6));
+  });
+
+  it('rises while in use with no queueing, and stays put when the load is below it (app-limited)', () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 0 }, clock);
+    for (let i = 0; i < 5; i++) {
+      l.noteInFlight(l.limit);
+      clock.t += LIMIT_INTERVAL_MS;
+      l.sample(50);
+    }
+    const raised = l.limit;
+    expect(raised).toBeGreaterThan(100);
+    for (let i = 0; i < 5; i++) {
+      l.noteInFlight(10);
+      clock.t += LIMIT_INTERVAL_MS;
+      l.sample(50);
+    }
+    expect(l.limit).toBe(raised);
+    expect(l.last.verdict).toBe('steady');
+  });
+
+  it('falls when admitted latency grows past tolerance × its unloaded level, even without local queueing', () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 0 }, clock);
+    l.noteInFlight(100);
+    for (let i = 0; i < 4; i++) l.sample(50);
+    clock.t += LIMIT_INTERVAL_MS;
+    l.sample(50); // five answers: enough to set the baseline
+    expect(l.baselineMs).toBe(50);
+    const before = l.limit;
+    l.noteInFlight(100);
+    for (let i = 0; i < 4; i++) l.sample(101);
+    clock.t += LIMIT_INTERVAL_MS;
+    l.sample(101);
+    expect(l.limit).toBeLessThan(before);
+    expect(l.last.verdict).toBe('lowered');
+  });
+});
+
+describe('QueueDelay (virtual time)', () => {
+  it('reads the least lateness of its probes since the last read, and stops timing when calls stop', () => {
+    const clock = virtualClock();
+    const q = new QueueDelay(clock);
+    expect(q.current).toBe('idle');
+    q.busy();
+    expect(q.current).toBe('timing');
+    clock.advance(100, 0);
+    expect(q.read()).toBe(0);
+    clock.advance(100, 12);
+    expect(q.read()).toBe(12);
+    clock.advance(IDLE_AFTER_MS + 10 * PROBE_INTERVAL_MS);
+    expect(q.current).toBe('idle');
+    expect(clock.pending()).toBe(0);
+  });
+
+  it('reads a loop blocked past the read as blocked that long (no probe fired)', () => {
+    const clock = virtualClock();
+    const q = new QueueDelay(clock);
+    q.busy();
+    q.read();
+    clock.advance(300, 1000); // no timer can fire: they are all 1 s late
+    expect(q.read()).toBeGreaterThanOrEqual(300 - PROBE_INTERVAL_MS);
+  });
+});
+
+describe('Admission', () => {
+  it('refuses past the limit at once with a reason and a pushback, and admits again once work is answered', () => {
+    const clock = { now: () => t };
+    let t = 0;
+    const a = admissionOn(clock, { ms: 0 });
+    const tickets: Ticket[] = [];
+    for (let i = 0; i < 10; i++) {
+      const d = a.admit('aggregate', 'heavy', undefined);
+      expect(isRefusal(d)).toBe(false);
+      tickets.push(d as Ticket);
+    }
+    const refused = a.admit('aggregate', 'heavy', undefined) as Refusal;
+    expect(refused.reason).toBe('limit');
+    expect(refused.message).toMatch(/60 of 60 pods in flight; retry after \d+ ms/);
+    expect(refused.pushbackMs).toBeGreaterThanOrEqual(20);
+    t += 10;
+    tickets.pop()!.release();
+    expect(isRefusal(a.admit('aggregate', 'heavy', undefined))).toBe(false);
+  });
+
+  it('weighs an Aggregate by the pods its plan asks once planned', () => {
+    let t = 0;
+    const a = admissionOn({ now: () => t }, { ms: 0 });
+    const small: Ticket[] = [];
+    for (
+      let d = a.admit('aggregate', 'heavy', undefined);
+      !isRefusal(d);
+      d = a.admit('aggregate', 'heavy', undefined)
+    ) {
+      d.setCost(2); // its plan asks 2 of the federation's 6 pods
+      small.push(d);
+    }
+    // 28 Aggregates of 2 pods where 10 of 6 fit: each is admitted at 6 (before it is planned), then weighs 2.
+    expect(small).toHaveLength(28);
+    expect(a.inFlight('aggregate')).toEqual({ cost: 56, calls: 28 });
+    small[0]!.release();
+    small[0]!.release(); // twice changes nothing
+    expect(a.inFlight('aggregate')).toEqual({ cost: 54, calls: 27 });
+    t++;
+  });
+
+  it('keeps room for a light client: a heavy one past its fair share is refused first', () => {
+    let t = 0;
+    const a = admissionOn({ now: () => t }, { ms: 0 });
+    a.admit('aggregate', 'light', undefined); // the light client is active (one call in flight)
+    const heavy: (Ticket | Refusal)[] = [];
+    for (let i = 0; i < 12; i++) heavy.push(a.admit('aggregate', 'heavy', undefined));
+    const refusedHeavy = heavy.filter(isRefusal);
+    // Work-conserving: the light client's room is what it uses (its peak, 6 pods, plus one call), not a
+    // fixed share — the heavy client gets 8 calls (48 pods) of the 60.
+    expect(heavy.length - refusedHeavy.length).toBe(8);
+    expect(refusedHeavy[0]!.reason).toBe('fair-share');
+    // The heavy client filled the broker to its busy mark; the light client still gets in.
+    expect(isRefusal(a.admit('aggregate', 'light', undefined))).toBe(false);
+    t++;
+  });
+
+  it('gives a weighted client its larger share, and holds a client to its in-flight quota', () => {
+    const t = 0;
+    const a = admissionOn({ now: () => t }, { ms: 0 });
+    a.admit('aggregate', 'plain', undefined);
+    let vip = 1;
+    a.admit('aggregate', 'vip', undefined);
+    while (!isRefusal(a.admit('aggregate', 'vip', undefined))) vip++;
+    expect(vip).toBeGreaterThanOrEqual(7); // 3 of 4 weights of 60 pods: 45 pods, 7 calls of 6
+    expect(isRefusal(a.admit('aggregate', 'capped', undefined))).toBe(false);
+    const b = admissionOn({ now: () => t }, { ms: 0 });
+    b.admit('aggregate', 'capped', undefined);
+    b.admit('aggregate', 'capped', undefined);
+    expect((b.admit('aggregate', 'capped', undefined) as Refusal).reason).toBe('quota');
+  });
+
+  it('refuses a call whose deadline is shorter than admitted work takes now', () => {
+    let t = 0;
+    const a = admissionOn({ now: () => t }, { ms: 0 });
+    const tickets = Array.from({ length: 5 }, () => a.admit('aggregate', 'c', undefined) as Ticket);
+    t += 80;
+    for (const tk of tickets) tk.release();
+    t += LIMIT_INTERVAL_MS;
+    a.limit('aggregate'); // the interval closes: 80 ms is what an Aggregate takes
+    const d = a.admit('aggregate', 'c', Date.now() + 30) as Refusal;
+    expect(d.reason).toBe('deadline');
+    expect(d.message).toMatch(/answers in about 80 ms/);
+    expect(isRefusal(a.admit('aggregate', 'c', Date.now() + 500))).toBe(false);
+  });
+
+  it('gives federation requests priority: a queueing delay that stops new Aggregates leaves them admitted', () => {
+    let t = 0;
+    const delay = { ms: 12 }; // above the 5 ms target, below 4 × 5 ms
+    const a = admissionOn({ now: () => t }, delay);
+    const fed: Ticket[] = [];
+    for (let i = 0; i < 200; i++) fed.push(a.admit('federation', 'peer', undefined) as Ticket);
+    const agg: Ticket[] = [];
+    for (let i = 0; i < 10; i++) agg.push(a.admit('aggregate', 'c', undefined) as Ticket);
+    for (let i = 0; i < 20; i++) {
+      t += LIMIT_INTERVAL_MS;
+      a.limit('aggregate');
+      a.limit('federation');
+    }
+    expect(a.limit('aggregate')).toBe(6);
+    expect(a.limit('federation')).toBe(2048);
+    expect(isRefusal(a.admit('federation', 'peer', undefined))).toBe(false);
+    expect((a.admit('aggregate', 'c', undefined) as Refusal).reason).toBe('limit');
+  });
+
+  it('with adaptive admission off, refuses only at the fixed caps', () => {
+    let t = 0;
+    const a = admissionOn({ now: () => t }, { ms: 100 }, { ...SETTINGS, adaptive: false });
+    for (let i = 0; i < 512; i++) expect(isRefusal(a.admit('aggregate', 'c', Date.now() + 1))).toBe(false);
+    expect((a.admit('aggregate', 'c', undefined) as Refusal).reason).toBe('hard-cap');
+    t++;
+  });
+});

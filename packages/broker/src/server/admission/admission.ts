@@ -1,0 +1,274 @@
+/**
+ * Admission at one broker: **admit once, at the entry, and finish what was admitted**. An Aggregate is
+ * weighed by its cost (the pods it asks) against an {@link AdaptiveLimit} that follows the broker's
+ * queueing delay and the latency of what it admitted; a client past its fair share is refused before one
+ * within it, once the room other active clients are likely to ask for is all that is left; a call whose deadline is shorter than the work usually takes is refused on arrival. A
+ * federation request (work an entry already admitted) has priority: its limit falls only at several times
+ * the queueing delay that stops new Aggregates, so a busy broker sheds new work first and finishes what
+ * the federation started. A refusal is RESOURCE_EXHAUSTED with a reason and a retry pushback (gRPC A6).
+ */
+import type { AdmissionSettings, ClientSettings } from '@wanas/topology';
+import { AdaptiveLimit } from './adaptive-limit';
+import { ClientShares, type ClientEntry } from './client-shares';
+import { QueueDelay } from './queue-delay';
+
+/** The two classes of work a broker admits. */
+export type WorkClass = 'aggregate' | 'federation';
+/**
+ * Why a call was refused. `limit`: the adaptive limit is reached. `fair-share`: the broker is busy and this
+ * client is past its share. `quota`: the client's configured in-flight or rate quota. `deadline`: its time
+ * left is shorter than the work takes. `hard-cap`: the fixed in-flight limit (maxInFlight*).
+ */
+export type RefusalReason = 'limit' | 'fair-share' | 'quota' | 'deadline' | 'hard-cap';
+
+/** Federation requests' limit falls only at this many times the queueing delay that stops new Aggregates. */
+export const FEDERATION_DELAY_FACTOR = 4;
+/** Share of the limit a client within its fair share may go past it by (bounded: the shares sum to the limit). */
+export const OVERDRAFT_SHARE = 0.5;
+/** Shortest and longest retry pushback sent with a refusal, ms. */
+export const MIN_PUSHBACK_MS = 20;
+export const MAX_PUSHBACK_MS = 2000;
+/** A federation request with less time left than this cannot be answered usefully, ms (a LAN hop and a margin). */
+export const MIN_FEDERATION_TIME_MS = 5;
+
+/** A refusal: its reason, the message sent, and the pushback. */
+export interface Refusal {
+  reason: RefusalReason;
+  message: string;
+  pushbackMs: number;
+}
+
+/** Admitted work: set its real cost once planned, release it when answered. */
+export interface Ticket {
+  readonly client: string;
+  /** Sets the cost (pods asked) once the plan is known (admitted at the broker's default cost). */
+  setCost(cost: number): void;
+  /** The work is answered (or gone): frees its share and measures its latency. */
+  release(): void;
+}
+
+/** What admission reads of its broker. */
+export interface AdmissionOptions {
+  settings: () => AdmissionSettings;
+  /** The fixed caps: Aggregates and federation requests in flight. */
+  hardCaps: () => { aggregates: number; federation: number };
+  /** An Aggregate's cost before it is planned: the pods of the federation. */
+  defaultCost: () => number;
+  clients: readonly ClientSettings[];
+  now?: () => number;
+  queueDelay?: QueueDelay;
+  /** Called on every decision (metrics). */
+  onDecision?: (cls: WorkClass, client: string, refused: RefusalReason | undefined) => void;
+}
+
+/** Per-class state: the limit and what is in flight. */
+interface ClassState {
+  limit: AdaptiveLimit;
+  cost: number;
+  calls: number;
+}
+
+/** A broker's admission (see the file's comment). */
+export class Admission {
+  readonly clients: ClientShares;
+  readonly queueDelay: QueueDelay;
+  private readonly now: () => number;
+  private readonly classes: Record<WorkClass, ClassState>;
+  /** The last queueing delay read, shared by both limits' evaluations within one interval. */
+  private delayReading = { at: -Infinity, ms: 0 };
+
+  constructor(private readonly opts: AdmissionOptions) {
+    this.now = opts.now ?? (() => performance.now());
+    this.queueDelay = opts.queueDelay ?? new QueueDelay();
+    this.clients = new ClientShares(this.now);
+    this.clients.configure(opts.clients);
+    const s = opts.settings();
+    const limit = (cls: WorkClass) =>
+      new AdaptiveLimit({
+        inFlight: () => this.classes[cls].cost,
+        initial: cls === 'aggregate' ? s.initialPods : opts.hardCaps().federation,
+        min: cls === 'aggregate' ? s.minPods : Math.min(s.minPods, opts.hardCaps().federation),
+        max: () =>
+          cls === 'aggregate'
+            ? Math.max(opts.settings().minPods, opts.hardCaps().aggregates * opts.defaultCost())
+            : opts.hardCaps().federation,
+        targetDelayMs: s.targetDelayMs * (cls === 'federation' ? FEDERATION_DELAY_FACTOR : 1),
+        latencyTolerance: cls === 'aggregate' ? s.latencyTolerance : Infinity,
+        now: this.now,
+        queueDelayMs: () => this.delay(),
+      });
+    this.classes = {
+      aggregate: { limit: limit('aggregate'), cost: 0, calls: 0 },
+      federation: { limit: limit('federation'), cost: 0, calls: 0 },
+    };
+  }
+
+  /** Applies a reloaded topology's `clients:`. */
+  configureClients(list: readonly ClientSettings[]): void {
+    this.clients.configure(list);
+  }
+
+  /**
+   * Admits a call or says why not. `deadline`: the caller's (epoch ms, undefined for none); `cost`: units
+   * of work (an Aggregate's pods; 1 for a federation request). Never throws.
+   */
+  admit(cls: WorkClass, clientName: string, deadline: number | undefined, cost?: number): Ticket | Refusal {
+    this.queueDelay.busy();
+    const st = this.classes[cls];
+    const client = this.clients.entry(clientName);
+    client.lastSeen = this.now();
+    const units = cost ?? (cls === 'aggregate' ? this.opts.defaultCost() : 1);
+    const refusal = this.check(cls, st, client, deadline, units);
+    this.opts.onDecision?.(cls, client.listed ? client.name : 'other', refusal?.reason);
+    if (refusal) return refusal;
+    return this.ticket(st, client, units);
+  }
+
+  /** The adaptive limit of a class now (pods for Aggregates, calls for federation requests). */
+  limit(cls: WorkClass): number {
+    return this.opts.settings().adaptive ? this.classes[cls].limit.limit : this.hardLimit(cls);
+  }
+
+  /** Work in flight in a class: cost units and calls. */
+  inFlight(cls: WorkClass): { cost: number; calls: number } {
+    const st = this.classes[cls];
+    return { cost: st.cost, calls: st.calls };
+  }
+
+  /**
+   * What an Aggregate needs now, ms: the last interval's median latency, but never more than the latency
+   * the limit steers to (tolerance × unloaded), so a slow spell cannot make every deadline look too short
+   * (refusing everything would leave nothing to measure the recovery by).
+   */
+  expectedMs(): number | undefined {
+    const l = this.classes.aggregate.limit;
+    const base = l.baselineMs;
+    if (base === undefined) return undefined;
+    const recent = l.last.latencyMs ?? base;
+    return Math.min(recent, base * this.opts.settings().latencyTolerance);
+  }
+
+  /** The last queueing delay measured, ms. */
+  get queueDelayMs(): number {
+    return this.delayReading.ms;
+  }
+
+  /** Stops the queueing-delay timer. */
+  close(): void {
+    this.queueDelay.close();
+  }
+
+  private check(
+    cls: WorkClass,
+    st: ClassState,
+    client: ClientEntry,
+    deadline: number | undefined,
+    units: number,
+  ): Refusal | undefined {
+    const caps = this.opts.hardCaps();
+    const cap = cls === 'aggregate' ? caps.aggregates : caps.federation;
+    if (st.calls >= cap)
+      return this.refuse('hard-cap', `broker at its limit of ${cap} in-flight ${plural(cls)}`);
+    if (cls === 'aggregate') {
+      if (client.maxInFlight !== undefined && client.calls >= client.maxInFlight)
+        return this.refuse(
+          'quota',
+          `client "${client.name}" at its quota of ${client.maxInFlight} in flight`,
+        );
+      if (!this.clients.takeToken(client))
+        return this.refuse(
+          'quota',
+          `client "${client.name}" over its quota of ${client.ratePerSecond}/s`,
+          this.clients.msToToken(client),
+        );
+    }
+    if (!this.opts.settings().adaptive) return undefined;
+    const limit = st.limit.limit; // re-evaluated first when an interval has passed
+    const left = deadline === undefined ? Infinity : deadline - Date.now();
+    const needed = cls === 'aggregate' ? this.expectedMs() : MIN_FEDERATION_TIME_MS;
+    if (needed !== undefined && left < needed)
+      return this.refuse(
+        'deadline',
+        `${Math.max(0, Math.round(left))} ms left; this broker answers in about ${Math.round(needed)} ms now`,
+      );
+    // One call is always admitted on an idle class, whatever its cost (a lone large Aggregate runs).
+    if (st.calls === 0) return undefined;
+    // A client within its fair share may overdraw the limit a little: a limit just lowered (or a heavy
+    // client's last call) must not refuse the light client that asked for its share.
+    const within = cls === 'aggregate' && client.cost + units <= this.clients.fairShare(client, limit);
+    const ceiling = within ? limit * (1 + OVERDRAFT_SHARE) : limit;
+    if (st.cost + units > ceiling)
+      return this.refuse('limit', `broker busy: ${st.cost} of ${limit} ${unit(cls)} in flight`);
+    if (cls === 'aggregate') {
+      const share = this.clients.fairShare(client, limit);
+      const reserve = this.clients.reserveForOthers(client, limit, this.opts.defaultCost());
+      if (client.cost + units > share && st.cost + units > limit - reserve)
+        return this.refuse(
+          'fair-share',
+          `broker busy and client "${client.name}" past its fair share (${Math.round(share)} of ${limit} pods)`,
+        );
+    }
+    return undefined;
+  }
+
+  private refuse(reason: RefusalReason, why: string, minPushbackMs = 0): Refusal {
+    const usual = this.expectedMs() ?? 100;
+    // About the time in-flight work takes to drain, jittered so refused clients do not return in step.
+    const pushbackMs = Math.round(
+      Math.min(MAX_PUSHBACK_MS, Math.max(MIN_PUSHBACK_MS, minPushbackMs, usual * (0.5 + Math.random()))),
+    );
+    const message = `${why}; retry after ${pushbackMs} ms or on another broker`;
+    return { reason, message, pushbackMs };
+  }
+
+  private ticket(st: ClassState, client: ClientEntry, units: number): Ticket {
+    const started = this.now();
+    let cost = units;
+    let released = false;
+    st.cost += cost;
+    st.calls++;
+    client.cost += cost;
+    client.calls++;
+    this.clients.admitted(client);
+    st.limit.noteInFlight(st.cost);
+    return {
+      client: client.name,
+      setCost: (next: number) => {
+        if (released || next === cost) return;
+        st.cost += next - cost;
+        client.cost += next - cost;
+        cost = next;
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        st.cost -= cost;
+        st.calls--;
+        client.cost -= cost;
+        client.calls--;
+        client.lastSeen = this.now();
+        st.limit.sample(this.now() - started);
+      },
+    };
+  }
+
+  private hardLimit(cls: WorkClass): number {
+    const caps = this.opts.hardCaps();
+    return cls === 'aggregate' ? caps.aggregates * this.opts.defaultCost() : caps.federation;
+  }
+
+  /** The queueing delay, read once per interval and shared by both classes' limits. */
+  private delay(): number {
+    const now = this.now();
+    if (now - this.delayReading.at >= 50) this.delayReading = { at: now, ms: this.queueDelay.read() };
+    return this.delayReading.ms;
+  }
+}
+
+/** True when admission refused the call. */
+export function isRefusal(x: Ticket | Refusal): x is Refusal {
+  return (x as Refusal).reason !== undefined;
+}
+
+const plural = (cls: WorkClass) => (cls === 'aggregate' ? 'aggregates' : 'federation requests');
+const unit = (cls: WorkClass) => (cls === 'aggregate' ? 'pods' : 'federation requests');

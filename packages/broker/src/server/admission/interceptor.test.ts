@@ -1,0 +1,124 @@
+import * as grpc from '@grpc/grpc-js';
+import { Admission } from './admission';
+import { admissionInterceptor, clientName, ticketOf } from './interceptor';
+import type { QueueDelay } from './queue-delay';
+
+/** A raw unary method: bytes in, bytes out. */
+const SERVICE = {
+  call: {
+    path: '/t.Test/Call',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (b: Buffer) => b,
+    requestDeserialize: (b: Buffer) => b,
+    responseSerialize: (b: Buffer) => b,
+    responseDeserialize: (b: Buffer) => b,
+  },
+} as const;
+
+describe('admission interceptor (a real grpc-js server)', () => {
+  let server: grpc.Server;
+  let client: grpc.Client & { call: (...a: unknown[]) => grpc.ClientUnaryCall };
+  let handled = 0;
+  const hold: (() => void)[] = [];
+  const refused: string[] = [];
+  const admission = new Admission({
+    settings: () => ({ adaptive: true, targetDelayMs: 10, latencyTolerance: 2, initialPods: 2, minPods: 1 }),
+    hardCaps: () => ({ aggregates: 100, federation: 100 }),
+    defaultCost: () => 1,
+    clients: [],
+    queueDelay: { busy: () => undefined, read: () => 0, close: () => undefined } as unknown as QueueDelay,
+  });
+
+  beforeAll(async () => {
+    server = new grpc.Server({
+      interceptors: [
+        admissionInterceptor({
+          admission,
+          paths: new Set(['/t.Test/Call']),
+          identity: () => undefined,
+          onRefused: (_path, who, r) => refused.push(`${who}:${r.reason}`),
+        }),
+      ],
+    });
+    server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
+      call: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        handled++;
+        expect(ticketOf(call.metadata)).toBeDefined();
+        hold.push(() => cb(null, Buffer.from('ok')));
+      },
+    });
+    const port = await new Promise<number>((res, rej) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? rej(e) : res(p),
+      ),
+    );
+    const Ctor = grpc.makeGenericClientConstructor(SERVICE as unknown as grpc.ServiceDefinition, 'Test');
+    client = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as typeof client;
+  });
+  afterAll(() => {
+    client.close();
+    server.forceShutdown();
+  });
+
+  const call = (who: string, deadlineMs = 5000) => {
+    const md = new grpc.Metadata();
+    md.set('x-wanas-client', who);
+    let trailer: grpc.Metadata | undefined;
+    let c: grpc.ClientUnaryCall | undefined;
+    const done = new Promise<{ code: number; details: string; pushback: string | undefined }>((resolve) => {
+      c = client.call(
+        Buffer.from('x'),
+        md,
+        { deadline: Date.now() + deadlineMs },
+        (e: grpc.ServiceError | null) =>
+          resolve({
+            code: e?.code ?? 0,
+            details: e?.details ?? '',
+            pushback: (e?.metadata ?? trailer)?.get('grpc-retry-pushback-ms')[0] as string | undefined,
+          }),
+      );
+      c.on('status', (s: grpc.StatusObject) => (trailer = s.metadata));
+    });
+    return { done, cancel: () => c!.cancel() };
+  };
+
+  const waitFor = async (what: () => boolean) => {
+    for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 5));
+    expect(what()).toBe(true);
+  };
+
+  it('refuses past the limit before the handler runs, with RESOURCE_EXHAUSTED and grpc-retry-pushback-ms', async () => {
+    const a = call('heavy');
+    const b = call('heavy');
+    await waitFor(() => handled === 2);
+    const third = await call('heavy').done;
+    expect(third.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(third.details).toMatch(/^broker busy: 2 of 2 pods in flight; retry after \d+ ms/);
+    expect(Number(third.pushback)).toBeGreaterThanOrEqual(20);
+    expect(handled).toBe(2);
+    expect(refused).toEqual(['heavy:limit']);
+    // Answered: their share is free again, and the next call is admitted.
+    hold.splice(0).forEach((answer) => answer());
+    expect((await a.done).code).toBe(0);
+    expect((await b.done).code).toBe(0);
+    expect(admission.inFlight('aggregate').calls).toBe(0);
+  });
+
+  it('frees the share of a call its caller cancelled', async () => {
+    const a = call('c');
+    await waitFor(() => admission.inFlight('aggregate').calls === 1);
+    a.cancel();
+    expect((await a.done).code).toBe(grpc.status.CANCELLED);
+    await waitFor(() => admission.inFlight('aggregate').calls === 0);
+    hold.splice(0).forEach((answer) => answer());
+  });
+
+  it('names a client by its certificate or token first, then the header, then the peer host', () => {
+    const md = new grpc.Metadata();
+    expect(clientName('token:portal', md, 'ipv4:10.0.0.1:5000')).toBe('token:portal');
+    expect(clientName(undefined, md, 'ipv4:10.0.0.1:5000')).toBe('ipv4:10.0.0.1');
+    md.set('x-wanas-client', 'reports');
+    expect(clientName(undefined, md, 'ipv4:10.0.0.1:5000')).toBe('reports');
+  });
+});
