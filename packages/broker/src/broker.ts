@@ -172,15 +172,26 @@ function sessionPoolFor(on: boolean, t: Topology, log: Logger): SessionPool | un
   });
 }
 
-/** The broker's metrics: calls, the connection manager's health, the hedge budget, the sites' round trips. */
+/**
+ * The budgets a broker's requests share (~10% of requests each): hedges (none while the broker is
+ * saturated), and failovers away from a peer that refused for load (busy is not broken).
+ */
+function requestBudgets(lag: LoopLag): { hedgeBudget: HedgeBudget; busyRetryBudget: HedgeBudget } {
+  return {
+    hedgeBudget: new HedgeBudget(undefined, undefined, undefined, () => lag.saturated()),
+    busyRetryBudget: new HedgeBudget(),
+  };
+}
+
+/** The broker's metrics: calls, the connection manager's health, the request budgets, the sites' round trips. */
 function brokerMetrics(
   info: BrokerInfo,
   cm: ConnectionManager,
-  hedgeBudget: HedgeBudget,
+  budgets: { hedgeBudget: HedgeBudget; busyRetryBudget: HedgeBudget },
   topology: () => Topology,
 ): BrokerMetrics {
   return new BrokerMetrics({ broker: info.id, site: info.site, pod: info.pod }, cm, {
-    hedgeBudget,
+    ...budgets,
     siteRoundTripMs: (site) => siteRoundTripMs(topology(), cm, site),
     remoteSites: () =>
       topology()
@@ -220,15 +231,16 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const cm = connectionManagerFor(topology(), security, opts, log);
   const store = await podStateFor(topology(), info, log).catch((e: unknown) => closeAndThrow(e, cm));
   const lag = saturationMonitor(log);
-  const hedgeBudget = new HedgeBudget(undefined, undefined, undefined, () => lag.saturated());
-  const metrics = brokerMetrics(info, cm, hedgeBudget, topology);
+  const budgets = requestBudgets(lag);
+  const { hedgeBudget, busyRetryBudget } = budgets;
+  const metrics = brokerMetrics(info, cm, { hedgeBudget, busyRetryBudget }, topology);
   metrics.storeUp(store.kind, () => store.health().state === 'up');
   const catalog = await operationsCatalog(
     { topology, site: info.site, pod: info.pod, brokerId: info.id, metrics: metrics.backendMetrics() },
     opts.operations,
   ).catch((e: unknown) => closeAndThrow(e, cm, store));
   const { registry } = catalog;
-  const deps = { self: info, topology, cm, registry, store, logger: log, metrics, hedgeBudget, sessions };
+  const deps = { self: info, topology, cm, registry, store, logger: log, metrics, sessions, ...budgets };
   const dispatcher = new Dispatcher(deps);
   const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started, store });
 

@@ -140,6 +140,24 @@ describe('AttemptLoop on a virtual clock', () => {
     expect(p.seen.map((s) => s.at - 1_000_000)).toEqual([0, 30, 50]);
   });
 
+  test("tries a busy peer's twin only with a retry token: without one the refusal is the answer", async () => {
+    const scripts = {
+      a: [{ fail: status.RESOURCE_EXHAUSTED, details: 'broker busy', afterMs: 3 }],
+      b: [{ answer: 'from b', afterMs: 10 }],
+    };
+    const spent = new HedgeBudget(0.1, 10, 0);
+    const p = peers(scripts);
+    const { outcome } = await run({ attempt: p.attempt, busyRetryBudget: spent });
+    expect(outcome).toMatchObject({ ok: false, code: status.RESOURCE_EXHAUSTED, message: 'broker busy' });
+    expect(codes(outcome)).toEqual([`a:${status.RESOURCE_EXHAUSTED}`]);
+    const withToken = peers(scripts);
+    const { outcome: retried } = await run({
+      attempt: withToken.attempt,
+      busyRetryBudget: new HedgeBudget(0.1, 10, 1),
+    });
+    expect(codes(retried)).toEqual([`a:${status.RESOURCE_EXHAUSTED}`, 'b:0']);
+  });
+
   test("the caller's own error is the answer: no failover", async () => {
     const p = peers({ a: [{ fail: status.INVALID_ARGUMENT, details: 'params.user: required', afterMs: 5 }] });
     const { outcome } = await run({ attempt: p.attempt });

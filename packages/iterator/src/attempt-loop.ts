@@ -67,7 +67,10 @@ export class AttemptLoop<C, R> {
     this.down = opts.source.targetDown?.(opts.target);
     this.order = this.down ? [] : opts.source.order(opts.target, opts.prefer);
     this.hedging = opts.idempotent && opts.hedge !== undefined;
-    if (!this.down) opts.hedge?.budget.deposit();
+    if (!this.down) {
+      opts.hedge?.budget.deposit();
+      opts.busyRetryBudget?.deposit();
+    }
   }
 
   /** Runs to the outcome. Never rejects; never outlives the overall deadline. */
@@ -224,6 +227,11 @@ export class AttemptLoop<C, R> {
     if (!isFailoverCode(code) || !(this.opts.idempotent || unreached)) {
       // The caller's error is the answer; a possibly-delivered write is never sent twice.
       if (this.inFlight.size === 0 || !isFailoverCode(code)) this.fail(code, message);
+      return;
+    }
+    if (code === status.RESOURCE_EXHAUSTED && this.opts.busyRetryBudget?.tryWithdraw() === false) {
+      // A busy peer's refusal, and no retry token: the refusal is the answer (an attempt in flight may still win).
+      if (this.inFlight.size === 0) this.fail(code, message);
       return;
     }
     if (this.launch(false) || this.inFlight.size > 0 || this.maybeWaitForReconnect()) return;

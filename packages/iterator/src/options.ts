@@ -133,6 +133,12 @@ export interface ConnectionIteratorOptions<C, R> {
   idempotent: boolean;
   /** Hedging (off when unset; ignored for non-idempotent requests). */
   hedge?: HedgeOptions;
+  /**
+   * Busy is not broken: after a peer refused for load (RESOURCE_EXHAUSTED), its twin is tried only with a
+   * token of this budget (shared by the broker's requests, ~10% of them); without one the refusal is the
+   * answer, so a busy pod's load is not sent round its brokers. Unset: such failovers are not limited.
+   */
+  busyRetryBudget?: Pick<HedgeBudget, 'deposit' | 'tryWithdraw'>;
   /** Among equally good endpoints, try these first (e.g. a representative in the pod a search starts with). */
   prefer?: (endpoint: Endpoint) => boolean;
   /** Caller cancellation: aborting cancels every attempt. */

@@ -52,6 +52,8 @@ export interface DispatcherDeps {
   logger: Logger;
   metrics: BrokerMetrics;
   hedgeBudget: HedgeBudget;
+  /** Failovers away from a peer that refused for load spend a token of this budget (see the iterator). */
+  busyRetryBudget?: HedgeBudget;
   /** Sessions to peers (undefined: every request is a unary call). */
   sessions?: SessionPool;
 }

@@ -44,6 +44,8 @@ export interface LegDeps {
   logger: Logger;
   metrics: BrokerMetrics;
   hedgeBudget: HedgeBudget;
+  /** Failovers away from a peer that refused for load spend a token of it (unset: not limited). */
+  busyRetryBudget?: HedgeBudget;
   /** Sessions to peers: a request goes as a frame on one when it is open (else as a unary call). */
   sessions?: SessionPool;
 }
@@ -206,6 +208,7 @@ export class LegRunner {
       idempotent: plan.op.idempotent || !!plan.idempotencyKey,
       // A representative that acknowledged a SiteRequest is alive and hedges its own pods over its LAN.
       hedge: plan.hedge ? { budget: this.deps.hedgeBudget, onlyUnacknowledged: kind === 'site' } : undefined,
+      busyRetryBudget: this.deps.busyRetryBudget,
       prefer,
       signal,
       attempt: (client, ep, deadline, mode) => {

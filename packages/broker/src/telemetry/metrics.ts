@@ -11,6 +11,8 @@ const LATENCY_BUCKETS_S = [
 /** What the metrics read at scrape time besides the connection manager. */
 export interface MetricSources {
   hedgeBudget: { stats(): { suppressed: number; denied: number } };
+  /** Failovers away from a peer that refused for load: tokens spent (`hedges`) and refused (`denied`). */
+  busyRetryBudget?: { stats(): { hedges: number; denied: number } };
   /** The measured round trip to a remote site, ms (undefined before any answer). */
   siteRoundTripMs(site: string): number | undefined;
   remoteSites(): string[];
@@ -359,6 +361,20 @@ function registerBudgetAndDistance(registry: Registry, more: MetricSources): voi
       this.inc({ reason: 'overloaded' }, suppressed);
     },
   });
+  const retries = more.busyRetryBudget;
+  if (retries)
+    new Counter({
+      name: 'wanas_busy_retries_total',
+      help: 'Failovers after a peer refused for load (RESOURCE_EXHAUSTED): outcome="sent" (a retry token spent), outcome="denied" (no token: the refusal was the answer).',
+      labelNames: ['outcome'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const { hedges, denied } = retries.stats();
+        this.inc({ outcome: 'sent' }, hedges);
+        this.inc({ outcome: 'denied' }, denied);
+      },
+    });
   new Gauge({
     name: 'wanas_site_round_trip_seconds',
     help: 'Per remote site: the fastest usual answer of any of its brokers (about one WAN round trip), seconds.',
