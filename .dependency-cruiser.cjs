@@ -74,14 +74,18 @@ module.exports = {
         'federation sessions carry requests as frames, both ways; they know nothing of how requests are planned or served',
       severity: 'error',
       from: { path: '^packages/broker/src/session/', pathNot: notTests },
-      to: { path: '^packages/broker/src/(engine|server|operations|store)/|^packages/broker/src/broker' },
+      to: {
+        path: '^packages/broker/src/(engine|server|operations|store|ledger)/|^packages/broker/src/broker',
+      },
     },
     {
       name: 'telemetry-below-everything',
       comment: 'logs, metrics and traces are told what happens; they decide nothing and call nothing back',
       severity: 'error',
       from: { path: '^packages/broker/src/telemetry/', pathNot: notTests },
-      to: { path: '^packages/broker/src/(engine|server|operations|store)/|^packages/broker/src/broker' },
+      to: {
+        path: '^packages/broker/src/(engine|server|operations|store|ledger)/|^packages/broker/src/broker',
+      },
     },
     {
       name: 'operations-and-store-below-the-engine',
@@ -89,6 +93,16 @@ module.exports = {
       severity: 'error',
       from: { path: '^packages/broker/src/(operations|store)/', pathNot: notTests },
       to: { path: '^packages/broker/src/(engine|server)/|^packages/broker/src/broker' },
+    },
+    {
+      name: 'ledger-below-the-store',
+      comment:
+        "the exactly-once ledger (claim, settle, replay) is a room of its own: the stores hold it, it knows no store's inventory, nor operations, engine or server",
+      severity: 'error',
+      from: { path: '^packages/broker/src/ledger/', pathNot: notTests },
+      to: {
+        path: '^packages/broker/src/(engine|server|operations|session)/|^packages/broker/src/store/(?!postgres-tx\\.ts$)|^packages/broker/src/broker',
+      },
     },
     {
       name: 'engine-model-stands-alone',

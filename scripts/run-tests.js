@@ -28,7 +28,7 @@ const args = argv;
 const PROCESS_UNIT_TESTS = [
   'store/pod-state\\.test',
   'store/postgres-failover\\.test',
-  'store/pod-store\\.test',
+  'store/sqlite-inventory\\.test',
   'operations/catalog\\.test',
 ];
 /** Multi-process tests run again with sessions off (see the comment at the top). */

@@ -1,6 +1,6 @@
 /**
  * Runs requests: each is planned first (`plan.ts`: a pure function of the request, the topology and the
- * measured distances), then its plan executed (`executor.ts`), its legs run by `legs.ts`. Aggregate: the
+ * measured site round trips), then its plan executed (`executor.ts`), its legs run by `legs.ts`. Aggregate: the
  * own pod, one LocalRequest per other pod of the own site, one SiteRequest per remote site — all at once
  * (MODE_ALL) or one after another (MODE_FIRST) — under one overall deadline. SiteRequest: the own pod plus
  * LocalRequests to the site's other pods. LocalRequest: the own pod only.
@@ -224,7 +224,7 @@ export class Dispatcher {
     return {
       ...this.federationContext({ deadline: callDeadline }),
       streaming,
-      siteDistanceMs: (site) => this.siteDistanceMs(site),
+      siteRoundTripMs: (site) => this.siteRoundTripMs(site),
     };
   }
 
@@ -233,8 +233,8 @@ export class Dispatcher {
     return { self, topology: this.deps.topology(), registry, now: Date.now(), callDeadline: ctx.deadline };
   }
 
-  /** The measured distance to a site: the fastest usual answer of any of its brokers (undefined before any). */
-  private siteDistanceMs(site: string): number | undefined {
+  /** The measured round trip to a site: the fastest usual answer of any of its brokers (undefined before any). */
+  private siteRoundTripMs(site: string): number | undefined {
     const brokers =
       this.deps
         .topology()

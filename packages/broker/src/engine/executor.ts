@@ -1,7 +1,7 @@
 /**
  * The one executor: runs a {@link Plan}'s legs — all at once, or first-fit one after another — and gathers
  * one result per pod asked, under one deadline and the caller's cancel. It decides nothing the plan has not:
- * it sends (through `runLeg`), collects and settles.
+ * it sends (through `runLeg`), collects and answers once.
  */
 import { status } from '@grpc/grpc-js';
 import { DEADLINE_REACHED } from '@wanas/iterator';
@@ -91,13 +91,13 @@ class Execution {
     this.tally.total = this.asked.length;
     this.tally.requiredLeft = rule ? this.asked.filter((p) => rule.required(p)).length : 0;
     let pending = legs.length;
-    if (pending === 0) return this.settle((p) => this.unanswered(p));
+    if (pending === 0) return this.answerOnce((p) => this.unanswered(p));
     const cost = { site: 2, local: 1, own: 0 };
     for (const leg of [...legs].sort((x, y) => cost[y.via] - cost[x.via])) {
       this.start(leg, (prs) => {
         if (this.phase === 'done' || this.record(prs)) return;
         // Every leg answered; a pod one of them left out counts as unanswered in time.
-        if (--pending === 0) this.settle((p) => this.unanswered(p));
+        if (--pending === 0) this.answerOnce((p) => this.unanswered(p));
       });
     }
   }
@@ -126,7 +126,7 @@ class Execution {
         for (const p of prs) if (!this.results.has(key(p))) this.asked.push(p);
         this.record(prs);
       },
-    }).then(() => this.settle((p) => this.unanswered(p)));
+    }).then(() => this.answerOnce((p) => this.unanswered(p)));
   }
 
   /** Starts a leg; `done` gets its results (a leg that rejects has its pods reported, not lost). */
@@ -156,15 +156,15 @@ class Execution {
   private handleDeadline(): void {
     if (this.phase !== 'running') return;
     this.transition('closing');
-    // Aborting settles the iterators synchronously; their legs report in microtasks, before setImmediate
+    // Aborting ends the iterators synchronously; their legs report in microtasks, before setImmediate
     // runs (an abort builds no stack trace: DEADLINE_REACHED is one shared instance).
     this.ac.abort(DEADLINE_REACHED);
-    setImmediate(() => this.settle((p) => this.unanswered(p)));
+    setImmediate(() => this.answerOnce((p) => this.unanswered(p)));
   }
 
   private handleCancel(): void {
     this.ac.abort(this.opts.signal.reason);
-    this.settle((p) => failed(p, status.CANCELLED, 'the caller cancelled the request'));
+    this.answerOnce((p) => failed(p, status.CANCELLED, 'the caller cancelled the request'));
   }
 
   /**
@@ -190,7 +190,7 @@ class Execution {
     const early = this.phase === 'running' ? rule?.check(this.tally) : undefined;
     if (!early) return false;
     this.ac.abort(NOT_NEEDED);
-    this.settle((p) => failed(p, early.code, early.message));
+    this.answerOnce((p) => failed(p, early.code, early.message));
     return true;
   }
 
@@ -198,7 +198,7 @@ class Execution {
    * Answers once: every pod asked, in order, `missing` filling the pods without a result (first-fit: the
    * pods of a leg cut off before it could say anything).
    */
-  private settle(missing: (p: PodRef) => PodResult): void {
+  private answerOnce(missing: (p: PodRef) => PodResult): void {
     if (this.phase === 'done') return;
     this.transition('done');
     const cut = this.inFlight?.pods ?? [];

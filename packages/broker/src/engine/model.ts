@@ -2,7 +2,7 @@
  * The engine's one vocabulary, shared by the planner (`plan.ts`), the executor (`executor.ts`) and the leg
  * runner (`legs.ts`): a request becomes a {@link Plan} of {@link Leg}s, each complete before anything is
  * sent — who is asked, through which brokers, with what params, for how long — and the executor only
- * sends, collects and settles. Types and tiny helpers only: this file imports nothing of the engine.
+ * sends, collects and answers. Types and tiny helpers only: this file imports nothing of the engine.
  */
 import type { PageSpec } from '@wanas/operations';
 import { msToDuration, type Attempt, type PageWindow, type PodResult, type TargetList } from '@wanas/proto';

@@ -6,7 +6,7 @@ import { toBrokerError } from '../errors';
 import { failed } from './model';
 import { cutPodPage, pageRequestOf } from './paging/pod-page';
 import { asJsonObject } from '../operations/json';
-import { runOnce } from '../operations/once';
+import { runOnce } from '../ledger/run-once';
 import type { BrokerOperationContext, JsonObject, Operation } from '../operations/types';
 import type { PodState } from '../store/pod-state';
 import { inOperationSpan } from '../telemetry/tracing';

@@ -41,10 +41,10 @@ const context = (op = read, o: Partial<LegContext> = {}): LegContext => ({
 });
 
 describe('firstFitLegs', () => {
-  const distance = (site: string) => ({ eu: 80, ap: 20 })[site];
+  const siteRoundTripMs = (site: string) => ({ eu: 80, ap: 20 })[site];
 
   it('tries the preferred sites in order, then the own site (own pod first), then the nearest others', () => {
-    const steps = firstFitLegs(context(read), pods, ['eu'], distance);
+    const steps = firstFitLegs(context(read), pods, ['eu'], siteRoundTripMs);
     expect(steps.map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
       'site:eu/p1,eu/p2',
       'own:us/p2',
@@ -55,7 +55,7 @@ describe('firstFitLegs', () => {
   });
 
   it('keeps the topology order within the own site for a write, whichever broker of the site is the entry', () => {
-    const steps = firstFitLegs(context(write), pods, [], distance);
+    const steps = firstFitLegs(context(write), pods, [], siteRoundTripMs);
     expect(steps.slice(0, 2).map((s) => `${s.via}:${s.pods.map(key).join(',')}`)).toEqual([
       'local:us/p1',
       'own:us/p2',
@@ -64,7 +64,7 @@ describe('firstFitLegs', () => {
 
   it('keeps the own site at its preferred place and skips sites out of scope', () => {
     const scoped = pods.filter((p) => p.site !== 'ap');
-    const steps = firstFitLegs(context(read), scoped, ['sa', 'us'], distance);
+    const steps = firstFitLegs(context(read), scoped, ['sa', 'us'], siteRoundTripMs);
     expect(steps.map((s) => s.pods.map(key).join(','))).toEqual(['sa/p1', 'us/p2', 'us/p1', 'eu/p1,eu/p2']);
   });
 });

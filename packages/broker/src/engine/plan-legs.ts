@@ -96,7 +96,7 @@ export function allAtOnce(ctx: LegContext, pods: readonly PodRef[]): Leg[] {
 
 /**
  * The legs of a first-fit search from this broker over the pods in scope: the preferred sites in the
- * order given, then this broker's own site, then every other site nearest first (by `distanceMs`, the
+ * order given, then this broker's own site, then every other site nearest first (by `siteRoundTripMs`, the
  * measured latency to a site; unmeasured sites last, then in topology order). Within this broker's site,
  * see {@link podOrder}.
  */
@@ -104,13 +104,13 @@ export function firstFitLegs(
   ctx: LegContext,
   scoped: readonly PodRef[],
   preferSites: readonly string[],
-  distanceMs: (site: string) => number | undefined,
+  siteRoundTripMs: (site: string) => number | undefined,
 ): Leg[] {
   const { self } = ctx;
   const sites = [...new Set(scoped.map((p) => p.site))];
   const rest = sites
     .filter((s) => s !== self.site && !preferSites.includes(s))
-    .map((s, i) => ({ s, i, d: distanceMs(s) ?? Infinity }))
+    .map((s, i) => ({ s, i, d: siteRoundTripMs(s) ?? Infinity }))
     .sort((a, b) => a.d - b.d || a.i - b.i)
     .map((x) => x.s);
   const ordered = [...preferSites, ...(preferSites.includes(self.site) ? [] : [self.site]), ...rest];

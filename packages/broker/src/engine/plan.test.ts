@@ -32,7 +32,7 @@ const context = (o: Partial<PlanContext> = {}): PlanContext => ({
   now: NOW,
   callDeadline: undefined,
   streaming: false,
-  siteDistanceMs: (site) => ({ eu: 80, ap: 30 })[site],
+  siteRoundTripMs: (site) => ({ eu: 80, ap: 30 })[site],
   ...o,
 });
 const agg = (o: Partial<AggregateRequest>) =>

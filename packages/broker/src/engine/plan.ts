@@ -1,6 +1,6 @@
 /**
- * Planning: a pure function from a request, the topology and the measured distances to everything the
- * request will do (see `model.ts`). The executor then only sends, collects and settles; `Explain` shows a
+ * Planning: a pure function from a request, the topology and the measured site round trips to everything the
+ * request will do (see `model.ts`). The executor then only sends, collects and answers; `Explain` shows a
  * plan without running it.
  */
 import { status } from '@grpc/grpc-js';
@@ -19,7 +19,7 @@ import type { AggregatePlan, Plan, PodRef } from './model';
 import { planPaging, podsToAsk, shareOf, windowOf } from './paging/paging';
 import { allAtOnce, podLeg, firstFitLegs, type LegContext } from './plan-legs';
 
-/** What planning needs besides the request: where this broker is, the topology, the time, the measured distances. */
+/** What planning needs besides the request: where this broker is, the topology, the time, the measured site round trips. */
 export interface PlanContext {
   self: PodRef;
   topology: Topology;
@@ -31,7 +31,7 @@ export interface PlanContext {
   /** The caller streams the answer (StreamAggregate). */
   streaming: boolean;
   /** Latency measured to a site (first-fit tries the nearest first); undefined before any. */
-  siteDistanceMs(site: string): number | undefined;
+  siteRoundTripMs(site: string): number | undefined;
 }
 
 /**
@@ -89,7 +89,7 @@ export function planAggregate(req: AggregateRequest, ctx: PlanContext): Aggregat
     mode,
     stream,
     legs: first
-      ? firstFitLegs(legContext, pods, mode.preferSites, ctx.siteDistanceMs)
+      ? firstFitLegs(legContext, pods, mode.preferSites, ctx.siteRoundTripMs)
       : allAtOnce(legContext, pods),
     schedule: first
       ? { kind: 'first' }

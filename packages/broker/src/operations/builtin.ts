@@ -2,8 +2,8 @@ import { status } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
 import { sleep } from './abortable';
-import { keyConflict } from './once';
-import { StoreBusyError } from '../store/pod-store';
+import { keyConflict } from '../ledger/ledger';
+import { StoreBusyError } from '../store/sqlite-inventory';
 import { OperationRegistry } from './registry';
 import type { JsonObject, Operation, PodOutcome } from './types';
 

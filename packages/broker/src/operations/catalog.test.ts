@@ -5,7 +5,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PodStore } from '../store/pod-store';
+import { SqliteInventory } from '../store/sqlite-inventory';
 import { parseTopology, type Topology } from '@wanas/topology';
 import { listOperations, operationsCatalog } from './catalog';
 import type { BackendMetrics } from '../telemetry/metrics';
@@ -215,7 +215,7 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
     t.sites[0]!.pods[0]!.services.catalog = url;
     const c = await catalogOf(t);
     const op = c.registry.get('catalog.search');
-    const store = new PodStore(path.join(dir, 'pod.sqlite'), 's1', 'p1');
+    const store = new SqliteInventory(path.join(dir, 'pod.sqlite'), 's1', 'p1');
     const ctx = {
       site: 's1',
       pod: 'p1',

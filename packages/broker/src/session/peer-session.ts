@@ -175,7 +175,7 @@ export class PeerSession {
       case 'status':
         return this.end(p, a.status.code, a.status.message, a.status.details);
       default:
-        this.settle(p);
+        this.takeOut(p);
         p.resolve(answer);
     }
   }
@@ -183,14 +183,14 @@ export class PeerSession {
   /** Ends a request with an error; a request the peer still works on gets a cancel frame. */
   private end(p: Pending, code: status, details: string, statusDetails?: Uint8Array): void {
     const wasInFlight = this.inFlight.has(p.id);
-    if (!this.settle(p)) return;
+    if (!this.takeOut(p)) return;
     const gaveUp = code === status.CANCELLED || code === status.DEADLINE_EXCEEDED;
     if (wasInFlight && gaveUp && this.stateNow !== 'closed') this.stream.write(cancelFrame(p.id));
     p.reject(sessionError(code, details, statusDetails));
   }
 
   /** Takes the request out (and lets a waiting one go); false when it had already ended. */
-  private settle(p: Pending): boolean {
+  private takeOut(p: Pending): boolean {
     if (p.ended) return false;
     p.ended = true;
     clearTimeout(p.timer);

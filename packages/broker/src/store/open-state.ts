@@ -8,7 +8,7 @@
  */
 import * as path from 'node:path';
 import { dataDirOf, podOf, type BrokerInfo, type Topology } from '@wanas/topology';
-import { PodStore } from './pod-store';
+import { SqliteInventory } from './sqlite-inventory';
 import { SqlitePodState, type PodState } from './pod-state';
 import { PostgresPodState } from './postgres-state';
 
@@ -29,7 +29,7 @@ export function openPodState(t: Topology, info: BrokerInfo, onError: (e: Error) 
   const windowMs = t.settings.idempotencyWindowMs;
   if (url.startsWith('sqlite:')) {
     const file = path.resolve(t.file ? path.dirname(t.file) : process.cwd(), url.slice('sqlite:'.length));
-    return new SqlitePodState(new PodStore(file, info.site, info.pod, windowMs, pools, sessions));
+    return new SqlitePodState(new SqliteInventory(file, info.site, info.pod, windowMs, pools, sessions));
   }
   const u = new URL(url);
   const schema = u.searchParams.get('schema') ?? `wanas-${info.site}-${info.pod}`;

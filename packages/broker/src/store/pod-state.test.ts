@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
-import { PodStore, Refusal, SEED_DESKTOPS_PER_POOL, SEED_POOLS, DEMO_USERS } from './pod-store';
+import { Refusal } from '../ledger/ledger';
+import { SqliteInventory, SEED_DESKTOPS_PER_POOL, SEED_POOLS, DEMO_USERS } from './sqlite-inventory';
 import { SqlitePodState, type PodState } from './pod-state';
 import { PostgresPodState, POSTGRES_SCHEMA_VERSION } from './postgres-state';
 
@@ -38,7 +39,7 @@ function twins(
   if (kind === 'sqlite') {
     const file = path.join(dir, `${id}.sqlite`);
     return [0, 1].map(
-      () => new SqlitePodState(new PodStore(file, 's1', id, undefined, pools, sessions)),
+      () => new SqlitePodState(new SqliteInventory(file, 's1', id, undefined, pools, sessions)),
     ) as unknown as [PodState, PodState];
   }
   return [0, 1].map(

@@ -7,20 +7,16 @@
 import { status } from '@grpc/grpc-js';
 import { BrokerError } from '../errors';
 import {
-  PodStore,
   Refusal,
-  StoreBusyError,
-  isStoreBusy,
+  SETTLE_TIMEOUT_MS,
   type ClaimOutcome,
-  type Desktop,
+  type Ledger,
   type OnceOutcome,
-  type Session,
-} from './pod-store';
+  type Settlement,
+} from '../ledger/ledger';
+import { SqliteInventory, StoreBusyError, isStoreBusy, type Desktop, type Session } from './sqlite-inventory';
 
 export type { Session };
-
-/** How long settling a ledger entry may take, ms (it runs after its request has been answered). */
-export const SETTLE_TIMEOUT_MS = 5000;
 /** Pause between tries while a twin broker holds SQLite's write lock, ms. */
 const BUSY_RETRY_MS = 25;
 
@@ -67,7 +63,7 @@ export interface StoreHealth {
 }
 
 /** A pod's state: inventory and idempotency ledger, shared by the pod's brokers. */
-export interface PodState {
+export interface PodState extends Ledger {
   /** `sqlite` or `postgres`. */
   readonly kind: 'sqlite' | 'postgres';
   /** Where it is, for logs and status (never with a password). */
@@ -88,21 +84,6 @@ export interface PodState {
    * transaction as the change, and replayed to a resend; the key with other params is a `conflict`.
    */
   provisionOnce(r: ProvisionRequest): Promise<OnceOutcome>;
-  /** The ledger's first step for an asynchronous write (see `operations/once.ts`). */
-  claim(
-    key: string,
-    operation: string,
-    params: unknown,
-    owner: string,
-    leaseUntil: number,
-  ): Promise<ClaimOutcome>;
-  /** The ledger's last step: remember the outcome, or (undefined) forget the claim. */
-  settle(
-    key: string,
-    operation: string,
-    params: unknown,
-    outcome: Record<string, unknown> | Refusal | undefined,
-  ): Promise<void>;
   /** Whether it answers (for status and metrics). */
   health(): StoreHealth;
   close(): Promise<void>;
@@ -117,13 +98,13 @@ export const provisionRefusal = {
 };
 
 /**
- * The SQLite store behind the async interface: the synchronous {@link PodStore} (a file shared by the
+ * The SQLite store behind the async interface: the synchronous {@link SqliteInventory} (a file shared by the
  * pod's brokers on one host), its write steps retried off the event loop while a twin holds the lock.
  */
 export class SqlitePodState implements PodState {
   readonly kind = 'sqlite';
 
-  constructor(readonly store: PodStore) {}
+  constructor(readonly store: SqliteInventory) {}
 
   get where(): string {
     return `sqlite:${this.store.file}`;
@@ -167,18 +148,13 @@ export class SqlitePodState implements PodState {
     leaseUntil: number,
   ): Promise<ClaimOutcome> {
     return whenFree(this.store, leaseUntil, () =>
-      this.store.claim(key, operation, params, owner, leaseUntil),
+      this.store.ledger.claim(key, operation, params, owner, leaseUntil),
     );
   }
 
-  settle(
-    key: string,
-    operation: string,
-    params: unknown,
-    outcome: Record<string, unknown> | Refusal | undefined,
-  ) {
+  settle(key: string, operation: string, params: unknown, outcome: Settlement) {
     return whenFree(this.store, Date.now() + SETTLE_TIMEOUT_MS, () =>
-      this.store.settle(key, operation, params, outcome),
+      this.store.ledger.settle(key, operation, params, outcome),
     );
   }
 
@@ -196,7 +172,7 @@ export class SqlitePodState implements PodState {
 }
 
 /** Runs a write step, retrying off the event loop while a twin broker holds the database's write lock. */
-async function whenFree<T>(store: PodStore, deadline: number, step: () => T): Promise<T> {
+async function whenFree<T>(store: SqliteInventory, deadline: number, step: () => T): Promise<T> {
   const started = Date.now();
   for (;;) {
     try {

@@ -7,18 +7,11 @@
  */
 import { status } from '@grpc/grpc-js';
 import { BrokerError } from '../errors';
-import {
-  Refusal,
-  paramsHashOf,
-  replayOf,
-  storedOutcome,
-  type ClaimOutcome,
-  type Desktop,
-  type OnceOutcome,
-  type Session,
-} from './pod-store';
+import { paramsHashOf, type ClaimOutcome, type OnceOutcome, type Settlement } from '../ledger/ledger';
+import { PostgresLedger } from '../ledger/ledger-postgres';
+import type { Desktop, Session } from './sqlite-inventory';
 import type { Capacity, PodState, ProvisionRequest, SessionQuery, StoreHealth } from './pod-state';
-import { SETTLE_TIMEOUT_MS, provisionRefusal } from './pod-state';
+import { provisionRefusal } from './pod-state';
 import { migrateSchema } from './postgres-schema';
 import { PgTransactions, within, type Bounds, type Tx } from './postgres-tx';
 
@@ -54,6 +47,8 @@ export class PostgresPodState implements PodState {
   /** The schema, quoted for SQL. */
   private readonly s: string;
   private migrated: Promise<void> | undefined;
+  /** The pod's exactly-once ledger, in the same schema (and the same transactions as a provision's). */
+  private readonly ledger: PostgresLedger;
 
   constructor(private readonly o: PostgresOptions) {
     if (!/^[A-Za-z_][A-Za-z0-9_-]{0,62}$/.test(o.schema))
@@ -62,6 +57,12 @@ export class PostgresPodState implements PodState {
       );
     this.s = `"${o.schema}"`;
     this.db = new PgTransactions(o.connectionString, `wanas ${o.site}/${o.pod}`, o.onError);
+    this.ledger = new PostgresLedger({
+      schema: this.s,
+      windowMs: o.idempotencyWindowMs,
+      tx: (b, fn, oneRound) => this.tx(b, fn, oneRound),
+      keyed: (b, fn) => this.keyed(b, fn),
+    });
   }
 
   get where(): string {
@@ -162,50 +163,6 @@ export class PostgresPodState implements PodState {
     return cap;
   }
 
-  /** Sends the ledger's lookup of a key (after dropping expired entries): a replay or a conflict, if any. */
-  private remembered(tx: Tx, key: string, paramsHash: string): Promise<OnceOutcome | undefined> {
-    const oldest = Date.now() - this.o.idempotencyWindowMs;
-    tx.send(`DELETE FROM ${this.s}.idempotency WHERE created_at < $1`, [oldest]);
-    return this.lookup(tx, key, paramsHash, oldest);
-  }
-
-  /** The key's record within the window, read as a replay or a conflict. */
-  private async lookup(
-    tx: Tx,
-    key: string,
-    paramsHash: string,
-    oldest = Date.now() - this.o.idempotencyWindowMs,
-  ): Promise<OnceOutcome | undefined> {
-    // Kept as JSON text (not jsonb): a replay has the first answer's very key order.
-    const prev = await tx.query<{ operation: string; paramsHash: string; result: string }>(
-      `SELECT operation, params_hash AS "paramsHash", result FROM ${this.s}.idempotency
-       WHERE key = $1 AND created_at >= $2`,
-      [key, oldest],
-    );
-    return prev.rows[0] && replayOf(prev.rows[0], paramsHash);
-  }
-
-  /**
-   * A resend answered from the ledger in one round trip (a read), before the write's own transaction —
-   * which looks again, under its locks, since a twin may commit the key in between.
-   */
-  private replay(b: Bounds, key: string, paramsHash: string): Promise<OnceOutcome | undefined> {
-    return this.tx(b, (tx) => this.lookup(tx, key, paramsHash), true);
-  }
-
-  private remember(
-    tx: Tx,
-    key: string,
-    operation: string,
-    paramsHash: string,
-    outcome: Record<string, unknown> | Refusal,
-  ): void {
-    tx.send(
-      `INSERT INTO ${this.s}.idempotency (key, operation, params_hash, result, created_at) VALUES ($1, $2, $3, $4, $5)`,
-      [key, operation, paramsHash, storedOutcome(outcome), Date.now()],
-    );
-  }
-
   /** Runs a keyed transaction again when a twin broker committed the same key first (unique violation). */
   private async keyed<T>(b: Bounds, fn: (tx: Tx) => Promise<T>): Promise<T> {
     for (let i = 1; ; i++) {
@@ -226,10 +183,10 @@ export class PostgresPodState implements PodState {
     const op = 'desktops.provision';
     const hash = paramsHashOf(op, { user: r.user, pool: r.pool });
     const { site, pod } = this.o;
-    const prev = await this.replay(r, r.key, hash);
+    const prev = await this.ledger.replay(r, r.key, hash);
     if (prev) return prev;
     return this.keyed(r, async (tx) => {
-      const prev = await this.remembered(tx, r.key, hash);
+      const prev = await this.ledger.remembered(tx, r.key, hash);
       if (prev) return prev;
       const assigned = await this.assign(tx, r.user, r.pool, r.deadline);
       const refusal =
@@ -243,7 +200,7 @@ export class PostgresPodState implements PodState {
           ? { id: assigned.id, pool: r.pool, state: 'assigned', user: r.user }
           : undefined;
       const result = { desktop: desktop as unknown as Record<string, unknown>, provisionedBy: r.brokerId };
-      this.remember(tx, r.key, op, hash, refusal ?? result);
+      this.ledger.remember(tx, r.key, op, hash, refusal ?? result);
       return refusal ? { refused: refusal, replayed: false } : { result, replayed: false };
     });
   }
@@ -283,55 +240,18 @@ export class PostgresPodState implements PodState {
     );
   }
 
-  async claim(
+  claim(
     key: string,
     operation: string,
     params: unknown,
     owner: string,
     leaseUntil: number,
   ): Promise<ClaimOutcome> {
-    const hash = paramsHashOf(operation, params);
-    const prev = await this.replay({ deadline: leaseUntil }, key, hash);
-    if (prev) return prev;
-    return this.keyed({ deadline: leaseUntil }, async (tx): Promise<ClaimOutcome> => {
-      const [prev, held] = await Promise.all([
-        this.remembered(tx, key, hash),
-        tx.query<{ owner: string; lease_until: string }>(
-          `SELECT owner, lease_until FROM ${this.s}.idempotency_claims WHERE key = $1 FOR UPDATE`,
-          [key],
-        ),
-      ]);
-      if (prev) return prev;
-      const h = held.rows[0];
-      if (h && Number(h.lease_until) > Date.now() && h.owner !== owner)
-        return { pending: { owner: h.owner, leaseUntil: Number(h.lease_until) } };
-      // No claim: a plain INSERT (a twin inserting at once makes this a unique violation: tried again).
-      tx.send(
-        h
-          ? `UPDATE ${this.s}.idempotency_claims SET operation = $2, params_hash = $3, owner = $4, lease_until = $5 WHERE key = $1`
-          : `INSERT INTO ${this.s}.idempotency_claims (key, operation, params_hash, owner, lease_until) VALUES ($1, $2, $3, $4, $5)`,
-        [key, operation, hash, owner, leaseUntil],
-      );
-      return { claimed: true };
-    });
+    return this.ledger.claim(key, operation, params, owner, leaseUntil);
   }
 
-  async settle(
-    key: string,
-    operation: string,
-    params: unknown,
-    outcome: Record<string, unknown> | Refusal | undefined,
-  ): Promise<void> {
-    await this.tx(
-      { deadline: Date.now() + SETTLE_TIMEOUT_MS },
-      async (tx) => {
-        tx.send(`DELETE FROM ${this.s}.idempotency_claims WHERE key = $1`, [key]);
-        if (outcome === undefined) return;
-        tx.send(`DELETE FROM ${this.s}.idempotency WHERE key = $1`, [key]);
-        this.remember(tx, key, operation, paramsHashOf(operation, params), outcome);
-      },
-      true,
-    );
+  settle(key: string, operation: string, params: unknown, outcome: Settlement): Promise<void> {
+    return this.ledger.settle(key, operation, params, outcome);
   }
 
   close(): Promise<void> {

@@ -11,7 +11,7 @@
 import { status } from '@grpc/grpc-js';
 import pg from 'pg';
 import { BrokerError, abortedError } from '../errors';
-import { Refusal } from './pod-store';
+import { Refusal } from '../ledger/ledger';
 import type { StoreHealth } from './pod-state';
 
 /** Connections one broker keeps to its pod's database at most. */

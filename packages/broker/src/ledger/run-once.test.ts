@@ -3,19 +3,19 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BrokerError } from '../errors';
-import { PodStore } from '../store/pod-store';
+import { SqliteInventory } from '../store/sqlite-inventory';
 import { SqlitePodState } from '../store/pod-state';
-import { runOnce, type OnceRequest } from './once';
+import { runOnce, type OnceRequest } from './run-once';
 
 /** Two brokers of one pod: two connections to one real SQLite file, as twins on one host have. */
 describe('runOnce: a write reaches its backend once per key, across the brokers of a pod', () => {
   let dir: string;
-  let a: PodStore;
-  let b: PodStore;
+  let a: SqliteInventory;
+  let b: SqliteInventory;
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-once-'));
-    a = new PodStore(path.join(dir, 'pod.sqlite'), 's1', 'p1');
-    b = new PodStore(path.join(dir, 'pod.sqlite'), 's1', 'p1');
+    a = new SqliteInventory(path.join(dir, 'pod.sqlite'), 's1', 'p1');
+    b = new SqliteInventory(path.join(dir, 'pod.sqlite'), 's1', 'p1');
   });
   afterEach(() => {
     a.close();
@@ -23,7 +23,7 @@ describe('runOnce: a write reaches its backend once per key, across the brokers 
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const req = (store: PodStore, brokerId: string, over: Partial<OnceRequest> = {}): OnceRequest => ({
+  const req = (store: SqliteInventory, brokerId: string, over: Partial<OnceRequest> = {}): OnceRequest => ({
     store: new SqlitePodState(store),
     brokerId,
     operation: 'inventory.reserve',

@@ -1,26 +1,24 @@
 import Database from 'better-sqlite3';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { DEFAULT_IDEMPOTENCY_WINDOW_MS, type OnceOutcome } from '../ledger/ledger';
+import { SQLITE_LEDGER_SCHEMA, SqliteLedger } from '../ledger/ledger-sqlite';
 import { DEFAULT_POOLS, seedRows } from './seed';
-import { stableJson } from '@wanas/topology';
 
 export { DEMO_USERS, SEED_DESKTOPS_PER_POOL, SEED_POOLS } from './seed';
 
-/** How long a remembered idempotency key lasts by default: 24 h. */
-export const DEFAULT_IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
 /** How long opening (and seeding) waits for a pod twin's write lock, ms: start-up only. */
 const OPEN_BUSY_TIMEOUT_MS = 5000;
 /**
  * How long one write waits, blocking, for a twin's lock, ms. better-sqlite3 is synchronous: a long busy
  * wait would stall every call of the broker (e.g. behind a twin frozen while it holds the lock), so writes
- * wait briefly and then retry off the event loop (see {@link PodStore.onceWithin}).
+ * wait briefly and then retry off the event loop (see {@link SqliteInventory.onceWithin}).
  */
 const WRITE_BUSY_TIMEOUT_MS = 20;
 /** Pause between write retries while a twin holds the lock, ms. */
 const BUSY_RETRY_MS = 25;
 
-/** The pod database's tables. */
+/** The pod database's inventory tables (the ledger's are `SQLITE_LEDGER_SCHEMA`). */
 const SCHEMA = `
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY);
@@ -33,12 +31,6 @@ const SCHEMA = `
         id TEXT PRIMARY KEY, desktop_id TEXT NOT NULL REFERENCES desktops(id), user TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN ('connected', 'disconnected')), started_at TEXT NOT NULL);
       CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
-      CREATE TABLE IF NOT EXISTS idempotency (
-        key TEXT PRIMARY KEY, operation TEXT NOT NULL, params_hash TEXT NOT NULL,
-        result TEXT NOT NULL, created_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS idempotency_claims (
-        key TEXT PRIMARY KEY, operation TEXT NOT NULL, params_hash TEXT NOT NULL,
-        owner TEXT NOT NULL, lease_until INTEGER NOT NULL);
     `;
 
 /** True for SQLite's "another connection holds the lock" errors (SQLITE_BUSY and its extended codes). */
@@ -78,20 +70,15 @@ export interface Session {
   startedAt: string;
 }
 
-/** The remembered first outcome of a state-changing request. */
-export interface RememberedResult {
-  operation: string;
-  paramsHash: string;
-  result: Record<string, unknown>;
-}
-
 /**
  * A pod's inventory of desktops and sessions, and its remembered idempotency keys, in one SQLite file
  * shared by the pod's brokers (WAL mode; writes take an immediate transaction, so twins never race).
  * Seeded with deterministic demo data the first time it is opened.
  */
-export class PodStore {
+export class SqliteInventory {
   private readonly db: Database.Database;
+  /** The pod's exactly-once ledger, in the same file (and the same transactions as the inventory's writes). */
+  readonly ledger: SqliteLedger;
 
   constructor(
     readonly file: string,
@@ -110,7 +97,8 @@ export class PodStore {
     // journal mode, a read lock upgraded to a write), so each step retries until OPEN_BUSY_TIMEOUT_MS.
     retryBusy(() => this.db.pragma('journal_mode = WAL'));
     this.db.pragma('synchronous = NORMAL');
-    retryBusy(() => this.db.transaction(() => this.db.exec(SCHEMA)).immediate());
+    retryBusy(() => this.db.transaction(() => this.db.exec(SCHEMA + SQLITE_LEDGER_SCHEMA)).immediate());
+    this.ledger = new SqliteLedger(this.db, idempotencyWindowMs);
     retryBusy(() => this.seed());
     this.db.pragma(`busy_timeout = ${WRITE_BUSY_TIMEOUT_MS}`);
   }
@@ -193,48 +181,15 @@ export class PodStore {
     return { total, free, inUse: total - free, pools };
   }
 
-  /**
-   * Runs a state-changing action exactly once per idempotency key across all brokers of the pod: the
-   * first call's outcome is stored with the key in the same transaction as the change; later calls with
-   * the same key and params get that outcome back without acting. The outcome is the action's result, or
-   * the {@link Refusal} it threw ("no free desktop here"): a first-fit search resent after a lost answer
-   * then hears the same "not here" from the pods it asked before and cannot act in a second pod. The same
-   * key with other params is refused (`conflict`).
-   */
+  /** The ledger's {@link SqliteLedger.once}: `action` run once per key, in the same transaction. */
   once(
     key: string,
     operation: string,
     params: unknown,
     action: () => Record<string, unknown>,
-    windowMs = this.idempotencyWindowMs,
+    windowMs?: number,
   ): OnceOutcome {
-    const paramsHash = paramsHashOf(operation, params);
-    return this.db
-      .transaction(() => {
-        const now = Date.now();
-        this.db.prepare(`DELETE FROM idempotency WHERE created_at < ?`).run(now - windowMs);
-        const prev = this.db
-          .prepare(`SELECT operation, params_hash AS paramsHash, result FROM idempotency WHERE key = ?`)
-          .get(key) as { operation: string; paramsHash: string; result: string } | undefined;
-        if (prev) return replayOf(prev, paramsHash);
-        const remember = (outcome: Record<string, unknown>) =>
-          this.db
-            .prepare(
-              `INSERT INTO idempotency (key, operation, params_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`,
-            )
-            .run(key, operation, paramsHash, JSON.stringify(outcome), now);
-        let result: Record<string, unknown>;
-        try {
-          result = action();
-        } catch (e) {
-          if (!(e instanceof Refusal)) throw e;
-          remember({ [REFUSAL_FIELD]: { code: e.code, message: e.message } });
-          return { refused: e, replayed: false };
-        }
-        remember(result);
-        return { result, replayed: false };
-      })
-      .immediate();
+    return this.ledger.once(key, operation, params, action, windowMs);
   }
 
   /**
@@ -265,59 +220,6 @@ export class PodStore {
     }
   }
 
-  /**
-   * The first step of an asynchronous exactly-once action (a call to a pod's backend, see
-   * `operations/once.ts`): the remembered outcome of the key (`replay`, or `conflict` for other params),
-   * else a claim on it for `owner` until `leaseUntil` (epoch ms). A claim another broker holds and whose
-   * lease has not ended is `pending`; an ended lease (its broker died or gave up mid-call) is taken over.
-   */
-  claim(key: string, operation: string, params: unknown, owner: string, leaseUntil: number): ClaimOutcome {
-    const paramsHash = paramsHashOf(operation, params);
-    return this.db
-      .transaction((): ClaimOutcome => {
-        const now = Date.now();
-        this.db.prepare(`DELETE FROM idempotency WHERE created_at < ?`).run(now - this.idempotencyWindowMs);
-        const prev = this.db
-          .prepare(`SELECT operation, params_hash AS paramsHash, result FROM idempotency WHERE key = ?`)
-          .get(key) as { operation: string; paramsHash: string; result: string } | undefined;
-        if (prev) return replayOf(prev, paramsHash);
-        const held = this.db
-          .prepare(`SELECT owner, lease_until AS leaseUntil FROM idempotency_claims WHERE key = ?`)
-          .get(key) as { owner: string; leaseUntil: number } | undefined;
-        if (held && held.leaseUntil > now && held.owner !== owner) return { pending: held };
-        this.db
-          .prepare(
-            `INSERT OR REPLACE INTO idempotency_claims (key, operation, params_hash, owner, lease_until) VALUES (?, ?, ?, ?, ?)`,
-          )
-          .run(key, operation, paramsHash, owner, leaseUntil);
-        return { claimed: true };
-      })
-      .immediate();
-  }
-
-  /**
-   * Ends a claim: remembers `outcome` (a result, or a {@link Refusal}) with the key, or with `undefined`
-   * forgets the claim (the outcome is not known: a resend may act again, with the same key).
-   */
-  settle(
-    key: string,
-    operation: string,
-    params: unknown,
-    outcome: Record<string, unknown> | Refusal | undefined,
-  ): void {
-    this.db
-      .transaction(() => {
-        this.db.prepare(`DELETE FROM idempotency_claims WHERE key = ?`).run(key);
-        if (outcome === undefined) return;
-        this.db
-          .prepare(
-            `INSERT OR REPLACE INTO idempotency (key, operation, params_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`,
-          )
-          .run(key, operation, paramsHashOf(operation, params), storedOutcome(outcome), Date.now());
-      })
-      .immediate();
-  }
-
   /** Assigns a free desktop of `pool` to `user`; undefined when the pool has none free. Call inside {@link once}. */
   assignFreeDesktop(user: string, pool: string): Desktop | undefined {
     const d = this.db
@@ -339,63 +241,6 @@ export class PodStore {
   close(): void {
     this.db.close();
   }
-}
-
-/** Where a remembered {@link Refusal} is kept in the idempotency table's result column. */
-const REFUSAL_FIELD = '$refused';
-
-/** What the ledger keeps for an outcome (JSON text; a refusal under {@link REFUSAL_FIELD}), on every store. */
-export function storedOutcome(outcome: Record<string, unknown> | Refusal): string {
-  return JSON.stringify(
-    outcome instanceof Refusal
-      ? { [REFUSAL_FIELD]: { code: outcome.code, message: outcome.message } }
-      : outcome,
-  );
-}
-
-/** A key's ledger row as a resend hears it: the first outcome replayed, or a conflict for other params. */
-export function replayOf(
-  row: { operation: string; paramsHash: string; result: string },
-  paramsHash: string,
-): OnceOutcome {
-  const result = JSON.parse(row.result) as Record<string, unknown>;
-  if (row.paramsHash !== paramsHash)
-    return { conflict: { operation: row.operation, paramsHash: row.paramsHash, result } };
-  const refused = result[REFUSAL_FIELD] as { code: number; message: string } | undefined;
-  if (refused) return { refused: new Refusal(refused.code, refused.message), replayed: true };
-  return { result, replayed: true };
-}
-
-/**
- * An action's definitive "no" that changed nothing (a full pool, a missing pool): thrown inside
- * {@link PodStore.once}, remembered with the key like a result, and replayed to a resend.
- */
-export class Refusal extends Error {
-  constructor(
-    /** gRPC status code of the answer, e.g. RESOURCE_EXHAUSTED. */
-    readonly code: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'Refusal';
-  }
-}
-
-/** What {@link PodStore.once} did: acted (or replayed an action), refused (or replayed a refusal), or found the key used with other params. */
-export type OnceOutcome =
-  | { result: Record<string, unknown>; replayed: boolean }
-  | { refused: Refusal; replayed: boolean }
-  | { conflict: RememberedResult };
-
-/** What {@link PodStore.claim} found: a remembered outcome, a conflict, a claim made, or one another broker holds. */
-export type ClaimOutcome =
-  OnceOutcome | { claimed: true } | { pending: { owner: string; leaseUntil: number } };
-
-/** The hash an idempotency key's params are remembered by (key order does not matter). */
-export function paramsHashOf(operation: string, params: unknown): string {
-  return createHash('sha256')
-    .update(`${operation}\0${stableJson(params)}`)
-    .digest('hex');
 }
 
 /** True for SQLite's "another connection holds the lock" errors: the step did nothing and may be retried. */

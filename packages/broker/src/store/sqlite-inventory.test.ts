@@ -3,23 +3,23 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
+import { Refusal } from '../ledger/ledger';
 import {
   DEMO_USERS,
-  PodStore,
-  Refusal,
+  SqliteInventory,
   SEED_DESKTOPS_PER_POOL,
   SEED_POOLS,
   StoreBusyError,
-} from './pod-store';
+} from './sqlite-inventory';
 
-describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
+describe('SqliteInventory (a real SQLite file shared by two brokers of a pod)', () => {
   let dir: string;
-  let a: PodStore;
-  let b: PodStore;
+  let a: SqliteInventory;
+  let b: SqliteInventory;
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-store-'));
-    a = new PodStore(path.join(dir, 'pod.sqlite'), 'us-east', 'pod-1');
-    b = new PodStore(path.join(dir, 'pod.sqlite'), 'us-east', 'pod-1');
+    a = new SqliteInventory(path.join(dir, 'pod.sqlite'), 'us-east', 'pod-1');
+    b = new SqliteInventory(path.join(dir, 'pod.sqlite'), 'us-east', 'pod-1');
   });
   afterEach(() => {
     a.close();
@@ -35,7 +35,7 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
     const assigned = DEMO_USERS.reduce((n, u) => n + a.findUser(u).desktops.length, 0);
     expect(cap.inUse).toBe(assigned);
     // Same site and pod elsewhere: the same data.
-    const c = new PodStore(path.join(dir, 'other.sqlite'), 'us-east', 'pod-1');
+    const c = new SqliteInventory(path.join(dir, 'other.sqlite'), 'us-east', 'pod-1');
     expect(DEMO_USERS.map((u) => c.findUser(u).desktops.map((d) => d.id))).toEqual(
       DEMO_USERS.map((u) => a.findUser(u).desktops.map((d) => d.id)),
     );
@@ -44,7 +44,7 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
 
   it('acts once per idempotency key across both brokers, and refuses the key with other params', () => {
     let actions = 0;
-    const act = (s: PodStore) => () => {
+    const act = (s: SqliteInventory) => () => {
       actions++;
       return { desktop: s.assignFreeDesktop('zoe', 'standard')!.id };
     };
@@ -74,7 +74,10 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
   });
 
   it('seeds the pools its topology gives; a pool of 0 exists and is always full', () => {
-    const c = new PodStore(path.join(dir, 'sized.sqlite'), 'eu', 'pod-9', undefined, { standard: 3, gpu: 0 });
+    const c = new SqliteInventory(path.join(dir, 'sized.sqlite'), 'eu', 'pod-9', undefined, {
+      standard: 3,
+      gpu: 0,
+    });
     expect(c.capacity().pools).toEqual({ standard: expect.objectContaining({ total: 3 }) });
     expect(c.hasPool('gpu')).toBe(true);
     expect(c.hasPool('fpga')).toBe(false);
@@ -129,11 +132,11 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
 
   it('opens a new file from six processes at the same moment (twins starting together)', async () => {
     // The compiled store (npm test builds first), in separate processes: real concurrent opens.
-    const dist = path.resolve(__dirname, '../../dist/store/pod-store.js');
-    const script = `const { PodStore } = require(${JSON.stringify(dist)});
+    const dist = path.resolve(__dirname, '../../dist/store/sqlite-inventory.js');
+    const script = `const { SqliteInventory } = require(${JSON.stringify(dist)});
       const [file, at] = process.argv.slice(1);
       while (Date.now() < Number(at)) {}
-      try { new PodStore(file, 's', 'p').close(); console.log('ok'); }
+      try { new SqliteInventory(file, 's', 'p').close(); console.log('ok'); }
       catch (e) { console.log('FAIL ' + e.code + ' ' + e.message); }`;
     for (let round = 0; round < 3; round++) {
       const file = path.join(dir, `race-${round}.sqlite`);
@@ -156,7 +159,7 @@ describe('PodStore (a real SQLite file shared by two brokers of a pod)', () => {
         ),
       );
       expect(outs).toEqual(Array(6).fill('ok'));
-      const s = new PodStore(file, 's', 'p');
+      const s = new SqliteInventory(file, 's', 'p');
       expect(s.capacity().total).toBe(SEED_POOLS.length * SEED_DESKTOPS_PER_POOL); // seeded once
       s.close();
     }

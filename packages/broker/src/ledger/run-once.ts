@@ -1,9 +1,11 @@
+/**
+ * A write run at most once per idempotency key in a pod, over the {@link Ledger} of the pod's store:
+ * claim, act, settle; a remembered outcome is replayed.
+ */
 import { status } from '@grpc/grpc-js';
 import type { JsonObject } from '@wanas/operations';
-import { BrokerError, toBrokerError } from '../errors';
-import type { PodState } from '../store/pod-state';
-import { Refusal } from '../store/pod-store';
-import { abortedError } from '../errors';
+import { BrokerError, abortedError, toBrokerError } from '../errors';
+import { Refusal, keyConflict, type Ledger, type Settlement } from './ledger';
 
 /** How often a resend polls while a twin broker's call with the same key is in flight, ms. */
 const PENDING_POLL_MS = 25;
@@ -21,17 +23,9 @@ const UNKNOWN_OUTCOME_CODES: ReadonlySet<number> = new Set([
   status.INTERNAL,
 ]);
 
-/** FAILED_PRECONDITION for an idempotency key first used with other params (by `operation`). */
-export function keyConflict(operation: string): BrokerError {
-  return new BrokerError(
-    status.FAILED_PRECONDITION,
-    `idempotency_key was already used with different params (${operation}); use a new key`,
-  );
-}
-
 /** Who runs a write and for how long: the broker, its pod's store and the request. */
 export interface OnceRequest {
-  store: PodState;
+  store: Ledger;
   brokerId: string;
   operation: string;
   params: JsonObject;
@@ -70,8 +64,7 @@ export async function runOnce(r: OnceRequest, action: () => Promise<JsonObject>)
 
 /** Runs the claimed action and records its outcome (or drops the claim when the outcome is not known). */
 async function settleWith(r: OnceRequest, action: () => Promise<JsonObject>): Promise<JsonObject> {
-  const settle = (outcome: JsonObject | Refusal | undefined) =>
-    r.store.settle(r.idempotencyKey, r.operation, r.params, outcome);
+  const settle = (outcome: Settlement) => r.store.settle(r.idempotencyKey, r.operation, r.params, outcome);
   let result: JsonObject;
   try {
     result = await action();
