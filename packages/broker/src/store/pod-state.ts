@@ -14,9 +14,15 @@ import {
   type OnceOutcome,
   type Settlement,
 } from '../ledger/ledger';
-import { SqliteInventory, StoreBusyError, isStoreBusy, type Desktop, type Session } from './sqlite-inventory';
+import {
+  SqliteInventory,
+  StoreBusyError,
+  isStoreBusy,
+  type Desktop,
+  type DesktopSession,
+} from './sqlite-inventory';
 
-export type { Session };
+export type { DesktopSession };
 /** Pause between tries while a twin broker holds SQLite's write lock, ms. */
 const BUSY_RETRY_MS = 25;
 
@@ -36,7 +42,7 @@ export interface SessionQuery {
   after: string;
   limit: number;
   user?: string | undefined;
-  state?: Session['state'] | undefined;
+  state?: DesktopSession['state'] | undefined;
 }
 
 /** A desktop assignment asked once per key. */
@@ -73,11 +79,11 @@ export interface PodState extends Ledger {
     user: string,
     deadline: number,
     signal?: AbortSignal,
-  ): Promise<{ desktops: Desktop[]; sessions: Session[] }>;
+  ): Promise<{ desktops: Desktop[]; sessions: DesktopSession[] }>;
   /** Desktops total / free / in use. */
   capacity(deadline: number, signal?: AbortSignal): Promise<Capacity>;
   /** Sessions in id order from a point (a page of `sessions.list`). */
-  listSessions(q: SessionQuery, deadline: number, signal?: AbortSignal): Promise<Session[]>;
+  listSessions(q: SessionQuery, deadline: number, signal?: AbortSignal): Promise<DesktopSession[]>;
   /**
    * Assigns a free desktop of the pool to the user once per key: the first outcome — the desktop, or the
    * refusal (NOT_FOUND no such pool, RESOURCE_EXHAUSTED none free) — is stored with the key in the same
@@ -110,7 +116,7 @@ export class SqlitePodState implements PodState {
     return `sqlite:${this.store.file}`;
   }
 
-  findUser(user: string): Promise<{ desktops: Desktop[]; sessions: Session[] }> {
+  findUser(user: string): Promise<{ desktops: Desktop[]; sessions: DesktopSession[] }> {
     return Promise.resolve(this.store.findUser(user));
   }
 
@@ -118,7 +124,7 @@ export class SqlitePodState implements PodState {
     return Promise.resolve(this.store.capacity());
   }
 
-  listSessions(q: SessionQuery): Promise<Session[]> {
+  listSessions(q: SessionQuery): Promise<DesktopSession[]> {
     return Promise.resolve(this.store.listSessions(q));
   }
 

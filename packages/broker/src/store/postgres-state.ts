@@ -9,7 +9,7 @@ import { status } from '@grpc/grpc-js';
 import { BrokerError } from '../errors';
 import { paramsHashOf, type ClaimOutcome, type OnceOutcome, type Settlement } from '../ledger/ledger';
 import { PostgresLedger } from '../ledger/ledger-postgres';
-import type { Desktop, Session } from './sqlite-inventory';
+import type { Desktop, DesktopSession } from './sqlite-inventory';
 import type { Capacity, PodState, ProvisionRequest, SessionQuery, StoreHealth } from './pod-state';
 import { provisionRefusal } from './pod-state';
 import { migrateSchema } from './postgres-schema';
@@ -105,7 +105,7 @@ export class PostgresPodState implements PodState {
     user: string,
     deadline: number,
     signal?: AbortSignal,
-  ): Promise<{ desktops: Desktop[]; sessions: Session[] }> {
+  ): Promise<{ desktops: Desktop[]; sessions: DesktopSession[] }> {
     return this.tx(
       { deadline, signal },
       async (tx) => {
@@ -114,7 +114,7 @@ export class PostgresPodState implements PodState {
             `SELECT id, pool, state, "user" FROM ${this.s}.desktops WHERE "user" = $1 ORDER BY id`,
             [user],
           ),
-          tx.query<Session>(
+          tx.query<DesktopSession>(
             `SELECT id, desktop_id AS "desktopId", "user", state, started_at AS "startedAt" FROM ${this.s}.sessions WHERE "user" = $1 ORDER BY id`,
             [user],
           ),
@@ -125,12 +125,12 @@ export class PostgresPodState implements PodState {
     );
   }
 
-  listSessions(q: SessionQuery, deadline: number, signal?: AbortSignal): Promise<Session[]> {
+  listSessions(q: SessionQuery, deadline: number, signal?: AbortSignal): Promise<DesktopSession[]> {
     return this.tx(
       { deadline, signal },
       async (tx) =>
         (
-          await tx.query<Session>(
+          await tx.query<DesktopSession>(
             `SELECT id, desktop_id AS "desktopId", "user", state, started_at AS "startedAt" FROM ${this.s}.sessions
              WHERE id COLLATE "C" >= $1 AND ($2::text IS NULL OR "user" = $2) AND ($3::text IS NULL OR state = $3)
              ORDER BY id COLLATE "C" LIMIT $4`,

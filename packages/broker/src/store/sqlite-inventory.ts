@@ -61,8 +61,8 @@ export interface Desktop {
   user: string | null;
 }
 
-/** A user session on a desktop. */
-export interface Session {
+/** A user's session on a desktop (the inventory's; a federation session between brokers is `session/`'s). */
+export interface DesktopSession {
   id: string;
   desktopId: string;
   user: string;
@@ -125,7 +125,7 @@ export class SqliteInventory {
   }
 
   /** A user's desktops and sessions in this pod. */
-  findUser(user: string): { desktops: Desktop[]; sessions: Session[] } {
+  findUser(user: string): { desktops: Desktop[]; sessions: DesktopSession[] } {
     const desktops = this.db
       .prepare(`SELECT id, pool, state, user FROM desktops WHERE user = ? ORDER BY id`)
       .all(user) as Desktop[];
@@ -133,7 +133,7 @@ export class SqliteInventory {
       .prepare(
         `SELECT id, desktop_id AS desktopId, user, state, started_at AS startedAt FROM sessions WHERE user = ? ORDER BY id`,
       )
-      .all(user) as Session[];
+      .all(user) as DesktopSession[];
     return { desktops, sessions };
   }
 
@@ -143,7 +143,7 @@ export class SqliteInventory {
     limit: number;
     user?: string | undefined;
     state?: string | undefined;
-  }): Session[] {
+  }): DesktopSession[] {
     return this.db
       .prepare(
         `SELECT id, desktop_id AS desktopId, user, state, started_at AS startedAt FROM sessions
@@ -155,7 +155,7 @@ export class SqliteInventory {
         user: q.user ?? null,
         state: q.state ?? null,
         limit: q.limit || -1,
-      }) as Session[];
+      }) as DesktopSession[];
   }
 
   /** Desktops total / free / in use, overall and per pool. */
