@@ -122,7 +122,13 @@ export class AdaptiveLimit {
     // than about the broker: latency speaks only with enough of them.
     const latencyMs = this.samples.length >= MIN_BASELINE_SAMPLES ? median(this.samples) : undefined;
     const base = this.updateBaseline(latencyMs, now);
-    const tolerated = base === undefined ? undefined : base * this.opts.latencyTolerance;
+    // Latency speaks only while the limit is in use: a dead peer's failover also makes answers slow, and
+    // refusing work a broker has room for sheds nothing it could not do (a fresh-check run refused
+    // Aggregates during a representative's SIGKILL at a sixth of the limit).
+    const tolerated =
+      base === undefined || this.peakInFlight < this.limitValue * IN_USE_SHARE
+        ? undefined
+        : base * this.opts.latencyTolerance;
     // How far each signal is past what is tolerated: 1 when within it.
     const factor = Math.max(
       DECREASE_FACTOR,
