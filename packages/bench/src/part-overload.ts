@@ -121,15 +121,15 @@ export async function overloadPart(counts: BenchCounts, progress: Progress): Pro
   } finally {
     await on.stop();
   }
-  if (counts.smoke)
-    return {
-      part: 'overload',
-      capacityPerSecond: capacity,
-      calibratedPerSecond: calibrated,
-      runs,
-      restarted,
-      unloadedRssMb,
-    };
+  const result = (): OverloadResult => ({
+    part: 'overload',
+    capacityPerSecond: capacity,
+    calibratedPerSecond: calibrated,
+    runs,
+    restarted,
+    unloadedRssMb,
+  });
+  if (counts.smoke) return result();
   // No regression at 1× and below: the same phases with admission off, on a federation of its own.
   const off = await DevFederation.start({
     ...shape(counts, 3, 2, 2),
@@ -143,14 +143,7 @@ export async function overloadPart(counts: BenchCounts, progress: Progress): Pro
   } finally {
     await off.stop();
   }
-  return {
-    part: 'overload',
-    capacityPerSecond: capacity,
-    calibratedPerSecond: calibrated,
-    runs,
-    restarted,
-    unloadedRssMb,
-  };
+  return result();
 }
 
 /** Whole answers a second of `callers` calling one after another for `ms`. */

@@ -286,6 +286,19 @@ describe('Admission', () => {
     expect((a.admit('aggregate', 'c', undefined) as Refusal).reason).toBe('limit');
   });
 
+  it('follows a reloaded topology: a lower targetDelayMs applies at the next interval', () => {
+    let t = 0;
+    const settings = { ...SETTINGS, targetDelayMs: 20 };
+    const a = admissionOn({ now: () => t }, { ms: 12 }, settings);
+    const held = Array.from({ length: 10 }, () => a.admit('aggregate', 'c', undefined) as Ticket);
+    t += LIMIT_INTERVAL_MS;
+    expect(a.limit('aggregate')).toBeGreaterThanOrEqual(60); // 12 ms is within a 20 ms target
+    settings.targetDelayMs = 5; // the reload
+    t += LIMIT_INTERVAL_MS;
+    expect(a.limit('aggregate')).toBeLessThan(60);
+    held.forEach((h) => h.release());
+  });
+
   it('with adaptive admission off, refuses only at the fixed caps', () => {
     let t = 0;
     const a = admissionOn({ now: () => t }, { ms: 100 }, { ...SETTINGS, adaptive: false });

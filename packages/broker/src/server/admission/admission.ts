@@ -82,18 +82,28 @@ export class Admission {
     this.queueDelay = opts.queueDelay ?? new QueueDelay();
     this.clients = new ClientShares(this.now);
     this.clients.configure(opts.clients);
-    const s = opts.settings();
+    const s = opts.settings;
+    const agg = (cls: WorkClass) => cls === 'aggregate';
+    // The tuning is read at each evaluation (getters), so a topology reload applies it, as it does `adaptive`.
     const limit = (cls: WorkClass) =>
       new AdaptiveLimit({
         inFlight: () => this.classes[cls].cost,
-        initial: cls === 'aggregate' ? s.initialPods : opts.hardCaps().federation,
-        min: cls === 'aggregate' ? s.minPods : Math.min(s.minPods, opts.hardCaps().federation),
+        get initial() {
+          return agg(cls) ? s().initialPods : opts.hardCaps().federation;
+        },
+        get min() {
+          return agg(cls) ? s().minPods : Math.min(s().minPods, opts.hardCaps().federation);
+        },
         max: () =>
-          cls === 'aggregate'
-            ? Math.max(opts.settings().minPods, opts.hardCaps().aggregates * opts.defaultCost())
+          agg(cls)
+            ? Math.max(s().minPods, opts.hardCaps().aggregates * opts.defaultCost())
             : opts.hardCaps().federation,
-        targetDelayMs: s.targetDelayMs * (cls === 'federation' ? FEDERATION_DELAY_FACTOR : 1),
-        latencyTolerance: cls === 'aggregate' ? s.latencyTolerance : Infinity,
+        get targetDelayMs() {
+          return s().targetDelayMs * (agg(cls) ? 1 : FEDERATION_DELAY_FACTOR);
+        },
+        get latencyTolerance() {
+          return agg(cls) ? s().latencyTolerance : Infinity;
+        },
         now: this.now,
         queueDelayMs: () => this.delay(),
       });
