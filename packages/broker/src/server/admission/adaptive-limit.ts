@@ -35,6 +35,12 @@ export const OWN_LOAD_FACTOR = 2;
  * lucky one or two set a baseline no loaded interval could meet, and one slow request lowered the limit.
  */
 export const MIN_BASELINE_SAMPLES = 5;
+/**
+ * Weight of a new interval's median in the smoothed latency the limit follows: one interval's median of
+ * ten answers on a busy machine swings by half (measured on the 2-core bench), and each swing past the
+ * tolerance cut the limit.
+ */
+export const SMOOTHING = 0.4;
 /** Latency samples kept per interval, at most (the median of a reservoir). */
 const MAX_SAMPLES = 256;
 
@@ -71,6 +77,8 @@ export class AdaptiveLimit {
   private intervalStart: number;
   private samples: number[] = [];
   private peakInFlight = 0;
+  /** The interval medians, smoothed (undefined after an idle interval). */
+  private smoothed: number | undefined;
   /** The least interval median seen, with when it was seen (forgotten after {@link BASELINE_WINDOW_MS}). */
   private baseline: { ms: number; at: number } | undefined;
   /** What the last evaluation decided, with its inputs (for metrics and tests). */
@@ -120,7 +128,11 @@ export class AdaptiveLimit {
     const queueDelayMs = this.opts.queueDelayMs();
     // A median of a few answers says more about those requests (a slow operation, a client's long timeout)
     // than about the broker: latency speaks only with enough of them.
-    const latencyMs = this.samples.length >= MIN_BASELINE_SAMPLES ? median(this.samples) : undefined;
+    const measured = this.samples.length >= MIN_BASELINE_SAMPLES ? median(this.samples) : undefined;
+    if (measured !== undefined)
+      this.smoothed =
+        this.smoothed === undefined ? measured : this.smoothed + SMOOTHING * (measured - this.smoothed);
+    const latencyMs = measured === undefined ? undefined : this.smoothed;
     const base = this.updateBaseline(latencyMs, now);
     // Latency speaks only while the limit is in use: a dead peer's failover also makes answers slow, and
     // refusing work a broker has room for sheds nothing it could not do (a fresh-check run refused
@@ -150,8 +162,10 @@ export class AdaptiveLimit {
       base === undefined ||
       latencyMs <= base * (1 + (this.opts.latencyTolerance - 1) / 2);
     let verdict: LimitVerdict;
-    if (this.samples.length === 0 && this.peakInFlight === 0) verdict = 'idle';
-    else if (waits) {
+    if (this.samples.length === 0 && this.peakInFlight === 0) {
+      verdict = 'idle';
+      this.smoothed = undefined;
+    } else if (waits) {
       verdict = 'lowered';
       // From what was in flight, not from the limit: a generous limit far above the load would otherwise
       // take several intervals to bind while the queue grows.

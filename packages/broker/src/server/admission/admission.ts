@@ -1,8 +1,9 @@
 /**
  * Admission at one broker: **admit once, at the entry, and finish what was admitted**. An Aggregate is
  * weighed by its cost (the pods it asks) against an {@link AdaptiveLimit} that follows the broker's
- * queueing delay and the latency of what it admitted; a client past its fair share is refused before one
- * within it, once the room other active clients are likely to ask for is all that is left; a call whose deadline is shorter than the work usually takes is refused on arrival. A
+ * queueing delay and the latency of what it admitted; a client past its fair share is refused at the limit
+ * while one within it may overdraw it; a call whose deadline is shorter than the work usually takes is
+ * refused on arrival. A
  * federation request (work an entry already admitted) has priority: its limit falls only at several times
  * the queueing delay that stops new Aggregates, so a busy broker sheds new work first and finishes what
  * the federation started. A refusal is RESOURCE_EXHAUSTED with a reason and a retry pushback (gRPC A6).
@@ -71,17 +72,20 @@ interface ClassState {
 /** A broker's admission (see the file's comment). */
 export class Admission {
   readonly clients: ClientShares;
+  private readonly peers: ClientShares;
   readonly queueDelay: QueueDelay;
   private readonly now: () => number;
   private readonly classes: Record<WorkClass, ClassState>;
   /** The last queueing delay read, shared by both limits' evaluations within one interval. */
   private delayReading = { at: -Infinity, ms: 0 };
+  private lastRawDelayMs = Infinity;
 
   constructor(private readonly opts: AdmissionOptions) {
     this.now = opts.now ?? (() => performance.now());
     this.queueDelay = opts.queueDelay ?? new QueueDelay();
     this.clients = new ClientShares(this.now);
     this.clients.configure(opts.clients);
+    this.peers = new ClientShares(this.now);
     const s = opts.settings;
     const agg = (cls: WorkClass) => cls === 'aggregate';
     // The tuning is read at each evaluation (getters), so a topology reload applies it, as it does `adaptive`.
@@ -125,7 +129,9 @@ export class Admission {
   admit(cls: WorkClass, clientName: string, deadline: number | undefined, cost?: number): Ticket | Refusal {
     this.queueDelay.busy();
     const st = this.classes[cls];
-    const client = this.clients.entry(clientName);
+    // Federation requests come from peer brokers: their own accounting, so a peer is not a client that
+    // takes a share of the Aggregates' limit.
+    const client = (cls === 'aggregate' ? this.clients : this.peers).entry(clientName);
     client.lastSeen = this.now();
     const units = cost ?? (cls === 'aggregate' ? this.opts.defaultCost() : 1);
     const refusal = this.check(cls, st, client, deadline, units);
@@ -147,14 +153,16 @@ export class Admission {
 
   /**
    * What an Aggregate needs now, ms: the last interval's median latency, but never more than the latency
-   * the limit steers to (tolerance × unloaded), so a slow spell cannot make every deadline look too short
-   * (refusing everything would leave nothing to measure the recovery by).
+   * the limit steers to (tolerance × unloaded), so a slow spell cannot make every deadline look too short.
+   * Undefined when the last interval measured nothing: an expectation that refused every call would never
+   * be measured again (a broker that started under load learnt 308 ms from its cold first interval and
+   * refused every 300 ms call from then on).
    */
   expectedMs(): number | undefined {
     const l = this.classes.aggregate.limit;
     const base = l.baselineMs;
-    if (base === undefined) return undefined;
-    const recent = l.last.latencyMs ?? base;
+    const recent = l.last.latencyMs;
+    if (base === undefined || recent === undefined) return undefined;
     return Math.min(recent, base * this.opts.settings().latencyTolerance);
   }
 
@@ -203,26 +211,24 @@ export class Admission {
       );
     // One call is always admitted on an idle class, whatever its cost (a lone large Aggregate runs).
     if (st.calls === 0) return undefined;
-    // A client within its fair share may overdraw the limit a little: a limit just lowered (or a heavy
-    // client's last call) must not refuse the light client that asked for its share.
-    const within = cls === 'aggregate' && client.cost + units <= this.clients.fairShare(client, limit);
-    const ceiling = within ? limit * (1 + OVERDRAFT_SHARE) : limit;
-    if (st.cost + units > ceiling)
-      return this.refuse('limit', `broker busy: ${st.cost} of ${limit} ${unit(cls)} in flight`);
-    if (cls === 'aggregate') {
-      const share = this.clients.fairShare(client, limit);
-      const reserve = this.clients.reserveForOthers(client, limit, this.opts.defaultCost());
-      if (client.cost + units > share && st.cost + units > limit - reserve)
-        return this.refuse(
-          'fair-share',
-          `broker busy and client "${client.name}" past its fair share (${Math.round(share)} of ${limit} pods)`,
-        );
-    }
-    return undefined;
+    // A client within its fair share may overdraw the limit (by up to half of it: the shares sum to the
+    // limit), so a heavy client holding the limit — or a limit just lowered — does not refuse a light one.
+    // The heavy client, past its share, is refused at the limit itself. Work-conserving: no room is held
+    // back for clients that do not ask (a share kept free for a light client cost the heavy one a fifth of
+    // its goodput on the bench).
+    const share = cls === 'aggregate' ? this.clients.fairShare(client, limit) : limit;
+    const within = client.cost + units <= share;
+    if (st.cost + units <= (within ? limit * (1 + OVERDRAFT_SHARE) : limit)) return undefined;
+    if (!within && share < limit)
+      return this.refuse(
+        'fair-share',
+        `broker busy and client "${client.name}" past its fair share (${Math.round(share)} of ${limit} pods)`,
+      );
+    return this.refuse('limit', `broker busy: ${st.cost} of ${limit} ${unit(cls)} in flight`);
   }
 
   private refuse(reason: RefusalReason, why: string, minPushbackMs = 0): Refusal {
-    const usual = this.expectedMs() ?? 100;
+    const usual = this.expectedMs() ?? this.classes.aggregate.limit.baselineMs ?? 100;
     // About the time in-flight work takes to drain, jittered so refused clients do not return in step.
     const pushbackMs = Math.round(
       Math.min(MAX_PUSHBACK_MS, Math.max(MIN_PUSHBACK_MS, minPushbackMs, usual * (0.5 + Math.random()))),
@@ -239,7 +245,6 @@ export class Admission {
     st.calls++;
     client.cost += cost;
     client.calls++;
-    this.clients.admitted(client);
     st.limit.noteInFlight(st.cost);
     return {
       client: client.name,
@@ -267,10 +272,19 @@ export class Admission {
     return cls === 'aggregate' ? caps.aggregates * this.opts.defaultCost() : caps.federation;
   }
 
-  /** The queueing delay, read once per interval and shared by both classes' limits. */
+  /**
+   * The queueing delay, read once per interval and shared by both classes' limits: the lesser of this
+   * reading and the one before, so a queue must stand for two intervals to lower a limit (on the 2-core
+   * bench, a single late interval — another process scheduled, a collection — halved the limit every few
+   * seconds).
+   */
   private delay(): number {
     const now = this.now();
-    if (now - this.delayReading.at >= 50) this.delayReading = { at: now, ms: this.queueDelay.read() };
+    if (now - this.delayReading.at >= 50) {
+      const ms = this.queueDelay.read();
+      this.delayReading = { at: now, ms: Math.min(ms, this.lastRawDelayMs) };
+      this.lastRawDelayMs = ms;
+    }
     return this.delayReading.ms;
   }
 }

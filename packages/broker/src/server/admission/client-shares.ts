@@ -23,10 +23,6 @@ export interface ClientEntry {
   cost: number;
   /** Calls in flight. */
   calls: number;
-  /** Most cost in flight in the current second and the one before (its demand: what to keep room for). */
-  peak: number;
-  peakPrev: number;
-  peakAt: number;
   /** Rate tokens left (a bucket of one second's worth). */
   tokens: number;
   tokensAt: number;
@@ -39,7 +35,6 @@ export class ClientShares {
   private configured = new Map<string, ClientSettings>();
   private activeWeight = 0;
   private activeWeightAt = -Infinity;
-  private reserved = 0;
 
   constructor(private readonly now: () => number) {}
 
@@ -61,9 +56,6 @@ export class ClientShares {
       name,
       cost: 0,
       calls: 0,
-      peak: 0,
-      peakPrev: 0,
-      peakAt: now,
       tokensAt: now,
       lastSeen: now,
       tokens: 0,
@@ -79,46 +71,17 @@ export class ClientShares {
    * or seen within the last second), at least one unit.
    */
   fairShare(e: ClientEntry, limit: number): number {
-    this.refresh(limit);
+    this.refresh();
     return Math.max(1, (limit * e.weight) / Math.max(e.weight, this.activeWeight));
   }
 
-  /**
-   * Room to keep free for the active clients other than `e`: for each, what it is likely to ask (its peak
-   * in flight over the last second or two, plus one call of `unit`), up to its fair share, less what it
-   * has in flight. Work-conserving: a light client reserves only about what it uses, so a heavy one may
-   * use the rest of the limit (a fixed share held back cost the heavy client that share of its goodput).
-   */
-  reserveForOthers(e: ClientEntry, limit: number, unit: number): number {
-    this.refresh(limit, unit);
-    return Math.max(0, this.reserved - this.reserveOf(e, limit, unit));
-  }
-
-  /** A call of `cost` was admitted for the client: updates its demand. */
-  admitted(e: ClientEntry): void {
-    const now = this.now();
-    if (now - e.peakAt >= 1000) {
-      e.peakPrev = now - e.peakAt >= 2000 ? 0 : e.peak;
-      e.peak = 0;
-      e.peakAt = now;
-    }
-    if (e.cost > e.peak) e.peak = e.cost;
-  }
-
-  private reserveOf(e: ClientEntry, limit: number, unit: number): number {
-    const share = Math.max(1, (limit * e.weight) / Math.max(e.weight, this.activeWeight));
-    const recent = this.now() - e.peakAt < 2000 ? Math.max(e.peak, e.peakPrev) : 0;
-    return Math.max(0, Math.min(share, recent + unit) - e.cost);
-  }
-
-  /** Active weights and the room reserved for every active client, recomputed at most every 100 ms. */
-  private refresh(limit: number, unit = 1): void {
+  /** The weight of the active clients, recomputed at most every 100 ms. */
+  private refresh(): void {
     const now = this.now();
     if (now - this.activeWeightAt < 100) return;
     this.activeWeightAt = now;
     const active = [...this.clients.values()].filter((c) => c.calls > 0 || now - c.lastSeen < 1000);
     this.activeWeight = active.reduce((n, c) => n + c.weight, 0);
-    this.reserved = active.reduce((n, c) => n + this.reserveOf(c, limit, unit), 0);
   }
 
   /** Takes one rate token; false when the client's `ratePerSecond` is spent (true without one). */
