@@ -9,6 +9,9 @@ import { EndpointHealth, REASON_REFUSED, logFields, viewOf, type Group } from '.
 import {
   MAX_RETRY_AFTER_MS,
   SLOW_CANCELLED_FACTOR,
+  TIGHT_BUDGET_FACTOR,
+  isInconclusive,
+  markInconclusive,
   newEntry,
   rankEndpoints,
   tierOf,
@@ -146,9 +149,12 @@ export class ConnectionManager {
   /**
    * Runs one call to `endpoint` under its breaker and records the outcome (latency, failures, in flight).
    * An open breaker does not refuse the call (the iterator only gets here when nothing better is left);
-   * a success through an open breaker closes it.
+   * a success through an open breaker closes it. `timeoutMs`, the attempt's own timeout: a
+   * DEADLINE_EXCEEDED within one shorter than {@link TIGHT_BUDGET_FACTOR} × the endpoint's usual p95 is
+   * the caller's budget running out (a loaded federation's last hops get little time), not the peer
+   * failing; it is not counted, and one health check tells a busy peer from a stuck one.
    */
-  async track<R>(endpoint: Endpoint, run: () => Promise<R>): Promise<R> {
+  async track<R>(endpoint: Endpoint, run: () => Promise<R>, timeoutMs?: number): Promise<R> {
     const entry = this.entryFor(endpoint);
     entry.inFlight++;
     entry.calls++;
@@ -165,6 +171,10 @@ export class ConnectionManager {
           this.health.noteSlow(entry, this.opts.now() - started, SLOW_CANCELLED_FACTOR);
           this.health.checkSuspect(entry);
         }
+        if (this.tightTimeout(entry, err, timeoutMs)) {
+          markInconclusive(err);
+          this.health.checkSuspect(entry);
+        }
         throw err;
       }
     };
@@ -178,7 +188,8 @@ export class ConnectionManager {
         return r;
       } catch (err) {
         const code = (err as { code?: number }).code;
-        if (code !== undefined && isPeerFailure(code)) this.health.onFailure(entry, err);
+        if (code !== undefined && isPeerFailure(code) && !isInconclusive(err))
+          this.health.onFailure(entry, err);
         throw err;
       }
     } finally {
@@ -228,6 +239,14 @@ export class ConnectionManager {
   latencyP95Ms(endpoint: Endpoint): number | undefined {
     const entry = this.entries.get(endpoint.address);
     return entry && p95Ms(entry, () => this.twins(entry));
+  }
+
+  /** True when `err` is a DEADLINE_EXCEEDED within a timeout too short to judge the endpoint by. */
+  private tightTimeout(entry: Entry, err: unknown, timeoutMs: number | undefined): boolean {
+    if ((err as { code?: number }).code !== grpc.status.DEADLINE_EXCEEDED || timeoutMs === undefined)
+      return false;
+    const usual = p95Ms(entry, () => this.twins(entry));
+    return usual !== undefined && timeoutMs < usual * TIGHT_BUDGET_FACTOR;
   }
 
   /** The other endpoints of the entry's group (same link, same work); none for one used on demand. */

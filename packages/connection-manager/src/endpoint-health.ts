@@ -3,7 +3,7 @@ import { isPeerFailure, type FederationServiceClient } from '@wanas/proto';
 import { EventEmitter } from 'node:events';
 import CircuitBreaker from 'opossum';
 import type { Logger } from 'winston';
-import { noteSlow, type Entry } from './ordering';
+import { isInconclusive, noteSlow, type Entry } from './ordering';
 import type { ConnectionManagerOptions, ManagerSettings } from './options';
 import { evaluateTarget, targetName, type EndpointView } from './target-health';
 import type { Connectivity, EndpointState, TargetHealth } from './types';
@@ -261,14 +261,17 @@ export class EndpointHealth {
       rollingPercentilesEnabled: false,
       enableSnapshots: false,
       // Caller errors (INVALID_ARGUMENT, NOT_FOUND, ...) are answers, not peer failures.
-      errorFilter: (err: { code?: number }) => err.code === undefined || !isPeerFailure(err.code),
+      errorFilter: (err: { code?: number }) =>
+        err.code === undefined || !isPeerFailure(err.code) || isInconclusive(err),
     });
     breaker.on('success', (result: unknown, latencyMs: number) => {
       // A filtered error (caller's mistake) still proves the peer is alive, but says nothing of latency.
       const isError = result instanceof Error;
       // A call we cancelled (a hedge answered first, the caller gave up) proves nothing either way: counted
       // as a success it cleared the failures of a frozen peer, which then came back first in rotation.
-      if (isError && (result as { code?: number }).code === grpc.status.CANCELLED) return;
+      // Nor does a deadline too short to judge the peer by (see ConnectionManager.track).
+      if (isError && ((result as { code?: number }).code === grpc.status.CANCELLED || isInconclusive(result)))
+        return;
       this.onSuccess(entry, isError ? undefined : latencyMs);
     });
     breaker.on('failure', (err: unknown) => this.onFailure(entry, err));

@@ -21,6 +21,21 @@ export const SLOW_FACTOR = 3;
 export const SLOW_SLACK_MS = 100;
 /** A call cancelled this long after it started (vs the moving average) lost to a hedge: slow too. */
 export const SLOW_CANCELLED_FACTOR = 1.5;
+/**
+ * A DEADLINE_EXCEEDED within an attempt timeout shorter than this many times the endpoint's usual p95 says
+ * the caller's budget ran out, not that the endpoint failed: under load a federation's last hops get what
+ * is left of 300 ms, and counting their timeouts marked busy peers failing and sent their work to twins.
+ */
+export const TIGHT_BUDGET_FACTOR = 2;
+const INCONCLUSIVE = Symbol('wanas.inconclusive');
+/** Marks an error as saying nothing of the endpoint's health (see {@link TIGHT_BUDGET_FACTOR}). */
+export function markInconclusive(err: unknown): void {
+  if (err && typeof err === 'object') (err as Record<symbol, boolean>)[INCONCLUSIVE] = true;
+}
+/** True for an error {@link markInconclusive} marked. */
+export function isInconclusive(err: unknown): boolean {
+  return !!err && typeof err === 'object' && (err as Record<symbol, boolean>)[INCONCLUSIVE] === true;
+}
 /** How long a slow mark orders an endpoint after its twins, ms. */
 export const SLOW_MEMORY_MS = 30_000;
 

@@ -194,7 +194,7 @@ export class AttemptLoop<C, R> {
     };
     this.inFlight.add(f);
     opts.source
-      .track(endpoint, () => call.promise)
+      .track(endpoint, () => call.promise, timeout)
       .then(
         (value) => this.handleAnswer(f, value),
         (err: ServiceError) => this.handleFailure(f, err),

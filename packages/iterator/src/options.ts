@@ -33,8 +33,11 @@ export interface EndpointSource<C> {
   order(target: TargetList, prefer?: (endpoint: Endpoint) => boolean): Endpoint[];
   /** The long-lived client (channel) for an endpoint. */
   client(endpoint: Endpoint): C;
-  /** Runs one attempt and records its outcome against the endpoint's health. */
-  track<R>(endpoint: Endpoint, run: () => Promise<R>): Promise<R>;
+  /**
+   * Runs one attempt and records its outcome against the endpoint's health; `timeoutMs` is the attempt's
+   * own timeout (a deadline too short to judge the endpoint by is not held against it).
+   */
+  track<R>(endpoint: Endpoint, run: () => Promise<R>, timeoutMs?: number): Promise<R>;
   /** The endpoint's observed p95 latency in ms, used as the hedge delay when none is fixed. */
   latencyP95Ms?(endpoint: Endpoint): number | undefined;
   /** The endpoint's fastest usual answer in ms (about one round trip): when its silence means something. */
