@@ -18,6 +18,12 @@ export const LIMIT_INTERVAL_MS = 100;
 export const DECREASE_FACTOR = 0.5;
 /** Share of the limit added per interval when the limit was in use and nothing waited (at least 1). */
 export const INCREASE_SHARE = 0.1;
+/** Share added per interval instead while latency is within {@link FREE_LATENCY} × its unloaded level. */
+export const FAST_INCREASE_SHARE = 0.25;
+/** Latency up to this many times its unloaded level counts as no queueing at all. */
+export const FREE_LATENCY = 1.25;
+/** After a cut, the limit holds for this many intervals (its effect is not yet measured). */
+export const SETTLE_INTERVALS = 2;
 /** The limit counts as in use when the peak in flight in an interval reached this share of it. */
 export const IN_USE_SHARE = 0.6;
 /** The unloaded latency is the least interval median seen in this window, ms (it forgets slowly). */
@@ -77,8 +83,10 @@ export class AdaptiveLimit {
   private intervalStart: number;
   private samples: number[] = [];
   private peakInFlight = 0;
-  /** The interval medians, smoothed (undefined after an idle interval). */
+  /** The interval medians, smoothed (undefined after an idle interval or a cut). */
   private smoothed: number | undefined;
+  /** When the limit was last lowered (-Infinity: never). */
+  private loweredAt = -Infinity;
   /** The least interval median seen, with when it was seen (forgotten after {@link BASELINE_WINDOW_MS}). */
   private baseline: { ms: number; at: number } | undefined;
   /** What the last evaluation decided, with its inputs (for metrics and tests). */
@@ -111,6 +119,8 @@ export class AdaptiveLimit {
 
   /** An admitted unit of work finished after `latencyMs`. */
   sample(latencyMs: number): void {
+    // Work admitted before the last cut says nothing of the new limit (it is why the limit was cut).
+    if (this.opts.now() - latencyMs < this.loweredAt) return this.maybeEvaluate();
     if (this.samples.length < MAX_SAMPLES) this.samples.push(latencyMs);
     else this.samples[Math.floor(Math.random() * MAX_SAMPLES)] = latencyMs;
     this.maybeEvaluate();
@@ -153,7 +163,13 @@ export class AdaptiveLimit {
       ),
     );
     // Work this small is not what makes the broker wait (another process, a GC): lowering would only refuse.
+    // One cut, then wait for its effect: the signals lag (the answers of work admitted before the cut, a
+    // queueing delay read over two intervals), and cutting again on them took a limit from 288 to 18 in
+    // four intervals on the bench, then two seconds to climb back while nearly everything was refused.
+    const settling = now - this.loweredAt <= SETTLE_INTERVALS * LIMIT_INTERVAL_MS;
     const waits = factor < 1 && this.peakInFlight >= this.opts.min * OWN_LOAD_FACTOR;
+    // Waiting, but with too little of its own work to be the cause: neither lowered nor raised.
+    const othersWait = factor < 1 && !waits;
     const inUse = this.peakInFlight >= this.limitValue * IN_USE_SHARE;
     // A band between raising and lowering: latency already past halfway to its tolerance holds the limit
     // (the signal lags by a round trip, and raising into it overshot into missed deadlines).
@@ -165,17 +181,21 @@ export class AdaptiveLimit {
     if (this.samples.length === 0 && this.peakInFlight === 0) {
       verdict = 'idle';
       this.smoothed = undefined;
-    } else if (waits) {
+    } else if (settling || othersWait) verdict = 'steady';
+    else if (waits) {
       verdict = 'lowered';
       // From what was in flight, not from the limit: a generous limit far above the load would otherwise
       // take several intervals to bind while the queue grows.
       this.limitValue = Math.max(this.opts.min, Math.min(this.limitValue, this.peakInFlight) * factor);
+      this.loweredAt = now;
+      this.smoothed = undefined;
     } else if (inUse && roomToGrow) {
       verdict = 'raised';
-      this.limitValue = Math.min(
-        this.opts.max(),
-        this.limitValue + Math.max(1, this.limitValue * INCREASE_SHARE),
-      );
+      // Faster while answers come about as fast as unloaded: a limit cut by a transient climbs back in a
+      // few intervals rather than a second or two.
+      const free = latencyMs !== undefined && base !== undefined && latencyMs <= base * FREE_LATENCY;
+      const step = free ? FAST_INCREASE_SHARE : INCREASE_SHARE;
+      this.limitValue = Math.min(this.opts.max(), this.limitValue + Math.max(1, this.limitValue * step));
     } else if (!inUse && this.limitValue < this.opts.initial) {
       // Nothing waits and the load is light: relax back towards the initial limit, so a burst after a busy
       // spell is not refused for a limit the busy spell set.
@@ -184,19 +204,28 @@ export class AdaptiveLimit {
     } else verdict = 'steady';
     this.limitValue = Math.min(this.limitValue, this.opts.max());
     this.last = { verdict, queueDelayMs, latencyMs };
+    process.stderr.write(
+      `LIMIT ${Date.now()} ${verdict} lim=${this.limitValue.toFixed(0)} peak=${this.peakInFlight} qd=${queueDelayMs.toFixed(1)} lat=${latencyMs?.toFixed(0)} base=${base?.toFixed(0)} n=${this.samples.length}\n`,
+    );
     this.samples = [];
     this.peakInFlight = this.opts.inFlight?.() ?? 0;
     this.intervalStart = now;
   }
 
   /**
-   * The unloaded latency: the least interval median, kept for {@link BASELINE_WINDOW_MS}; then the next
-   * interval's median replaces it, at most {@link BASELINE_GROWTH} times the old (a new site far away is learnt).
+   * The unloaded latency: the least interval median, kept for {@link BASELINE_WINDOW_MS}; then the median
+   * of the next interval whose load was light (the limit not in use) replaces it, at most
+   * {@link BASELINE_GROWTH} times the old (a new site far away is learnt). Never from a loaded interval: a
+   * baseline that grew while the limit held the load (1.25× every 30 s) let latency climb with it, and
+   * a long overload ended up admitting at 500 ms what it had admitted at 140.
    */
   private updateBaseline(latencyMs: number | undefined, now: number): number | undefined {
     if (latencyMs === undefined) return this.baseline?.ms;
     if (!this.baseline || latencyMs <= this.baseline.ms) this.baseline = { ms: latencyMs, at: now };
-    else if (now - this.baseline.at > BASELINE_WINDOW_MS)
+    else if (
+      now - this.baseline.at > BASELINE_WINDOW_MS &&
+      this.peakInFlight < this.limitValue * IN_USE_SHARE
+    )
       // Forgets slowly: a loaded median cannot become the baseline at once and let the limit creep up.
       this.baseline = { ms: Math.min(latencyMs, this.baseline.ms * BASELINE_GROWTH), at: now };
     return this.baseline.ms;

@@ -1,4 +1,11 @@
-import { AdaptiveLimit, DECREASE_FACTOR, LIMIT_INTERVAL_MS } from './adaptive-limit';
+import {
+  AdaptiveLimit,
+  BASELINE_GROWTH,
+  DECREASE_FACTOR,
+  FAST_INCREASE_SHARE,
+  LIMIT_INTERVAL_MS,
+  SETTLE_INTERVALS,
+} from './adaptive-limit';
 import { Admission, isRefusal, type Refusal, type Ticket } from './admission';
 import { QueueDelay, PROBE_INTERVAL_MS, IDLE_AFTER_MS } from './queue-delay';
 
@@ -67,7 +74,7 @@ describe('AdaptiveLimit (virtual time)', () => {
       queueDelayMs: () => delay.ms,
     });
 
-  it('falls by a step per interval while the queueing delay stays above target, never below its minimum', () => {
+  it('falls by a step per settled interval while the queueing delay stays above target, never below its minimum', () => {
     const clock = { t: 0 };
     const delay = { ms: 20 };
     const l = make(delay, clock);
@@ -78,9 +85,11 @@ describe('AdaptiveLimit (virtual time)', () => {
       l.sample(50);
       seen.push(l.limit);
     }
-    // 20 ms against a 5 ms target: the largest step down each interval.
+    // 20 ms against a 5 ms target: the largest step down, then held while its effect is measured
+    // (SETTLE_INTERVALS), then the next step.
     expect(seen[0]).toBe(Math.floor(100 * DECREASE_FACTOR));
-    expect(seen[1]).toBe(Math.floor(100 * DECREASE_FACTOR * DECREASE_FACTOR));
+    expect(seen.slice(1, SETTLE_INTERVALS + 1)).toEqual(Array(SETTLE_INTERVALS).fill(seen[0]));
+    expect(seen[SETTLE_INTERVALS + 1]).toBe(Math.floor(100 * DECREASE_FACTOR * DECREASE_FACTOR));
     // Down to where its own work is too little to be the cause (twice the minimum of 10), never below 10.
     expect(seen[29]).toBeGreaterThanOrEqual(10);
     expect(seen[29]).toBeLessThan(20);
@@ -152,6 +161,47 @@ describe('AdaptiveLimit (virtual time)', () => {
     l.sample(200); // smoothed: 50 + 0.4 × 150 = 110, past 2 × 50
     expect(l.limit).toBeLessThan(before);
     expect(l.last.verdict).toBe('lowered');
+  });
+
+  it('keeps its unloaded latency through a long overload, and learns a slower one only while light', () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 0 }, clock);
+    const interval = (inFlight: number, ms: number) => {
+      l.noteInFlight(inFlight);
+      for (let i = 0; i < 5; i++) l.sample(ms);
+      clock.t += LIMIT_INTERVAL_MS;
+      void l.limit;
+    };
+    interval(100, 50);
+    expect(l.baselineMs).toBe(50);
+    // 35 s with the limit in use and answers at 90 ms (within 2 × 50): the baseline does not follow them.
+    for (let i = 0; i < 350; i++) interval(l.limit, 90);
+    expect(l.baselineMs).toBe(50);
+    // A light interval past the window: a slower federation is learnt, a step at a time.
+    interval(1, 90);
+    expect(l.baselineMs).toBe(50 * BASELINE_GROWTH);
+  });
+
+  it('cuts once and waits for its effect: slow answers of work admitted before the cut do not cut again', () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 0 }, clock);
+    const interval = (inFlight: number, ms: number) => {
+      l.noteInFlight(inFlight);
+      for (let i = 0; i < 5; i++) l.sample(ms);
+      clock.t += LIMIT_INTERVAL_MS;
+      return l.limit;
+    };
+    interval(100, 50);
+    const cut = interval(100, 300); // smoothed 150, past 2 × 50: the cut
+    expect(l.last.verdict).toBe('lowered');
+    expect(cut).toBeLessThan(100);
+    // The work admitted before the cut keeps answering slowly (each took 300 ms, so began before it): held
+    // while the cut settles, then raised a step while nothing new is measured.
+    for (let i = 0; i < SETTLE_INTERVALS; i++) expect(interval(cut, 300)).toBe(cut);
+    // Work admitted since answers at the unloaded latency: the limit climbs by the fast step.
+    const before = l.limit;
+    expect(interval(before, 50)).toBeGreaterThanOrEqual(Math.floor(before * (1 + FAST_INCREASE_SHARE)));
+    expect(l.last.verdict).toBe('raised');
   });
 
   it('follows latency smoothed over intervals: one noisy interval past tolerance does not lower it', () => {
