@@ -24,8 +24,9 @@ export const admissionSchema = z
     /** Latency of admitted Aggregates may grow to this many times its unloaded level before the limit falls. */
     latencyTolerance: z.number().min(1.1).max(10).default(2),
     /**
-     * Pods asked by Aggregates in flight at first, before anything is measured: the limit starts here, and
-     * returns here while nothing waits (a quiet broker takes a burst; a busy one lowers it within 100 ms).
+     * Pods asked by Aggregates in flight at first, before anything is measured, and the most the limit
+     * relaxes to while nothing waits; within it, an unused limit stays within twice the most in flight in
+     * the last ~10 s (a burst from a quiet broker is not all admitted at once).
      */
     initialPods: z.number().int().min(1).max(1_000_000).default(512),
     /** The limit never falls below this many pods in flight (a lone large Aggregate is always admitted). */

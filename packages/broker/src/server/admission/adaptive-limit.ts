@@ -16,6 +16,16 @@ export const LIMIT_INTERVAL_MS = 100;
  * every noisy interval kept the limit at a third of what the federation could do.
  */
 export const DECREASE_FACTOR = 0.5;
+/**
+ * The Aggregates' limit, while not in use, is kept within this many times the most in flight lately (the
+ * validation window): a limit never reached is not trusted. Measured on the overload test: a 512-pod limit
+ * met a step to 3× capacity from idle, admitted 128 Aggregates at once, and a fifth of them missed 300 ms.
+ */
+export const UNUSED_HEADROOM = 2;
+/** How far back "lately" goes for {@link UNUSED_HEADROOM}, ms. */
+export const VALIDATION_WINDOW_MS = 10_000;
+/** The deepest one cut goes (× what was in flight), when the delivery rate says the queue is that long. */
+export const DEEPEST_CUT = 0.2;
 /** Share of the limit added per interval when the limit was in use and nothing waited (at least 1). */
 export const INCREASE_SHARE = 0.1;
 /** Share added per interval instead while latency is within {@link FREE_LATENCY} × its unloaded level. */
@@ -73,6 +83,11 @@ export interface AdaptiveLimitOptions {
   now: () => number;
   /** The least queueing delay seen since the last call, ms (reset by the call). */
   queueDelayMs: () => number;
+  /**
+   * While not in use, the limit is kept within this many times the most in flight lately (undefined: not
+   * kept; see {@link UNUSED_HEADROOM}).
+   */
+  unusedHeadroom?: number;
   /** Work in flight now (an interval with work still in flight is not idle). */
   inFlight?: () => number;
 }
@@ -85,6 +100,12 @@ export class AdaptiveLimit {
   private peakInFlight = 0;
   /** The interval medians, smoothed (undefined after an idle interval or a cut). */
   private smoothed: number | undefined;
+  /** The most in flight in the current and the previous half of the validation window. */
+  private peakBucket = 0;
+  private peakPrevBucket = 0;
+  private peakBucketAt = -Infinity;
+  /** Units of work answered in this interval (all of them, admitted before a cut or after). */
+  private delivered = 0;
   /** When the limit was last lowered (-Infinity: never). */
   private loweredAt = -Infinity;
   /** The least interval median seen, with when it was seen (forgotten after {@link BASELINE_WINDOW_MS}). */
@@ -117,8 +138,9 @@ export class AdaptiveLimit {
     if (inFlight > this.peakInFlight) this.peakInFlight = inFlight;
   }
 
-  /** An admitted unit of work finished after `latencyMs`. */
-  sample(latencyMs: number): void {
+  /** Admitted work of `units` (pods) finished after `latencyMs`. */
+  sample(latencyMs: number, units = 1): void {
+    this.delivered += units;
     // Work admitted before the last cut says nothing of the new limit (it is why the limit was cut).
     if (this.opts.now() - latencyMs < this.loweredAt) return this.maybeEvaluate();
     if (this.samples.length < MAX_SAMPLES) this.samples.push(latencyMs);
@@ -177,6 +199,9 @@ export class AdaptiveLimit {
       latencyMs === undefined ||
       base === undefined ||
       latencyMs <= base * (1 + (this.opts.latencyTolerance - 1) / 2);
+    const headroom = this.opts.unusedHeadroom;
+    const validated =
+      headroom === undefined ? Infinity : Math.max(this.opts.min, headroom * this.recentPeak(now));
     let verdict: LimitVerdict;
     if (this.samples.length === 0 && this.peakInFlight === 0) {
       verdict = 'idle';
@@ -186,7 +211,7 @@ export class AdaptiveLimit {
       verdict = 'lowered';
       // From what was in flight, not from the limit: a generous limit far above the load would otherwise
       // take several intervals to bind while the queue grows.
-      this.limitValue = Math.max(this.opts.min, Math.min(this.limitValue, this.peakInFlight) * factor);
+      this.limitValue = Math.max(this.opts.min, this.cutFrom(now, factor, base));
       this.loweredAt = now;
       this.smoothed = undefined;
     } else if (inUse && roomToGrow) {
@@ -196,20 +221,49 @@ export class AdaptiveLimit {
       const free = latencyMs !== undefined && base !== undefined && latencyMs <= base * FREE_LATENCY;
       const step = free ? FAST_INCREASE_SHARE : INCREASE_SHARE;
       this.limitValue = Math.min(this.opts.max(), this.limitValue + Math.max(1, this.limitValue * step));
-    } else if (!inUse && this.limitValue < this.opts.initial) {
-      // Nothing waits and the load is light: relax back towards the initial limit, so a burst after a busy
-      // spell is not refused for a limit the busy spell set.
+    } else if (!inUse && this.limitValue < Math.min(this.opts.initial, validated)) {
+      // Nothing waits and the load is light: relax back towards what recent load has shown it can use, so
+      // a burst after a busy spell is not refused for a limit the busy spell set.
       verdict = 'raised';
-      this.limitValue = Math.min(this.opts.initial, this.limitValue * (1 + INCREASE_SHARE));
+      this.limitValue = Math.min(this.opts.initial, validated, this.limitValue * (1 + INCREASE_SHARE));
+    } else if (!inUse && this.limitValue > validated) {
+      // A limit far above anything used lately was never measured: a burst would all be admitted at once
+      // and queue past its deadlines before a single answer could lower it (RFC 7661's idea for TCP).
+      verdict = 'lowered';
+      this.limitValue = validated;
     } else verdict = 'steady';
     this.limitValue = Math.min(this.limitValue, this.opts.max());
     this.last = { verdict, queueDelayMs, latencyMs };
-    process.stderr.write(
-      `LIMIT ${Date.now()} ${verdict} lim=${this.limitValue.toFixed(0)} peak=${this.peakInFlight} qd=${queueDelayMs.toFixed(1)} lat=${latencyMs?.toFixed(0)} base=${base?.toFixed(0)} n=${this.samples.length}\n`,
-    );
     this.samples = [];
+    this.delivered = 0;
     this.peakInFlight = this.opts.inFlight?.() ?? 0;
     this.intervalStart = now;
+  }
+
+  /** The most in flight in any interval of the last {@link VALIDATION_WINDOW_MS} or so (two buckets). */
+  private recentPeak(now: number): number {
+    if (now - this.peakBucketAt >= VALIDATION_WINDOW_MS / 2) {
+      this.peakPrevBucket = now - this.peakBucketAt >= VALIDATION_WINDOW_MS ? 0 : this.peakBucket;
+      this.peakBucket = 0;
+      this.peakBucketAt = now;
+    }
+    this.peakBucket = Math.max(this.peakBucket, this.peakInFlight);
+    return Math.max(this.peakBucket, this.peakPrevBucket);
+  }
+
+  /**
+   * Where a cut lands: from what was in flight (not from a limit far above it), by `factor`, and lower when
+   * Little's law says so — the work the interval delivered per ms × the tolerated latency is what can be
+   * in flight without waiting. After a step in load the answers measured are of work admitted before the
+   * queue grew, so `factor` alone under-cuts (a step to 3× capacity from a 512-pod limit took four halvings
+   * and 1.2 s, missing deadlines all the while); the delivery rate is what the federation can do now.
+   */
+  private cutFrom(now: number, factor: number, base: number | undefined): number {
+    const from = Math.min(this.limitValue, this.peakInFlight) * factor;
+    const elapsed = now - this.intervalStart;
+    if (base === undefined || this.delivered === 0 || elapsed <= 0) return from;
+    const sustainable = (this.delivered / elapsed) * base * this.opts.latencyTolerance;
+    return Math.min(from, Math.max(from * DEEPEST_CUT, sustainable));
   }
 
   /**

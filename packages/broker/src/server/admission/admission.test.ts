@@ -2,6 +2,7 @@ import {
   AdaptiveLimit,
   BASELINE_GROWTH,
   DECREASE_FACTOR,
+  DEEPEST_CUT,
   FAST_INCREASE_SHARE,
   LIMIT_INTERVAL_MS,
   SETTLE_INTERVALS,
@@ -202,6 +203,46 @@ describe('AdaptiveLimit (virtual time)', () => {
     const before = l.limit;
     expect(interval(before, 50)).toBeGreaterThanOrEqual(Math.floor(before * (1 + FAST_INCREASE_SHARE)));
     expect(l.last.verdict).toBe('raised');
+  });
+
+  it("cuts to what the delivery rate sustains (Little's law), not just by a factor, after a step in load", () => {
+    const clock = { t: 0 };
+    const l = make({ ms: 0 }, clock);
+    l.noteInFlight(100);
+    for (let i = 0; i < 5; i++) l.sample(50);
+    clock.t += LIMIT_INTERVAL_MS;
+    void l.limit; // unloaded: 50 ms
+    // 100 units in flight, 5 answered in 100 ms, each after 300 ms: 0.05 a ms × 2 × 50 ms sustains 5.
+    l.noteInFlight(100);
+    for (let i = 0; i < 5; i++) l.sample(300);
+    clock.t += LIMIT_INTERVAL_MS;
+    expect(l.limit).toBe(Math.floor(100 * (100 / 150) * DEEPEST_CUT)); // as deep as one cut goes
+    expect(l.last.verdict).toBe('lowered');
+  });
+
+  it('keeps an unused limit within twice the most in flight lately, and climbs from there when a step uses it', () => {
+    const clock = { t: 0 };
+    const l = new AdaptiveLimit({
+      initial: 100,
+      min: 10,
+      max: () => 1000,
+      targetDelayMs: 5,
+      latencyTolerance: 2,
+      unusedHeadroom: 2,
+      now: () => clock.t,
+      queueDelayMs: () => 0,
+    });
+    const interval = (inFlight: number) => {
+      l.noteInFlight(inFlight);
+      for (let i = 0; i < 5; i++) l.sample(50);
+      clock.t += LIMIT_INTERVAL_MS;
+      return l.limit;
+    };
+    expect(interval(12)).toBe(24); // 100 was never used: a burst would all be admitted at once
+    expect(interval(12)).toBe(24);
+    // A step in load fills it: in use, answers as fast as unloaded, so it climbs by the fast step.
+    expect(interval(24)).toBe(30);
+    expect(interval(30)).toBeGreaterThan(30);
   });
 
   it('follows latency smoothed over intervals: one noisy interval past tolerance does not lower it', () => {

@@ -2,14 +2,14 @@
  * Admission at one broker: **admit once, at the entry, and finish what was admitted**. An Aggregate is
  * weighed by its cost (the pods it asks) against an {@link AdaptiveLimit} that follows the broker's
  * queueing delay and the latency of what it admitted; a client past its fair share is refused at the limit
- * while one within it may overdraw it; a call whose deadline is shorter than the work usually takes is
+ * while one within it is admitted; a call whose deadline is shorter than the work usually takes is
  * refused on arrival. A
  * federation request (work an entry already admitted) has priority: its limit falls only at several times
  * the queueing delay that stops new Aggregates, so a busy broker sheds new work first and finishes what
  * the federation started. A refusal is RESOURCE_EXHAUSTED with a reason and a retry pushback (gRPC A6).
  */
 import type { AdmissionSettings, ClientSettings } from '@wanas/topology';
-import { AdaptiveLimit } from './adaptive-limit';
+import { AdaptiveLimit, UNUSED_HEADROOM } from './adaptive-limit';
 import { ClientShares, type ClientEntry } from './client-shares';
 import { QueueDelay } from './queue-delay';
 
@@ -24,8 +24,6 @@ export type RefusalReason = 'limit' | 'fair-share' | 'quota' | 'deadline' | 'har
 
 /** Federation requests' limit falls only at this many times the queueing delay that stops new Aggregates. */
 export const FEDERATION_DELAY_FACTOR = 4;
-/** Share of the limit a client within its fair share may go past it by (bounded: the shares sum to the limit). */
-export const OVERDRAFT_SHARE = 0.5;
 /** Shortest and longest retry pushback sent with a refusal, ms. */
 export const MIN_PUSHBACK_MS = 20;
 export const MAX_PUSHBACK_MS = 2000;
@@ -108,6 +106,8 @@ export class Admission {
         get latencyTolerance() {
           return agg(cls) ? s().latencyTolerance : Infinity;
         },
+        // New Aggregates are held to what recent load has used; federation requests (admitted work) not.
+        unusedHeadroom: agg(cls) ? UNUSED_HEADROOM : undefined,
         now: this.now,
         queueDelayMs: () => this.delay(),
       });
@@ -211,19 +211,21 @@ export class Admission {
       );
     // One call is always admitted on an idle class, whatever its cost (a lone large Aggregate runs).
     if (st.calls === 0) return undefined;
-    // A client within its fair share may overdraw the limit (by up to half of it: the shares sum to the
-    // limit), so a heavy client holding the limit — or a limit just lowered — does not refuse a light one.
-    // The heavy client, past its share, is refused at the limit itself. Work-conserving: no room is held
-    // back for clients that do not ask (a share kept free for a light client cost the heavy one a fifth of
-    // its goodput on the bench).
-    const share = cls === 'aggregate' ? this.clients.fairShare(client, limit) : limit;
-    const within = client.cost + units <= share;
-    if (st.cost + units <= (within ? limit * (1 + OVERDRAFT_SHARE) : limit)) return undefined;
-    if (!within && share < limit)
-      return this.refuse(
-        'fair-share',
-        `broker busy and client "${client.name}" past its fair share (${Math.round(share)} of ${limit} pods)`,
-      );
+    // A client within its fair share is admitted: the shares of the active clients sum to the limit, so
+    // together they stay within it, and a heavy client's work left over from before a cut (the limit just
+    // lowered under it) cannot refuse a light one. The heavy client, past its share, is refused at the
+    // limit. Work-conserving: no room is held back for clients that do not ask (a share kept free for a
+    // light client cost the heavy one a fifth of its goodput on the bench).
+    if (st.cost + units <= limit) return undefined;
+    if (cls === 'aggregate') {
+      const share = this.clients.fairShare(client, limit);
+      if (client.cost + units <= share) return undefined;
+      if (share < limit)
+        return this.refuse(
+          'fair-share',
+          `broker busy and client "${client.name}" past its fair share (${Math.round(share)} of ${limit} pods)`,
+        );
+    }
     return this.refuse('limit', `broker busy: ${st.cost} of ${limit} ${unit(cls)} in flight`);
   }
 
@@ -262,7 +264,7 @@ export class Admission {
         client.cost -= cost;
         client.calls--;
         client.lastSeen = this.now();
-        st.limit.sample(this.now() - started);
+        st.limit.sample(this.now() - started, cost);
       },
     };
   }
