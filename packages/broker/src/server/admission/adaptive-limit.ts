@@ -22,6 +22,11 @@ export const DECREASE_FACTOR = 0.5;
  * met a step to 3× capacity from idle, admitted 128 Aggregates at once, and a fifth of them missed 300 ms.
  */
 export const UNUSED_HEADROOM = 2;
+/**
+ * …but never below this share of the initial limit: a quiet broker still takes a modest burst whole
+ * (128 pods by default: 21 Aggregates of 6 pods) rather than refusing all but a couple of its calls.
+ */
+export const UNUSED_FLOOR_SHARE = 0.25;
 /** How far back "lately" goes for {@link UNUSED_HEADROOM}, ms. */
 export const VALIDATION_WINDOW_MS = 10_000;
 /** The deepest one cut goes (× what was in flight), when the delivery rate says the queue is that long. */
@@ -201,7 +206,9 @@ export class AdaptiveLimit {
       latencyMs <= base * (1 + (this.opts.latencyTolerance - 1) / 2);
     const headroom = this.opts.unusedHeadroom;
     const validated =
-      headroom === undefined ? Infinity : Math.max(this.opts.min, headroom * this.recentPeak(now));
+      headroom === undefined
+        ? Infinity
+        : Math.max(this.opts.min, this.opts.initial * UNUSED_FLOOR_SHARE, headroom * this.recentPeak(now));
     let verdict: LimitVerdict;
     if (this.samples.length === 0 && this.peakInFlight === 0) {
       verdict = 'idle';

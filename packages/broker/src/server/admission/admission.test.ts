@@ -220,7 +220,7 @@ describe('AdaptiveLimit (virtual time)', () => {
     expect(l.last.verdict).toBe('lowered');
   });
 
-  it('keeps an unused limit within twice the most in flight lately, and climbs from there when a step uses it', () => {
+  it('keeps an unused limit within twice the most in flight lately (not below a quarter of its initial), and climbs from there when a step uses it', () => {
     const clock = { t: 0 };
     const l = new AdaptiveLimit({
       initial: 100,
@@ -238,11 +238,12 @@ describe('AdaptiveLimit (virtual time)', () => {
       clock.t += LIMIT_INTERVAL_MS;
       return l.limit;
     };
-    expect(interval(12)).toBe(24); // 100 was never used: a burst would all be admitted at once
-    expect(interval(12)).toBe(24);
+    // 100 was never used: a burst would all be admitted at once. Twice 12, but not below a quarter of 100.
+    expect(interval(12)).toBe(25);
+    expect(interval(12)).toBe(25);
     // A step in load fills it: in use, answers as fast as unloaded, so it climbs by the fast step.
-    expect(interval(24)).toBe(30);
-    expect(interval(30)).toBeGreaterThan(30);
+    expect(interval(25)).toBe(31);
+    expect(interval(31)).toBe(39);
   });
 
   it('follows latency smoothed over intervals: one noisy interval past tolerance does not lower it', () => {
