@@ -2,24 +2,31 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { ConnectionManager, RTT_HEDGE_SLACK_MS } from './connection-manager';
 
-/** A method the test server accepts and never answers (a busy peer, as the caller sees it). */
+const bytesMethod = (path: string) => ({
+  path,
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: (b: Buffer) => b,
+  requestDeserialize: (b: Buffer) => b,
+  responseSerialize: (b: Buffer) => b,
+  responseDeserialize: (b: Buffer) => b,
+});
+/** Methods of the test server: `Hang` never answers (a busy peer, as the caller sees it); `Slow` in 30 ms. */
 const HANG = {
-  hang: {
-    path: '/test.Busy/Hang',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: (b: Buffer) => b,
-    requestDeserialize: (b: Buffer) => b,
-    responseSerialize: (b: Buffer) => b,
-    responseDeserialize: (b: Buffer) => b,
-  },
+  hang: bytesMethod('/test.Busy/Hang'),
+  slow: bytesMethod('/test.Busy/Slow'),
 } satisfies grpc.ServiceDefinition;
+const SLOW_MS = 30;
 
 /** A real grpc-js server on 127.0.0.1 that answers grpc.health.v1 SERVING (and never answers `Hang`). */
 async function healthServer(): Promise<{ address: string; stop(): void }> {
   const server = new grpc.Server();
   new HealthImplementation({ '': 'SERVING' }).addToServer(server);
-  server.addService(HANG, { hang: () => undefined });
+  server.addService(HANG, {
+    hang: () => undefined,
+    slow: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>
+      setTimeout(() => cb(null, Buffer.alloc(0)), SLOW_MS),
+  });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
       e ? reject(e) : resolve(p),
@@ -55,10 +62,10 @@ describe('ConnectionManager against a real grpc-js server', () => {
     const cm = new ConnectionManager();
     const Busy = grpc.makeGenericClientConstructor(HANG, 'Busy');
     const client = new Busy(peer.address, grpc.credentials.createInsecure());
-    const hang = (timeoutMs: number) =>
+    const call = (path: string, timeoutMs: number) =>
       new Promise<void>((resolve, reject) =>
         client.makeUnaryRequest(
-          HANG.hang.path,
+          path,
           (b: Buffer) => b,
           (b: Buffer) => b,
           Buffer.alloc(0),
@@ -70,18 +77,19 @@ describe('ConnectionManager against a real grpc-js server', () => {
       const ep = { brokerId: 'b', address: peer.address };
       cm.setPeers([{ site: 's2', pod: '', endpoints: [{ ...ep, site: 's2', pod: '' }] }]);
       expect(await cm.waitForWarm(5000)).toBe(true);
-      for (let i = 0; i < 100 && cm.latencyP95Ms(ep) === undefined; i++)
-        await new Promise((r) => setTimeout(r, 20));
-      const usual = cm.latencyP95Ms(ep)!;
-      // What was left of a caller's budget: a few ms, under twice the usual p95.
-      const tight = Math.max(1, Math.floor(usual / 2));
-      await expect(cm.track(ep, () => hang(tight), tight)).rejects.toMatchObject({
+      // Its fastest usual answer: about 30 ms.
+      for (let i = 0; i < 10; i++) await cm.track(ep, () => call(HANG.slow.path, 2000), 2000);
+      const floor = cm.latencyFloorMs(ep)!;
+      expect(floor).toBeGreaterThanOrEqual(SLOW_MS);
+      // What was left of a caller's budget: under twice the fastest usual answer.
+      const tight = Math.floor(floor * 1.5);
+      await expect(cm.track(ep, () => call(HANG.hang.path, tight), tight)).rejects.toMatchObject({
         code: grpc.status.DEADLINE_EXCEEDED,
       });
       expect(cm.snapshot()[0]).toMatchObject({ state: 'ready' });
       // A timeout many times the usual latency: the peer did not answer in time.
-      const generous = Math.ceil(usual * 4);
-      await expect(cm.track(ep, () => hang(generous), generous)).rejects.toMatchObject({
+      const generous = Math.ceil(floor * 4);
+      await expect(cm.track(ep, () => call(HANG.hang.path, generous), generous)).rejects.toMatchObject({
         code: grpc.status.DEADLINE_EXCEEDED,
       });
       expect(cm.snapshot()[0]).toMatchObject({ state: 'failing' });

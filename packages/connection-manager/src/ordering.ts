@@ -22,9 +22,10 @@ export const SLOW_SLACK_MS = 100;
 /** A call cancelled this long after it started (vs the moving average) lost to a hedge: slow too. */
 export const SLOW_CANCELLED_FACTOR = 1.5;
 /**
- * A DEADLINE_EXCEEDED within an attempt timeout shorter than this many times the endpoint's usual p95 says
- * the caller's budget ran out, not that the endpoint failed: under load a federation's last hops get what
- * is left of 300 ms, and counting their timeouts marked busy peers failing and sent their work to twins.
+ * A DEADLINE_EXCEEDED within an attempt timeout shorter than this many times the endpoint's fastest usual
+ * answer (about a round trip) says the caller's budget ran out, not that the endpoint failed: under load a
+ * federation's last hops get what is left of 300 ms, and counting their timeouts marked busy peers failing
+ * and sent their work to twins.
  */
 export const TIGHT_BUDGET_FACTOR = 2;
 const INCONCLUSIVE = Symbol('wanas.inconclusive');
