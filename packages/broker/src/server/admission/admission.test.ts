@@ -330,7 +330,7 @@ describe('Admission', () => {
     t++;
   });
 
-  it('refuses a heavy client past its fair share at the limit, and lets a light one within it overdraw', () => {
+  it('refuses a heavy client past its fair share at the limit, and admits a light one within it', () => {
     let t = 0;
     const a = admissionOn({ now: () => t }, { ms: 0 });
     a.admit('aggregate', 'light', undefined); // the light client is active (one call in flight)
@@ -346,6 +346,24 @@ describe('Admission', () => {
     for (let i = 0; i < 4; i++) expect(isRefusal(a.admit('aggregate', 'light', undefined))).toBe(false);
     expect((a.admit('aggregate', 'light', undefined) as Refusal).reason).toBe('fair-share');
     t++;
+  });
+
+  it("admits a light client within its share even when a cut left the heavy one's work above the limit", () => {
+    let t = 0;
+    const delay = { ms: 0 };
+    const a = admissionOn({ now: () => t }, delay);
+    const held = Array.from({ length: 10 }, () => a.admit('aggregate', 'heavy', undefined) as Ticket);
+    expect(a.inFlight('aggregate').cost).toBe(60);
+    // Queueing delay four times its target for two intervals: the limit is cut under the heavy client's work.
+    delay.ms = 20;
+    t += LIMIT_INTERVAL_MS;
+    a.limit('aggregate');
+    t += LIMIT_INTERVAL_MS;
+    expect(a.limit('aggregate')).toBeLessThanOrEqual(30);
+    // 60 pods in flight, twice the limit: the light client's call is within its share (half the limit).
+    expect(isRefusal(a.admit('aggregate', 'light', undefined))).toBe(false);
+    expect((a.admit('aggregate', 'heavy', undefined) as Refusal).reason).toBe('fair-share');
+    held.forEach((h) => h.release());
   });
 
   it('gives a weighted client its larger share, and holds a client to its in-flight quota', () => {
