@@ -163,21 +163,13 @@ export class AdaptiveLimit {
   /** The one place the limit changes. */
   private evaluate(now: number): void {
     const queueDelayMs = this.opts.queueDelayMs();
-    // A median of a few answers says more about those requests (a slow operation, a client's long timeout)
-    // than about the broker: latency speaks only with enough of them.
-    const measured = this.samples.length >= MIN_BASELINE_SAMPLES ? median(this.samples) : undefined;
-    if (measured !== undefined)
-      this.smoothed =
-        this.smoothed === undefined ? measured : this.smoothed + SMOOTHING * (measured - this.smoothed);
-    const latencyMs = measured === undefined ? undefined : this.smoothed;
-    const base = this.updateBaseline(latencyMs, now);
+    const latencyMs = this.smoothedLatency();
+    const inUse = this.peakInFlight >= this.limitValue * IN_USE_SHARE;
+    const base = this.updateBaseline(latencyMs, now, inUse);
     // Latency speaks only while the limit is in use: a dead peer's failover also makes answers slow, and
     // refusing work a broker has room for sheds nothing it could not do (a fresh-check run refused
     // Aggregates during a representative's SIGKILL at a sixth of the limit).
-    const tolerated =
-      base === undefined || this.peakInFlight < this.limitValue * IN_USE_SHARE
-        ? undefined
-        : base * this.opts.latencyTolerance;
+    const tolerated = base === undefined || !inUse ? undefined : base * this.opts.latencyTolerance;
     // How far each signal is past what is tolerated: 1 when within it.
     const factor = Math.max(
       DECREASE_FACTOR,
@@ -189,35 +181,31 @@ export class AdaptiveLimit {
           : 1,
       ),
     );
-    // Work this small is not what makes the broker wait (another process, a GC): lowering would only refuse.
     // One cut, then wait for its effect: the signals lag (the answers of work admitted before the cut, a
     // queueing delay read over two intervals), and cutting again on them took a limit from 288 to 18 in
     // four intervals on the bench, then two seconds to climb back while nearly everything was refused.
     const settling = now - this.loweredAt <= SETTLE_INTERVALS * LIMIT_INTERVAL_MS;
+    // Work this small is not what makes the broker wait (another process, a GC): lowering would only refuse;
+    // waiting with too little of its own work to be the cause, it is neither lowered nor raised.
     const waits = factor < 1 && this.peakInFlight >= this.opts.min * OWN_LOAD_FACTOR;
-    // Waiting, but with too little of its own work to be the cause: neither lowered nor raised.
     const othersWait = factor < 1 && !waits;
-    const inUse = this.peakInFlight >= this.limitValue * IN_USE_SHARE;
     // A band between raising and lowering: latency already past halfway to its tolerance holds the limit
     // (the signal lags by a round trip, and raising into it overshot into missed deadlines).
     const roomToGrow =
       latencyMs === undefined ||
       base === undefined ||
       latencyMs <= base * (1 + (this.opts.latencyTolerance - 1) / 2);
-    const headroom = this.opts.unusedHeadroom;
-    const validated =
-      headroom === undefined
-        ? Infinity
-        : Math.max(this.opts.min, this.opts.initial * UNUSED_FLOOR_SHARE, headroom * this.recentPeak(now));
+    const validated = this.validatedLimit(now);
     let verdict: LimitVerdict;
     if (this.samples.length === 0 && this.peakInFlight === 0) {
       verdict = 'idle';
       this.smoothed = undefined;
+      // An idle broker forgets a limit it has not used lately: a burst after a quiet spell is not all
+      // admitted at the limit of the busy spell before it.
+      this.limitValue = Math.min(this.limitValue, validated);
     } else if (settling || othersWait) verdict = 'steady';
     else if (waits) {
       verdict = 'lowered';
-      // From what was in flight, not from the limit: a generous limit far above the load would otherwise
-      // take several intervals to bind while the queue grows.
       this.limitValue = Math.max(this.opts.min, this.cutFrom(now, factor, base));
       this.loweredAt = now;
       this.smoothed = undefined;
@@ -245,6 +233,26 @@ export class AdaptiveLimit {
     this.delivered = 0;
     this.peakInFlight = this.opts.inFlight?.() ?? 0;
     this.intervalStart = now;
+  }
+
+  /**
+   * The interval's median latency, smoothed over intervals; undefined with too few answers (a median of a
+   * few says more about those requests — a slow operation, a client's long timeout — than the broker).
+   */
+  private smoothedLatency(): number | undefined {
+    if (this.samples.length < MIN_BASELINE_SAMPLES) return undefined;
+    const measured = median(this.samples);
+    this.smoothed =
+      this.smoothed === undefined ? measured : this.smoothed + SMOOTHING * (measured - this.smoothed);
+    return this.smoothed;
+  }
+
+  /** The most the limit may be while not in use (see {@link UNUSED_HEADROOM}); Infinity when not kept. */
+  private validatedLimit(now: number): number {
+    const headroom = this.opts.unusedHeadroom;
+    if (headroom === undefined) return Infinity;
+    const floor = Math.max(this.opts.min, this.opts.initial * UNUSED_FLOOR_SHARE);
+    return Math.max(floor, headroom * this.recentPeak(now));
   }
 
   /** The most in flight in any interval of the last {@link VALIDATION_WINDOW_MS} or so (two buckets). */
@@ -280,13 +288,10 @@ export class AdaptiveLimit {
    * baseline that grew while the limit held the load (1.25× every 30 s) let latency climb with it, and
    * a long overload ended up admitting at 500 ms what it had admitted at 140.
    */
-  private updateBaseline(latencyMs: number | undefined, now: number): number | undefined {
+  private updateBaseline(latencyMs: number | undefined, now: number, inUse: boolean): number | undefined {
     if (latencyMs === undefined) return this.baseline?.ms;
     if (!this.baseline || latencyMs <= this.baseline.ms) this.baseline = { ms: latencyMs, at: now };
-    else if (
-      now - this.baseline.at > BASELINE_WINDOW_MS &&
-      this.peakInFlight < this.limitValue * IN_USE_SHARE
-    )
+    else if (now - this.baseline.at > BASELINE_WINDOW_MS && !inUse)
       // Forgets slowly: a loaded median cannot become the baseline at once and let the limit creep up.
       this.baseline = { ms: Math.min(latencyMs, this.baseline.ms * BASELINE_GROWTH), at: now };
     return this.baseline.ms;

@@ -74,6 +74,16 @@ describe('AdaptiveLimit (virtual time)', () => {
       now: () => clock.t,
       queueDelayMs: () => delay.ms,
     });
+  /**
+   * One interval on virtual time: `inFlight` at its peak, five answers of `ms` each, then the read that
+   * closes it (the evaluation). Returns the limit after it.
+   */
+  const interval = (l: AdaptiveLimit, clock: { t: number }, inFlight: number, ms: number) => {
+    l.noteInFlight(inFlight);
+    for (let i = 0; i < 5; i++) l.sample(ms);
+    clock.t += LIMIT_INTERVAL_MS;
+    return l.limit;
+  };
 
   it('falls by a step per settled interval while the queueing delay stays above target, never below its minimum', () => {
     const clock = { t: 0 };
@@ -150,77 +160,54 @@ describe('AdaptiveLimit (virtual time)', () => {
   it('falls when admitted latency grows past tolerance × its unloaded level, even without local queueing', () => {
     const clock = { t: 0 };
     const l = make({ ms: 0 }, clock);
-    l.noteInFlight(100);
-    for (let i = 0; i < 4; i++) l.sample(50);
-    clock.t += LIMIT_INTERVAL_MS;
-    l.sample(50); // five answers: enough to set the baseline
+    const before = interval(l, clock, 100, 50); // five answers: enough to set the baseline
     expect(l.baselineMs).toBe(50);
-    const before = l.limit;
-    l.noteInFlight(100);
-    for (let i = 0; i < 4; i++) l.sample(200);
-    clock.t += LIMIT_INTERVAL_MS;
-    l.sample(200); // smoothed: 50 + 0.4 × 150 = 110, past 2 × 50
-    expect(l.limit).toBeLessThan(before);
+    // smoothed: 50 + 0.4 × 150 = 110, past 2 × 50
+    expect(interval(l, clock, 100, 200)).toBeLessThan(before);
     expect(l.last.verdict).toBe('lowered');
   });
 
   it('keeps its unloaded latency through a long overload, and learns a slower one only while light', () => {
     const clock = { t: 0 };
     const l = make({ ms: 0 }, clock);
-    const interval = (inFlight: number, ms: number) => {
-      l.noteInFlight(inFlight);
-      for (let i = 0; i < 5; i++) l.sample(ms);
-      clock.t += LIMIT_INTERVAL_MS;
-      void l.limit;
-    };
-    interval(100, 50);
+    interval(l, clock, 100, 50);
     expect(l.baselineMs).toBe(50);
     // 35 s with the limit in use and answers at 90 ms (within 2 × 50): the baseline does not follow them.
-    for (let i = 0; i < 350; i++) interval(l.limit, 90);
+    for (let i = 0; i < 350; i++) interval(l, clock, l.limit, 90);
     expect(l.baselineMs).toBe(50);
     // A light interval past the window: a slower federation is learnt, a step at a time.
-    interval(1, 90);
+    interval(l, clock, 1, 90);
     expect(l.baselineMs).toBe(50 * BASELINE_GROWTH);
   });
 
   it('cuts once and waits for its effect: slow answers of work admitted before the cut do not cut again', () => {
     const clock = { t: 0 };
     const l = make({ ms: 0 }, clock);
-    const interval = (inFlight: number, ms: number) => {
-      l.noteInFlight(inFlight);
-      for (let i = 0; i < 5; i++) l.sample(ms);
-      clock.t += LIMIT_INTERVAL_MS;
-      return l.limit;
-    };
-    interval(100, 50);
-    const cut = interval(100, 300); // smoothed 150, past 2 × 50: the cut
+    interval(l, clock, 100, 50);
+    const cut = interval(l, clock, 100, 300); // smoothed 150, past 2 × 50: the cut
     expect(l.last.verdict).toBe('lowered');
     expect(cut).toBeLessThan(100);
     // The work admitted before the cut keeps answering slowly (each took 300 ms, so began before it): held
     // while the cut settles, then raised a step while nothing new is measured.
-    for (let i = 0; i < SETTLE_INTERVALS; i++) expect(interval(cut, 300)).toBe(cut);
+    for (let i = 0; i < SETTLE_INTERVALS; i++) expect(interval(l, clock, cut, 300)).toBe(cut);
     // Work admitted since answers at the unloaded latency: the limit climbs by the fast step.
     const before = l.limit;
-    expect(interval(before, 50)).toBeGreaterThanOrEqual(Math.floor(before * (1 + FAST_INCREASE_SHARE)));
+    expect(interval(l, clock, before, 50)).toBeGreaterThanOrEqual(
+      Math.floor(before * (1 + FAST_INCREASE_SHARE)),
+    );
     expect(l.last.verdict).toBe('raised');
   });
 
   it("cuts to what the delivery rate sustains (Little's law), not just by a factor, after a step in load", () => {
     const clock = { t: 0 };
     const l = make({ ms: 0 }, clock);
-    l.noteInFlight(100);
-    for (let i = 0; i < 5; i++) l.sample(50);
-    clock.t += LIMIT_INTERVAL_MS;
-    void l.limit; // unloaded: 50 ms
+    interval(l, clock, 100, 50); // unloaded: 50 ms
     // 100 units in flight, 5 answered in 100 ms, each after 300 ms: 0.05 a ms × 2 × 50 ms sustains 5.
-    l.noteInFlight(100);
-    for (let i = 0; i < 5; i++) l.sample(300);
-    clock.t += LIMIT_INTERVAL_MS;
-    expect(l.limit).toBe(Math.floor(100 * (100 / 150) * DEEPEST_CUT)); // as deep as one cut goes
+    expect(interval(l, clock, 100, 300)).toBe(Math.floor(100 * (100 / 150) * DEEPEST_CUT)); // as deep as one cut goes
     expect(l.last.verdict).toBe('lowered');
   });
 
-  it('keeps an unused limit within twice the most in flight lately (not below a quarter of its initial), and climbs from there when a step uses it', () => {
+  it('keeps an unused limit within twice the most in flight lately (not below a quarter of its initial), climbs when a step uses it, forgets it when idle', () => {
     const clock = { t: 0 };
     const l = new AdaptiveLimit({
       initial: 100,
@@ -232,33 +219,26 @@ describe('AdaptiveLimit (virtual time)', () => {
       now: () => clock.t,
       queueDelayMs: () => 0,
     });
-    const interval = (inFlight: number) => {
-      l.noteInFlight(inFlight);
-      for (let i = 0; i < 5; i++) l.sample(50);
-      clock.t += LIMIT_INTERVAL_MS;
-      return l.limit;
-    };
     // 100 was never used: a burst would all be admitted at once. Twice 12, but not below a quarter of 100.
-    expect(interval(12)).toBe(25);
-    expect(interval(12)).toBe(25);
+    expect(interval(l, clock, 12, 50)).toBe(25);
+    expect(interval(l, clock, 12, 50)).toBe(25);
     // A step in load fills it: in use, answers as fast as unloaded, so it climbs by the fast step.
-    expect(interval(25)).toBe(31);
-    expect(interval(31)).toBe(39);
+    expect(interval(l, clock, 25, 50)).toBe(31);
+    expect(interval(l, clock, 31, 50)).toBe(39);
+    // A busy spell at 60, then 11 s of nothing: the limit it earned is forgotten by the first read after.
+    for (let i = 0; i < 5; i++) interval(l, clock, l.limit, 50);
+    expect(l.limit).toBeGreaterThan(60);
+    clock.t += 11_000;
+    expect(l.limit).toBe(25);
+    expect(l.last.verdict).toBe('idle');
   });
 
   it('follows latency smoothed over intervals: one noisy interval past tolerance does not lower it', () => {
     const clock = { t: 0 };
     const l = make({ ms: 0 }, clock);
-    l.noteInFlight(100);
-    for (let i = 0; i < 4; i++) l.sample(50);
-    clock.t += LIMIT_INTERVAL_MS;
-    l.sample(50);
-    const before = l.limit;
-    l.noteInFlight(100);
-    for (let i = 0; i < 4; i++) l.sample(120);
-    clock.t += LIMIT_INTERVAL_MS;
-    l.sample(120); // one interval's median at 2.4 × 50; smoothed 78
-    expect(l.limit).toBeGreaterThanOrEqual(before);
+    const before = interval(l, clock, 100, 50);
+    // one interval's median at 2.4 × 50; smoothed 78
+    expect(interval(l, clock, 100, 120)).toBeGreaterThanOrEqual(before);
     expect(l.last.verdict).not.toBe('lowered');
   });
 });
