@@ -19,9 +19,10 @@ const HANG = {
 const SLOW_MS = 30;
 
 /** A real grpc-js server on 127.0.0.1 that answers grpc.health.v1 SERVING (and never answers `Hang`). */
-async function healthServer(): Promise<{ address: string; stop(): void }> {
+async function healthServer(): Promise<{ address: string; health: HealthImplementation; stop(): void }> {
   const server = new grpc.Server();
-  new HealthImplementation({ '': 'SERVING' }).addToServer(server);
+  const health = new HealthImplementation({ '': 'SERVING' });
+  health.addToServer(server);
   server.addService(HANG, {
     hang: () => undefined,
     slow: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) =>
@@ -32,7 +33,7 @@ async function healthServer(): Promise<{ address: string; stop(): void }> {
       e ? reject(e) : resolve(p),
     ),
   );
-  return { address: `127.0.0.1:${port}`, stop: () => server.forceShutdown() };
+  return { address: `127.0.0.1:${port}`, health, stop: () => server.forceShutdown() };
 }
 
 describe('ConnectionManager against a real grpc-js server', () => {
@@ -57,7 +58,7 @@ describe('ConnectionManager against a real grpc-js server', () => {
     }
   });
 
-  it('does not hold a deadline too short to judge by against a peer; a generous one that expires marks it failing', async () => {
+  it('does not hold a deadline too short to judge by against a peer but checks its health (a stuck one goes down); a generous one that expires marks it failing', async () => {
     const peer = await healthServer();
     const cm = new ConnectionManager();
     const Busy = grpc.makeGenericClientConstructor(HANG, 'Busy');
@@ -86,6 +87,21 @@ describe('ConnectionManager against a real grpc-js server', () => {
       await expect(cm.track(ep, () => call(HANG.hang.path, tight), tight)).rejects.toMatchObject({
         code: grpc.status.DEADLINE_EXCEEDED,
       });
+      expect(cm.snapshot()[0]).toMatchObject({ state: 'ready' });
+      // The same short budget on a peer that is stuck (it no longer answers SERVING): the health check that
+      // follows finds it out.
+      peer.health.setStatus('', 'NOT_SERVING');
+      await expect(cm.track(ep, () => call(HANG.hang.path, tight), tight)).rejects.toMatchObject({
+        code: grpc.status.DEADLINE_EXCEEDED,
+      });
+      for (let i = 0; i < 100 && cm.snapshot()[0]!.state !== 'down'; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(cm.snapshot()[0]).toMatchObject({ state: 'down' });
+      expect(cm.snapshot()[0]!.stateReason).toMatch(/short budget .* no SERVING health answer/);
+      peer.health.setStatus('', 'SERVING');
+      for (let i = 0; i < 200 && cm.snapshot()[0]!.state === 'down'; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      await cm.track(ep, () => call(HANG.slow.path, 2000), 2000);
       expect(cm.snapshot()[0]).toMatchObject({ state: 'ready' });
       // A timeout many times the usual latency: the peer did not answer in time.
       const generous = Math.ceil(floor * 4);

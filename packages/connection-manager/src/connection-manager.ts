@@ -165,16 +165,18 @@ export class ConnectionManager {
       try {
         return await run();
       } catch (err) {
-        // Cancelled by us after a long wait: another attempt (a hedge) answered first. Slow, or stuck?
-        // (Checked even without a slow mark: an endpoint this broker has used too little to know its usual
-        // latency can be frozen too, and would otherwise stay first in rotation.)
-        if ((err as { code?: number }).code === grpc.status.CANCELLED) {
-          this.health.noteSlow(entry, this.opts.now() - started, SLOW_CANCELLED_FACTOR);
-          this.health.checkSuspect(entry);
-        }
-        if (this.tightTimeout(entry, err, timeoutMs)) {
+        // Outcomes that prove nothing either way are marked so (not failures, not successes), and one
+        // health check tells slow or busy from stuck. Cancelled by us: another attempt (a hedge) answered
+        // first, or the caller gave up (checked even without a slow mark: an endpoint used too little to
+        // know its usual latency can be frozen too). A timeout too short to judge by: the caller's budget.
+        const cancelled = (err as { code?: number }).code === grpc.status.CANCELLED;
+        if (cancelled) this.health.noteSlow(entry, this.opts.now() - started, SLOW_CANCELLED_FACTOR);
+        if (cancelled || this.tightTimeout(entry, err, timeoutMs)) {
           markInconclusive(err);
-          this.health.checkSuspect(entry);
+          this.health.checkSuspect(
+            entry,
+            cancelled ? 'lost to a hedge' : `out of a caller's short budget (${timeoutMs} ms)`,
+          );
         }
         throw err;
       }

@@ -1,4 +1,3 @@
-import * as grpc from '@grpc/grpc-js';
 import { isPeerFailure, type FederationServiceClient } from '@wanas/proto';
 import { EventEmitter } from 'node:events';
 import CircuitBreaker from 'opossum';
@@ -267,11 +266,10 @@ export class EndpointHealth {
     breaker.on('success', (result: unknown, latencyMs: number) => {
       // A filtered error (caller's mistake) still proves the peer is alive, but says nothing of latency.
       const isError = result instanceof Error;
-      // A call we cancelled (a hedge answered first, the caller gave up) proves nothing either way: counted
-      // as a success it cleared the failures of a frozen peer, which then came back first in rotation.
-      // Nor does a deadline too short to judge the peer by (see ConnectionManager.track).
-      if (isError && ((result as { code?: number }).code === grpc.status.CANCELLED || isInconclusive(result)))
-        return;
+      // An outcome that proves nothing either way (a call we cancelled, a deadline too short to judge by:
+      // see ConnectionManager.track): counted as a success, a cancel cleared the failures of a frozen
+      // peer, which then came back first in rotation.
+      if (isError && isInconclusive(result)) return;
       this.onSuccess(entry, isError ? undefined : latencyMs);
     });
     breaker.on('failure', (err: unknown) => this.onFailure(entry, err));
@@ -311,20 +309,21 @@ export class EndpointHealth {
   }
 
   /**
-   * An endpoint that just lost to a hedge after a long wait may be slow (a heavy tail: it stays ordered
-   * after its twins for a while) or stuck (a frozen process, which answers nothing: without this it
-   * would come back into rotation when the slow mark expires and cost a hedge delay each time). One
-   * health check tells them apart: no SERVING answer within the probe timeout counts as a failure, and
-   * the endpoint is probed until it answers again.
+   * An endpoint whose call proved nothing either way — it lost to a hedge after a long wait, or ran out of
+   * a caller's short budget — may be slow or busy (a heavy tail: it stays ordered after its twins for a
+   * while) or stuck (a frozen process, which answers nothing: without this it would come back into
+   * rotation when the slow mark expires and cost a hedge delay each time). One health check tells them
+   * apart: no SERVING answer within the probe timeout counts as a failure, and the endpoint is probed
+   * until it answers again. `what`: what the call did, for the reason.
    */
-  checkSuspect(entry: Entry): void {
+  checkSuspect(entry: Entry, what: string): void {
     const client = entry.client;
     if (entry.suspectCheck || !client || this.host.closed()) return;
     entry.suspectCheck = true;
     void entry.probe!.check(this.opts.probeTimeoutMs).then((serving) => {
       entry.suspectCheck = false;
       if (serving || entry.client !== client || this.host.closed()) return;
-      const why = `lost to a hedge, then no health answer within ${this.opts.probeTimeoutMs} ms`;
+      const why = `${what}, then no SERVING health answer within ${this.opts.probeTimeoutMs} ms`;
       this.transition(entry, 'down', why);
       this.onFailure(entry, new Error(why));
     });
