@@ -132,14 +132,23 @@ describe('docker/Dockerfile', () => {
       expect(r.stdout).toMatch(/Usage: wanas broker/);
     });
 
-    it('serves a real query through the ENTRYPOINT, and stops cleanly on SIGTERM', async () => {
+    it('serves a real query and a plug-in module through the ENTRYPOINT, and stops cleanly on SIGTERM', async () => {
       const [port, healthPort] = await freePorts(2);
       const topology = path.join(app, 'topology.yaml');
+      // A module mounted from elsewhere (as a ConfigMap is), given the image's own SDK without NODE_PATH.
+      const mounted = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-image-module-'));
+      fs.writeFileSync(
+        path.join(mounted, 'where.js'),
+        `const { defineOperation, z } = require('@wanas/operations');
+module.exports = defineOperation({ name: 'image.where', description: 'the SDK this module was given',
+  idempotent: true, params: z.strictObject({}), execute: async () => ({ sdk: require.resolve('@wanas/operations') }) });`,
+      );
       fs.writeFileSync(
         topology,
         YAML.stringify({
           federation: 'image',
           settings: { dataDir: path.join(app, 'data') },
+          operations: [{ module: path.join(mounted, 'where.js') }],
           sites: [
             {
               name: 's1',
@@ -160,7 +169,7 @@ describe('docker/Dockerfile', () => {
         [...entry.slice(1), '--topology', topology, '--id', 'a', '--log-format', 'json'],
         {
           cwd: app,
-          env: { ...process.env, NODE_ENV: 'production' },
+          env: { ...process.env, NODE_ENV: 'production', NODE_PATH: '' },
           stdio: ['ignore', 'ignore', 'pipe'],
         },
       );
@@ -169,17 +178,24 @@ describe('docker/Dockerfile', () => {
       const client = new AggregationServiceClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
       try {
         await waitServing(`127.0.0.1:${healthPort}`, p, { timeoutMs: 30_000, describe: () => log });
-        const res = await new Promise<AggregateResponse>((resolve, reject) =>
-          client.aggregate(
-            AggregateRequest.fromPartial({ operation: 'sessions.find', params: { user: 'alice' } }),
-            new grpc.Metadata(),
-            { deadline: Date.now() + 10_000 },
-            (e, r) => (e ? reject(e) : resolve(r)),
-          ),
-        );
+        const ask = (operation: string, params: object) =>
+          new Promise<AggregateResponse>((resolve, reject) =>
+            client.aggregate(
+              AggregateRequest.fromPartial({ operation, params }),
+              new grpc.Metadata(),
+              { deadline: Date.now() + 10_000 },
+              (e, r) => (e ? reject(e) : resolve(r)),
+            ),
+          );
+        const res = await ask('sessions.find', { user: 'alice' });
         expect(res.pods.map((x) => [x.site, x.pod, x.code])).toEqual([['s1', 'p1', 0]]);
+        const where = await ask('image.where', {});
+        expect(where.pods.map((x) => x.result)).toEqual([
+          { sdk: path.join(app, 'packages/operations/dist/index.js') },
+        ]);
       } finally {
         client.close();
+        fs.rmSync(mounted, { recursive: true, force: true });
         const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
         p.kill('SIGTERM');
         expect(await exited).toBe(0);

@@ -6,7 +6,18 @@ import { WANAS_BIN } from './federation';
 
 /** Runs `wanas ARGS` to its end (at most 30 s): its status, stdout and stderr. */
 export function wanas(...args: string[]) {
-  return spawnSync(process.execPath, [WANAS_BIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return wanasIn({}, ...args);
+}
+
+/** Where and with what environment a `wanas` command runs (default: the test's own). */
+export interface WanasOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** {@link wanas} from another folder or with another environment. */
+export function wanasIn(o: WanasOptions, ...args: string[]) {
+  return spawnSync(process.execPath, [WANAS_BIN, ...args], { ...o, encoding: 'utf8', timeout: 30_000 });
 }
 
 /** A `wanas up` the test started. */
@@ -19,8 +30,11 @@ export interface RunningUp {
 }
 
 /** Starts `wanas up ARGS`; resolves once it prints its `ready:` line, rejects with its output if it exits first. */
-export async function startUp(args: string[]): Promise<RunningUp> {
-  const proc = spawn(process.execPath, [WANAS_BIN, 'up', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startUp(args: string[], o: WanasOptions = {}): Promise<RunningUp> {
+  const proc = spawn(process.execPath, [WANAS_BIN, 'up', ...args], {
+    ...o,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
   const lines = readline.createInterface({ input: proc.stdout! });

@@ -11,6 +11,7 @@ export * from './telemetry/metrics';
 export * from './operations/abortable';
 export * from './operations/builtin';
 export * from './operations/registry';
+export { exportSdk, type ExportedSdk } from './operations/sdk/export';
 export * from './operations/types';
 export * from './request-limits';
 export * from './store/sqlite-inventory';

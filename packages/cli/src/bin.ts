@@ -5,6 +5,7 @@ import { registerBench } from './cmd-bench';
 import { registerBroker } from './cmd-broker';
 import { registerK8s } from './cmd-k8s';
 import { registerOps } from './cmd-ops';
+import { registerSdk } from './cmd-sdk';
 import { registerStatus } from './cmd-status';
 import { registerToken } from './cmd-token';
 import { registerUp } from './cmd-up';
@@ -24,6 +25,7 @@ export function createProgram(): Command {
   registerToken(program);
   registerBench(program);
   registerK8s(program);
+  registerSdk(program);
   return program;
 }
 

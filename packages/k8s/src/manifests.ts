@@ -397,8 +397,6 @@ function brokerContainer(b: Builder, site: string, pod: string): IContainer {
       { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
       { name: 'WANAS_LOG_FORMAT', value: 'json' },
       { name: 'NODE_ENV', value: 'production' },
-      // A plug-in module mounted from the ConfigMap finds @wanas/operations in the image's packages.
-      { name: 'NODE_PATH', value: '/app/node_modules' },
       ...(o.store === 'postgres' ? databaseEnv(o.dbSecret) : []),
     ],
     ports: [
