@@ -5,7 +5,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as semver from 'semver';
 import { SDK_NAME } from './provide';
 
 /** The package.json that governs a file, as Node finds it: the nearest one in the file's folder or above. */
@@ -33,6 +32,9 @@ export function sdkRangeProblem(moduleFile: string, version: string): string | u
   }
   const range = pkg.peerDependencies?.[SDK_NAME];
   if (range === undefined) return undefined;
+  // semver is loaded here, by the few modules that declare a range, not by every broker's start.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const semver = require('semver') as typeof import('semver');
   if (typeof range !== 'string' || semver.validRange(range) === null)
     return `${manifest}: peerDependencies "${SDK_NAME}": ${JSON.stringify(range)} is not a version range`;
   if (semver.satisfies(version, range, { includePrerelease: true })) return undefined;
