@@ -34,17 +34,20 @@ describe('overload (real processes)', () => {
     for (let i = 0; i < 30; i++) await aggregate({ operation: 'echo' });
     // Capacity in this run: a closed loop of 8 callers for 3 s.
     let whole = 0;
+    let n = 0; // every call distinct (nothing to share), as the open loop's are
     const end = Date.now() + 3000;
     await Promise.all(
       Array.from({ length: 8 }, async () => {
         while (Date.now() < end) {
-          const r = await aggregate({ operation: 'echo' }, 2000).catch(async (e: grpc.ServiceError) => {
-            // Waits out a refusal's pushback, as a well-behaved client does.
-            await new Promise((res) =>
-              setTimeout(res, Number(e.metadata?.get('grpc-retry-pushback-ms')[0] ?? 50)),
-            );
-            return undefined;
-          });
+          const r = await aggregate({ operation: 'echo', params: { n: n++ } }, 2000).catch(
+            async (e: grpc.ServiceError) => {
+              // Waits out a refusal's pushback, as a well-behaved client does.
+              await new Promise((res) =>
+                setTimeout(res, Number(e.metadata?.get('grpc-retry-pushback-ms')[0] ?? 50)),
+              );
+              return undefined;
+            },
+          );
           if (r && !r.summary?.podsFailed) whole++;
         }
       }),

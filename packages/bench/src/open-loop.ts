@@ -103,7 +103,10 @@ async function generate(job: OpenLoopJob): Promise<OpenLoopResult> {
     ...opts,
     'grpc.channel_id': 'light',
   } as grpc.ChannelOptions);
-  const req = AggregateRequest.fromPartial({ operation: job.operation });
+  const base = AggregateRequest.fromPartial({ operation: job.operation });
+  // Every call asks something of its own (nothing to share): the load is work, not identical reads.
+  let seq = 0;
+  const next = () => ({ ...base, params: { n: seq++ } });
   const out: OpenLoopResult = { phases: [], generatorBusy: [] };
   let pending = 0;
   for (const phase of job.phases) {
@@ -122,12 +125,12 @@ async function generate(job: OpenLoopJob): Promise<OpenLoopResult> {
         while (sentHeavy < Math.floor(at * phase.rate)) {
           sentHeavy++;
           pending++;
-          call(job, req, heavy, job.heavyClient, r.heavy, late, () => pending--);
+          call(job, next(), heavy, job.heavyClient, r.heavy, late, () => pending--);
         }
         while (sentLight < Math.floor(at * job.lightRate)) {
           sentLight++;
           pending++;
-          call(job, req, light, job.lightClient, r.light, late, () => pending--);
+          call(job, next(), light, job.lightClient, r.light, late, () => pending--);
         }
         if (stop) {
           clearInterval(timer);

@@ -154,15 +154,18 @@ async function closedLoopWhole(
 ): Promise<number> {
   const end = performance.now() + ms;
   let whole = 0;
+  let n = 0; // every call distinct: nothing to share
   await Promise.all(
     Array.from({ length: callers }, async () => {
       while (performance.now() < end) {
-        const r = await aggregate({ operation: 'echo' }, 2000).catch(async (e: grpc.ServiceError) => {
-          // A well-behaved client waits out a refusal's pushback (a tight retry loop is a retry storm).
-          const ms = Number(e.metadata?.get('grpc-retry-pushback-ms')[0] ?? 50);
-          await new Promise((res) => setTimeout(res, ms));
-          return undefined;
-        });
+        const r = await aggregate({ operation: 'echo', params: { n: n++ } }, 2000).catch(
+          async (e: grpc.ServiceError) => {
+            // A well-behaved client waits out a refusal's pushback (a tight retry loop is a retry storm).
+            const ms = Number(e.metadata?.get('grpc-retry-pushback-ms')[0] ?? 50);
+            await new Promise((res) => setTimeout(res, ms));
+            return undefined;
+          },
+        );
         if (r && !r.summary?.podsFailed) whole++;
       }
     }),

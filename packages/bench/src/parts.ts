@@ -294,10 +294,11 @@ export async function throughputPart(counts: BenchCounts, progress: Progress): P
     const wanas = [];
     for (const concurrency of [32, 64, 128]) {
       progress.start(`throughput: wanas × ${concurrency}`, 0);
+      let n = 0; // every call distinct: nothing to share
       const r = await closedLoop(
         counts.throughputSeconds,
         concurrency,
-        () => aggregate({ operation: 'echo' }),
+        () => aggregate({ operation: 'echo', params: { n: n++ } }),
         progress,
       );
       wanas.push({

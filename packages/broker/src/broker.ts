@@ -270,6 +270,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   source.run((t) => {
     cm.setPeers(peerGroupsFor(t, info));
     admission.configureClients(t.clients);
+    dispatcher.topologyChanged();
   });
 
   let closing: Promise<void> | undefined;

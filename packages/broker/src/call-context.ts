@@ -34,6 +34,12 @@ export interface CallContext {
   peer: string;
   /** The call's trace context (its server span): the parent of the spans its work makes (see tracing.ts). */
   trace: Context;
+  /**
+   * Who the client is (client calls only): its certificate CN or `token:<name>`, or in insecure mode the
+   * `x-wanas-client` header, else the peer's host — the identity admission's fair shares and identical reads
+   * go by (see `server/admission/interceptor.ts`).
+   */
+  client?: string;
   /** The call's admission: an Aggregate sets its cost (the pods its plan asks) here once planned. */
   admitted?: { setCost(pods: number): void };
 }

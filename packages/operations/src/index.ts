@@ -5,6 +5,7 @@
  */
 export { z } from 'zod';
 export * from './abortable';
+export * from './cache';
 export * from './codes';
 export * from './operation';
 export * from './operation-error';

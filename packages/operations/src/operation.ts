@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { cachePolicyProblem, type CachePolicy } from './cache';
 
 /** JSON-like object: what travels as a `google.protobuf.Struct` (params, a pod's result, a reduction). */
 export type JsonObject = { [key: string]: unknown };
@@ -109,6 +110,11 @@ export interface Operation<P extends JsonObject = JsonObject, C extends Operatio
    * Its `reduce` is not used: the merged page is the reduction.
    */
   page?: PageSpec;
+  /**
+   * May a whole answer (every pod OK) be served again from the entry's results cache, and for how long at
+   * most? Only to a client that accepts it (`max_staleness`); an idempotent operation only.
+   */
+  cache?: CachePolicy;
   /** How `wanas ops` and `ListOperations` describe it (default: `module`). */
   info?: OperationInfo;
 }
@@ -163,5 +169,11 @@ export function operationProblem(v: unknown): string | undefined {
     return `${op.name}: page: must be { items: '<result field>', key: '<item field>' }`;
   if (op.nextPodOn !== undefined && !(Array.isArray(op.nextPodOn) && op.nextPodOn.every(Number.isInteger)))
     return `${op.name}: nextPodOn: must be a list of gRPC code numbers (use Code.RESOURCE_EXHAUSTED)`;
+  if (op.cache !== undefined) {
+    const problem = cachePolicyProblem(op.cache);
+    if (problem) return `${op.name}: ${problem}`;
+    if (!op.idempotent)
+      return `${op.name}: cache: a state-changing operation (idempotent: false) is never cached`;
+  }
   return undefined;
 }

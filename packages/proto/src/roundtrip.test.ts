@@ -78,6 +78,9 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
           answeredBy: 'use-1a',
           nextPageToken: 'next.page',
           truncated: true,
+          sharedFrom: 'c-0',
+          cached: true,
+          age: msToDuration(1500),
         });
       },
       streamAggregate: (
@@ -143,6 +146,7 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       requiredSites: ['us-east'],
       pageSize: 1000,
       pageToken: 'token.sig',
+      maxStaleness: msToDuration(2000),
     };
     const res = await unary<AggregateRequest, AggregateResponse>(client.aggregate.bind(client), req);
     expect(seen.at(-1)).toEqual(req);
@@ -187,6 +191,7 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       hedge: false,
       first: true,
       page: { after: 's-42', afterPod: 'us-east/pod-1', limit: 1000, maxBytes: 4_000_000 },
+      client: 'token:ops',
     };
     const siteRes = await unary<SiteRequest, SiteResponse>(client.siteRequest.bind(client), site);
     expect(seen.at(-1)).toEqual(site);
@@ -204,6 +209,7 @@ describe('wanas.v1 contract over a real grpc-js server', () => {
       sourceSite: 'us-east',
       sourceBroker: 'use-1b',
       page: undefined,
+      client: 'token:ops',
     };
     const localRes = await unary<LocalRequest, LocalResponse>(client.localRequest.bind(client), local);
     expect(seen.at(-1)).toEqual(local);

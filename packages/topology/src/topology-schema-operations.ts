@@ -110,31 +110,57 @@ export const reduceSchema = z
   });
 
 /** An operation that calls a method of a configured service. */
-const configuredOperationSchema = z.strictObject({
-  name: z.string().regex(OPERATION_NAME, 'must be dotted lower-case words, e.g. "inventory.count"'),
-  service: z.string().min(1),
-  /** gRPC: `package.Service/Method` (unary); HTTP: `VERB /path`. */
-  method: z.string().min(1),
-  description: z.string().max(500).optional(),
-  /** False for a write: it needs an idempotency key and reaches the backend once per key per pod. */
-  idempotent: z.boolean().default(true),
-  reduce: reduceSchema.optional(),
-  /** The backend codes that send a MODE_FIRST search on to the next pod. */
-  nextPodOn: z.array(z.enum(CODE_NAMES)).max(16).default([]),
-  /**
-   * A listing (page_size, page_token): `items` is the result field holding the list, `key` the item field
-   * that orders it (a string, unique in a pod); the broker sets the request's `after` field (items from this
-   * key on, inclusive; "" = from the start) and `limit` field (at most this many; 0 = all).
-   */
-  page: z
-    .strictObject({
-      items: fieldName,
-      key: fieldName,
-      after: fieldName.default('after'),
-      limit: fieldName.default('limit'),
-    })
-    .optional(),
-});
+const configuredOperationSchema = z
+  .strictObject({
+    name: z.string().regex(OPERATION_NAME, 'must be dotted lower-case words, e.g. "inventory.count"'),
+    service: z.string().min(1),
+    /** gRPC: `package.Service/Method` (unary); HTTP: `VERB /path`. */
+    method: z.string().min(1),
+    description: z.string().max(500).optional(),
+    /** False for a write: it needs an idempotency key and reaches the backend once per key per pod. */
+    idempotent: z.boolean().default(true),
+    reduce: reduceSchema.optional(),
+    /** The backend codes that send a MODE_FIRST search on to the next pod. */
+    nextPodOn: z.array(z.enum(CODE_NAMES)).max(16).default([]),
+    /**
+     * A listing (page_size, page_token): `items` is the result field holding the list, `key` the item field
+     * that orders it (a string, unique in a pod); the broker sets the request's `after` field (items from this
+     * key on, inclusive; "" = from the start) and `limit` field (at most this many; 0 = all).
+     */
+    page: z
+      .strictObject({
+        items: fieldName,
+        key: fieldName,
+        after: fieldName.default('after'),
+        limit: fieldName.default('limit'),
+      })
+      .optional(),
+    /**
+     * A whole answer may be served again from the entry's results cache for this long at most: `500ms`,
+     * `2s`, `1m`, or ms as a number (at most an hour). The broker reads it with the SDK's `durationMs`.
+     */
+    cache: z
+      .strictObject({
+        maxAge: z.union([
+          z.number().positive().max(3_600_000),
+          z
+            .string()
+            .regex(
+              /^\d+(\.\d+)?(ms|s|m)$/,
+              'must be a duration such as "500ms", "2s" or "1m", or ms as a number',
+            ),
+        ]),
+      })
+      .optional(),
+  })
+  .superRefine((o, ctx) => {
+    if (o.cache && !o.idempotent)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cache'],
+        message: 'a write (idempotent: false) is never cached',
+      });
+  });
 
 /** Plug-in operations: a module (path relative to the topology file, or a package name). */
 const moduleEntrySchema = z.strictObject({ module: z.string().min(1) });

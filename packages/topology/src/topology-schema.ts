@@ -188,6 +188,19 @@ const settingsSchema = z
     sessionMaxInFlight: z.number().int().min(1).max(100_000).default(1024),
     /** Admission by measured delay at every hop (see topology-schema-admission.ts and the README's "Overload"). */
     admission: admissionSchema,
+    /**
+     * Identical reads in flight at once run once: concurrent Aggregates of the same client (same operation,
+     * params, scope, mode, page and headers) at the entry, identical SiteRequests at a representative and
+     * LocalRequests at a pod share one execution. Writes never do. Off: every request runs its own.
+     */
+    coalesce: z.boolean().default(true),
+    /** Bytes of whole answers the entry's results cache holds at most (LRU; see operations' `cache.maxAge`). */
+    resultsCacheBytes: z
+      .number()
+      .int()
+      .min(0)
+      .max(4 * 1024 * 1024 * 1024)
+      .default(64 * 1024 * 1024),
   })
   .prefault({});
 

@@ -66,6 +66,7 @@ export function carried(
   req: { correlationId: string; headers: Record<string, string>; idempotencyKey: string },
   op: Operation,
   params: JsonObject,
+  client: string,
 ) {
   return {
     correlationId: req.correlationId,
@@ -73,6 +74,7 @@ export function carried(
     params,
     headers: req.headers,
     idempotencyKey: req.idempotencyKey,
+    client,
   };
 }
 

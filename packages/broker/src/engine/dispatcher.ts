@@ -38,6 +38,7 @@ import { pagedAnswer, type PagedFields } from './paging/answer';
 import { fitPods } from './paging/fit';
 import { runOwnPod } from './own-pod';
 import { planAggregate, planLocal, planSite, type PlanContext } from './plan';
+import { Sharing } from './coalesce/sharing';
 
 /** Bytes of the message limit kept for gRPC's framing. */
 const MESSAGE_SLACK_BYTES = 64;
@@ -62,28 +63,48 @@ export interface DispatcherDeps {
 export class Dispatcher {
   private readonly log: Logger;
   private readonly legs: LegRunner;
+  private readonly sharing: Sharing;
 
   constructor(private readonly deps: DispatcherDeps) {
     this.log = deps.logger;
     this.legs = new LegRunner(deps);
+    this.sharing = new Sharing({
+      registry: deps.registry,
+      settings: () => deps.topology().settings,
+      metrics: deps.metrics.sharingMetrics(),
+    });
+  }
+
+  /** The topology was reloaded: nothing cached or in flight before is shared after. */
+  topologyChanged(): void {
+    this.sharing.reset();
   }
 
   /**
    * The plan an Aggregate would run now (for `Explain`, and for {@link aggregate}): refuses bad input as the
    * Aggregate would (a BrokerError naming the field).
    */
-  planAggregate(req: AggregateRequest, ctx: Pick<CallContext, 'deadline'>, streaming = false): AggregatePlan {
+  planAggregate(
+    req: AggregateRequest,
+    ctx: Pick<CallContext, 'deadline' | 'client'>,
+    streaming = false,
+  ): AggregatePlan {
     return planAggregate(
       // The server has filled the correlation id; a direct caller may not have.
       req.correlationId ? req : { ...req, correlationId: randomUUID() },
-      this.planContext(ctx.deadline, streaming),
+      this.planContext(ctx, streaming),
     );
   }
 
   /** `Explain`: the plan an Aggregate would run now, with each leg's brokers and their state; nothing is sent. */
-  explain(req: AggregateRequest, ctx: Pick<CallContext, 'deadline'>): ExplainResponse {
+  explain(req: AggregateRequest, ctx: Pick<CallContext, 'deadline' | 'client'>): ExplainResponse {
     const plan = this.planAggregate(req, ctx);
-    return explain(plan, { cm: this.deps.cm, brokerId: this.deps.self.id, now: Date.now() });
+    const source = this.sharing.source(req, ctx.client ?? '');
+    return {
+      ...explain(plan, { cm: this.deps.cm, brokerId: this.deps.self.id, now: Date.now() }),
+      answerFrom: source.from,
+      joins: source.joins,
+    };
   }
 
   /**
@@ -93,10 +114,19 @@ export class Dispatcher {
    * answer as a status detail). Answers a margin before the earlier of the caller's gRPC deadline and
    * `timeout`; a cancel stops every fan-out it started.
    */
-  async aggregate(
+  aggregate(
     req: AggregateRequest,
     ctx: CallContext,
     onPod?: (pod: PodResult) => void,
+  ): Promise<AggregateResponse> {
+    return this.sharing.aggregate(req, ctx, onPod, (c, report) => this.runAggregate(req, c, report));
+  }
+
+  /** Runs one Aggregate for its callers (see {@link aggregate}). */
+  private async runAggregate(
+    req: AggregateRequest,
+    ctx: CallContext,
+    onPod: ((pod: PodResult) => void) | undefined,
   ): Promise<AggregateResponse> {
     const plan = this.planAggregate(req, ctx, onPod !== undefined);
     // Admitted at the federation's size before it was decoded; its real weight is the pods it asks.
@@ -111,6 +141,9 @@ export class Dispatcher {
       summary: summarize(fields.pods),
       latency: msToDuration(Date.now() - plan.started),
       answeredBy: this.deps.self.id,
+      sharedFrom: '',
+      cached: false,
+      age: undefined,
       ...fields,
     });
     if (plan.paging) return respond(pagedAnswer(plan.paging, results, respond));
@@ -163,8 +196,17 @@ export class Dispatcher {
    * Serves a SiteRequest: the own pod plus LocalRequests to the other pods of this site asked (all at once,
    * or first-fit), answering a margin before the deadline given; the source's cancel stops them all.
    */
-  async site(req: SiteRequest, ctx: CallContext, onPod?: (pod: PodResult) => void): Promise<SiteResponse> {
-    const plan = planSite(req, this.federationContext(ctx));
+  site(req: SiteRequest, ctx: CallContext, onPod?: (pod: PodResult) => void): Promise<SiteResponse> {
+    return this.sharing.site(req, ctx, onPod, (c, report) => this.runSite(req, c, report));
+  }
+
+  /** Serves one SiteRequest for its callers (see {@link site}). */
+  private async runSite(
+    req: SiteRequest,
+    ctx: CallContext,
+    onPod: ((pod: PodResult) => void) | undefined,
+  ): Promise<SiteResponse> {
+    const plan = planSite(req, this.federationContext(ctx, req.client));
     const pods = await this.execute(plan, ctx, onPod);
     this.deps.metrics.pods(
       'site',
@@ -179,8 +221,13 @@ export class Dispatcher {
   }
 
   /** Serves a LocalRequest: the own pod only; never fans out. The operation stops when the source cancels. */
-  async local(req: LocalRequest, ctx: CallContext): Promise<LocalResponse> {
-    const { op, params, deadline, page } = planLocal(req, this.federationContext(ctx));
+  local(req: LocalRequest, ctx: CallContext): Promise<LocalResponse> {
+    return this.sharing.local(req, ctx, (c) => this.runLocal(req, c));
+  }
+
+  /** Serves one LocalRequest for its callers (see {@link local}). */
+  private async runLocal(req: LocalRequest, ctx: CallContext): Promise<LocalResponse> {
+    const { op, params, deadline, page } = planLocal(req, this.federationContext(ctx, req.client));
     const pod = await runOwnPod(this.deps, op, params, {
       correlationId: req.correlationId,
       headers: req.headers,
@@ -220,17 +267,24 @@ export class Dispatcher {
     });
   }
 
-  private planContext(callDeadline: number | undefined, streaming: boolean): PlanContext {
+  private planContext(ctx: Pick<CallContext, 'deadline' | 'client'>, streaming: boolean): PlanContext {
     return {
-      ...this.federationContext({ deadline: callDeadline }),
+      ...this.federationContext(ctx, ctx.client ?? ''),
       streaming,
       siteRoundTripMs: (site) => this.siteRoundTripMs(site),
     };
   }
 
-  private federationContext(ctx: Pick<CallContext, 'deadline'>) {
+  private federationContext(ctx: Pick<CallContext, 'deadline'>, client: string) {
     const { self, registry } = this.deps;
-    return { self, topology: this.deps.topology(), registry, now: Date.now(), callDeadline: ctx.deadline };
+    return {
+      self,
+      topology: this.deps.topology(),
+      registry,
+      now: Date.now(),
+      callDeadline: ctx.deadline,
+      client,
+    };
   }
 
   /** The measured round trip to a site: the fastest usual answer of any of its brokers (undefined before any). */

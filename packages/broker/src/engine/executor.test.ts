@@ -38,6 +38,7 @@ const planOf = (legs: Leg[], schedule: Schedule, op: Operation = read, deadlineM
   params: {},
   headers: {},
   idempotencyKey: op.idempotent ? '' : 'k',
+  client: 'tester',
   page: undefined,
   started: T0,
   deadline: T0 + deadlineMs,

@@ -19,7 +19,7 @@ export interface ExplainDeps {
 
 const ms = (x: number | undefined): Duration | undefined => (x === undefined ? undefined : msToDuration(x));
 
-/** The plan as an operator reads it. */
+/** The plan as an operator reads it (run by the plan itself; the dispatcher says when it would share). */
 export function explain(plan: AggregatePlan, deps: ExplainDeps): ExplainResponse {
   const { mode } = plan;
   // The connection manager's tables, read once for every leg.
@@ -41,6 +41,8 @@ export function explain(plan: AggregatePlan, deps: ExplainDeps): ExplainResponse
     legs: plan.legs.map((leg) => explainLeg(plan, leg, view)),
     plannedBy: deps.brokerId,
     page: plan.page,
+    answerFrom: 'run',
+    joins: '',
   };
 }
 

@@ -111,6 +111,7 @@ export class LegRunner {
         sourceSite: self.site,
         sourceBroker: self.id,
         page: plan.page,
+        client: plan.client,
       };
       return localCall(client, req, options.metadata, options.deadline, this.deps.sessions?.pick(client));
     });
@@ -153,6 +154,7 @@ export class LegRunner {
         hedge: plan.hedge,
         first: plan.first,
         page: plan.page,
+        client: plan.client,
       };
       const session = this.deps.sessions?.pick(client);
       return siteCall(

@@ -93,6 +93,8 @@ export interface Plan {
   params: JsonObject;
   headers: Record<string, string>;
   idempotencyKey: string;
+  /** The client the entry serves (carried to every hop: identical requests are shared per client only). */
+  client: string;
   /** Epoch ms the request arrived (pod latencies count from it). */
   started: number;
   /** Epoch ms by which the answer is needed: the executor stops waiting then. */

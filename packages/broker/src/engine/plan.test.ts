@@ -32,6 +32,7 @@ const context = (o: Partial<PlanContext> = {}): PlanContext => ({
   now: NOW,
   callDeadline: undefined,
   streaming: false,
+  client: 'tester',
   siteRoundTripMs: (site) => ({ eu: 80, ap: 30 })[site],
   ...o,
 });
@@ -119,6 +120,7 @@ describe('planSite and planLocal (no sockets)', () => {
     self: { site: 'us', pod: 'p2' },
     topology,
     registry: builtinOperations(),
+    client: 'tester',
     now: NOW,
     callDeadline: undefined,
   };

@@ -30,6 +30,8 @@ export interface PlanContext {
   callDeadline: number | undefined;
   /** The caller streams the answer (StreamAggregate). */
   streaming: boolean;
+  /** The client the Aggregate is for (carried to every hop). */
+  client: string;
   /** Latency measured to a site (first-fit tries the nearest first); undefined before any. */
   siteRoundTripMs(site: string): number | undefined;
 }
@@ -76,7 +78,7 @@ export function planAggregate(req: AggregateRequest, ctx: PlanContext): Aggregat
     stream,
   };
   return {
-    ...carried(req, op, params),
+    ...carried(req, op, params, ctx.client),
     started: ctx.now,
     deadline: workDeadline(end, ctx.now),
     attemptTimeoutMs,
@@ -106,6 +108,8 @@ export interface FederationPlanContext {
   registry: OperationRegistry;
   now: number;
   callDeadline: number | undefined;
+  /** The client the request is for (an Aggregate's caller; a SiteRequest's `client`). */
+  client: string;
 }
 
 /**
@@ -155,7 +159,7 @@ export function planSite(req: SiteRequest, ctx: FederationPlanContext): Plan {
     stream: false,
   };
   return {
-    ...carried(req, op, params),
+    ...carried(req, op, params, ctx.client),
     started: ctx.now,
     deadline: workDeadline(given, ctx.now),
     attemptTimeoutMs,

@@ -7,7 +7,7 @@
 import { fromJson } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import { codeOf, type JsonObject } from '@wanas/operations';
+import { codeOf, type JsonObject, cachePolicyProblem } from '@wanas/operations';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
@@ -85,6 +85,8 @@ export function configuredOperations(deps: ConfiguredDeps): ConfiguredOperations
     } catch (e) {
       throw new Error(`operations[${i}].method: ${(e as Error).message}`);
     }
+    const cacheProblem = entry.cache && cachePolicyProblem(entry.cache);
+    if (cacheProblem) throw new Error(`operations[${i}].${cacheProblem}`);
     operations.push(operationOf(entry, backend, deps));
   });
   return {
@@ -164,6 +166,7 @@ function operationOf(doc: ConfiguredOperationDoc, backend: ServiceBackend, deps:
     reduce: doc.reduce ? reducerOf(doc.reduce) : undefined,
     page: doc.page ? { items: doc.page.items, key: doc.page.key } : undefined,
     nextPodOn: doc.nextPodOn.map((n) => codeOf(n)!),
+    cache: doc.cache,
     info: {
       kind: g ? 'grpc' : 'http',
       service: doc.service,

@@ -6,11 +6,11 @@ import type { Logger } from 'winston';
 import type { CallContext, ServedCall } from '../call-context';
 import { BrokerError, PUSHBACK_HEADER, overloaded, toBrokerError } from '../errors';
 import { isRefusal, type Admission, type Ticket } from './admission/admission';
-import { ticketOf } from './admission/interceptor';
+import { clientName, ticketOf } from './admission/interceptor';
 import type { BrokerMetrics, RequestKind } from '../telemetry/metrics';
 import { isValidCorrelationId } from '../request-limits';
 import { LogSampler } from '../telemetry/log-sampler';
-import type { BrokerSecurity, CallerKind } from './security';
+import { ANONYMOUS, type BrokerSecurity, type CallerKind } from './security';
 import { OFF_SPAN, endSpan, injectTraceparent, logIds, serverSpan } from '../telemetry/tracing';
 
 /**
@@ -186,10 +186,12 @@ export class Rpc {
    * call comes admitted by the interceptor (its ticket on the metadata). Returns the release.
    */
   private admit<Req>(call: ServedCall, route: Route<Req>, ctx: IncomingCall): () => void {
-    this.deps.security.authorize(call, route.caller);
+    const who = this.deps.security.authorize(call, route.caller);
+    let ticket: Ticket | undefined = route.caller === 'client' ? ticketOf(call.metadata) : undefined;
+    if (route.caller === 'client')
+      ctx.client = ticket?.client ?? clientName(who === ANONYMOUS ? undefined : who, call.metadata, ctx.peer);
     if (route.unlimited) return () => undefined;
     this.deps.onCall?.();
-    let ticket: Ticket | undefined = route.caller === 'client' ? ticketOf(call.metadata) : undefined;
     if (!ticket) {
       const cls = route.caller === 'client' ? 'aggregate' : 'federation';
       const decision = this.deps.admission.admit(
@@ -281,6 +283,8 @@ class IncomingCall implements CallContext {
   trace: Context = ROOT_CONTEXT;
   /** The call's admission (undefined for calls admission does not limit). */
   admitted: Ticket | undefined;
+  /** Who the client is (client calls; see {@link CallContext.client}). */
+  client: string | undefined;
   private controller: AbortController | undefined;
   private finished = false;
 

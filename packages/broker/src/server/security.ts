@@ -33,6 +33,9 @@ export interface BrokerSecurity {
   authorize(call: AuthorizableCall, need: CallerKind): string;
 }
 
+/** The identity `authorize` gives every caller in insecure mode (nothing authenticates them). */
+export const ANONYMOUS = 'anonymous';
+
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[?::1\]?)$/;
 
 function hostOf(address: string): string {
@@ -86,7 +89,7 @@ function insecureSecurity(t: Topology, self: BrokerInfo, log: Logger): BrokerSec
     serverCredentials: grpc.ServerCredentials.createInsecure(),
     channelCredentials: grpc.credentials.createInsecure(),
     peerChannelOptions: () => ({}),
-    authorize: () => 'anonymous',
+    authorize: () => ANONYMOUS,
   };
 }
 

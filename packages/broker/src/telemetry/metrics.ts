@@ -28,6 +28,16 @@ export interface BackendMetrics {
   shed(service: string): void;
 }
 
+/** What identical-reads-once reports (see {@link BrokerMetrics.sharingMetrics}). */
+export interface SharingMetrics {
+  /** A request joined an execution in flight. */
+  joined(kind: 'aggregate' | 'site' | 'local'): void;
+  /** A results-cache lookup, hit or miss. */
+  lookup(hit: boolean): void;
+  /** Bytes the results cache holds now. */
+  bytes(now: number): void;
+}
+
 /** The kind of request a line or metric is about. */
 export type RequestKind = 'aggregate' | 'site' | 'local' | 'admin';
 
@@ -180,6 +190,37 @@ export class BrokerMetrics {
         maxInFlight.set({ service }, max);
       },
       shed: (service) => shed.inc({ service }),
+    };
+  }
+
+  /**
+   * Identical reads once: `wanas_coalesced_total{kind}` (requests that joined an execution in flight, by
+   * hop), and the results cache's `wanas_results_cache_lookups_total{result}` (hit or miss) and
+   * `wanas_results_cache_bytes`.
+   */
+  sharingMetrics(): SharingMetrics {
+    const r = this.registry;
+    const joined = new Counter({
+      name: 'wanas_coalesced_total',
+      help: 'Requests answered by an identical execution already in flight, by kind (aggregate, site, local).',
+      labelNames: ['kind'],
+      registers: [r],
+    });
+    const lookups = new Counter({
+      name: 'wanas_results_cache_lookups_total',
+      help: "Lookups in the entry's results cache by requests that accept a cached answer (max_staleness): hit or miss.",
+      labelNames: ['result'],
+      registers: [r],
+    });
+    const bytes = new Gauge({
+      name: 'wanas_results_cache_bytes',
+      help: "Bytes of answers the entry's results cache holds.",
+      registers: [r],
+    });
+    return {
+      joined: (kind) => this.child(`j ${kind}`, () => joined.labels(kind)).inc(),
+      lookup: (hit) => this.child(`l ${hit}`, () => lookups.labels(hit ? 'hit' : 'miss')).inc(),
+      bytes: (now) => bytes.set(now),
     };
   }
 

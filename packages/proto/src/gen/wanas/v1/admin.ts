@@ -239,7 +239,17 @@ export interface ExplainResponse {
    * is asked for, the bytes its answer may use. Unset for an operation that does not page. `pods` then lists
    * only the pods the token says still have items.
    */
-  page: PageWindow | undefined;
+  page:
+    | PageWindow
+    | undefined;
+  /**
+   * How it would be answered now: "run" (the plan below), "cache" (from the results cache: the request's
+   * max_staleness accepts a whole answer held there) or "join" (an identical request is in flight: its
+   * execution is shared, see `joins`).
+   */
+  answerFrom: string;
+  /** "join": the correlation id of the execution in flight it would share. */
+  joins: string;
 }
 
 /** ExplainedLeg is one leg of a plan: where it goes, through which brokers, and what it would cost. */
@@ -1995,6 +2005,8 @@ function createBaseExplainResponse(): ExplainResponse {
     legs: [],
     plannedBy: "",
     page: undefined,
+    answerFrom: "",
+    joins: "",
   };
 }
 
@@ -2035,6 +2047,12 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
     }
     if (message.page !== undefined) {
       PageWindow.encode(message.page, writer.uint32(98).fork()).join();
+    }
+    if (message.answerFrom !== "") {
+      writer.uint32(106).string(message.answerFrom);
+    }
+    if (message.joins !== "") {
+      writer.uint32(114).string(message.joins);
     }
     return writer;
   },
@@ -2148,6 +2166,22 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
             message.page = PageWindow.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.answerFrom = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.joins = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2194,6 +2228,12 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
         ? globalThis.String(object.planned_by)
         : "",
       page: isSet(object.page) ? PageWindow.fromJSON(object.page) : undefined,
+      answerFrom: isSet(object.answerFrom)
+        ? globalThis.String(object.answerFrom)
+        : isSet(object.answer_from)
+        ? globalThis.String(object.answer_from)
+        : "",
+      joins: isSet(object.joins) ? globalThis.String(object.joins) : "",
     };
   },
 
@@ -2235,6 +2275,12 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
     if (message.page !== undefined) {
       obj.page = PageWindow.toJSON(message.page);
     }
+    if (message.answerFrom !== "") {
+      obj.answerFrom = message.answerFrom;
+    }
+    if (message.joins !== "") {
+      obj.joins = message.joins;
+    }
     return obj;
   },
 
@@ -2259,6 +2305,8 @@ export const ExplainResponse: MessageFns<ExplainResponse> = {
     message.page = (object.page !== undefined && object.page !== null)
       ? PageWindow.fromPartial(object.page)
       : undefined;
+    message.answerFrom = object.answerFrom ?? "";
+    message.joins = object.joins ?? "";
     return message;
   },
 };

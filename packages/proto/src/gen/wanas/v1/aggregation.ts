@@ -182,6 +182,11 @@ export interface AggregateRequest {
    * federation continues it; one altered, or from another operation, params or scope, is INVALID_ARGUMENT.
    */
   pageToken: string;
+  /**
+   * Accept an answer this old at most from the entry's results cache (operations that allow caching, with
+   * `cache.maxAge`, whole answers only). Unset or zero: a fresh answer. See the README, "Identical reads once".
+   */
+  maxStaleness: Duration | undefined;
 }
 
 export interface AggregateRequest_HeadersEntry {
@@ -216,6 +221,15 @@ export interface AggregateResponse {
    * next_page_token goes on from there.
    */
   truncated: boolean;
+  /**
+   * When identical requests were in flight at once, the answer is one execution's, shared: that execution's
+   * correlation id (empty: this request ran its own).
+   */
+  sharedFrom: string;
+  /** True when the answer came from the entry's results cache (see max_staleness); `age` says how old it is. */
+  cached: boolean;
+  /** A cached answer's age: how long ago its execution answered. */
+  age: Duration | undefined;
 }
 
 /** StreamAggregateRequest is an Aggregate whose results are streamed. */
@@ -261,6 +275,7 @@ function createBaseAggregateRequest(): AggregateRequest {
     requiredSites: [],
     pageSize: 0,
     pageToken: "",
+    maxStaleness: undefined,
   };
 }
 
@@ -313,6 +328,9 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(130).string(message.pageToken);
+    }
+    if (message.maxStaleness !== undefined) {
+      Duration.encode(message.maxStaleness, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -461,6 +479,14 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.maxStaleness = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -536,6 +562,11 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      maxStaleness: isSet(object.maxStaleness)
+        ? Duration.fromJSON(object.maxStaleness)
+        : isSet(object.max_staleness)
+        ? Duration.fromJSON(object.max_staleness)
+        : undefined,
     };
   },
 
@@ -595,6 +626,9 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.maxStaleness !== undefined) {
+      obj.maxStaleness = Duration.toJSON(message.maxStaleness);
+    }
     return obj;
   },
 
@@ -631,6 +665,9 @@ export const AggregateRequest: MessageFns<AggregateRequest> = {
     message.requiredSites = object.requiredSites?.map((e) => e) || [];
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.maxStaleness = (object.maxStaleness !== undefined && object.maxStaleness !== null)
+      ? Duration.fromPartial(object.maxStaleness)
+      : undefined;
     return message;
   },
 };
@@ -732,6 +769,9 @@ function createBaseAggregateResponse(): AggregateResponse {
     answeredBy: "",
     nextPageToken: "",
     truncated: false,
+    sharedFrom: "",
+    cached: false,
+    age: undefined,
   };
 }
 
@@ -760,6 +800,15 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
     }
     if (message.truncated !== false) {
       writer.uint32(64).bool(message.truncated);
+    }
+    if (message.sharedFrom !== "") {
+      writer.uint32(74).string(message.sharedFrom);
+    }
+    if (message.cached !== false) {
+      writer.uint32(80).bool(message.cached);
+    }
+    if (message.age !== undefined) {
+      Duration.encode(message.age, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -841,6 +890,30 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
             message.truncated = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.sharedFrom = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.cached = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.age = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -875,6 +948,13 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
         ? globalThis.String(object.next_page_token)
         : "",
       truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
+      sharedFrom: isSet(object.sharedFrom)
+        ? globalThis.String(object.sharedFrom)
+        : isSet(object.shared_from)
+        ? globalThis.String(object.shared_from)
+        : "",
+      cached: isSet(object.cached) ? globalThis.Boolean(object.cached) : false,
+      age: isSet(object.age) ? Duration.fromJSON(object.age) : undefined,
     };
   },
 
@@ -904,6 +984,15 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
     if (message.truncated !== false) {
       obj.truncated = message.truncated;
     }
+    if (message.sharedFrom !== "") {
+      obj.sharedFrom = message.sharedFrom;
+    }
+    if (message.cached !== false) {
+      obj.cached = message.cached;
+    }
+    if (message.age !== undefined) {
+      obj.age = Duration.toJSON(message.age);
+    }
     return obj;
   },
 
@@ -924,6 +1013,9 @@ export const AggregateResponse: MessageFns<AggregateResponse> = {
     message.answeredBy = object.answeredBy ?? "";
     message.nextPageToken = object.nextPageToken ?? "";
     message.truncated = object.truncated ?? false;
+    message.sharedFrom = object.sharedFrom ?? "";
+    message.cached = object.cached ?? false;
+    message.age = (object.age !== undefined && object.age !== null) ? Duration.fromPartial(object.age) : undefined;
     return message;
   },
 };

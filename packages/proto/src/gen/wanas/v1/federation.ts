@@ -149,7 +149,14 @@ export interface SiteRequest {
    */
   first: boolean;
   /** A pageable operation's window (unset: not paged). */
-  page: PageWindow | undefined;
+  page:
+    | PageWindow
+    | undefined;
+  /**
+   * The client the entry serves (certificate CN, token name, or x-wanas-client in insecure mode): identical
+   * requests in flight at once are shared only between requests of the same client.
+   */
+  client: string;
 }
 
 export interface SiteRequest_HeadersEntry {
@@ -202,7 +209,11 @@ export interface LocalRequest {
   /** Broker id of the sender. */
   sourceBroker: string;
   /** A pageable operation's window (unset: not paged). */
-  page: PageWindow | undefined;
+  page:
+    | PageWindow
+    | undefined;
+  /** The client the entry serves, as in SiteRequest. */
+  client: string;
 }
 
 export interface LocalRequest_HeadersEntry {
@@ -916,6 +927,7 @@ function createBaseSiteRequest(): SiteRequest {
     hedge: false,
     first: false,
     page: undefined,
+    client: "",
   };
 }
 
@@ -965,6 +977,9 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     }
     if (message.page !== undefined) {
       PageWindow.encode(message.page, writer.uint32(122).fork()).join();
+    }
+    if (message.client !== "") {
+      writer.uint32(130).string(message.client);
     }
     return writer;
   },
@@ -1105,6 +1120,14 @@ export const SiteRequest: MessageFns<SiteRequest> = {
             message.page = PageWindow.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.client = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1169,6 +1192,7 @@ export const SiteRequest: MessageFns<SiteRequest> = {
       hedge: isSet(object.hedge) ? globalThis.Boolean(object.hedge) : false,
       first: isSet(object.first) ? globalThis.Boolean(object.first) : false,
       page: isSet(object.page) ? PageWindow.fromJSON(object.page) : undefined,
+      client: isSet(object.client) ? globalThis.String(object.client) : "",
     };
   },
 
@@ -1225,6 +1249,9 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     if (message.page !== undefined) {
       obj.page = PageWindow.toJSON(message.page);
     }
+    if (message.client !== "") {
+      obj.client = message.client;
+    }
     return obj;
   },
 
@@ -1264,6 +1291,7 @@ export const SiteRequest: MessageFns<SiteRequest> = {
     message.page = (object.page !== undefined && object.page !== null)
       ? PageWindow.fromPartial(object.page)
       : undefined;
+    message.client = object.client ?? "";
     return message;
   },
 };
@@ -1542,6 +1570,7 @@ function createBaseLocalRequest(): LocalRequest {
     sourceSite: "",
     sourceBroker: "",
     page: undefined,
+    client: "",
   };
 }
 
@@ -1579,6 +1608,9 @@ export const LocalRequest: MessageFns<LocalRequest> = {
     }
     if (message.page !== undefined) {
       PageWindow.encode(message.page, writer.uint32(90).fork()).join();
+    }
+    if (message.client !== "") {
+      writer.uint32(98).string(message.client);
     }
     return writer;
   },
@@ -1687,6 +1719,14 @@ export const LocalRequest: MessageFns<LocalRequest> = {
             message.page = PageWindow.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.client = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1741,6 +1781,7 @@ export const LocalRequest: MessageFns<LocalRequest> = {
         ? globalThis.String(object.source_broker)
         : "",
       page: isSet(object.page) ? PageWindow.fromJSON(object.page) : undefined,
+      client: isSet(object.client) ? globalThis.String(object.client) : "",
     };
   },
 
@@ -1785,6 +1826,9 @@ export const LocalRequest: MessageFns<LocalRequest> = {
     if (message.page !== undefined) {
       obj.page = PageWindow.toJSON(message.page);
     }
+    if (message.client !== "") {
+      obj.client = message.client;
+    }
     return obj;
   },
 
@@ -1818,6 +1862,7 @@ export const LocalRequest: MessageFns<LocalRequest> = {
     message.page = (object.page !== undefined && object.page !== null)
       ? PageWindow.fromPartial(object.page)
       : undefined;
+    message.client = object.client ?? "";
     return message;
   },
 };
