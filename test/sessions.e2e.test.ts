@@ -31,9 +31,12 @@ describe('federation sessions (real processes, emulated WAN)', () => {
   let ask: ReturnType<DevFederation['aggregator']>;
   const allAnswer = async () => (await ask({ operation: 'echo' })).summary?.podsFailed === 0;
   /** An echo whose pods sleep `sleepMs`, with attempts long enough that only a failure ends one early. */
+  // Each call asks something of its own (`n`): identical reads in flight at once would share one execution,
+  // and these tests are about many requests in flight.
+  let n = 0;
   const slowEcho = (sleepMs: number, more: Partial<AggregateRequest> = {}): Partial<AggregateRequest> => ({
     operation: 'echo',
-    params: { sleepMs },
+    params: { sleepMs, n: n++ },
     timeout: msToDuration(sleepMs + 8000),
     attemptTimeout: msToDuration(sleepMs + 4000),
     ...more,

@@ -66,10 +66,10 @@ export class Flight<T, P = never> {
     readonly end: number | undefined,
     run: (exec: Execution<P>) => Promise<T>,
   ) {
-    const flight = this;
+    const signal = () => this.signal();
     this.answer = run({
       get signal() {
-        return flight.signal();
+        return signal();
       },
       report: (pod) => this.report(pod),
     });

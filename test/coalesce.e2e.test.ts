@@ -1,0 +1,256 @@
+/**
+ * Identical reads once (real processes, emulated WAN): identical Aggregates in flight at once share one
+ * execution at the entry, identical SiteRequests at a representative, identical LocalRequests at a pod;
+ * each caller keeps its own correlation id, cancel and deadline; identities are never mixed and writes
+ * never shared; the results cache serves whole answers within the client's max_staleness, never partial
+ * ones, and a topology reload empties it. A plug-in module counts every run of its operations per pod.
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  AdminServiceClient,
+  AggregateRequest,
+  AggregationServiceClient,
+  ExplainRequest,
+  msToDuration,
+  type AggregateResponse,
+  type ExplainResponse,
+} from '@wanas/proto';
+import { DevFederation } from '@wanas/devfed';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { until } from './support/until';
+
+const PROBE = `
+const { defineOperation, z, OperationError, Code } = require('@wanas/operations');
+const runs = new Map();
+const aborted = new Map();
+const bump = (m, k) => m.set(k, (m.get(k) ?? 0) + 1);
+const sleep = (ms, signal) => new Promise((resolve) => {
+  const t = setTimeout(() => resolve(true), ms);
+  signal.addEventListener('abort', () => { clearTimeout(t); resolve(false); }, { once: true });
+});
+const work = async (p, ctx) => {
+  bump(runs, p.tag);
+  if (!(await sleep(p.ms ?? 0, ctx.signal))) {
+    bump(aborted, p.tag);
+    throw new OperationError(Code.CANCELLED, 'stopped');
+  }
+  if (p.failPod === ctx.site + '/' + ctx.pod) throw new OperationError(Code.UNAVAILABLE, 'told to fail');
+  return { tag: p.tag, runs: runs.get(p.tag) };
+};
+const params = z.strictObject({ tag: z.string(), ms: z.number().optional(), failPod: z.string().optional() });
+module.exports = [
+  defineOperation({ name: 'probe.read', description: 'counts its runs', idempotent: true, params, execute: work }),
+  defineOperation({ name: 'probe.cached', description: 'counts its runs; cacheable', idempotent: true, params,
+    execute: work, cache: { maxAge: '1m' } }),
+  defineOperation({ name: 'probe.write', description: 'a write that counts its runs', idempotent: false, params,
+    execute: (p, ctx) => ctx.once(() => work(p, ctx)) }),
+  defineOperation({ name: 'probe.runs', description: 'runs so far', idempotent: true,
+    params: z.strictObject({ tag: z.string(), at: z.number() }),
+    execute: (p) => ({ runs: runs.get(p.tag) ?? 0, aborted: aborted.get(p.tag) ?? 0 }) }),
+];`;
+
+const A = 's1-p1-a';
+const B = 's1-p2-a';
+
+interface Call {
+  done: Promise<AggregateResponse>;
+  cancel(): void;
+}
+
+describe('identical reads once (real processes, emulated WAN)', () => {
+  let dir: string;
+  let f: DevFederation;
+  const clients = new Map<string, AggregationServiceClient>();
+  let queries = 0;
+
+  /** An Aggregate to `entry` as `client` (x-wanas-client), with a gRPC deadline of `deadlineMs`. */
+  const send = (entry: string, req: Partial<AggregateRequest>, client = '', deadlineMs = 20_000): Call => {
+    let c = clients.get(entry);
+    if (!c)
+      clients.set(entry, (c = new AggregationServiceClient(f.broker(entry).address, f.clientCredentials)));
+    const md = new grpc.Metadata();
+    if (client) md.set('x-wanas-client', client);
+    let call!: grpc.ClientUnaryCall;
+    const done = new Promise<AggregateResponse>((resolve, reject) => {
+      call = c.aggregate(
+        AggregateRequest.fromPartial(req),
+        md,
+        { deadline: Date.now() + deadlineMs },
+        (e, r) => (e ? reject(e) : resolve(r!)),
+      );
+    });
+    return { done, cancel: () => call.cancel() };
+  };
+  const read = (tag: string, more: Partial<AggregateRequest> = {}, op = 'probe.read', ms = 500) => ({
+    operation: op,
+    params: { tag, ms },
+    attemptTimeout: msToDuration(ms + 2000), // a LAN attempt outlasts the operation's own time
+    ...more,
+  });
+  /** Runs of `tag` per pod so far (a read of its own each time, so never shared). */
+  const runsOf = async (tag: string): Promise<Record<string, { runs: number; aborted: number }>> => {
+    const res = await send(A, { operation: 'probe.runs', params: { tag, at: queries++ } }).done;
+    return Object.fromEntries(
+      res.pods.map((p) => [`${p.site}/${p.pod}`, p.result as { runs: number; aborted: number }]),
+    );
+  };
+  const runCounts = async (tag: string) =>
+    Object.fromEntries(Object.entries(await runsOf(tag)).map(([k, v]) => [k, v.runs]));
+  const okPods = (r: AggregateResponse) => r.pods.every((p) => p.code === 0);
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-coalesce-'));
+    fs.writeFileSync(path.join(dir, 'probe.js'), PROBE);
+    f = await DevFederation.start({
+      spec: { s1: { p1: 1, p2: 1, p3: 1 }, s2: { p1: 1 }, s3: { p1: 1 } },
+      wanLatencyMs: 10,
+      operations: [{ module: path.join(dir, 'probe.js') }],
+    });
+    await until('every pod answers', async () => okPods(await send(A, { operation: 'echo' }).done), 30_000);
+  }, 120_000);
+  afterAll(async () => {
+    for (const c of clients.values()) c.close();
+    await f?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('at the entry: 20 identical reads run once in every pod, each answered under its own correlation id', async () => {
+    const calls = Array.from({ length: 20 }, (_, i) =>
+      send(A, read('entry', { correlationId: `entry-${i}` })),
+    );
+    const answers = await Promise.all(calls.map((c) => c.done));
+    answers.forEach((r, i) => {
+      expect(r.correlationId).toBe(`entry-${i}`);
+      expect(okPods(r)).toBe(true);
+      expect(r.pods.map((p) => (p.result as { runs: number }).runs)).toEqual([1, 1, 1, 1, 1]);
+    });
+    const ran = answers.filter((r) => !r.sharedFrom);
+    expect(ran).toHaveLength(1);
+    for (const r of answers) if (r.sharedFrom) expect(r.sharedFrom).toBe(ran[0]!.correlationId);
+    expect(Object.values(await runCounts('entry'))).toEqual([1, 1, 1, 1, 1]);
+  });
+
+  it('at the representative and the pod: two entries’ identical reads run once where they meet', async () => {
+    const [a, b] = await Promise.all([
+      send(A, read('hops', {}, 'probe.read', 800)).done,
+      send(B, read('hops', {}, 'probe.read', 800)).done,
+    ]);
+    expect([okPods(a!), okPods(b!), a!.sharedFrom, b!.sharedFrom]).toEqual([true, true, '', '']);
+    // s2 and s3 (one SiteRequest each from both entries) and s1/p3 (a LocalRequest from both) ran once;
+    // s1/p1 and s1/p2 each ran for their own entry and for the other's LocalRequest.
+    expect(await runCounts('hops')).toEqual({ 's1/p1': 2, 's1/p2': 2, 's1/p3': 1, 's2/p1': 1, 's3/p1': 1 });
+  });
+
+  it('never shares an answer between two clients, at any hop', async () => {
+    const [alice, bob] = await Promise.all([
+      send(A, read('who'), 'alice').done,
+      send(A, read('who'), 'bob').done,
+    ]);
+    expect([alice!.sharedFrom, bob!.sharedFrom]).toEqual(['', '']);
+    expect(Object.values(await runCounts('who'))).toEqual([2, 2, 2, 2, 2]);
+  });
+
+  it('never shares a write', async () => {
+    const write = (key: string) => ({ ...read('w', {}, 'probe.write'), idempotencyKey: key });
+    const answers = await Promise.all([send(A, write('w-1')).done, send(A, write('w-2')).done]);
+    expect(answers.map((r) => [okPods(r), r.sharedFrom])).toEqual([
+      [true, ''],
+      [true, ''],
+    ]);
+    expect(Object.values(await runCounts('w'))).toEqual([2, 2, 2, 2, 2]);
+  });
+
+  it('a caller that cancels leaves the others’ execution running; the last caller’s cancel stops it', async () => {
+    const leaving = send(A, read('stay', {}, 'probe.read', 1500));
+    const staying = send(A, read('stay', {}, 'probe.read', 1500));
+    await new Promise((r) => setTimeout(r, 300));
+    leaving.cancel();
+    await expect(leaving.done).rejects.toMatchObject({ code: grpc.status.CANCELLED });
+    const kept = await staying.done;
+    expect(okPods(kept)).toBe(true);
+    expect(Object.values(await runsOf('stay')).map((x) => [x.runs, x.aborted])).toEqual(
+      Array(5).fill([1, 0]),
+    );
+
+    const both = [
+      send(A, read('gone', {}, 'probe.read', 4000)),
+      send(A, read('gone', {}, 'probe.read', 4000)),
+    ];
+    await new Promise((r) => setTimeout(r, 300));
+    for (const c of both) c.cancel();
+    for (const c of both) await expect(c.done).rejects.toMatchObject({ code: grpc.status.CANCELLED });
+    // Every pod's operation saw its signal aborted, long before its 4 s were over.
+    await until(
+      'every pod stopped the shared execution',
+      async () => Object.values(await runsOf('gone')).every((x) => x.aborted === 1),
+      3000,
+    );
+  });
+
+  it('a joiner with a shorter budget is answered DEADLINE_EXCEEDED then, without cutting the first short', async () => {
+    const first = send(A, read('deadline', { timeout: msToDuration(8000) }, 'probe.read', 1200));
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    // Its own budget (timeout 300 ms) ends it, not the gRPC deadline (20 s): the broker answers it.
+    const joiner = send(A, read('deadline', { timeout: msToDuration(300) }, 'probe.read', 1200));
+    await expect(joiner.done).rejects.toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    const whole = await first.done;
+    expect(okPods(whole)).toBe(true);
+    expect(Object.values(await runCounts('deadline'))).toEqual([1, 1, 1, 1, 1]);
+  });
+
+  it('Explain says a request would join the identical one in flight', async () => {
+    const admin = new AdminServiceClient(f.broker(A).address, f.clientCredentials);
+    try {
+      const slow = send(A, read('explain', { correlationId: 'explained-run' }, 'probe.read', 1500));
+      await new Promise((r) => setTimeout(r, 200));
+      const plan = await new Promise<ExplainResponse>((resolve, reject) =>
+        admin.explain(
+          ExplainRequest.fromPartial({ request: read('explain', {}, 'probe.read', 1500) }),
+          (e, r) => (e ? reject(e) : resolve(r!)),
+        ),
+      );
+      expect([plan.answerFrom, plan.joins]).toEqual(['join', 'explained-run']);
+      await slow.done;
+    } finally {
+      admin.close();
+    }
+  });
+
+  it('the results cache: a whole answer again within max_staleness, a partial one never, none after a reload', async () => {
+    const stale = { maxStaleness: msToDuration(30_000) };
+    const first = await send(A, read('c', stale, 'probe.cached', 0)).done;
+    expect([first.cached, okPods(first)]).toEqual([false, true]);
+    const again = await send(A, read('c', { ...stale, correlationId: 'from-cache' }, 'probe.cached', 0)).done;
+    expect([again.cached, again.correlationId, again.sharedFrom]).toEqual([
+      true,
+      'from-cache',
+      first.correlationId,
+    ]);
+    expect(again.age).toBeDefined();
+    expect(again.pods).toEqual(first.pods);
+    // A client that asks for a fresh answer (no max_staleness) gets one.
+    const fresh = await send(A, read('c', {}, 'probe.cached', 0)).done;
+    expect(fresh.cached).toBe(false);
+    expect(Object.values(await runCounts('c'))).toEqual([2, 2, 2, 2, 2]);
+
+    // A partial answer is never kept.
+    const partial = read('p', stale, 'probe.cached', 0);
+    (partial.params as Record<string, unknown>).failPod = 's2/p1';
+    expect((await send(A, partial).done).summary?.podsFailed).toBe(1);
+    expect((await send(A, partial).done).cached).toBe(false);
+    expect((await runCounts('p'))['s1/p1']).toBe(2);
+
+    // A topology reload empties it.
+    const text = fs.readFileSync(f.topologyFile, 'utf8');
+    fs.writeFileSync(f.topologyFile, text.replace(/^settings:\n/m, 'settings:\n  defaultTimeoutMs: 5001\n'));
+    await until(
+      'the reload emptied the cache',
+      async () => !(await send(A, read('c', stale, 'probe.cached', 0)).done).cached,
+      10_000,
+    );
+  });
+});
