@@ -225,7 +225,6 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const source = new TopologySource({ initial, self: info, whoAmI, watch: opts.watch !== false, log });
   await source.resolve();
   const topology = () => source.topology;
-
   const tracing = await startTracing(info, initial.tracing, log);
   const security = createSecurity(topology, info, log);
   const cm = connectionManagerFor(topology(), security, opts, log);
