@@ -225,6 +225,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const source = new TopologySource({ initial, self: info, whoAmI, watch: opts.watch !== false, log });
   await source.resolve();
   const topology = () => source.topology;
+
   const tracing = await startTracing(info, initial.tracing, log);
   const security = createSecurity(topology, info, log);
   const cm = connectionManagerFor(topology(), security, opts, log);
@@ -258,14 +259,11 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     admission,
   }).catch((e: unknown) => closeAndThrow(e, cm, catalog, store, lag, admission));
   cm.setPeers(peerGroupsFor(topology(), info));
-  const metricsAddress = opts.metricsAddress ?? info.metricsAddress;
-  const metricsServer = metricsAddress
-    ? await startMetricsServer(metricsAddress, metrics, () => GetStatusResponse.toJSON(status()))
-    : undefined;
+  const metricsServer = await metricsServerFor(opts.metricsAddress ?? info.metricsAddress, metrics, status);
   servers.serving(true);
   lag.start();
   catalog.warm((message, fields) => log.warn(message, fields));
-  logServing(log, info, port, topology().federation, metricsServer ? metricsAddress : undefined);
+  logServing(log, info, port, topology().federation, metricsServer?.address);
   source.run((t) => {
     cm.setPeers(peerGroupsFor(t, info));
     admission.configureClients(t.clients);
@@ -395,4 +393,15 @@ function closeAndThrow(e: unknown, ...opened: { close(): void }[]): never {
 function requireFile(file: string | undefined): string {
   if (!file) throw new Error('startBroker needs topologyFile or topology');
   return file;
+}
+
+/** The HTTP listener of `/metrics` and `/status`, when the broker has an address for it. */
+async function metricsServerFor(
+  address: string | undefined,
+  metrics: BrokerMetrics,
+  status: () => GetStatusResponse,
+): Promise<{ address: string; port: number; close(): Promise<void> } | undefined> {
+  if (!address) return undefined;
+  const server = await startMetricsServer(address, metrics, () => GetStatusResponse.toJSON(status()));
+  return { address, port: server.port, close: () => server.close() };
 }
