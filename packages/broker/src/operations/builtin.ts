@@ -69,6 +69,8 @@ export const podsCapacity: Operation<Record<string, never>> = {
   info: { kind: 'builtin' },
   description: 'desktops total / free / in use per pod, and federation-wide',
   idempotent: true,
+  // A dashboard's poll: a client that sets max_staleness may be answered from the entry's cache.
+  cache: { maxAge: '2s' },
   params: z.strictObject({}),
   execute: async (_p, ctx) => (await ctx.store.capacity(ctx.deadline, ctx.signal)) as unknown as JsonObject,
   reduce: (results) => {
