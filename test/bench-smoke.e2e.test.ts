@@ -9,13 +9,13 @@ import * as path from 'node:path';
 import { WANAS_BIN } from './support/federation';
 
 describe('wanas bench --smoke', () => {
-  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput, scale, upstream, store and overload and reports each as JSON', () => {
+  it('runs latency, cpu, tracing, failover, failure, placement, tail, throughput, scale, upstream, store, overload and coalesce and reports each as JSON', () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-smoke-'));
     try {
       const r = spawnSync(
         process.execPath,
         [WANAS_BIN, 'bench', '--smoke', '--json', '--no-markdown', '--out', out],
-        { encoding: 'utf8', timeout: 300_000 },
+        { encoding: 'utf8', timeout: 420_000 },
       );
       // The progress bar only draws on a terminal; what remains on stderr must not be an error.
       expect(r.stderr).not.toMatch(/error/i);
@@ -38,7 +38,11 @@ describe('wanas bench --smoke', () => {
         'upstream',
         'store',
         'overload',
+        'coalesce',
       ]);
+      // 50 identical concurrent reads ran once in each of the 6 pods.
+      const coalesce = part('coalesce') as unknown as { burst: { runsPerPod: number[] } };
+      expect(coalesce.burst.runsPerPod).toEqual([1, 1, 1, 1, 1, 1]);
       const part = (name: string) => json.find((j) => j.part === name)!;
       const latency = part('latency') as unknown as {
         limitMs: number;
@@ -95,5 +99,5 @@ describe('wanas bench --smoke', () => {
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }
-  }, 320_000);
+  }, 440_000);
 });

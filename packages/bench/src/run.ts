@@ -14,6 +14,7 @@ import { describeUpstream, upstreamPart } from './part-upstream';
 import { failoverPart, tailPart, throughputPart, type BenchCounts, type Progress } from './parts';
 import { latencySvg } from './svg';
 import { describeOverload, overloadPart } from './part-overload';
+import { coalescePart, describeCoalesce } from './part-coalesce';
 
 /** The parts of `wanas bench`, in the order they run. */
 export const PARTS = [
@@ -29,6 +30,7 @@ export const PARTS = [
   'upstream',
   'store',
   'overload',
+  'coalesce',
 ] as const;
 /** One part of the benchmark. */
 export type Part = (typeof PARTS)[number];
@@ -94,6 +96,7 @@ function describe(
     upstream: describeUpstream,
     store: describeStore,
     overload: describeOverload,
+    coalesce: describeCoalesce,
   };
   const describePart = byPart[r.part];
   return describePart ? describePart(r as never) : JSON.stringify(r);
@@ -255,6 +258,7 @@ export async function runBench(parts: string[], o: BenchFlags): Promise<void> {
       upstream: upstreamPart,
       store: storePart,
       overload: overloadPart,
+      coalesce: coalescePart,
     }[part];
     const r = (await fn(counts, progress)) as unknown as Record<string, unknown> & { part: Part };
     if (sessions) r.sessions = sessions;
@@ -303,6 +307,7 @@ const SECTIONS: [string, string][] = [
   ['upstream', 'configured operations (upstream gRPC backend)'],
   ['store', 'pod store: SQLite and PostgreSQL'],
   ['overload', 'overload (open loop, 0.25× to 4× capacity and back)'],
+  ['coalesce', 'identical reads once (coalescing and the results cache)'],
 ];
 
 function writeMarkdown(

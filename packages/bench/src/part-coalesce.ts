@@ -1,0 +1,164 @@
+/**
+ * The `coalesce` part (issue 37): identical reads once, on a 3-site × 2-pod × 1-broker federation with a
+ * probe operation (a plug-in module that counts its runs per pod and takes `ms` to answer):
+ * - a burst of 50 identical concurrent reads through one entry, and the runs each pod saw (target: 1);
+ * - CPU (every process) of that burst against 50 distinct ones: per coalesced caller vs per full
+ *   aggregate (target ≤ 0.1×);
+ * - a results-cache hit's latency at the entry (`max_staleness`; target p50 ≤ 1 ms);
+ * - nothing to share: one read at a time on this federation and on one with `coalesce: false`, p50 and
+ *   CPU per aggregate (target within 3%).
+ */
+import { DevFederation } from '@wanas/devfed';
+import { msToDuration } from '@wanas/proto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { processCpuMs } from './part-cpu';
+import { timed, type BenchCounts, type Progress } from './parts';
+import { summarize } from './stats';
+
+const ENTRY = 's1-p1-a';
+/** Concurrent identical reads in the burst. */
+const BURST = 50;
+
+const PROBE = `
+const { defineOperation, z } = require('@wanas/operations');
+const runs = new Map();
+const params = z.strictObject({ tag: z.string(), ms: z.number() });
+module.exports = [
+  defineOperation({ name: 'probe.read', description: 'counts its runs', idempotent: true, params,
+    cache: { maxAge: '1m' },
+    execute: async (p) => {
+      runs.set(p.tag, (runs.get(p.tag) ?? 0) + 1);
+      await new Promise((r) => setTimeout(r, p.ms));
+      return { runs: runs.get(p.tag) };
+    } }),
+  defineOperation({ name: 'probe.runs', description: 'runs so far', idempotent: true,
+    params: z.strictObject({ tag: z.string(), at: z.number() }), execute: (p) => ({ runs: runs.get(p.tag) ?? 0 }) }),
+];`;
+
+/** What the part reports. */
+export interface CoalesceResult {
+  part: 'coalesce';
+  shape: string;
+  burst: {
+    callers: number;
+    /** Runs of the operation in each pod for the identical burst (target 1 each). */
+    runsPerPod: number[];
+    /** CPU of every process, ms: the identical burst, and as many distinct reads. */
+    identicalCpuMs: number;
+    distinctCpuMs: number;
+    /** (identical burst CPU ÷ callers) ÷ (distinct burst CPU ÷ callers): per coalesced caller vs full. */
+    perCallerVsFull: number;
+  };
+  cacheHit: { n: number; p50Ms: number; p99Ms: number };
+  /** One read at a time (nothing to share), coalescing on vs off. */
+  nothingToShare: { n: number; onP50Ms: number; offP50Ms: number; onCpuMs: number; offCpuMs: number };
+}
+
+const cpuOf = (f: DevFederation) => f.brokers.reduce((n, b) => n + processCpuMs(b.proc?.pid), 0);
+
+async function federation(dir: string, coalesce: boolean): Promise<DevFederation> {
+  return DevFederation.start({
+    sites: 3,
+    podsPerSite: 2,
+    brokersPerPod: 1,
+    wanLatencyMs: 10,
+    settings: { coalesce },
+    operations: [{ module: path.join(dir, 'probe.js') }],
+  });
+}
+
+/** One read at a time, each of its own (nothing to share): latencies and CPU per aggregate. */
+async function oneAtATime(f: DevFederation, n: number, progress: Progress, label: string) {
+  const ask = f.aggregator(ENTRY);
+  let i = 0;
+  const read = () => ask({ operation: 'probe.read', params: { tag: `one-${i++}`, ms: 0 } });
+  await timed(Math.min(50, n), progress, `${label}: warm-up`, read);
+  const cpu0 = cpuOf(f);
+  const lat = await timed(n, progress, label, read);
+  return { p50Ms: summarize(lat).p50Ms, cpuMs: (cpuOf(f) - cpu0) / n };
+}
+
+/** The part (see the file's comment). */
+export async function coalescePart(counts: BenchCounts, progress: Progress): Promise<CoalesceResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-bench-coalesce-'));
+  fs.writeFileSync(path.join(dir, 'probe.js'), PROBE);
+  const n = counts.smoke ? 20 : 300;
+  try {
+    const on = await federation(dir, true);
+    let burst: CoalesceResult['burst'];
+    let cacheHit: CoalesceResult['cacheHit'];
+    let shared: { p50Ms: number; cpuMs: number };
+    try {
+      const ask = on.aggregator(ENTRY);
+      const burstOf = async (tag: (i: number) => string) => {
+        const cpu0 = cpuOf(on);
+        await Promise.all(
+          Array.from({ length: BURST }, (_, i) =>
+            ask({ operation: 'probe.read', params: { tag: tag(i), ms: 200 } }),
+          ),
+        );
+        return cpuOf(on) - cpu0;
+      };
+      progress.start('coalesce: bursts of 50 reads, identical and distinct', 2);
+      await burstOf((i) => `warm-${i}`);
+      const identicalCpuMs = await burstOf(() => 'burst');
+      const distinctCpuMs = await burstOf((i) => `distinct-${i}`);
+      const runs = await ask({ operation: 'probe.runs', params: { tag: 'burst', at: 0 } });
+      burst = {
+        callers: BURST,
+        runsPerPod: runs.pods.map((p) => Number((p.result as { runs: number }).runs)),
+        identicalCpuMs: Math.round(identicalCpuMs),
+        distinctCpuMs: Math.round(distinctCpuMs),
+        perCallerVsFull: Number((identicalCpuMs / distinctCpuMs).toFixed(3)),
+      };
+      const cached = {
+        operation: 'probe.read',
+        params: { tag: 'cached', ms: 0 },
+        maxStaleness: msToDuration(60_000),
+      };
+      await ask(cached);
+      const hits = await timed(n, progress, 'coalesce: cache hits', () => ask(cached));
+      const h = summarize(hits);
+      cacheHit = { n, p50Ms: h.p50Ms, p99Ms: h.p99Ms };
+      shared = await oneAtATime(on, n, progress, 'coalesce: one read at a time, coalescing on');
+    } finally {
+      await on.stop();
+    }
+    const off = await federation(dir, false);
+    try {
+      const alone = await oneAtATime(off, n, progress, 'coalesce: one read at a time, coalescing off');
+      return {
+        part: 'coalesce',
+        shape: '3 sites × 2 pods × 1 broker, 10 ms WAN one way',
+        burst,
+        cacheHit,
+        nothingToShare: {
+          n,
+          onP50Ms: shared.p50Ms,
+          offP50Ms: alone.p50Ms,
+          onCpuMs: Number(shared.cpuMs.toFixed(2)),
+          offCpuMs: Number(alone.cpuMs.toFixed(2)),
+        },
+      };
+    } finally {
+      await off.stop();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The part's lines for the terminal and BENCHMARKS.md. */
+export function describeCoalesce(r: CoalesceResult): string {
+  const b = r.burst;
+  const s = r.nothingToShare;
+  return [
+    `  ${r.shape}; probe.read counts its runs per pod`,
+    `  ${b.callers} identical concurrent reads through one entry: runs per pod ${b.runsPerPod.join(', ')} (target 1 each)`,
+    `  CPU (every process): identical burst ${b.identicalCpuMs} ms vs ${b.callers} distinct ${b.distinctCpuMs} ms: per coalesced caller ${b.perCallerVsFull}× a full aggregate (target ≤ 0.1×)`,
+    `  results-cache hit at the entry (max_staleness): p50 ${r.cacheHit.p50Ms} ms, p99 ${r.cacheHit.p99Ms} ms over ${r.cacheHit.n} (target p50 ≤ 1 ms; client round trip included)`,
+    `  nothing to share (one read at a time, ${s.n}): p50 on ${s.onP50Ms} ms vs off ${s.offP50Ms} ms = ${(s.onP50Ms / s.offP50Ms).toFixed(3)}×; CPU per aggregate on ${s.onCpuMs} ms vs off ${s.offCpuMs} ms = ${(s.onCpuMs / s.offCpuMs).toFixed(3)}× (target within 3%, two federations in one run)`,
+  ].join('\n');
+}
