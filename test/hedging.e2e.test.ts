@@ -39,13 +39,13 @@ describe('hedging (real processes)', () => {
     await f.signal(frozen, 'SIGSTOP');
     try {
       // At once and together: the entry rotates the site's 4 brokers among these requests, so one of them
-      // tries the frozen one first.
+      // tries the frozen one first. Each asks for a user of its own: identical reads would share one execution.
       const tries = await Promise.all(
-        Array.from({ length: 6 }, async () => {
+        Array.from({ length: 6 }, async (_, i) => {
           const t0 = Date.now();
           const res = await f.aggregate('east-pod-1-a', {
             operation: 'sessions.find',
-            params: { user: 'u' },
+            params: { user: `u${i}` },
             scope,
             attemptTimeout: msToDuration(ATTEMPT_MS),
             timeout: msToDuration(2 * SITE_ATTEMPT_MS),

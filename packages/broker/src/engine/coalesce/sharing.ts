@@ -79,6 +79,7 @@ export class Sharing {
     if (maxAgeMs > 0) {
       const hit = this.cache.get(key, maxAgeMs);
       if (hit) {
+        ctx.admitted?.setCost(1); // no pod is asked: the least an admitted call weighs
         for (const pod of hit.response.pods) onPod?.(pod);
         return {
           ...hit.response,
@@ -100,8 +101,11 @@ export class Sharing {
       );
     if (!this.deps.settings().coalesce) return execute(undefined);
     const end = endOf(ctx.deadline, durationToMs(req.timeout) || this.deps.settings().defaultTimeoutMs);
+    const flightKey = `${onPod ? 's' : 'u'}${key}`;
+    // A caller that joins an execution asks no pod of its own.
+    if (this.aggregates.inFlight(flightKey)) ctx.admitted?.setCost(1);
     const shared = await this.aggregates.run(
-      `${onPod ? 's' : 'u'}${key}`,
+      flightKey,
       req.correlationId,
       { signal: () => ctx.signal, end, onPod },
       execute,
