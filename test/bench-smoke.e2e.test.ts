@@ -40,10 +40,10 @@ describe('wanas bench --smoke', () => {
         'overload',
         'coalesce',
       ]);
+      const part = (name: string) => json.find((j) => j.part === name)!;
       // 50 identical concurrent reads ran once in each of the 6 pods.
       const coalesce = part('coalesce') as unknown as { burst: { runsPerPod: number[] } };
       expect(coalesce.burst.runsPerPod).toEqual([1, 1, 1, 1, 1, 1]);
-      const part = (name: string) => json.find((j) => j.part === name)!;
       const latency = part('latency') as unknown as {
         limitMs: number;
         wanas: { p50Ms: number };
