@@ -48,6 +48,7 @@ interface AggregateOptions {
   explain?: boolean;
   pageSize?: number;
   pageToken?: string;
+  maxStaleness?: number;
 }
 
 function buildRequest(o: AggregateOptions): AggregateRequest {
@@ -80,6 +81,7 @@ function buildRequest(o: AggregateOptions): AggregateRequest {
     requiredSites: o.requireSite ?? [],
     pageSize: o.pageSize ?? 0,
     pageToken: o.pageToken ?? '',
+    maxStaleness: o.maxStaleness === undefined ? undefined : msToDuration(o.maxStaleness),
     hedging:
       o.hedge === undefined
         ? Hedging.HEDGING_UNSPECIFIED
@@ -144,6 +146,11 @@ export function registerAggregate(program: Command): void {
     .option('--require-site <site>', 'fail the call if a pod of this site fails (repeatable)', collect)
     .option('--page-size <n>', 'a listing (e.g. sessions.list): items a page', parsePositiveInt)
     .option('--page-token <token>', "a listing: go on from a page's next page token")
+    .option(
+      '--max-staleness <duration>',
+      'accept a cached whole answer this old, e.g. 2s (operations with cache.maxAge; default: fresh)',
+      parseDurationMs,
+    )
     .option(
       '--stream',
       'print pods as they arrive (StreamAggregate); a listing: every page, one after another',

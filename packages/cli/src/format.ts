@@ -91,6 +91,10 @@ export function summaryLines(res: AggregateResponse): string {
   const lines = [
     `pods asked ${s?.podsAsked ?? 0}, ok ${s?.podsOk ?? 0}, failed ${s?.podsFailed ?? 0}${failed}; ${ms(res.latency)} at ${res.answeredBy}; correlation id ${res.correlationId}`,
   ];
+  if (res.cached)
+    lines.push(`cached: an answer ${ms(res.age)} old, made by ${res.sharedFrom} (--max-staleness)`);
+  else if (res.sharedFrom)
+    lines.push(`shared: the answer of ${res.sharedFrom}, an identical request in flight`);
   if (res.reduced) lines.push(`reduced: ${JSON.stringify(res.reduced)}`);
   if (res.truncated) lines.push('truncated: the answer was cut to fit one message; the next page goes on');
   if (res.nextPageToken) lines.push(`next page: --page-token ${res.nextPageToken}`);

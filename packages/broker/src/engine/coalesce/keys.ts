@@ -1,7 +1,9 @@
 /**
  * What makes two requests identical, at each hop: everything that can change the answer — the operation,
  * its params, the scope, the mode, the page, the forwarded headers and the client's identity — and nothing
- * that only routes or times it (correlation id, deadlines, the sender, target lists, hedging).
+ * that only routes or times it (correlation id, deadlines, the sender, target lists, hedging). Keys are made
+ * for reads only, so an idempotency key (which a read does not use; the CLI sends a new one every time) is
+ * not part of them.
  * JSON with sorted keys, so a different key order in the params is the same request.
  */
 import { stableJson } from '@wanas/topology';
@@ -12,7 +14,15 @@ import type { AggregateRequest, LocalRequest, SiteRequest } from '@wanas/proto';
  * and for coalescing when prefixed by how it is answered (streamed or not).
  */
 export function aggregateKey(req: AggregateRequest, client: string, generation: number): string {
-  const { correlationId: _id, timeout: _t, attemptTimeout: _a, maxStaleness: _s, hedge: _h, ...asked } = req;
+  const {
+    correlationId: _id,
+    timeout: _t,
+    attemptTimeout: _a,
+    maxStaleness: _s,
+    hedge: _h,
+    idempotencyKey: _k,
+    ...asked
+  } = req;
   return stableJson([generation, client, asked]);
 }
 
@@ -28,6 +38,7 @@ export function siteKey(req: SiteRequest): string | undefined {
     sourceBroker: _sb,
     hedge: _h,
     hops: _hops,
+    idempotencyKey: _k,
     ...asked
   } = req;
   return stableJson(asked);
@@ -43,6 +54,7 @@ export function localKey(req: LocalRequest): string | undefined {
     sourceSite: _ss,
     sourceBroker: _sb,
     hops: _hops,
+    idempotencyKey: _k,
     ...asked
   } = req;
   return stableJson(asked);
