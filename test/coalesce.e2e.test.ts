@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   AdminServiceClient,
   AggregateRequest,
+  type StreamAggregateResponse,
   AggregationServiceClient,
   ExplainRequest,
   msToDuration,
@@ -32,14 +33,17 @@ const sleep = (ms, signal) => new Promise((resolve) => {
 });
 const work = async (p, ctx) => {
   bump(runs, p.tag);
-  if (!(await sleep(p.ms ?? 0, ctx.signal))) {
+  const ms = p.slowPod === undefined || p.slowPod === ctx.site + '/' + ctx.pod ? (p.ms ?? 0) : 0;
+  if (!(await sleep(ms, ctx.signal))) {
     bump(aborted, p.tag);
     throw new OperationError(Code.CANCELLED, 'stopped');
   }
   if (p.failPod === ctx.site + '/' + ctx.pod) throw new OperationError(Code.UNAVAILABLE, 'told to fail');
   return { tag: p.tag, runs: runs.get(p.tag) };
 };
-const params = z.strictObject({ tag: z.string(), ms: z.number().optional(), failPod: z.string().optional() });
+const params = z.strictObject({
+  tag: z.string(), ms: z.number().optional(), failPod: z.string().optional(), slowPod: z.string().optional(),
+});
 module.exports = [
   defineOperation({ name: 'probe.read', description: 'counts its runs', idempotent: true, params, execute: work }),
   defineOperation({ name: 'probe.cached', description: 'counts its runs; cacheable', idempotent: true, params,
@@ -218,6 +222,52 @@ describe('identical reads once (real processes, emulated WAN)', () => {
     } finally {
       admin.close();
     }
+  });
+
+  it('a streamed caller that joins late gets the pods already final, then the rest, from one execution', async () => {
+    const client = new AggregationServiceClient(f.broker(A).address, f.clientCredentials);
+    const stream = (correlationId: string) =>
+      new Promise<StreamAggregateResponse[]>((resolve, reject) => {
+        const events: StreamAggregateResponse[] = [];
+        const call = client.streamAggregate({
+          request: AggregateRequest.fromPartial({
+            ...read('stream', { correlationId }, 'probe.read', 1000),
+            params: { tag: 'stream', ms: 1000, slowPod: 's3/p1' },
+          }),
+        });
+        call.on('data', (e: StreamAggregateResponse) => events.push(e));
+        call.on('end', () => resolve(events));
+        call.on('error', reject);
+      });
+    try {
+      const first = stream('stream-first');
+      await new Promise((r) => setTimeout(r, 400)); // every pod but s3/p1 has answered by now
+      const late = await stream('stream-late');
+      const podsOf = (events: StreamAggregateResponse[]) =>
+        events.flatMap((e) => (e.event?.$case === 'pod' ? [`${e.event.pod.site}/${e.event.pod.pod}`] : []));
+      expect(podsOf(late).sort()).toEqual(['s1/p1', 's1/p2', 's1/p3', 's2/p1', 's3/p1']);
+      expect(podsOf(late).at(-1)).toBe('s3/p1'); // the slow pod came last, live
+      const done = late.at(-1)?.event;
+      expect(done?.$case).toBe('done');
+      if (done?.$case === 'done')
+        expect([done.done.correlationId, done.done.sharedFrom]).toEqual(['stream-late', 'stream-first']);
+      expect(podsOf(await first).sort()).toEqual(podsOf(late).sort());
+      expect(Object.values(await runCounts('stream'))).toEqual([1, 1, 1, 1, 1]);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('shares a page of a listing between identical page requests in flight', async () => {
+    const page = { operation: 'sessions.list', pageSize: 5 };
+    const [a, b] = await Promise.all([send(A, page).done, send(A, page).done]);
+    expect([a!.sharedFrom, b!.sharedFrom].filter(Boolean)).toHaveLength(1);
+    expect(b!.reduced).toEqual(a!.reduced);
+    expect(a!.nextPageToken).not.toBe('');
+    // The next page (a token of its own) is another request.
+    const next = await send(A, { ...page, pageToken: a!.nextPageToken }).done;
+    expect(next.sharedFrom).toBe('');
+    expect(next.reduced).not.toEqual(a!.reduced);
   });
 
   it('the results cache: a whole answer again within max_staleness, a partial one never, none after a reload', async () => {
