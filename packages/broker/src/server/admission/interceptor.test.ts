@@ -20,6 +20,9 @@ describe('admission interceptor (a real grpc-js server)', () => {
   let server: grpc.Server;
   let client: grpc.Client & { call: (...a: unknown[]) => grpc.ClientUnaryCall };
   let handled = 0;
+  /** Resolved as the handler runs (an event to wait for: on a loaded machine a first call may take a while). */
+  const onHandled: (() => void)[] = [];
+  const handledNow = () => new Promise<void>((resolve) => onHandled.push(resolve));
   const hold: (() => void)[] = [];
   const refused: string[] = [];
   const admission = new Admission({
@@ -44,6 +47,7 @@ describe('admission interceptor (a real grpc-js server)', () => {
     server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
       call: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
         handled++;
+        onHandled.splice(0).forEach((r) => r());
         expect(ticketOf(call.metadata)).toBeDefined();
         hold.push(() => cb(null, Buffer.from('ok')));
       },
@@ -83,15 +87,24 @@ describe('admission interceptor (a real grpc-js server)', () => {
     return { done, cancel: () => c!.cancel() };
   };
 
+  /** Until the handler has run `n` times in all. */
+  const handledTimes = async (n: number) => {
+    while (handled < n) await handledNow();
+  };
+  /**
+   * Until `what` holds: for a state the server reaches on an event the test cannot see (a cancel's
+   * RST_STREAM read by the server). Polled; the bound only ends a test that would otherwise hang.
+   */
   const waitFor = async (what: () => boolean) => {
-    for (let i = 0; i < 200 && !what(); i++) await new Promise((r) => setTimeout(r, 5));
+    const end = Date.now() + 30_000;
+    while (!what() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
     expect(what()).toBe(true);
   };
 
   it('refuses past the limit before the handler runs, with RESOURCE_EXHAUSTED and grpc-retry-pushback-ms', async () => {
     const a = call('heavy');
     const b = call('heavy');
-    await waitFor(() => handled === 2);
+    await handledTimes(2);
     const third = await call('heavy').done;
     expect(third.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(third.details).toMatch(/^broker busy: 2 of 2 pods in flight; retry after \d+ ms/);
@@ -106,8 +119,10 @@ describe('admission interceptor (a real grpc-js server)', () => {
   });
 
   it('frees the share of a call its caller cancelled', async () => {
+    const before = handled;
     const a = call('c');
-    await waitFor(() => admission.inFlight('aggregate').calls === 1);
+    await handledTimes(before + 1); // admitted, then handled
+    expect(admission.inFlight('aggregate').calls).toBe(1);
     a.cancel();
     expect((await a.done).code).toBe(grpc.status.CANCELLED);
     await waitFor(() => admission.inFlight('aggregate').calls === 0);
