@@ -9,53 +9,29 @@
 import { stableJson } from '@wanas/topology';
 import type { AggregateRequest, LocalRequest, SiteRequest } from '@wanas/proto';
 
+/** Fields that route or time a request, at every hop: never part of a key. */
+const ROUTING = ['correlationId', 'idempotencyKey', 'hedge', 'attemptTimeout'] as const;
+/** And those a federation request adds: its budget, its sender, its target list, its hop count. */
+const FEDERATION_ROUTING = [...ROUTING, 'deadline', 'target', 'sourceSite', 'sourceBroker', 'hops'] as const;
+
+/** `req` as JSON with sorted keys, without the fields named. */
+function keyOf(req: object, without: readonly string[], ...more: unknown[]): string {
+  const asked = Object.fromEntries(Object.entries(req).filter(([k]) => !without.includes(k)));
+  return stableJson([...more, asked]);
+}
+
 /**
  * An Aggregate's key for the results cache (the client's identity and the topology's generation in it),
  * and for coalescing when prefixed by how it is answered (streamed or not).
  */
 export function aggregateKey(req: AggregateRequest, client: string, generation: number): string {
-  const {
-    correlationId: _id,
-    timeout: _t,
-    attemptTimeout: _a,
-    maxStaleness: _s,
-    hedge: _h,
-    idempotencyKey: _k,
-    ...asked
-  } = req;
-  return stableJson([generation, client, asked]);
+  return keyOf(req, [...ROUTING, 'timeout', 'maxStaleness'], generation, client);
 }
 
-/** A SiteRequest's key at its representative; undefined when it names no client (an older entry). */
-export function siteKey(req: SiteRequest): string | undefined {
-  if (!req.client) return undefined;
-  const {
-    correlationId: _id,
-    deadline: _d,
-    attemptTimeout: _a,
-    target: _t,
-    sourceSite: _ss,
-    sourceBroker: _sb,
-    hedge: _h,
-    hops: _hops,
-    idempotencyKey: _k,
-    ...asked
-  } = req;
-  return stableJson(asked);
-}
-
-/** A LocalRequest's key at its pod; undefined when it names no client (an older sender). */
-export function localKey(req: LocalRequest): string | undefined {
-  if (!req.client) return undefined;
-  const {
-    correlationId: _id,
-    deadline: _d,
-    target: _t,
-    sourceSite: _ss,
-    sourceBroker: _sb,
-    hops: _hops,
-    idempotencyKey: _k,
-    ...asked
-  } = req;
-  return stableJson(asked);
+/**
+ * A SiteRequest's or LocalRequest's key at the broker serving it (the client is a field of the request);
+ * undefined when it names no client (an older sender), which is never shared.
+ */
+export function federationKey(req: SiteRequest | LocalRequest): string | undefined {
+  return req.client ? keyOf(req, FEDERATION_ROUTING) : undefined;
 }

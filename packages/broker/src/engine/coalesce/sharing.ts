@@ -22,7 +22,7 @@ import type { Operation } from '../../operations/types';
 import type { SharingMetrics } from '../../telemetry/metrics';
 import { Coalescer } from './coalescer';
 import type { Execution } from './flight';
-import { aggregateKey, localKey, siteKey } from './keys';
+import { aggregateKey, federationKey } from './keys';
 import { ResultsCache } from './results-cache';
 
 /** What sharing reads of its broker. */
@@ -116,37 +116,39 @@ export class Sharing {
   }
 
   /** A SiteRequest at its representative: joined to an identical one in flight, or run. */
-  async site(
+  site(
     req: SiteRequest,
     ctx: CallContext,
     onPod: ((pod: PodResult) => void) | undefined,
     run: Run<SiteResponse>,
   ): Promise<SiteResponse> {
-    const key = this.deps.settings().coalesce && this.readOf(req.operation) ? siteKey(req) : undefined;
+    return this.federation(this.sites, 'site', req, ctx, onPod, run);
+  }
+
+  /** A LocalRequest at its pod: joined to an identical one in flight (one operation call), or run. */
+  local(req: LocalRequest, ctx: CallContext, run: Run<LocalResponse>): Promise<LocalResponse> {
+    return this.federation(this.locals, 'local', req, ctx, undefined, run);
+  }
+
+  /** A federation request (no cache there): joined to an identical one in flight, or run alone. */
+  private async federation<T extends { correlationId: string }>(
+    flights: Coalescer<T, PodResult>,
+    kind: 'site' | 'local',
+    req: SiteRequest | LocalRequest,
+    ctx: CallContext,
+    onPod: ((pod: PodResult) => void) | undefined,
+    run: Run<T>,
+  ): Promise<T> {
+    const key = this.deps.settings().coalesce && this.readOf(req.operation) ? federationKey(req) : undefined;
     if (!key) return run(ctx, onPod);
-    const shared = await this.sites.run(
+    const shared = await flights.run(
       `${onPod ? 's' : 'u'}${key}`,
       req.correlationId,
       { signal: () => ctx.signal, end: endOf(ctx.deadline, durationToMs(req.deadline)), onPod },
       (exec) => run(sharedContext(ctx, exec), onPod && ((p) => exec.report(p))),
     );
     if (!shared.joined) return shared.value;
-    this.deps.metrics?.joined('site');
-    return { ...shared.value, correlationId: req.correlationId };
-  }
-
-  /** A LocalRequest at its pod: joined to an identical one in flight (one operation call), or run. */
-  async local(req: LocalRequest, ctx: CallContext, run: Run<LocalResponse>): Promise<LocalResponse> {
-    const key = this.deps.settings().coalesce && this.readOf(req.operation) ? localKey(req) : undefined;
-    if (!key) return run(ctx, undefined);
-    const shared = await this.locals.run(
-      key,
-      req.correlationId,
-      { signal: () => ctx.signal, end: endOf(ctx.deadline, durationToMs(req.deadline)) },
-      (exec) => run(sharedContext(ctx, exec), undefined),
-    );
-    if (!shared.joined) return shared.value;
-    this.deps.metrics?.joined('local');
+    this.deps.metrics?.joined(kind);
     return { ...shared.value, correlationId: req.correlationId };
   }
 
