@@ -36,6 +36,7 @@ import type { AggregatePlan, Plan } from './model';
 import { requiredSitesFailure } from './modes/required-sites';
 import { pagedAnswer, type PagedFields } from './paging/answer';
 import { fitPods } from './paging/fit';
+import { aggregateResponseBytes, localResponseBytes, siteResponseBytes } from './paging/wire-size';
 import { runOwnPod } from './own-pod';
 import { planAggregate, planLocal, planSite, type PlanContext } from './plan';
 import { Sharing } from './coalesce/sharing';
@@ -157,7 +158,7 @@ export class Dispatcher {
           nextPageToken: '',
           truncated: false,
         }),
-      (m) => AggregateResponse.encode(m).finish().length,
+      aggregateResponseBytes,
     );
     const failure =
       plan.mode.kind === 'all' ? requiredSitesFailure(response, plan.mode.requiredSites) : undefined;
@@ -216,7 +217,7 @@ export class Dispatcher {
       pods,
       this.maxMessageBytes(),
       (fitted) => ({ correlationId: req.correlationId, answeredBy: this.deps.self.id, pods: fitted }),
-      (m) => SiteResponse.encode(m).finish().length,
+      siteResponseBytes,
     );
   }
 
@@ -248,7 +249,7 @@ export class Dispatcher {
       [pod],
       this.maxMessageBytes(),
       ([fitted]) => ({ correlationId: req.correlationId, pod: fitted }),
-      (m) => LocalResponse.encode(m).finish().length,
+      localResponseBytes,
     );
   }
 

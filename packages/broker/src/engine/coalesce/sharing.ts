@@ -24,6 +24,7 @@ import { Coalescer } from './coalescer';
 import type { Execution } from './flight';
 import { aggregateKey, federationKey } from './keys';
 import { ResultsCache } from './results-cache';
+import { aggregateResponseBytes } from '../paging/wire-size';
 
 /** What sharing reads of its broker. */
 export interface SharingDeps {
@@ -52,11 +53,7 @@ export class Sharing {
   private generation = 0;
 
   constructor(private readonly deps: SharingDeps) {
-    this.cache = new ResultsCache(
-      deps.settings().resultsCacheBytes,
-      (r) => AggregateResponse.encode(r).finish().length,
-      deps.metrics,
-    );
+    this.cache = new ResultsCache(deps.settings().resultsCacheBytes, aggregateResponseBytes, deps.metrics);
   }
 
   /** A topology reload: the cache is emptied and no key made before matches again. */

@@ -4,7 +4,8 @@
  * RESOURCE_EXHAUSTED (each naming its size and the limit) until the rest fits; the others keep theirs.
  */
 import { status } from '@grpc/grpc-js';
-import { Struct, type PodResult } from '@wanas/proto';
+import type { PodResult } from '@wanas/proto';
+import { structBytes } from './wire-size';
 
 /** A pod whose result did not fit: RESOURCE_EXHAUSTED, its size and the limit named. */
 function tooLarge(p: PodResult, bytes: number, limit: number): PodResult {
@@ -28,7 +29,7 @@ export function fitPods<M>(
 ): M {
   let message = build(pods);
   if (size(message) <= limit) return message;
-  const bytes = pods.map((p) => (p.result ? Struct.encode(Struct.wrap(p.result)).finish().length : 0));
+  const bytes = pods.map((p) => (p.result ? structBytes(p.result) : 0));
   const largestFirst = bytes.map((_, i) => i).sort((a, b) => bytes[b]! - bytes[a]!);
   const out = [...pods];
   for (const i of largestFirst) {

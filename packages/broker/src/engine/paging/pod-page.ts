@@ -6,9 +6,10 @@
  */
 import { status } from '@grpc/grpc-js';
 import type { PageRequest, PageSpec } from '@wanas/operations';
-import { Value, type PageWindow } from '@wanas/proto';
+import type { PageWindow } from '@wanas/proto';
 import { BrokerError } from '../../errors';
 import type { JsonObject } from '../../operations/types';
+import { delimitedBytes, valueBytes } from './wire-size';
 
 /** A pod's page: its result with the items kept, and whether it has more after them. */
 export interface PodPage {
@@ -58,8 +59,7 @@ export function pageRequestOf(w: PageWindow): PageRequest {
 
 /** The encoded size of one item in a `google.protobuf.ListValue`, bytes. */
 export function itemBytes(item: unknown): number {
-  const n = Value.encode(Value.wrap(item)).finish().length;
-  return n + 1 + (n < 128 ? 1 : n < 16384 ? 2 : 3);
+  return delimitedBytes(valueBytes(item));
 }
 
 /** The items of a pageable operation's result; INTERNAL when it breaks the operation's own contract. */
