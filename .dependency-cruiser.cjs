@@ -69,6 +69,17 @@ module.exports = {
       to: { path: '^packages/broker/src/(server/|broker\\.ts|broker-status\\.ts)' },
     },
     {
+      name: 'console-on-top',
+      comment:
+        'the operator console reads the broker (server, engine, connection manager) and is assembled by broker.ts only; nothing serving requests depends on it',
+      severity: 'error',
+      from: {
+        path: '^packages/broker/src/',
+        pathNot: `^packages/broker/src/(console/|broker\\.ts)|${notTests}`,
+      },
+      to: { path: '^packages/broker/src/console/' },
+    },
+    {
       name: 'sessions-are-transport',
       comment:
         'federation sessions carry requests as frames, both ways; they know nothing of how requests are planned or served',

@@ -55,7 +55,7 @@ export function brokerStatus({
       connectivity: r.connectivity,
       breaker: r.breaker,
       consecutiveFailures: r.consecutiveFailures,
-      latency: r.latencyMs === undefined ? undefined : msToDuration(r.latencyMs),
+      latency: optionalMs(r.latencyMs),
       inFlight: r.inFlight,
       warm: r.warm,
       age: r.channelAgeMs === undefined ? undefined : msToDuration(r.channelAgeMs),
@@ -64,6 +64,7 @@ export function brokerStatus({
       state: r.state,
       stateAge: msToDuration(r.stateAgeMs),
       stateReason: r.stateReason,
+      roundTrip: optionalMs(cm.latencyFloorMs({ brokerId: r.brokerId, address: r.address })),
     })),
     targets: cm.targets().map((t) => ({
       site: t.site,
@@ -76,3 +77,5 @@ export function brokerStatus({
     hedges: hedgeBudget.stats().hedges,
   };
 }
+
+const optionalMs = (ms: number | undefined) => (ms === undefined ? undefined : msToDuration(ms));

@@ -9,7 +9,9 @@ import { brokerStatus } from './broker-status';
 import { Dispatcher } from './engine/dispatcher';
 import { createLogger } from './telemetry/logger';
 import { LoopLag } from './telemetry/loop-lag';
-import { BrokerMetrics, startMetricsServer } from './telemetry/metrics';
+import { BrokerMetrics } from './telemetry/metrics';
+import { BrokerConsole } from './console/broker-console';
+import { startHttpListener, type HttpRoute } from './server/http-listener';
 import { listOperations, operationsCatalog } from './operations/catalog';
 import type { OperationRegistry } from './operations/registry';
 import { addReflection } from './server/reflection';
@@ -62,8 +64,10 @@ export interface BrokerHandle {
   readonly info: BrokerInfo;
   /** The port the gRPC server listens on. */
   readonly port: number;
-  /** The port of /metrics and /status, when served. */
+  /** The port of /metrics, /status and the console, when served. */
   readonly metricsPort: number | undefined;
+  /** The URL of that listener (`https://` under mTLS), when served: the console is at its `/`. */
+  readonly httpUrl: string | undefined;
   /** The topology in force. */
   topology(): Topology;
   /** Re-reads the topology file and applies it; returns false (and keeps the old one) when it is invalid. */
@@ -122,6 +126,7 @@ async function serveRpc(
     onCall: () => void;
     sessions: SessionPool | undefined;
     admission: Admission;
+    onAggregate: BrokerConsole['aggregateServed'];
   },
 ): Promise<number> {
   const handlers = createHandlers(
@@ -135,7 +140,7 @@ async function serveRpc(
       faults: parts.faults,
       onCall: parts.onCall,
     },
-    { sessions: parts.sessions !== undefined },
+    { sessions: parts.sessions !== undefined, onAggregate: parts.onAggregate },
   );
   handlers.addTo(servers.grpc);
   const { sessions } = parts;
@@ -246,20 +251,23 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
 
   const { admission, interceptor } = admissionFor(topology, metrics, security, log);
   const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes, [interceptor]);
+  const brokerConsole = new BrokerConsole(topology);
   const port = await serveRpc(servers, {
-    dispatcher,
-    log,
-    metrics,
+    ...{ dispatcher, log, metrics, security, topology, sessions, admission, faults: opts.faults },
     admin: { status, operations: () => listOperations(registry) },
-    security,
-    topology,
-    faults: opts.faults,
     onCall: () => lag.busy(),
-    sessions,
-    admission,
+    onAggregate: brokerConsole.aggregateServed,
   }).catch((e: unknown) => closeAndThrow(e, cm, catalog, store, lag, admission));
   cm.setPeers(peerGroupsFor(topology(), info));
-  const metricsServer = await metricsServerFor(opts.metricsAddress ?? info.metricsAddress, metrics, status);
+  const metricsServer = await httpListenerFor(opts.metricsAddress ?? info.metricsAddress, {
+    ...{ metrics, status, security, topology },
+    console: brokerConsole.routes({
+      ...{ self: info, brokerId: info.id, grpcAddress: withPort(info.address, port) },
+      ...{ security, status, topology, cm, admission, sessions },
+      sessionsServed: () => servers.sessions?.size ?? 0,
+      operations: () => listOperations(registry),
+    }),
+  });
   servers.serving(true);
   lag.start();
   catalog.warm((message, fields) => log.warn(message, fields));
@@ -270,28 +278,23 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     dispatcher.topologyChanged();
   });
 
-  let closing: Promise<void> | undefined;
   /** Health NOT_SERVING, no new calls, in-flight ones get `graceMs`, then everything closes. Once. */
-  const close = (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> =>
-    (closing ??= (async () => {
-      log.info('broker stopping', { graceMs });
-      source.close();
-      await servers.stop(graceMs);
-      sessions?.close();
-      cm.close();
-      catalog.close();
-      await metricsServer?.close();
-      await store.close();
-      lag.close();
-      admission.close();
-      await tracing.shutdown();
-      log.info('broker stopped');
-    })());
+  const close = stopOnce(log, async (graceMs) => {
+    source.close();
+    await servers.stop(graceMs);
+    for (const part of [sessions, cm, catalog, brokerConsole]) part?.close();
+    await metricsServer?.close();
+    await store.close();
+    lag.close();
+    admission.close();
+    await tracing.shutdown();
+  });
 
   return {
     info,
     port,
     metricsPort: metricsServer?.port,
+    httpUrl: metricsServer?.url,
     topology,
     reload: () => source.reload(),
     status,
@@ -384,6 +387,20 @@ function logServing(log: Logger, info: BrokerInfo, port: number, federation: str
   });
 }
 
+/** `address` (host:port) with another port (the one bound, for a listen address of port 0). */
+const withPort = (address: string, port: number) => `${address.slice(0, address.lastIndexOf(':'))}:${port}`;
+
+/** A stop that runs once, logged before and after; a later call gets the first one's promise. */
+function stopOnce(log: Logger, stop: (graceMs: number) => Promise<void>) {
+  let closing: Promise<void> | undefined;
+  return (graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> =>
+    (closing ??= (async () => {
+      log.info('broker stopping', { graceMs });
+      await stop(graceMs);
+      log.info('broker stopped');
+    })());
+}
+
 /** Closes what a failed start had opened, then rethrows its error. */
 function closeAndThrow(e: unknown, ...opened: { close(): void }[]): never {
   for (const o of opened) o.close();
@@ -395,13 +412,27 @@ function requireFile(file: string | undefined): string {
   return file;
 }
 
-/** The HTTP listener of `/metrics` and `/status`, when the broker has an address for it. */
-async function metricsServerFor(
+/** The HTTP listener of `/metrics`, `/status` and the console, when the broker has an address for it. */
+async function httpListenerFor(
   address: string | undefined,
-  metrics: BrokerMetrics,
-  status: () => GetStatusResponse,
-): Promise<{ address: string; port: number; close(): Promise<void> } | undefined> {
+  parts: {
+    metrics: BrokerMetrics;
+    status: () => GetStatusResponse;
+    console: HttpRoute | undefined;
+    security: BrokerSecurity;
+    topology: () => Topology;
+  },
+): Promise<{ address: string; port: number; url: string; close(): Promise<void> } | undefined> {
   if (!address) return undefined;
-  const server = await startMetricsServer(address, metrics, () => GetStatusResponse.toJSON(status()));
-  return { address, port: server.port, close: () => server.close() };
+  const files = parts.security.tlsFiles;
+  const server = await startHttpListener({
+    address,
+    registry: parts.metrics.registry,
+    status: () => GetStatusResponse.toJSON(parts.status()),
+    console: parts.console,
+    tls: files && { ...files, refreshMs: parts.topology().security.refreshIntervalMs },
+  });
+  const host = address.slice(0, address.lastIndexOf(':'));
+  const url = `${server.scheme}://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${server.port}/`;
+  return { address, port: server.port, url, close: () => server.close() };
 }

@@ -83,7 +83,10 @@ export function registerUp(program: Command): void {
       '--tls-dir <dir>',
       'make a throwaway CA and certificates here; run with mTLS and authorization on',
     )
-    .option('--metrics', 'give every broker a /metrics address and write a Prometheus config for them')
+    .option(
+      '--metrics',
+      'print the Prometheus config that scrapes every broker (every broker serves /metrics beside its console)',
+    )
     .addOption(
       new Option(
         '--store <kind>',

@@ -27,7 +27,7 @@ export interface UpOptions {
   brokersPerProcess?: number;
   /** Make a throwaway CA and certificates here and run the federation with mTLS and authorization on. */
   tlsDir?: string;
-  /** Give every broker a metrics address and write a Prometheus config for them (`.wanas/prometheus.yml`). */
+  /** Print where the Prometheus config for every broker's /metrics is (`.wanas/prometheus.yml`; every broker serves /metrics beside its console). */
   metrics?: boolean;
   /**
    * Where the pods keep their state: `sqlite` (the topology's own setting, by default a file per pod) or
@@ -95,8 +95,9 @@ export async function runUp(opts: UpOptions): Promise<void> {
     ({ topology, client } = await withTls(topology, path.resolve(opts.tlsDir)));
     say(`mTLS on: CA, broker and client certificates in ${path.resolve(opts.tlsDir)}`);
   }
+  // Every broker gets an HTTP listener: the console at /, /metrics and /status.
+  topology = (await withMetrics(topology, stateDir)).topology;
   if (opts.metrics) {
-    topology = (await withMetrics(topology, stateDir)).topology;
     say(
       `metrics: every broker serves /metrics and /status; Prometheus config (every broker, the shipped rules): ` +
         `prometheus --config.file=${path.join(stateDir, 'prometheus.yml')}`,
@@ -269,19 +270,13 @@ function printReady(
     `\nwanas up: ${topology.brokers.size} brokers in ${topology.sites.length} sites SERVING after ${tookMs} ms; ` +
       `WAN ${opts.wanLatencyMs} ms one way (${2 * opts.wanLatencyMs} ms round trip)${jitter}`,
   );
-  const metrics = rows.some((b) => b.metricsAddress);
+  const scheme = topology.security.mode === 'mtls' ? 'https' : 'http';
+  const consoleOf = (b: SupervisedRow) =>
+    b.metricsAddress && topology.settings.console.enabled ? `${scheme}://${b.metricsAddress}/` : '-';
   say(
     table(
-      ['BROKER', 'SITE', 'POD', 'CLIENT ADDRESS', 'WAN ADDRESS', ...(metrics ? ['METRICS'] : []), 'PID'],
-      rows.map((b) => [
-        b.id,
-        b.site,
-        b.pod,
-        b.address,
-        b.wanAddress,
-        ...(metrics ? [b.metricsAddress ?? '-'] : []),
-        String(b.pid ?? '-'),
-      ]),
+      ['BROKER', 'SITE', 'POD', 'CLIENT ADDRESS', 'WAN ADDRESS', 'CONSOLE (and /metrics)', 'PID'],
+      rows.map((b) => [b.id, b.site, b.pod, b.address, b.wanAddress, consoleOf(b), String(b.pid ?? '-')]),
     ),
   );
   say(`logs: ${where.logDir}   control: ${where.control}`);

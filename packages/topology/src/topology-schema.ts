@@ -113,6 +113,24 @@ const siteSchema = z.strictObject({
   pods: z.array(podSchema).min(1, 'a site needs at least one pod'),
 });
 
+/**
+ * The operator console (see the README's "Console"). It holds ids, codes and latencies of the last Aggregates
+ * this broker served as entry; request params and results (personal data: users, sessions) only with
+ * `keepBodies`.
+ */
+const consoleSchema = z
+  .strictObject({
+    /** Serve the console at `/` of the HTTP listener; off: only /metrics and /status. */
+    enabled: z.boolean().default(true),
+    /** Aggregates kept in the console's ring of recent requests. */
+    requests: z.number().int().min(0).max(100_000).default(200),
+    /** Keep each request's params and results in the ring (and show them to operators). */
+    keepBodies: z.boolean().default(false),
+    /** The Explain form may run its request as an Aggregate (reads only: never a state-changing operation). */
+    allowRun: z.boolean().default(false),
+  })
+  .prefault({});
+
 const settingsSchema = z
   .strictObject({
     /** Default per-attempt timeout for LAN requests, ms. */
@@ -201,6 +219,8 @@ const settingsSchema = z
       .min(0)
       .max(4 * 1024 * 1024 * 1024)
       .default(64 * 1024 * 1024),
+    /** The operator console served at `/` of each broker's HTTP listener (`metricsAddress`). */
+    console: consoleSchema,
   })
   .prefault({});
 

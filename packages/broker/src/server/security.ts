@@ -31,6 +31,8 @@ export interface BrokerSecurity {
    * call); returns the caller's identity (certificate CN or token name) for the log.
    */
   authorize(call: AuthorizableCall, need: CallerKind): string;
+  /** Under mTLS: the CA, certificate and key files (PEM), for the HTTPS listener of the console and metrics. */
+  tlsFiles?: { caCertificateFile: string; certificateFile: string; privateKeyFile: string };
 }
 
 /** The identity `authorize` gives every caller in insecure mode (nothing authenticates them). */
@@ -162,6 +164,7 @@ function mtlsSecurity(topology: () => Topology, self: BrokerInfo, log: Logger): 
       return { 'grpc.ssl_target_name_override': name, 'grpc.default_authority': name };
     },
     authorize: (call, need) => authorizeCall(topology(), certCn(call), tokenName(call), need),
+    tlsFiles: files,
   };
 }
 

@@ -17,7 +17,9 @@ import {
   type StreamAggregateRequest,
   type StreamAggregateResponse,
 } from '@wanas/proto';
+import type { CallContext } from '../call-context';
 import type { Dispatcher } from '../engine/dispatcher';
+import { toBrokerError } from '../errors';
 import { FEDERATION_SERVICE, SessionServer, type SessionHandlers } from '../session/session-server';
 import {
   MAX_MESSAGE_BYTES,
@@ -152,6 +154,41 @@ const EXPLAIN: Route<ExplainRequest> = {
   correlationId: (req) => fillCorrelationId(explainedOf(req)),
 };
 
+/** What runs an Aggregate's work and tells `onAggregate` (when given) how it ended. */
+function observer(onAggregate: AggregateObserver | undefined) {
+  return (
+    req: AggregateRequest,
+    ctx: CallContext,
+    run: () => Promise<AggregateResponse>,
+  ): Promise<AggregateResponse> => {
+    if (!onAggregate) return run();
+    const t0 = Date.now();
+    const client = ctx.client ?? '';
+    return run().then(
+      (res) => {
+        onAggregate(req, client, Date.now() - t0, { res });
+        return res;
+      },
+      (e: unknown) => {
+        const err = toBrokerError(e);
+        onAggregate(req, client, Date.now() - t0, { code: err.code, message: err.details });
+        throw e;
+      },
+    );
+  };
+}
+
+/** How an Aggregate ended: its answer, or the status of a call that failed as a whole. */
+export type AggregateOutcome = { res: AggregateResponse } | { code: number; message: string };
+
+/** Told as each Aggregate served as entry ends (the console's journal). */
+export type AggregateObserver = (
+  req: AggregateRequest,
+  client: string,
+  latencyMs: number,
+  outcome: AggregateOutcome,
+) => void;
+
 /**
  * The broker's gRPC services over a {@link Dispatcher}: thin handlers behind the {@link Rpc} middleware
  * (context, admission, faults, logs, metrics, errors), AdminService (GetStatus, ListOperations, Explain)
@@ -161,12 +198,26 @@ export function createHandlers(
   dispatcher: Dispatcher,
   adminAnswers: AdminAnswers,
   deps: RpcDeps,
-  opts: { sessions: boolean },
+  opts: {
+    sessions: boolean;
+    /** Called as each Aggregate served as entry ends (the console's journal). */
+    onAggregate?: (
+      req: AggregateRequest,
+      client: string,
+      latencyMs: number,
+      outcome: AggregateOutcome,
+    ) => void;
+  },
 ) {
   const rpc = new Rpc(deps);
+  const observed = observer(opts.onAggregate);
 
   const aggregation = {
-    aggregate: rpc.unary(AGGREGATE, (req, ctx) => dispatcher.aggregate(req, ctx), aggregateFields),
+    aggregate: rpc.unary(
+      AGGREGATE,
+      (req, ctx) => observed(req, ctx, () => dispatcher.aggregate(req, ctx)),
+      aggregateFields,
+    ),
     streamAggregate: rpc.serverStream<StreamAggregateRequest, StreamAggregateResponse, AggregateResponse>(
       STREAM_AGGREGATE,
       async (req, ctx, write, flushed) => {
@@ -174,15 +225,17 @@ export function createHandlers(
         if (dispatcher.pageable(request)) {
           // A listing streams its pages, one after another, each as soon as it is merged; the last
           // message is the last page's summary (its items were in the page).
-          const last = await dispatcher.pages(request, ctx, async (page) => {
-            write({ event: { $case: 'page', page } });
-            await flushed();
-          });
+          const last = await observed(request, ctx, () =>
+            dispatcher.pages(request, ctx, async (page) => {
+              write({ event: { $case: 'page', page } });
+              await flushed();
+            }),
+          );
           write({ event: { $case: 'done', done: { ...last, pods: [], reduced: undefined } } });
           return last;
         }
-        const res = await dispatcher.aggregate(request, ctx, (pod) =>
-          write({ event: { $case: 'pod', pod } }),
+        const res = await observed(request, ctx, () =>
+          dispatcher.aggregate(request, ctx, (pod) => write({ event: { $case: 'pod', pod } })),
         );
         // The last message: summary and reduced result; the pods were streamed.
         write({ event: { $case: 'done', done: { ...res, pods: [] } } });

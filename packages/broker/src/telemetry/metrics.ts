@@ -1,6 +1,5 @@
 import type { ConnectionManager } from '@wanas/connection-manager';
 import { codeName } from '@wanas/proto';
-import * as http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Latency buckets in seconds: LAN (sub-ms) to slow WAN (seconds). */
@@ -282,42 +281,6 @@ export class BrokerMetrics {
     }
     return c;
   }
-}
-
-/** Serves `/metrics` (Prometheus text) and `/status` (JSON from `status()`) on `address` (host:port). */
-export async function startMetricsServer(
-  address: string,
-  metrics: BrokerMetrics,
-  status: () => unknown,
-): Promise<{ port: number; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    void (async () => {
-      if (req.url === '/metrics') {
-        res.setHeader('content-type', metrics.registry.contentType);
-        res.end(await metrics.registry.metrics());
-      } else if (req.url === '/status') {
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify(status(), null, 2));
-      } else {
-        res.statusCode = 404;
-        res.end('not found: try /metrics or /status\n');
-      }
-    })().catch((e: unknown) => {
-      res.statusCode = 500;
-      res.end(`error: ${(e as Error).message}\n`);
-    });
-  });
-  const i = address.lastIndexOf(':');
-  const host = address.slice(0, i).replace(/^\[|\]$/g, '');
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(Number(address.slice(i + 1)), host, resolve);
-  });
-  const port = (server.address() as { port: number }).port;
-  return {
-    port,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
 }
 
 /** Gauges read from the connection manager at scrape time: channels, breakers, endpoint and target states. */

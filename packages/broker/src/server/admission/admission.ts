@@ -77,6 +77,8 @@ export class Admission {
   /** The last queueing delay read, shared by both limits' evaluations within one interval. */
   private delayReading = { at: -Infinity, ms: 0 };
   private lastRawDelayMs = Infinity;
+  /** Calls refused since the start (the console's refusals per second). */
+  refusals = 0;
 
   constructor(private readonly opts: AdmissionOptions) {
     this.now = opts.now ?? (() => performance.now());
@@ -136,7 +138,10 @@ export class Admission {
     const units = cost ?? (cls === 'aggregate' ? this.opts.defaultCost() : 1);
     const refusal = this.check(cls, st, client, deadline, units);
     this.opts.onDecision?.(cls, client.listed ? client.name : 'other', refusal?.reason);
-    if (refusal) return refusal;
+    if (refusal) {
+      this.refusals++;
+      return refusal;
+    }
     return this.ticket(st, client, units);
   }
 

@@ -142,6 +142,11 @@ export interface ChannelHealth {
     | undefined;
   /** Why it entered that state. */
   stateReason: string;
+  /**
+   * About one round trip to it: its fastest usual answer, else the round trip measured as the channel
+   * connected (unset before either).
+   */
+  roundTrip: Duration | undefined;
 }
 
 /** TargetHealth is the health of one target list: a remote site's brokers, or another pod's. */
@@ -1091,6 +1096,7 @@ function createBaseChannelHealth(): ChannelHealth {
     state: "",
     stateAge: undefined,
     stateReason: "",
+    roundTrip: undefined,
   };
 }
 
@@ -1143,6 +1149,9 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
     }
     if (message.stateReason !== "") {
       writer.uint32(130).string(message.stateReason);
+    }
+    if (message.roundTrip !== undefined) {
+      Duration.encode(message.roundTrip, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -1288,6 +1297,14 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
             message.stateReason = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.roundTrip = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1338,6 +1355,11 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
         : isSet(object.state_reason)
         ? globalThis.String(object.state_reason)
         : "",
+      roundTrip: isSet(object.roundTrip)
+        ? Duration.fromJSON(object.roundTrip)
+        : isSet(object.round_trip)
+        ? Duration.fromJSON(object.round_trip)
+        : undefined,
     };
   },
 
@@ -1391,6 +1413,9 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
     if (message.stateReason !== "") {
       obj.stateReason = message.stateReason;
     }
+    if (message.roundTrip !== undefined) {
+      obj.roundTrip = Duration.toJSON(message.roundTrip);
+    }
     return obj;
   },
 
@@ -1419,6 +1444,9 @@ export const ChannelHealth: MessageFns<ChannelHealth> = {
       ? Duration.fromPartial(object.stateAge)
       : undefined;
     message.stateReason = object.stateReason ?? "";
+    message.roundTrip = (object.roundTrip !== undefined && object.roundTrip !== null)
+      ? Duration.fromPartial(object.roundTrip)
+      : undefined;
     return message;
   },
 };
