@@ -12,6 +12,7 @@ import {
   type StreamAggregateResponse,
   AggregationServiceClient,
   ExplainRequest,
+  durationToMs,
   msToDuration,
   type AggregateResponse,
   type ExplainResponse,
@@ -50,6 +51,15 @@ module.exports = [
     execute: work, cache: { maxAge: '1m' } }),
   defineOperation({ name: 'probe.write', description: 'a write that counts its runs', idempotent: false, params,
     execute: (p, ctx) => ctx.once(() => work(p, ctx)) }),
+  defineOperation({ name: 'probe.list', description: 'a listing that counts its runs; cacheable',
+    idempotent: true, params: z.strictObject({ tag: z.string() }), page: { items: 'items', key: 'id' },
+    cache: { maxAge: '1m' },
+    execute: (p, ctx) => {
+      runs.set(p.tag, (runs.get(p.tag) ?? 0) + 1);
+      const after = ctx.page?.after ?? '';
+      const items = Array.from({ length: 6 }, (_, i) => ({ id: ctx.site + '-' + ctx.pod + '-' + i }));
+      return { items: items.filter((x) => x.id > after).slice(0, ctx.page?.limit || undefined) };
+    } }),
   defineOperation({ name: 'probe.runs', description: 'runs so far', idempotent: true,
     params: z.strictObject({ tag: z.string(), at: z.number() }),
     execute: (p) => ({ runs: runs.get(p.tag) ?? 0, aborted: aborted.get(p.tag) ?? 0 }) }),
@@ -206,6 +216,38 @@ describe('identical reads once (real processes, emulated WAN)', () => {
     expect(Object.values(await runCounts('deadline'))).toEqual([1, 1, 1, 1, 1]);
   });
 
+  it('a pod frozen mid-execution: each caller of the shared execution gets the other pods and that one failed, on time', async () => {
+    const budget = { timeout: msToDuration(2500) };
+    const both = [
+      send(A, read('frozen', budget, 'probe.read', 800)),
+      send(A, read('frozen', budget, 'probe.read', 800)),
+    ];
+    await new Promise((r) => setTimeout(r, 200));
+    await f.signal('s3-p1-a', 'SIGSTOP');
+    let answers: AggregateResponse[];
+    try {
+      answers = await Promise.all(both.map((c) => c.done));
+    } finally {
+      await f.signal('s3-p1-a', 'SIGCONT');
+    }
+    expect(answers.filter((r) => r.sharedFrom)).toHaveLength(1);
+    for (const r of answers) {
+      const codes = Object.fromEntries(r.pods.map((p) => [`${p.site}/${p.pod}`, p.code]));
+      expect(codes['s3/p1']).not.toBe(0);
+      expect(Object.entries(codes).filter(([k, c]) => k !== 's3/p1' && c !== 0)).toEqual([]);
+      expect(durationToMs(r.latency)).toBeLessThan(2500);
+    }
+    expect(answers[1]!.pods).toEqual(answers[0]!.pods);
+    // The other pods ran it once; the frozen one answers again once thawed.
+    await until('s3/p1 answers again', async () => okPods(await send(A, { operation: 'echo' }).done), 20_000);
+    const runs = await runCounts('frozen');
+    expect(
+      Object.entries(runs)
+        .filter(([k]) => k !== 's3/p1')
+        .map(([, n]) => n),
+    ).toEqual([1, 1, 1, 1]);
+  });
+
   it('Explain says a request would join the identical one in flight', async () => {
     const admin = new AdminServiceClient(f.broker(A).address, f.clientCredentials);
     try {
@@ -268,6 +310,29 @@ describe('identical reads once (real processes, emulated WAN)', () => {
     const next = await send(A, { ...page, pageToken: a!.nextPageToken }).done;
     expect(next.sharedFrom).toBe('');
     expect(next.reduced).not.toEqual(a!.reduced);
+  });
+
+  it('the results cache keeps each page of a listing by its token', async () => {
+    const page = {
+      operation: 'probe.list',
+      params: { tag: 'lp' },
+      pageSize: 8,
+      maxStaleness: msToDuration(30_000),
+    };
+    const first = await send(A, page).done;
+    expect([first.cached, first.nextPageToken !== '']).toEqual([false, true]);
+    const again = await send(A, page).done;
+    expect([again.cached, again.sharedFrom]).toEqual([true, first.correlationId]);
+    expect(again.reduced).toEqual(first.reduced);
+    expect(again.nextPageToken).toBe(first.nextPageToken);
+    // The next page is its own entry: fresh the first time, from the cache the second.
+    const next = await send(A, { ...page, pageToken: first.nextPageToken }).done;
+    expect(next.cached).toBe(false);
+    expect(next.reduced).not.toEqual(first.reduced);
+    const nextAgain = await send(A, { ...page, pageToken: first.nextPageToken }).done;
+    expect([nextAgain.cached, nextAgain.nextPageToken]).toEqual([true, next.nextPageToken]);
+    // Every pod ran once per page it was asked for, never for a page answered from the cache.
+    expect(Object.values(await runCounts('lp')).every((n) => n >= 1 && n <= 2)).toBe(true);
   });
 
   it('the results cache: a whole answer again within max_staleness, a partial one never, none after a reload', async () => {

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { ListOperationsResponse, type OperationDescription } from '@wanas/proto';
+import { ListOperationsResponse, durationToMs, type OperationDescription } from '@wanas/proto';
 import type { Command } from 'commander';
 import { adminCall, type AdminFlags } from './admin-call';
 import { addConnectionFlags } from './credentials';
@@ -22,7 +22,7 @@ export function formatOperations(res: ListOperationsResponse): string {
   const rows = res.operations.map((op) => [
     op.name,
     op.kind,
-    op.idempotent ? 'read' : 'write',
+    op.idempotent ? (op.cacheMaxAge ? `read, cached ≤ ${durationToMs(op.cacheMaxAge)} ms` : 'read') : 'write',
     op.service ? `${op.service} ${op.method}` : op.module,
     op.reduce ? JSON.stringify(op.reduce) : op.pageKey ? `pages: ${op.pageItems} by ${op.pageKey}` : '',
     paramsLine(op),

@@ -74,6 +74,9 @@ describe('operationsCatalog: built-in, configured and plug-in operations in one 
     expect(ops.find((o) => o.name === 'sessions.find')!.paramsSchema).toMatchObject({
       properties: { user: { type: 'string' } },
     });
+    // What may be answered from the results cache says for how long; the rest says nothing.
+    expect(ops.find((o) => o.name === 'pods.capacity')!.cacheMaxAge).toEqual({ seconds: 2, nanos: 0 });
+    expect(ops.find((o) => o.name === 'sessions.find')!.cacheMaxAge).toBeUndefined();
     c.close();
   });
 

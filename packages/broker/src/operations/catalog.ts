@@ -2,8 +2,8 @@
  * The operations a broker serves: the built-in ones (or those given), the topology's configured ones and
  * its plug-in modules, in one registry — and their descriptions for `AdminService.ListOperations`.
  */
-import type { ListOperationsResponse, OperationDescription } from '@wanas/proto';
-import { nameOfCode, type JsonObject } from '@wanas/operations';
+import { msToDuration, type ListOperationsResponse, type OperationDescription } from '@wanas/proto';
+import { durationMs, nameOfCode, type JsonObject } from '@wanas/operations';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { builtinOperations } from './builtin';
@@ -76,6 +76,7 @@ export function listOperations(registry: OperationRegistry): ListOperationsRespo
       module: op.info?.module ?? '',
       pageItems: op.page?.items ?? '',
       pageKey: op.page?.key ?? '',
+      cacheMaxAge: op.cache ? msToDuration(durationMs(op.cache.maxAge) ?? 0) : undefined,
     }))
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { operations };

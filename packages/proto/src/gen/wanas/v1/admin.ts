@@ -60,6 +60,11 @@ export interface OperationDescription {
   pageItems: string;
   /** A pageable operation: the item field that orders the listing federation-wide, e.g. "id". */
   pageKey: string;
+  /**
+   * How old a whole answer served from the entry's results cache may be (the operation's `cache.maxAge`), to a
+   * client that accepts it with AggregateRequest.max_staleness; unset when the operation is never cached.
+   */
+  cacheMaxAge: Duration | undefined;
 }
 
 /** ListOperationsResponse lists the operations by name. */
@@ -384,6 +389,7 @@ function createBaseOperationDescription(): OperationDescription {
     module: "",
     pageItems: "",
     pageKey: "",
+    cacheMaxAge: undefined,
   };
 }
 
@@ -424,6 +430,9 @@ export const OperationDescription: MessageFns<OperationDescription> = {
     }
     if (message.pageKey !== "") {
       writer.uint32(98).string(message.pageKey);
+    }
+    if (message.cacheMaxAge !== undefined) {
+      Duration.encode(message.cacheMaxAge, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -537,6 +546,14 @@ export const OperationDescription: MessageFns<OperationDescription> = {
             message.pageKey = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.cacheMaxAge = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -579,6 +596,11 @@ export const OperationDescription: MessageFns<OperationDescription> = {
         : isSet(object.page_key)
         ? globalThis.String(object.page_key)
         : "",
+      cacheMaxAge: isSet(object.cacheMaxAge)
+        ? Duration.fromJSON(object.cacheMaxAge)
+        : isSet(object.cache_max_age)
+        ? Duration.fromJSON(object.cache_max_age)
+        : undefined,
     };
   },
 
@@ -620,6 +642,9 @@ export const OperationDescription: MessageFns<OperationDescription> = {
     if (message.pageKey !== "") {
       obj.pageKey = message.pageKey;
     }
+    if (message.cacheMaxAge !== undefined) {
+      obj.cacheMaxAge = Duration.toJSON(message.cacheMaxAge);
+    }
     return obj;
   },
 
@@ -640,6 +665,9 @@ export const OperationDescription: MessageFns<OperationDescription> = {
     message.module = object.module ?? "";
     message.pageItems = object.pageItems ?? "";
     message.pageKey = object.pageKey ?? "";
+    message.cacheMaxAge = (object.cacheMaxAge !== undefined && object.cacheMaxAge !== null)
+      ? Duration.fromPartial(object.cacheMaxAge)
+      : undefined;
     return message;
   },
 };
