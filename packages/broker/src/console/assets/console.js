@@ -413,7 +413,13 @@ function renderOperations(list) {
             h('td', {}, h('b', {}, o.name), o.description ? h('div', { class: 'muted' }, o.description) : ''),
             h('td', {}, o.kind),
             h('td', {}, [o.service, o.method].filter(Boolean).join(' / ') || o.module || '–'),
-            h('td', {}, o.idempotent ? `yes (read)${o.cacheMaxAge ? `, cached ≤ ${ms(durMs(o.cacheMaxAge))}` : ''}` : 'no (write)'),
+            h(
+              'td',
+              {},
+              o.idempotent
+                ? `yes (read)${o.cacheMaxAge ? `, cached ≤ ${ms(durMs(o.cacheMaxAge))}` : ''}`
+                : 'no (write)',
+            ),
             h('td', {}, o.reduce ? JSON.stringify(o.reduce) : '–'),
             h('td', {}, o.pageItems ? `${o.pageItems} by ${o.pageKey}` : '–'),
             h('td', {}, o.paramsSchema ? h('pre', {}, JSON.stringify(o.paramsSchema, null, 1)) : '–'),
