@@ -106,6 +106,10 @@ describe('the operator console (real browser, real processes)', () => {
       await screenshot(page, SUITE, '2-s3-cut');
       await page.click('[data-tab="federation"]');
       await page.waitForSelector('[data-unreachable="s3"]', { timeout: SEEN_MS });
+      // Every site that answers shows its broker's load beside its row.
+      expect(await text(page, 'tr[data-from="s2"] th')).toMatch(
+        /in flight \d+\/\d+ · refused \d+ · sessions/,
+      );
       await page.waitForSelector('tr[data-from="s1"] td[data-to="s3"][data-state="down"]', {
         timeout: SEEN_MS,
       });

@@ -1,6 +1,7 @@
 import type { ConnectionManager } from '@wanas/connection-manager';
 import type { HedgeBudget } from '@wanas/iterator';
 import { msToDuration, type GetStatusResponse } from '@wanas/proto';
+import type { Admission } from './server/admission/admission';
 import type { PodState } from './store/pod-state';
 import type { BrokerInfo, Topology } from '@wanas/topology';
 
@@ -14,6 +15,10 @@ export interface StatusSources {
   started: number;
   /** The pod's store. */
   store: PodState;
+  /** The broker's admission, once it exists. */
+  admission?: Admission;
+  /** Federation sessions opened (undefined when sessions are off) and served. */
+  sessions?: { opened?: () => { open: number; opening: number }; served: () => number };
 }
 
 /** A broker's view (AdminService/GetStatus, `wanas status`, /status): identity, topology, channels and targets with their health. */
@@ -24,6 +29,8 @@ export function brokerStatus({
   hedgeBudget,
   started,
   store,
+  admission,
+  sessions,
 }: StatusSources): GetStatusResponse {
   const health = store.health();
   return {
@@ -75,6 +82,19 @@ export function brokerStatus({
     })),
     hedgeRequests: hedgeBudget.stats().requests,
     hedges: hedgeBudget.stats().hedges,
+    admission: admission && {
+      adaptive: topology.settings.admission.adaptive,
+      limit: admission.limit('aggregate'),
+      inFlight: admission.inFlight('aggregate').cost,
+      federationInFlight: admission.inFlight('federation').calls,
+      refused: admission.refusals,
+      queueDelayMs: admission.queueDelayMs,
+    },
+    sessions: sessions && {
+      open: sessions.opened?.().open ?? 0,
+      opening: sessions.opened?.().opening ?? 0,
+      served: sessions.served(),
+    },
   };
 }
 

@@ -247,10 +247,13 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const { registry } = catalog;
   const deps = { self: info, topology, cm, registry, store, logger: log, metrics, sessions, ...budgets };
   const dispatcher = new Dispatcher(deps);
-  const status = () => brokerStatus({ info, topology: topology(), cm, hedgeBudget, started, store });
-
   const { admission, interceptor } = admissionFor(topology, metrics, security, log);
   const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes, [interceptor]);
+  const status = () =>
+    brokerStatus({
+      ...{ info, topology: topology(), cm, hedgeBudget, started, store, admission },
+      sessions: { opened: sessions && (() => sessions.stats()), served: () => servers.sessions?.size ?? 0 },
+    });
   const brokerConsole = new BrokerConsole(topology);
   const port = await serveRpc(servers, {
     ...{ dispatcher, log, metrics, security, topology, sessions, admission, faults: opts.faults },
@@ -263,8 +266,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     ...{ metrics, status, security, topology },
     console: brokerConsole.routes({
       ...{ self: info, brokerId: info.id, grpcAddress: withPort(info.address, port) },
-      ...{ security, status, topology, cm, admission, sessions },
-      sessionsServed: () => servers.sessions?.size ?? 0,
+      ...{ security, status, topology, cm },
       operations: () => listOperations(registry),
     }),
   });

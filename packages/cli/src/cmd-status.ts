@@ -18,6 +18,12 @@ export function formatStatus(s: GetStatusResponse): string {
         ]
       : []),
     `topology: ${s.sites.map((site) => `${site.name}[${site.pods.map((p) => `${p.name}:${p.brokerIds.length}`).join(' ')}]`).join('  ')}`,
+    ...(s.admission
+      ? [
+          `admission${s.admission.adaptive ? ' (adaptive)' : ''}: ${Math.round(s.admission.inFlight)}/${Math.round(s.admission.limit)} pods in flight, ${s.admission.federationInFlight} federation requests, ${s.admission.refused} refused since start`,
+        ]
+      : []),
+    ...(s.sessions ? [`sessions: ${s.sessions.open} open to peers, ${s.sessions.served} served`] : []),
   ];
   const ago = (d: Parameters<typeof durationToMs>[0]) => `${((durationToMs(d) ?? 0) / 1000).toFixed(1)} s`;
   const targets = s.targets.map((t) => [

@@ -1,13 +1,12 @@
 /**
  * The console's first view: every site as this broker sees it, one cell per pod and per broker — state with
  * since-when and why, the representative it would ask first, measured round trip, in flight, calls and
- * failures — and this broker's own admission (limit, in flight, refusals per second) and sessions.
+ * failures — and this broker's own admission (limit, in flight, refusals per second) and sessions, from its
+ * GetStatus answer (what the federation view shows of every other site's broker too).
  */
 import type { ConnectionManager } from '@wanas/connection-manager';
 import { durationToMs, type GetStatusResponse } from '@wanas/proto';
 import type { Topology } from '@wanas/topology';
-import type { Admission } from '../server/admission/admission';
-import type { SessionPool } from '../session/session-pool';
 
 /** One broker's cell. */
 export interface BrokerCell {
@@ -52,9 +51,6 @@ export interface OverviewSources {
   status: () => GetStatusResponse;
   topology: () => Topology;
   cm: ConnectionManager;
-  admission: Admission;
-  sessions: SessionPool | undefined;
-  sessionsServed: () => number;
 }
 
 /** Refusals per second from the admission's counter, between two overviews. */
@@ -113,23 +109,14 @@ export function overview(src: OverviewSources, refusals: RefusalRate) {
       pods,
     };
   });
-  const a = src.admission;
+  const a = s.admission;
   return {
     broker: self,
     federation: s.federation,
     uptimeMs: ms(s.uptime),
     store: s.store,
-    admission: {
-      limit: a.limit('aggregate'),
-      inFlight: a.inFlight('aggregate').cost,
-      federationInFlight: a.inFlight('federation').calls,
-      refusalsPerSec: refusals.perSecond(a.refusals),
-      queueDelayMs: a.queueDelayMs,
-    },
-    sessions: {
-      ...(src.sessions?.stats() ?? { open: 0, opening: 0, inFlight: 0 }),
-      served: src.sessionsServed(),
-    },
+    admission: a && { ...a, refusalsPerSec: refusals.perSecond(a.refused) },
+    sessions: s.sessions ?? { open: 0, opening: 0, served: 0 },
     hedges: { requests: s.hedgeRequests, hedges: s.hedges },
     sites,
   };

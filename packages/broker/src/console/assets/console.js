@@ -101,7 +101,7 @@ function showLogin(message) {
 // ---- Sites: this broker's view ----
 function renderOverview(o) {
   $('who').textContent = `${o.broker.id} · ${o.broker.site}/${o.broker.pod}`;
-  const a = o.admission;
+  const a = o.admission || { inFlight: 0, limit: 0, refusalsPerSec: 0 };
   $('vitals').replaceChildren(
     h('span', {}, 'federation ', h('b', {}, o.federation), ` · up ${ago(o.uptimeMs)} · in flight `),
     h('b', { 'data-testid': 'in-flight' }, `${a.inFlight}/${Math.round(a.limit)}`),
@@ -181,7 +181,7 @@ function renderFederation(f) {
               {},
               v.site,
               v.from
-                ? h('div', { class: 'muted' }, `via ${v.from}`)
+                ? h('div', { class: 'muted' }, `via ${v.from}`, loadOf(v.status))
                 : h('div', { class: 'error' }, 'unreachable'),
             ),
             ...sites.map((to) => {
@@ -207,6 +207,17 @@ function renderFederation(f) {
           `${v.site}: not reachable from this broker (${v.error})`,
         ),
       ),
+  );
+}
+
+/** A site's broker's load, from its GetStatus: pods in flight against its limit, refusals, sessions. */
+function loadOf(status) {
+  const a = (status && status.admission) || {};
+  const sessions = (status && status.sessions) || {};
+  return h(
+    'div',
+    { class: 'muted' },
+    `in flight ${Math.round(a.inFlight || 0)}/${Math.round(a.limit || 0)} · refused ${a.refused || 0} · sessions ${sessions.open || 0} open, ${sessions.served || 0} served`,
   );
 }
 

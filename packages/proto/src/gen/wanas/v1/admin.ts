@@ -193,7 +193,41 @@ export interface GetStatusResponse {
   /** Health of every target list this broker keeps channels to. */
   targets: TargetHealth[];
   /** Where this broker's pod keeps its state, and whether it answers. */
-  store: StoreHealth | undefined;
+  store:
+    | StoreHealth
+    | undefined;
+  /** This broker's admission now (see the README, "Overload"). */
+  admission:
+    | AdmissionStatus
+    | undefined;
+  /** Federation sessions this broker keeps open to its peers and serves for them. */
+  sessions: SessionCounts | undefined;
+}
+
+/** AdmissionStatus is a broker's admission at one moment. */
+export interface AdmissionStatus {
+  /** Whether the limit adapts to measured delay (settings.admission.adaptive). */
+  adaptive: boolean;
+  /** The limit on Aggregates in flight, in pods (each Aggregate weighs the pods it asks). */
+  limit: number;
+  /** Pods of Aggregates in flight now. */
+  inFlight: number;
+  /** Federation requests (SiteRequest, LocalRequest) in flight now. */
+  federationInFlight: number;
+  /** Calls refused since the broker started (RESOURCE_EXHAUSTED). */
+  refused: number;
+  /** The event loop's queueing delay last measured, ms. */
+  queueDelayMs: number;
+}
+
+/** SessionCounts counts a broker's federation sessions. */
+export interface SessionCounts {
+  /** Sessions open to peers (this broker the caller). */
+  open: number;
+  /** Sessions being opened. */
+  opening: number;
+  /** Sessions peers keep open to this broker. */
+  served: number;
 }
 
 /** StoreHealth is the state of a pod's store as one broker sees it. */
@@ -1629,6 +1663,8 @@ function createBaseGetStatusResponse(): GetStatusResponse {
     hedges: 0,
     targets: [],
     store: undefined,
+    admission: undefined,
+    sessions: undefined,
   };
 }
 
@@ -1660,6 +1696,12 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     }
     if (message.store !== undefined) {
       StoreHealth.encode(message.store, writer.uint32(74).fork()).join();
+    }
+    if (message.admission !== undefined) {
+      AdmissionStatus.encode(message.admission, writer.uint32(82).fork()).join();
+    }
+    if (message.sessions !== undefined) {
+      SessionCounts.encode(message.sessions, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -1749,6 +1791,22 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
             message.store = StoreHealth.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.admission = AdmissionStatus.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.sessions = SessionCounts.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1780,6 +1838,8 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
         ? object.targets.map((e: any) => TargetHealth.fromJSON(e))
         : [],
       store: isSet(object.store) ? StoreHealth.fromJSON(object.store) : undefined,
+      admission: isSet(object.admission) ? AdmissionStatus.fromJSON(object.admission) : undefined,
+      sessions: isSet(object.sessions) ? SessionCounts.fromJSON(object.sessions) : undefined,
     };
   },
 
@@ -1812,6 +1872,12 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     if (message.store !== undefined) {
       obj.store = StoreHealth.toJSON(message.store);
     }
+    if (message.admission !== undefined) {
+      obj.admission = AdmissionStatus.toJSON(message.admission);
+    }
+    if (message.sessions !== undefined) {
+      obj.sessions = SessionCounts.toJSON(message.sessions);
+    }
     return obj;
   },
 
@@ -1835,6 +1901,274 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
     message.store = (object.store !== undefined && object.store !== null)
       ? StoreHealth.fromPartial(object.store)
       : undefined;
+    message.admission = (object.admission !== undefined && object.admission !== null)
+      ? AdmissionStatus.fromPartial(object.admission)
+      : undefined;
+    message.sessions = (object.sessions !== undefined && object.sessions !== null)
+      ? SessionCounts.fromPartial(object.sessions)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAdmissionStatus(): AdmissionStatus {
+  return { adaptive: false, limit: 0, inFlight: 0, federationInFlight: 0, refused: 0, queueDelayMs: 0 };
+}
+
+export const AdmissionStatus: MessageFns<AdmissionStatus> = {
+  encode(message: AdmissionStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.adaptive !== false) {
+      writer.uint32(8).bool(message.adaptive);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(17).double(message.limit);
+    }
+    if (message.inFlight !== 0) {
+      writer.uint32(25).double(message.inFlight);
+    }
+    if (message.federationInFlight !== 0) {
+      writer.uint32(32).uint32(message.federationInFlight);
+    }
+    if (message.refused !== 0) {
+      writer.uint32(40).uint64(message.refused);
+    }
+    if (message.queueDelayMs !== 0) {
+      writer.uint32(49).double(message.queueDelayMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdmissionStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdmissionStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.adaptive = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.limit = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.inFlight = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.federationInFlight = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.refused = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.queueDelayMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdmissionStatus {
+    return {
+      adaptive: isSet(object.adaptive) ? globalThis.Boolean(object.adaptive) : false,
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      inFlight: isSet(object.inFlight)
+        ? globalThis.Number(object.inFlight)
+        : isSet(object.in_flight)
+        ? globalThis.Number(object.in_flight)
+        : 0,
+      federationInFlight: isSet(object.federationInFlight)
+        ? globalThis.Number(object.federationInFlight)
+        : isSet(object.federation_in_flight)
+        ? globalThis.Number(object.federation_in_flight)
+        : 0,
+      refused: isSet(object.refused) ? globalThis.Number(object.refused) : 0,
+      queueDelayMs: isSet(object.queueDelayMs)
+        ? globalThis.Number(object.queueDelayMs)
+        : isSet(object.queue_delay_ms)
+        ? globalThis.Number(object.queue_delay_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: AdmissionStatus): unknown {
+    const obj: any = {};
+    if (message.adaptive !== false) {
+      obj.adaptive = message.adaptive;
+    }
+    if (message.limit !== 0) {
+      obj.limit = floatToJson(message.limit);
+    }
+    if (message.inFlight !== 0) {
+      obj.inFlight = floatToJson(message.inFlight);
+    }
+    if (message.federationInFlight !== 0) {
+      obj.federationInFlight = Math.round(message.federationInFlight);
+    }
+    if (message.refused !== 0) {
+      obj.refused = Math.round(message.refused);
+    }
+    if (message.queueDelayMs !== 0) {
+      obj.queueDelayMs = floatToJson(message.queueDelayMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AdmissionStatus>, I>>(base?: I): AdmissionStatus {
+    return AdmissionStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdmissionStatus>, I>>(object: I): AdmissionStatus {
+    const message = createBaseAdmissionStatus();
+    message.adaptive = object.adaptive ?? false;
+    message.limit = object.limit ?? 0;
+    message.inFlight = object.inFlight ?? 0;
+    message.federationInFlight = object.federationInFlight ?? 0;
+    message.refused = object.refused ?? 0;
+    message.queueDelayMs = object.queueDelayMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseSessionCounts(): SessionCounts {
+  return { open: 0, opening: 0, served: 0 };
+}
+
+export const SessionCounts: MessageFns<SessionCounts> = {
+  encode(message: SessionCounts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.open !== 0) {
+      writer.uint32(8).uint32(message.open);
+    }
+    if (message.opening !== 0) {
+      writer.uint32(16).uint32(message.opening);
+    }
+    if (message.served !== 0) {
+      writer.uint32(24).uint32(message.served);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionCounts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionCounts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.open = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.opening = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.served = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionCounts {
+    return {
+      open: isSet(object.open) ? globalThis.Number(object.open) : 0,
+      opening: isSet(object.opening) ? globalThis.Number(object.opening) : 0,
+      served: isSet(object.served) ? globalThis.Number(object.served) : 0,
+    };
+  },
+
+  toJSON(message: SessionCounts): unknown {
+    const obj: any = {};
+    if (message.open !== 0) {
+      obj.open = Math.round(message.open);
+    }
+    if (message.opening !== 0) {
+      obj.opening = Math.round(message.opening);
+    }
+    if (message.served !== 0) {
+      obj.served = Math.round(message.served);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionCounts>, I>>(base?: I): SessionCounts {
+    return SessionCounts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionCounts>, I>>(object: I): SessionCounts {
+    const message = createBaseSessionCounts();
+    message.open = object.open ?? 0;
+    message.opening = object.opening ?? 0;
+    message.served = object.served ?? 0;
     return message;
   },
 };
@@ -2965,6 +3299,10 @@ export const AdminServiceClient = makeGenericClientConstructor(
   service: typeof AdminServiceService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
