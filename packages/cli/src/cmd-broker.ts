@@ -8,14 +8,14 @@ import {
 import { TopologyError, loadTopology } from '@wanas/topology';
 import { InvalidArgumentError, type Command } from 'commander';
 import * as os from 'node:os';
-import { parseAddress, parsePositiveInt } from './parse';
+import { parseAddress, parseMetricsAddresses, parsePositiveInt, type MetricsAddresses } from './parse';
 
 interface BrokerFlags {
   topology: string;
   id?: string;
   pod?: { site: string; pod: string };
   listen?: string;
-  metricsAddress?: string;
+  metricsAddress?: MetricsAddresses;
   logFormat?: string;
   logLevel: string;
   grace: number;
@@ -65,9 +65,9 @@ export function registerBroker(program: Command): void {
       parseAddress,
     )
     .option(
-      '--metrics-address <host:port>',
-      "serve /metrics and /status here (default: the topology's metricsAddress)",
-      parseAddress,
+      '--metrics-address <host:port|id=host:port,…>',
+      "serve the console, /metrics and /status here (default: the topology's metricsAddress); with several --id, one id=host:port each",
+      parseMetricsAddresses,
     )
     .option('--log-format <format>', 'json or pretty (default: pretty on a terminal, else json)')
     .option('--log-level <level>', 'error, warn, info, debug', 'info')
@@ -94,8 +94,13 @@ function checkFlags(program: Command, o: BrokerFlags): string[] {
   if (o.listen && !o.pod) program.error('error: --listen goes with --pod', { exitCode: 2 });
   const ids = (o.id ?? os.hostname()).split(',').filter(Boolean);
   if (o.pod && ids.length > 1) program.error('error: --pod runs one broker; give one --id', { exitCode: 2 });
-  if (ids.length > 1 && o.metricsAddress)
-    program.error('error: --metrics-address takes one broker id', { exitCode: 2 });
+  if (ids.length > 1 && o.metricsAddress?.all)
+    program.error('error: with several --id, give --metrics-address as id=host:port for each', {
+      exitCode: 2,
+    });
+  const unknown = Object.keys(o.metricsAddress?.byId ?? {}).filter((id) => !ids.includes(id));
+  if (unknown.length)
+    program.error(`error: --metrics-address names ${unknown.join(', ')}, not in --id`, { exitCode: 2 });
   return ids;
 }
 
@@ -160,7 +165,7 @@ async function startAll(
           topologyFile: topology ? undefined : o.topology,
           topology,
           logger,
-          metricsAddress: o.metricsAddress,
+          metricsAddress: o.metricsAddress?.byId[id] ?? o.metricsAddress?.all,
           faults: o.injectSlow ? { slowFederation: o.injectSlow } : undefined,
           sessions: o.sessions,
         }),

@@ -28,6 +28,24 @@ export function parseAddress(text: string): string {
   return text;
 }
 
+/** Where brokers serve their HTTP listener: one address (one broker), and/or one per broker id. */
+export interface MetricsAddresses {
+  all?: string;
+  byId: Record<string, string>;
+}
+
+/** Parses `host:port`, or `id=host:port[,id=host:port…]` (several brokers in one process). */
+export function parseMetricsAddresses(text: string): MetricsAddresses {
+  if (!text.includes('=')) return { all: parseAddress(text), byId: {} };
+  const byId: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    const i = part.indexOf('=');
+    if (i <= 0) throw new InvalidArgumentError(`"${part}" is not id=host:port, e.g. s1-p1-a=127.0.0.1:9101`);
+    byId[part.slice(0, i)] = parseAddress(part.slice(i + 1));
+  }
+  return { byId };
+}
+
 /**
  * Collects `k=v` params: v is taken as JSON when it parses (numbers, true/false, null, objects),
  * otherwise as a string. Dotted keys nest: `a.b=1` → {a: {b: 1}}.

@@ -15,7 +15,7 @@ export interface DevBroker {
   pod: string;
   address: string;
   wanAddress: string;
-  /** Where it serves /metrics and /status (undefined when off). */
+  /** Where it serves the console, /metrics and /status (undefined when off); passed as --metrics-address. */
   metricsAddress?: string;
   /** Its current process (set by the supervisor at every start). */
   proc: ChildProcess | undefined;
@@ -107,11 +107,15 @@ export class BrokerSupervisor {
         `broker ${id} is already running (pid ${running.pid}); stop it before starting it again`,
       );
     const ids = s.brokers.map((b) => b.id).join(',');
+    const extra = this.opts.spawnOptions?.(first) ?? {};
+    const http = s.brokers.filter((b) => b.metricsAddress).map((b) => `${b.id}=${b.metricsAddress}`);
     const proc = spawnBroker({
       topologyFile: this.opts.topologyFile,
       id: ids,
       logFile: s.log,
-      ...this.opts.spawnOptions?.(first),
+      ...extra,
+      // Each broker's HTTP listener (the console, /metrics), also where `up` gave one the topology does not.
+      args: [...(http.length ? ['--metrics-address', http.join(',')] : []), ...(extra.args ?? [])],
     });
     for (const b of s.brokers) b.proc = proc;
     s.state = 'running';

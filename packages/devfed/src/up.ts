@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { DevFederation } from './federation';
-import type { SupervisedRow } from './supervisor';
+import { freePorts } from './ports';
+import type { DevBroker, SupervisedRow } from './supervisor';
 import { table } from './text';
 import { PrivatePostgres } from './postgres';
 import { createTlsDir } from './tls';
@@ -95,9 +96,8 @@ export async function runUp(opts: UpOptions): Promise<void> {
     ({ topology, client } = await withTls(topology, path.resolve(opts.tlsDir)));
     say(`mTLS on: CA, broker and client certificates in ${path.resolve(opts.tlsDir)}`);
   }
-  // Every broker gets an HTTP listener: the console at /, /metrics and /status.
-  topology = (await withMetrics(topology, stateDir)).topology;
   if (opts.metrics) {
+    topology = (await withMetrics(topology, stateDir)).topology;
     say(
       `metrics: every broker serves /metrics and /status; Prometheus config (every broker, the shipped rules): ` +
         `prometheus --config.file=${path.join(stateDir, 'prometheus.yml')}`,
@@ -188,7 +188,7 @@ async function openFederation(
   try {
     federation = await DevFederation.open({
       topologyFile: topology.file!,
-      brokers: topology.brokers.values(),
+      brokers: await brokersWithConsoles(topology),
       dir: stateDir,
       removeDir: false,
       wanLatencyMs: opts.wanLatencyMs,
@@ -207,6 +207,17 @@ async function openFederation(
   if (federation.unemulated.length)
     say(`note: no WAN emulation for ${federation.unemulated.join(', ')} (wanAddress equals address)`);
   return federation;
+}
+
+/**
+ * The topology's brokers, each with an HTTP listener for its console and /metrics: a free loopback port
+ * where the topology gives it none (passed as `--metrics-address`; the user's topology file stays the one
+ * the brokers read and reload).
+ */
+async function brokersWithConsoles(t: Topology): Promise<Omit<DevBroker, 'proc'>[]> {
+  const brokers = [...t.brokers.values()];
+  const ports = await freePorts(brokers.filter((b) => !b.metricsAddress).length);
+  return brokers.map((b) => ({ ...b, metricsAddress: b.metricsAddress ?? `127.0.0.1:${ports.pop()}` }));
 }
 
 /**
