@@ -269,6 +269,23 @@ describe('QueueDelay (virtual time)', () => {
   });
 });
 
+describe('QueueDelay on the real event loop (libuv histogram)', () => {
+  it('reads a loop held 150 ms as at least 100 ms late', async () => {
+    const q = new QueueDelay();
+    try {
+      q.busy();
+      await new Promise((r) => setTimeout(r, 20));
+      q.read();
+      const until = performance.now() + 150;
+      while (performance.now() < until); // holds the loop
+      await new Promise((r) => setImmediate(r)); // after the timers phase that ran late
+      expect(q.read()).toBeGreaterThanOrEqual(100);
+    } finally {
+      q.close();
+    }
+  });
+});
+
 describe('Admission', () => {
   it('refuses past the limit at once with a reason and a pushback, and admits again once work is answered', () => {
     const clock = { now: () => t };
