@@ -293,7 +293,10 @@ function printReady(
   say(`logs: ${where.logDir}   control: ${where.control}`);
   say(`ready: ${[...topology.brokers.values()].map((b) => b.address).join(' ')}`);
   const cli = `npx wanas aggregate --address ${first.address}${client.flags ? ` ${client.flags}` : ''}`;
+  const firstRow = rows.find((r) => r.id === first.id);
   say('\ntry:');
+  if (firstRow && consoleOf(firstRow) !== '-')
+    say(`  open ${consoleOf(firstRow)} in a browser   (the console of ${first.id}; every broker has one)`);
   say(`  ${cli} --op sessions.find --param user=alice`);
   say(`  ${cli} --op pods.capacity --stream`);
   say(
