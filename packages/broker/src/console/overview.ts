@@ -57,6 +57,7 @@ export interface OverviewSources {
 export class RefusalRate {
   private last = { at: Date.now(), count: 0 };
 
+  /** Refusals per second since the last reading a second or more ago, from the running total `count`. */
   perSecond(count: number): number {
     const now = Date.now();
     const secs = (now - this.last.at) / 1000;
