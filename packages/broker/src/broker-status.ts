@@ -90,12 +90,14 @@ export function brokerStatus({
       refused: admission.refusals,
       queueDelayMs: admission.queueDelayMs,
     },
-    sessions: sessions && {
-      open: sessions.opened?.().open ?? 0,
-      opening: sessions.opened?.().opening ?? 0,
-      served: sessions.served(),
-    },
+    sessions: sessions && sessionCounts(sessions),
   };
 }
 
 const optionalMs = (ms: number | undefined) => (ms === undefined ? undefined : msToDuration(ms));
+
+/** The sessions' counts, the pool's read once (it walks every peer's sessions). */
+function sessionCounts(s: NonNullable<StatusSources['sessions']>) {
+  const opened = s.opened?.();
+  return { open: opened?.open ?? 0, opening: opened?.opening ?? 0, served: s.served() };
+}
