@@ -5,6 +5,7 @@ import type { Logger } from 'winston';
 import { BrokerServers } from './server/broker-servers';
 import type { Admission } from './server/admission/admission';
 import { admissionFor } from './server/admission/broker-admission';
+import type { ClientGate } from './server/admission/client-gate';
 import { brokerStatus } from './broker-status';
 import { Dispatcher } from './engine/dispatcher';
 import { createLogger } from './telemetry/logger';
@@ -126,6 +127,7 @@ async function serveRpc(
     onCall: () => void;
     sessions: SessionPool | undefined;
     admission: Admission;
+    gate: ClientGate;
     onAggregate: BrokerConsole['aggregateServed'];
   },
 ): Promise<number> {
@@ -137,6 +139,7 @@ async function serveRpc(
       metrics: parts.metrics,
       security: parts.security,
       admission: parts.admission,
+      gate: parts.gate,
       faults: parts.faults,
       onCall: parts.onCall,
     },
@@ -247,8 +250,8 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
   const { registry } = catalog;
   const deps = { self: info, topology, cm, registry, store, logger: log, metrics, sessions, ...budgets };
   const dispatcher = new Dispatcher(deps);
-  const { admission, interceptor } = admissionFor(topology, metrics, security, log);
-  const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes, [interceptor]);
+  const { admission, gate } = admissionFor(topology, metrics, security, log);
+  const servers = new BrokerServers(info, log, topology().settings.maxMessageBytes);
   const status = () =>
     brokerStatus({
       ...{ info, topology: topology(), cm, hedgeBudget, started, store, admission },
@@ -256,7 +259,7 @@ export async function startBroker(opts: BrokerOptions): Promise<BrokerHandle> {
     });
   const brokerConsole = new BrokerConsole(topology);
   const port = await serveRpc(servers, {
-    ...{ dispatcher, log, metrics, security, topology, sessions, admission, faults: opts.faults },
+    ...{ dispatcher, log, metrics, security, topology, sessions, admission, gate, faults: opts.faults },
     admin: { status, operations: () => listOperations(registry) },
     onCall: () => lag.busy(),
     onAggregate: brokerConsole.aggregateServed,

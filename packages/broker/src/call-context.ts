@@ -37,7 +37,7 @@ export interface CallContext {
   /**
    * Who the client is (client calls only): its certificate CN or `token:<name>`, or in insecure mode the
    * `x-wanas-client` header, else the peer's host — the identity admission's fair shares and identical reads
-   * go by (see `server/admission/interceptor.ts`).
+   * go by (see `server/admission/client-gate.ts`).
    */
   client?: string;
   /** The call's admission: an Aggregate sets its cost (the pods its plan asks) here once planned. */

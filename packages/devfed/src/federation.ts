@@ -3,6 +3,7 @@ import {
   AdminServiceClient,
   AggregateRequest,
   AggregationServiceClient,
+  Hedging,
   msToDuration,
   type AggregateResponse,
   type GetStatusResponse,
@@ -293,6 +294,8 @@ export class DevFederation {
           params: { sleepMs },
           timeout: msToDuration(sleepMs + 6000),
           attemptTimeout: msToDuration(sleepMs + 1000),
+          // One representative per site: a hedge on a loaded machine would add a third hop to count.
+          hedging: Hedging.HEDGING_OFF,
         }),
         new grpc.Metadata(),
         { deadline: Date.now() + sleepMs + 11_000 },

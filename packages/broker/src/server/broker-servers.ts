@@ -27,10 +27,8 @@ export class BrokerServers {
     private readonly log: Logger,
     /** Largest message it sends or accepts (the topology's `maxMessageBytes`). */
     maxMessageBytes = MAX_MESSAGE_BYTES,
-    /** Server interceptors (admission of client calls before they are decoded). */
-    interceptors: grpc.ServerInterceptor[] = [],
   ) {
-    this.grpc = new grpc.Server({ ...serverOptions(maxMessageBytes), interceptors });
+    this.grpc = new grpc.Server(serverOptions(maxMessageBytes));
     this.health.addToServer(this.grpc);
   }
 

@@ -6,7 +6,7 @@ import type { Logger } from 'winston';
 import type { CallContext, ServedCall } from '../call-context';
 import { BrokerError, PUSHBACK_HEADER, overloaded, toBrokerError } from '../errors';
 import { isRefusal, type Admission, type Ticket } from './admission/admission';
-import { clientName, ticketOf } from './admission/interceptor';
+import { clientName, isTicket, type ClientGate } from './admission/client-gate';
 import type { BrokerMetrics, RequestKind } from '../telemetry/metrics';
 import { isValidCorrelationId } from '../request-limits';
 import { LogSampler } from '../telemetry/log-sampler';
@@ -27,11 +27,13 @@ export interface RpcDeps {
   log: Logger;
   metrics: BrokerMetrics;
   security: BrokerSecurity;
-  /**
-   * Admission (adaptive limits, fair shares, deadlines, the fixed caps). Client calls arrive admitted by the
-   * server's interceptor (see `admission/interceptor.ts`); federation requests are admitted here.
-   */
+  /** Admission (adaptive limits, fair shares, deadlines, the fixed caps) of federation requests. */
   admission: Admission;
+  /**
+   * Admits client calls of the routes served as bytes (with `decode`) on their headers, before they are
+   * decoded (see `admission/client-gate.ts`). Without it they are admitted by {@link admission} here.
+   */
+  gate?: ClientGate;
   faults?: FaultInjection;
   /** Called as each call is admitted (the saturation monitor measures only while calls arrive). */
   onCall?: () => void;
@@ -57,6 +59,11 @@ export interface Route<Req> {
   acknowledge?: boolean;
   /** Echo the correlation id in the `x-correlation-id` trailer (client calls). */
   correlationTrailer?: boolean;
+  /**
+   * Set when the method is served with its request as bytes (`admission/client-gate.ts`, `rawRequests`):
+   * decodes it once the call is admitted. Throws on bytes that are not a request.
+   */
+  decode?: (bytes: Uint8Array) => Req;
 }
 
 /** Largest message a broker accepts or sends, bytes. */
@@ -86,7 +93,10 @@ export class Rpc {
     fields?: (req: Req, res: Res) => Record<string, unknown>,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
-      this.serve(call, route, call.request, (ctx) => handle(call.request, ctx), fields).then(
+      const arrived = this.arrive(call, route);
+      if (!('req' in arrived)) return callback(arrived);
+      const { req, ticket } = arrived;
+      this.serve(call, route, req, (ctx) => handle(req, ctx), fields, ticket).then(
         ([res, ctx]) => callback(null, res, this.trailer(route, ctx)),
         (status: grpc.StatusObject) => callback(status),
       );
@@ -105,6 +115,9 @@ export class Rpc {
     fields?: (req: Req, res: Res) => Record<string, unknown>,
   ): grpc.handleServerStreamingCall<Req, Out> {
     return (call) => {
+      const arrived = this.arrive(call, route);
+      if (!('req' in arrived)) return void call.emit('error', arrived);
+      const { req, ticket } = arrived;
       let backlog = false;
       const write = (msg: Out) => {
         if (!call.cancelled) backlog = !call.write(msg) || backlog;
@@ -124,7 +137,7 @@ export class Rpc {
               call.on('drain', done);
               call.on('cancelled', done);
             });
-      this.serve(call, route, call.request, (ctx) => handle(call.request, ctx, write, flushed), fields).then(
+      this.serve(call, route, req, (ctx) => handle(req, ctx, write, flushed), fields, ticket).then(
         ([, ctx]) => {
           if (!call.cancelled) call.end(this.trailer(route, ctx));
         },
@@ -144,8 +157,35 @@ export class Rpc {
   }
 
   /**
+   * The request of a call: as grpc-js decoded it, or, for a route served as bytes, admitted by the gate on
+   * its headers and then decoded (a refusal decodes nothing). Else the status that ends the call.
+   */
+  private arrive<Req>(
+    call: ServedCall & { request: unknown },
+    route: Route<Req>,
+  ): { req: Req; ticket?: Ticket } | grpc.StatusObject {
+    if (!route.decode) return { req: call.request as Req };
+    const ticket = this.deps.gate?.(call, `/${route.service}/${route.method}`);
+    if (ticket && !isTicket(ticket)) return ticket;
+    try {
+      return { req: route.decode(call.request as Uint8Array), ticket };
+    } catch (e) {
+      ticket?.release();
+      const code = grpc.status.INVALID_ARGUMENT;
+      this.deps.metrics.served(route.service, route.method, route.type, code, 0);
+      const why = e instanceof Error ? e.message : String(e);
+      return {
+        code,
+        details: `the ${route.method} request could not be decoded: ${why}`,
+        metadata: new grpc.Metadata(),
+      };
+    }
+  }
+
+  /**
    * Context, admission, faults, acknowledgement, the handler, then one log line and metric; rejects with
    * the status to send. Public for the requests that come as session frames, served as calls of their own.
+   * `ticket`: the client call's admission by the gate, when it was admitted before it was decoded.
    */
   async serve<Req, Res>(
     call: ServedCall,
@@ -153,6 +193,7 @@ export class Rpc {
     req: Req,
     handle: (ctx: CallContext) => Promise<Res>,
     fields?: (req: Req, res: Res) => Record<string, unknown>,
+    ticket?: Ticket,
   ): Promise<[Res, IncomingCall]> {
     const t0 = Date.now();
     const correlationId = route.correlationId(req);
@@ -162,7 +203,7 @@ export class Rpc {
     ctx.trace = traced.ctx;
     let release: (() => void) | undefined;
     try {
-      release = this.admit(call, route, ctx);
+      release = this.admit(call, route, ctx, ticket);
       const delay = route.caller === 'broker' ? this.injectedDelay() : undefined;
       if (delay) await delay;
       if (route.acknowledge && !call.cancelled) call.sendMetadata(new grpc.Metadata());
@@ -183,14 +224,28 @@ export class Rpc {
   /**
    * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and work the
    * broker cannot take now RESOURCE_EXHAUSTED with a reason and a retry pushback, before any work. A client
-   * call comes admitted by the interceptor (its ticket on the metadata). Returns the release.
+   * call the gate admitted comes with its `admitted` ticket. Returns the release.
    */
-  private admit<Req>(call: ServedCall, route: Route<Req>, ctx: IncomingCall): () => void {
-    const who = this.deps.security.authorize(call, route.caller);
-    let ticket: Ticket | undefined = route.caller === 'client' ? ticketOf(call.metadata) : undefined;
+  private admit<Req>(
+    call: ServedCall,
+    route: Route<Req>,
+    ctx: IncomingCall,
+    admitted: Ticket | undefined,
+  ): () => void {
+    let ticket = admitted;
+    // Whatever happens next, the gate's ticket is released once (the caller's share is freed).
+    const who = (() => {
+      try {
+        return this.deps.security.authorize(call, route.caller);
+      } catch (e) {
+        admitted?.release();
+        throw e;
+      }
+    })();
     if (route.caller === 'client')
-      ctx.client = ticket?.client ?? clientName(who === ANONYMOUS ? undefined : who, call.metadata, ctx.peer);
-    if (route.unlimited) return () => undefined;
+      ctx.client =
+        ticket?.client ?? clientName(who === ANONYMOUS ? undefined : who, call.metadata, () => ctx.peer);
+    if (route.unlimited) return () => ticket?.release();
     this.deps.onCall?.();
     if (!ticket) {
       const cls = route.caller === 'client' ? 'aggregate' : 'federation';
@@ -204,8 +259,8 @@ export class Rpc {
       ticket = decision;
     }
     ctx.admitted = ticket;
-    const admitted = ticket;
-    return () => admitted.release();
+    const held = ticket;
+    return () => held.release();
   }
 
   /** Resolves at once, or late on purpose for the share of federation requests fault injection slows. */
@@ -287,6 +342,7 @@ class IncomingCall implements CallContext {
   client: string | undefined;
   private controller: AbortController | undefined;
   private finished = false;
+  private peerName: string | undefined;
 
   constructor(
     private readonly call: ServedCall,
@@ -305,8 +361,9 @@ class IncomingCall implements CallContext {
     return this.controller.signal;
   }
 
+  /** The broker the request names as its source, else the transport peer (asked for once). */
   get peer(): string {
-    return this.source || this.call.getPeer();
+    return (this.peerName ??= this.source || this.call.getPeer());
   }
 
   /** The answer (or error) is decided: a later cancel is only the stream closing. */

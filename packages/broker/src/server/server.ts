@@ -14,12 +14,13 @@ import {
   type SiteRequest,
   type SiteResponse,
   type SiteStreamEvent,
-  type StreamAggregateRequest,
+  StreamAggregateRequest,
   type StreamAggregateResponse,
 } from '@wanas/proto';
 import type { CallContext } from '../call-context';
 import type { Dispatcher } from '../engine/dispatcher';
 import { toBrokerError } from '../errors';
+import { rawRequests } from './admission/client-gate';
 import { FEDERATION_SERVICE, SessionServer, type SessionHandlers } from '../session/session-server';
 import {
   MAX_MESSAGE_BYTES,
@@ -71,6 +72,7 @@ const AGGREGATE: Route<AggregateRequest> = {
   correlationId: fillCorrelationId,
   operation: (req) => req.operation,
   correlationTrailer: true,
+  decode: (bytes) => AggregateRequest.decode(bytes),
 };
 const STREAM_AGGREGATE: Route<StreamAggregateRequest> = {
   service: AGG,
@@ -81,6 +83,7 @@ const STREAM_AGGREGATE: Route<StreamAggregateRequest> = {
   correlationId: (req) => fillCorrelationId(aggregateOf(req)),
   operation: (req) => aggregateOf(req).operation,
   correlationTrailer: true,
+  decode: (bytes) => StreamAggregateRequest.decode(bytes),
 };
 const SITE: Route<SiteRequest> = {
   service: FED,
@@ -265,8 +268,9 @@ export function createHandlers(
 
   return {
     addTo(server: grpc.Server): void {
+      // Aggregates arrive as bytes: admitted on their headers, then decoded (AGGREGATE's `decode`).
       server.addService(
-        AggregationServiceService,
+        rawRequests(AggregationServiceService, ['aggregate', 'streamAggregate']),
         aggregation as unknown as grpc.UntypedServiceImplementation,
       );
       // Without sessions, FederationService/Session answers UNIMPLEMENTED, as a broker of an older version does.

@@ -1,9 +1,8 @@
 /**
  * A broker's admission, made from its topology: the {@link Admission} with its settings, caps and clients
- * (following reloads), its metrics, and the interceptor that admits client calls before they are decoded,
- * with a sampled log line per refusal.
+ * (following reloads), its metrics, and the gate that admits client calls before they are decoded, with a
+ * sampled log line per refusal.
  */
-import type * as grpc from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
 import type { Topology } from '@wanas/topology';
 import type { Logger } from 'winston';
@@ -12,26 +11,20 @@ import { LogSampler } from '../../telemetry/log-sampler';
 import type { BrokerMetrics } from '../../telemetry/metrics';
 import type { BrokerSecurity } from '../security';
 import { Admission } from './admission';
-import { admissionInterceptor } from './interceptor';
+import { clientGate, type ClientGate } from './client-gate';
 
 const RESOURCE_EXHAUSTED = status.RESOURCE_EXHAUSTED;
 
-/** The client methods admitted by the interceptor (AdminService is never refused for load). */
-export const ADMITTED_PATHS: ReadonlySet<string> = new Set([
-  '/wanas.v1.AggregationService/Aggregate',
-  '/wanas.v1.AggregationService/StreamAggregate',
-]);
-
 /**
- * The broker's admission, its settings read from the topology in force, and the interceptor that admits
- * client calls with it (see the file's comment).
+ * The broker's admission, its settings read from the topology in force, and the gate that admits client
+ * calls with it (see the file's comment).
  */
 export function admissionFor(
   topology: () => Topology,
   metrics: BrokerMetrics,
   security: BrokerSecurity,
   log: Logger,
-): { admission: Admission; interceptor: grpc.ServerInterceptor } {
+): { admission: Admission; gate: ClientGate } {
   // The metrics read the admission they count for: bound once both exist.
   const counted: { decided?: ReturnType<typeof admissionMetrics> } = {};
   const admission = new Admission({
@@ -45,25 +38,24 @@ export function admissionFor(
     onDecision: (cls, client, refused) => counted.decided?.(cls, client, refused),
   });
   counted.decided = admissionMetrics(metrics.registry, admission);
-  return { admission, interceptor: clientAdmission(admission, security, metrics, log) };
+  return { admission, gate: clientAdmission(admission, security, metrics, log) };
 }
 
-/** The interceptor admitting client calls, with a sampled `refused` log line per refusal. */
+/** The gate admitting client calls, with a sampled `refused` log line per refusal. */
 function clientAdmission(
   admission: Admission,
   security: BrokerSecurity,
   metrics: BrokerMetrics,
   log: Logger,
-): grpc.ServerInterceptor {
+): ClientGate {
   const sampler = new LogSampler();
   const serverLog = log.child({ component: 'admission' });
-  return admissionInterceptor({
+  return clientGate({
     admission,
-    paths: ADMITTED_PATHS,
-    identity: (call, md) => {
+    identity: (call) => {
       if (security.mode === 'insecure') return undefined;
       try {
-        return security.authorize({ metadata: md, getAuthContext: () => call.getAuthContext() }, 'client');
+        return security.authorize(call, 'client');
       } catch {
         // Refused by the handler with its own status (UNAUTHENTICATED, ...); shares the peer's entry here.
         return undefined;

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
-import { Admission } from './admission';
-import { admissionInterceptor, clientName, ticketOf } from './interceptor';
+import { Admission, type Ticket } from './admission';
+import { clientGate, clientName, isTicket } from './client-gate';
 import type { QueueDelay } from './queue-delay';
 
 /** A raw unary method: bytes in, bytes out. */
@@ -16,7 +16,7 @@ const SERVICE = {
   },
 } as const;
 
-describe('admission interceptor (a real grpc-js server)', () => {
+describe('the client gate (a real grpc-js server)', () => {
   let server: grpc.Server;
   let client: grpc.Client & { call: (...a: unknown[]) => grpc.ClientUnaryCall };
   let handled = 0;
@@ -34,22 +34,26 @@ describe('admission interceptor (a real grpc-js server)', () => {
   });
 
   beforeAll(async () => {
-    server = new grpc.Server({
-      interceptors: [
-        admissionInterceptor({
-          admission,
-          paths: new Set(['/t.Test/Call']),
-          identity: () => undefined,
-          onRefused: (_path, who, r) => refused.push(`${who}:${r.reason}`),
-        }),
-      ],
+    const gate = clientGate({
+      admission,
+      identity: () => undefined,
+      onRefused: (_path, who, r) => refused.push(`${who}:${r.reason}`),
     });
+    server = new grpc.Server();
     server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
+      // As the broker's middleware does: the gate first, the work only once admitted; the ticket released
+      // when the call is answered or its caller cancels.
       call: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        const ticket = gate(call, '/t.Test/Call');
+        if (!isTicket(ticket)) return cb(ticket);
         handled++;
         onHandled.splice(0).forEach((r) => r());
-        expect(ticketOf(call.metadata)).toBeDefined();
-        hold.push(() => cb(null, Buffer.from('ok')));
+        const admitted: Ticket = ticket;
+        call.on('cancelled', () => admitted.release());
+        hold.push(() => {
+          admitted.release();
+          cb(null, Buffer.from('ok'));
+        });
       },
     });
     const port = await new Promise<number>((res, rej) =>
@@ -131,9 +135,13 @@ describe('admission interceptor (a real grpc-js server)', () => {
 
   it('names a client by its certificate or token first, then the header, then the peer host', () => {
     const md = new grpc.Metadata();
-    expect(clientName('token:portal', md, 'ipv4:10.0.0.1:5000')).toBe('token:portal');
-    expect(clientName(undefined, md, 'ipv4:10.0.0.1:5000')).toBe('ipv4:10.0.0.1');
+    let asked = 0;
+    const peer = () => (asked++, 'ipv4:10.0.0.1:5000');
+    expect(clientName('token:portal', md, peer)).toBe('token:portal');
+    expect(clientName(undefined, md, peer)).toBe('ipv4:10.0.0.1');
     md.set('x-wanas-client', 'reports');
-    expect(clientName(undefined, md, 'ipv4:10.0.0.1:5000')).toBe('reports');
+    expect(clientName(undefined, md, peer)).toBe('reports');
+    // The peer is asked for only when nothing else names the client.
+    expect(asked).toBe(1);
   });
 });
