@@ -42,8 +42,14 @@ describe('wanas bench --smoke', () => {
       ]);
       const part = (name: string) => json.find((j) => j.part === name)!;
       // 50 identical concurrent reads ran once in each of the 6 pods.
-      const coalesce = part('coalesce') as unknown as { burst: { runsPerPod: number[] } };
+      const coalesce = part('coalesce') as unknown as {
+        burst: { runsPerPod: number[] };
+        cacheHit: { atEntryP50Ms: number; bareRoundTripMs: number };
+      };
       expect(coalesce.burst.runsPerPod).toEqual([1, 1, 1, 1, 1, 1]);
+      // The hits' time at the entry was read from its log lines, and the bare floor measured beside it.
+      expect(coalesce.cacheHit.atEntryP50Ms).toBeGreaterThan(0);
+      expect(coalesce.cacheHit.bareRoundTripMs).toBeGreaterThan(0);
       const latency = part('latency') as unknown as {
         limitMs: number;
         wanas: { p50Ms: number };

@@ -367,7 +367,7 @@ async function bareFederation(
 }
 
 /** The bare grpc-js echo between two processes (server and client, see bare-echo.ts). */
-async function bareEcho(calls: number, bytes: number): Promise<BareEchoResult> {
+export async function bareEcho(calls: number, bytes: number): Promise<BareEchoResult> {
   const script = path.join(__dirname, 'bare-echo.js');
   const server = spawn(process.execPath, [script, 'server'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let client: ChildProcess | undefined;

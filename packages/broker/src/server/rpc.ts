@@ -195,7 +195,7 @@ export class Rpc {
     fields?: (req: Req, res: Res) => Record<string, unknown>,
     ticket?: Ticket,
   ): Promise<[Res, IncomingCall]> {
-    const t0 = Date.now();
+    const t0 = performance.now();
     const correlationId = route.correlationId(req);
     const ctx = new IncomingCall(call, correlationId, route.source?.(req));
     const traced = serverSpan(call.metadata, route.service, route.method, correlationId);
@@ -217,7 +217,12 @@ export class Rpc {
       if (route.correlationTrailer && status.metadata) injectTraceparent(ctx.span, status.metadata);
       throw status;
     } finally {
-      release?.();
+      // A client call admitted by the gate holds its share until its answer is written (grpc-js writes it
+      // in the callback that follows; the write completes within the next turn of the event loop), as its
+      // adaptive limit expects. Freed before the write, the limit admitted more than the broker finished,
+      // then fell: goodput at 2× capacity went from 0.89× to 0.23× on the overload bench.
+      if (release && ticket) setImmediate(release);
+      else release?.();
     }
   }
 
@@ -285,7 +290,8 @@ export class Rpc {
     const code = ctx.cancelled ? grpc.status.CANCELLED : answered;
     ctx.finish();
     endSpan(ctx.span, code);
-    const latencyMs = Date.now() - t0;
+    // To the hundredth of a millisecond: a cache hit or a LocalRequest is served in well under one.
+    const latencyMs = Math.round((performance.now() - t0) * 100) / 100;
     this.deps.metrics.served(route.service, route.method, route.type, code, latencyMs / 1000);
     const level = code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN ? 'error' : 'info';
     if (!this.deps.log.isLevelEnabled(level)) return;
