@@ -1,4 +1,5 @@
 import { AggregateRequest, LocalRequest, SiteRequest, msToDuration } from '@wanas/proto';
+import { stableJson } from '@wanas/topology';
 import { aggregateKey, federationKey } from './keys';
 
 describe('keys: what makes two requests identical', () => {
@@ -17,6 +18,19 @@ describe('keys: what makes two requests identical', () => {
     expect(aggregateKey(a, 'alice', 0)).not.toBe(aggregateKey(a, 'alice', 1));
     expect(aggregateKey(a, 'alice', 0)).not.toBe(aggregateKey({ ...a, pageToken: 't' }, 'alice', 0));
     expect(aggregateKey(a, 'alice', 0)).not.toBe(aggregateKey({ ...a, headers: { h: '1' } }, 'alice', 0));
+  });
+
+  it('is the sorted JSON of the client, the generation and every field that is not routing', () => {
+    const req = AggregateRequest.fromPartial({
+      operation: 'x',
+      params: { z: [1, { b: 2, a: null }], a: 'é' },
+      correlationId: 'c1',
+      timeout: msToDuration(300),
+    });
+    const asked: Record<string, unknown> = { ...req };
+    for (const k of ['correlationId', 'idempotencyKey', 'hedge', 'attemptTimeout', 'timeout', 'maxStaleness'])
+      delete asked[k];
+    expect(aggregateKey(req, 'alice "x"', 3)).toBe(stableJson([3, 'alice "x"', asked]));
   });
 
   it('a federation request: same from any sender; none without a client', () => {

@@ -11,13 +11,28 @@ import type { AggregateRequest, LocalRequest, SiteRequest } from '@wanas/proto';
 
 /** Fields that route or time a request, at every hop: never part of a key. */
 const ROUTING = ['correlationId', 'idempotencyKey', 'hedge', 'attemptTimeout'] as const;
-/** And those a federation request adds: its budget, its sender, its target list, its hop count. */
-const FEDERATION_ROUTING = [...ROUTING, 'deadline', 'target', 'sourceSite', 'sourceBroker', 'hops'] as const;
+/** An Aggregate's: those, its budgets and the staleness it accepts. */
+const AGGREGATE_ROUTING: ReadonlySet<string> = new Set([...ROUTING, 'timeout', 'maxStaleness']);
+/** A federation request's: those, its budget, its sender, its target list, its hop count. */
+const FEDERATION_ROUTING: ReadonlySet<string> = new Set([
+  ...ROUTING,
+  ...['deadline', 'target', 'sourceSite', 'sourceBroker', 'hops'],
+]);
 
-/** `req` as JSON with sorted keys, without the fields named. */
-function keyOf(req: object, without: readonly string[], ...more: unknown[]): string {
-  const asked = Object.fromEntries(Object.entries(req).filter(([k]) => !without.includes(k)));
-  return stableJson([...more, asked]);
+/**
+ * `[...more, req]` as JSON with sorted keys, the fields named left out of `req` (the same text as
+ * `stableJson` of that array, built without copying the request: a key is made for every read served).
+ */
+function keyOf(req: object, without: ReadonlySet<string>, ...more: unknown[]): string {
+  let fields = '';
+  for (const k of Object.keys(req).sort()) {
+    if (without.has(k)) continue;
+    const field = `${JSON.stringify(k)}:${stableJson((req as Record<string, unknown>)[k])}`;
+    fields = fields ? `${fields},${field}` : field;
+  }
+  let head = '';
+  for (const m of more) head += `${stableJson(m)},`;
+  return `[${head}{${fields}}]`;
 }
 
 /**
@@ -25,7 +40,7 @@ function keyOf(req: object, without: readonly string[], ...more: unknown[]): str
  * and for coalescing when prefixed by how it is answered (streamed or not).
  */
 export function aggregateKey(req: AggregateRequest, client: string, generation: number): string {
-  return keyOf(req, [...ROUTING, 'timeout', 'maxStaleness'], generation, client);
+  return keyOf(req, AGGREGATE_ROUTING, generation, client);
 }
 
 /**
