@@ -16,7 +16,7 @@ import {
 import * as path from 'node:path';
 import { seedRows } from '../packages/broker/src/store/seed';
 import { run } from './support/run';
-import { until } from './support/until';
+import { until, untilSiteDown } from './support/until';
 
 const ROOT = path.resolve(__dirname, '..');
 const SESSIONS_PER_POD = 3400;
@@ -94,6 +94,9 @@ describe('paged listings (real processes, emulated WAN)', () => {
     const first = await call('s1-p2-a', { pageSize: PAGE });
     f.wan.cut('s3');
     try {
+      // Once the entry has found s3 silent (an event to wait for: within a 2 s budget on a loaded machine
+      // the pods could still end DEADLINE_EXCEEDED instead), the page fails at once, naming its pods.
+      await untilSiteDown(() => f.status('s1-p2-a'), 's3');
       const e = await call('s1-p2-a', {
         pageSize: PAGE,
         pageToken: first.nextPageToken,
