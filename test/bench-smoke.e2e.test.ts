@@ -59,9 +59,18 @@ describe('wanas bench --smoke', () => {
       expect(latency.wanas.p50Ms).toBeGreaterThan(0);
       expect(latency.podsAnswered.wanas).toBe(1);
       // The cpu part measured brokers and the bare grpc-js echo on each topology.
-      const cpu = part('cpu') as unknown as { topologies: { wanasMs: number; bareMs: number }[] };
+      const cpu = part('cpu') as unknown as {
+        topologies: { wanasMs: number; bareMs: number }[];
+        stages: Record<'local' | 'site', { totalMs: number; byStage: Record<string, number> }>;
+      };
       expect(cpu.topologies).toHaveLength(2);
       for (const t of cpu.topologies) expect([t.wanasMs > 0, t.bareMs > 0]).toEqual([true, true]);
+      // Where a served request's CPU goes: both profiles read, the stages summing to the total.
+      for (const s of [cpu.stages.local, cpu.stages.site]) {
+        expect(s.totalMs).toBeGreaterThan(0);
+        const sum = Object.values(s.byStage).reduce((a, b) => a + b, 0);
+        expect(Math.abs(sum - s.totalMs)).toBeLessThan(0.01);
+      }
       // The tracing part counted the spans its traced federation exported.
       const tracing = part('tracing') as unknown as { spansPerAggregate: number; onMs: number };
       expect(tracing.spansPerAggregate).toBeGreaterThan(5);

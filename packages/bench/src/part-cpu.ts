@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { DevFederation, stopProcess, type FederationSpec } from '@wanas/devfed';
 import type { BareEchoResult } from './bare-echo';
+import { describeStages, measureStages, type CpuStages } from './cpu-stages';
 import { bareCall, bareClients, type BareCall } from './bare-fanout';
 import { shape, timed, untilAllAnswer, type BenchCounts, type Progress } from './parts';
 import { median, summarize } from './stats';
@@ -67,6 +68,8 @@ export interface CpuResult {
   idle: IdleFigures & { settled?: IdleFigures & { afterSeconds: number } };
   /** The brokers' log level (their default: each call served writes its line). */
   logLevel: 'info';
+  /** Where a served LocalRequest's and SiteRequest's CPU goes, by stage (profiled; see cpu-stages.ts). */
+  stages: CpuStages;
 }
 
 /** What the idle brokers of one window spent. */
@@ -141,7 +144,8 @@ export async function cpuPart(counts: BenchCounts, progress: Progress): Promise<
     const shapeOf = shape(counts, sites, podsPerSite, brokersPerPod);
     topologies.push(await cpuOnTopology(shapeOf, aggregates, bareCalls, counts, progress));
   }
-  return { part: 'cpu', bare, topologies, idle, logLevel: 'info' };
+  const stages = await measureStages(counts.smoke ? 150 : 600);
+  return { part: 'cpu', bare, topologies, idle, logLevel: 'info', stages };
 }
 
 /** Idle brokers in a federation of the demo's shape: CPU per second each, just started and settled. */
@@ -411,5 +415,6 @@ export function describeCpu(r: CpuResult): string {
           `  idle, settled (${r.idle.settled.seconds} s from ${r.idle.settled.afterSeconds} s after start-up: on-demand channels retired): mean ${r.idle.settled.meanPercentOfCore.toFixed(2)}%, max ${r.idle.settled.maxPercentOfCore.toFixed(2)}% of a core per broker`,
         ]
       : []),
+    ...(r.stages ? [describeStages(r.stages)] : []),
   ].join('\n');
 }

@@ -135,7 +135,7 @@ export class DevFederation {
           ...(opts.injectSlow?.(b) ? ['--inject-slow', opts.injectSlow(b)!] : []),
           ...(opts.brokerArgs ?? []),
         ],
-        nodeArgs: nodeArgs(b.id),
+        nodeArgs: [...(nodeArgs(b.id) ?? []), ...(opts.nodeArgsFor?.(b) ?? [])],
         env: opts.envFor?.(b),
       }),
     });

@@ -32,6 +32,8 @@ export interface DevFederationOptions {
   settings?: Record<string, unknown>;
   /** The topology's `tracing` section (OTLP endpoint, protocol, sampler, service name). */
   tracing?: Record<string, unknown>;
+  /** Extra Node flags per broker (e.g. `--cpu-prof` for one), besides WANAS_BENCH_NODE_ARGS's. */
+  nodeArgsFor?: (b: DevBroker) => string[] | undefined;
   /** Extra environment per broker (e.g. NODE_OPTIONS). */
   envFor?: (b: DevBroker) => Record<string, string>;
   /** Fault injection per broker: `RATIO:MS` of federation requests answered late (`wanas broker --inject-slow`). */

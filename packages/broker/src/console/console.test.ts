@@ -1,4 +1,4 @@
-import { AggregateRequest, AggregateResponse, msToDuration } from '@wanas/proto';
+import { AggregateRequest, AggregateResponse, codeName, msToDuration } from '@wanas/proto';
 import { RequestJournal } from './journal';
 import { BUCKETS, BUCKET_MS, HealthWindows } from './windows';
 
@@ -55,6 +55,17 @@ describe('the console journal', () => {
     kept.record(req('a'), 'ops', 1, { res: res(0) });
     expect(kept.find('a')).toMatchObject({ params: { user: 'alice' }, reduced: { total: 1 } });
     expect(kept.find('a')!.pods[0]!.result).toEqual({ user: 'alice', sessions: ['x'] });
+  });
+
+  it('makes the tree of an answer shared by several callers once, each entry its own', () => {
+    const j = new RequestJournal(() => ({ requests: 10, keepBodies: false }));
+    const shared = res(1);
+    j.record(req('first'), 'ops', 5, { res: shared });
+    j.record(req('joiner'), 'ops', 2, { res: { ...shared, correlationId: 'joiner', sharedFrom: 'first' } });
+    const [first, joiner] = [j.find('first')!, j.find('joiner')!];
+    expect(joiner.pods).toBe(first.pods);
+    expect(joiner).toMatchObject({ correlationId: 'joiner', sharedFrom: 'first', latencyMs: 2 });
+    expect(first.pods.map((p) => p.code)).toEqual(shared.pods.map((p) => codeName(p.code)));
   });
 
   it('keeps nothing when the ring is 0', () => {

@@ -58,6 +58,11 @@ export interface JournalEntry {
 export class RequestJournal {
   private readonly ring: JournalEntry[] = [];
   private seq = 0;
+  /**
+   * Trees already made, by the answer's pods (without bodies): callers that shared an execution or a
+   * cached answer share its pods too, so the tree is made once for all of them.
+   */
+  private readonly trees = new WeakMap<AggregateResponse['pods'], JournalPod[]>();
 
   constructor(private readonly settings: () => { requests: number; keepBodies: boolean }) {}
 
@@ -87,26 +92,35 @@ export class RequestJournal {
       failedByCode: summary?.failedByCode ?? {},
       sharedFrom: res?.sharedFrom ?? '',
       cached: res?.cached ?? false,
-      pods: (res?.pods ?? []).map((p) => ({
-        site: p.site,
-        pod: p.pod,
-        code: codeName(p.code),
-        message: p.message,
-        answeredBy: p.answeredBy,
-        latencyMs: durationToMs(p.latency) ?? 0,
-        attempts: p.attempts.map((a) => ({
-          brokerId: a.brokerId,
-          code: codeName(a.code),
-          message: a.message,
-          latencyMs: durationToMs(a.latency) ?? 0,
-          hedged: a.hedged,
-        })),
-        ...(keepBodies && p.result ? { result: p.result } : {}),
-      })),
+      pods: this.tree(res?.pods ?? [], keepBodies),
       ...(keepBodies ? { params: req.params, reduced: res?.reduced } : {}),
     };
     this.ring.push(entry);
     while (this.ring.length > requests) this.ring.shift();
+  }
+
+  /** The pods of an answer as the console shows them (shared between answers with the same pods). */
+  private tree(pods: AggregateResponse['pods'], keepBodies: boolean): JournalPod[] {
+    const made = keepBodies ? undefined : this.trees.get(pods);
+    if (made) return made;
+    const tree = pods.map((p) => ({
+      site: p.site,
+      pod: p.pod,
+      code: codeName(p.code),
+      message: p.message,
+      answeredBy: p.answeredBy,
+      latencyMs: durationToMs(p.latency) ?? 0,
+      attempts: p.attempts.map((a) => ({
+        brokerId: a.brokerId,
+        code: codeName(a.code),
+        message: a.message,
+        latencyMs: durationToMs(a.latency) ?? 0,
+        hedged: a.hedged,
+      })),
+      ...(keepBodies && p.result ? { result: p.result } : {}),
+    }));
+    if (!keepBodies) this.trees.set(pods, tree);
+    return tree;
   }
 
   /** Entries after `seq`, newest last; only those with a failure (a failed pod or call) when `failedOnly`. */

@@ -349,6 +349,7 @@ class IncomingCall implements CallContext {
   private controller: AbortController | undefined;
   private finished = false;
   private peerName: string | undefined;
+  private cancelListeners: Set<() => void> | undefined;
 
   constructor(
     private readonly call: ServedCall,
@@ -367,6 +368,16 @@ class IncomingCall implements CallContext {
     return this.controller.signal;
   }
 
+  /** See {@link CallContext.onCancel}: a listener set, no AbortController. */
+  onCancel(listener: () => void): () => void {
+    if (this.cancelled) {
+      queueMicrotask(listener);
+      return () => undefined;
+    }
+    (this.cancelListeners ??= new Set()).add(listener);
+    return () => this.cancelListeners?.delete(listener);
+  }
+
   /** The broker the request names as its source, else the transport peer (asked for once). */
   get peer(): string {
     return (this.peerName ??= this.source || this.call.getPeer());
@@ -381,6 +392,9 @@ class IncomingCall implements CallContext {
     if (this.finished || this.cancelled) return;
     this.cancelled = true;
     this.controller?.abort(CANCELLED_BY_CALLER);
+    const listeners = this.cancelListeners;
+    this.cancelListeners = undefined;
+    for (const l of listeners ?? []) l();
   }
 }
 

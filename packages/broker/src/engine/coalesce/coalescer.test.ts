@@ -65,6 +65,29 @@ describe('Coalescer: identical requests in flight run once', () => {
     expect(signal.aborted).toBe(true);
   });
 
+  it('watches a caller that offers onCancel through it, without asking for its signal', async () => {
+    const c = new Coalescer<string, string>();
+    const { calls, start } = controllable();
+    const listeners = new Set<() => void>();
+    let signalAsked = 0;
+    const listening = {
+      signal: () => (signalAsked++, new AbortController().signal),
+      onCancel: (l: () => void) => (listeners.add(l), () => listeners.delete(l)),
+      end: undefined,
+    };
+    const a = c.run('k', 'a', listening, start);
+    const b = c.run('k', 'b', caller().caller, start);
+    const signal = calls[0]!.exec.signal;
+    expect(listeners.size).toBe(1);
+    for (const l of [...listeners]) l(); // the caller cancels
+    await expect(a).rejects.toMatchObject({ code: status.CANCELLED });
+    expect(listeners.size).toBe(0); // it stopped listening as the caller left
+    expect(signal.aborted).toBe(false); // the other caller is still there
+    calls[0]!.finish('answer');
+    expect((await b).value).toBe('answer');
+    expect(signalAsked).toBe(0);
+  });
+
   it('an execution that never asked for its signal is cancelled when it does, if every caller has gone', async () => {
     const c = new Coalescer<string, string>();
     const { calls, start } = controllable();

@@ -19,6 +19,8 @@ export type FlightState = 'running' | 'settled';
 export interface FlightCaller<P> {
   /** The caller's cancel, read only once the execution needs a signal (most operations never do). */
   signal: () => AbortSignal;
+  /** Listens for the caller's cancel without a signal (see `CallContext.onCancel`); else `signal` is watched. */
+  onCancel?: (listener: () => void) => () => void;
   /** When the caller needs its answer by (epoch ms; undefined: no deadline of its own). */
   end: number | undefined;
   /** A streamed caller: each pod's result as soon as it is final. */
@@ -146,8 +148,12 @@ export class Flight<T, P = never> {
 
   /** Makes a caller's cancel take it out of the flight. */
   private watch(entry: Joined<P>): void {
-    const signal = entry.caller.signal();
     const onAbort = () => entry.leave(new BrokerError(status.CANCELLED, 'the caller cancelled the call'));
+    if (entry.caller.onCancel) {
+      entry.unwatch = entry.caller.onCancel(onAbort);
+      return;
+    }
+    const signal = entry.caller.signal();
     if (signal.aborted) return queueMicrotask(onAbort);
     signal.addEventListener('abort', onAbort, { once: true });
     entry.unwatch = () => signal.removeEventListener('abort', onAbort);

@@ -104,7 +104,7 @@ export class Sharing {
     const shared = await this.aggregates.run(
       flightKey,
       req.correlationId,
-      { signal: () => ctx.signal, end, onPod },
+      { signal: () => ctx.signal, onCancel: ctx.onCancel?.bind(ctx), end, onPod },
       execute,
     );
     if (!shared.joined) return shared.value;
@@ -141,7 +141,12 @@ export class Sharing {
     const shared = await flights.run(
       `${onPod ? 's' : 'u'}${key}`,
       req.correlationId,
-      { signal: () => ctx.signal, end: endOf(ctx.deadline, durationToMs(req.deadline)), onPod },
+      {
+        signal: () => ctx.signal,
+        onCancel: ctx.onCancel?.bind(ctx),
+        end: endOf(ctx.deadline, durationToMs(req.deadline)),
+        onPod,
+      },
       (exec) => run(sharedContext(ctx, exec), onPod && ((p) => exec.report(p))),
     );
     if (!shared.joined) return shared.value;
