@@ -78,10 +78,13 @@ describe('hardening (real processes)', () => {
       Buffer.from('not a protobuf at all, just text'),
       Buffer.alloc(1000, 0xaa),
     ]) {
-      // An Aggregate arrives as bytes (admitted before it is decoded): the broker names what is wrong.
-      const err = await c.send('/wanas.v1.AggregationService/Aggregate', bytes);
-      expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
-      expect(err?.details).toMatch(/^the Aggregate request could not be decoded: |operation/);
+      // An Aggregate arrives as bytes (admitted before it is decoded): the broker names what is wrong,
+      // streamed or not.
+      for (const method of ['Aggregate', 'StreamAggregate']) {
+        const err = await c.send(`/wanas.v1.AggregationService/${method}`, bytes);
+        expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
+        expect(err?.details).toMatch(new RegExp(`^the ${method} request could not be decoded: |operation`));
+      }
     }
     c.close();
     expect((await f.aggregate('east-pod-1-a', { operation: 'echo' })).summary?.podsOk).toBe(3);
