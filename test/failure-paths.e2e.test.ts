@@ -106,6 +106,11 @@ describe('failure paths (real processes, emulated WAN)', () => {
     expect(r.codes['local CANCELLED']).toBeGreaterThanOrEqual(3);
     // Every hop ended long before the 4 s its pods were asked to sleep.
     expect(r.lastHopEndedMs).toBeLessThan(2000);
+    // And gave back what admission lent it: the entry's Aggregate share, every broker's federation calls.
+    await until('every broker holds no admitted work', async () => {
+      const all = await Promise.all(f.brokers.map((b) => status(b.id)));
+      return all.every((s) => s.admission?.inFlight === 0 && s.admission.federationInFlight === 0);
+    });
     await until('every pod answers', allAnswer);
   });
 

@@ -87,6 +87,8 @@ describe('hardening (real processes)', () => {
       }
     }
     c.close();
+    // Each was admitted before it was decoded: its share was given back.
+    expect((await f.status('east-pod-1-a')).admission?.inFlight).toBe(0);
     expect((await f.aggregate('east-pod-1-a', { operation: 'echo' })).summary?.podsOk).toBe(3);
   });
 

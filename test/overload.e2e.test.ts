@@ -12,6 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { DevFederation } from '@wanas/devfed';
 import * as path from 'node:path';
 import { ROOT } from './support/federation';
+import { until } from './support/until';
 
 // The compiled generator: it runs in a worker thread, which needs JavaScript (npm test builds first).
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -93,5 +94,10 @@ describe('overload (real processes)', () => {
     // Recovered: from 1 s after the burst, every call answered whole.
     expect(after!.heavy.lateWhole / after!.heavy.lateSent).toBeGreaterThan(0.97);
     expect(after!.light.whole / after!.light.sent).toBeGreaterThan(0.9);
+    // No share leaked (refused, expired, cancelled and answered calls alike): nothing is held once idle.
+    await until('the entry holds no admitted work', async () => {
+      const s = await f.status(entry.id);
+      return s.admission?.inFlight === 0 && s.admission.federationInFlight === 0;
+    });
   }, 90_000);
 });

@@ -68,3 +68,33 @@ export function workDeadline(end: number, now: number): number {
   const margin = Math.min(MARGIN_MAX_MS, Math.max(MARGIN_MIN_MS, left * MARGIN_SHARE));
   return end - Math.min(margin, left / 2);
 }
+
+/** A call's gRPC deadline as epoch ms (undefined when it set none). */
+export function deadlineOf(call: { getDeadline(): grpc.Deadline }): number | undefined {
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** Listens for a cancel: `listener` runs once (soon, if already cancelled); the result stops listening. */
+export type CancelListener = (listener: () => void) => () => void;
+
+/** A signal's abort as a {@link CancelListener}. */
+export function abortListener(signal: AbortSignal): CancelListener {
+  return (listener) => {
+    if (signal.aborted) {
+      queueMicrotask(listener);
+      return () => undefined;
+    }
+    signal.addEventListener('abort', listener, { once: true });
+    return () => signal.removeEventListener('abort', listener);
+  };
+}
+
+/**
+ * How to hear a call's cancel: its own `onCancel` when it has one (no AbortController made), else its
+ * signal's abort, read only when a listener is added.
+ */
+export function cancelListenerOf(ctx: CallContext): CancelListener {
+  return (listener) => (ctx.onCancel ? ctx.onCancel(listener) : abortListener(ctx.signal)(listener));
+}

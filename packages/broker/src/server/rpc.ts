@@ -3,7 +3,7 @@ import { codeName } from '@wanas/proto';
 import { ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
-import type { CallContext, ServedCall } from '../call-context';
+import { deadlineOf, type CallContext, type ServedCall } from '../call-context';
 import { BrokerError, PUSHBACK_HEADER, overloaded, toBrokerError } from '../errors';
 import { isRefusal, type Admission, type Ticket } from './admission/admission';
 import { clientName, isTicket, type ClientGate } from './admission/client-gate';
@@ -201,7 +201,8 @@ export class Rpc {
     const traced = serverSpan(call.metadata, route.service, route.method, correlationId);
     ctx.span = traced.span;
     ctx.trace = traced.ctx;
-    let release: (() => void) | undefined;
+    // The gate's ticket is this call's to release from here on, whatever happens next.
+    let release: (() => void) | undefined = ticket && (() => ticket.release());
     try {
       release = this.admit(call, route, ctx, ticket);
       const delay = route.caller === 'broker' ? this.injectedDelay() : undefined;
@@ -229,7 +230,8 @@ export class Rpc {
   /**
    * Authorization, then admission: a refused caller gets UNAUTHENTICATED / PERMISSION_DENIED, and work the
    * broker cannot take now RESOURCE_EXHAUSTED with a reason and a retry pushback, before any work. A client
-   * call the gate admitted comes with its `admitted` ticket. Returns the release.
+   * call the gate admitted comes with its `admitted` ticket (released by `serve` if this throws). Returns
+   * the release.
    */
   private admit<Req>(
     call: ServedCall,
@@ -238,15 +240,7 @@ export class Rpc {
     admitted: Ticket | undefined,
   ): () => void {
     let ticket = admitted;
-    // Whatever happens next, the gate's ticket is released once (the caller's share is freed).
-    const who = (() => {
-      try {
-        return this.deps.security.authorize(call, route.caller);
-      } catch (e) {
-        admitted?.release();
-        throw e;
-      }
-    })();
+    const who = this.deps.security.authorize(call, route.caller);
     if (route.caller === 'client')
       ctx.client =
         ticket?.client ?? clientName(who === ANONYMOUS ? undefined : who, call.metadata, () => ctx.peer);
@@ -396,12 +390,6 @@ class IncomingCall implements CallContext {
     this.cancelListeners = undefined;
     for (const l of listeners ?? []) l();
   }
-}
-
-function deadlineOf(call: { getDeadline(): grpc.Deadline }): number | undefined {
-  const d = call.getDeadline();
-  const ms = d instanceof Date ? d.getTime() : d;
-  return Number.isFinite(ms) ? ms : undefined;
 }
 
 /** The `x-correlation-id` trailer; left out when the id is not a valid one (it was refused). */

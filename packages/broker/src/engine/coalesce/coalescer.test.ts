@@ -1,4 +1,5 @@
 import { status } from '@grpc/grpc-js';
+import { abortListener, cancelListenerOf, type CallContext } from '../../call-context';
 import { Coalescer } from './coalescer';
 import type { Execution } from './flight';
 import { ResultsCache } from './results-cache';
@@ -14,7 +15,7 @@ function controllable() {
 
 const caller = (end?: number, onPod?: (p: string) => void) => {
   const controller = new AbortController();
-  return { controller, caller: { signal: () => controller.signal, end, onPod } };
+  return { controller, caller: { onCancel: abortListener(controller.signal), end, onPod } };
 };
 
 describe('Coalescer: identical requests in flight run once', () => {
@@ -65,17 +66,19 @@ describe('Coalescer: identical requests in flight run once', () => {
     expect(signal.aborted).toBe(true);
   });
 
-  it('watches a caller that offers onCancel through it, without asking for its signal', async () => {
+  it('hears a call that offers onCancel through it, without asking for its signal', async () => {
     const c = new Coalescer<string, string>();
     const { calls, start } = controllable();
     const listeners = new Set<() => void>();
     let signalAsked = 0;
-    const listening = {
-      signal: () => (signalAsked++, new AbortController().signal),
+    const ctx = {
+      get signal() {
+        signalAsked++;
+        return new AbortController().signal;
+      },
       onCancel: (l: () => void) => (listeners.add(l), () => listeners.delete(l)),
-      end: undefined,
-    };
-    const a = c.run('k', 'a', listening, start);
+    } as unknown as CallContext;
+    const a = c.run('k', 'a', { onCancel: cancelListenerOf(ctx), end: undefined }, start);
     const b = c.run('k', 'b', caller().caller, start);
     const signal = calls[0]!.exec.signal;
     expect(listeners.size).toBe(1);
@@ -86,6 +89,24 @@ describe('Coalescer: identical requests in flight run once', () => {
     calls[0]!.finish('answer');
     expect((await b).value).toBe('answer');
     expect(signalAsked).toBe(0);
+  });
+
+  it('hears a call without onCancel through its signal, read only when a listener is added', () => {
+    const controller = new AbortController();
+    let signalAsked = 0;
+    const ctx = {
+      get signal() {
+        signalAsked++;
+        return controller.signal;
+      },
+    } as unknown as CallContext;
+    const listen = cancelListenerOf(ctx);
+    expect(signalAsked).toBe(0);
+    let heard = 0;
+    const stop = listen(() => heard++);
+    controller.abort();
+    expect([signalAsked, heard]).toEqual([1, 1]);
+    stop();
   });
 
   it('an execution that never asked for its signal is cancelled when it does, if every caller has gone', async () => {

@@ -9,7 +9,7 @@
  * A streamed caller that joins late is given the pods already final, then the rest as they come.
  */
 import { status } from '@grpc/grpc-js';
-import { workDeadline } from '../../call-context';
+import { workDeadline, type CancelListener } from '../../call-context';
 import { BrokerError } from '../../errors';
 
 /** Where a flight is: running (callers may join), or settled (its answer given to every caller left). */
@@ -17,10 +17,8 @@ export type FlightState = 'running' | 'settled';
 
 /** One caller of a flight. */
 export interface FlightCaller<P> {
-  /** The caller's cancel, read only once the execution needs a signal (most operations never do). */
-  signal: () => AbortSignal;
-  /** Listens for the caller's cancel without a signal (see `CallContext.onCancel`); else `signal` is watched. */
-  onCancel?: (listener: () => void) => () => void;
+  /** The caller's cancel, listened for only once the execution needs a signal (most operations never do). */
+  onCancel: CancelListener;
   /** When the caller needs its answer by (epoch ms; undefined: no deadline of its own). */
   end: number | undefined;
   /** A streamed caller: each pod's result as soon as it is final. */
@@ -148,15 +146,9 @@ export class Flight<T, P = never> {
 
   /** Makes a caller's cancel take it out of the flight. */
   private watch(entry: Joined<P>): void {
-    const onAbort = () => entry.leave(new BrokerError(status.CANCELLED, 'the caller cancelled the call'));
-    if (entry.caller.onCancel) {
-      entry.unwatch = entry.caller.onCancel(onAbort);
-      return;
-    }
-    const signal = entry.caller.signal();
-    if (signal.aborted) return queueMicrotask(onAbort);
-    signal.addEventListener('abort', onAbort, { once: true });
-    entry.unwatch = () => signal.removeEventListener('abort', onAbort);
+    entry.unwatch = entry.caller.onCancel(() =>
+      entry.leave(new BrokerError(status.CANCELLED, 'the caller cancelled the call')),
+    );
   }
 
   private report(pod: P): void {

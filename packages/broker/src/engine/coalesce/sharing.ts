@@ -16,7 +16,7 @@ import {
   type SiteResponse,
 } from '@wanas/proto';
 import { durationMs } from '@wanas/operations';
-import type { CallContext } from '../../call-context';
+import { cancelListenerOf, type CallContext } from '../../call-context';
 import type { OperationRegistry } from '../../operations/registry';
 import type { Operation } from '../../operations/types';
 import type { SharingMetrics } from '../../telemetry/metrics';
@@ -104,7 +104,7 @@ export class Sharing {
     const shared = await this.aggregates.run(
       flightKey,
       req.correlationId,
-      { signal: () => ctx.signal, onCancel: ctx.onCancel?.bind(ctx), end, onPod },
+      { onCancel: cancelListenerOf(ctx), end, onPod },
       execute,
     );
     if (!shared.joined) return shared.value;
@@ -141,12 +141,7 @@ export class Sharing {
     const shared = await flights.run(
       `${onPod ? 's' : 'u'}${key}`,
       req.correlationId,
-      {
-        signal: () => ctx.signal,
-        onCancel: ctx.onCancel?.bind(ctx),
-        end: endOf(ctx.deadline, durationToMs(req.deadline)),
-        onPod,
-      },
+      { onCancel: cancelListenerOf(ctx), end: endOf(ctx.deadline, durationToMs(req.deadline)), onPod },
       (exec) => run(sharedContext(ctx, exec), onPod && ((p) => exec.report(p))),
     );
     if (!shared.joined) return shared.value;

@@ -8,7 +8,7 @@
  * included: about 140 µs of CPU per Aggregate on the bench, for a decision that needs no more than this.
  */
 import * as grpc from '@grpc/grpc-js';
-import type { ServedCall } from '../../call-context';
+import { deadlineOf, type ServedCall } from '../../call-context';
 import { PUSHBACK_HEADER } from '../../errors';
 import { isRefusal, type Admission, type Refusal, type Ticket } from './admission';
 
@@ -33,9 +33,7 @@ export type ClientGate = (call: ServedCall, method: string) => Ticket | grpc.Sta
 export function clientGate(deps: ClientGateDeps): ClientGate {
   return (call, method) => {
     const client = clientName(deps.identity(call), call.metadata, () => call.getPeer());
-    const d = call.getDeadline();
-    const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? d : undefined;
-    const decision = deps.admission.admit('aggregate', client, deadline);
+    const decision = deps.admission.admit('aggregate', client, deadlineOf(call));
     if (!isRefusal(decision)) return decision;
     deps.onRefused(method, client, decision);
     const metadata = new grpc.Metadata();
