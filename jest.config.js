@@ -9,6 +9,7 @@ module.exports = {
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.base.json', diagnostics: false }],
   },
   testTimeout: 60000,
-  // One file at a time: the e2e suites start many real processes; on 2 cores, two at once starve each other.
+  // One file at a time for `npx jest <path>`. `npm test` runs the projects of jest.suite.config.js, two
+  // files at a time where that is safe (scripts/run-tests.js).
   maxWorkers: 1,
 };

@@ -4,16 +4,12 @@
 //   node scripts/run-tests.js          every tier (npm test; what CI runs)
 //   node scripts/run-tests.js unit     tests that start no process: seconds, for every change (npm run test:unit)
 //   node scripts/run-tests.js e2e      the rest: real broker processes, PostgreSQL, the CLI, promtool, buf,
-//                                      then the transport pass (npm run test:e2e)
+//                                      a browser, on both federation transports (npm run test:e2e)
 //
-// The transport pass runs the multi-process tests whose paths differ between the two federation
-// transports again with sessions off (every broker calls and is called the unary way, as an older version
-// does): failures (kill, freeze, partition), deadlines, cancels, hedges, streaming and paging, request modes,
-// authorization per request, trace context, overload. Tests that do not touch the transport (the CLI,
-// configuration, Explain, the image, the manifests, DNS discovery, the stores, Prometheus) run once, and
-// so do the chaos soaks: the random faults they mix (kill, freeze, cut) are each driven on both
-// transports by failure-paths.e2e, request-modes.e2e and hedging.e2e, and a soak costs a minute a pass.
-// More arguments go to jest (e.g. a path). WANAS_TEST_PASSES=sessions (or unary) runs one of the two passes.
+// The projects are in jest.suite.config.js, with what each covers. Two jest runs: the first runs two files
+// at a time (a federation's start-up is mostly one process waiting on another, so two files share the 2
+// cores well), the second runs the tests that measure the machine's capacity with nothing beside them.
+// More arguments go to jest (e.g. a path).
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -21,40 +17,34 @@ const os = require('node:os');
 const path = require('node:path');
 
 const jest = require.resolve('jest/bin/jest');
+const config = path.join(__dirname, '..', 'jest.suite.config.js');
 const argv = process.argv.slice(2);
 const TIERS = ['unit', 'e2e', 'all'];
 const tier = TIERS.includes(argv[0]) ? argv.shift() : 'all';
 const args = argv;
 
-/** Unit tests beside the code that start a process (a PostgreSQL server, a Node child): e2e tier. */
-const PROCESS_UNIT_TESTS = [
-  'store/pod-state\\.test',
-  'store/postgres-failover\\.test',
-  'store/sqlite-inventory\\.test',
-  'operations/catalog\\.test',
-];
-/** Multi-process tests run again with sessions off (see the comment at the top). */
-const TRANSPORT_TESTS = [
-  'broker\\.e2e',
-  'failure-paths\\.e2e',
-  'first-fit-partition\\.e2e',
-  'hedging\\.e2e',
-  'listing\\.e2e',
-  'request-modes\\.e2e',
-  'security\\.e2e',
-  'tracing\\.e2e',
-  'overload\\.e2e',
-  'mixed-versions',
-];
-
-/** One jest run; its counts (a run whose results cannot be read counts as failed). */
-function pass(name, env, extra) {
+/** One jest run of some projects; its counts (a run whose results cannot be read counts as failed). */
+function pass(name, projects, workers) {
   const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'wanas-jest-')), 'results.json');
   console.log(`\n== tests: ${name} ==`);
-  const r = spawnSync(process.execPath, [jest, '--json', `--outputFile=${out}`, ...extra, ...args], {
-    stdio: 'inherit',
-    env: { ...process.env, ...env },
-  });
+  const r = spawnSync(
+    process.execPath,
+    [
+      jest,
+      '--config',
+      config,
+      '--json',
+      `--outputFile=${out}`,
+      `--maxWorkers=${workers}`,
+      // A path given to a tier may match nothing in one of its runs: that run passes nothing, fails nothing.
+      ...(args.length ? ['--passWithNoTests'] : []),
+      '--selectProjects',
+      ...projects,
+      '--',
+      ...args,
+    ],
+    { stdio: 'inherit' },
+  );
   try {
     const res = JSON.parse(fs.readFileSync(out, 'utf8'));
     const failed = res.numFailedTests + res.numRuntimeErrorTestSuites;
@@ -65,37 +55,13 @@ function pass(name, env, extra) {
   }
 }
 
-const ignore = (patterns) => ['--testPathIgnorePatterns', '/node_modules/', '/dist/', ...patterns];
 const results = [];
-const only = process.env.WANAS_TEST_PASSES;
-if (tier === 'unit')
-  results.push(pass('unit: no process started', {}, ['packages', ...ignore(PROCESS_UNIT_TESTS)]));
-else if (tier === 'e2e') {
-  if (only !== 'unary')
-    results.push(
-      pass('e2e: processes, federation sessions on (the default)', {}, [
-        '--testPathPatterns',
-        '/test/',
-        ...PROCESS_UNIT_TESTS,
-      ]),
-    );
-  if (only !== 'sessions')
-    results.push(
-      pass('e2e: the transport pass, federation sessions off (unary calls)', { WANAS_SESSIONS: 'off' }, [
-        '--testPathPatterns',
-        ...TRANSPORT_TESTS,
-      ]),
-    );
-} else {
-  // Everything in one jest run (one start-up), then the transport pass.
-  if (only !== 'unary') results.push(pass('every test, federation sessions on (the default)', {}, []));
-  if (only !== 'sessions')
-    results.push(
-      pass('the transport pass, federation sessions off (unary calls)', { WANAS_SESSIONS: 'off' }, [
-        '--testPathPatterns',
-        ...TRANSPORT_TESTS,
-      ]),
-    );
+const e2e = ['e2e', 'e2e-unary'];
+if (tier === 'unit') results.push(pass('unit: no process started', ['unit'], 2));
+else {
+  const first = tier === 'all' ? ['unit', ...e2e] : e2e;
+  results.push(pass(`${first.join(', ')}: two files at a time`, first, 2));
+  results.push(pass('alone: tests that measure capacity, one at a time', ['alone', 'alone-unary'], 1));
 }
 const passed = results.reduce((n, r) => n + r.passed, 0);
 const failed = results.reduce((n, r) => n + r.failed, 0);

@@ -57,7 +57,7 @@ describe('hardening (real processes)', () => {
     const started = Date.now();
     const outcomes = await Promise.all(
       Array.from({ length: 8 }, () =>
-        f.aggregate('east-pod-1-a', slow).then(
+        f.aggregateOnce('east-pod-1-a', slow).then(
           () => ({ code: 0, ms: Date.now() - started }),
           (e: grpc.ServiceError) => ({ code: e.code, ms: Date.now() - started, details: e.details }),
         ),

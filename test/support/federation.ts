@@ -108,11 +108,28 @@ export class Federation {
     return c;
   }
 
-  /** Unary Aggregate through broker `id` (one long-lived client per broker). */
+  /**
+   * Unary Aggregate through broker `id` (one long-lived client per broker), a load refusal sent again
+   * after its pushback as a well-behaved client does (`DevFederation.aggregator`).
+   */
   aggregate(id: string, req: Partial<AggregateRequest>, deadlineMs = 15_000): Promise<AggregateResponse> {
-    let call = this.aggregators.get(id);
-    if (!call) this.aggregators.set(id, (call = this.dev.aggregator(id)));
-    return call(req, deadlineMs);
+    return this.caller(id, 'retries')(req, deadlineMs);
+  }
+
+  /** As {@link aggregate}, but a refusal is the caller's: for tests that count refusals. */
+  aggregateOnce(id: string, req: Partial<AggregateRequest>, deadlineMs = 15_000): Promise<AggregateResponse> {
+    return this.caller(id, 'once')(req, deadlineMs);
+  }
+
+  private caller(id: string, kind: 'retries' | 'once'): ReturnType<DevFederation['aggregator']> {
+    const key = `${kind} ${id}`;
+    let call = this.aggregators.get(key);
+    if (!call)
+      this.aggregators.set(
+        key,
+        (call = this.dev.aggregator(id, kind === 'once' ? { pushbackRetries: 0 } : {})),
+      );
+    return call;
   }
 
   /** AdminService/GetStatus of broker `id`. */

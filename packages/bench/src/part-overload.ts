@@ -90,7 +90,8 @@ export async function overloadPart(counts: BenchCounts, progress: Progress): Pro
   try {
     const entry = on.broker('s1-p1-a');
     const pidsAtStart = new Map(on.brokers.map((b) => [b.id, b.proc?.pid]));
-    const aggregate = on.aggregator(entry.id);
+    // The load generator counts every refusal: it never sends a refused call again.
+    const aggregate = on.aggregator(entry.id, { pushbackRetries: 0 });
     await untilAllAnswer(aggregate, pods(on).length);
     unloadedRssMb = rssMb(entry.proc?.pid);
     // Capacity: a closed loop of 16 callers with 2 s deadlines (after a warm-up of as long), then an open loop.

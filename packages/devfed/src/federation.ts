@@ -258,21 +258,37 @@ export class DevFederation {
     return b;
   }
 
-  /** A long-lived Aggregate client of a broker (LAN address); each call's gRPC deadline defaults to 30 s. */
+  /**
+   * A long-lived Aggregate client of a broker (LAN address); each call's gRPC deadline defaults to 30 s.
+   * It behaves as the README asks of a client: a load refusal (RESOURCE_EXHAUSTED with a
+   * `grpc-retry-pushback-ms` trailer) is sent again once its pushback has passed, while the deadline
+   * allows, at most `pushbackRetries` times ({@link PUSHBACK_RETRIES}; 0 for a client that counts
+   * refusals, as a load generator does). Every other error is the caller's.
+   */
   aggregator(
     id: string,
+    { pushbackRetries = PUSHBACK_RETRIES }: { pushbackRetries?: number } = {},
   ): (req: Partial<AggregateRequest>, deadlineMs?: number) => Promise<AggregateResponse> {
     const c = new AggregationServiceClient(this.broker(id).address, this.clientCredentials);
     this.clients.push(c);
-    return (req, deadlineMs = 30_000) =>
-      new Promise((resolve, reject) =>
-        c.aggregate(
-          AggregateRequest.fromPartial(req),
-          new grpc.Metadata(),
-          { deadline: Date.now() + deadlineMs },
-          (e, r) => (e ? reject(e) : resolve(r)),
-        ),
+    const once = (req: AggregateRequest, deadline: number) =>
+      new Promise<AggregateResponse>((resolve, reject) =>
+        c.aggregate(req, new grpc.Metadata(), { deadline }, (e, r) => (e ? reject(e) : resolve(r))),
       );
+    return async (partial, deadlineMs = 30_000) => {
+      const req = AggregateRequest.fromPartial(partial);
+      const deadline = Date.now() + deadlineMs;
+      for (let retries = 0; ; retries++) {
+        try {
+          return await once(req, deadline);
+        } catch (e) {
+          const pushbackMs = loadPushbackMs(e);
+          if (pushbackMs === undefined || retries >= pushbackRetries || Date.now() + pushbackMs >= deadline)
+            throw e;
+          await new Promise((r) => setTimeout(r, pushbackMs));
+        }
+      }
+    };
   }
 
   /**
@@ -357,4 +373,16 @@ export function benchNodeArgs(
     );
   }
   return (brokerId) => (match && !match.test(brokerId) ? undefined : args);
+}
+
+/** How many times a DevFederation client sends a refused call again after its pushback, by default. */
+export const PUSHBACK_RETRIES = 10;
+
+/** A load refusal's retry pushback (gRPC A6), ms; undefined for any other error. */
+function loadPushbackMs(e: unknown): number | undefined {
+  const err = e as grpc.ServiceError;
+  if (err?.code !== grpc.status.RESOURCE_EXHAUSTED) return undefined;
+  const v = err.metadata?.get('grpc-retry-pushback-ms')[0];
+  const ms = v === undefined ? NaN : Number(v);
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
 }
