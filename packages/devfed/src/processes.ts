@@ -5,6 +5,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 
 /**
+ * The waiting channel reconnects within 50-100 ms of a refused connect. grpc-js's default first backoff
+ * is a second, and a broker is rarely listening at the first try: every start waited that second out.
+ */
+const WAIT_BACKOFF: grpc.ChannelOptions = {
+  'grpc.initial_reconnect_backoff_ms': 50,
+  'grpc.max_reconnect_backoff_ms': 100,
+};
+
+/**
  * Polls grpc.health.v1 on `address` until it answers SERVING. Throws when `proc` exits first (with
  * `describe()` in the message, e.g. the last log lines) or after `timeoutMs`.
  */
@@ -20,11 +29,10 @@ export async function waitServing(
     cancelled?: () => boolean;
   },
 ): Promise<void> {
-  const client = new grpc.Client(
-    address,
-    opts.credentials ?? grpc.credentials.createInsecure(),
-    opts.channelOptions ?? {},
-  );
+  const client = new grpc.Client(address, opts.credentials ?? grpc.credentials.createInsecure(), {
+    ...WAIT_BACKOFF,
+    ...opts.channelOptions,
+  });
   const probe = createHealthProbe(client.getChannel());
   const until = Date.now() + opts.timeoutMs;
   const why = () => (opts.describe ? `: ${opts.describe()}` : '');

@@ -1,8 +1,19 @@
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import type * as grpc from '@grpc/grpc-js';
-import { ReflectionService } from '@grpc/reflection';
+import { EventEmitter } from 'node:events';
 import { readDescriptorSets } from '@wanas/proto';
+
+/** The reflection methods served (v1 and v1alpha: grpcurl and buf curl ask either). */
+export const REFLECTION_PATHS = [
+  '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo',
+  '/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo',
+] as const;
+
+/** One reflection method as @grpc/reflection registers it: its handler and its message codec. */
+interface ReflectionMethod {
+  handler: (call: EventEmitter) => void;
+  deserialize: (bytes: Buffer) => unknown;
+  serialize: (message: unknown) => Buffer;
+}
 
 /**
  * Adds gRPC server reflection (v1 and v1alpha) for the wanas.v1 services and grpc.health.v1, so
@@ -13,10 +24,75 @@ import { readDescriptorSets } from '@wanas/proto';
  * latter, clients can list the services but every call fails with "failed to find service ... in
  * schema" (grpc-node #2958; protobufjs renames files, e.g. health.proto → grpc_health_v1.proto, so
  * imports do not resolve). The end-to-end tests call Aggregate and Health/Check through `buf curl`.
+ *
+ * The service is built on its first call, not at start-up: loading @grpc/reflection and indexing the
+ * descriptors cost about 135 ms of a broker's 0.8 s start (--cpu-prof), and most brokers are never asked.
+ * Until then its two methods are registered as bytes; the first call builds the service and every call
+ * is handed to it through {@link asMessages}.
  */
 export function addReflection(server: grpc.Server): void {
+  let methods: Map<string, ReflectionMethod> | undefined;
+  for (const path of REFLECTION_PATHS)
+    server.register<Buffer, Buffer>(
+      path,
+      ((call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+        methods ??= buildReflection();
+        const m = methods.get(path)!;
+        m.handler(asMessages(call, m));
+      }) as grpc.handleBidiStreamingCall<Buffer, Buffer>,
+      (b) => b,
+      (b) => b,
+      'bidi',
+    );
+}
+
+/** Builds @grpc/reflection's service and reads back what it would register, by method path. */
+function buildReflection(): Map<string, ReflectionMethod> {
+  /* eslint-disable @typescript-eslint/no-require-imports -- loaded on the first reflection call (see above) */
+  const { fromBinary, toBinary } = require('@bufbuild/protobuf') as typeof import('@bufbuild/protobuf');
+  const { FileDescriptorProtoSchema, FileDescriptorSetSchema } =
+    require('@bufbuild/protobuf/wkt') as typeof import('@bufbuild/protobuf/wkt');
+  const { ReflectionService } = require('@grpc/reflection') as typeof import('@grpc/reflection');
+  /* eslint-enable @typescript-eslint/no-require-imports */
   const fileDescriptorProtos = readDescriptorSets().flatMap((bytes) =>
     fromBinary(FileDescriptorSetSchema, bytes).file.map((f) => toBinary(FileDescriptorProtoSchema, f)),
   );
-  new ReflectionService({ all: { fileDescriptorProtos } } as never).addToServer(server);
+  const methods = new Map<string, ReflectionMethod>();
+  const recorder = {
+    addService(service: grpc.ServiceDefinition, impl: Record<string, ReflectionMethod['handler']>) {
+      for (const [name, def] of Object.entries(service))
+        methods.set(def.path, {
+          handler: impl[name]!,
+          deserialize: def.requestDeserialize,
+          serialize: def.responseSerialize as (m: unknown) => Buffer,
+        });
+    },
+  };
+  new ReflectionService({ all: { fileDescriptorProtos } } as never).addToServer(recorder as never);
+  return methods;
+}
+
+/**
+ * A bytes call as the message stream @grpc/reflection's handler reads and writes (it listens for `data`
+ * and `end`, and calls `write` and `end`).
+ */
+function asMessages(call: grpc.ServerDuplexStream<Buffer, Buffer>, m: ReflectionMethod): EventEmitter {
+  const messages = Object.assign(new EventEmitter(), {
+    write: (message: unknown) => call.write(m.serialize(message)),
+    end: () => call.end(),
+  });
+  call.on('data', (bytes: Buffer) => {
+    let message: unknown;
+    try {
+      message = m.deserialize(bytes);
+    } catch {
+      call.destroy(new Error('the reflection request could not be decoded'));
+      return;
+    }
+    messages.emit('data', message);
+  });
+  call.on('end', () => messages.emit('end'));
+  // A caller that goes away ends the stream; there is nothing to clean up.
+  call.on('error', () => undefined);
+  return messages;
 }

@@ -9,7 +9,14 @@
  * first did not commit) or finds its own record (it did) — never acts twice.
  */
 import { status } from '@grpc/grpc-js';
-import pg from 'pg';
+import type pg from 'pg';
+
+/**
+ * The `pg` module, loaded when a PostgreSQL store is first opened: a broker on the embedded store never
+ * pays for it at start-up (about 40 ms of a broker's 0.8 s start, measured with --cpu-prof).
+ */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const loadPg = (): typeof pg => require('pg') as typeof pg;
 import { BrokerError, abortedError } from '../errors';
 import { Refusal } from '../ledger/ledger';
 import type { StoreHealth } from './pod-state';
@@ -74,8 +81,9 @@ export class PgTransactions {
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       idleTimeoutMillis: 30_000,
     };
-    this.pool = new pg.Pool({ ...common, max: POOL_MAX, pipeline: true, application_name: applicationName });
-    this.cancels = new pg.Pool({ ...common, max: 1, application_name: `${applicationName} (cancel)` });
+    const { Pool } = loadPg();
+    this.pool = new Pool({ ...common, max: POOL_MAX, pipeline: true, application_name: applicationName });
+    this.cancels = new Pool({ ...common, max: 1, application_name: `${applicationName} (cancel)` });
     // An idle connection the server ended (a restart, pg_terminate_backend): the pool replaces it.
     this.pool.on('error', onError);
     this.cancels.on('error', onError);
