@@ -1,4 +1,4 @@
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { EventEmitter } from 'node:events';
 import { readDescriptorSets } from '@wanas/proto';
 
@@ -81,17 +81,24 @@ function asMessages(call: grpc.ServerDuplexStream<Buffer, Buffer>, m: Reflection
     write: (message: unknown) => call.write(m.serialize(message)),
     end: () => call.end(),
   });
+  let failed = false;
   call.on('data', (bytes: Buffer) => {
+    if (failed) return;
     let message: unknown;
     try {
       message = m.deserialize(bytes);
-    } catch {
-      call.destroy(new Error('the reflection request could not be decoded'));
+    } catch (e) {
+      // grpc-js ends a server stream with the status of an error emitted on it (destroy would end nothing).
+      failed = true;
+      const details = `the reflection request could not be decoded: ${(e as Error).message}`;
+      call.emit('error', Object.assign(new Error(details), { code: grpc.status.INVALID_ARGUMENT, details }));
       return;
     }
     messages.emit('data', message);
   });
-  call.on('end', () => messages.emit('end'));
+  call.on('end', () => {
+    if (!failed) messages.emit('end');
+  });
   // A caller that goes away ends the stream; there is nothing to clean up.
   call.on('error', () => undefined);
   return messages;
