@@ -61,7 +61,7 @@ if (tier === 'unit') results.push(pass('unit: no process started', ['unit'], 2))
 else {
   const first = tier === 'all' ? ['unit', ...e2e] : e2e;
   results.push(pass(`${first.join(', ')}: two files at a time`, first, 2));
-  results.push(pass('alone: tests that measure capacity, one at a time', ['alone', 'alone-unary'], 1));
+  results.push(pass('alone, alone-unary: one file at a time', ['alone', 'alone-unary'], 1));
 }
 const passed = results.reduce((n, r) => n + r.passed, 0);
 const failed = results.reduce((n, r) => n + r.failed, 0);

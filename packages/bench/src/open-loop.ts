@@ -5,7 +5,12 @@
  * ({@link runOpenLoop}), so neither it nor the WAN emulator in the main thread slows the other.
  */
 import * as grpc from '@grpc/grpc-js';
-import { AggregateRequest, AggregationServiceClient, type AggregateResponse } from '@wanas/proto';
+import {
+  AggregateRequest,
+  AggregationServiceClient,
+  PUSHBACK_HEADER,
+  type AggregateResponse,
+} from '@wanas/proto';
 import { performance } from 'node:perf_hooks';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
@@ -178,7 +183,7 @@ function call(
           res.refusedMs.push(ms);
           const why = refusalKind(e.details);
           res.refusedBy[why] = (res.refusedBy[why] ?? 0) + 1;
-          if (pushback || e.metadata?.get('grpc-retry-pushback-ms').length) res.withPushback++;
+          if (pushback || e.metadata?.get(PUSHBACK_HEADER).length) res.withPushback++;
         } else if (res.messages.length < 5 && e.code !== grpc.status.DEADLINE_EXCEEDED)
           res.messages.push(`${code}: ${e.details}`);
         return;
@@ -196,7 +201,7 @@ function call(
     },
   );
   unary.on('status', (s) => {
-    if (s.metadata.get('grpc-retry-pushback-ms').length) pushback = true;
+    if (s.metadata.get(PUSHBACK_HEADER).length) pushback = true;
   });
 }
 

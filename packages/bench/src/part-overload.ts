@@ -7,6 +7,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import * as fs from 'node:fs';
 import { DevFederation, table } from '@wanas/devfed';
+import { pushbackMsOf } from '@wanas/proto';
 import { pods, shape, untilAllAnswer, type BenchCounts, type Progress } from './parts';
 import { runOpenLoop, type ClientPhaseResult, type LoadPhase, type OpenLoopResult } from './open-loop';
 import { quantile } from './stats';
@@ -162,7 +163,7 @@ async function closedLoopWhole(
         const r = await aggregate({ operation: 'echo', params: { n: n++ } }, 2000).catch(
           async (e: grpc.ServiceError) => {
             // A well-behaved client waits out a refusal's pushback (a tight retry loop is a retry storm).
-            const ms = Number(e.metadata?.get('grpc-retry-pushback-ms')[0] ?? 50);
+            const ms = pushbackMsOf(e) ?? 50;
             await new Promise((res) => setTimeout(res, ms));
             return undefined;
           },

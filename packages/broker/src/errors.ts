@@ -27,9 +27,6 @@ export class BrokerError extends Error {
   }
 }
 
-/** Header of a refusal's retry pushback (gRPC A6): a client waits this long, ms, before trying again. */
-export const PUSHBACK_HEADER = 'grpc-retry-pushback-ms';
-
 /** RESOURCE_EXHAUSTED for load, with the retry pushback a well-behaved client honours. */
 export function overloaded(message: string, pushbackMs: number): BrokerError {
   const err = new BrokerError(status.RESOURCE_EXHAUSTED, message);

@@ -5,6 +5,7 @@ import {
   AggregationServiceClient,
   Hedging,
   msToDuration,
+  pushbackMsOf,
   type AggregateResponse,
   type GetStatusResponse,
 } from '@wanas/proto';
@@ -282,7 +283,7 @@ export class DevFederation {
         try {
           return await once(req, deadline);
         } catch (e) {
-          const pushbackMs = loadPushbackMs(e);
+          const pushbackMs = pushbackMsOf(e);
           if (pushbackMs === undefined || retries >= pushbackRetries || Date.now() + pushbackMs >= deadline)
             throw e;
           await new Promise((r) => setTimeout(r, pushbackMs));
@@ -377,12 +378,3 @@ export function benchNodeArgs(
 
 /** How many times a DevFederation client sends a refused call again after its pushback, by default. */
 export const PUSHBACK_RETRIES = 10;
-
-/** A load refusal's retry pushback (gRPC A6), ms; undefined for any other error. */
-function loadPushbackMs(e: unknown): number | undefined {
-  const err = e as grpc.ServiceError;
-  if (err?.code !== grpc.status.RESOURCE_EXHAUSTED) return undefined;
-  const v = err.metadata?.get('grpc-retry-pushback-ms')[0];
-  const ms = v === undefined ? NaN : Number(v);
-  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
-}

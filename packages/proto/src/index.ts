@@ -10,6 +10,7 @@ export { Duration } from './gen/google/protobuf/duration';
 export { Struct, Value } from './gen/google/protobuf/struct';
 export * from './duration';
 export * from './codes';
+export * from './pushback';
 export * from './descriptor-set';
 /** google.rpc.Status, the rich error model a broker sends in `grpc-status-details-bin`. */
 export { Status as RpcStatus } from './gen/google/rpc/status';

@@ -107,4 +107,41 @@ describe('server reflection, built on its first call', () => {
     const [list] = await ask({ listServices: '' });
     expect(list!.listServicesResponse!.service.length).toBeGreaterThan(2);
   });
+
+  it('ends a call with INTERNAL when the service cannot be built, serves on, and builds on a later call', async () => {
+    const other = new grpc.Server();
+    let builds = 0;
+    addReflection(other, () => {
+      builds++;
+      throw new Error('no descriptors');
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      other.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    const raw = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const ask = () =>
+      new Promise<grpc.StatusObject>((resolve) => {
+        const call = raw.makeBidiStreamRequest(
+          REFLECTION_PATHS[1],
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+        );
+        call.on('data', () => undefined);
+        call.on('error', () => undefined);
+        call.on('status', resolve);
+        call.end();
+      });
+    try {
+      for (const s of [await ask(), await ask()]) {
+        expect(s.code).toBe(grpc.status.INTERNAL);
+        expect(s.details).toBe('reflection could not be built: no descriptors');
+      }
+      expect(builds).toBe(2);
+    } finally {
+      raw.close();
+      other.forceShutdown();
+    }
+  });
 });

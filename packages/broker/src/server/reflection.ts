@@ -9,7 +9,7 @@ export const REFLECTION_PATHS = [
 ] as const;
 
 /** One reflection method as @grpc/reflection registers it: its handler and its message codec. */
-interface ReflectionMethod {
+export interface ReflectionMethod {
   handler: (call: EventEmitter) => void;
   deserialize: (bytes: Buffer) => unknown;
   serialize: (message: unknown) => Buffer;
@@ -30,13 +30,26 @@ interface ReflectionMethod {
  * Until then its two methods are registered as bytes; the first call builds the service and every call
  * is handed to it through {@link asMessages}.
  */
-export function addReflection(server: grpc.Server): void {
+export function addReflection(
+  server: grpc.Server,
+  build: () => Map<string, ReflectionMethod> = buildReflection,
+): void {
   let methods: Map<string, ReflectionMethod> | undefined;
   for (const path of REFLECTION_PATHS)
     server.register<Buffer, Buffer>(
       path,
       ((call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-        methods ??= buildReflection();
+        try {
+          methods ??= build();
+        } catch (e) {
+          // Built at start-up, this failure stopped the broker; built on a call, it ends that call (and is
+          // tried again on the next), while the broker serves on.
+          return endWith(
+            call,
+            grpc.status.INTERNAL,
+            `reflection could not be built: ${(e as Error).message}`,
+          );
+        }
         const m = methods.get(path)!;
         m.handler(asMessages(call, m));
       }) as grpc.handleBidiStreamingCall<Buffer, Buffer>,
@@ -88,10 +101,12 @@ function asMessages(call: grpc.ServerDuplexStream<Buffer, Buffer>, m: Reflection
     try {
       message = m.deserialize(bytes);
     } catch (e) {
-      // grpc-js ends a server stream with the status of an error emitted on it (destroy would end nothing).
       failed = true;
-      const details = `the reflection request could not be decoded: ${(e as Error).message}`;
-      call.emit('error', Object.assign(new Error(details), { code: grpc.status.INVALID_ARGUMENT, details }));
+      endWith(
+        call,
+        grpc.status.INVALID_ARGUMENT,
+        `the reflection request could not be decoded: ${(e as Error).message}`,
+      );
       return;
     }
     messages.emit('data', message);
@@ -102,4 +117,9 @@ function asMessages(call: grpc.ServerDuplexStream<Buffer, Buffer>, m: Reflection
   // A caller that goes away ends the stream; there is nothing to clean up.
   call.on('error', () => undefined);
   return messages;
+}
+
+/** Ends a server stream with a status: grpc-js sends the status of an error emitted on it (destroy ends nothing). */
+function endWith(call: grpc.ServerDuplexStream<Buffer, Buffer>, code: grpc.status, details: string): void {
+  call.emit('error', Object.assign(new Error(details), { code, details }));
 }

@@ -1,10 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
-import { codeName } from '@wanas/proto';
+import { PUSHBACK_HEADER, codeName } from '@wanas/proto';
 import { ROOT_CONTEXT, type Context, type Span } from '@opentelemetry/api';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'winston';
 import { deadlineOf, type CallContext, type ServedCall } from '../call-context';
-import { BrokerError, PUSHBACK_HEADER, overloaded, toBrokerError } from '../errors';
+import { BrokerError, overloaded, toBrokerError } from '../errors';
 import { isRefusal, type Admission, type Ticket } from './admission/admission';
 import { clientName, isTicket, type ClientGate } from './admission/client-gate';
 import type { BrokerMetrics, RequestKind } from '../telemetry/metrics';

@@ -10,6 +10,9 @@
  */
 import { status } from '@grpc/grpc-js';
 import type pg from 'pg';
+import { BrokerError, abortedError } from '../errors';
+import { Refusal } from '../ledger/ledger';
+import type { StoreHealth } from './pod-state';
 
 /**
  * The `pg` module, loaded when a PostgreSQL store is first opened: a broker on the embedded store never
@@ -17,9 +20,6 @@ import type pg from 'pg';
  */
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const loadPg = (): typeof pg => require('pg') as typeof pg;
-import { BrokerError, abortedError } from '../errors';
-import { Refusal } from '../ledger/ledger';
-import type { StoreHealth } from './pod-state';
 
 /** Connections one broker keeps to its pod's database at most. */
 const POOL_MAX = 10;

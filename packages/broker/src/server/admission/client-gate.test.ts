@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { PUSHBACK_HEADER } from '@wanas/proto';
 import { Admission, type Ticket } from './admission';
 import { clientGate, clientName, isTicket } from './client-gate';
 import type { QueueDelay } from './queue-delay';
@@ -83,7 +84,7 @@ describe('the client gate (a real grpc-js server)', () => {
           resolve({
             code: e?.code ?? 0,
             details: e?.details ?? '',
-            pushback: (e?.metadata ?? trailer)?.get('grpc-retry-pushback-ms')[0] as string | undefined,
+            pushback: (e?.metadata ?? trailer)?.get(PUSHBACK_HEADER)[0] as string | undefined,
           }),
       );
       c.on('status', (s: grpc.StatusObject) => (trailer = s.metadata));

@@ -9,7 +9,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { deadlineOf, type ServedCall } from '../../call-context';
-import { PUSHBACK_HEADER } from '../../errors';
+import { PUSHBACK_HEADER } from '@wanas/proto';
 import { isRefusal, type Admission, type Refusal, type Ticket } from './admission';
 
 /** The header naming a client in insecure mode (untrusted: for development and tests). */
